@@ -1,0 +1,392 @@
+"""StateStore: SQLite state of a folder pair."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from watchsync.errors import LockedError, WatchsyncError
+from watchsync.model import SyncedEntry
+from watchsync.state import JournalEntry, StateStore, list_stores, store_name
+
+ROOT_URL = "s3://bucket/prefix"
+
+
+def entry(path: str, size: int = 1) -> SyncedEntry:
+    return SyncedEntry(path, size, size * 1000, f"etag-{size}", size * 2000)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def store(tmp_path: Path, root: Path) -> Iterator[StateStore]:
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        yield s
+
+
+def test_open_creates_wal_db_named_by_pair(tmp_path: Path, root: Path) -> None:
+    clock = iter([1000.0, 1001.0]).__next__
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL, clock=clock) as s:
+        assert s.db_path.name == store_name(root, ROOT_URL) + ".db"
+        assert s.lock_path == s.db_path.with_suffix(".lock")
+        meta = s.meta()
+        assert meta == {
+            "local_root": str(root.resolve()),
+            "url": ROOT_URL,
+            "root_dev": str(root.stat().st_dev),
+            "created": "1000.0",
+        }
+        assert s.integrity_check() == "ok"
+    # Another URL or root is another database; reopening keeps the first meta.
+    assert store_name(root, ROOT_URL) != store_name(root, ROOT_URL + "2")
+    assert store_name(root, ROOT_URL) == store_name(root / "." / "x" / "..", ROOT_URL)
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        assert s.meta()["created"] == "1000.0"
+    conn = sqlite3.connect(tmp_path / "state" / (store_name(root, ROOT_URL) + ".db"))
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    assert list_stores(tmp_path / "state") == [
+        tmp_path / "state" / (store_name(root, ROOT_URL) + ".db")
+    ]
+    assert list_stores(tmp_path / "missing") == []
+
+
+def test_put_get_delete(store: StateStore) -> None:
+    assert store.get("a") is None
+    store.put(entry("a", 1))
+    store.put(entry("a", 2))
+    assert store.get("a") == entry("a", 2)
+    assert store.count() == 1
+    assert store.delete("a") is True
+    assert store.delete("a") is False
+    assert store.get("a") is None
+    assert store.put_many([]) == 0
+
+
+def test_put_many_is_all_or_nothing(store: StateStore) -> None:
+    bad = SyncedEntry("x\udcff", 1, 1, "", 1)  # not valid UTF-8: sqlite3 refuses it
+    with pytest.raises(UnicodeEncodeError):
+        store.put_many([entry("ok1"), bad, entry("ok2")])
+    assert store.count() == 0
+
+
+def test_delete_prefix_uses_ranges_not_like(store: StateStore) -> None:
+    paths = ["a", "a b/x", "a%/x", "a-b/x", "a.b", "a/", "a/b", "a/b/c", "a/z", "a0", "a_/x", "ab"]
+    store.put_many(entry(p) for p in paths)
+    assert [e.path for e in store.iter_sorted("a")] == ["a/", "a/b", "a/b/c", "a/z"]
+    assert [e.path for e in store.iter_sorted("a%")] == ["a%/x"]
+    assert store.delete_prefix("a/") == 4
+    assert [e.path for e in store.iter_sorted()] == sorted(
+        set(paths) - {"a/", "a/b", "a/b/c", "a/z"}
+    )
+    assert store.delete_prefix("a_") == 1  # "_" is no wildcard here
+    assert store.get("a b/x") is not None
+    remaining = store.count()
+    assert store.delete_prefix("") == remaining
+    assert store.count() == 0
+
+
+ORDER_SAMPLE = [
+    "a",
+    "a-b",
+    "a.b",
+    "a/b",
+    "a0",
+    "aB",
+    "a\u00e9",
+    "a\uffff",
+    "a\U0001f600",
+    "z",
+    "Z",
+    "-",
+    ".",
+    "0",
+    "/x",
+    "\u00e9t\u00e9/x",
+    "\u4e2d\u6587",
+    "a b",
+    "a\tb",
+    "a~",
+    "\U00010000",
+]
+
+
+def test_iter_sorted_matches_python_str_order(store: StateStore) -> None:
+    # U+FFFF < U+10000 in code points (and UTF-8), but not in UTF-16 order.
+    store.put_many(entry(p) for p in reversed(ORDER_SAMPLE))
+    got = [e.path for e in store.iter_sorted(batch=3)]
+    assert got == sorted(ORDER_SAMPLE)
+    assert got == sorted(ORDER_SAMPLE, key=lambda s: s.encode("utf-8"))
+
+
+paths_strategy = st.lists(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        min_size=1,
+        max_size=12,
+    ),
+    unique=True,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(paths=paths_strategy)
+def test_iter_sorted_order_property(store: StateStore, paths: list[str]) -> None:
+    store.delete_prefix("")
+    store.put_many(entry(p) for p in paths)
+    assert [e.path for e in store.iter_sorted(batch=7)] == sorted(paths)
+
+
+def test_iter_sorted_streams_while_other_threads_write(store: StateStore) -> None:
+    store.put_many(entry(f"f{i:05d}") for i in range(3000))
+    it = store.iter_sorted(batch=100)
+    first = next(it)
+    assert first.path == "f00000"
+    # Writes during the iteration neither block nor show up in its snapshot.
+    writer = threading.Thread(target=lambda: store.put_many(entry(f"g{i}") for i in range(50)))
+    writer.start()
+    writer.join(timeout=10)
+    assert not writer.is_alive()
+    store.delete("f02999")
+    rest = list(it)
+    assert len(rest) == 2999
+    assert rest[-1].path == "f02999"
+    assert store.count() == 3000 - 1 + 50
+
+
+def test_iter_sorted_closed_early_releases_connection(store: StateStore) -> None:
+    store.put_many(entry(f"p{i}") for i in range(10))
+    it = store.iter_sorted(batch=2)
+    next(it)
+    it.close()  # no ResourceWarning (filterwarnings=error)
+
+
+def test_concurrent_writers_are_serialized(store: StateStore) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(100):
+                store.put(entry(f"t{n}/{i}"))
+                op = store.journal_add("upload", f"t{n}/{i}")
+                store.incr("uploaded_files")
+                store.journal_done(op)
+                _ = store.get(f"t{n}/{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert store.count() == 600
+    assert store.journal_count() == 0
+    assert store.counters()["uploaded_files"] == 600
+
+
+def test_journal(tmp_path: Path, root: Path) -> None:
+    now = [100.0]
+    with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL, clock=lambda: now[0]) as s:
+        assert s.journal_pending() == []
+        assert s.journal_oldest_age(200.0) is None
+        a = s.journal_add("upload", "a.txt")
+        now[0] = 150.0
+        b = s.journal_add("delete-remote", "b.txt", "etag=x")
+        assert s.journal_pending() == [
+            JournalEntry(a, "upload", "a.txt", "", 100.0),
+            JournalEntry(b, "delete-remote", "b.txt", "etag=x", 150.0),
+        ]
+        assert s.journal_count() == 2
+        assert s.journal_oldest_age(160.0) == 60.0
+        s.journal_done(a)
+        assert [j.id for j in s.journal_pending()] == [b]
+        assert s.journal_oldest_age(160.0) == 10.0
+    # The journal survives a restart.
+    with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as s:
+        assert [j.path for j in s.journal_pending()] == ["b.txt"]
+
+
+def test_status_and_counters_visible_to_read_only_reader(store: StateStore) -> None:
+    store.lock()
+    store.set_status(state="watching", pid=1234, last_reconcile_duration=1.5, last_error=None)
+    store.incr("uploaded_bytes", 100)
+    store.incr("uploaded_bytes", 23)
+    store.incr("custom")
+    with StateStore.read_only(store.db_path) as reader:
+        assert reader.get_status() == {
+            "last_error": None,
+            "last_reconcile_duration": 1.5,
+            "pid": 1234,
+            "state": "watching",
+        }
+        counters = reader.counters()
+        assert counters["uploaded_bytes"] == 123
+        assert counters["custom"] == 1
+        assert counters["deleted_local"] == 0
+        # The reader sees later commits and cannot write.
+        store.set_status(state="reconciling")
+        assert reader.get_status()["state"] == "reconciling"
+        with pytest.raises(sqlite3.OperationalError):
+            reader.set_status(state="x")
+        assert reader.meta()["url"] == ROOT_URL
+    # The writer was never blocked.
+    store.put(entry("after"))
+
+
+def test_read_only_opens_cleanly_closed_db(tmp_path: Path, root: Path) -> None:
+    with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as s:
+        s.put(entry("x"))
+        path = s.db_path
+    with StateStore.read_only(path) as reader:
+        assert reader.get("x") == entry("x")
+        assert [e.path for e in reader.iter_sorted()] == ["x"]
+    with pytest.raises(WatchsyncError):
+        StateStore.read_only(tmp_path / "s" / "nope.db")
+
+
+def test_closed_store_refuses_use(store: StateStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(WatchsyncError):
+        store.get("a")
+
+
+def test_lock_is_exclusive_and_names_holder(tmp_path: Path, root: Path) -> None:
+    with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as first:
+        first.lock()
+        first.lock()  # idempotent
+        assert first.locked
+        with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as second:
+            with pytest.raises(LockedError, match=rf"pid {os.getpid()}\b"):
+                second.lock()
+            assert not second.locked
+            # A status reader does not need the lock.
+            with StateStore.read_only(second.db_path) as reader:
+                assert reader.count() == 0
+    with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as third:
+        third.lock()  # released on close
+
+
+def _child(code: str, *args: str) -> subprocess.Popen[str]:
+    src = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+
+
+def test_lock_released_when_holder_is_killed(tmp_path: Path, root: Path) -> None:
+    child = _child(
+        """
+        import sys, time
+        from pathlib import Path
+        from watchsync.state import StateStore
+        s = StateStore.open(Path(sys.argv[1]), local_root=Path(sys.argv[2]), url=sys.argv[3])
+        s.lock()
+        print("locked", flush=True)
+        time.sleep(60)
+        """,
+        str(tmp_path / "s"),
+        str(root),
+        ROOT_URL,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "locked"
+        with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as s:
+            with pytest.raises(LockedError, match=rf"pid {child.pid}\b"):
+                s.lock()
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+            s.lock()
+    finally:
+        child.kill()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+
+
+CRASH_WRITER = """
+import sys
+from pathlib import Path
+from watchsync.model import SyncedEntry
+from watchsync.state import StateStore
+s = StateStore.open(Path(sys.argv[1]), local_root=Path(sys.argv[2]), url=sys.argv[3])
+s.lock()
+i = 0
+while True:
+    op = s.journal_add("upload", f"f{i:06d}")
+    s.put(SyncedEntry(f"f{i:06d}", i, i, "e", i))
+    s.journal_done(op)
+    # A batch that must land all or nothing.
+    s.put_many(SyncedEntry(f"batch{i:06d}/{j:03d}", j, j, "e", j) for j in range(200))
+    s.incr("uploaded_files")
+    print(i, flush=True)
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("kill_after", [5, 40])
+def test_kill_9_mid_write_leaves_consistent_db(tmp_path: Path, root: Path, kill_after: int) -> None:
+    child = _child(CRASH_WRITER, str(tmp_path / "s"), str(root), ROOT_URL)
+    done = -1
+    try:
+        assert child.stdout is not None
+        for _ in range(kill_after):
+            done = int(child.stdout.readline())
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        for line in child.stdout:  # what it reported before dying
+            done = int(line)
+    finally:
+        child.kill()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    assert done >= kill_after - 1
+    with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as s:
+        s.lock()  # the dead writer's lock is gone
+        assert s.integrity_check() == "ok"
+        # Everything reported as committed is there.
+        for i in range(done + 1):
+            assert s.get(f"f{i:06d}") == SyncedEntry(f"f{i:06d}", i, i, "e", i)
+            assert len(list(s.iter_sorted(f"batch{i:06d}"))) == 200
+        # The interrupted iteration left at most one pending op, for the next file.
+        pending = s.journal_pending()
+        assert [j.path for j in pending] in ([], [f"f{done + 1:06d}"])
+        # Batches are all or nothing, and no file beyond the next one exists.
+        paths = [e.path for e in s.iter_sorted()]
+        batch_sizes: dict[str, int] = {}
+        for p in paths:
+            if p.startswith("batch"):
+                key = p.split("/")[0]
+                batch_sizes[key] = batch_sizes.get(key, 0) + 1
+        assert set(batch_sizes.values()) <= {200}
+        files = [p for p in paths if p.startswith("f")]
+        assert len(files) in (done + 1, done + 2)
+        assert s.counters()["uploaded_files"] in (done + 1, done + 2)

@@ -1,0 +1,635 @@
+"""The watcher: ignore rules, debouncing, and real inotify/polling observers."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from watchsync.model import Skipped
+from watchsync.watch import (
+    HAVE_INOTIFY,
+    ChangeHandler,
+    Debouncer,
+    DebounceThread,
+    IgnoreRules,
+    OverflowEvent,
+    RootGoneEvent,
+    default_ignores,
+    is_dir_mark,
+    start_observer,
+)
+
+# -- ignore rules ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "is_dir", "ignored"),
+    [
+        (".notes.txt.swp", False, True),
+        ("sub/.notes.txt.swx", False, True),
+        ("notes.txt~", False, True),
+        (".#notes.txt", False, True),
+        ("sub/4913", False, True),
+        ("49130", False, False),
+        (".goutputstream-ABC123", False, True),
+        (".DS_Store", False, True),
+        ("~$report.docx", False, True),
+        (".~lock.report.odt#", False, True),
+        (".photo.jpg.watchsync-tmp-x8f2", False, True),
+        ("photo.jpg", False, False),
+        ("notes.tmp", False, False),  # not clearly temporary: users keep .tmp files
+        ("a~b", False, False),
+    ],
+)
+def test_default_ignores(path: str, is_dir: bool, ignored: bool) -> None:
+    assert IgnoreRules(default_ignores()).matches(path, is_dir) is ignored
+
+
+def test_state_dir_inside_root_is_ignored(tmp_path: Path) -> None:
+    patterns = default_ignores(tmp_path, state_dir=tmp_path / "my state[1]")
+    rules = IgnoreRules(patterns)
+    assert rules.matches("my state[1]", is_dir=True)
+    assert rules.matches("my state[1]/x.db")
+    assert not rules.matches("my state1/x.db")
+    assert not rules.matches("sub/my state[1]/x.db")  # anchored at the root
+    assert default_ignores(tmp_path, state_dir=tmp_path.parent / "elsewhere") == default_ignores()
+
+
+def test_ignore_file_gitignore_syntax_and_parents(tmp_path: Path) -> None:
+    (tmp_path / ".watchsyncignore").write_text(
+        "# comment\n*.log\nbuild/\n/top-only.txt\n!keep.log\nnode_modules\n"
+    )
+    rules = IgnoreRules.load(tmp_path)
+    assert rules.matches("x.log")
+    assert rules.matches("deep/er/x.log")
+    assert not rules.matches("keep.log")
+    assert rules.matches("build", is_dir=True)
+    assert not rules.matches("build")  # a file named build is not the build/ directory
+    assert rules.matches("build/out/x.o")
+    assert rules.matches("src/build/x.o")
+    assert rules.matches("top-only.txt")
+    assert not rules.matches("sub/top-only.txt")
+    assert rules.matches("a/node_modules/pkg/index.js")
+    assert rules.matches(".x.swp")  # defaults still apply
+    assert not rules.matches("src/main.py")
+    assert not rules.matches("")
+
+
+def test_ignore_file_missing_and_reload(tmp_path: Path) -> None:
+    rules = IgnoreRules.load(tmp_path, tmp_path / "custom-ignore")
+    assert not rules.matches("a.bak")
+    (tmp_path / "custom-ignore").write_text("*.bak\n")
+    assert not rules.matches("a.bak")
+    assert rules.reload().matches("a.bak")
+
+
+# -- debouncer (fake clock) ----------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_debouncer_coalesces_and_waits_for_quiet() -> None:
+    clock = FakeClock()
+    d = Debouncer(1.0, clock=clock)
+    assert d.next_deadline() is None
+    for _ in range(5):
+        d.touch("a.txt")
+        clock.now += 0.5  # never quiet for a whole second
+        assert d.due(clock.now) == []
+    d.touch("b.txt")
+    assert d.next_deadline() == pytest.approx(103.0)  # a.txt: last touch at 102.0
+    assert d.pending() == 2
+    assert d.due(103.0) == ["a.txt"]
+    assert d.due(103.5) == ["b.txt"]
+    assert d.due(1000.0) == []
+    assert d.next_deadline() is None
+
+
+def test_debouncer_close_after_write_shortcut_and_reopen() -> None:
+    clock = FakeClock()
+    d = Debouncer(2.0, clock=clock)
+    assert d.close_delay == 0.05
+    d.touch("a.txt")
+    d.touch("a.txt", closed=True)
+    assert d.next_deadline() == pytest.approx(100.05)
+    # The editor reopens and writes again: back to the full quiet period.
+    d.touch("a.txt")
+    assert d.due(100.1) == []
+    assert d.next_deadline() == pytest.approx(102.0)
+    d.touch("a.txt", closed=True)
+    assert d.due(100.05) == ["a.txt"]
+
+
+def test_debouncer_max_wait_and_dirs_and_flush() -> None:
+    clock = FakeClock()
+    d = Debouncer(1.0, max_wait=3.0, clock=clock)
+    for _ in range(10):
+        d.touch("log.txt")
+        clock.now += 0.5
+        if d.due(clock.now):
+            break
+    assert clock.now == pytest.approx(103.0)  # released after max_wait despite the writes
+    d.touch("photos", is_dir=True)
+    d.touch("photos")  # a file named photos replaced by a dir: both kept apart
+    assert d.flush() == ["photos", "photos/"]
+    assert is_dir_mark("photos/") and not is_dir_mark("photos")
+    assert d.pending() == 0
+
+
+def test_debouncer_is_thread_safe() -> None:
+    d = Debouncer(0.0)
+    ready: list[str] = []
+
+    def touch(n: int) -> None:
+        for i in range(500):
+            d.touch(f"{n}/{i}")
+            ready.extend(d.due(time.monotonic()))
+
+    threads = [threading.Thread(target=touch, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ready.extend(d.due(time.monotonic() + 1))
+    assert sorted(ready) == sorted(f"{n}/{i}" for n in range(4) for i in range(500))
+
+
+# -- debounce thread -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(thread: DebounceThread) -> Iterator[DebounceThread]:
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+
+def test_debounce_thread_delivers_outside_lock_and_stops_on_event() -> None:
+    d = Debouncer(0.05)
+    got: list[list[str]] = []
+
+    def on_ready(paths: list[str]) -> None:
+        d.touch("from-callback")  # would deadlock if called under the debouncer's lock
+        got.append(paths)
+
+    stop = threading.Event()
+    thread = DebounceThread(d, on_ready, stop)
+    thread.start()
+    try:
+        d.touch("a")
+        d.touch("b")
+        wait_until(lambda: ["a", "b"] in got, timeout=5)
+        wait_until(lambda: ["from-callback"] in got, timeout=5)
+    finally:
+        started = time.monotonic()
+        stop.set()  # only the event, as a signal handler would
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < thread.stop_poll + 0.5
+
+
+def test_debounce_thread_survives_callback_errors(caplog: pytest.LogCaptureFixture) -> None:
+    d = Debouncer(0.01)
+    got: list[str] = []
+
+    def on_ready(paths: list[str]) -> None:
+        if "bad" in paths:
+            raise RuntimeError("boom")
+        got.extend(paths)
+
+    with running(DebounceThread(d, on_ready, threading.Event())):
+        d.touch("bad")
+        wait_until(lambda: "watch: on_ready failed" in caplog.text, timeout=5)
+        d.touch("good")
+        wait_until(lambda: got == ["good"], timeout=5)
+
+
+def test_debounce_thread_idle_cpu_is_near_zero() -> None:
+    d = Debouncer(0.05)
+    with running(DebounceThread(d, lambda _p: None, threading.Event())) as thread:
+        native = thread.native_id
+        assert native is not None
+        start = _thread_cpu(native)
+        time.sleep(1.0)
+        used = _thread_cpu(native) - start
+    assert used < 0.05
+
+
+def _thread_cpu(native_id: int) -> float:
+    """CPU seconds used by a thread of this process (Linux /proc)."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# -- real observers ----------------------------------------------------------------------------
+
+
+@dataclass
+class Watcher:
+    root: Path
+    handler: ChangeHandler
+    observer: BaseObserver
+    polling: bool
+    ready: list[str] = field(default_factory=list)
+    overflows: list[int] = field(default_factory=list)
+    roots_gone: list[int] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    ignore_changes: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def seen(self) -> set[str]:
+        with self.lock:
+            return set(self.ready)
+
+    def count(self, path: str) -> int:
+        with self.lock:
+            return self.ready.count(path)
+
+
+WatcherFactory = Callable[..., Watcher]
+
+
+@pytest.fixture
+def make_watcher(tmp_path: Path) -> Iterator[WatcherFactory]:
+    stops: list[Callable[[], None]] = []
+
+    def make(
+        *,
+        debounce: float = 0.1,
+        force_polling: bool = False,
+        observer_factory: Callable[[], BaseObserver] | None = None,
+        close_delay: float | None = None,
+    ) -> Watcher:
+        root = tmp_path / "root"
+        root.mkdir(exist_ok=True)
+        debouncer = Debouncer(debounce, close_delay=close_delay)
+        holder: list[Watcher] = []
+
+        def record(paths: list[str]) -> None:
+            with holder[0].lock:
+                holder[0].ready.extend(paths)
+
+        handler = ChangeHandler(
+            root,
+            debouncer,
+            ignore=IgnoreRules.load(root),
+            on_overflow=lambda: holder[0].overflows.append(1),
+            on_root_gone=lambda: holder[0].roots_gone.append(1),
+            on_skipped=lambda s: holder[0].skipped.append(s),
+            on_ignore_changed=lambda: holder[0].ignore_changes.append(1),
+        )
+        observer, polling = start_observer(
+            root,
+            handler,
+            force_polling=force_polling,
+            polling_interval=0.05,
+            observer_factory=observer_factory,
+        )
+        watcher = Watcher(root, handler, observer, polling)
+        holder.append(watcher)
+        thread = DebounceThread(debouncer, record, threading.Event())
+        thread.start()
+
+        def stop_all() -> None:
+            thread.stop()
+            observer.stop()
+            observer.join(timeout=10)
+            thread.join(timeout=10)
+            assert not observer.is_alive() and not thread.is_alive()
+
+        stops.append(stop_all)
+        return watcher
+
+    try:
+        yield make
+    finally:
+        for stop in stops:
+            stop()
+
+
+def settle(watcher: Watcher, seconds: float = 0.4) -> None:
+    """Let late events arrive before asserting that something did *not* happen."""
+    time.sleep(seconds + (0.15 if watcher.polling else 0))
+
+
+needs_inotify = pytest.mark.skipif(not HAVE_INOTIFY, reason="needs Linux inotify")
+
+
+@needs_inotify
+def test_uses_inotify_by_default(make_watcher: WatcherFactory) -> None:
+    w = make_watcher()
+    assert w.polling is False
+    assert type(w.observer).__name__ == "TrackingInotifyObserver"
+
+
+@pytest.mark.parametrize("force_polling", [False, True], ids=["inotify", "polling"])
+def test_burst_of_writes_is_one_ready_path(
+    make_watcher: WatcherFactory, force_polling: bool
+) -> None:
+    w = make_watcher(debounce=0.3, force_polling=force_polling, close_delay=0.3)
+    target = w.root / "a.txt"
+    for i in range(20):
+        with target.open("a") as f:
+            f.write(f"line {i}\n")
+        time.sleep(0.005)
+    wait_until(lambda: "a.txt" in w.seen(), timeout=5, message="a.txt ready")
+    settle(w)
+    assert w.ready == ["a.txt"]
+
+
+@needs_inotify
+def test_close_after_write_shortcuts_the_debounce(make_watcher: WatcherFactory) -> None:
+    w = make_watcher(debounce=5.0)
+    started = time.monotonic()
+    (w.root / "doc.txt").write_text("hello")
+    wait_until(lambda: "doc.txt" in w.seen(), timeout=3, message="doc.txt ready early")
+    assert time.monotonic() - started < 2.0
+
+
+@needs_inotify
+def test_vim_style_atomic_save_reports_only_the_real_file(make_watcher: WatcherFactory) -> None:
+    w = make_watcher(debounce=0.2)
+    root = w.root
+    (root / "notes.txt").write_text("v1")
+    wait_until(lambda: "notes.txt" in w.seen(), timeout=5)
+    with w.lock:
+        w.ready.clear()
+    # vim: swap file, writability probe, backup, then write; gedit-style temp + rename.
+    (root / ".notes.txt.swp").write_bytes(b"swap")
+    (root / "4913").write_bytes(b"")
+    (root / "4913").unlink()
+    os.rename(root / "notes.txt", root / "notes.txt~")
+    (root / "notes.txt").write_text("v2")
+    (root / "notes.txt~").unlink()
+    (root / ".goutputstream-XYZ12").write_text("v3")
+    os.rename(root / ".goutputstream-XYZ12", root / "notes.txt")
+    (root / ".notes.txt.swp").unlink()
+    wait_until(lambda: "notes.txt" in w.seen(), timeout=5)
+    settle(w)
+    assert w.seen() == {"notes.txt"}
+    assert (root / "notes.txt").read_text() == "v3"
+
+
+@pytest.mark.parametrize("force_polling", [False, True], ids=["inotify", "polling"])
+def test_directory_rename_reports_both_dirs(
+    make_watcher: WatcherFactory, force_polling: bool
+) -> None:
+    if not force_polling and not HAVE_INOTIFY:
+        pytest.skip("needs Linux inotify")
+    w = make_watcher(debounce=0.1, force_polling=force_polling)
+    (w.root / "d1" / "sub").mkdir(parents=True)
+    for i in range(5):
+        (w.root / "d1" / "sub" / f"f{i}").write_text(str(i))
+    wait_until(lambda: "d1/" in w.seen(), timeout=5)
+    settle(w)
+    with w.lock:
+        w.ready.clear()
+    os.rename(w.root / "d1", w.root / "d2")
+    wait_until(lambda: {"d1/", "d2/"} <= w.seen(), timeout=5, message="both dirs ready")
+    settle(w)
+    if not force_polling:
+        # inotify: one move event; the children are left to the subtree rescan.
+        assert w.seen() == {"d1/", "d2/"}
+    # Files created in the moved directory are still watched at their new place.
+    with w.lock:
+        w.ready.clear()
+    (w.root / "d2" / "sub" / "new.txt").write_text("x")
+    wait_until(lambda: "d2/sub/new.txt" in w.seen(), timeout=5)
+
+
+@needs_inotify
+def test_ignore_file_patterns_and_reload(make_watcher: WatcherFactory, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / ".watchsyncignore").write_text("*.log\nbuild/\n")
+    w = make_watcher(debounce=0.1)
+    (root / "x.log").write_text("log")
+    (root / "build").mkdir()
+    (root / "build" / "out.o").write_text("obj")
+    (root / "keep.txt").write_text("keep")
+    wait_until(lambda: "keep.txt" in w.seen(), timeout=5)
+    settle(w)
+    assert w.seen() == {"keep.txt"}
+    # Editing the ignore file reloads the rules (and tells the agent to rescan).
+    (root / ".watchsyncignore").write_text("*.log\nbuild/\n*.txt\n")
+    wait_until(lambda: w.ignore_changes, timeout=5)
+    wait_until(lambda: ".watchsyncignore" in w.seen(), timeout=5)
+    (root / "other.txt").write_text("now ignored")
+    (root / "data.csv").write_text("1,2")
+    wait_until(lambda: "data.csv" in w.seen(), timeout=5)
+    settle(w)
+    assert "other.txt" not in w.seen()
+
+
+@pytest.mark.parametrize("force_polling", [False, True], ids=["inotify", "polling"])
+def test_root_removal_triggers_on_root_gone(
+    make_watcher: WatcherFactory, force_polling: bool
+) -> None:
+    if not force_polling and not HAVE_INOTIFY:
+        pytest.skip("needs Linux inotify")
+    w = make_watcher(force_polling=force_polling)
+    (w.root / "f.txt").write_text("x")
+    (w.root / "d").mkdir()
+    wait_until(lambda: "f.txt" in w.seen(), timeout=5)
+    for p in (w.root / "f.txt", w.root / "d"):
+        p.rmdir() if p.is_dir() else p.unlink()
+    w.root.rmdir()
+    wait_until(lambda: w.roots_gone, timeout=5, message="on_root_gone")
+    settle(w)
+    assert w.roots_gone == [1]
+
+
+@pytest.mark.parametrize("force_polling", [False, True], ids=["inotify", "polling"])
+def test_root_moved_away_triggers_on_root_gone(
+    make_watcher: WatcherFactory, tmp_path: Path, force_polling: bool
+) -> None:
+    if not force_polling and not HAVE_INOTIFY:
+        pytest.skip("needs Linux inotify")
+    w = make_watcher(force_polling=force_polling)
+    os.rename(w.root, tmp_path / "moved")
+    wait_until(lambda: w.roots_gone, timeout=5, message="on_root_gone")
+
+
+def test_overflow_event_calls_on_overflow(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    d = Debouncer(0.1)
+    handler = ChangeHandler(
+        tmp_path,
+        d,
+        on_overflow=lambda: calls.append("overflow"),
+        on_root_gone=lambda: calls.append("gone"),
+    )
+    handler.dispatch(OverflowEvent(str(tmp_path)))
+    handler.dispatch(RootGoneEvent(str(tmp_path)))
+    handler.dispatch(RootGoneEvent(str(tmp_path)))
+    assert calls == ["overflow", "gone"]
+    assert "watch: events were lost" in caplog.text
+    assert d.pending() == 0
+
+
+def test_non_utf8_names_are_skipped_once(make_watcher: WatcherFactory) -> None:
+    w = make_watcher(debounce=0.1)
+    bad = os.fsencode(w.root) + b"/caf\xe9.txt"
+    with open(bad, "wb") as f:
+        f.write(b"x")
+    with open(bad, "ab") as f:
+        f.write(b"y")
+    (w.root / "ok.txt").write_text("ok")
+    wait_until(lambda: "ok.txt" in w.seen(), timeout=5)
+    settle(w)
+    assert w.seen() == {"ok.txt"}
+    assert w.skipped == [Skipped("caf\\xe9.txt", "path is not valid UTF-8")]
+
+
+# -- inotify fallback ------------------------------------------------------------------------
+
+
+class FailingObserver(PollingObserver):
+    """A native observer stand-in that fails like inotify at its limits."""
+
+    def __init__(self, err: int, *, at: str) -> None:
+        if at == "init":
+            raise OSError(err, os.strerror(err))
+        super().__init__(timeout=0.05)
+        self.err = err
+        self.at = at
+
+    def start(self) -> None:
+        if self.at == "start":
+            raise OSError(self.err, os.strerror(self.err))
+        super().start()
+
+
+@pytest.mark.parametrize("at", ["init", "start"])
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EMFILE])
+def test_falls_back_to_polling_at_inotify_limits(
+    make_watcher: WatcherFactory, caplog: pytest.LogCaptureFixture, err: int, at: str
+) -> None:
+    w = make_watcher(observer_factory=lambda: FailingObserver(err, at=at))
+    assert w.polling is True
+    assert type(w.observer) is PollingObserver
+    assert "watch: inotify unavailable (" in caplog.text
+    assert "falling back to polling" in caplog.text
+    assert "sysctl -w fs.inotify.max_user_watches=524288" in caplog.text
+    (w.root / "p.txt").write_text("x")
+    wait_until(lambda: "p.txt" in w.seen(), timeout=5)
+
+
+def test_other_observer_errors_are_raised(tmp_path: Path) -> None:
+    handler = FileSystemEventHandler()
+    with pytest.raises(PermissionError):
+        start_observer(
+            tmp_path, handler, observer_factory=lambda: FailingObserver(errno.EACCES, at="start")
+        )
+    with pytest.raises(FileNotFoundError):
+        start_observer(tmp_path / "missing", handler)
+
+
+# -- real kernel limits (we are root in the sandbox; skipped where /proc/sys is read-only) ----
+
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify")
+
+
+@contextlib.contextmanager
+def sysctl(name: str, value: int) -> Iterator[int]:
+    """Temporarily set an inotify sysctl; skips the test if it cannot be written."""
+    path = INOTIFY_SYSCTL / name
+    try:
+        old = int(path.read_text())
+        path.write_text(f"{value}\n")
+    except OSError as exc:
+        pytest.skip(f"cannot write {path} ({exc}); needs root and a writable /proc/sys")
+    try:
+        yield old
+    finally:
+        path.write_text(f"{old}\n")
+
+
+def _watches_in_use() -> int:
+    """inotify watches held by all processes we can see (they share the per-user limit)."""
+    total = 0
+    for fdinfo in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        with contextlib.suppress(OSError):
+            total += fdinfo.read_text().count("inotify wd:")
+    return total
+
+
+@needs_inotify
+def test_real_watch_limit_falls_back_to_polling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "tree"
+    for i in range(40):
+        (root / f"d{i:02d}").mkdir(parents=True)
+    handler = ChangeHandler(root, Debouncer(0.05))
+    # Keep the lowered limit for as short as possible: other processes share it.
+    with sysctl("max_user_watches", _watches_in_use() + 3):
+        observer, polling = start_observer(root, handler, polling_interval=0.05)
+    try:
+        assert polling is True
+        assert "watch: inotify unavailable (" in caplog.text
+        assert "inotify watch limit reached" in caplog.text
+    finally:
+        observer.stop()
+        observer.join(timeout=10)
+
+
+@needs_inotify
+def test_real_queue_overflow_calls_on_overflow(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    root = tmp_path / "tree"
+    root.mkdir()
+    overflows: list[int] = []
+    debouncer = Debouncer(0.05)
+    handler = ChangeHandler(root, debouncer, on_overflow=lambda: overflows.append(1))
+
+    def tiny_queue_observer() -> BaseObserver:
+        from watchsync.watch import TrackingInotifyObserver
+
+        # The queue size is fixed when the inotify instance is created.
+        with sysctl("max_queued_events", 16):
+            return TrackingInotifyObserver()
+
+    observer, polling = start_observer(root, handler, observer_factory=tiny_queue_observer)
+    try:
+        assert polling is False
+        for round_ in range(20):
+            for i in range(200):
+                fd = os.open(root / f"f{round_}-{i}", os.O_CREAT | os.O_WRONLY)
+                os.close(fd)
+            if overflows:
+                break
+        wait_until(lambda: overflows, timeout=5, message="on_overflow after IN_Q_OVERFLOW")
+        # Watching goes on after the overflow.
+        debouncer.flush()
+        (root / "after.txt").write_text("x")
+        wait_until(lambda: "after.txt" in debouncer.flush(), timeout=5)
+    finally:
+        observer.stop()
+        observer.join(timeout=10)

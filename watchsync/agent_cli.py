@@ -1,0 +1,288 @@
+"""The agent's commands: ``watch``, ``status`` and ``check``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+
+from .config import FLAG_KEYS, AgentConfig, FolderConfig, default_state_dir, load_config
+from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError
+from .filters import ordered_rules
+from .remote import ClientSettings, S3Url, describe, make_client
+from .state import StateStore, list_stores, store_name
+
+logger = logging.getLogger(__name__)
+
+
+def add_agent_commands(sub: Any) -> None:
+    """Register ``watch``, ``status`` and ``check`` on the main parser."""
+    from .cli import add_filter_options, add_s3_options
+
+    w = sub.add_parser(
+        "watch", help="keep a folder and an S3 prefix in sync continuously", allow_abbrev=False
+    )
+    w.add_argument("local", nargs="?", metavar="LOCAL_DIR")
+    w.add_argument("url", nargs="?", metavar="S3_URL")
+    w.add_argument("--config", type=Path, help="TOML file with global settings and folders")
+    w.add_argument("--direction", choices=["both", "push", "pull"], help="default: both")
+    w.add_argument("--delete", action="store_true", default=None, help="propagate deletes")
+    w.add_argument("--max-delete", type=int, help="most deletes per pass (1000)")
+    w.add_argument(
+        "--force-delete",
+        action="store_true",
+        default=None,
+        help="allow a pass with more than --max-delete deletes",
+    )
+    w.add_argument("--debounce", type=float, help="seconds a path must be quiet (0.5)")
+    w.add_argument("--reconcile-interval", type=float, help="seconds between full passes (300)")
+    w.add_argument("--state-dir", help="where the state databases live")
+    w.add_argument("--ignore-file", help="gitignore-style file (default .watchsyncignore)")
+    w.add_argument("--upload-workers", type=int, help="parallel uploads (8)")
+    w.add_argument("--drain-timeout", type=float, help="seconds to finish uploads on stop (30)")
+    w.add_argument("--log-format", choices=["text", "json"])
+    w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    w.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
+    w.add_argument(
+        "--force-polling",
+        action="store_true",
+        help="poll instead of inotify (network file systems)",
+    )
+    add_filter_options(w)
+    add_s3_options(w)
+
+    s = sub.add_parser("status", help="what each folder's agent is doing")
+    s.add_argument("--config", type=Path)
+    s.add_argument("--state-dir", type=Path)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = sub.add_parser("check", help="validate a config and test each folder's bucket")
+    c.add_argument("--config", type=Path, required=True)
+
+
+def run_agent_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Dispatch ``watch``/``status``/``check``."""
+    if args.command == "watch":
+        return _watch(args, argv)
+    if args.command == "status":
+        return _status(args)
+    return _check(args)
+
+
+def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
+    """Flags (those given) over environment over file over defaults."""
+    if (args.local is None) != (args.url is None):
+        raise ConfigError("watch needs both LOCAL_DIR and S3_URL, or --config FILE")
+    if args.local is None and args.config is None:
+        raise ConfigError("watch needs LOCAL_DIR and S3_URL, or --config FILE")
+    if args.url is not None and args.url.startswith("s3://") is False:
+        raise ConfigError(f"not an S3 URL: {args.url!r} (expected s3://bucket[/prefix])")
+    flags: dict[str, object] = {
+        "path": args.local,
+        "url": args.url,
+        "direction": args.direction,
+        "delete": args.delete,
+        "max_delete": args.max_delete,
+        "force_delete": args.force_delete,
+        "debounce": args.debounce,
+        "reconcile_interval": args.reconcile_interval,
+        "state_dir": args.state_dir,
+        "ignore_file": args.ignore_file,
+        "upload_workers": args.upload_workers,
+        "drain_timeout": args.drain_timeout,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+        "metrics_addr": args.metrics_addr,
+        "endpoint_url": args.endpoint_url,
+        "profile": args.profile,
+        "region": args.region,
+        "sse": args.sse,
+        "sse_kms_key_id": args.sse_kms_key_id,
+        "storage_class": args.storage_class,
+        "max_concurrency": args.max_concurrency,
+        "bwlimit": args.bwlimit,
+    }
+    rules = ordered_rules(argv)
+    if rules:
+        flags["filters"] = rules
+    assert set(flags) <= FLAG_KEYS
+    return load_config(args.config, flags=flags)
+
+
+def _watch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .agent import Supervisor
+
+    config = agent_config(args, argv)
+    logging.getLogger().setLevel(logging.DEBUG if args.debug else config.log_level)
+    if config.log_format == "json":
+        from .cli import _configure_logging
+
+        _configure_logging(debug=args.debug, fmt="json")
+        logging.getLogger().setLevel(logging.DEBUG if args.debug else config.log_level)
+    supervisor = Supervisor(
+        config,
+        reload=(lambda: agent_config(args, argv)) if args.config else None,
+        force_polling=args.force_polling,
+    )
+    supervisor.install_signal_handlers()
+    return supervisor.run()
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def folder_status(db: Path, now: float) -> dict[str, Any]:
+    """Everything ``watchsync status`` shows for one state database."""
+    with StateStore.read_only(db) as store:
+        meta = store.meta()
+        status = store.get_status()
+        counters = store.counters()
+        journal = store.journal_count()
+        oldest = store.journal_oldest_age(now)
+    pid = status.get("pid")
+    alive = isinstance(pid, int | str) and _pid_alive(int(pid))
+    state = str(status.get("state") or "unknown")
+    if not alive and state not in ("stopped",):
+        state = "stopped" if state != "unknown" else state
+    return {
+        "folder": meta.get("local_root"),
+        "url": meta.get("url"),
+        "state": state,
+        "running": alive,
+        "pid": int(pid) if alive and pid is not None else None,
+        "pending": max(int(status.get("pending") or 0), journal) if alive else journal,
+        "in_flight": int(status.get("in_flight") or 0) if alive else 0,
+        "oldest_pending_seconds": round(oldest, 1) if oldest is not None else None,
+        "last_reconcile_at": status.get("last_reconcile_at"),
+        "last_reconcile_duration": status.get("last_reconcile_duration"),
+        "last_error": status.get("last_error"),
+        "last_error_at": status.get("last_error_at"),
+        "polling": bool(status.get("polling")),
+        "totals": counters,
+        "state_db": str(db),
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _status(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        config = load_config(args.config, flags={"state_dir": args.state_dir})
+        dbs = [config.state_dir / (store_name(f.path, f.url) + ".db") for f in config.folders]
+        dbs = [db for db in dbs if db.exists()]
+    else:
+        state_dir = args.state_dir or default_state_dir()
+        dbs = list_stores(state_dir)
+    now = time.time()
+    rows = [folder_status(db, now) for db in dbs]
+    if args.json:
+        print(json.dumps({"folders": rows}, indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no folders have been synced yet")
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['folder']} <-> {r['url']}")
+        print(f"  state:          {r['state']}" + (f" (pid {r['pid']})" if r["pid"] else ""))
+        print(
+            f"  pending:        {r['pending']} ({r['in_flight']} in flight)"
+            + (f", oldest {r['oldest_pending_seconds']}s" if r["oldest_pending_seconds"] else "")
+        )
+        print(f"  last reconcile: {_when(r['last_reconcile_at'], now)}")
+        if r["last_error"]:
+            print(f"  last error:     {r['last_error']} ({_when(r['last_error_at'], now)})")
+        t = r["totals"]
+        print(
+            f"  totals:         {t.get('uploaded_files', 0)} uploaded, "
+            f"{t.get('downloaded_files', 0)} downloaded, "
+            f"{t.get('deleted_remote', 0) + t.get('deleted_local', 0)} deleted, "
+            f"{t.get('conflicts', 0)} conflicts, {t.get('errors', 0)} errors"
+        )
+    return EXIT_OK
+
+
+def _when(stamp: object, now: float) -> str:
+    if stamp is None:
+        return "never"
+    try:
+        ago = now - float(str(stamp))
+    except ValueError:
+        return str(stamp)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(str(stamp))))
+    return f"{text} ({ago:.0f}s ago)"
+
+
+# -- check --------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config, flags={})
+    print(f"config: {args.config}: ok ({len(config.folders)} folders)")
+    failures = 0
+    limit = _inotify_limit()
+    for cfg in config.folders:
+        problems = check_folder(cfg, inotify_limit=limit)
+        verdict = "ok" if not problems else "FAIL: " + "; ".join(problems)
+        print(f"folder {cfg.path} <-> {cfg.url}: {verdict}")
+        failures += bool(problems)
+    return EXIT_OK if not failures else EXIT_PARTIAL
+
+
+def check_folder(cfg: FolderConfig, *, inotify_limit: int | None) -> list[str]:
+    """Problems that would stop this folder from syncing (empty when it is fine)."""
+    problems: list[str] = []
+    if not cfg.path.is_dir():
+        problems.append(f"{cfg.path} is not a directory")
+    elif inotify_limit is not None:
+        dirs = sum(1 for _ in _dirs(cfg.path))
+        if dirs > inotify_limit:
+            problems.append(
+                f"{dirs} directories exceed fs.inotify.max_user_watches={inotify_limit}; raise it "
+                "(sysctl -w fs.inotify.max_user_watches=524288) or the agent will poll"
+            )
+    s3 = cfg.s3
+    where = S3Url.parse(cfg.url)
+    client = make_client(
+        ClientSettings(
+            endpoint_url=s3.endpoint_url,
+            profile=s3.profile,
+            region=s3.region,
+            connect_timeout=5,
+            read_timeout=15,
+        )
+    )
+    probe = where.key(f".watchsync-probe-{secrets.token_hex(6)}")
+    try:
+        client.put_object(Bucket=where.bucket, Key=probe, Body=b"watchsync check")
+        client.delete_object(Bucket=where.bucket, Key=probe)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        problems.append(f"cannot write {where.url()}: {describe(exc)}")
+    return problems
+
+
+def _dirs(root: Path) -> Any:
+    for dirpath, _dirnames, _files in os.walk(root):
+        yield dirpath
+
+
+def _inotify_limit() -> int | None:
+    try:
+        return int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,180 @@
+"""Command line: ``watchsync sync|watch|status|check``.
+
+The only module that configures logging handlers and turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, WatchsyncError
+from .filters import Filters, ordered_rules
+from .model import Direction
+from .remote import ClientSettings, S3Url
+from .report import Reporter
+from .syncer import SyncRequest, run_sync
+from .transfer import UploadOptions
+
+logger = logging.getLogger("watchsync")
+
+
+def add_s3_options(p: argparse.ArgumentParser) -> None:
+    """S3 connection and object options shared by every command that talks to S3."""
+    g = p.add_argument_group("S3")
+    g.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:8333")
+    g.add_argument("--profile", help="AWS profile from the shared config files")
+    g.add_argument("--region", help="AWS region")
+    g.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+    g.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms")
+    g.add_argument("--storage-class", help="storage class of uploaded objects")
+    g.add_argument("--max-concurrency", type=_positive_int, help="parallel transfers (16)")
+    g.add_argument("--bwlimit", help="cap on total transfer rate, bytes/s (K, M, G suffixes)")
+
+
+def add_filter_options(p: argparse.ArgumentParser) -> None:
+    """aws-style filters; their interleaved order is recovered from argv."""
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--no-follow-symlinks", dest="follow_symlinks", action="store_false")
+    p.add_argument("--follow-symlinks", dest="follow_symlinks", action="store_true")
+    p.set_defaults(follow_symlinks=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: filters are re-read from argv, which only knows the full names.
+    parser = argparse.ArgumentParser(
+        prog="watchsync",
+        description="Keep a local folder and an S3 bucket in sync.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"watchsync {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log every detail to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "sync", help="one-shot sync, a drop-in for `aws s3 sync`", allow_abbrev=False
+    )
+    s.add_argument("src", metavar="SRC", help="local directory or s3://bucket[/prefix]")
+    s.add_argument("dst", metavar="DST", help="s3://bucket[/prefix] or local directory")
+    s.add_argument("--delete", action="store_true", help="delete what is not in the source")
+    s.add_argument("--dryrun", action="store_true", help="print the actions, change nothing")
+    s.add_argument("--size-only", action="store_true", help="compare sizes only")
+    s.add_argument(
+        "--exact-timestamps",
+        action="store_true",
+        help="downloads: copy same-size files unless the timestamps are equal",
+    )
+    s.add_argument("--quiet", action="store_true", help="print nothing")
+    s.add_argument("--only-show-errors", action="store_true", help="print errors only")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_filter_options(s)
+    add_s3_options(s)
+
+    from .agent_cli import add_agent_commands  # the agent's commands live beside it
+
+    add_agent_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 some files failed, 2 usage/connection)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    _configure_logging(debug=args.debug, fmt=getattr(args, "log_format", None) or "text")
+    try:
+        if args.command == "sync":
+            return _sync(args, args_list)
+        from .agent_cli import run_agent_command
+
+        return run_agent_command(args, args_list)
+    except WatchsyncError as exc:
+        print(f"watchsync: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("watchsync: cancelled", file=sys.stderr)
+        return 130
+
+
+def _sync(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    req = sync_request(args, argv)
+    progress = not (args.no_progress or args.quiet or args.only_show_errors) and sys.stdout.isatty()
+    reporter = Reporter(quiet=args.quiet, only_show_errors=args.only_show_errors, progress=progress)
+    with reporter:
+        run_sync(req, reporter)
+    t = reporter.totals
+    return EXIT_PARTIAL if (t.failed or t.skipped) else EXIT_OK
+
+
+def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
+    """Validate ``sync`` arguments into a request; bad combinations raise UsageError."""
+    from .config import parse_size
+    from .errors import UsageError
+
+    src_s3, dst_s3 = args.src.startswith("s3://"), args.dst.startswith("s3://")
+    if src_s3 == dst_s3:
+        both = "two S3 URLs" if src_s3 else "two local paths"
+        raise UsageError(f"sync needs one local directory and one s3:// URL, got {both}")
+    direction = Direction.DOWN if src_s3 else Direction.UP
+    local, url = (args.dst, args.src) if src_s3 else (args.src, args.dst)
+    if args.sse_kms_key_id and args.sse != "aws:kms":
+        raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+    try:
+        bwlimit = parse_size(args.bwlimit) if args.bwlimit else None
+    except WatchsyncError as exc:
+        raise UsageError(f"--bwlimit: {exc}") from exc
+    return SyncRequest(
+        local=local,
+        url=S3Url.parse(url),
+        direction=direction,
+        delete=args.delete,
+        dry_run=args.dryrun,
+        size_only=args.size_only,
+        exact_timestamps=args.exact_timestamps,
+        follow_symlinks=args.follow_symlinks,
+        filters=Filters.of(ordered_rules(argv)),
+        client=ClientSettings(
+            endpoint_url=args.endpoint_url,
+            profile=args.profile,
+            region=args.region,
+            max_concurrency=args.max_concurrency or 16,
+        ),
+        upload=UploadOptions(
+            sse=args.sse, sse_kms_key_id=args.sse_kms_key_id, storage_class=args.storage_class
+        ),
+        bwlimit=bwlimit,
+    )
+
+
+def _configure_logging(*, debug: bool, fmt: str) -> None:
+    """Handlers live here only: text lines on stderr, or JSON objects (``--log-format json``)."""
+    from .logfmt import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "watchdog"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,74 @@
+"""Bounded-memory sorting of a stream, spilling sorted runs to temporary files.
+
+S3 promises listings in UTF-8 key order, but S3-compatible servers do not all keep it
+(SeaweedFS lists ``a/b`` before ``a-b``, directory by directory).  The planner merges sorted
+streams in one pass, so every remote listing goes through here: for a listing that fits in
+one run this is a plain in-memory sort (linear on already-sorted input); a larger one is cut
+into sorted runs on disk and merged, so memory stays flat however large the bucket is.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_RUN = 100_000
+
+
+def sorted_stream(
+    items: Iterable[T],
+    *,
+    key: Callable[[T], str],
+    run_size: int = DEFAULT_RUN,
+    tmpdir: str | None = None,
+) -> Iterator[T]:
+    """Yield ``items`` ordered by ``key`` holding at most ``run_size`` of them in memory.
+
+    >>> list(sorted_stream(["b", "a"], key=str))
+    ['a', 'b']
+    """
+    runs: list[IO[bytes]] = []
+    buf: list[T] = []
+    try:
+        for item in items:
+            buf.append(item)
+            if len(buf) >= run_size:
+                runs.append(_spill(sorted(buf, key=key), tmpdir))
+                buf = []
+        buf.sort(key=key)
+        if not runs:
+            yield from buf
+            return
+        if buf:
+            runs.append(_spill(buf, tmpdir))
+            buf = []
+        yield from heapq.merge(*(_replay(f) for f in runs), key=key)
+    finally:
+        for f in runs:
+            f.close()
+
+
+def _spill(items: list[T], tmpdir: str | None) -> IO[bytes]:
+    """Write one sorted run to an anonymous temporary file."""
+    f = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115 - closed by sorted_stream
+    pickler = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL)
+    for i in range(0, len(items), 1000):
+        pickler.dump(items[i : i + 1000])
+        pickler.clear_memo()
+    f.seek(0)
+    return f
+
+
+def _replay(f: IO[bytes]) -> Iterator[Any]:
+    """Read a run back, one batch at a time."""
+    while True:
+        try:
+            batch = pickle.load(f)
+        except EOFError:
+            return
+        yield from batch

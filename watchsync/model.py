@@ -1,0 +1,88 @@
+"""Plain, hashable values passed between scanners, the planner and the executors.
+
+Paths are relative, ``/``-separated and valid UTF-8 on both sides, so that one string order
+(code points, which equals S3's UTF-8 byte order) sorts the local walk, the S3 listing and
+the state alike.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Direction(enum.Enum):
+    """Which way a one-shot sync copies."""
+
+    UP = "up"  # local -> S3
+    DOWN = "down"  # S3 -> local
+
+
+class Mode(enum.Enum):
+    """What the watch agent may write: ``push`` never writes the folder, ``pull`` never S3."""
+
+    BOTH = "both"
+    PUSH = "push"
+    PULL = "pull"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEntry:
+    """A regular file under the local root, e.g. ``LocalEntry("a/b.txt", 12, 17 * 10**17)``."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """An object under the S3 prefix; ``path`` is the key with the prefix removed."""
+
+    path: str
+    size: int
+    mtime_ns: int  # LastModified
+    etag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedEntry:
+    """What the agent last synced for a path: the local file and the object as they were then."""
+
+    path: str
+    size: int
+    mtime_ns: int  # local mtime when synced
+    etag: str
+    remote_mtime_ns: int  # LastModified when synced
+
+
+class Kind(enum.Enum):
+    """What an action does."""
+
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+    DELETE_REMOTE = "delete-remote"
+    DELETE_LOCAL = "delete-local"
+    CONFLICT = "conflict"  # both sides changed: keep both versions
+    RECORD = "record"  # both sides already equal: only remember it as synced
+    FORGET = "forget"  # gone from both sides: drop it from the state
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One decision of the planner, with the reason it was taken."""
+
+    kind: Kind
+    path: str
+    reason: str
+    local: LocalEntry | None = None
+    remote: RemoteEntry | None = None
+    synced: SyncedEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A path a scanner could not use, e.g. an unreadable file or a key that escapes the root."""
+
+    path: str
+    reason: str

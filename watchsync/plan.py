@@ -1,0 +1,247 @@
+"""The decision core: sorted streams in, actions with reasons out.  Pure: no clock, no I/O.
+
+``plan_sync`` is ``watchsync sync`` (one direction, the ``aws s3 sync`` rules);
+``plan_reconcile`` is the agent's three-way merge of the folder, the bucket and what was
+last synced, which is what lets it tell a delete from a file that is new on the other side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from .filters import Filters
+from .model import Action, Direction, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+
+
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+E = TypeVar("E", bound=_HasPath)
+
+_NS_PER_US = 1000
+_NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What ``watchsync sync`` was asked to do."""
+
+    direction: Direction
+    delete: bool = False
+    size_only: bool = False
+    exact_timestamps: bool = False
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    """What the agent may do in one reconcile pass."""
+
+    mode: Mode = Mode.BOTH
+    delete: bool = False
+    included: Callable[[str], bool] = lambda _path: True
+
+
+def join(*streams: Iterable[E]) -> Iterator[tuple[str, list[E | None]]]:
+    """Merge sorted streams by path: one row per path, ``None`` where a stream lacks it.
+
+    >>> a, b = LocalEntry("a", 1, 0), LocalEntry("b", 1, 0)
+    >>> [(p, [e is not None for e in row]) for p, row in join([a], [a, b])]
+    [('a', [True, True]), ('b', [False, True])]
+    """
+    iters = [iter(s) for s in streams]
+    heads: list[E | None] = [next(it, None) for it in iters]
+    while True:
+        live = [h.path for h in heads if h is not None]
+        if not live:
+            return
+        path = min(live)
+        row: list[E | None] = []
+        for i, head in enumerate(heads):
+            if head is not None and head.path == path:
+                row.append(head)
+                nxt = next(iters[i], None)
+                if nxt is not None and nxt.path <= path:
+                    raise ValueError(f"stream {i} is not sorted: {nxt.path!r} after {path!r}")
+                heads[i] = nxt
+            else:
+                row.append(None)
+        yield path, row
+
+
+def local_newer(local: LocalEntry, remote: RemoteEntry) -> bool:
+    """aws's upload test: the file's mtime (to the microsecond) is after LastModified."""
+    return (local.mtime_ns + _NS_PER_US // 2) // _NS_PER_US > remote.mtime_ns // _NS_PER_US
+
+
+def remote_newer(local: LocalEntry, remote: RemoteEntry) -> bool:
+    """The download test: LastModified is in a later second than the file's mtime.
+
+    Whole seconds, because S3 keeps LastModified to the second and some file systems keep
+    mtimes coarser than nanoseconds; finer would re-download forever.
+    """
+    return remote.mtime_ns // _NS_PER_S > local.mtime_ns // _NS_PER_S
+
+
+def same_time(local: LocalEntry, remote: RemoteEntry) -> bool:
+    """Whether the file's mtime is LastModified, as a download leaves it."""
+    return remote.mtime_ns // _NS_PER_S == local.mtime_ns // _NS_PER_S
+
+
+def plan_sync(
+    local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], *, opts: SyncOptions
+) -> Iterator[Action]:
+    """Decide ``watchsync sync`` from the sorted local walk and the sorted listing.
+
+    >>> [a.kind for a in plan_sync([LocalEntry("x", 1, 0)], [], opts=SyncOptions(Direction.UP))]
+    [<Kind.UPLOAD: 'upload'>]
+    """
+    up = opts.direction is Direction.UP
+    for path, (lo, ro) in join(local, remote):
+        if opts.filters and not opts.filters.included(path):
+            continue
+        loc = lo if isinstance(lo, LocalEntry) else None
+        rem = ro if isinstance(ro, RemoteEntry) else None
+        src_present = (loc if up else rem) is not None
+        dst_present = (rem if up else loc) is not None
+        if src_present and not dst_present:
+            yield Action(Kind.UPLOAD if up else Kind.DOWNLOAD, path, "new", loc, rem)
+            continue
+        if not src_present:
+            if opts.delete:
+                kind = Kind.DELETE_REMOTE if up else Kind.DELETE_LOCAL
+                yield Action(kind, path, "not in source", loc, rem)
+            continue
+        assert loc is not None and rem is not None
+        reason = _copy_reason(loc, rem, opts)
+        if reason:
+            yield Action(Kind.UPLOAD if up else Kind.DOWNLOAD, path, reason, loc, rem)
+
+
+def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:
+    """Why an existing destination is out of date, or "" when it is current."""
+    if loc.size != rem.size:
+        return "size differs"
+    if opts.size_only:
+        return ""
+    if opts.direction is Direction.UP:
+        return "local newer" if local_newer(loc, rem) else ""
+    if opts.exact_timestamps:
+        return "" if same_time(loc, rem) else "timestamps differ"
+    return "remote newer" if remote_newer(loc, rem) else ""
+
+
+def plan_reconcile(
+    local: Iterable[LocalEntry],
+    remote: Iterable[RemoteEntry],
+    synced: Iterable[SyncedEntry],
+    *,
+    opts: ReconcileOptions,
+) -> Iterator[Action]:
+    """Decide one agent reconcile pass from the folder, the bucket and the last-synced state.
+
+    A side "changed" when it differs from what was last synced; a path missing on one side
+    but synced before was deleted there.  Changes beat deletes; a change on both sides is a
+    conflict, resolved by keeping both versions.
+
+    >>> s = SyncedEntry("x", 1, 5, "e", 5)
+    >>> r, o = RemoteEntry("x", 1, 5, "e"), ReconcileOptions(delete=True)
+    >>> [a.kind for a in plan_reconcile([], [r], [s], opts=o)]
+    [<Kind.DELETE_REMOTE: 'delete-remote'>]
+    """
+    for path, (lo, ro, so) in join(local, remote, synced):
+        if not opts.included(path):
+            continue
+        loc = lo if isinstance(lo, LocalEntry) else None
+        rem = ro if isinstance(ro, RemoteEntry) else None
+        syn = so if isinstance(so, SyncedEntry) else None
+        action = _reconcile_one(path, loc, rem, syn, opts)
+        if action is not None:
+            yield action
+
+
+def local_changed(loc: LocalEntry, syn: SyncedEntry) -> bool:
+    """Whether the file differs from the one last synced."""
+    return loc.size != syn.size or loc.mtime_ns != syn.mtime_ns
+
+
+def remote_changed(rem: RemoteEntry, syn: SyncedEntry) -> bool:
+    """Whether the object differs from the one last synced (by ETag, else by size and time)."""
+    if rem.etag and syn.etag:
+        return rem.etag != syn.etag or rem.size != syn.size
+    return rem.size != syn.size or rem.mtime_ns != syn.remote_mtime_ns
+
+
+def _reconcile_one(
+    path: str,
+    loc: LocalEntry | None,
+    rem: RemoteEntry | None,
+    syn: SyncedEntry | None,
+    opts: ReconcileOptions,
+) -> Action | None:
+    """The three-way decision for one path."""
+    push, pull = opts.mode is not Mode.PULL, opts.mode is not Mode.PUSH
+
+    def act(kind: Kind, reason: str) -> Action:
+        return Action(kind, path, reason, loc, rem, syn)
+
+    if loc is None and rem is None:
+        return act(Kind.FORGET, "gone from both sides") if syn is not None else None
+    if loc is not None and rem is not None:
+        if syn is None:
+            return _first_meeting(loc, rem, opts, act)
+        lc, rc = local_changed(loc, syn), remote_changed(rem, syn)
+        if lc and rc:
+            return act(Kind.CONFLICT, "changed on both sides")
+        if lc:
+            return act(Kind.UPLOAD, "local changed") if push else None
+        if rc:
+            return act(Kind.DOWNLOAD, "remote changed") if pull else None
+        return None
+    if loc is not None:  # not in S3
+        if syn is None:
+            return act(Kind.UPLOAD, "new local file") if push else None
+        if local_changed(loc, syn):
+            return act(Kind.UPLOAD, "local changed, remote deleted") if push else None
+        if opts.delete and opts.mode is not Mode.PUSH:
+            return act(Kind.DELETE_LOCAL, "deleted in S3")
+        return act(Kind.UPLOAD, "missing in S3") if push else None
+    assert rem is not None  # only in S3
+    if syn is None:
+        return act(Kind.DOWNLOAD, "new in S3") if pull else None
+    if remote_changed(rem, syn):
+        return act(Kind.DOWNLOAD, "remote changed, local deleted") if pull else None
+    if opts.delete and opts.mode is not Mode.PULL:
+        return act(Kind.DELETE_REMOTE, "deleted locally")
+    return act(Kind.DOWNLOAD, "missing locally") if pull else None
+
+
+def _first_meeting(
+    loc: LocalEntry,
+    rem: RemoteEntry,
+    opts: ReconcileOptions,
+    act: Callable[[Kind, str], Action],
+) -> Action:
+    """Both sides have a path never synced (first run, or the state was lost).
+
+    Same size and time: already equal.  Same size, other times: most often the same
+    content (an earlier ``aws s3 sync``), so the copy is planned and the executor compares
+    content hashes before moving any byte.  Different sizes: ``push`` and ``pull`` copy their
+    way (the ``watchsync sync`` rules); ``both`` cannot know which version the user wants and
+    keeps both.
+    """
+    if loc.size == rem.size:
+        if same_time(loc, rem):
+            return act(Kind.RECORD, "already equal")
+        if opts.mode is Mode.PUSH or (opts.mode is Mode.BOTH and local_newer(loc, rem)):
+            return act(Kind.UPLOAD, "same size, times differ")
+        return act(Kind.DOWNLOAD, "same size, times differ")
+    if opts.mode is Mode.PUSH:
+        return act(Kind.UPLOAD, "size differs")
+    if opts.mode is Mode.PULL:
+        return act(Kind.DOWNLOAD, "size differs")
+    return act(Kind.CONFLICT, "differs on both sides, never synced")

@@ -1,0 +1,87 @@
+"""The one retry policy: tenacity, exponential backoff with jitter, transient errors only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import botocore.exceptions
+import tenacity
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "InternalError",
+        "ServiceUnavailable",
+        "BadDigest",  # body changed or was damaged in flight: sending again is right
+        "IncompleteBody",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying again later may succeed: connection trouble, timeouts, 5xx, throttling."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return err.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
+    return isinstance(
+        exc,
+        botocore.exceptions.ConnectionError
+        | botocore.exceptions.HTTPClientError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.ResponseStreamingError
+        | Urllib3Error
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry one S3 call, e.g. ``RetryPolicy(attempts=5)``."""
+
+    attempts: int = 5
+    initial: float = 0.2
+    max_wait: float = 10.0
+
+    def call(self, fn: Callable[[], T], *, what: str = "request") -> T:
+        """Run ``fn``, retrying transient failures; the last error is re-raised."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential_jitter(initial=self.initial, max=self.max_wait),
+            retry=tenacity.retry_if_exception(is_transient),
+            before_sleep=lambda rs: logger.warning(
+                "retry: %s failed (%s), attempt %d of %d",
+                what,
+                _short(rs.outcome.exception() if rs.outcome else None),
+                rs.attempt_number,
+                self.attempts,
+            ),
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+def _short(exc: BaseException | None) -> str:
+    """A one-line description for the retry log."""
+    if exc is None:
+        return "?"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", type(exc).__name__))
+    return type(exc).__name__

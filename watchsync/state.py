@@ -1,0 +1,506 @@
+"""Durable state of one folder pair in SQLite: what was last synced, the pending journal,
+and the status and counters ``watchsync status`` shows.
+
+One database per (local root, URL) pair lives in the state directory, named by a hash of
+the pair, with a ``.lock`` file beside it.  The database runs in WAL mode so that
+``watchsync status`` can read it while the agent writes, and a process killed at any
+point leaves the last committed transaction intact.
+
+``synchronous=FULL``: in WAL mode ``NORMAL`` never corrupts the database, but a power
+loss may roll back the last few commits.  The journal is *write-ahead* for effects that
+survive our power loss (an object deleted from S3 stays deleted), so a journal row must be
+on disk before the operation runs; FULL fsyncs the WAL at every commit.  Writes are
+batched (``put_many``) to keep the fsync count low.
+
+Example::
+
+    with StateStore.open(state_dir, local_root=root, url="s3://bucket/prefix") as store:
+        store.lock()
+        op = store.journal_add("upload", "a/b.txt")
+        ...  # upload
+        store.put(SyncedEntry("a/b.txt", 12, mtime_ns, etag, remote_mtime_ns))
+        store.journal_done(op)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from .errors import LockedError, WatchsyncError
+from .model import SyncedEntry
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DB_SUFFIX = ".db"
+LOCK_SUFFIX = ".lock"
+BUSY_TIMEOUT_MS = 5000
+
+StatusValue = str | float | int | None
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS synced (
+    path TEXT PRIMARY KEY,          -- BINARY collation on UTF-8: code point order
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    remote_mtime_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+-- finds the synced file a new path may have been renamed from (same size and mtime)
+CREATE INDEX IF NOT EXISTS synced_stat ON synced(size, mtime_ns);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS status (
+    key TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+COUNTERS = (
+    "uploaded_files",
+    "uploaded_bytes",
+    "downloaded_files",
+    "downloaded_bytes",
+    "deleted_remote",
+    "deleted_local",
+    "errors",
+    "conflicts",
+    "copied_files",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """An operation recorded before it ran and not yet marked done, e.g. after a crash."""
+
+    id: int
+    kind: str
+    path: str
+    detail: str
+    created: float  # wall clock (seconds since the epoch)
+
+
+def store_name(local_root: Path, url: str) -> str:
+    """The file stem for a folder pair: a hash of the resolved root and the URL.
+
+    >>> len(store_name(Path("/data"), "s3://bucket/prefix"))
+    24
+    """
+    key = f"{local_root.resolve()}\0{url}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest()[:24]
+
+
+def list_stores(state_dir: Path) -> list[Path]:
+    """All state databases in ``state_dir``, sorted; ``[]`` if it does not exist."""
+    if not state_dir.is_dir():
+        return []
+    return sorted(p for p in state_dir.iterdir() if p.suffix == DB_SUFFIX and p.is_file())
+
+
+def _prefix_range(dir_path: str) -> tuple[str, str] | None:
+    """``[lo, hi)`` bounds of the paths below ``dir_path``; None for the root (everything).
+
+    ``'0'`` is the code point after ``'/'``, so ``'a/' <= p < 'a0'`` is exactly the
+    paths starting with ``'a/'`` — no LIKE, no escaping.
+    """
+    dir_path = dir_path.strip("/")
+    if not dir_path:
+        return None
+    return dir_path + "/", dir_path + "0"
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode; transactions are explicit."""
+    if read_only:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class StateStore:
+    """Durable state of one folder pair; safe to use from several threads.
+
+    Writes go through one connection under a lock, so they are serialized; ``iter_sorted``
+    reads through its own connection, which in WAL mode sees one consistent snapshot and
+    neither blocks nor is blocked by writers.  Open with :meth:`open` (the agent) or
+    :meth:`read_only` (``watchsync status``).
+    """
+
+    def __init__(
+        self,
+        db_path: Path,
+        conn: sqlite3.Connection,
+        *,
+        read_only: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db_path = db_path
+        self.lock_path = db_path.with_suffix(LOCK_SUFFIX)
+        self.is_read_only = read_only
+        self._conn = conn
+        self._mutex = threading.RLock()
+        self._clock = clock
+        self._lock_fd: int | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        state_dir: Path,
+        *,
+        local_root: Path,
+        url: str,
+        clock: Callable[[], float] = time.time,
+        stat: Callable[[Path], os.stat_result] = os.stat,
+    ) -> StateStore:
+        """Open (creating if needed) the database of the pair ``(local_root, url)``.
+
+        >>> store = StateStore.open(Path("~/.local/state/watchsync").expanduser(),
+        ...                         local_root=Path("/data"), url="s3://b/p")  # doctest: +SKIP
+        """
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db_path = state_dir / (store_name(local_root, url) + DB_SUFFIX)
+        conn = _connect(db_path, read_only=False)
+        store = cls(db_path, conn, read_only=False, clock=clock)
+        try:
+            store._init_schema(local_root=local_root, url=url, stat=stat)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def read_only(cls, db_path: Path) -> StateStore:
+        """Open an existing database for reading only; never locks, never blocks the agent."""
+        if not db_path.is_file():
+            raise WatchsyncError(f"state database not found: {db_path}")
+        conn = _connect(db_path, read_only=True)
+        return cls(db_path, conn, read_only=True)
+
+    def _init_schema(
+        self, *, local_root: Path, url: str, stat: Callable[[Path], os.stat_result]
+    ) -> None:
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise WatchsyncError(
+                    f"state database {self.db_path} has schema {version}, newer than "
+                    f"this watchsync ({SCHEMA_VERSION})"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            try:
+                root_dev = str(stat(local_root).st_dev)
+            except OSError:
+                root_dev = ""
+            meta = {
+                "local_root": str(local_root.resolve()),
+                "url": url,
+                "root_dev": root_dev,
+                "created": repr(self._clock()),
+            }
+            conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", meta.items())
+
+    def close(self) -> None:
+        """Close the connection and release the process lock; idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._conn.close()
+            if self._lock_fd is not None:
+                # Closing the descriptor drops the flock; the pid left in the file is
+                # harmless because only the flock counts.
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- process lock --------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the pair's exclusive lock for the life of this store, without waiting.
+
+        Raises :class:`LockedError` naming the holder's pid if another agent has it.  The
+        kernel drops the lock when the process dies, even on ``kill -9``.
+        """
+        with self._mutex:
+            if self._lock_fd is not None:
+                return
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise LockedError(
+                    f"another watchsync agent (pid {holder or 'unknown'}) already serves "
+                    f"this folder pair (lock {self.lock_path})"
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._lock_fd = fd
+            logger.debug("state: locked %s", self.lock_path)
+
+    @property
+    def locked(self) -> bool:
+        """Whether this store holds the pair's lock."""
+        return self._lock_fd is not None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One serialized write transaction; rolled back if the body raises."""
+        with self._mutex:
+            self._check_open()
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            self._check_open()
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WatchsyncError(f"state database {self.db_path} is closed")
+
+    def meta(self) -> dict[str, str]:
+        """What was recorded at creation: local_root, url, root_dev, created."""
+        return {str(k): str(v) for k, v in self._query("SELECT key, value FROM meta")}
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``"ok"`` when the file is sound."""
+        return "; ".join(str(row[0]) for row in self._query("PRAGMA integrity_check"))
+
+    # -- synced entries ------------------------------------------------------------------
+
+    def get(self, path: str) -> SyncedEntry | None:
+        """The entry last synced for ``path``, or None."""
+        rows = self._query(
+            "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced WHERE path = ?",
+            (path,),
+        )
+        return _entry(rows[0]) if rows else None
+
+    def find_by_stat(self, size: int, mtime_ns: int) -> list[SyncedEntry]:
+        """Synced entries with exactly this size and mtime (rename candidates)."""
+        rows = self._query(
+            "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced"
+            " WHERE size = ? AND mtime_ns = ? LIMIT 16",
+            (size, mtime_ns),
+        )
+        return [_entry(r) for r in rows]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Record one meta value (e.g. the root's device once it exists)."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def put(self, entry: SyncedEntry) -> None:
+        """Record ``entry`` as synced, replacing what was there."""
+        self.put_many((entry,))
+
+    def put_many(self, entries: Iterable[SyncedEntry]) -> int:
+        """Record many entries in one transaction (all or nothing); returns how many."""
+        rows = [(e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns) for e in entries]
+        if not rows:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def delete(self, path: str) -> bool:
+        """Forget ``path``; returns whether it was known."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM synced WHERE path = ?", (path,)).rowcount > 0
+
+    def delete_prefix(self, dir_path: str) -> int:
+        """Forget everything below directory ``dir_path`` (not a file named ``dir_path``).
+
+        ``delete_prefix("a")`` removes ``a/x`` and ``a/b/y`` but keeps ``a``, ``a-b/x`` and
+        ``ab``; ``delete_prefix("")`` removes everything.  Returns the number removed.
+        """
+        bounds = _prefix_range(dir_path)
+        with self._transaction() as conn:
+            if bounds is None:
+                return conn.execute("DELETE FROM synced").rowcount
+            return conn.execute("DELETE FROM synced WHERE path >= ? AND path < ?", bounds).rowcount
+
+    def count(self) -> int:
+        """How many paths are recorded as synced."""
+        return int(self._query("SELECT count(*) FROM synced")[0][0])
+
+    def iter_sorted(self, prefix: str = "", *, batch: int = 1000) -> Iterator[SyncedEntry]:
+        """Stream the synced entries in path order (Python ``str`` order), optionally only
+        those below directory ``prefix``.
+
+        Reads through a connection of its own, so other threads may write meanwhile; the
+        iteration sees the snapshot taken at its first row.  Memory stays at ``batch`` rows.
+        Close the iterator (or exhaust it) to release the connection.
+        """
+        self._check_open()
+        bounds = _prefix_range(prefix)
+        sql = "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced"
+        params: tuple[str, ...] = ()
+        if bounds is not None:
+            sql += " WHERE path >= ? AND path < ?"
+            params = bounds
+        sql += " ORDER BY path"
+        return self._iter_rows(sql, params, batch)
+
+    def _iter_rows(self, sql: str, params: tuple[str, ...], batch: int) -> Iterator[SyncedEntry]:
+        conn = _connect(self.db_path, read_only=True)
+        try:
+            # The explicit read transaction pins one snapshot across fetchmany() calls.
+            conn.execute("BEGIN")
+            cursor = conn.execute(sql, params)
+            while rows := cursor.fetchmany(batch):
+                for row in rows:
+                    yield _entry(row)
+            cursor.close()
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    # -- journal -------------------------------------------------------------------------
+
+    def journal_add(self, kind: str, path: str, detail: str = "") -> int:
+        """Record an operation before it runs; returns its id for :meth:`journal_done`."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO journal(kind, path, detail, created) VALUES (?, ?, ?, ?)",
+                (kind, path, detail, self._clock()),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def journal_done(self, entry_id: int) -> None:
+        """Remove a finished (or abandoned) operation from the journal."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM journal WHERE id = ?", (entry_id,))
+
+    def journal_pending(self) -> list[JournalEntry]:
+        """Operations recorded but not done, oldest first."""
+        rows = self._query("SELECT id, kind, path, detail, created FROM journal ORDER BY id")
+        return [JournalEntry(int(i), str(k), str(p), str(d), float(c)) for i, k, p, d, c in rows]
+
+    def journal_count(self) -> int:
+        """How many operations are pending."""
+        return int(self._query("SELECT count(*) FROM journal")[0][0])
+
+    def journal_oldest_age(self, now: float) -> float | None:
+        """Seconds since the oldest pending operation was recorded; None if none is."""
+        value = self._query("SELECT min(created) FROM journal")[0][0]
+        return None if value is None else now - float(value)
+
+    # -- status and counters -------------------------------------------------------------
+
+    def set_status(self, **fields: StatusValue) -> None:
+        """Set status fields, e.g. ``set_status(state="watching", pid=os.getpid())``."""
+        if not fields:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO status(key, value) VALUES (?, ?)", fields.items()
+            )
+
+    def get_status(self) -> dict[str, StatusValue]:
+        """All status fields as last set."""
+        result: dict[str, StatusValue] = {}
+        for key, value in self._query("SELECT key, value FROM status ORDER BY key"):
+            assert value is None or isinstance(value, str | int | float)
+            result[str(key)] = value
+        return result
+
+    def incr(self, counter: str, n: int = 1) -> None:
+        """Add ``n`` to a counter, e.g. ``incr("uploaded_bytes", size)``."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (counter, n),
+            )
+
+    def counters(self) -> dict[str, int]:
+        """All counters; the well-known ones are present (0) even before first use."""
+        result = dict.fromkeys(COUNTERS, 0)
+        for name, value in self._query("SELECT name, value FROM counters"):
+            result[str(name)] = int(value)
+        return result
+
+
+def _entry(row: tuple[Any, ...]) -> SyncedEntry:
+    path, size, mtime_ns, etag, remote_mtime_ns = row
+    return SyncedEntry(str(path), int(size), int(mtime_ns), str(etag), int(remote_mtime_ns))
+
+
+def _read_pid(fd: int) -> int | None:
+    """The pid the lock holder wrote into the lock file, if readable."""
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None

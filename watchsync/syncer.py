@@ -1,0 +1,107 @@
+"""``watchsync sync``: wire the scanners, the planner and the executor together."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import UsageError
+from .execute import Display, SyncExecutor
+from .filters import Filters
+from .local import WalkOptions, walk
+from .model import Direction, Skipped
+from .plan import SyncOptions, plan_sync
+from .ratelimit import RateLimiter
+from .remote import ClientSettings, S3Url, list_entries, make_client
+from .report import Reporter
+from .transfer import Transfer, UploadOptions
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """One ``watchsync sync`` invocation, already validated."""
+
+    local: str  # as the user typed it, for output lines
+    url: S3Url
+    direction: Direction
+    delete: bool = False
+    dry_run: bool = False
+    size_only: bool = False
+    exact_timestamps: bool = False
+    follow_symlinks: bool = True
+    filters: Filters = field(default_factory=Filters)
+    client: ClientSettings = field(default_factory=ClientSettings)
+    upload: UploadOptions = field(default_factory=UploadOptions)
+    bwlimit: int | None = None
+
+
+def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> None:
+    """Run one sync; per-file problems are counted in ``reporter.totals``.
+
+    >>> req = SyncRequest("dir", S3Url.parse("s3://b/p"), Direction.UP)
+    >>> run_sync(req, Reporter())  # doctest: +SKIP
+    """
+    root = Path(req.local)
+    if req.direction is Direction.UP and not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a directory"
+        raise UsageError(f"source directory {req.local!r} {what}")
+    if req.direction is Direction.DOWN and root.exists() and not root.is_dir():
+        raise UsageError(f"destination {req.local!r} is not a directory")
+    client = make_client(req.client)
+    limiter = RateLimiter(req.bwlimit) if req.bwlimit else None
+    display = Display(req.local.rstrip("/") or "/", req.url)
+
+    def on_skip(item: Skipped, remote_side: bool) -> None:
+        with reporter.totals.lock:
+            reporter.totals.skipped += 1
+        shown = display.remote(item.path) if remote_side else display.local(item.path)
+        reporter.problem(f"warning: Skipping file {shown}. {item.reason}.")
+
+    local = _entries(
+        walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
+        lambda s: on_skip(s, False),
+    )
+    remote = _entries(
+        list_entries(client, req.url, for_download=req.direction is Direction.DOWN),
+        lambda s: on_skip(s, True),
+    )
+    opts = SyncOptions(
+        direction=req.direction,
+        delete=req.delete,
+        size_only=req.size_only,
+        exact_timestamps=req.exact_timestamps,
+        filters=req.filters,
+    )
+    if req.direction is Direction.DOWN and not req.dry_run:
+        os.makedirs(root, exist_ok=True)
+    with Transfer(
+        client,
+        req.url,
+        root,
+        options=req.upload,
+        limiter=limiter,
+        max_concurrency=req.client.max_concurrency,
+    ) as transfer:
+        SyncExecutor(
+            transfer,
+            display=display,
+            reporter=reporter,
+            max_concurrency=req.client.max_concurrency,
+            dry_run=req.dry_run,
+            stop=stop,
+        ).run(plan_sync(local, remote, opts=opts))
+
+
+def _entries(stream: Iterable[E | Skipped], on_skip: Callable[[Skipped], None]) -> Iterator[E]:
+    """Pass entries through; hand each Skipped to ``on_skip`` instead."""
+    for item in stream:
+        if isinstance(item, Skipped):
+            on_skip(item)
+        else:
+            yield item

@@ -1,0 +1,333 @@
+"""Moving bytes: uploads, downloads, copies and deletes through one shared boto3 client.
+
+Small files go in one ``put_object``/``get_object`` (the cheapest path per file); large ones
+through s3transfer's multipart machinery, which bounds memory and parallelises parts.  Every
+call runs under the one retry policy.  Nothing here decides what to transfer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mimetypes
+import os
+import secrets
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from boto3.s3.transfer import TransferConfig
+from s3transfer.manager import TransferManager
+from s3transfer.subscribers import BaseSubscriber
+
+from .errors import FileError
+from .local import temp_name
+from .ratelimit import RateLimiter, ThrottledReader
+from .remote import S3Url
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+logger = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """Per-object settings for uploads (aws's ``--sse``, ``--storage-class`` ...)."""
+
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    storage_class: str | None = None
+    guess_mime: bool = True
+
+    def extra_args(self, path: str) -> dict[str, str]:
+        """The boto3 ExtraArgs for one object."""
+        extra: dict[str, str] = {}
+        if self.guess_mime:
+            mime, _ = mimetypes.guess_type(path, strict=False)
+            if mime:
+                extra["ContentType"] = mime
+        if self.sse:
+            extra["ServerSideEncryption"] = self.sse
+        if self.sse_kms_key_id:
+            extra["SSEKMSKeyId"] = self.sse_kms_key_id
+        if self.storage_class:
+            extra["StorageClass"] = self.storage_class
+        return extra
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """What an upload put in S3: the file as it was opened, and the new object's ETag."""
+
+    size: int
+    mtime_ns: int
+    etag: str
+
+
+class PreconditionFailed(Exception):
+    """A conditional write found another version of the object than expected."""
+
+
+class _ProvideSize(BaseSubscriber):
+    """Hands s3transfer the size from the listing, so it sends no HEAD request."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self._size)
+
+
+class Transfer:
+    """S3 object operations for one bucket/prefix and one local root.
+
+    >>> t = Transfer(client, S3Url.parse("s3://bucket/p"), Path("/data"))  # doctest: +SKIP
+    >>> t.upload("a.txt")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        where: S3Url,
+        root: Path,
+        *,
+        options: UploadOptions | None = None,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        max_concurrency: int = 16,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+    ) -> None:
+        self.client = client
+        self.where = where
+        self.root = root
+        self.options = options or UploadOptions()
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter
+        self.threshold = multipart_threshold
+        self._config = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold, 8 * 1024 * 1024),
+            max_concurrency=max(2, min(max_concurrency, 10)),
+            max_bandwidth=int(limiter.rate) if limiter else None,
+            use_threads=True,
+        )
+        self._manager: TransferManager | None = None
+        self._manager_lock = threading.Lock()
+        self._root_real = os.path.realpath(root)
+
+    def close(self) -> None:
+        """Shut down the multipart machinery, if it was started."""
+        with self._manager_lock:
+            if self._manager is not None:
+                self._manager.shutdown()
+                self._manager = None
+
+    def __enter__(self) -> Transfer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _multipart(self) -> TransferManager:
+        with self._manager_lock:
+            if self._manager is None:
+                self._manager = TransferManager(self.client, config=self._config)
+            return self._manager
+
+    # -- uploads -------------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> Uploaded:
+        """Upload ``root/path`` to its key; a conditional write that loses raises
+        :class:`PreconditionFailed`.  Local read errors become :class:`FileError`."""
+        key = key if key is not None else self.where.key(path)
+        extra: dict[str, Any] = self.options.extra_args(path)
+        try:
+            f = open(self.root / path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise FileError(path, exc.strerror or str(exc)) from exc
+        with f:
+            st = os.fstat(f.fileno())
+            if st.st_size >= self.threshold:
+                etag = self._upload_multipart(f, key, st.st_size, extra)
+            else:
+                if if_match:
+                    extra["IfMatch"] = f'"{if_match}"'
+                elif if_none_match:
+                    extra["IfNoneMatch"] = "*"
+                etag = self._put(f, key, extra)
+        return Uploaded(st.st_size, st.st_mtime_ns, etag)
+
+    def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
+        body: Any = ThrottledReader(f, self.limiter) if self.limiter else f
+
+        def once() -> str:
+            f.seek(0)
+            try:
+                resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
+            except Exception as exc:
+                if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                    raise PreconditionFailed(key) from exc
+                raise
+            return resp.get("ETag", "").strip('"')
+
+        return self.retry.call(once, what=f"upload {key}")
+
+    def _upload_multipart(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str:
+        def once() -> str:
+            f.seek(0)
+            future = self._multipart().upload(
+                f, self.where.bucket, key, extra_args=extra, subscribers=[_ProvideSize(size)]
+            )
+            future.result()
+            head = self.client.head_object(Bucket=self.where.bucket, Key=key)
+            return head.get("ETag", "").strip('"')
+
+        return self.retry.call(once, what=f"upload {key}")
+
+    # -- downloads -----------------------------------------------------------------------
+
+    def local_target(self, path: str) -> Path:
+        """The file a relative path maps to, refusing anything that resolves outside root."""
+        target = self.root / path
+        parent = os.path.realpath(target.parent)
+        if parent != self._root_real and not parent.startswith(self._root_real + os.sep):
+            raise FileError(path, "refusing to write outside the destination")
+        return target
+
+    def download(
+        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+    ) -> Path:
+        """Download the object at ``path`` to ``root/(dest or path)`` via a temporary file,
+        then set its mtime and atime to LastModified and rename it into place."""
+        key = self.where.key(path)
+        target_rel = dest if dest is not None else path
+        target = self.root / target_rel
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FileError(target_rel, exc.strerror or str(exc)) from exc
+        target = self.local_target(target_rel)
+        if target.is_dir() and not target.is_symlink():
+            raise FileError(target_rel, "a directory is in the way")
+        tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
+        try:
+            if size >= self.threshold:
+                self.retry.call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
+            else:
+                self.retry.call(lambda: self._get(key, tmp, etag), what=f"download {key}")
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise FileError(target_rel, exc.strerror or str(exc)) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return target
+
+    def _get(self, key: str, tmp: Path, etag: str) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        resp = self.client.get_object(**kwargs)
+        body = resp["Body"]
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := body.read(_CHUNK):
+                    if self.limiter:
+                        self.limiter.take(len(chunk))
+                    out.write(chunk)
+        finally:
+            body.close()
+
+    def _get_multipart(self, key: str, tmp: Path, size: int) -> None:
+        future = self._multipart().download(
+            self.where.bucket, key, str(tmp), subscribers=[_ProvideSize(size)]
+        )
+        future.result()
+
+    # -- copies and deletes ----------------------------------------------------------------
+
+    def copy(self, src_path: str, dst_path: str) -> str:
+        """Server-side copy of one object under the prefix; returns the new ETag."""
+        src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
+        dst = self.where.key(dst_path)
+        extra: dict[str, Any] = self.options.extra_args(dst_path)
+
+        def once() -> str:
+            resp = self.client.copy_object(
+                Bucket=self.where.bucket,
+                Key=dst,
+                CopySource=src,  # type: ignore[arg-type]
+                MetadataDirective="REPLACE" if "ContentType" in extra else "COPY",
+                **extra,
+            )
+            return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
+
+        return self.retry.call(once, what=f"copy {dst}")
+
+    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
+        """Delete objects in batches of 1000; returns (path, error) for each that failed."""
+        failed: list[tuple[str, str]] = []
+        batch: list[str] = []
+        for path in paths:
+            batch.append(path)
+            if len(batch) == 1000:
+                failed += self._delete_batch(batch)
+                batch = []
+        if batch:
+            failed += self._delete_batch(batch)
+        return failed
+
+    def _delete_batch(self, paths: list[str]) -> list[tuple[str, str]]:
+        by_key = {self.where.key(p): p for p in paths}
+
+        def once() -> list[tuple[str, str]]:
+            resp = self.client.delete_objects(
+                Bucket=self.where.bucket,
+                Delete={"Objects": [{"Key": k} for k in by_key], "Quiet": True},
+            )
+            return [
+                (by_key.get(e.get("Key", ""), e.get("Key", "")), e.get("Code", "error"))
+                for e in resp.get("Errors", [])
+            ]
+
+        return self.retry.call(once, what=f"delete {len(paths)} objects")
+
+    def delete_local(self, path: str) -> None:
+        """Remove one file under the root (never a directory tree)."""
+        target = self.local_target(path)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError as exc:
+            raise FileError(path, "is a directory") from exc
+        except OSError as exc:
+            raise FileError(path, exc.strerror or str(exc)) from exc
+
+
+def _code(exc: BaseException) -> str:
+    """The S3 error code, or the HTTP status as a string."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        return str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return ""

@@ -1,0 +1,141 @@
+"""The uploader's queue: one entry per path, optional delay, bounded, with backpressure.
+
+Many events for one path coalesce into one entry; a path being worked on is not handed to a
+second worker, but is queued again once the first finishes, so the newest state of the file
+is always looked at.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A path to look at, and the ETag the caller expects the object to have, if any."""
+
+    path: str
+    expect_etag: str | None = None
+    attempt: int = 0
+
+
+class PathQueue:
+    """Coalescing, delay-capable, bounded queue of paths.
+
+    >>> q = PathQueue(maxsize=10); q.put(Item("a")); q.put(Item("a")); len(q)
+    1
+    """
+
+    def __init__(self, *, maxsize: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.maxsize = maxsize
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._items: dict[str, tuple[float, Item]] = {}  # path -> (ready_at, item)
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._active: set[str] = set()
+        self._again: dict[str, Item] = {}
+        self._closed = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items) + len(self._again)
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return len(self._active)
+
+    def put(
+        self,
+        item: Item,
+        *,
+        delay: float = 0.0,
+        block: bool = True,
+        stop: threading.Event | None = None,
+    ) -> bool:
+        """Queue ``item`` (merging with a queued one for the same path); blocks while full.
+
+        Returns False when the queue was closed or ``stop`` was set while waiting.
+        """
+        with self._cond:
+            while (
+                block
+                and not self._closed
+                and item.path not in self._items
+                and len(self._items) >= self.maxsize
+                and not (stop is not None and stop.is_set())
+            ):
+                self._cond.wait(0.25)
+            if self._closed or (stop is not None and stop.is_set()):
+                return False
+            if item.path in self._active:
+                self._again[item.path] = _merge(self._again.get(item.path), item)
+                return True
+            ready_at = self.clock() + delay
+            old = self._items.get(item.path)
+            if old is not None:
+                ready_at = min(ready_at, old[0]) if delay == 0 else max(ready_at, old[0])
+                item = _merge(old[1], item)
+            self._items[item.path] = (ready_at, item)
+            self._seq += 1
+            heapq.heappush(self._heap, (ready_at, self._seq, item.path))
+            self._cond.notify()
+            return True
+
+    def get(self, stop: threading.Event, *, poll: float = 0.25) -> Item | None:
+        """The next ready item, marking its path active; None once ``stop`` is set."""
+        with self._cond:
+            while not stop.is_set() and not self._closed:
+                now = self.clock()
+                while self._heap:
+                    ready_at, _, path = self._heap[0]
+                    current = self._items.get(path)
+                    if current is None or current[0] != ready_at:
+                        heapq.heappop(self._heap)  # stale
+                        continue
+                    if ready_at > now:
+                        break
+                    heapq.heappop(self._heap)
+                    del self._items[path]
+                    self._active.add(path)
+                    self._cond.notify_all()
+                    return current[1]
+                wait = poll if not self._heap else min(poll, self._heap[0][0] - now)
+                self._cond.wait(max(wait, 0.001))
+            return None
+
+    def done(self, path: str) -> None:
+        """The worker finished ``path``; requeue it if it changed meanwhile."""
+        with self._cond:
+            self._active.discard(path)
+            again = self._again.pop(path, None)
+        if again is not None:
+            self.put(again, block=False)
+
+    def close(self) -> None:
+        """Wake every waiter; later puts are refused."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def pending_paths(self) -> list[str]:
+        """Paths queued or waiting to be re-queued (for the journal on shutdown)."""
+        with self._cond:
+            return list(self._items) + list(self._again)
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing in flight."""
+        with self._cond:
+            return not self._items and not self._active and not self._again
+
+
+def _merge(old: Item | None, new: Item) -> Item:
+    """Keep the caller's expectation when only one of the two has one."""
+    if old is None:
+        return new
+    return Item(new.path, new.expect_etag or old.expect_etag, max(old.attempt, new.attempt))
