@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,10 +16,10 @@ from typing import Any
 import botocore.exceptions
 
 from .config import FLAG_KEYS, AgentConfig, FolderConfig, default_state_dir, load_config
-from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError
+from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
 from .filters import ordered_rules
-from .remote import ClientSettings, S3Url, describe, make_client
-from .state import StateStore, list_stores, store_name
+from .remote import ClientSettings, S3Url, describe, error_code, make_client
+from .state import COUNTERS, DB_SUFFIX, StateStore, list_stores, store_name
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def _watch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         config,
         reload=(lambda: agent_config(args, argv)) if args.config else None,
         force_polling=args.force_polling,
+        debug=args.debug,
     )
     supervisor.install_signal_handlers()
     return supervisor.run()
@@ -148,10 +150,12 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
         journal = store.journal_count()
         oldest = store.journal_oldest_age(now)
     pid = status.get("pid")
-    alive = isinstance(pid, int | str) and _pid_alive(int(pid))
     state = str(status.get("state") or "unknown")
-    if not alive and state not in ("stopped",):
-        state = "stopped" if state != "unknown" else state
+    # The pid is only trusted while the folder says it runs: a folder removed on reload
+    # leaves "stopped" behind in a process that is still alive.
+    alive = state != "stopped" and isinstance(pid, int | str) and _pid_alive(int(pid))
+    if not alive and state != "unknown":
+        state = "stopped"
     return {
         "folder": meta.get("local_root"),
         "url": meta.get("url"),
@@ -171,6 +175,46 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
     }
 
 
+def _unreadable_status(
+    db: Path, *, folder: str | None, url: str | None, state: str, error: str | None
+) -> dict[str, Any]:
+    """A row for a folder whose state cannot be shown: never started, or unreadable."""
+    return {
+        "folder": folder,
+        "url": url,
+        "state": state,
+        "running": False,
+        "pid": None,
+        "pending": 0,
+        "in_flight": 0,
+        "oldest_pending_seconds": None,
+        "last_reconcile_at": None,
+        "last_reconcile_duration": None,
+        "last_error": error,
+        "last_error_at": None,
+        "polling": False,
+        "totals": dict.fromkeys(COUNTERS, 0),
+        "state_db": str(db),
+    }
+
+
+def _safe_status(
+    db: Path, now: float, *, folder: str | None = None, url: str | None = None
+) -> dict[str, Any]:
+    """``folder_status``, or an error row: one bad database must not hide the others."""
+    if not db.is_file():
+        return _unreadable_status(db, folder=folder, url=url, state="never started", error=None)
+    try:
+        row = folder_status(db, now)
+    except (sqlite3.Error, OSError, WatchsyncError) as exc:
+        return _unreadable_status(
+            db, folder=folder, url=url, state="error", error=f"cannot read state {db}: {exc}"
+        )
+    if folder is not None:
+        row["folder"] = folder  # as configured, even if the database predates a rename
+    return row
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -182,15 +226,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _status(args: argparse.Namespace) -> int:
+    now = time.time()
     if args.config is not None:
         config = load_config(args.config, flags={"state_dir": args.state_dir})
-        dbs = [config.state_dir / (store_name(f.path, f.url) + ".db") for f in config.folders]
-        dbs = [db for db in dbs if db.exists()]
+        rows = [
+            _safe_status(
+                config.state_dir / (store_name(f.path, f.url) + DB_SUFFIX),
+                now,
+                folder=str(f.path),
+                url=f.url,
+            )
+            for f in config.folders
+        ]
     else:
         state_dir = args.state_dir or default_state_dir()
-        dbs = list_stores(state_dir)
-    now = time.time()
-    rows = [folder_status(db, now) for db in dbs]
+        rows = [_safe_status(db, now) for db in list_stores(state_dir)]
     if args.json:
         print(json.dumps({"folders": rows}, indent=2, default=str))
         return EXIT_OK
@@ -200,6 +250,8 @@ def _status(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['folder']} <-> {r['url']}")
         print(f"  state:          {r['state']}" + (f" (pid {r['pid']})" if r["pid"] else ""))
+        if r["state"] == "never started":
+            continue
         print(
             f"  pending:        {r['pending']} ({r['in_flight']} in flight)"
             + (f", oldest {r['oldest_pending_seconds']}s" if r["oldest_pending_seconds"] else "")
@@ -267,13 +319,42 @@ def check_folder(cfg: FolderConfig, *, inotify_limit: int | None) -> list[str]:
             read_timeout=15,
         )
     )
+    try:
+        problems += _probe_bucket(client, where)
+    finally:
+        client.close()
+    return problems
+
+
+def _probe_bucket(client: Any, where: S3Url) -> list[str]:
+    """Exists, can be listed, can be written: in that order, as the agent needs them.
+
+    HeadBucket comes first because some servers (SeaweedFS) create a missing bucket on the
+    first PutObject, which would hide a typo in the bucket name.
+    """
+    errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+    try:
+        client.head_bucket(Bucket=where.bucket)
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return [f"bucket {where.bucket} does not exist (NoSuchBucket)"]
+        if code in ("403", "AccessDenied"):
+            return [f"no access to bucket {where.bucket} (AccessDenied)"]
+        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
+    except botocore.exceptions.BotoCoreError as exc:
+        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
+    try:
+        client.list_objects_v2(Bucket=where.bucket, Prefix=where.key(""), MaxKeys=1)
+    except errors as exc:
+        return [f"cannot list {where.url()}: {describe(exc)}"]
     probe = where.key(f".watchsync-probe-{secrets.token_hex(6)}")
     try:
         client.put_object(Bucket=where.bucket, Key=probe, Body=b"watchsync check")
         client.delete_object(Bucket=where.bucket, Key=probe)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        problems.append(f"cannot write {where.url()}: {describe(exc)}")
-    return problems
+    except errors as exc:
+        return [f"cannot write {where.url()}: {describe(exc)}"]
+    return []
 
 
 def _dirs(root: Path) -> Any:

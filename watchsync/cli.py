@@ -165,13 +165,13 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
 
 def _configure_logging(*, debug: bool, fmt: str) -> None:
     """Handlers live here only: text lines on stderr, or JSON objects (``--log-format json``)."""
-    from .logfmt import JsonFormatter
+    from .logfmt import JsonFormatter, TextFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)

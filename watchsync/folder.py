@@ -55,6 +55,7 @@ E = TypeVar("E")
 
 _PERMANENT_BACKOFF = (30.0, 300.0)  # first and longest wait after a permanent S3 error
 _TRANSIENT_BACKOFF = (0.5, 30.0)
+_DELETE_WAIT_MAX = 60.0  # longest a delete batch waits for the uploads before it
 
 
 class DeleteBatcher:
@@ -151,6 +152,8 @@ class FolderAgent:
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
         self.deletes = DeleteBatcher(2 * cfg.debounce, clock=clock)
         self._reconcile_now = threading.Event()
+        self._handing_over = threading.Event()
+        self._retry_at: float | None = None
         self._threads: list[threading.Thread] = []
         self._observer: Any = None
         self._journal: dict[str, int] = {}
@@ -240,6 +243,10 @@ class FolderAgent:
                 if not self._root_ok():
                     self._pause_until_root_returns()
                     next_at = self.clock()
+                retry_at = self._retry_at
+                if retry_at is not None and self.clock() >= retry_at:
+                    self._retry_at = None
+                    self._reconcile_now.set()
                 if self._reconcile_now.is_set() or self.clock() >= next_at:
                     self._reconcile_now.clear()
                     self._reconcile_safely()
@@ -327,11 +334,15 @@ class FolderAgent:
     # -- events -> queue -------------------------------------------------------------------
 
     def _on_ready(self, paths: list[str]) -> None:
-        for path in paths:
-            if is_dir_mark(path):
-                self._rescan_dir(path.rstrip("/"))
-            else:
-                self._enqueue(path)
+        self._handing_over.set()  # between the debouncer and the queue: not idle
+        try:
+            for path in paths:
+                if is_dir_mark(path):
+                    self._rescan_dir(path.rstrip("/"))
+                else:
+                    self._enqueue(path)
+        finally:
+            self._handing_over.clear()
 
     def _rescan_dir(self, rel: str) -> None:
         """A directory appeared, vanished or moved: look at everything under it."""
@@ -366,10 +377,14 @@ class FolderAgent:
         self.queue.put(Item(path, expect_etag), stop=self.stop_event)
 
     def _finish(self, path: str) -> None:
+        """The worker is done with ``path``: release it, and close its journal entry unless
+        a newer event queued it again meanwhile (that entry then stays until it is done)."""
         with self._journal_lock:
+            if self.queue.done(path):
+                return
             jid = self._journal.pop(path, None)
-        if jid is not None:
-            self.store_().journal_done(jid)
+            if jid is not None:
+                self.store_().journal_done(jid)
 
     # -- uploaders -------------------------------------------------------------------------
 
@@ -385,14 +400,15 @@ class FolderAgent:
                 logger.exception("folder %s: unexpected error on %s", self.cfg.name, item.path)
                 self._error(f"unexpected error on {item.path}")
             finally:
-                self.queue.done(item.path)
+                if requeue is None:
+                    self._finish(item.path)
+                else:
+                    self.queue.done(item.path)
             if requeue is not None and not self.stop_event.is_set():
                 self.metrics.retried()
                 self.queue.put(
                     Item(item.path, item.expect_etag, item.attempt + 1), delay=requeue, block=False
                 )
-            elif requeue is None:
-                self._finish(item.path)
 
     def _process(self, item: Item) -> float | None:
         """Bring one path in line; returns a delay to retry after, or None when settled."""
@@ -531,8 +547,15 @@ class FolderAgent:
         """Someone else wrote the object since we looked: keep both versions."""
         try:
             head = self.client.head_object(Bucket=self.where.bucket, Key=self.where.key(path))
-        except botocore.exceptions.ClientError:
-            self.queue.put(Item(path), block=False)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                # Deleted in S3 while it changed here: a change beats a delete.
+                try:
+                    self._upload(path, None)
+                    return
+                except PreconditionFailed:
+                    pass  # created again meanwhile: look once more, shortly
+            self.queue.put(Item(path), delay=1.0, block=False)
             return
         rem = RemoteEntry(
             path,
@@ -559,12 +582,29 @@ class FolderAgent:
     def _delete_worker(self) -> None:
         while not self.stop_event.is_set():
             batch = self.deletes.take(self.stop_event)
+            if batch:
+                self._wait_for_uploads()
+            if self.stop_event.is_set():
+                return
             gone = [p for p in batch if not (self.root / p).exists() and self.included(p)]
             if gone:
                 try:
                     self._delete_remote(gone)
                 except Exception as exc:
                     self._error(f"delete failed: {describe(exc)}")
+
+    def _wait_for_uploads(self) -> None:
+        """Deletes go after transfers: a renamed file or directory is copied server-side from
+        the old object, so the old one must stay until the new paths are looked at."""
+        deadline = self.clock() + _DELETE_WAIT_MAX
+        while not self.stop_event.is_set() and self.clock() < deadline:
+            if (
+                self.queue.idle()
+                and self.debouncer.pending() == 0
+                and not self._handing_over.is_set()
+            ):
+                return
+            self.stop_event.wait(0.05)
 
     def delete_refusal(self, count: int) -> str | None:
         """Why ``count`` deletes must not run now, or None when they may."""
@@ -642,12 +682,11 @@ class FolderAgent:
             self._reconcile_later()
 
     def _reconcile_later(self) -> None:
-        """After a failed reconcile, try again soon rather than at the full interval."""
-        timer = threading.Timer(min(30.0, self.cfg.reconcile_interval), self.request_reconcile)
-        timer.daemon = True
-        timer.name = f"watchsync-retry-{self.cfg.name}"
-        timer.start()
-        self._threads.append(timer)
+        """After a failed reconcile, try again soon rather than at the full interval.
+
+        The runner checks ``_retry_at``; a timer thread would outlive stop() by up to 30 s
+        and hold up join()."""
+        self._retry_at = self.clock() + min(30.0, self.cfg.reconcile_interval)
 
     def reconcile(self) -> None:
         """One full pass: folder, listing and state through the planner, then act."""

@@ -1,17 +1,62 @@
-"""``--log-format json``: one JSON object per line, for journald and log shippers."""
+"""Log formatting: ``--log-format json`` (one JSON object per line, for journald and log
+shippers) and the redaction both formats apply.
+
+Nothing the agent logs itself carries a secret, but botocore at DEBUG (``--debug``) logs
+request headers: ``Authorization: AWS4-HMAC-SHA256 Credential=AKIA.../..., Signature=...``
+and session tokens.  :func:`redact` blanks those, and the literal values of the AWS secret
+variables, whatever logger they came from.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
+from collections.abc import Mapping
+
+__all__ = ["JsonFormatter", "TextFormatter", "redact"]
 
 # Fields the agent attaches with ``extra=`` that are worth keeping in the object.
 _FIELDS = ("folder", "event", "path", "bytes", "duration", "error")
 
+REDACTED = "REDACTED"
+_SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+_PATTERNS = (
+    # SigV4 header and presigned-URL forms: Signature=..., X-Amz-Signature=...
+    re.compile(r"(?i)(signature=)[0-9a-f]+"),
+    # Credential=AKID/date/region/s3/aws4_request (header) or X-Amz-Credential=AKID%2F...
+    re.compile(r"(?i)(credential=)[^/\s,&'\"%]+"),
+    # Session tokens in headers ({'X-Amz-Security-Token': b'...'}) and query strings.
+    re.compile(r"(?i)(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[^'\"&\s,}]+"),
+)
+
+
+def redact(text: str, env: Mapping[str, str] = os.environ) -> str:
+    """Blank request signatures, access key ids, session tokens and secret values.
+
+    >>> redact("Credential=AKIAXX/20240101/us-east-1/s3/aws4_request, Signature=ab12", env={})
+    'Credential=REDACTED/20240101/us-east-1/s3/aws4_request, Signature=REDACTED'
+    """
+    for name in _SECRET_VARS:
+        secret = env.get(name, "")
+        if len(secret) >= 8 and secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern in _PATTERNS:
+        text = pattern.sub(r"\g<1>" + REDACTED, text)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """``logging.Formatter`` with :func:`redact` applied to the whole line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
 
 class JsonFormatter(logging.Formatter):
-    """Format records as ``{"time", "level", "logger", "message", ...}``.
+    """Format records as ``{"time", "level", "logger", "message", ...}``, redacted.
 
     >>> rec = logging.LogRecord("watchsync", logging.INFO, "", 0, "hi %s", ("x",), None)
     >>> JsonFormatter().format(rec)  # doctest: +ELLIPSIS
@@ -24,12 +69,14 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name in _FIELDS:
             value = record.__dict__.get(name)
             if value is not None:
-                obj[name] = value
+                obj[name] = redact(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[1] is not None:
-            obj.setdefault("error", f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
+            exc = record.exc_info[1]
+            obj.setdefault("error", redact(f"{type(exc).__name__}: {exc}"))
+            obj["traceback"] = redact(self.formatException(record.exc_info))
         return json.dumps(obj, ensure_ascii=False, default=str)

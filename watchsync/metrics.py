@@ -7,6 +7,7 @@ never served, which costs next to nothing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from wsgiref.simple_server import WSGIServer
 
@@ -52,6 +53,12 @@ class Metrics:
             ["folder"],
             registry=r,
         )
+        self.last_duration = Gauge(
+            "watchsync_last_reconcile_duration_seconds",
+            "Duration of the last full reconcile",
+            ["folder"],
+            registry=r,
+        )
         self.reconcile_duration = Histogram(
             "watchsync_reconcile_duration_seconds",
             "Full reconcile duration",
@@ -81,9 +88,25 @@ class Metrics:
             if self._thread is not None:
                 self._thread.join(5)
             self._server = None
+            self._thread = None
 
     def folder(self, name: str) -> FolderMetrics:
+        """The metrics of folder ``name``, label bound."""
         return FolderMetrics(self, name)
+
+    def forget(self, name: str) -> None:
+        """Drop the gauges of a folder that is no longer served (removed on reload), so a
+        stale queue depth or "up" does not linger; counters keep their totals."""
+        for gauge in (
+            self.queue,
+            self.in_flight,
+            self.oldest,
+            self.last_reconcile,
+            self.last_duration,
+            self.up,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name)
 
 
 class FolderMetrics:
@@ -92,6 +115,15 @@ class FolderMetrics:
     def __init__(self, m: Metrics, name: str) -> None:
         self.name = name
         self.m = m
+        # Series exist at 0 from the start, so rate() and alerts see them before the first event.
+        for direction in ("up", "down"):
+            m.files.labels(name, direction)
+            m.bytes.labels(name, direction)
+        for side in ("local", "remote"):
+            m.deletes.labels(name, side)
+        m.retries.labels(name)
+        m.overflows.labels(name)
+        m.conflicts.labels(name)
 
     def transferred(self, direction: str, nbytes: int) -> None:
         self.m.files.labels(self.name, direction).inc()
@@ -119,6 +151,7 @@ class FolderMetrics:
 
     def reconciled(self, at: float, duration: float) -> None:
         self.m.last_reconcile.labels(self.name).set(at)
+        self.m.last_duration.labels(self.name).set(duration)
         self.m.reconcile_duration.labels(self.name).observe(duration)
 
     def healthy(self, ok: bool) -> None:

@@ -68,3 +68,17 @@ class ThrottledReader:
 
     def readable(self) -> bool:
         return True
+
+
+_shared: dict[float, RateLimiter] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_limiter(rate: float) -> RateLimiter:
+    """The process-wide limiter for ``rate``: folders sharing a ``bwlimit`` share its budget,
+    so the setting caps the total rather than each folder."""
+    with _shared_lock:
+        limiter = _shared.get(rate)
+        if limiter is None:
+            limiter = _shared[rate] = RateLimiter(rate)
+        return limiter

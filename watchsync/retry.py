@@ -64,7 +64,7 @@ class RetryPolicy:
         """Run ``fn``, retrying transient failures; the last error is re-raised."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential_jitter(initial=self.initial, max=self.max_wait),
+            wait=tenacity.wait_exponential_jitter(multiplier=self.initial, max=self.max_wait),
             retry=tenacity.retry_if_exception(is_transient),
             before_sleep=lambda rs: logger.warning(
                 "retry: %s failed (%s), attempt %d of %d",

@@ -61,7 +61,7 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         with reporter.totals.lock:
             reporter.totals.skipped += 1
         shown = display.remote(item.path) if remote_side else display.local(item.path)
-        reporter.problem(f"warning: Skipping file {shown}. {item.reason}.")
+        reporter.problem(f"warning: Skipping file {_one_line(shown)}. {item.reason}.")
 
     local = _entries(
         walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
@@ -105,3 +105,17 @@ def _entries(stream: Iterable[E | Skipped], on_skip: Callable[[Skipped], None]) 
             on_skip(item)
         else:
             yield item
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped, so a warning stays on one line.
+
+    >>> _one_line("a\\nb\\x00")
+    'a\\\\nb\\\\x00'
+    """
+    if not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if ord(c) < 0x20 or ord(c) == 0x7F else c
+        for c in text
+    )

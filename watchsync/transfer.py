@@ -217,7 +217,9 @@ class Transfer:
         then set its mtime and atime to LastModified and rename it into place."""
         key = self.where.key(path)
         target_rel = dest if dest is not None else path
-        target = self.root / target_rel
+        # Checked before mkdir too: a symlinked directory must not get subdirectories made
+        # outside the destination; checked again after, as mkdir may race with a new link.
+        target = self.local_target(target_rel)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

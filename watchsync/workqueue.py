@@ -109,13 +109,24 @@ class PathQueue:
                 self._cond.wait(max(wait, 0.001))
             return None
 
-    def done(self, path: str) -> None:
-        """The worker finished ``path``; requeue it if it changed meanwhile."""
+    def done(self, path: str) -> bool:
+        """The worker finished ``path``; requeue it if it changed meanwhile (returns True)."""
         with self._cond:
             self._active.discard(path)
             again = self._again.pop(path, None)
-        if again is not None:
-            self.put(again, block=False)
+            if again is None:
+                return False
+            # Queued again under the same lock, so idle() never sees the path nowhere.
+            ready_at = self.clock()
+            old = self._items.get(path)
+            if old is not None:
+                ready_at = min(ready_at, old[0])
+                again = _merge(old[1], again)
+            self._items[path] = (ready_at, again)
+            self._seq += 1
+            heapq.heappush(self._heap, (ready_at, self._seq, path))
+            self._cond.notify()
+            return True
 
     def close(self) -> None:
         """Wake every waiter; later puts are refused."""

@@ -1,0 +1,625 @@
+#!/usr/bin/env python3
+"""Benchmark the ``watchsync watch`` agent: latency, burst throughput, idle cost.
+
+    scripts/bench_watch.py                                    # full run (~10 min)
+    scripts/bench_watch.py --idle-files 2000 --idle-seconds 10 --burst-files 1000   # quick look
+
+Starts its own SeaweedFS on 127.0.0.1 pinned to --server-cpu and runs the agent pinned to
+--client-cpu (``taskset -c``). This harness pins itself to --harness-cpu (default: the
+server's CPU) so its polling never competes with the agent for the agent's CPU.
+
+  (a) latency  write one small file, then poll head_object every --poll-ms until it is
+               visible; --samples samples (after one unrecorded warm-up) at --debounce,
+               for two writers: in place (the close-after-write event lets the agent skip
+               most of the debounce) and atomic rename (a moved-in event: full debounce)
+  (b) burst    write --burst-files files of --burst-size bytes into --burst-dirs existing
+               directories as fast as possible; time until list_objects_v2 counts all of
+               them (polled every 0.2 s)
+  (c) idle     --idle-files files in --idle-dirs directories exist BEFORE a second agent
+               starts (--reconcile-interval 3600); once ``watchsync status --json`` says
+               watching with nothing pending, sample /proc/PID/stat (utime+stime) and
+               /proc/PID/status (VmRSS) every second for --idle-seconds
+
+Floors: latency p50 <= debounce + 250 ms; idle CPU <= 1 % of one core.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+
+# The venv has boto3, watchsync and weed; the system Python may have none.
+if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench_common import (  # noqa: E402
+    check_cpus,
+    check_line,
+    count_objects,
+    fmt_table,
+    make_tree,
+    percentile,
+    pinned_server,
+    save_json,
+    tool_env,
+    which,
+)
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+# One attempt per poll: the loop is the retry, and a 404 must come back at once.
+POLL_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 1},
+    max_pool_connections=4,
+)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--debounce", type=float, default=0.5, help="agent --debounce, seconds (0.5)")
+    p.add_argument("--samples", type=int, default=50, help="latency samples (50)")
+    p.add_argument("--poll-ms", type=float, default=5.0, help="head_object poll interval (5)")
+    p.add_argument("--burst-files", type=int, default=10_000, help="files in the burst (10000)")
+    p.add_argument("--burst-size", type=int, default=4096, help="bytes per burst file (4096)")
+    p.add_argument("--burst-dirs", type=int, default=100, help="directories of the burst (100)")
+    p.add_argument(
+        "--idle-files", type=int, default=100_000, help="files watched while idle (100000)"
+    )
+    p.add_argument("--idle-dirs", type=int, default=1000, help="directories they live in (1000)")
+    p.add_argument("--idle-size", type=int, default=128, help="bytes per idle file (128)")
+    p.add_argument("--idle-seconds", type=float, default=60.0, help="idle window (60)")
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU for SeaweedFS (0)")
+    p.add_argument("--client-cpu", type=int, default=1, help="CPU for the agent (1)")
+    p.add_argument("--harness-cpu", type=int, help="CPU for this script (default: --server-cpu)")
+    p.add_argument(
+        "--timeout", type=float, default=1800.0, help="deadline of any one wait, s (1800)"
+    )
+    p.add_argument("--skip", default="", help="comma-separated phases to skip: latency,burst,idle")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if args.harness_cpu is None:
+        args.harness_cpu = args.server_cpu
+    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    return args
+
+
+# -- the agent ---------------------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    """One running ``watchsync watch`` process and where its state and log live."""
+
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    log: Path
+    env: dict[str, str]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid  # taskset execs the agent in place
+
+    def status(self) -> dict[str, Any] | None:
+        """The agent's row from ``watchsync status --state-dir ... --json``, if any yet."""
+        res = subprocess.run(
+            [_watchsync(), "status", "--state-dir", str(self.state_dir), "--json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if res.returncode != 0:
+            return None
+        try:
+            rows = json.loads(res.stdout)["folders"]
+        except (ValueError, KeyError):
+            return None
+        return rows[0] if rows else None
+
+    def wait_settled(self, *, timeout: float, interval: float = 1.0) -> dict[str, Any]:
+        """Block until the agent is watching with nothing pending or in flight."""
+        deadline = time.monotonic() + timeout
+        row: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}\n{self.log_tail()}")
+            row = self.status()
+            if row and row["state"] == "watching" and row["pending"] == 0 and row["in_flight"] == 0:
+                return row
+            time.sleep(interval)
+        raise RuntimeError(
+            f"agent not settled after {timeout:.0f} s (last status {row})\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _watchsync() -> str:
+    exe = which("watchsync")
+    if exe is None:
+        raise SystemExit("watchsync not installed: pip install -e . into .venv")
+    return exe
+
+
+@contextmanager
+def running_agent(
+    local: Path,
+    url: str,
+    *,
+    endpoint: str,
+    env: dict[str, str],
+    scratch: Path,
+    cpu: int,
+    extra: list[str],
+) -> Iterator[Agent]:
+    """Start the agent pinned to ``cpu``; SIGTERM it (SIGKILL after 60 s) on the way out."""
+    state_dir = scratch / f"state-{local.name}"
+    log = scratch / f"agent-{local.name}.log"
+    argv = [
+        "taskset", "-c", str(cpu), _watchsync(), "watch", str(local), url,
+        "--endpoint-url", endpoint, "--state-dir", str(state_dir), *extra,
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    agent = Agent(proc, state_dir, log, env)
+    try:
+        yield agent
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def proc_sample(pid: int) -> tuple[int, int, int]:
+    """(utime+stime ticks, VmRSS KiB, threads) of a live process, all threads included."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    rss = threads = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return ticks, rss, threads
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak RSS so far (VmHWM) of a live process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- the phases --------------------------------------------------------------------------
+
+
+LATENCY_MODES = {
+    "write": "open, write, close in place (close-after-write event)",
+    "rename": "write a temp file outside the folder, rename it in (moved-in event)",
+}
+
+
+def measure_latency(
+    client: Any,
+    agent: Agent,
+    root: Path,
+    bucket: str,
+    prefix: str,
+    *,
+    mode: str,
+    scratch: Path,
+    samples: int,
+    poll: float,
+    timeout: float,
+) -> list[float | None]:
+    """Seconds from just before each write until head_object finds the object (None: timed out)."""
+    sub = root / f"lat-{mode}"
+    sub.mkdir()
+    time.sleep(1.0)  # let the watcher register the new directory before the clock starts
+    out: list[float | None] = []
+    for i in range(-1, samples):  # sample -1 warms connections and caches; not recorded
+        name = f"s{i + 1:03d}.txt" if i >= 0 else "warmup.txt"
+        key = f"{prefix}/{sub.name}/{name}"
+        data = f"latency sample {i} {time.time_ns()}\n".encode()
+        start = time.perf_counter()
+        if mode == "rename":
+            tmp = scratch / f"{name}.tmp"  # same file system, outside the watched folder
+            tmp.write_bytes(data)
+            os.replace(tmp, sub / name)
+        else:
+            (sub / name).write_bytes(data)
+        seen: float | None = None
+        while time.perf_counter() - start < timeout:
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in (
+                    "404",
+                    "NoSuchKey",
+                    "NotFound",
+                ):
+                    raise
+            else:
+                seen = time.perf_counter() - start
+                break
+            time.sleep(poll)
+        if agent.proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {agent.proc.returncode}\n{agent.log_tail()}")
+        if i >= 0:
+            out.append(seen)
+        time.sleep(0.1)  # a quiet gap, so samples do not share a debounce window
+    return out
+
+
+def measure_burst(
+    client: Any,
+    agent: Agent,
+    root: Path,
+    bucket: str,
+    prefix: str,
+    *,
+    files: int,
+    size: int,
+    dirs: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """Write ``files`` files at once; time until all are listed under ``prefix/burst/``."""
+    burst = root / "burst"
+    for d in range(max(1, dirs)):
+        (burst / f"d{d:05d}").mkdir(parents=True)
+    time.sleep(1.0)  # the watcher adds the new directories before the clock starts
+    ticks0, _, _ = proc_sample(agent.pid)
+    start = time.perf_counter()
+    make_tree(burst, files=files, size=size, dirs=dirs, seed=b"burst ")
+    written = time.perf_counter() - start
+    count, all_in = 0, None
+    while time.perf_counter() - start < timeout:
+        count = count_objects(client, bucket, f"{prefix}/burst/")
+        if count >= files:
+            all_in = time.perf_counter() - start
+            break
+        if agent.proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {agent.proc.returncode}\n{agent.log_tail()}")
+        time.sleep(0.2)
+    ticks1, rss, _ = proc_sample(agent.pid)
+    return {
+        "files": files,
+        "size": size,
+        "write_seconds": written,
+        "all_visible_seconds": all_in,
+        "visible_count": count,
+        "files_per_second": files / all_in if all_in else None,
+        "agent_cpu_seconds": (ticks1 - ticks0) / CLK_TCK,
+        "agent_rss_mib_after": rss / 1024,
+        "agent_peak_rss_mib": vm_hwm_kib(agent.pid) / 1024,
+    }
+
+
+def measure_idle(agent: Agent, *, seconds: float) -> dict[str, Any]:
+    """CPU % of one core and RSS of the agent over an idle window, sampled every second."""
+    ticks0, rss0, threads = proc_sample(agent.pid)
+    t0 = time.monotonic()
+    rss_samples = [rss0]
+    per_second: list[float] = []
+    last_ticks, last_t = ticks0, t0
+    while (now := time.monotonic()) - t0 < seconds:
+        time.sleep(min(1.0, seconds - (now - t0)))
+        ticks, rss, threads = proc_sample(agent.pid)
+        now = time.monotonic()
+        rss_samples.append(rss)
+        per_second.append((ticks - last_ticks) / CLK_TCK / (now - last_t) * 100)
+        last_ticks, last_t = ticks, now
+    elapsed = last_t - t0
+    cpu_s = (last_ticks - ticks0) / CLK_TCK
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu_s,
+        "cpu_percent": cpu_s / elapsed * 100,
+        "cpu_percent_max_1s": max(per_second, default=0.0),
+        "rss_mib_mean": sum(rss_samples) / len(rss_samples) / 1024,
+        "rss_mib_max": max(rss_samples) / 1024,
+        "rss_mib_start": rss_samples[0] / 1024,
+        "rss_mib_end": rss_samples[-1] / 1024,
+        "peak_rss_mib": vm_hwm_kib(agent.pid) / 1024,
+        "threads": threads,
+    }
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    check_cpus(args.server_cpu, args.client_cpu, args.harness_cpu)
+    os.sched_setaffinity(0, {args.harness_cpu})
+    results: dict[str, Any] = {}
+    checks: list[tuple[str, bool | None, str]] = []
+    problems: list[str] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-watch-") as tmp,
+        pinned_server(cpu=args.server_cpu) as server,
+    ):
+        scratch = Path(tmp)
+        env = tool_env(server, scratch)
+        client = server.client(config=POLL_CONFIG)
+        print(
+            f"SeaweedFS {server.endpoint} pid {server.pid} on CPU {args.server_cpu}; "
+            f"agent on CPU {args.client_cpu}; harness on CPU {args.harness_cpu}"
+        )
+
+        if not {"latency", "burst"} <= args.skip:
+            live = scratch / "live"
+            live.mkdir()
+            client.create_bucket(Bucket="bench-live")
+            extra = ["--debounce", str(args.debounce)]
+            with running_agent(
+                live, "s3://bench-live/p", endpoint=server.endpoint, env=env, scratch=scratch,
+                cpu=args.client_cpu, extra=extra,
+            ) as agent:  # fmt: skip
+                agent.wait_settled(timeout=args.timeout, interval=0.5)
+                print(
+                    f"agent pid {agent.pid}: "
+                    f"watchsync watch {live} s3://bench-live/p {' '.join(extra)}"
+                )
+                if "latency" not in args.skip:
+                    lat_results = {}
+                    for mode in LATENCY_MODES:
+                        lat = measure_latency(
+                            client, agent, live, "bench-live", "p", mode=mode, scratch=scratch,
+                            samples=args.samples, poll=args.poll_ms / 1000, timeout=60.0,
+                        )  # fmt: skip
+                        lat_results[mode] = _latency_summary(lat, args)
+                        if lat_results[mode]["timeouts"]:
+                            problems.append(
+                                f"latency {mode}: "
+                                f"{lat_results[mode]['timeouts']} samples never arrived"
+                            )
+                    results["latency"] = lat_results
+                    _print_latency(lat_results, args)
+                    floor = args.debounce + 0.25
+                    for mode, summary in lat_results.items():
+                        p50 = summary["p50"]
+                        checks.append(
+                            (
+                                f"latency ({mode}) p50 <= debounce + 250 ms "
+                                f"({floor * 1000:.0f} ms)",
+                                None if p50 is None else p50 <= floor,
+                                "no sample arrived" if p50 is None else f"p50 {p50 * 1000:.0f} ms",
+                            )
+                        )
+                if "burst" not in args.skip:
+                    print(f"\n(b) burst: writing {args.burst_files} files ...", flush=True)
+                    burst = measure_burst(
+                        client, agent, live, "bench-live", "p",
+                        files=args.burst_files, size=args.burst_size, dirs=args.burst_dirs,
+                        timeout=args.timeout,
+                    )  # fmt: skip
+                    results["burst"] = burst
+                    _print_burst(burst)
+                    if burst["all_visible_seconds"] is None:
+                        problems.append(
+                            f"burst: only {burst['visible_count']} of {args.burst_files} arrived"
+                        )
+
+        if "idle" not in args.skip:
+            idle = scratch / "idle"
+            print(
+                f"\n(c) idle: creating {args.idle_files} files in {args.idle_dirs} dirs ...",
+                flush=True,
+            )
+            t = time.perf_counter()
+            make_tree(
+                idle, files=args.idle_files, size=args.idle_size, dirs=args.idle_dirs, seed=b"idle "
+            )
+            print(f"    created in {time.perf_counter() - t:.1f} s; starting the agent", flush=True)
+            client.create_bucket(Bucket="bench-idle")
+            extra = ["--debounce", str(args.debounce), "--reconcile-interval", "3600"]
+            with running_agent(
+                idle, "s3://bench-idle/p", endpoint=server.endpoint, env=env, scratch=scratch,
+                cpu=args.client_cpu, extra=extra,
+            ) as agent:  # fmt: skip
+                started = time.perf_counter()
+                row = agent.wait_settled(timeout=args.timeout)
+                first = time.perf_counter() - started
+                uploaded = count_objects(client, "bench-idle", "p/")
+                print(
+                    f"    first reconcile settled after {first:.1f} s "
+                    f"(status said {row.get('last_reconcile_duration')} s); "
+                    f"{uploaded} objects in the bucket"
+                )
+                if uploaded != args.idle_files:
+                    problems.append(
+                        f"idle: {uploaded} objects after the first reconcile, "
+                        f"expected {args.idle_files}"
+                    )
+                ticks, _, _ = proc_sample(agent.pid)
+                print(f"    sampling pid {agent.pid} for {args.idle_seconds:.0f} s ...", flush=True)
+                res = measure_idle(agent, seconds=args.idle_seconds)
+                res |= {
+                    "files": args.idle_files,
+                    "dirs": args.idle_dirs,
+                    "first_reconcile_seconds": first,
+                    "first_reconcile_files_per_second": args.idle_files / first,
+                    "agent_cpu_seconds_before_window": ticks / CLK_TCK,
+                    "objects_after_first_reconcile": uploaded,
+                }
+                results["idle"] = res
+                _print_idle(res)
+                checks.append(
+                    (
+                        "idle CPU <= 1 % of one core",
+                        res["cpu_percent"] <= 1.0,
+                        f"{res['cpu_percent']:.2f} % over {res['seconds']:.0f} s "
+                        f"({res['cpu_seconds']:.2f} CPU s; "
+                        f"busiest second {res['cpu_percent_max_1s']:.1f} %)",
+                    )
+                )
+        client.close()
+
+    print("\n== floors ==")
+    for check in checks:
+        print(check_line(*check))
+    if problems:
+        print("\n== problems ==")
+        for problem in problems:
+            print(f"- {problem}")
+    if args.json:
+        params = {
+            k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+        }
+        save_json(
+            args.json,
+            {
+                "benchmark": "watch",
+                "params": params,
+                "results": results,
+                "floors": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks],
+                "problems": problems,
+            },
+        )
+        print(f"results written to {args.json}")
+    return 1 if problems else 0
+
+
+def _latency_summary(lat: list[float | None], args: argparse.Namespace) -> dict[str, Any]:
+    got = [v for v in lat if v is not None]
+    return {
+        "debounce": args.debounce,
+        "samples": len(lat),
+        "timeouts": len(lat) - len(got),
+        "p50": percentile(got, 50) if got else None,
+        "p90": percentile(got, 90) if got else None,
+        "p99": percentile(got, 99) if got else None,
+        "min": min(got, default=None),
+        "max": max(got, default=None),
+        "values": lat,
+    }
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else v * 1000
+
+
+def _print_latency(by_mode: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    print(
+        f"\n== (a) write-to-visible latency: debounce {args.debounce} s, "
+        f"head_object every {args.poll_ms:g} ms =="
+    )
+    rows = [
+        [
+            mode,
+            s["samples"],
+            _ms(s["p50"]),
+            _ms(s["p90"]),
+            _ms(s["p99"]),
+            _ms(s["min"]),
+            _ms(s["max"]),
+            s["timeouts"],
+        ]
+        for mode, s in by_mode.items()
+    ]
+    print(
+        fmt_table(
+            ["writer", "samples", "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "timeouts"],
+            rows,
+        )
+    )
+    for mode, text in LATENCY_MODES.items():
+        print(f"  {mode}: {text}")
+
+
+def _print_burst(b: dict[str, Any]) -> None:
+    print(f"\n== (b) burst: {b['files']} files x {b['size']} B ==")
+    print(
+        fmt_table(
+            [
+                "written s",
+                "all visible s",
+                "files/s",
+                "agent CPU s",
+                "agent RSS MiB",
+                "agent peak RSS MiB",
+            ],
+            [
+                [
+                    b["write_seconds"],
+                    b["all_visible_seconds"],
+                    b["files_per_second"],
+                    b["agent_cpu_seconds"],
+                    b["agent_rss_mib_after"],
+                    b["agent_peak_rss_mib"],
+                ]
+            ],
+        )
+    )
+
+
+def _print_idle(r: dict[str, Any]) -> None:
+    print(
+        f"\n== (c) idle: {r['files']} files in {r['dirs']} dirs watched, "
+        f"{r['seconds']:.0f} s window =="
+    )
+    print(
+        fmt_table(
+            [
+                "CPU %",
+                "CPU s",
+                "max 1 s CPU %",
+                "RSS MiB mean",
+                "RSS MiB max",
+                "peak RSS MiB",
+                "threads",
+                "1st reconcile s",
+            ],
+            [
+                [
+                    f"{r['cpu_percent']:.2f}",
+                    r["cpu_seconds"],
+                    r["cpu_percent_max_1s"],
+                    r["rss_mib_mean"],
+                    r["rss_mib_max"],
+                    r["peak_rss_mib"],
+                    r["threads"],
+                    r["first_reconcile_seconds"],
+                ]
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,789 @@
+"""End-to-end tests of the watch agent: real files, real inotify, a real SeaweedFS.
+
+Most tests run a :class:`FolderAgent` in-process with a tiny debounce; crash and signal
+tests run ``python -m watchsync watch`` as a real process.  Each ends by checking that the
+bucket holds exactly the folder (keys and content hashes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from agent_helpers import (
+    AgentProcess,
+    assert_in_sync,
+    bucket_listing,
+    bucket_snapshot,
+    counters,
+    folder_config,
+    read_state,
+    running_agent,
+    tree_snapshot,
+    wait_idle,
+)
+from helpers import wait_until
+from netproxy import NetProxy
+from s3server import SeaweedServer
+
+from watchsync.errors import LockedError
+from watchsync.folder import FolderAgent
+from watchsync.model import Mode
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+PREFIX = "data"
+CONFLICT_RE = re.compile(r"^(?P<stem>.+)\.conflict-\d{8}-\d{6}(?:-\d+)?(?P<ext>\.[^.]+)?$")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "folder"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def url(bucket: str) -> str:
+    return f"s3://{bucket}/{PREFIX}"
+
+
+@pytest.fixture
+def endpoint(s3server: SeaweedServer, aws_env: dict[str, str]) -> str:
+    """The server's endpoint, with the AWS environment (credentials) pointing at it."""
+    return s3server.endpoint
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    path.write_bytes(data)
+    return path
+
+
+def key(rel: str) -> str:
+    return f"{PREFIX}/{rel}"
+
+
+def put(s3: S3Client, bucket: str, rel: str, data: bytes) -> None:
+    s3.put_object(Bucket=bucket, Key=key(rel), Body=data)
+
+
+def get(s3: S3Client, bucket: str, rel: str) -> bytes:
+    body = s3.get_object(Bucket=bucket, Key=key(rel))["Body"]
+    try:
+        return body.read()
+    finally:
+        body.close()
+
+
+def has_object(s3: S3Client, bucket: str, rel: str) -> bool:
+    return rel in bucket_listing(s3, bucket, PREFIX)
+
+
+def object_is(s3: S3Client, bucket: str, rel: str, data: bytes) -> bool:
+    return has_object(s3, bucket, rel) and get(s3, bucket, rel) == data
+
+
+# -- local changes -------------------------------------------------------------------------
+
+
+def test_create_modify_append(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    with running_agent(folder_config(root, url, endpoint), state_dir) as agent:
+        write(root / "a.txt", "first")
+        write(root / "sub/dir/b.bin", os.urandom(3000))
+        wait_until(lambda: object_is(s3, bucket, "a.txt", b"first"), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+
+        write(root / "a.txt", "second version")  # modify (truncate + write)
+        wait_until(lambda: object_is(s3, bucket, "a.txt", b"second version"), timeout=15)
+
+        with open(root / "a.txt", "a") as f:  # append in several writes
+            for i in range(5):
+                f.write(f" +{i}")
+                f.flush()
+        expected = b"second version +0 +1 +2 +3 +4"
+        wait_until(lambda: object_is(s3, bucket, "a.txt", expected), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+        wait_idle(agent)
+        assert counters(agent)["errors"] == 0
+
+
+@pytest.mark.parametrize("delete", [True, False], ids=["delete", "keep"])
+def test_rename_file_uses_server_side_copy(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str, delete: bool
+) -> None:
+    data = os.urandom(50_000)
+    write(root / "old name.dat", data)
+    with running_agent(folder_config(root, url, endpoint, delete=delete), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        uploaded = counters(agent)["uploaded_files"]
+        (root / "old name.dat").rename(root / "new name.dat")
+        wait_until(lambda: object_is(s3, bucket, "new name.dat", data), timeout=15)
+        if delete:
+            assert_in_sync(s3, bucket, PREFIX, root)
+        else:
+            wait_idle(agent)
+            assert get(s3, bucket, "old name.dat") == data  # kept without --delete
+        wait_idle(agent)
+        c = counters(agent)
+        assert c["copied_files"] == 1
+        assert c["uploaded_files"] == uploaded  # copied server-side, not uploaded again
+    if not delete:
+        s3.delete_object(Bucket=bucket, Key=key("old name.dat"))
+    assert_in_sync(s3, bucket, PREFIX, root)
+
+
+@pytest.mark.parametrize("delete", [True, False], ids=["delete", "keep"])
+def test_rename_directory(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str, delete: bool
+) -> None:
+    for i in range(12):
+        write(root / f"photos/2023/img{i:02d}.jpg", os.urandom(1000 + i))
+    write(root / "photos/readme.txt", "r")
+    with running_agent(folder_config(root, url, endpoint, delete=delete), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        old = set(bucket_listing(s3, bucket, PREFIX))
+        (root / "photos").rename(root / "pictures")
+        new = {k.replace("photos/", "pictures/", 1) for k in old}
+        wait_until(lambda: new <= set(bucket_listing(s3, bucket, PREFIX)), timeout=20)
+        if delete:
+            assert_in_sync(s3, bucket, PREFIX, root)
+        else:
+            wait_idle(agent)
+            assert set(bucket_listing(s3, bucket, PREFIX)) == old | new
+        wait_idle(agent)
+        assert counters(agent)["copied_files"] == len(old)
+    if not delete:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key(k)} for k in old]})
+    assert_in_sync(s3, bucket, PREFIX, root)
+
+
+@pytest.mark.parametrize("delete", [True, False], ids=["delete", "keep"])
+def test_delete_file(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str, delete: bool
+) -> None:
+    write(root / "keep.txt", "k")
+    write(root / "gone.txt", "g")
+    with running_agent(folder_config(root, url, endpoint, delete=delete), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        (root / "gone.txt").unlink()
+        if delete:
+            wait_until(lambda: not has_object(s3, bucket, "gone.txt"), timeout=15)
+            wait_until(lambda: counters(agent)["deleted_remote"] == 1, timeout=10)
+        else:
+            # A later file's upload proves the delete event was processed meanwhile.
+            write(root / "marker.txt", "m")
+            wait_until(lambda: has_object(s3, bucket, "marker.txt"), timeout=15)
+            wait_idle(agent)
+            assert has_object(s3, bucket, "gone.txt")
+            assert counters(agent)["deleted_remote"] == 0
+    if not delete:
+        s3.delete_object(Bucket=bucket, Key=key("gone.txt"))
+    assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_delete_directory(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "keep.txt", "k")
+    for i in range(20):
+        write(root / f"tree/d{i % 3}/f{i}.txt", f"file {i}")
+    with running_agent(folder_config(root, url, endpoint, delete=True), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        shutil.rmtree(root / "tree")
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=20)
+        wait_until(lambda: counters(agent)["deleted_remote"] == 20, timeout=10)
+        assert agent.store_().count() == 1
+
+
+def test_editor_atomic_save(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "notes.txt", "v1")
+    write(root / "doc.md", "d1")
+    with running_agent(folder_config(root, url, endpoint, delete=True), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        for n in range(3):
+            # vim: swap file, the 4913 probe, backup by rename, write the new file, clean up.
+            write(root / ".notes.txt.swp", os.urandom(4096))
+            write(root / "4913", "")
+            (root / "4913").unlink()
+            (root / "notes.txt").rename(root / "notes.txt~")
+            write(root / "notes.txt", f"v{n + 2}")
+            (root / "notes.txt~").unlink()
+            (root / ".notes.txt.swp").unlink()
+            # Other editors: write a temporary file and rename it over the original.
+            write(root / f".doc.md.tmp{n}", f"d{n + 2}")
+            os.replace(root / f".doc.md.tmp{n}", root / "doc.md")
+        wait_until(lambda: object_is(s3, bucket, "notes.txt", b"v4"), timeout=15)
+        wait_until(lambda: object_is(s3, bucket, "doc.md", b"d4"), timeout=15)
+        wait_idle(agent)
+        assert set(bucket_listing(s3, bucket, PREFIX)) == {"notes.txt", "doc.md"}
+        assert counters(agent)["deleted_remote"] == 0
+        assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_burst_of_2000_files_converges(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    cfg = folder_config(root, url, endpoint, upload_workers=8)
+    with running_agent(cfg, state_dir) as agent:
+        t0 = time.monotonic()
+        for i in range(2000):
+            write(root / f"burst/d{i % 20:02d}/f{i:04d}.txt", f"content of file {i}\n" * (i % 7))
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=90)
+        elapsed = time.monotonic() - t0
+        wait_idle(agent)
+        c = counters(agent)
+        assert c["errors"] == 0
+        assert 2000 <= c["uploaded_files"] <= 2000 + cfg.upload_workers
+        assert agent.store_().journal_count() == 0
+    print(f"burst of 2000 files converged in {elapsed:.1f}s")
+
+
+# -- S3-side changes -----------------------------------------------------------------------
+
+
+def test_s3_side_add_change_delete_picked_up_by_reconcile(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "changed.txt", "local v1")
+    write(root / "deleted.txt", "will go")
+    write(root / "deleted-but-edited.txt", "will be edited")
+    cfg = folder_config(root, url, endpoint, delete=True, reconcile_interval=1.0)
+    with running_agent(cfg, state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        uploaded = counters(agent)["uploaded_files"]
+        put(s3, bucket, "added/new.txt", b"from s3")
+        put(s3, bucket, "changed.txt", b"s3 v2")
+        s3.delete_object(Bucket=bucket, Key=key("deleted.txt"))
+        s3.delete_object(Bucket=bucket, Key=key("deleted-but-edited.txt"))
+        write(root / "deleted-but-edited.txt", "edited locally: a change beats a delete")
+        wait_until(lambda: (root / "added/new.txt").is_file(), timeout=15)
+        wait_until(lambda: (root / "changed.txt").read_bytes() == b"s3 v2", timeout=15)
+        wait_until(lambda: not (root / "deleted.txt").exists(), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+        assert get(s3, bucket, "deleted-but-edited.txt").startswith(b"edited locally")
+        wait_idle(agent)
+        c = counters(agent)
+        assert c["downloaded_files"] == 2
+        assert c["deleted_local"] == 1
+        # Only the edited file went up: nothing the agent downloaded bounced back.
+        assert c["uploaded_files"] == uploaded + 1
+
+
+def test_s3_side_delete_without_delete_flag_keeps_local_file(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "a.txt", "a")
+    cfg = folder_config(root, url, endpoint, reconcile_interval=1.0)
+    with running_agent(cfg, state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        s3.delete_object(Bucket=bucket, Key=key("a.txt"))
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles >= reconciles + 2, timeout=15)
+        assert (root / "a.txt").read_text() == "a"
+        assert counters(agent)["deleted_local"] == 0
+        # Without --delete the file is simply missing in S3, so it goes up again.
+        assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_downloaded_file_does_not_bounce_back(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "local.txt", "l")
+    with running_agent(folder_config(root, url, endpoint), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        wait_idle(agent)
+        before = counters(agent)
+        etag_before = bucket_listing(s3, bucket, PREFIX)["local.txt"]["ETag"]
+        put(s3, bucket, "remote.txt", os.urandom(2000))
+        put(s3, bucket, "local.txt", b"changed in s3")
+        agent.request_reconcile()
+        wait_until(lambda: (root / "remote.txt").is_file(), timeout=15)
+        wait_until(lambda: (root / "local.txt").read_bytes() == b"changed in s3", timeout=15)
+        # Let the watcher see the downloads land and the uploaders look at them.
+        wait_idle(agent)
+        agent.request_reconcile()
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles > reconciles, timeout=15)
+        wait_idle(agent)
+        after = counters(agent)
+        assert after["downloaded_files"] == before["downloaded_files"] + 2
+        assert after["uploaded_files"] == before["uploaded_files"]
+        assert after["conflicts"] == 0
+        assert bucket_listing(s3, bucket, PREFIX)["local.txt"]["ETag"] != etag_before
+        assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def _conflict_files(names: list[str], stem: str, ext: str) -> list[str]:
+    found = []
+    for name in names:
+        m = CONFLICT_RE.match(name)
+        if m and m.group("stem") == stem and (m.group("ext") or "") == ext:
+            found.append(name)
+    return found
+
+
+def test_conflict_changed_on_both_sides_while_stopped(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "report.txt", "base")
+    cfg = folder_config(root, url, endpoint)
+    with running_agent(cfg, state_dir):
+        assert_in_sync(s3, bucket, PREFIX, root)
+    write(root / "report.txt", "local edit")
+    put(s3, bucket, "report.txt", b"s3 edit, longer")
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: _conflict_files(os.listdir(root), "report", ".txt"), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+        (conflict,) = _conflict_files(os.listdir(root), "report", ".txt")
+        assert (root / "report.txt").read_text() == "local edit"
+        assert (root / conflict).read_text() == "s3 edit, longer"
+        assert get(s3, bucket, conflict) == b"s3 edit, longer"
+        wait_idle(agent)
+        assert counters(agent)["conflicts"] == 1
+
+
+def test_conflict_s3_changed_while_local_edit_uploads(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """The watcher path: the upload's conditional write finds someone else's version."""
+    write(root / "notes", "base")
+    with running_agent(folder_config(root, url, endpoint), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        put(s3, bucket, "notes", b"s3 edit")
+        write(root / "notes", "local edit")
+        wait_until(lambda: _conflict_files(os.listdir(root), "notes", ""), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+        (conflict,) = _conflict_files(os.listdir(root), "notes", "")
+        assert (root / "notes").read_text() == "local edit"
+        assert (root / conflict).read_text() == "s3 edit"
+        wait_idle(agent)
+        assert counters(agent)["conflicts"] == 1
+
+
+# -- directions ----------------------------------------------------------------------------
+
+
+def test_push_mode_never_writes_locally(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "mine.txt", "m")
+    write(root / "shared.txt", "shared v1")
+    put(s3, bucket, "theirs.txt", b"only in s3")
+    cfg = folder_config(
+        root, url, endpoint, direction=Mode.PUSH, delete=True, reconcile_interval=1.0
+    )
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: has_object(s3, bucket, "shared.txt"), timeout=15)
+        wait_idle(agent)
+        local_before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*")}
+        put(s3, bucket, "shared.txt", b"changed in s3")
+        put(s3, bucket, "more-theirs.txt", b"x")
+        s3.delete_object(Bucket=bucket, Key=key("mine.txt"))
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles >= reconciles + 2, timeout=15)
+        wait_idle(agent)
+        assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*")} == local_before
+        c = counters(agent)
+        assert c["downloaded_files"] == 0 and c["deleted_local"] == 0
+        # A deleted object is pushed again; local changes still go up.
+        wait_until(lambda: has_object(s3, bucket, "mine.txt"), timeout=15)
+        write(root / "new.txt", "n")
+        wait_until(lambda: has_object(s3, bucket, "new.txt"), timeout=15)
+    foreign = {"theirs.txt", "more-theirs.txt"}
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key(k)} for k in foreign]})
+    # shared.txt was changed only in S3: push leaves it, so put the local version back.
+    s3.put_object(Bucket=bucket, Key=key("shared.txt"), Body=(root / "shared.txt").read_bytes())
+    assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_pull_mode_never_writes_to_s3(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    put(s3, bucket, "remote.txt", b"r1")
+    put(s3, bucket, "dir/remote2.txt", b"r2")
+    write(root / "local-only.txt", "never uploaded")
+    cfg = folder_config(
+        root, url, endpoint, direction=Mode.PULL, delete=True, reconcile_interval=1.0
+    )
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: (root / "dir/remote2.txt").is_file(), timeout=15)
+        before = {k: v["ETag"] for k, v in bucket_listing(s3, bucket, PREFIX).items()}
+        write(root / "local-new.txt", "new")
+        write(root / "remote.txt", "edited locally")
+        (root / "dir/remote2.txt").unlink()
+        put(s3, bucket, "later.txt", b"later")
+        wait_until(lambda: (root / "later.txt").is_file(), timeout=15)
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles >= reconciles + 2, timeout=15)
+        wait_idle(agent)
+        after = {k: v["ETag"] for k, v in bucket_listing(s3, bucket, PREFIX).items()}
+        assert after == {**before, "later.txt": after["later.txt"]}
+        assert counters(agent)["uploaded_files"] == 0
+        assert counters(agent)["deleted_remote"] == 0
+    local_only = {"local-only.txt", "local-new.txt"}
+    for name in local_only:
+        (root / name).unlink()
+    # pull: the S3 version wins once a local edit conflicts, and deleted files come back.
+    assert (root / "dir/remote2.txt").read_bytes() == b"r2"
+    assert_in_sync(
+        s3,
+        bucket,
+        PREFIX,
+        root,
+        exclude=lambda rel: bool(CONFLICT_RE.match(rel.rsplit("/", 1)[-1])),
+    )
+
+
+# -- ignore rules --------------------------------------------------------------------------
+
+
+def test_ignore_file_respected(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / ".watchsyncignore", "*.log\nbuild/\n")
+    write(root / "keep.txt", "k")
+    write(root / "app.log", "noise")
+    write(root / "build/out.o", "obj")
+    with running_agent(folder_config(root, url, endpoint), state_dir) as agent:
+        write(root / "more.log", "noise")
+        write(root / "build/deeper/x.o", "obj")
+        write(root / "src/main.c", "int main;")
+        write(root / ".main.c.swp", "swap")  # built-in editor pattern
+        wait_until(lambda: has_object(s3, bucket, "src/main.c"), timeout=15)
+        # A new rule applies at once, without a restart.
+        write(root / ".watchsyncignore", "*.log\nbuild/\nsecret*\n")
+        wait_until(lambda: object_is(s3, bucket, ".watchsyncignore", b"*.log\nbuild/\nsecret*\n"))
+        write(root / "secret.txt", "s")
+        write(root / "public.txt", "p")
+        wait_until(lambda: has_object(s3, bucket, "public.txt"), timeout=15)
+        wait_idle(agent)
+        assert set(bucket_listing(s3, bucket, PREFIX)) == {
+            ".watchsyncignore",
+            "keep.txt",
+            "src/main.c",
+            "public.txt",
+        }
+    ignored = re.compile(r"(\.log|\.swp|^secret.*)$|^build/")
+    assert_in_sync(s3, bucket, PREFIX, root, exclude=lambda rel: bool(ignored.search(rel)))
+
+
+# -- guards --------------------------------------------------------------------------------
+
+
+def test_max_delete_refuses_and_records_error(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    for i in range(8):
+        write(root / f"f{i}.txt", str(i))
+    write(root / "keep.txt", "k")
+    cfg = folder_config(root, url, endpoint, delete=True, max_delete=5)
+    with running_agent(cfg, state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        for i in range(8):
+            (root / f"f{i}.txt").unlink()
+        wait_until(
+            lambda: "max-delete" in str(agent.store_().get_status().get("last_error") or ""),
+            timeout=15,
+        )
+        wait_idle(agent)
+        assert len(bucket_listing(s3, bucket, PREFIX)) == 9
+        assert counters(agent)["deleted_remote"] == 0
+        agent.request_reconcile()  # the reconcile refuses too
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles > reconciles, timeout=15)
+        assert len(bucket_listing(s3, bucket, PREFIX)) == 9
+    status, _ = read_state(state_dir, root, url)
+    assert "8 deletes exceed --max-delete 5" in str(status["last_error"])
+    for i in range(8):
+        s3.delete_object(Bucket=bucket, Key=key(f"f{i}.txt"))
+    assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_root_removed_and_restored_deletes_nothing(
+    root: Path,
+    state_dir: Path,
+    url: str,
+    endpoint: str,
+    s3: S3Client,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    for i in range(10):
+        write(root / f"d{i % 2}/f{i}.txt", f"file {i}")
+    cfg = folder_config(root, url, endpoint, delete=True, reconcile_interval=1.0)
+    with running_agent(cfg, state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        backup = tmp_path / "backup"
+        shutil.copytree(root, backup)
+        objects = bucket_listing(s3, bucket, PREFIX)
+        shutil.rmtree(root)
+        wait_until(lambda: agent.state == "paused" or agent.state == "error", timeout=15)
+        # Give the delete batcher and a reconcile the chance to do the wrong thing.
+        wait_until(lambda: "delete: refused" in str(agent.last_error or ""), timeout=15)
+        assert bucket_listing(s3, bucket, PREFIX).keys() == objects.keys()
+        shutil.copytree(backup, root)
+        write(root / "after.txt", "written after the restore")
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=30)
+        wait_idle(agent)
+        assert counters(agent)["deleted_remote"] == 0
+        listing = bucket_listing(s3, bucket, PREFIX)
+        for rel, obj in objects.items():
+            assert listing[rel]["ETag"] == obj["ETag"]
+
+
+def test_second_agent_on_same_pair_refuses(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    write(root / "a.txt", "a")
+    cfg = folder_config(root, url, endpoint)
+    with running_agent(cfg, state_dir):
+        second = FolderAgent(cfg, state_dir=state_dir)
+        with pytest.raises(LockedError, match=r"pid \d+"):
+            second.start()
+        second.client.close()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "watchsync",
+                "watch",
+                str(root),
+                url,
+                "--endpoint-url",
+                endpoint,
+                "--state-dir",
+                str(state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "another watchsync agent" in proc.stderr
+        assert_in_sync(s3, bucket, PREFIX, root)
+
+
+# -- polling -------------------------------------------------------------------------------
+
+
+def test_force_polling_still_syncs(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "a.txt", "a")
+    cfg = folder_config(root, url, endpoint, delete=True)
+    with running_agent(cfg, state_dir, force_polling=True) as agent:
+        assert agent.polling
+        assert agent.store_().get_status()["polling"] == 1
+        write(root / "b/c.txt", "c")
+        write(root / "a.txt", "a2")
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=20)
+        (root / "a.txt").unlink()
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=20)
+
+
+INOTIFY_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+def _watches_in_use() -> int:
+    total = 0
+    for fdinfo in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        with contextlib.suppress(OSError):
+            total += fdinfo.read_text().count("inotify wd:")
+    return total
+
+
+@contextlib.contextmanager
+def lowered_watch_limit(value: int) -> Iterator[None]:
+    try:
+        old = INOTIFY_WATCHES.read_text()
+        INOTIFY_WATCHES.write_text(f"{value}\n")
+    except OSError as exc:
+        pytest.skip(f"cannot write {INOTIFY_WATCHES} ({exc}); needs root and a writable /proc/sys")
+    try:
+        yield
+    finally:
+        INOTIFY_WATCHES.write_text(old)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+def test_watch_limit_falls_back_to_polling(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    for i in range(30):
+        write(root / f"d{i:02d}/f.txt", str(i))
+    cfg = folder_config(root, url, endpoint)
+    agent = FolderAgent(cfg, state_dir=state_dir)
+    try:
+        # Keep the lowered limit only until the agent has chosen its watcher.
+        with lowered_watch_limit(_watches_in_use() + 5):
+            agent.start()
+            wait_until(agent.ready.is_set, timeout=30)
+        assert agent.polling
+        wait_until(lambda: agent.reconciles >= 1, timeout=30)
+        assert_in_sync(s3, bucket, PREFIX, root)
+        write(root / "d07/new.txt", "new")
+        write(root / "d29/f.txt", "changed")
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=20)
+    finally:
+        agent.stop()
+        assert agent.join(15)
+        agent.client.close()
+
+
+# -- network trouble -----------------------------------------------------------------------
+
+
+def test_s3_unreachable_for_a_while(
+    root: Path,
+    state_dir: Path,
+    bucket: str,
+    s3server: SeaweedServer,
+    aws_env: dict[str, str],
+    s3: S3Client,
+) -> None:
+    url = f"s3://{bucket}/{PREFIX}"
+    write(root / "before.txt", "b")
+    with NetProxy("127.0.0.1", s3server.port) as proxy:
+        cfg = folder_config(root, url, proxy.endpoint, delete=True)
+        with running_agent(cfg, state_dir) as agent:
+            assert_in_sync(s3, bucket, PREFIX, root)
+            proxy.cut()
+            write(root / "during/a.txt", "a")
+            write(root / "before.txt", "b2")
+            write(root / "during/b.txt", os.urandom(10_000))
+            wait_until(
+                lambda: "S3 unreachable" in str(agent.last_error or ""),
+                timeout=20,
+                message="the agent to notice the network is down",
+            )
+            cut_until = time.monotonic() + 3
+            while time.monotonic() < cut_until:  # the outage lasts a few seconds
+                assert all(t.is_alive() for t in agent._threads if "upload" in t.name)
+                assert not has_object(s3, bucket, "during/a.txt")
+                agent.stop_event.wait(0.2)
+            assert get(s3, bucket, "before.txt") == b"b"
+            proxy.restore()
+            assert_in_sync(s3, bucket, PREFIX, root, timeout=60)
+            wait_idle(agent)
+            assert agent.state == "watching"
+
+
+# -- real processes: signals and crashes -----------------------------------------------------
+
+
+def _proc_env(aws_env: dict[str, str]) -> dict[str, str]:
+    return dict(aws_env)
+
+
+def test_sigterm_exits_zero_within_drain_time(
+    root: Path,
+    state_dir: Path,
+    url: str,
+    endpoint: str,
+    aws_env: dict[str, str],
+    s3: S3Client,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    write(root / "a.txt", "a")
+    agent = AgentProcess(
+        root,
+        url,
+        state_dir,
+        env=_proc_env(aws_env),
+        endpoint=endpoint,
+        log=tmp_path / "agent.log",
+        extra=["--drain-timeout", "5"],
+    )
+    with agent:
+        agent.wait_ready()
+        for i in range(50):
+            write(root / f"b/{i}.txt", str(i))
+        t0 = time.monotonic()
+        agent.signal(signal.SIGTERM)
+        code = agent.wait(timeout=5 + 10)
+        took = time.monotonic() - t0
+        assert code == 0, agent.log_text()
+        assert took < 5 + 5, f"took {took:.1f}s to stop"
+        assert "watch: stopped" in agent.log_text()
+    status, _ = read_state(state_dir, root, url)
+    assert status["state"] == "stopped"
+    # Whatever was left pending is picked up by the next run.
+    with AgentProcess(
+        root, url, state_dir, env=_proc_env(aws_env), endpoint=endpoint, log=tmp_path / "2.log"
+    ) as again:
+        again.wait_ready()
+        assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_kill_9_during_burst_then_restart_converges(
+    root: Path,
+    state_dir: Path,
+    url: str,
+    endpoint: str,
+    aws_env: dict[str, str],
+    s3: S3Client,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    for i in range(100):
+        write(root / f"early/{i:03d}.txt", f"early {i}")
+    log = tmp_path / "agent.log"
+    first = AgentProcess(
+        root, url, state_dir, env=_proc_env(aws_env), endpoint=endpoint, log=log
+    )
+    with first:
+        first.wait_ready()
+        assert_in_sync(s3, bucket, PREFIX, root)
+        synced_before = bucket_listing(s3, bucket, PREFIX)
+        for i in range(1000):
+            write(root / f"burst/{i % 10}/{i:04d}.txt", f"burst {i}\n" * (i % 5 + 1))
+        wait_until(
+            lambda: first.state()[1].get("uploaded_files", 0) >= 150,
+            timeout=60,
+            interval=0.01,
+            message="the burst to be partly uploaded",
+        )
+        first.signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+    _, c_killed = read_state(state_dir, root, url)
+    assert c_killed["uploaded_files"] < 1100, "the kill came too late to test anything"
+    with AgentProcess(
+        root, url, state_dir, env=_proc_env(aws_env), endpoint=endpoint, log=log
+    ) as second:
+        second.wait_ready()
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=60)
+        wait_until(
+            lambda: second.state()[0].get("pending") == 0, timeout=30, message="nothing pending"
+        )
+        _, c = second.state()
+    listing = bucket_listing(s3, bucket, PREFIX)
+    for rel, obj in synced_before.items():
+        assert listing[rel]["LastModified"] == obj["LastModified"], rel
+        assert listing[rel]["ETag"] == obj["ETag"], rel
+    # Nothing went up twice, except what was in flight at the kill (at most the workers).
+    assert c["uploaded_files"] <= 1100 + 8, c
+    assert bucket_snapshot(s3, bucket, PREFIX) == tree_snapshot(root)
