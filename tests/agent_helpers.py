@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -98,7 +99,7 @@ def quick_in_sync(
 ) -> bool:
     """Cheap check for polling: same keys, and each listing ETag is the file's MD5 (all
     test files are single-part)."""
-    listing = bucket_listing(s3, bucket, prefix)
+    listing = {k: v for k, v in bucket_listing(s3, bucket, prefix).items() if not exclude(k)}
     local = {
         p.relative_to(root).as_posix(): p
         for p in (root.rglob("*") if root.is_dir() else [])
@@ -118,14 +119,17 @@ def assert_in_sync(
     timeout: float = 30.0,
     exclude: Callable[[str], bool] = lambda _rel: False,
 ) -> None:
-    """Wait until the bucket holds exactly the folder, then compare content hashes."""
+    """Wait until the bucket holds exactly the folder, then compare content hashes.
+
+    ``exclude`` leaves paths out on both sides."""
     wait_until(
         lambda: quick_in_sync(s3, bucket, prefix, root, exclude=exclude),
         timeout=timeout,
         interval=0.1,
         message=f"s3://{bucket}/{prefix} to equal {root}",
     )
-    assert bucket_snapshot(s3, bucket, prefix) == tree_snapshot(root, exclude=exclude)
+    remote = {k: v for k, v in bucket_snapshot(s3, bucket, prefix).items() if not exclude(k)}
+    assert remote == tree_snapshot(root, exclude=exclude)
 
 
 def folder_config(
@@ -182,7 +186,7 @@ def counters(agent: FolderAgent) -> dict[str, int]:
 def wait_idle(agent: FolderAgent, timeout: float = 30.0) -> None:
     """Until nothing is debouncing, queued, in flight or waiting to be deleted."""
     wait_until(
-        lambda: agent._pending_count() == 0 and agent.queue.idle(),
+        agent.idle,
         timeout=timeout,
         interval=0.05,
         message="the agent to be idle",
@@ -198,8 +202,11 @@ def read_state(state_dir: Path, root: Path, url: str) -> tuple[dict[str, Any], d
     db = state_db(state_dir, root, url)
     if not db.exists():
         return {}, {}
-    with StateStore.read_only(db) as store:
-        return dict(store.get_status()), store.counters()
+    try:
+        with StateStore.read_only(db) as store:
+            return dict(store.get_status()), store.counters()
+    except sqlite3.OperationalError:  # created but its schema not yet committed
+        return {}, {}
 
 
 class AgentProcess:

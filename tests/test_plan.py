@@ -214,6 +214,8 @@ def per_mode_delete(
 UPL, DWN = Kind.UPLOAD, Kind.DOWNLOAD
 SYN = Y("a")  # the last synced version: local (1 byte, T), object (etag e1, T)
 
+FIRST_CONFLICT = (Kind.CONFLICT, "differs on both sides, never synced")
+
 RECONCILE_CASES: dict[str, ReconcileCase] = {
     # --- gone from both sides
     "gone-from-both": (N, N, SYN, every((Kind.FORGET, "gone from both sides"))),
@@ -233,16 +235,16 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
     # different sizes: push/pull copy their way, both keeps both versions
     "first-size-differs-local-newer": (
         L("a", 2, T + 5 * S), R("a", 1), N,
-        per_mode((Kind.CONFLICT, "differs on both sides, never synced"), (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
     "first-size-differs-remote-newer": (
         L("a", 2), R("a", 1, T + 5 * S), N,
-        per_mode((Kind.CONFLICT, "differs on both sides, never synced"), (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
     "first-size-differs-same-second-local-later": (
         L("a", 2, T + 500 * MS), R("a", 1), N,
-        per_mode((Kind.CONFLICT, "differs on both sides, never synced"), (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
     "first-size-differs-same-time": (
         L("a", 2), R("a", 1), N,
-        per_mode((Kind.CONFLICT, "differs on both sides, never synced"), (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
     # --- both sides present, synced before
     "synced-unchanged": (L("a"), R("a"), SYN, every(N)),
     "local-changed-size": (

@@ -229,6 +229,24 @@ def test_journal(tmp_path: Path, root: Path) -> None:
         assert [j.path for j in s.journal_pending()] == ["b.txt"]
 
 
+def test_record_writes_entry_counters_and_journal_together(store: StateStore) -> None:
+    ids = store.journal_add_many("sync", ["a", "b"])
+    assert len(ids) == 2 and store.journal_count() == 2
+    store.record(
+        entry("a", 7), counters={"uploaded_files": 1, "uploaded_bytes": 7}, journal_id=ids[0]
+    )
+    assert store.get("a") == entry("a", 7)
+    assert store.counters()["uploaded_bytes"] == 7
+    assert [j.path for j in store.journal_pending()] == ["b"]
+
+
+def test_find_by_stat_finds_rename_candidates(store: StateStore) -> None:
+    store.put(SyncedEntry("old/name", 5, 123, "e", 9))
+    store.put(SyncedEntry("other", 5, 124, "e", 9))
+    assert [e.path for e in store.find_by_stat(5, 123)] == ["old/name"]
+    assert store.find_by_stat(6, 123) == []
+
+
 def test_status_and_counters_visible_to_read_only_reader(store: StateStore) -> None:
     store.lock()
     store.set_status(state="watching", pid=1234, last_reconcile_duration=1.5, last_error=None)

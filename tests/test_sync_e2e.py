@@ -46,12 +46,6 @@ DAY = 86_400
 PAST = int(time.time()) - DAY  # whole seconds: far from any upload's LastModified
 TMP_RE = re.compile(r"^\..+\.watchsync-tmp-[0-9a-f]+$")
 
-# watchsync/retry.py passes tenacity 9.2's deprecated ``initial=`` (now ``multiplier=``); the
-# DeprecationWarning would otherwise fail every transfer under ``filterwarnings = error``.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The 'initial' parameter is deprecated:DeprecationWarning"
-)
-
 # -- helpers -------------------------------------------------------------------------------
 
 

@@ -152,7 +152,8 @@ class FolderAgent:
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
         self.deletes = DeleteBatcher(2 * cfg.debounce, clock=clock)
         self._reconcile_now = threading.Event()
-        self._handing_over = threading.Event()
+        self._debounce: DebounceThread | None = None
+        self._deleting = threading.Event()  # a delete batch is being sent
         self._retry_at: float | None = None
         self._threads: list[threading.Thread] = []
         self._observer: Any = None
@@ -288,6 +289,7 @@ class FolderAgent:
             )
             debounce.start()
             self._threads.append(debounce)
+            self._debounce = debounce
 
     def _stop_observer(self) -> None:
         if self._observer is not None:
@@ -334,15 +336,11 @@ class FolderAgent:
     # -- events -> queue -------------------------------------------------------------------
 
     def _on_ready(self, paths: list[str]) -> None:
-        self._handing_over.set()  # between the debouncer and the queue: not idle
-        try:
-            for path in paths:
-                if is_dir_mark(path):
-                    self._rescan_dir(path.rstrip("/"))
-                else:
-                    self._enqueue(path)
-        finally:
-            self._handing_over.clear()
+        for path in paths:
+            if is_dir_mark(path):
+                self._rescan_dir(path.rstrip("/"))
+            else:
+                self._enqueue(path)
 
     def _rescan_dir(self, rel: str) -> None:
         """A directory appeared, vanished or moved: look at everything under it."""
@@ -359,7 +357,12 @@ class FolderAgent:
         return WalkOptions(follow_symlinks=True, prune=self._prune)
 
     def _enqueue(
-        self, path: str, *, expect_etag: str | None = None, journal_id: int | None = None
+        self,
+        path: str,
+        *,
+        expect_etag: str | None = None,
+        absent: bool = False,
+        journal_id: int | None = None,
     ) -> None:
         if not self.included(path):
             if journal_id is not None:
@@ -374,17 +377,21 @@ class FolderAgent:
                 )
             elif journal_id is not None and journal_id != self._journal[path]:
                 self.store_().journal_done(journal_id)
-        self.queue.put(Item(path, expect_etag), stop=self.stop_event)
+        self.queue.put(Item(path, expect_etag, absent=absent), stop=self.stop_event)
 
     def _finish(self, path: str) -> None:
         """The worker is done with ``path``: release it, and close its journal entry unless
         a newer event queued it again meanwhile (that entry then stays until it is done)."""
+        store = self.store_()
         with self._journal_lock:
-            if self.queue.done(path):
-                return
-            jid = self._journal.pop(path, None)
-            if jid is not None:
-                self.store_().journal_done(jid)
+            again = self.queue.has_again(path)
+            if not again:
+                jid = self._journal.pop(path, None)
+                if jid is not None:
+                    store.journal_done(jid)
+            # Released last, so the path never looks idle before its entry is closed.
+            if self.queue.done(path) and not again:
+                self._journal[path] = store.journal_add("sync", path)
 
     # -- uploaders -------------------------------------------------------------------------
 
@@ -407,7 +414,9 @@ class FolderAgent:
             if requeue is not None and not self.stop_event.is_set():
                 self.metrics.retried()
                 self.queue.put(
-                    Item(item.path, item.expect_etag, item.attempt + 1), delay=requeue, block=False
+                    Item(item.path, item.expect_etag, item.attempt + 1, item.absent),
+                    delay=requeue,
+                    block=False,
                 )
 
     def _process(self, item: Item) -> float | None:
@@ -455,6 +464,11 @@ class FolderAgent:
                 self.deletes.add(path)
             return
         if self.mode is Mode.PULL:
+            return
+        if item.absent:  # no object in S3 when the reconcile looked
+            if syn is None and self._copy_renamed(loc):
+                return
+            self._upload(path, None)
             return
         if syn is not None and not local_changed(loc, syn):
             return  # e.g. the agent's own download landing
@@ -582,27 +596,27 @@ class FolderAgent:
     def _delete_worker(self) -> None:
         while not self.stop_event.is_set():
             batch = self.deletes.take(self.stop_event)
-            if batch:
+            if not batch:
+                continue
+            self._deleting.set()
+            try:
                 self._wait_for_uploads()
-            if self.stop_event.is_set():
-                return
-            gone = [p for p in batch if not (self.root / p).exists() and self.included(p)]
-            if gone:
-                try:
+                if self.stop_event.is_set():
+                    return
+                gone = [p for p in batch if not (self.root / p).exists() and self.included(p)]
+                if gone:
                     self._delete_remote(gone)
-                except Exception as exc:
-                    self._error(f"delete failed: {describe(exc)}")
+            except Exception as exc:
+                self._error(f"delete failed: {describe(exc)}")
+            finally:
+                self._deleting.clear()
 
     def _wait_for_uploads(self) -> None:
         """Deletes go after transfers: a renamed file or directory is copied server-side from
         the old object, so the old one must stay until the new paths are looked at."""
         deadline = self.clock() + _DELETE_WAIT_MAX
         while not self.stop_event.is_set() and self.clock() < deadline:
-            if (
-                self.queue.idle()
-                and self.debouncer.pending() == 0
-                and not self._handing_over.is_set()
-            ):
+            if self._watch_settled() and self.queue.idle():
                 return
             self.stop_event.wait(0.05)
 
@@ -669,9 +683,10 @@ class FolderAgent:
     def _reconcile_safely(self) -> None:
         try:
             self.reconcile()
-        except WatchsyncError as exc:
+        except WatchsyncError as exc:  # e.g. RemoteError: the listing failed
             self.metrics.healthy(False)
             self._error(str(exc))
+            self._reconcile_later()
         except Exception as exc:
             self.metrics.healthy(False)
             if is_transient(exc) or isinstance(exc, botocore.exceptions.ClientError):
@@ -717,7 +732,7 @@ class FolderAgent:
                     or action.local.size != action.remote.size
                 ):
                     expect = action.remote.etag if action.remote else None
-                    self._enqueue(action.path, expect_etag=expect)
+                    self._enqueue(action.path, expect_etag=expect, absent=action.remote is None)
                 elif kind is Kind.RECORD:
                     assert action.local is not None and action.remote is not None
                     records.append(_synced(action.local, action.remote))
@@ -904,6 +919,21 @@ class FolderAgent:
         if store is None:
             raise WatchsyncError("state is not open")
         return store
+
+    def idle(self) -> bool:
+        """Nothing debouncing, being handed over, queued, in flight or waiting to be deleted."""
+        # In pipeline order, so a path moving downstream meanwhile is still seen.
+        return (
+            self._watch_settled()
+            and self.queue.idle()
+            and self.deletes.pending() == 0
+            and not self._deleting.is_set()
+        )
+
+    def _watch_settled(self) -> bool:
+        """No path waits in the debouncer or is being handed to the queue."""
+        debounce = self._debounce
+        return self.debouncer.pending() == 0 and not (debounce and debounce.busy.is_set())
 
     def _pending_count(self) -> int:
         return len(self.queue) + self.deletes.pending() + self.debouncer.pending()

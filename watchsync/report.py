@@ -53,6 +53,8 @@ class Reporter:
         self.quiet = quiet
         self.only_errors = only_show_errors
         self.totals = Totals()
+        # Flush per line only for a person watching; a pipe gets block-buffered output.
+        self._ttys = [s for s in (self.out, self.err) if self._interactive(s)]
         self._lock = threading.Lock()
         self._progress: Progress | None = None
         self._files_total = self._files_done = 0
@@ -107,10 +109,19 @@ class Reporter:
             return
         self._print(self.err, text)
 
+    @staticmethod
+    def _interactive(stream: TextIO) -> bool:
+        """Whether a person is probably reading ``stream`` live."""
+        try:
+            return stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
     def _print(self, stream: TextIO, text: str) -> None:
         with self._lock:
             if self._progress is not None:
                 self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
             else:
                 stream.write(text + "\n")
-                stream.flush()
+                if stream in self._ttys:
+                    stream.flush()

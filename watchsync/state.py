@@ -32,7 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -436,6 +436,44 @@ class StateStore:
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
+
+    def journal_add_many(self, kind: str, paths: Sequence[str]) -> list[int]:
+        """:meth:`journal_add` for many paths in one transaction (one fsync, not one each)."""
+        ids: list[int] = []
+        now = self._clock()
+        with self._transaction() as conn:
+            for path in paths:
+                cursor = conn.execute(
+                    "INSERT INTO journal(kind, path, detail, created) VALUES (?, ?, ?, ?)",
+                    (kind, path, "", now),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+        return ids
+
+    def record(
+        self,
+        entry: SyncedEntry,
+        *,
+        counters: Mapping[str, int] | None = None,
+        journal_id: int | None = None,
+    ) -> None:
+        """One finished transfer in one transaction: the synced entry, its counters and the
+        removal of its journal row (so a crash leaves either all of it or none)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entry.path, entry.size, entry.mtime_ns, entry.etag, entry.remote_mtime_ns),
+            )
+            for name, n in (counters or {}).items():
+                conn.execute(
+                    "INSERT INTO counters(name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (name, n),
+                )
+            if journal_id is not None:
+                conn.execute("DELETE FROM journal WHERE id = ?", (journal_id,))
 
     def journal_done(self, entry_id: int) -> None:
         """Remove a finished (or abandoned) operation from the journal."""

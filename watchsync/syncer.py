@@ -44,7 +44,7 @@ class SyncRequest:
 def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> None:
     """Run one sync; per-file problems are counted in ``reporter.totals``.
 
-    >>> req = SyncRequest("dir", S3Url.parse("s3://b/p"), Direction.UP)
+    >>> req = SyncRequest("dir", S3Url.parse("s3://bucket/p"), Direction.UP)
     >>> run_sync(req, Reporter())  # doctest: +SKIP
     """
     root = Path(req.local)

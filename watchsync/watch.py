@@ -331,6 +331,9 @@ class DebounceThread(threading.Thread):
         self.on_ready = on_ready
         self.stop_event = stop
         self.stop_poll = stop_poll
+        # Set while paths are out of the debouncer but not yet through on_ready, so that
+        # "debouncer empty and not busy" means every released path reached the consumer.
+        self.busy = threading.Event()
 
     def stop(self) -> None:
         """Set the stop event and wake the thread now."""
@@ -342,12 +345,17 @@ class DebounceThread(threading.Thread):
         seen = -1
         while not self.stop_event.is_set():
             now = debouncer.clock()
-            ready = debouncer.due(now)
-            if ready:
-                try:
+            ready: list[str] = []
+            self.busy.set()
+            try:
+                ready = debouncer.due(now)
+                if ready:
                     self.on_ready(ready)
-                except Exception:
-                    logger.exception("watch: on_ready failed for %d paths", len(ready))
+            except Exception:
+                logger.exception("watch: on_ready failed for %d paths", len(ready))
+            finally:
+                self.busy.clear()
+            if ready:
                 continue
             deadline = debouncer.next_deadline()
             timeout = self.stop_poll if deadline is None else min(self.stop_poll, deadline - now)

@@ -16,11 +16,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """A path to look at, and the ETag the caller expects the object to have, if any."""
+    """A path to look at, and the ETag the caller expects the object to have, if any.
+
+    ``absent``: the reconcile saw no object, so the file is sent (``If-None-Match``) even
+    when it is unchanged since the last sync.
+    """
 
     path: str
     expect_etag: str | None = None
     attempt: int = 0
+    absent: bool = False
 
 
 class PathQueue:
@@ -128,6 +133,11 @@ class PathQueue:
             self._cond.notify()
             return True
 
+    def has_again(self, path: str) -> bool:
+        """Whether ``path`` was queued again while it was being worked on."""
+        with self._cond:
+            return path in self._again
+
     def close(self) -> None:
         """Wake every waiter; later puts are refused."""
         with self._cond:
@@ -149,4 +159,6 @@ def _merge(old: Item | None, new: Item) -> Item:
     """Keep the caller's expectation when only one of the two has one."""
     if old is None:
         return new
-    return Item(new.path, new.expect_etag or old.expect_etag, max(old.attempt, new.attempt))
+    etag = new.expect_etag or old.expect_etag
+    absent = (new.absent or old.absent) and not new.expect_etag
+    return Item(new.path, etag, max(old.attempt, new.attempt), absent)
