@@ -14,23 +14,40 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
 from . import etag as etags
 from .config import FolderConfig
-from .errors import FileError, WatchsyncError
+from .errors import FileError, RemoteError, WatchsyncError
 from .filters import Filters
 from .local import WalkOptions, stat_entry, walk
 from .metrics import FolderMetrics, Metrics
-from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
+from .model import (
+    Action,
+    Kind,
+    LocalEntry,
+    Mode,
+    RemoteEntry,
+    Skipped,
+    SyncedEntry,
+    without_skipped,
+)
 from .plan import ReconcileOptions, local_changed, plan_reconcile
-from .ratelimit import RateLimiter
-from .remote import ClientSettings, S3Url, describe, error_code, list_entries, make_client, mtime_ns
+from .ratelimit import shared_limiter
+from .remote import (
+    ClientSettings,
+    S3Url,
+    describe,
+    error_code,
+    list_entries,
+    make_client,
+    mtime_ns,
+)
 from .retry import RetryPolicy, is_transient
 from .state import StateStore
 from .transfer import MULTIPART_THRESHOLD, PreconditionFailed, Transfer, Uploaded, UploadOptions
@@ -51,7 +68,6 @@ else:
 
 logger = logging.getLogger(__name__)
 
-E = TypeVar("E")
 
 _PERMANENT_BACKOFF = (30.0, 300.0)  # first and longest wait after a permanent S3 error
 _TRANSIENT_BACKOFF = (0.5, 30.0)
@@ -142,7 +158,7 @@ class FolderAgent:
                 sse=s3.sse, sse_kms_key_id=s3.sse_kms_key_id, storage_class=s3.storage_class
             ),
             retry=RetryPolicy(attempts=3, max_wait=2.0),
-            limiter=RateLimiter(s3.bwlimit) if s3.bwlimit else None,
+            limiter=shared_limiter(s3.bwlimit) if s3.bwlimit else None,
             max_concurrency=s3.max_concurrency,
         )
         self.filters = Filters.of(cfg.filters)
@@ -336,22 +352,24 @@ class FolderAgent:
     # -- events -> queue -------------------------------------------------------------------
 
     def _on_ready(self, paths: list[str]) -> None:
+        files = [Item(p) for p in paths if not is_dir_mark(p)]
+        self._enqueue_many(files)
         for path in paths:
             if is_dir_mark(path):
                 self._rescan_dir(path.rstrip("/"))
-            else:
-                self._enqueue(path)
 
     def _rescan_dir(self, rel: str) -> None:
         """A directory appeared, vanished or moved: look at everything under it."""
         store = self.store_()
-        for entry in _entries(
+        batch = _Batch(self._enqueue_many)
+        for entry in without_skipped(
             walk(self.root, options=self._walk_options(), start=rel), self._skipped
         ):
-            self._enqueue(entry.path)
+            batch.add(Item(entry.path))
         for syn in store.iter_sorted(prefix=rel + "/"):
             if not (self.root / syn.path).exists():
-                self._enqueue(syn.path)
+                batch.add(Item(syn.path))
+        batch.flush()
 
     def _walk_options(self) -> WalkOptions:
         return WalkOptions(follow_symlinks=True, prune=self._prune)
@@ -368,16 +386,28 @@ class FolderAgent:
             if journal_id is not None:
                 self.store_().journal_done(journal_id)
             return
+        if journal_id is None:
+            self._enqueue_many([Item(path, expect_etag, absent=absent)])
+            return
         with self._journal_lock:
             if path not in self._journal:
-                self._journal[path] = (
-                    journal_id
-                    if journal_id is not None
-                    else self.store_().journal_add("sync", path)
-                )
-            elif journal_id is not None and journal_id != self._journal[path]:
+                self._journal[path] = journal_id
+            elif journal_id != self._journal[path]:
                 self.store_().journal_done(journal_id)
         self.queue.put(Item(path, expect_etag, absent=absent), stop=self.stop_event)
+
+    def _enqueue_many(self, items: Sequence[Item]) -> None:
+        """Journal every new path in one transaction, then queue them (with backpressure)."""
+        items = [i for i in items if self.included(i.path)]
+        if not items:
+            return
+        with self._journal_lock:
+            new = list(dict.fromkeys(i.path for i in items if i.path not in self._journal))
+            if new:
+                ids = self.store_().journal_add_many("sync", new)
+                self._journal.update(zip(new, ids, strict=True))
+        for item in items:
+            self.queue.put(item, stop=self.stop_event)
 
     def _finish(self, path: str) -> None:
         """The worker is done with ``path``: release it, and close its journal entry unless
@@ -431,11 +461,11 @@ class FolderAgent:
         except Exception as exc:
             return self._s3_failure(item, exc)
         self._backoff.pop(item.path, None)
-        if self.state == "error" and not self.last_error_is_file:
-            self._set_state("watching")
+        if self.state == "error" and self._error_from_s3:
+            self._set_state("watching")  # S3 works again; refusals and bugs stay visible
         return None
 
-    last_error_is_file = False
+    _error_from_s3 = False
 
     def _s3_failure(self, item: Item, exc: Exception) -> float:
         """Transient errors retry soon, permanent ones slowly; the agent keeps watching."""
@@ -449,6 +479,7 @@ class FolderAgent:
         self._error(
             f"{what}: {describe(exc)} ({item.path}; retrying in {delay:.0f}s)",
             level=logging.WARNING if transient else logging.ERROR,
+            s3=True,
         )
         return delay
 
@@ -507,10 +538,10 @@ class FolderAgent:
             raise
 
     def _record_upload(self, path: str, up: Uploaded) -> None:
-        store = self.store_()
-        store.put(SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9)))
-        store.incr("uploaded_files")
-        store.incr("uploaded_bytes", up.size)
+        self.store_().record(
+            SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9)),
+            counters={"uploaded_files": 1, "uploaded_bytes": up.size},
+        )
         self.metrics.transferred("up", up.size)
         logger.info(
             "upload: %s",
@@ -668,7 +699,11 @@ class FolderAgent:
             syn = action.synced
             if now is None or syn is None or local_changed(now, syn):
                 continue  # changed since: a change beats a delete
-            self.transfer.delete_local(action.path)
+            try:
+                self.transfer.delete_local(action.path)
+            except FileError as exc:
+                self._error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
+                continue
             store.delete(action.path)
             store.incr("deleted_local")
             self.metrics.deleted("local")
@@ -685,12 +720,14 @@ class FolderAgent:
             self.reconcile()
         except WatchsyncError as exc:  # e.g. RemoteError: the listing failed
             self.metrics.healthy(False)
-            self._error(str(exc))
+            self.metrics.error(error_code(exc.__cause__) if exc.__cause__ else "reconcile")
+            self._error(str(exc), s3=isinstance(exc, RemoteError))
             self._reconcile_later()
         except Exception as exc:
             self.metrics.healthy(False)
+            self.metrics.error(error_code(exc) or "reconcile")
             if is_transient(exc) or isinstance(exc, botocore.exceptions.ClientError):
-                self._error(f"reconcile failed: {describe(exc)}")
+                self._error(f"reconcile failed: {describe(exc)}", s3=True)
             else:
                 logger.exception("folder %s: reconcile failed", self.cfg.name)
                 self._error(f"reconcile failed: {exc}")
@@ -710,12 +747,15 @@ class FolderAgent:
         started, t0 = self.wall(), time.monotonic()
         self._set_state("reconciling")
         store = self.store_()
-        local = _entries(walk(self.root, options=self._walk_options()), self._skipped)
-        remote = _entries(list_entries(self.client, self.where, for_download=True), self._skipped)
+        local = without_skipped(walk(self.root, options=self._walk_options()), self._skipped)
+        remote = without_skipped(
+            list_entries(self.client, self.where, for_download=True), self._skipped
+        )
         opts = ReconcileOptions(mode=self.mode, delete=self.cfg.delete, included=self.included)
         remote_deletes: list[str] = []
         local_deletes: list[Action] = []
         records: list[SyncedEntry] = []
+        uploads = _Batch(self._enqueue_many)
         counts: dict[Kind, int] = {}
         with ThreadPoolExecutor(
             self.cfg.s3.max_concurrency, thread_name_prefix=f"watchsync-pull-{self.cfg.name}"
@@ -732,7 +772,7 @@ class FolderAgent:
                     or action.local.size != action.remote.size
                 ):
                     expect = action.remote.etag if action.remote else None
-                    self._enqueue(action.path, expect_etag=expect, absent=action.remote is None)
+                    uploads.add(Item(action.path, expect, absent=action.remote is None))
                 elif kind is Kind.RECORD:
                     assert action.local is not None and action.remote is not None
                     records.append(_synced(action.local, action.remote))
@@ -750,6 +790,7 @@ class FolderAgent:
                     fut = pool.submit(self._pull_one, action)
                     fut.add_done_callback(lambda _f: slots.release())
             store.put_many(records)
+            uploads.flush()
         if not self.stop_event.is_set():
             self._reconcile_deletes(remote_deletes, local_deletes)
         duration = time.monotonic() - t0
@@ -795,7 +836,7 @@ class FolderAgent:
             self._error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
         except Exception as exc:
             self.metrics.error(error_code(exc) or "s3")
-            self._error(f"{action.kind.value} {action.path} failed: {describe(exc)}")
+            self._error(f"{action.kind.value} {action.path} failed: {describe(exc)}", s3=True)
 
     def _unchanged_since_plan(self, action: Action) -> bool:
         now = stat_entry(self.root, action.path)
@@ -849,11 +890,14 @@ class FolderAgent:
                 path, size=rem.size, mtime_ns=rem.mtime_ns, etag=rem.etag, dest=dest
             )
             st = target.stat()
-            store.put(SyncedEntry(target_path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns))
-        finally:
+        except BaseException:
             store.journal_done(jid)
-        store.incr("downloaded_files")
-        store.incr("downloaded_bytes", rem.size)
+            raise
+        store.record(
+            SyncedEntry(target_path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns),
+            counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
+            journal_id=jid,
+        )
         self.metrics.transferred("down", rem.size)
         logger.info(
             "download: %s",
@@ -944,9 +988,16 @@ class FolderAgent:
             self._error(error, level=logging.WARNING, state=state)
         self._publish_status(force=True)
 
-    def _error(self, text: str, *, level: int = logging.ERROR, state: str | None = None) -> None:
+    def _error(
+        self,
+        text: str,
+        *,
+        level: int = logging.ERROR,
+        state: str | None = None,
+        s3: bool = False,
+    ) -> None:
+        """Record and log an error; ``s3``: S3 trouble, which a later success clears."""
         self.last_error = text
-        self.last_error_is_file = level == logging.WARNING and state is None and ":" in text
         logger.log(
             level,
             "folder %s: %s",
@@ -956,6 +1007,7 @@ class FolderAgent:
         )
         if state is None and level >= logging.ERROR:
             self.state = "error"
+            self._error_from_s3 = s3
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.set_status(last_error=text, last_error_at=self.wall())
@@ -993,13 +1045,23 @@ class FolderAgent:
         return f"{self.cfg.name}: {self.state}, {self._pending_count()} pending"
 
 
+class _Batch:
+    """Collects queue items and hands them on 500 at a time (one journal transaction each)."""
+
+    def __init__(self, sink: Callable[[Sequence[Item]], None]) -> None:
+        self._sink = sink
+        self._items: list[Item] = []
+
+    def add(self, item: Item) -> None:
+        self._items.append(item)
+        if len(self._items) >= 500:
+            self.flush()
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        if items:
+            self._sink(items)
+
+
 def _synced(loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
     return SyncedEntry(loc.path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns)
-
-
-def _entries(stream: Iterable[E | Skipped], on_skip: Callable[[Skipped], None]) -> Iterator[E]:
-    for item in stream:
-        if isinstance(item, Skipped):
-            on_skip(item)
-        else:
-            yield item

@@ -8,7 +8,11 @@ the state alike.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
+
+E = TypeVar("E")
 
 
 class Direction(enum.Enum):
@@ -86,3 +90,14 @@ class Skipped:
 
     path: str
     reason: str
+
+
+def without_skipped(
+    stream: Iterable[E | Skipped], on_skip: Callable[[Skipped], None]
+) -> Iterator[E]:
+    """Pass a scanner's entries through, handing each :class:`Skipped` to ``on_skip``."""
+    for item in stream:
+        if isinstance(item, Skipped):
+            on_skip(item)
+        else:
+            yield item

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 class Spool:
     """Collect items now, replay them later in the same order.
 
-    >>> s = Spool(); s.add("a"); s.add("b"); list(s)
+    >>> with Spool() as s:
+    ...     s.add("a"); s.add("b"); list(s)
     ['a', 'b']
     """
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -13,7 +12,7 @@ from .errors import UsageError
 from .execute import Display, SyncExecutor
 from .filters import Filters
 from .local import WalkOptions, walk
-from .model import Direction, Skipped
+from .model import Direction, Skipped, without_skipped
 from .plan import SyncOptions, plan_sync
 from .ratelimit import RateLimiter
 from .remote import ClientSettings, S3Url, list_entries, make_client
@@ -63,11 +62,11 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         shown = display.remote(item.path) if remote_side else display.local(item.path)
         reporter.problem(f"warning: Skipping file {_one_line(shown)}. {item.reason}.")
 
-    local = _entries(
+    local = without_skipped(
         walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
         lambda s: on_skip(s, False),
     )
-    remote = _entries(
+    remote = without_skipped(
         list_entries(client, req.url, for_download=req.direction is Direction.DOWN),
         lambda s: on_skip(s, True),
     )
@@ -96,15 +95,6 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
             dry_run=req.dry_run,
             stop=stop,
         ).run(plan_sync(local, remote, opts=opts))
-
-
-def _entries(stream: Iterable[E | Skipped], on_skip: Callable[[Skipped], None]) -> Iterator[E]:
-    """Pass entries through; hand each Skipped to ``on_skip`` instead."""
-    for item in stream:
-        if isinstance(item, Skipped):
-            on_skip(item)
-        else:
-            yield item
 
 
 def _one_line(text: str) -> str:

@@ -31,7 +31,7 @@ class Item:
 class PathQueue:
     """Coalescing, delay-capable, bounded queue of paths.
 
-    >>> q = PathQueue(maxsize=10); q.put(Item("a")); q.put(Item("a")); len(q)
+    >>> q = PathQueue(maxsize=10); _ = q.put(Item("a")); _ = q.put(Item("a")); len(q)
     1
     """
 
