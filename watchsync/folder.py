@@ -50,7 +50,14 @@ from .remote import (
 )
 from .retry import RetryPolicy, is_transient
 from .state import StateStore
-from .transfer import MULTIPART_THRESHOLD, PreconditionFailed, Transfer, Uploaded, UploadOptions
+from .transfer import (
+    MULTIPART_THRESHOLD,
+    PreconditionFailed,
+    Transfer,
+    Uploaded,
+    UploadOptions,
+    native_uploader,
+)
 from .watch import (
     ChangeHandler,
     Debouncer,
@@ -142,13 +149,16 @@ class FolderAgent:
         self.clock = clock
         self.wall = wall
         s3 = cfg.s3
-        self.client = client or make_client(
-            ClientSettings(
-                endpoint_url=s3.endpoint_url,
-                profile=s3.profile,
-                region=s3.region,
-                max_concurrency=max(s3.max_concurrency, cfg.upload_workers),
-            )
+        settings = ClientSettings(
+            endpoint_url=s3.endpoint_url,
+            profile=s3.profile,
+            region=s3.region,
+            max_concurrency=max(s3.max_concurrency, cfg.upload_workers),
+        )
+        self.client = client or make_client(settings)
+        # An injected client is the whole S3 connection (tests, proxies): no native side door.
+        uploader = (
+            native_uploader(settings, self.client) if client is None and not s3.bwlimit else None
         )
         self.transfer = Transfer(
             self.client,
@@ -160,6 +170,7 @@ class FolderAgent:
             retry=RetryPolicy(attempts=3, max_wait=2.0),
             limiter=shared_limiter(s3.bwlimit) if s3.bwlimit else None,
             max_concurrency=s3.max_concurrency,
+            crt=uploader,
         )
         self.filters = Filters.of(cfg.filters)
         self.ignore = IgnoreRules.load(self.root, cfg.ignore_file, state_dir=state_dir)
@@ -801,7 +812,7 @@ class FolderAgent:
         self.metrics.reconciled(started + duration, duration)
         self.metrics.healthy(True)
         logger.info(
-            "reconcile: %s done in %.2fs (%s)",
+            "reconcile: %s done in %.2fs (planned: %s)",
             self.cfg.name,
             duration,
             ", ".join(f"{k.value} {n}" for k, n in counts.items()) or "no changes",

@@ -175,4 +175,7 @@ def error_code(exc: BaseException) -> str:
     """The S3 error code of a ClientError, or the exception's class name."""
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
+    code = getattr(exc, "code", None)  # the native client's errors carry S3's code too
+    if isinstance(code, str) and code:
+        return code
     return type(exc).__name__

@@ -36,6 +36,8 @@ _TRANSIENT_CODES = frozenset(
 
 def is_transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed: connection trouble, timeouts, 5xx, throttling."""
+    if getattr(exc, "transient", False) is True:  # the native client's own verdict
+        return True
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

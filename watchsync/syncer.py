@@ -17,7 +17,7 @@ from .plan import SyncOptions, plan_sync
 from .ratelimit import RateLimiter
 from .remote import ClientSettings, S3Url, list_entries, make_client
 from .report import Reporter
-from .transfer import Transfer, UploadOptions
+from .transfer import Transfer, UploadOptions, native_uploader
 
 E = TypeVar("E")
 
@@ -86,6 +86,7 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         options=req.upload,
         limiter=limiter,
         max_concurrency=req.client.max_concurrency,
+        crt=None if req.dry_run or limiter else native_uploader(req.client, client),
     ) as transfer:
         SyncExecutor(
             transfer,

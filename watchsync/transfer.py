@@ -13,19 +13,22 @@ import mimetypes
 import os
 import secrets
 import threading
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import boto3
 from boto3.s3.transfer import TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
+from . import crt as native
 from .errors import FileError
 from .local import temp_name
 from .ratelimit import RateLimiter, ThrottledReader
-from .remote import S3Url
+from .remote import ClientSettings, S3Url
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -105,8 +108,14 @@ class Transfer:
         limiter: RateLimiter | None = None,
         max_concurrency: int = 16,
         multipart_threshold: int = MULTIPART_THRESHOLD,
+        crt: native.CrtUploader | None = None,
     ) -> None:
         self.client = client
+        # Small uploads go through the native client when there is one and no bandwidth cap
+        # applies (the cap is enforced on Python reads, which the native client bypasses).
+        self.crt = crt if limiter is None else None
+        self._owned_crt = crt
+        self._native_failure: Exception | None = None
         self.where = where
         self.root = root
         self.options = options or UploadOptions()
@@ -130,6 +139,9 @@ class Transfer:
             if self._manager is not None:
                 self._manager.shutdown()
                 self._manager = None
+            if self._owned_crt is not None:
+                self._owned_crt.close()
+                self._owned_crt = self.crt = None
 
     def __enter__(self) -> Transfer:
         return self
@@ -163,6 +175,7 @@ class Transfer:
             raise FileError(path, exc.strerror or str(exc)) from exc
         with f:
             st = os.fstat(f.fileno())
+            etag: str | None
             if st.st_size >= self.threshold:
                 etag = self._upload_multipart(f, key, st.st_size, extra)
             else:
@@ -170,7 +183,10 @@ class Transfer:
                     extra["IfMatch"] = f'"{if_match}"'
                 elif if_none_match:
                     extra["IfNoneMatch"] = "*"
-                etag = self._put(f, key, extra)
+                etag = self._put_native(path, key, st.st_size, extra) if self.crt else None
+                if etag is None:
+                    etag = self._put(f, key, extra)
+                    self._native_unusable()
         return Uploaded(st.st_size, st.st_mtime_ns, etag)
 
     def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
@@ -187,6 +203,39 @@ class Transfer:
             return resp.get("ETag", "").strip('"')
 
         return self.retry.call(once, what=f"upload {key}")
+
+    def _put_native(self, path: str, key: str, size: int, extra: dict[str, Any]) -> str | None:
+        """One PUT through the native client.  None when it failed below S3 (TLS, proxies,
+        redirects it does not follow): the caller then tries boto3, and if boto3 gets
+        through, every later upload skips the native client."""
+        crt = self.crt
+        assert crt is not None
+        headers = {_HEADERS[name]: str(value) for name, value in extra.items()}
+        filename = str(self.root / path)
+
+        def once() -> str:
+            try:
+                return crt.put_file(self.where.bucket, key, filename, size=size, headers=headers)
+            except native.CrtPreconditionFailed as exc:
+                raise PreconditionFailed(key) from exc
+            except native.CrtFileChanged as exc:
+                raise FileError(path, "changed or unreadable while uploading") from exc
+
+        try:
+            return self.retry.call(once, what=f"upload {key}")
+        except native.CrtError as exc:
+            if exc.status >= 400 and exc.code not in _REDIRECTS:
+                raise  # S3 itself said no: boto3 would hear the same
+            self._native_failure = exc
+            return None
+
+    def _native_unusable(self) -> None:
+        """boto3 succeeded where the native client had failed: stop using it."""
+        if self._native_failure is not None and self.crt is not None:
+            logger.warning(
+                "upload: native client fails here (%s); using boto3", self._native_failure
+            )
+            self.crt = None
 
     def _upload_multipart(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str:
         def once() -> str:
@@ -322,6 +371,45 @@ class Transfer:
             raise FileError(path, "is a directory") from exc
         except OSError as exc:
             raise FileError(path, exc.strerror or str(exc)) from exc
+
+
+# Answers meaning "ask elsewhere" (another region): boto3 follows them, the native client
+# does not, so they send the upload (and the rest) back to boto3.
+_REDIRECTS = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed"})
+
+# boto3 ExtraArgs -> the HTTP headers the native client sends.
+_HEADERS = {
+    "ContentType": "Content-Type",
+    "ServerSideEncryption": "x-amz-server-side-encryption",
+    "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
+    "StorageClass": "x-amz-storage-class",
+    "IfMatch": "If-Match",
+    "IfNoneMatch": "If-None-Match",
+}
+
+
+def native_uploader(settings: ClientSettings, client: S3Client) -> native.CrtUploader | None:
+    """The native small-file uploader, aimed where ``client`` goes (its endpoint and region,
+    so ``AWS_ENDPOINT_URL`` and profiles count the same), or None where it is unavailable
+    (``WATCHSYNC_NATIVE=0``, no awscrt, no credentials): boto3 then does every upload."""
+    if os.environ.get("WATCHSYNC_NATIVE", "1") == "0" or not native.available():
+        return None
+    try:
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        if session.get_credentials() is None:
+            return None
+        endpoint = client.meta.endpoint_url
+        host = urllib.parse.urlsplit(endpoint).hostname or ""
+        return native.CrtUploader(
+            # AWS itself: the native client's own virtual-hosted addressing per region.
+            endpoint_url=None if host.endswith(".amazonaws.com") else endpoint,
+            region=client.meta.region_name or "us-east-1",
+            session=session,
+            max_concurrency=max(64, settings.max_concurrency * 2),
+        )
+    except Exception as exc:  # any trouble here only costs speed
+        logger.debug("upload: native client unavailable: %s", exc)
+        return None
 
 
 def _code(exc: BaseException) -> str:
