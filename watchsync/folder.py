@@ -25,6 +25,7 @@ from . import etag as etags
 from .config import FolderConfig
 from .errors import FileError, RemoteError, WatchsyncError
 from .filters import Filters
+from .guards import DeleteBatcher, conflict_name, delete_refusal
 from .local import WalkOptions, stat_entry, walk
 from .metrics import FolderMetrics, Metrics
 from .model import (
@@ -79,45 +80,6 @@ logger = logging.getLogger(__name__)
 _PERMANENT_BACKOFF = (30.0, 300.0)  # first and longest wait after a permanent S3 error
 _TRANSIENT_BACKOFF = (0.5, 30.0)
 _DELETE_WAIT_MAX = 60.0  # longest a delete batch waits for the uploads before it
-
-
-class DeleteBatcher:
-    """Collects local deletes and releases them as one pass once none came for ``grace``.
-
-    A whole ``rm -rf`` therefore arrives as one batch, so ``--max-delete`` sees its real size,
-    and a path that reappears within the grace period (an atomic save, a remount) is dropped.
-    """
-
-    def __init__(self, grace: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.grace = grace
-        self.clock = clock
-        self._paths: set[str] = set()
-        self._deadline: float | None = None
-        self._cond = threading.Condition()
-
-    def add(self, path: str) -> None:
-        with self._cond:
-            self._paths.add(path)
-            self._deadline = self.clock() + self.grace
-            self._cond.notify()
-
-    def take(self, stop: threading.Event) -> list[str]:
-        """Block until a batch is ready (or ``stop``); returns it sorted."""
-        with self._cond:
-            while not stop.is_set():
-                if self._deadline is not None:
-                    left = self._deadline - self.clock()
-                    if left <= 0:
-                        batch, self._paths, self._deadline = sorted(self._paths), set(), None
-                        return batch
-                    self._cond.wait(min(left, 0.25))
-                else:
-                    self._cond.wait(0.25)
-            return []
-
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._paths)
 
 
 class FolderAgent:
@@ -665,23 +627,15 @@ class FolderAgent:
     def delete_refusal(self, count: int) -> str | None:
         """Why ``count`` deletes must not run now, or None when they may."""
         store = self.store_()
-        try:
-            st = os.stat(self.root)
-        except OSError:
-            return f"folder {self.root} is missing"
-        dev = store.meta().get("root_dev", "")
-        if dev and dev != str(st.st_dev):
-            return f"folder {self.root} is on another device than when first synced (unmounted?)"
-        with os.scandir(self.root) as it:
-            empty = not any(not self.ignore.matches(e.name, e.is_dir()) for e in it)
-        if empty and store.count() > 0:
-            return f"folder {self.root} is empty while {store.count()} files were synced"
-        if count > self.cfg.max_delete and not self.cfg.force_delete:
-            return (
-                f"{count} deletes exceed --max-delete {self.cfg.max_delete}; "
-                "pass --force-delete once to allow them"
-            )
-        return None
+        return delete_refusal(
+            self.root,
+            count=count,
+            synced=store.count,
+            root_dev=store.meta().get("root_dev", ""),
+            ignored=self.ignore.matches,
+            max_delete=self.cfg.max_delete,
+            force=self.cfg.force_delete,
+        )
 
     def _delete_remote(self, paths: list[str]) -> None:
         refusal = self.delete_refusal(len(paths))
@@ -953,19 +907,20 @@ class FolderAgent:
             self._upload(action.path, rem.etag)
 
     def _conflict_name(self, path: str) -> str:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.wall()))
-        head, _, name = path.rpartition("/")
-        stem, dot, ext = name.rpartition(".")
-        if not stem:  # no extension, or a dot-file
-            stem, dot, ext = name, "", ""
-        base = f"{stem}.conflict-{stamp}"
-        n = 1
-        while True:
-            candidate = f"{base}{'-' + str(n) if n > 1 else ''}{dot}{ext}"
-            full = f"{head}/{candidate}" if head else candidate
-            if not (self.root / full).exists():
-                return full
-            n += 1
+        return conflict_name(path, self.wall(), taken=self._conflict_taken)
+
+    def _conflict_taken(self, path: str) -> bool:
+        """Whether a name is used locally, or in S3 under push (its conflict copies live
+        only there)."""
+        if (self.root / path).exists():
+            return True
+        if self.mode is not Mode.PUSH:
+            return False
+        try:
+            self.client.head_object(Bucket=self.where.bucket, Key=self.where.key(path))
+        except botocore.exceptions.ClientError:
+            return False
+        return True
 
     # -- status ----------------------------------------------------------------------------
 
