@@ -134,7 +134,7 @@ class Transfer:
         self._root_real = os.path.realpath(root)
 
     def close(self) -> None:
-        """Shut down the multipart machinery, if it was started."""
+        """Shut down the multipart machinery and the native client, where started."""
         with self._manager_lock:
             if self._manager is not None:
                 self._manager.shutdown()
