@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from .config import AgentConfig, FolderConfig
 from .errors import LockedError, WatchsyncError
 from .folder import FolderAgent
 from .metrics import Metrics
+from .report import ReconcileProgress
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,10 @@ class Supervisor:
         self.config = config
         self._reload_config = reload
         self.force_polling = force_polling
+        # A live display of the first reconcile, for a person at a terminal only.
+        self.progress = (
+            ReconcileProgress() if sys.stderr.isatty() and config.log_format == "text" else None
+        )
         self.env = env if env is not None else dict(os.environ)
         self.debug = debug
         self.clock = clock
@@ -116,6 +122,7 @@ class Supervisor:
                 state_dir=self.config.state_dir,
                 metrics=self.metrics.folder(cfg.name),
                 force_polling=self.force_polling,
+                on_progress=self.progress.update if self.progress else None,
             )
             agent.start()
         except Exception as exc:

@@ -166,11 +166,15 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
 def _configure_logging(*, debug: bool, fmt: str) -> None:
     """Handlers live here only: text lines on stderr, or JSON objects (``--log-format json``)."""
     from .logfmt import JsonFormatter, TextFormatter
+    from .report import ConsoleLogHandler
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
     if fmt == "json":
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
     else:
+        # On a terminal, through the rich console so a progress display stays intact.
+        handler = ConsoleLogHandler() if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +97,7 @@ class FolderAgent:
         metrics: FolderMetrics | None = None,
         client: S3Client | None = None,
         force_polling: bool = False,
+        on_progress: Callable[[str, int, int, bool], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -155,6 +156,7 @@ class FolderAgent:
         self.conditional = True  # cleared if the server rejects conditional writes
         self.last_error: str | None = None
         self.reconciles = 0
+        self.on_progress = on_progress  # (folder, paths scanned, actions, done): first pass
         self.ready = threading.Event()  # set once watching (or paused waiting for the folder)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -713,6 +715,10 @@ class FolderAgent:
         self._set_state("reconciling")
         store = self.store_()
         local = without_skipped(walk(self.root, options=self._walk_options()), self._skipped)
+        progress = self.on_progress if self.reconciles == 0 else None
+        scanned = [0]
+        if progress is not None:
+            local = _counted(local, scanned)
         remote = without_skipped(
             list_entries(self.client, self.where, for_download=True), self._skipped
         )
@@ -730,6 +736,8 @@ class FolderAgent:
                 if self.stop_event.is_set():
                     break
                 counts[action.kind] = counts.get(action.kind, 0) + 1
+                if progress is not None and sum(counts.values()) % 200 == 0:
+                    progress(self.cfg.name, scanned[0], sum(counts.values()), False)
                 kind = action.kind
                 if kind is Kind.UPLOAD and (
                     action.remote is None
@@ -759,6 +767,8 @@ class FolderAgent:
         if not self.stop_event.is_set():
             self._reconcile_deletes(remote_deletes, local_deletes)
         duration = time.monotonic() - t0
+        if progress is not None:
+            progress(self.cfg.name, scanned[0], sum(counts.values()), True)
         self.reconciles += 1
         store.set_status(
             last_reconcile_at=started + duration, last_reconcile_duration=round(duration, 3)
@@ -1027,6 +1037,13 @@ class _Batch:
         items, self._items = self._items, []
         if items:
             self._sink(items)
+
+
+def _counted(stream: Iterable[LocalEntry], box: list[int]) -> Iterator[LocalEntry]:
+    """Count entries as they stream past (for the progress display)."""
+    for entry in stream:
+        box[0] += 1
+        yield entry
 
 
 def _synced(loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:

@@ -3,16 +3,18 @@ and a progress bar on a terminal."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
@@ -125,3 +127,69 @@ class Reporter:
                 stream.write(text + "\n")
                 if stream in self._ttys:
                     stream.flush()
+
+
+_console: Console | None = None
+_console_lock = threading.Lock()
+
+
+def stderr_console() -> Console:
+    """The one rich console on stderr: log lines printed through it stay above a live
+    progress display instead of tearing it."""
+    global _console
+    with _console_lock:
+        if _console is None:
+            _console = Console(stderr=True)
+        return _console
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Log records printed through :func:`stderr_console` (used when stderr is a terminal)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
+class ReconcileProgress:
+    """A live line per folder during the agent's first full reconcile, on a terminal.
+
+    Thread-safe: each folder's runner calls :meth:`update`; the display ends when every
+    folder it showed is done.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._tasks: dict[str, Any] = {}
+        self._open = 0
+
+    def update(self, folder: str, scanned: int, planned: int, done: bool) -> None:
+        with self._lock:
+            if self._progress is None:
+                if done:
+                    return
+                self._progress = Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    TimeElapsedColumn(),
+                    console=stderr_console(),
+                    transient=True,
+                )
+                self._progress.start()
+            task = self._tasks.get(folder)
+            if task is None:
+                task = self._tasks[folder] = self._progress.add_task("", total=None)
+                self._open += 1
+            text = f"first reconcile {folder}: {scanned} local files scanned, {planned} actions"
+            self._progress.update(task, description=text, refresh=True)
+            if done:
+                self._progress.remove_task(task)
+                self._open -= 1
+                if self._open == 0:
+                    self._progress.stop()
+                    self._progress = None
+                    self._tasks.clear()
