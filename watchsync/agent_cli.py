@@ -84,7 +84,7 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         raise ConfigError("watch needs both LOCAL_DIR and S3_URL, or --config FILE")
     if args.local is None and args.config is None:
         raise ConfigError("watch needs LOCAL_DIR and S3_URL, or --config FILE")
-    if args.url is not None and args.url.startswith("s3://") is False:
+    if args.url is not None and not args.url.startswith("s3://"):
         raise ConfigError(f"not an S3 URL: {args.url!r} (expected s3://bucket[/prefix])")
     flags: dict[str, object] = {
         "path": args.local,
