@@ -122,12 +122,9 @@ def _watch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .agent import Supervisor
 
     config = agent_config(args, argv)
-    logging.getLogger().setLevel(logging.DEBUG if args.debug else config.log_level)
-    if config.log_format == "json":
-        from .cli import _configure_logging
+    from .cli import configure_logging
 
-        _configure_logging(debug=args.debug, fmt="json")
-        logging.getLogger().setLevel(logging.DEBUG if args.debug else config.log_level)
+    configure_logging(debug=args.debug, fmt=config.log_format, level=config.log_level)
     supervisor = Supervisor(
         config,
         reload=(lambda: agent_config(args, argv)) if args.config else None,

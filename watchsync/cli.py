@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    _configure_logging(debug=args.debug, fmt=getattr(args, "log_format", None) or "text")
+    configure_logging(debug=args.debug, fmt=getattr(args, "log_format", None) or "text")
     try:
         if args.command == "sync":
             return _sync(args, args_list)
@@ -163,8 +163,10 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
     )
 
 
-def _configure_logging(*, debug: bool, fmt: str) -> None:
-    """Handlers live here only: text lines on stderr, or JSON objects (``--log-format json``)."""
+def configure_logging(*, debug: bool, fmt: str, level: str = "INFO") -> None:
+    """Handlers live here only: text lines on stderr, or JSON objects (``--log-format json``).
+
+    Called again by ``watch`` once its configuration file has said what it wants."""
     from .logfmt import JsonFormatter, TextFormatter
     from .report import ConsoleLogHandler
 
@@ -178,7 +180,7 @@ def _configure_logging(*, debug: bool, fmt: str) -> None:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.setLevel(logging.DEBUG if debug else level)
     if not debug:
         for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "watchdog"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -172,9 +172,13 @@ def describe(exc: BaseException) -> str:
 
 
 def error_code(exc: BaseException) -> str:
-    """The S3 error code of a ClientError, or the exception's class name."""
+    """The S3 error code of a ClientError (its HTTP status when the body had none, as for
+    HEAD requests), else the native client's code, else the exception's class name."""
     if isinstance(exc, botocore.exceptions.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
+        code = exc.response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        return str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
     code = getattr(exc, "code", None)  # the native client's errors carry S3's code too
     if isinstance(code, str) and code:
         return code

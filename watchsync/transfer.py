@@ -28,7 +28,7 @@ from . import crt as native
 from .errors import FileError
 from .local import temp_name
 from .ratelimit import RateLimiter, ThrottledReader
-from .remote import ClientSettings, S3Url
+from .remote import ClientSettings, S3Url, error_code
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class Transfer:
             try:
                 resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
             except Exception as exc:
-                if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                     raise PreconditionFailed(key) from exc
                 raise
             return resp.get("ETag", "").strip('"')
@@ -410,14 +410,3 @@ def native_uploader(settings: ClientSettings, client: S3Client) -> native.CrtUpl
     except Exception as exc:  # any trouble here only costs speed
         logger.debug("upload: native client unavailable: %s", exc)
         return None
-
-
-def _code(exc: BaseException) -> str:
-    """The S3 error code, or the HTTP status as a string."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
-        return str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return ""
