@@ -17,8 +17,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from helpers import wait_until
 
+from watchsync.agent import Folder
 from watchsync.config import FolderConfig, S3Settings
-from watchsync.folder import FolderAgent
 from watchsync.state import StateStore, store_name
 
 if TYPE_CHECKING:
@@ -158,9 +158,9 @@ def running_agent(
     *,
     force_polling: bool = False,
     wait_ready: bool = True,
-) -> Iterator[FolderAgent]:
-    """A started :class:`FolderAgent`, after its first reconcile; stopped and joined after."""
-    agent = FolderAgent(cfg, state_dir=state_dir, force_polling=force_polling)
+) -> Iterator[Folder]:
+    """A started :class:`Folder`, after its first reconcile; stopped and joined after."""
+    agent = Folder(cfg, state_dir=state_dir, force_polling=force_polling)
     agent.start()
     try:
         if wait_ready:
@@ -174,16 +174,16 @@ def running_agent(
     finally:
         agent.stop()
         joined = agent.join(AGENT_JOIN_TIMEOUT)
-        agent.client.close()
         assert joined, "the agent's threads did not finish"
 
 
-def counters(agent: FolderAgent) -> dict[str, int]:
+def counters(agent: Folder) -> dict[str, int]:
     """The running agent's counters."""
-    return agent.store_().counters()
+    counts: dict[str, int] = agent.store_().counters()
+    return counts
 
 
-def wait_idle(agent: FolderAgent, timeout: float = 30.0) -> None:
+def wait_idle(agent: Folder, timeout: float = 30.0) -> None:
     """Until nothing is debouncing, queued, in flight or waiting to be deleted."""
     wait_until(
         agent.idle,

@@ -1,6 +1,6 @@
 """End-to-end tests of the watch agent: real files, real inotify, a real SeaweedFS.
 
-Most tests run a :class:`FolderAgent` in-process with a tiny debounce; crash and signal
+Most tests run a :class:`Folder` in-process with a tiny debounce; crash and signal
 tests run ``python -m watchsync watch`` as a real process.  Each ends by checking that the
 bucket holds exactly the folder (keys and content hashes).
 """
@@ -37,8 +37,8 @@ from helpers import wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
 
+from watchsync.agent import Folder
 from watchsync.errors import LockedError
-from watchsync.folder import FolderAgent
 from watchsync.model import Mode
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ def test_burst_of_2000_files_converges(
         assert c["errors"] == 0
         assert 2000 <= c["uploaded_files"] <= 2000 + cfg.upload_workers
         pending = agent.store_().journal_pending()
-        assert not pending, (pending, agent.queue.pending_paths(), agent._journal)
+        assert not pending, pending
     print(f"burst of 2000 files converged in {elapsed:.1f}s")
 
 
@@ -518,6 +518,55 @@ def test_max_delete_refuses_and_records_error(
     assert_in_sync(s3, bucket, PREFIX, root)
 
 
+def test_failed_transfer_vetoes_the_passes_deletes(
+    root: Path,
+    state_dir: Path,
+    url: str,
+    endpoint: str,
+    s3: S3Client,
+    bucket: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pass with a failed transfer deletes nothing (as ``watchsync sync``), until a pass
+    runs clean."""
+    caplog.set_level(logging.INFO, logger="watchsync")
+    write(root / "gone.txt", "deleted while the agent was stopped")
+    write(root / "keep.txt", "k")
+    cfg = folder_config(root, url, endpoint, delete=True)
+    with running_agent(cfg, state_dir):
+        assert_in_sync(s3, bucket, PREFIX, root)
+    (root / "gone.txt").unlink()
+    (root / "blocked").mkdir()  # an empty directory where S3 has a file: its download fails
+    put(s3, bucket, "blocked", b"cannot land")
+    with running_agent(cfg, state_dir) as agent:
+        assert "delete: refused 1 deletes" in caplog.text
+        assert has_object(s3, bucket, "gone.txt")
+        (root / "blocked").rmdir()
+        agent.request_reconcile()
+        wait_until(lambda: not has_object(s3, bucket, "gone.txt"), timeout=30)
+        assert (root / "blocked").read_bytes() == b"cannot land"
+
+
+def test_no_follow_symlinks_is_honoured(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    write(root / "real.txt", "real")
+    write(root / "sub/inner.txt", "inner")
+    (root / "link.txt").symlink_to(root / "real.txt")
+    (root / "linkdir").symlink_to(root / "sub", target_is_directory=True)
+    cfg = folder_config(root, url, endpoint, follow_symlinks=False)
+    with running_agent(cfg, state_dir) as agent:
+        (root / "link2.txt").symlink_to(root / "real.txt")
+        write(root / "after.txt", "after")
+        wait_until(lambda: has_object(s3, bucket, "after.txt"), timeout=20)
+        wait_idle(agent)
+        assert sorted(bucket_listing(s3, bucket, PREFIX)) == [
+            "after.txt",
+            "real.txt",
+            "sub/inner.txt",
+        ]
+
+
 def test_root_removed_and_restored_deletes_nothing(
     root: Path,
     state_dir: Path,
@@ -558,10 +607,10 @@ def test_second_agent_on_same_pair_refuses(
     write(root / "a.txt", "a")
     cfg = folder_config(root, url, endpoint)
     with running_agent(cfg, state_dir):
-        second = FolderAgent(cfg, state_dir=state_dir)
+        second = Folder(cfg, state_dir=state_dir)
         with pytest.raises(LockedError, match=r"pid \d+"):
             second.start()
-        second.client.close()
+        second.join(0)
         proc = subprocess.run(
             [
                 sys.executable,
@@ -633,7 +682,7 @@ def test_watch_limit_falls_back_to_polling(
     for i in range(30):
         write(root / f"d{i:02d}/f.txt", str(i))
     cfg = folder_config(root, url, endpoint)
-    agent = FolderAgent(cfg, state_dir=state_dir)
+    agent = Folder(cfg, state_dir=state_dir)
     try:
         # Keep the lowered limit only until the agent has chosen its watcher.
         with lowered_watch_limit(_watches_in_use() + 5):
@@ -648,7 +697,6 @@ def test_watch_limit_falls_back_to_polling(
     finally:
         agent.stop()
         assert agent.join(15)
-        agent.client.close()
 
 
 # -- network trouble -----------------------------------------------------------------------
@@ -692,7 +740,7 @@ def test_s3_unreachable_for_a_while(
             assert_in_sync(s3, bucket, PREFIX, root, timeout=60)
             wait_idle(agent)
             assert agent.state == "watching"
-            assert agent._retry_at is not None  # the failed reconcile is due again soon
+            assert agent.retry_at is not None  # the failed reconcile is due again soon
 
 
 # -- real processes: signals and crashes -----------------------------------------------------

@@ -16,11 +16,11 @@ from watchsync.config import (
     S3Settings,
     default_state_dir,
     load_config,
-    parse_s3_url,
     parse_size,
 )
-from watchsync.errors import ConfigError
+from watchsync.errors import ConfigError, UsageError
 from watchsync.model import Mode
+from watchsync.remote import S3Url
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,14 +89,13 @@ def test_full_file(tmp_path: Path) -> None:
     docs, photos = cfg.folders
     assert docs.path == tmp_path / "docs"
     assert docs.url == "s3://my-bucket/docs"
-    assert (docs.bucket, docs.prefix) == ("my-bucket", "docs/")
+    assert docs.where == S3Url("my-bucket", "docs/")
     assert docs.direction is Mode.PUSH
     assert (docs.delete, docs.max_delete, docs.force_delete) == (True, 10, True)
     assert docs.exclude == ("*.tmp", "build/*")
     assert docs.include == ("keep.tmp",)
     assert docs.filters == (("exclude", "*.tmp"), ("exclude", "build/*"), ("include", "keep.tmp"))
     assert docs.ignore_file == tmp_path / "docs" / ".myignore"
-    assert docs.ignore_path == docs.ignore_file
     assert (docs.debounce, docs.reconcile_interval) == (2.0, 60.0)
     assert (docs.upload_workers, docs.drain_timeout) == (2, 0.0)
     assert docs.s3 == S3Settings(
@@ -110,9 +109,9 @@ def test_full_file(tmp_path: Path) -> None:
         bwlimit=1572864,
     )
     assert photos.path == Path("/srv/photos")
-    assert (photos.bucket, photos.prefix) == ("photos", "")
+    assert photos.where == S3Url("photos", "")
     assert photos.direction is Mode.BOTH
-    assert photos.ignore_path == Path("/srv/photos/.watchsyncignore")
+    assert photos.ignore_file is None
     assert photos.s3.endpoint_url == "https://s3.example.com"
     assert photos.s3.max_concurrency == 1
     assert photos.s3.bwlimit is None  # 0: unlimited
@@ -151,7 +150,7 @@ def test_paths_expand_home_and_resolve_against_the_file(
     )
     cfg = load_config(sub / "c.toml", flags={}, env={}, cwd=Path("/"))
     assert [f.path for f in cfg.folders] == [tmp_path / "home" / "a", tmp_path / "b"]
-    assert cfg.folders[1].ignore_path == Path("/x/ignore")
+    assert cfg.folders[1].ignore_file == Path("/x/ignore")
 
 
 def test_flag_folder_path_is_relative_to_cwd(tmp_path: Path) -> None:
@@ -350,22 +349,22 @@ BAD_FILES = [
     (
         "bad url scheme",
         '[[folder]]\npath = "/a"\nurl = "https://bkt/a"\n',
-        "config.toml: folder[0].url: must be an s3://bucket[/prefix] URL, got 'https://bkt/a'",
+        "config.toml: folder[0].url: not an S3 URL: 'https://bkt/a' (expected s3://bucket[/prefix])",
     ),
     (
         "url without bucket",
         '[[folder]]\npath = "/a"\nurl = "s3://"\n',
-        "re:folder\\[0\\]\\.url: has no bucket",
+        "re:folder\\[0\\]\\.url: no bucket in",
     ),
     (
         "bad bucket name",
         '[[folder]]\npath = "/a"\nurl = "s3://My_Bucket/x"\n',
-        "re:^config\\.toml: folder\\[0\\]\\.url: bad bucket name 'My_Bucket'",
+        "re:^config\\.toml: folder\\[0\\]\\.url: invalid bucket name 'My_Bucket'",
     ),
     (
         "ip bucket",
         '[[folder]]\npath = "/a"\nurl = "s3://10.0.0.1"\n',
-        "re:bad bucket name '10.0.0.1'",
+        "re:invalid bucket name '10.0.0.1'",
     ),
     (
         "bad prefix",
@@ -577,7 +576,7 @@ BAD_ENV_OR_FLAGS = [
         "flag bad url",
         {"path": "/a", "url": "bkt"},
         {},
-        "--url: must be an s3://bucket[/prefix] URL, got 'bkt'",
+        "--url: not an S3 URL: 'bkt' (expected s3://bucket[/prefix])",
     ),
     ("flag unknown", {**A, "bogus": 1}, {}, "--bogus: unknown setting"),
     (
@@ -673,7 +672,8 @@ def test_parse_size_rejects(text: str) -> None:
     ],
 )
 def test_parse_s3_url(url: str, expected: tuple[str, str]) -> None:
-    assert parse_s3_url(url) == expected
+    where = S3Url.parse(url)
+    assert (where.bucket, where.prefix.rstrip("/")) == expected
 
 
 @pytest.mark.parametrize(
@@ -696,5 +696,21 @@ def test_parse_s3_url(url: str, expected: tuple[str, str]) -> None:
     ],
 )
 def test_parse_s3_url_rejects(url: str) -> None:
-    with pytest.raises(ConfigError):
-        parse_s3_url(url)
+    with pytest.raises(UsageError):
+        S3Url.parse(url)
+
+
+@pytest.mark.parametrize(
+    ("flags", "follow"),
+    [([], True), (["--no-follow-symlinks"], False), (["--follow-symlinks"], True)],
+)
+def test_watch_follow_symlinks_flag_reaches_the_folder(
+    tmp_path: Path, flags: list[str], follow: bool
+) -> None:
+    from watchsync.agent_cli import agent_config
+    from watchsync.cli import build_parser
+
+    argv = ["watch", str(tmp_path), "s3://bucket/p", "--state-dir", str(tmp_path / "s"), *flags]
+    args = build_parser().parse_args(argv)
+    (folder,) = agent_config(args, argv).folders
+    assert folder.follow_symlinks is follow

@@ -254,7 +254,7 @@ def test_response_errors_classified(status: int, body: bytes, kind: str, code: s
             message="m",
             status_code=status,
             headers=[],
-            body=body,  # type: ignore[arg-type]
+            body=body,
         )
     )
     expected = {
@@ -271,7 +271,8 @@ def test_refreshable_credentials_are_asked_per_request(
 ) -> None:
     from datetime import datetime, timedelta
 
-    from botocore.credentials import RefreshableCredentials
+    import botocore.session
+    from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
 
     calls: list[int] = []
 
@@ -285,11 +286,18 @@ def test_refreshable_credentials_are_asked_per_request(
             "expiry_time": expiry.isoformat(),
         }
 
-    session = boto3.Session(region_name=s3server.region)
-    # An instance attribute, not a global: how botocore holds STS/SSO credentials.
-    session._session._credentials = RefreshableCredentials.create_from_metadata(
-        fetch(), fetch, "test"
-    )
+    class Refreshing(CredentialProvider):
+        METHOD = CANONICAL_NAME = "test-refreshable"
+
+        def load(self) -> RefreshableCredentials:
+            return RefreshableCredentials.create_from_metadata(fetch(), fetch, self.METHOD)
+
+    # First in the session's own provider chain: the session then holds the refreshable
+    # credentials itself (not a global), as it does with STS/SSO credentials.
+    core = botocore.session.get_session()
+    resolver: CredentialResolver = core.get_component("credential_provider")
+    resolver.providers.insert(0, Refreshing())
+    session = boto3.Session(botocore_session=core, region_name=s3server.region)
     path = _file(tmp_path, "f", b"abc")
     with crt.CrtUploader(
         endpoint_url=s3server.endpoint, region=s3server.region, session=session

@@ -11,7 +11,7 @@ import pytest
 from s3server import SeaweedServer
 
 from watchsync import crt
-from watchsync.remote import ClientSettings, S3Url, make_client
+from watchsync.remote import S3Settings, S3Url, make_client
 from watchsync.transfer import Transfer, native_uploader
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ def test_native_uploader_follows_the_clients_endpoint(
     aws_env: dict[str, str], s3: S3Client, bucket: str, tmp_path: Path
 ) -> None:
     """AWS_ENDPOINT_URL (no flag) reaches the native client through boto3's own client."""
-    client = make_client(ClientSettings())
-    uploader = native_uploader(ClientSettings(), client)
+    client = make_client(S3Settings())
+    uploader = native_uploader(S3Settings(), client)
     assert uploader is not None
     (tmp_path / "a b+c.txt").write_bytes(b"native")
     with Transfer(client, S3Url.parse(f"s3://{bucket}/p"), tmp_path, crt=uploader) as t:
@@ -56,8 +56,8 @@ def test_native_disabled_by_environment(
     aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WATCHSYNC_NATIVE", "0")
-    client = make_client(ClientSettings())
-    assert native_uploader(ClientSettings(), client) is None
+    client = make_client(S3Settings())
+    assert native_uploader(S3Settings(), client) is None
     client.close()
 
 

@@ -8,14 +8,37 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchsync.filters import Filters
-from watchsync.model import Action, Direction, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
-from watchsync.plan import ReconcileOptions, SyncOptions, join, plan_reconcile, plan_sync
+from watchsync.model import (
+    Action,
+    Direction,
+    Hint,
+    Kind,
+    LocalEntry,
+    Mode,
+    RemoteEntry,
+    SyncedEntry,
+)
+from watchsync.plan import (
+    CONFLICT_STEPS,
+    ConflictStep,
+    PathOptions,
+    ReconcileOptions,
+    SyncOptions,
+    join,
+    plan_path,
+    plan_raced,
+    plan_reconcile,
+    plan_rename,
+    plan_sync,
+    same_content,
+)
 
 S = 1_000_000_000  # ns per second
 MS = 1_000_000
@@ -582,4 +605,194 @@ def test_reconcile_property_strategies_cover_every_kind() -> None:
         seen.update(a.kind for a in world.plan(ReconcileOptions(mode=mode, delete=True)))
 
     collect()
-    assert seen == set(Kind)
+    assert seen == set(Kind) - {Kind.COPY}  # a rename is decided by plan_rename alone
+
+
+# ---------------------------------------------------------- the agent's single-path decisions
+
+NO_HINT = Hint()
+PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOptions, Any]] = [
+    # (id, file now, last synced, hint, options, expected (kind, reason, expect) or None)
+    ("new-file", L("a"), None, NO_HINT, PathOptions(), (Kind.UPLOAD, "new local file", "")),
+    ("changed", L("a", 2), Y("a"), NO_HINT, PathOptions(), (Kind.UPLOAD, "local changed", "e1")),
+    ("unchanged", L("a"), Y("a"), NO_HINT, PathOptions(), None),
+    (
+        "hint-etag-wins",
+        L("a", 2),
+        Y("a"),
+        Hint("e9"),
+        PathOptions(),
+        (Kind.UPLOAD, "local changed", "e9"),
+    ),
+    (
+        "absent-in-s3",
+        L("a"),
+        Y("a"),
+        Hint(absent=True),
+        PathOptions(),
+        (Kind.UPLOAD, "not in S3", ""),
+    ),
+    ("pull-never-uploads", L("a", 2), Y("a"), NO_HINT, PathOptions(PULL), None),
+    ("deleted-no-flag", None, Y("a"), NO_HINT, PathOptions(), None),
+    (
+        "deleted",
+        None,
+        Y("a"),
+        NO_HINT,
+        PathOptions(delete=True),
+        (Kind.DELETE_REMOTE, "deleted locally", None),
+    ),
+    ("deleted-pull", None, Y("a"), NO_HINT, PathOptions(PULL, delete=True), None),
+    ("never-synced-gone", None, None, NO_HINT, PathOptions(delete=True), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("loc", "syn", "hint", "opts", "want"), [pytest.param(*r[1:], id=r[0]) for r in PATH_TABLE]
+)
+def test_plan_path(
+    loc: LocalEntry | None, syn: SyncedEntry | None, hint: Hint, opts: PathOptions, want: Any
+) -> None:
+    got = plan_path(loc, syn, hint, opts=opts)
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None and (got.kind, got.reason, got.expect) == want
+
+
+def test_plan_path_same_size_object_is_verified_first() -> None:
+    rem = R("a", 1, T + S, "e7")
+    got = plan_path(L("a"), None, Hint("e7", remote=rem), opts=PathOptions())
+    assert got is not None and got.verify and got.remote == rem and got.expect == "e7"
+    other = plan_path(L("a", 5), None, Hint("e7", remote=rem), opts=PathOptions())
+    assert other is not None and not other.verify
+
+
+NEW = Action(Kind.UPLOAD, "new", "new local file", L("new"), expect="")
+RENAME_TABLE: list[tuple[str, Action, list[SyncedEntry], Kind]] = [
+    ("same-size-and-time", NEW, [Y("old")], Kind.COPY),
+    ("other-size", NEW, [Y("old", 2)], Kind.UPLOAD),
+    ("other-mtime", NEW, [Y("old", mtime=T + 1)], Kind.UPLOAD),
+    ("no-candidates", NEW, [], Kind.UPLOAD),
+    ("itself", NEW, [Y("new")], Kind.UPLOAD),
+    (
+        "object-expected",
+        Action(Kind.UPLOAD, "new", "x", L("new"), expect="e1"),
+        [Y("old")],
+        Kind.UPLOAD,
+    ),
+    (
+        "synced-before",
+        Action(Kind.UPLOAD, "new", "x", L("new"), synced=Y("new"), expect=""),
+        [Y("old")],
+        Kind.UPLOAD,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("action", "gone", "kind"), [pytest.param(*r[1:], id=r[0]) for r in RENAME_TABLE]
+)
+def test_plan_rename(action: Action, gone: list[SyncedEntry], kind: Kind) -> None:
+    got = plan_rename(action, gone)
+    assert got.kind is kind
+    if kind is Kind.COPY:
+        assert got.verify and got.synced == gone[0] and got.reason == "renamed from old"
+
+
+@pytest.mark.parametrize(
+    ("loc", "rem", "want"),
+    [
+        pytest.param(None, R("a"), None, id="file-gone-meanwhile"),
+        pytest.param(L("a"), None, (Kind.UPLOAD, ""), id="deleted-in-s3-change-wins"),
+        pytest.param(L("a", 2), R("a"), (Kind.CONFLICT, None), id="both-changed"),
+    ],
+)
+def test_plan_raced(loc: LocalEntry | None, rem: RemoteEntry | None, want: Any) -> None:
+    got = plan_raced(loc, rem, Y("a"))
+    assert (None if got is None else (got.kind, got.expect)) == want
+
+
+def test_same_content_becomes_a_record() -> None:
+    a = Action(Kind.CONFLICT, "a", "changed on both sides", L("a"), R("a"), Y("a"), verify=True)
+    assert rows([same_content(a)]) == [(Kind.RECORD, "a", "same content")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "steps"),
+    [
+        (BOTH, ["DOWNLOAD_REMOTE_ASIDE", "UPLOAD_ASIDE", "UPLOAD_LOCAL"]),
+        (PUSH, ["COPY_REMOTE_ASIDE", "UPLOAD_LOCAL"]),
+        (PULL, ["MOVE_LOCAL_ASIDE", "DOWNLOAD_REMOTE"]),
+    ],
+)
+def test_conflict_steps_per_mode(mode: Mode, steps: list[str]) -> None:
+    assert [s.name for s in CONFLICT_STEPS[mode]] == steps
+    # push never writes the folder's existing files; pull never writes S3
+    if mode is PUSH:
+        assert not {ConflictStep.DOWNLOAD_REMOTE, ConflictStep.MOVE_LOCAL_ASIDE} & set(
+            CONFLICT_STEPS[mode]
+        )
+    if mode is PULL:
+        uploads = {
+            ConflictStep.UPLOAD_LOCAL,
+            ConflictStep.UPLOAD_ASIDE,
+            ConflictStep.COPY_REMOTE_ASIDE,
+        }
+        assert not uploads & set(CONFLICT_STEPS[mode])
+
+
+@pytest.mark.parametrize(
+    ("loc", "rem", "syn", "kind", "expect", "verify"),
+    [
+        pytest.param(L("a", 2), R("a"), Y("a"), Kind.UPLOAD, "e1", False, id="upload-if-match"),
+        pytest.param(L("a"), None, None, Kind.UPLOAD, "", False, id="upload-if-none-match"),
+        pytest.param(
+            L("a", mtime=T + 5 * S),
+            R("a"),
+            None,
+            Kind.UPLOAD,
+            "e1",
+            True,
+            id="first-meeting-verified",
+        ),
+        pytest.param(
+            L("a"),
+            R("a", etag="e2"),
+            Y("a"),
+            Kind.DOWNLOAD,
+            None,
+            True,
+            id="download-same-size-verified",
+        ),
+        pytest.param(
+            L("a"),
+            R("a", 3, etag="e2"),
+            Y("a"),
+            Kind.DOWNLOAD,
+            None,
+            False,
+            id="download-other-size",
+        ),
+        pytest.param(
+            L("a", 2),
+            R("a", 2, etag="e2"),
+            Y("a"),
+            Kind.CONFLICT,
+            None,
+            True,
+            id="conflict-verified",
+        ),
+    ],
+)
+def test_plan_reconcile_conditions_and_checks(
+    loc: LocalEntry,
+    rem: RemoteEntry | None,
+    syn: SyncedEntry | None,
+    kind: Kind,
+    expect: str | None,
+    verify: bool,
+) -> None:
+    opts = ReconcileOptions(mode=BOTH, delete=True)
+    [action] = plan_reconcile([loc], [rem] if rem else [], [syn] if syn else [], opts=opts)
+    assert (action.kind, action.expect, action.verify) == (kind, expect, verify)

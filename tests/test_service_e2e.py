@@ -323,6 +323,7 @@ def test_status_while_running_and_after_stop(
         return rows if ok else None
 
     rows = wait_until(all_watching, SYNC, 0.2, "both folders watching")
+    assert rows is not None  # wait_until returns a truthy value
     assert set(rows) == {str(one), str(two)}
     for row in rows.values():
         assert row["pid"] == agent.proc.pid
@@ -431,6 +432,7 @@ def test_metrics_endpoint_counts_transfers(
         0.2,
         "files transferred up",
     )
+    assert after is not None  # wait_until returns a truthy value
     assert (metric(after, "watchsync_bytes_transferred_total", direction="up") or 0) >= 4000
     assert metric(after, "watchsync_queue_depth") is not None
     assert agent.stop() == 0
@@ -479,6 +481,7 @@ def test_missing_bucket_and_missing_folder_do_not_stop_the_others(
         return rows if ok else None
 
     rows = wait_until(faults, SYNC, 0.2, "error for the bad bucket, paused for the missing dir")
+    assert rows is not None  # wait_until returns a truthy value
     assert "NoSuchBucket" in (rows[str(two)]["last_error"] or "")
     assert str(later) in (rows[str(later)]["last_error"] or "")
     assert rows[str(one)]["state"] == "watching"

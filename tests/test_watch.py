@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -14,20 +15,19 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_until
-from watchdog.events import FileSystemEventHandler
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from watchsync.filters import IgnoreRules, default_ignores
 from watchsync.model import Skipped
 from watchsync.watch import (
     HAVE_INOTIFY,
     ChangeHandler,
     Debouncer,
     DebounceThread,
-    IgnoreRules,
     OverflowEvent,
     RootGoneEvent,
-    default_ignores,
     is_dir_mark,
     start_observer,
 )
@@ -248,26 +248,47 @@ def _thread_cpu(native_id: int) -> float:
 # -- real observers ----------------------------------------------------------------------------
 
 
+#: Name prefix of the sentinel directories :func:`barrier` creates at the watched root.
+BARRIER_PREFIX = ".barrier-"
+
+
+def is_barrier(path: str) -> bool:
+    """Whether a ready path is one of :func:`barrier`'s sentinels (``".barrier-1/"``)."""
+    return path.startswith(BARRIER_PREFIX)
+
+
 @dataclass
 class Watcher:
     root: Path
     handler: ChangeHandler
     observer: BaseObserver
     polling: bool
-    ready: list[str] = field(default_factory=list)
+    ready: list[str] = field(default_factory=list)  # everything reported, sentinels included
     overflows: list[int] = field(default_factory=list)
     roots_gone: list[int] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     ignore_changes: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    barriers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def ready_paths(self) -> list[str]:
+        """A copy of ``ready``: every path reported, barrier sentinels included."""
+        with self.lock:
+            return list(self.ready)
+
+    def reported(self) -> list[str]:
+        """The ready paths in the order reported, without barrier sentinels."""
+        return [p for p in self.ready_paths() if not is_barrier(p)]
 
     def seen(self) -> set[str]:
-        with self.lock:
-            return set(self.ready)
+        return set(self.reported())
 
     def count(self, path: str) -> int:
+        return self.reported().count(path)
+
+    def clear(self) -> None:
         with self.lock:
-            return self.ready.count(path)
+            self.ready.clear()
 
 
 WatcherFactory = Callable[..., Watcher]
@@ -331,9 +352,93 @@ def make_watcher(tmp_path: Path) -> Iterator[WatcherFactory]:
             stop()
 
 
-def settle(watcher: Watcher, seconds: float = 0.4) -> None:
-    """Let late events arrive before asserting that something did *not* happen."""
-    time.sleep(seconds + (0.15 if watcher.polling else 0))
+def barrier(w: Watcher, *, timeout: float = 10) -> None:
+    """Return once the watcher has handled every event caused by what the test did before.
+
+    Call it before asserting that something did *not* happen (a path not reported, or not
+    twice).  It creates a sentinel directory at the root and waits until the watcher reports
+    it ready; by then everything the earlier actions caused has been reported too:
+
+    * Order: the handler sees events in the order they happened (inotify: one kernel queue
+      per observer, read by one thread, FIFO through the move grouper and the observer's
+      queue to one dispatcher thread), so every earlier path was touched before the sentinel.
+    * Debounce: a directory event never takes the close-after-write shortcut, so the sentinel
+      is due a full ``debounce`` after its touch (``max_wait`` if that is smaller), while an
+      earlier path is due at most ``debounce`` after its last touch (``close_delay`` is not
+      longer, as asserted below) and ``max_wait`` after its first: never after the sentinel.
+      The debounce thread releases all paths due by then together, in one ``on_ready`` call,
+      after the earlier calls returned: once the sentinel is in ``ready``, so is every
+      earlier path.
+    * Polling: events come from snapshot diffs.  The first snapshot that lists the sentinel
+      listed the root (and then its subdirectories) after the test's actions, so its diff
+      holds whatever of them earlier diffs did not.  Within one diff, though, the sentinel's
+      ``DirCreatedEvent`` is queued before e.g. any ``DirMovedEvent``.  So a second
+      sentinel follows, created once the first is reported: it can only appear in a later
+      snapshot, whose events are queued after all of the first one's.
+    """
+    assert w.handler.debouncer.close_delay <= w.handler.debouncer.debounce
+    for _ in range(2 if w.polling else 1):
+        _sentinel_reported(w, timeout)
+
+
+def _sentinel_reported(w: Watcher, timeout: float) -> None:
+    """Create the next sentinel directory and wait until the watcher reports it ready."""
+    name = f"{BARRIER_PREFIX}{next(w.barriers)}"
+    assert not w.handler.ignore.matches(name, is_dir=True)
+    (w.root / name).mkdir()
+    wait_until(lambda: name + "/" in w.ready_paths(), timeout, message=f"{name}/ ready")
+
+
+class EventLog(FileSystemEventHandler):
+    """Records the paths of the raw watchdog events it is dispatched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._paths: list[str] = []
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        with self._lock:
+            self._paths.append(os.fsdecode(event.src_path))
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return list(self._paths)
+
+
+def watch_probe(w: Watcher, directory: Path) -> tuple[Path, EventLog]:
+    """A second watch, on ``directory`` outside the root, on ``w``'s observer: its events
+    pass through the same queue and dispatcher thread as the root's (and, with inotify,
+    come from the same inotify instance, read by the same thread)."""
+    directory.mkdir()
+    log = EventLog()
+    w.observer.schedule(log, str(directory), recursive=False)
+    return directory, log
+
+
+def barrier_after_root_gone(w: Watcher, probe: tuple[Path, EventLog]) -> None:
+    """:func:`barrier` for a watcher whose root is gone (no sentinel can be made in it):
+    return once every event the root's removal caused has been dispatched to the handler.
+
+    Those come from two producers.  The root's emitter queues its ``DirDeletedEvent`` and
+    then stops itself (inotify: ``IN_DELETE_SELF``; polling: the snapshot fails), so wait
+    until it has stopped.  With inotify, the reader thread also queues a ``RootGoneEvent``
+    while it handles the kernel's ``IN_DELETE_SELF``, before it reads any later kernel event
+    — such as the one for a sentinel file created in the probe's directory now.  Once the
+    probe's handler got the sentinel's event, the single dispatcher thread has dispatched
+    everything queued before it (the queue is FIFO).
+    """
+    directory, log = probe
+    root_emitters = [e for e in w.observer.emitters if Path(e.watch.path) != directory]
+    assert root_emitters
+    wait_until(
+        lambda: not any(e.is_alive() for e in root_emitters),
+        timeout=10,
+        message="the root's emitter stopped",
+    )
+    sentinel = directory / f"{BARRIER_PREFIX}{next(w.barriers)}"
+    sentinel.touch()
+    wait_until(lambda: str(sentinel) in log.paths(), timeout=10, message="probe sentinel seen")
 
 
 needs_inotify = pytest.mark.skipif(not HAVE_INOTIFY, reason="needs Linux inotify")
@@ -357,8 +462,8 @@ def test_burst_of_writes_is_one_ready_path(
             f.write(f"line {i}\n")
         time.sleep(0.005)
     wait_until(lambda: "a.txt" in w.seen(), timeout=5, message="a.txt ready")
-    settle(w)
-    assert w.ready == ["a.txt"]
+    barrier(w)
+    assert w.reported() == ["a.txt"]
 
 
 @needs_inotify
@@ -376,8 +481,7 @@ def test_vim_style_atomic_save_reports_only_the_real_file(make_watcher: WatcherF
     root = w.root
     (root / "notes.txt").write_text("v1")
     wait_until(lambda: "notes.txt" in w.seen(), timeout=5)
-    with w.lock:
-        w.ready.clear()
+    w.clear()
     # vim: swap file, writability probe, backup, then write; gedit-style temp + rename.
     (root / ".notes.txt.swp").write_bytes(b"swap")
     (root / "4913").write_bytes(b"")
@@ -389,7 +493,7 @@ def test_vim_style_atomic_save_reports_only_the_real_file(make_watcher: WatcherF
     os.rename(root / ".goutputstream-XYZ12", root / "notes.txt")
     (root / ".notes.txt.swp").unlink()
     wait_until(lambda: "notes.txt" in w.seen(), timeout=5)
-    settle(w)
+    barrier(w)
     assert w.seen() == {"notes.txt"}
     assert (root / "notes.txt").read_text() == "v3"
 
@@ -405,18 +509,16 @@ def test_directory_rename_reports_both_dirs(
     for i in range(5):
         (w.root / "d1" / "sub" / f"f{i}").write_text(str(i))
     wait_until(lambda: "d1/" in w.seen(), timeout=5)
-    settle(w)
-    with w.lock:
-        w.ready.clear()
+    barrier(w)
+    w.clear()
     os.rename(w.root / "d1", w.root / "d2")
     wait_until(lambda: {"d1/", "d2/"} <= w.seen(), timeout=5, message="both dirs ready")
-    settle(w)
+    barrier(w)
     if not force_polling:
         # inotify: one move event; the children are left to the subtree rescan.
         assert w.seen() == {"d1/", "d2/"}
     # Files created in the moved directory are still watched at their new place.
-    with w.lock:
-        w.ready.clear()
+    w.clear()
     (w.root / "d2" / "sub" / "new.txt").write_text("x")
     wait_until(lambda: "d2/sub/new.txt" in w.seen(), timeout=5)
 
@@ -432,7 +534,7 @@ def test_ignore_file_patterns_and_reload(make_watcher: WatcherFactory, tmp_path:
     (root / "build" / "out.o").write_text("obj")
     (root / "keep.txt").write_text("keep")
     wait_until(lambda: "keep.txt" in w.seen(), timeout=5)
-    settle(w)
+    barrier(w)
     assert w.seen() == {"keep.txt"}
     # Editing the ignore file reloads the rules (and tells the agent to rescan).
     (root / ".watchsyncignore").write_text("*.log\nbuild/\n*.txt\n")
@@ -441,17 +543,18 @@ def test_ignore_file_patterns_and_reload(make_watcher: WatcherFactory, tmp_path:
     (root / "other.txt").write_text("now ignored")
     (root / "data.csv").write_text("1,2")
     wait_until(lambda: "data.csv" in w.seen(), timeout=5)
-    settle(w)
+    barrier(w)
     assert "other.txt" not in w.seen()
 
 
 @pytest.mark.parametrize("force_polling", [False, True], ids=["inotify", "polling"])
 def test_root_removal_triggers_on_root_gone(
-    make_watcher: WatcherFactory, force_polling: bool
+    make_watcher: WatcherFactory, tmp_path: Path, force_polling: bool
 ) -> None:
     if not force_polling and not HAVE_INOTIFY:
         pytest.skip("needs Linux inotify")
     w = make_watcher(force_polling=force_polling)
+    probe = watch_probe(w, tmp_path / "probe")
     (w.root / "f.txt").write_text("x")
     (w.root / "d").mkdir()
     wait_until(lambda: "f.txt" in w.seen(), timeout=5)
@@ -459,7 +562,7 @@ def test_root_removal_triggers_on_root_gone(
         p.rmdir() if p.is_dir() else p.unlink()
     w.root.rmdir()
     wait_until(lambda: w.roots_gone, timeout=5, message="on_root_gone")
-    settle(w)
+    barrier_after_root_gone(w, probe)
     assert w.roots_gone == [1]
 
 
@@ -500,7 +603,7 @@ def test_non_utf8_names_are_skipped_once(make_watcher: WatcherFactory) -> None:
         f.write(b"y")
     (w.root / "ok.txt").write_text("ok")
     wait_until(lambda: "ok.txt" in w.seen(), timeout=5)
-    settle(w)
+    barrier(w)
     assert w.seen() == {"ok.txt"}
     assert w.skipped == [Skipped("caf\\xe9.txt", "path is not valid UTF-8")]
 

@@ -6,73 +6,24 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import botocore.exceptions
 
 from .config import FLAG_KEYS, AgentConfig, FolderConfig, default_state_dir, load_config
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
 from .filters import ordered_rules
-from .remote import ClientSettings, S3Url, describe, error_code, make_client
+from .remote import make_client, probe_bucket
 from .state import COUNTERS, DB_SUFFIX, StateStore, list_stores, store_name
 
 logger = logging.getLogger(__name__)
 
 
-def add_agent_commands(sub: Any) -> None:
-    """Register ``watch``, ``status`` and ``check`` on the main parser."""
-    from .cli import add_filter_options, add_s3_options
-
-    w = sub.add_parser(
-        "watch", help="keep a folder and an S3 prefix in sync continuously", allow_abbrev=False
-    )
-    w.add_argument("local", nargs="?", metavar="LOCAL_DIR")
-    w.add_argument("url", nargs="?", metavar="S3_URL")
-    w.add_argument("--config", type=Path, help="TOML file with global settings and folders")
-    w.add_argument("--direction", choices=["both", "push", "pull"], help="default: both")
-    w.add_argument("--delete", action="store_true", default=None, help="propagate deletes")
-    w.add_argument("--max-delete", type=int, help="most deletes per pass (1000)")
-    w.add_argument(
-        "--force-delete",
-        action="store_true",
-        default=None,
-        help="allow a pass with more than --max-delete deletes",
-    )
-    w.add_argument("--debounce", type=float, help="seconds a path must be quiet (0.5)")
-    w.add_argument("--reconcile-interval", type=float, help="seconds between full passes (300)")
-    w.add_argument("--state-dir", help="where the state databases live")
-    w.add_argument("--ignore-file", help="gitignore-style file (default .watchsyncignore)")
-    w.add_argument("--upload-workers", type=int, help="parallel uploads (8)")
-    w.add_argument("--drain-timeout", type=float, help="seconds to finish uploads on stop (30)")
-    w.add_argument("--log-format", choices=["text", "json"])
-    w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    w.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
-    w.add_argument(
-        "--force-polling",
-        action="store_true",
-        help="poll instead of inotify (network file systems)",
-    )
-    add_filter_options(w)
-    add_s3_options(w)
-
-    s = sub.add_parser("status", help="what each folder's agent is doing")
-    s.add_argument("--config", type=Path)
-    s.add_argument("--state-dir", type=Path)
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-
-    c = sub.add_parser("check", help="validate a config and test each folder's bucket")
-    c.add_argument("--config", type=Path, required=True)
-
-
 def run_agent_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Dispatch ``watch``/``status``/``check``."""
-    if args.command == "watch":
-        return _watch(args, argv)
+    """Dispatch ``status``/``check`` (``watch`` goes through :func:`run_watch`)."""
     if args.command == "status":
         return _status(args)
     return _check(args)
@@ -97,6 +48,7 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         "reconcile_interval": args.reconcile_interval,
         "state_dir": args.state_dir,
         "ignore_file": args.ignore_file,
+        "follow_symlinks": args.follow_symlinks,
         "upload_workers": args.upload_workers,
         "drain_timeout": args.drain_timeout,
         "log_format": args.log_format,
@@ -118,13 +70,10 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
     return load_config(args.config, flags=flags)
 
 
-def _watch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def run_watch(config: AgentConfig, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Serve ``config`` until stopped (logging is already configured by the caller)."""
     from .agent import Supervisor
 
-    config = agent_config(args, argv)
-    from .cli import configure_logging
-
-    configure_logging(debug=args.debug, fmt=config.log_format, level=config.log_level)
     supervisor = Supervisor(
         config,
         reload=(lambda: agent_config(args, argv)) if args.config else None,
@@ -305,53 +254,13 @@ def check_folder(cfg: FolderConfig, *, inotify_limit: int | None) -> list[str]:
                 f"{dirs} directories exceed fs.inotify.max_user_watches={inotify_limit}; raise it "
                 "(sysctl -w fs.inotify.max_user_watches=524288) or the agent will poll"
             )
-    s3 = cfg.s3
-    where = S3Url.parse(cfg.url)
-    client = make_client(
-        ClientSettings(
-            endpoint_url=s3.endpoint_url,
-            profile=s3.profile,
-            region=s3.region,
-            connect_timeout=5,
-            read_timeout=15,
-        )
-    )
+    where = cfg.where
+    client = make_client(replace(cfg.s3, connect_timeout=5, read_timeout=15))
     try:
-        problems += _probe_bucket(client, where)
+        problems += probe_bucket(client, where)
     finally:
         client.close()
     return problems
-
-
-def _probe_bucket(client: Any, where: S3Url) -> list[str]:
-    """Exists, can be listed, can be written: in that order, as the agent needs them.
-
-    HeadBucket comes first because some servers (SeaweedFS) create a missing bucket on the
-    first PutObject, which would hide a typo in the bucket name.
-    """
-    errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
-    try:
-        client.head_bucket(Bucket=where.bucket)
-    except botocore.exceptions.ClientError as exc:
-        code = error_code(exc)
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            return [f"bucket {where.bucket} does not exist (NoSuchBucket)"]
-        if code in ("403", "AccessDenied"):
-            return [f"no access to bucket {where.bucket} (AccessDenied)"]
-        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
-    except botocore.exceptions.BotoCoreError as exc:
-        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
-    try:
-        client.list_objects_v2(Bucket=where.bucket, Prefix=where.key(""), MaxKeys=1)
-    except errors as exc:
-        return [f"cannot list {where.url()}: {describe(exc)}"]
-    probe = where.key(f".watchsync-probe-{secrets.token_hex(6)}")
-    try:
-        client.put_object(Bucket=where.bucket, Key=probe, Body=b"watchsync check")
-        client.delete_object(Bucket=where.bucket, Key=probe)
-    except errors as exc:
-        return [f"cannot write {where.url()}: {describe(exc)}"]
-    return []
 
 
 def _dirs(root: Path) -> Any:

@@ -9,15 +9,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .agent_cli import agent_config, run_agent_command, run_watch
 from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, WatchsyncError
 from .filters import Filters, ordered_rules
 from .model import Direction
-from .remote import ClientSettings, S3Url
+from .remote import S3Settings, S3Url
 from .report import Reporter
 from .syncer import SyncRequest, run_sync
-from .transfer import UploadOptions
 
 logger = logging.getLogger("watchsync")
 
@@ -84,10 +86,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_filter_options(s)
     add_s3_options(s)
 
-    from .agent_cli import add_agent_commands  # the agent's commands live beside it
-
     add_agent_commands(sub)
     return parser
+
+
+def add_agent_commands(sub: Any) -> None:
+    """Register ``watch``, ``status`` and ``check`` on the main parser."""
+    w = sub.add_parser(
+        "watch", help="keep a folder and an S3 prefix in sync continuously", allow_abbrev=False
+    )
+    w.add_argument("local", nargs="?", metavar="LOCAL_DIR")
+    w.add_argument("url", nargs="?", metavar="S3_URL")
+    w.add_argument("--config", type=Path, help="TOML file with global settings and folders")
+    w.add_argument("--direction", choices=["both", "push", "pull"], help="default: both")
+    w.add_argument("--delete", action="store_true", default=None, help="propagate deletes")
+    w.add_argument("--max-delete", type=int, help="most deletes per pass (1000)")
+    w.add_argument(
+        "--force-delete",
+        action="store_true",
+        default=None,
+        help="allow a pass with more than --max-delete deletes",
+    )
+    w.add_argument("--debounce", type=float, help="seconds a path must be quiet (0.5)")
+    w.add_argument("--reconcile-interval", type=float, help="seconds between full passes (300)")
+    w.add_argument("--state-dir", help="where the state databases live")
+    w.add_argument("--ignore-file", help="gitignore-style file (default .watchsyncignore)")
+    w.add_argument("--upload-workers", type=int, help="parallel uploads (8)")
+    w.add_argument("--drain-timeout", type=float, help="seconds to finish uploads on stop (30)")
+    w.add_argument("--log-format", choices=["text", "json"])
+    w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    w.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
+    w.add_argument(
+        "--force-polling",
+        action="store_true",
+        help="poll instead of inotify (network file systems)",
+    )
+    add_filter_options(w)
+    w.set_defaults(follow_symlinks=None)  # not given: the file's or the default (follow)
+    add_s3_options(w)
+
+    s = sub.add_parser("status", help="what each folder's agent is doing")
+    s.add_argument("--config", type=Path)
+    s.add_argument("--state-dir", type=Path)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = sub.add_parser("check", help="validate a config and test each folder's bucket")
+    c.add_argument("--config", type=Path, required=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,8 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sync":
             return _sync(args, args_list)
-        from .agent_cli import run_agent_command
-
+        if args.command == "watch":
+            config = agent_config(args, args_list)
+            configure_logging(debug=args.debug, fmt=config.log_format, level=config.log_level)
+            return run_watch(config, args, args_list)
         return run_agent_command(args, args_list)
     except WatchsyncError as exc:
         print(f"watchsync: error: {exc}", file=sys.stderr)
@@ -150,16 +196,16 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
         exact_timestamps=args.exact_timestamps,
         follow_symlinks=args.follow_symlinks,
         filters=Filters.of(ordered_rules(argv)),
-        client=ClientSettings(
+        s3=S3Settings(
             endpoint_url=args.endpoint_url,
             profile=args.profile,
             region=args.region,
             max_concurrency=args.max_concurrency or 16,
+            sse=args.sse,
+            sse_kms_key_id=args.sse_kms_key_id,
+            storage_class=args.storage_class,
+            bwlimit=bwlimit,
         ),
-        upload=UploadOptions(
-            sse=args.sse, sse_kms_key_id=args.sse_kms_key_id, storage_class=args.storage_class
-        ),
-        bwlimit=bwlimit,
     )
 
 

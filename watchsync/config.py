@@ -37,47 +37,26 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .model import Mode
+from .remote import S3Settings, S3Url
 
 __all__ = [
     "ENV_KEYS",
     "ENV_PREFIX",
     "FLAG_KEYS",
-    "IGNORE_FILE_NAME",
     "AgentConfig",
     "FolderConfig",
     "S3Settings",
     "default_state_dir",
     "load_config",
-    "parse_s3_url",
     "parse_size",
 ]
 
 ENV_PREFIX = "WATCHSYNC_"
-IGNORE_FILE_NAME = ".watchsyncignore"
 
 LogFormat = Literal["text", "json"]
 FilterRule = tuple[str, str]  # ("exclude" | "include", pattern)
-
-
-@dataclass(frozen=True, slots=True)
-class S3Settings:
-    """How to reach and write the bucket; global in the file, overridable per folder.
-
-    ``bwlimit`` is bytes per second (None: unlimited); ``sse`` is ``"AES256"`` or
-    ``"aws:kms"``.  Credentials are never configured here: boto3's chain finds them
-    (``profile``, environment, instance role).
-    """
-
-    endpoint_url: str | None = None
-    profile: str | None = None
-    region: str | None = None
-    max_concurrency: int = 16
-    sse: str | None = None
-    sse_kms_key_id: str | None = None
-    storage_class: str | None = None
-    bwlimit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +87,7 @@ class FolderConfig:
     include: tuple[str, ...] = ()
     filters: tuple[FilterRule, ...] = ()
     ignore_file: Path | None = None
+    follow_symlinks: bool = True
     debounce: float = 0.5
     reconcile_interval: float = 300.0
     upload_workers: int = 8
@@ -121,20 +101,9 @@ class FolderConfig:
         object.__setattr__(self, "name", _folder_name(self.path, self.url))
 
     @property
-    def bucket(self) -> str:
-        """The bucket of ``url``: ``s3://b/p`` -> ``"b"``."""
-        return parse_s3_url(self.url)[0]
-
-    @property
-    def prefix(self) -> str:
-        """The key prefix of ``url``, ``""`` or ending in ``/``: ``s3://b/p`` -> ``"p/"``."""
-        prefix = parse_s3_url(self.url)[1]
-        return prefix + "/" if prefix else ""
-
-    @property
-    def ignore_path(self) -> Path:
-        """The ignore file in effect: ``ignore_file``, else ``<path>/.watchsyncignore``."""
-        return self.ignore_file if self.ignore_file is not None else self.path / IGNORE_FILE_NAME
+    def where(self) -> S3Url:
+        """``url`` parsed: ``s3://b/p`` -> ``S3Url("b", "p/")``."""
+        return S3Url.parse(self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +129,7 @@ _FOLDER_DEFAULTS: dict[str, object] = {
     "exclude": (),
     "include": (),
     "ignore_file": None,
+    "follow_symlinks": True,
     "debounce": 0.5,
     "reconcile_interval": 300.0,
     "upload_workers": 8,
@@ -378,10 +348,10 @@ def _p_path(value: object, text: bool) -> Path:
 def _p_url(value: object, text: bool) -> str:
     url = _p_str(value, text)
     try:
-        bucket, prefix = parse_s3_url(url)
-    except ConfigError as exc:
+        where = S3Url.parse(url)
+    except UsageError as exc:
         raise _Invalid(str(exc)) from None
-    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+    return where.url().rstrip("/")
 
 
 def _p_endpoint(value: object, text: bool) -> str:
@@ -458,6 +428,7 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "exclude": _p_patterns,
     "include": _p_patterns,
     "ignore_file": _p_path,
+    "follow_symlinks": _p_bool,
     "debounce": _p_seconds(allow_zero=False),
     "reconcile_interval": _p_seconds(allow_zero=False),
     "upload_workers": _p_int(1),
@@ -465,50 +436,6 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "filters": _p_filters,
 }
 assert set(_PARSERS) == FLAG_KEYS
-
-
-# --- S3 URLs -----------------------------------------------------------------------------
-
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket[/prefix]`` into (bucket, prefix without surrounding slashes).
-
-    The bucket must follow S3's naming rules (3-63 characters of a-z, 0-9, ``.`` and ``-``,
-    not an IP address).
-
-    >>> parse_s3_url("s3://my-bucket/photos/2024/")
-    ('my-bucket', 'photos/2024')
-    """
-    if not url.startswith("s3://"):
-        raise ConfigError(f"must be an s3://bucket[/prefix] URL, got {url!r}")
-    bucket, _, prefix = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise ConfigError(f"has no bucket: {url!r}")
-    if (
-        not _BUCKET_RE.match(bucket)
-        or ".." in bucket
-        or ".-" in bucket
-        or "-." in bucket
-        or _is_ipv4(bucket)
-    ):
-        raise ConfigError(
-            f"bad bucket name {bucket!r}: use 3-63 characters of a-z, 0-9, '.' and '-', "
-            "starting and ending with a letter or digit"
-        )
-    prefix = prefix.strip("/")
-    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
-        raise ConfigError(f"bad prefix {prefix!r}: empty, '.' or '..' path segment")
-    return bucket, prefix
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -775,8 +702,11 @@ def _check_overlaps(folders: list[tuple[FolderConfig, dict[str, str]]]) -> None:
                 raise ConfigError(f"{b_where['path']}: {b.path} contains folder[{i}] ({a.path})")
             if (
                 a.s3.endpoint_url == b.s3.endpoint_url
-                and a.bucket == b.bucket
-                and (a.prefix.startswith(b.prefix) or b.prefix.startswith(a.prefix))
+                and a.where.bucket == b.where.bucket
+                and (
+                    a.where.prefix.startswith(b.where.prefix)
+                    or b.where.prefix.startswith(a.where.prefix)
+                )
             ):
                 raise ConfigError(
                     f"{b_where['url']}: {b.url} overlaps folder[{i}] ({a.url}); two folders "

@@ -49,3 +49,15 @@ class FileError(WatchsyncError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+class PreconditionFailed(WatchsyncError):
+    """A conditional write or delete found another version of the object than expected."""
+
+
+class NotFound(WatchsyncError):
+    """The object does not exist (any more)."""
+
+
+class ConditionalWritesUnsupported(WatchsyncError):
+    """The server rejects conditional writes (If-Match / If-None-Match)."""

@@ -1,200 +1,506 @@
-"""Carrying out a ``watchsync sync`` plan: transfers in a bounded pool, then deletes.
+"""The one executor: carries out the planner's actions for ``watchsync sync`` and the agent.
 
-Deletes wait until every transfer is done, and are dropped entirely when anything failed or
-was skipped, so a half-read source can never turn into a mass delete (rclone's
-``--delete-after``).  Dry-run prints the same plan instead of executing it.
+Effects only, no decisions: each action is re-checked against the file as it is now (a file
+that changed since the plan looked is left to the next look), the planner's same-content
+shortcut is taken where it asked for one, bytes move through the injected
+:class:`~watchsync.transfer.Transfer`, and what was done is handed to the injected
+:class:`Recorder` (the agent's state; nothing for ``sync``) and :class:`Events` (aws-format
+lines for ``sync``; logs and metrics for the agent).
+
+Deletes wait until every transfer of the pass is done, are spooled to disk meanwhile, and
+are vetoed entirely when anything failed or was skipped, so a half-read side can never turn
+into a mass delete (rclone's ``--delete-after``); the injected :class:`DeletePolicy` may
+refuse them too (the agent's guards).  Dry-run reports the same plan instead.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
-from .errors import FileError
-from .model import Action, Kind
-from .remote import S3Url, describe
-from .report import Reporter
+from . import etag as etags
+from .errors import ConditionalWritesUnsupported, FileError, NotFound
+from .local import stat_entry
+from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+from .plan import CONFLICT_STEPS, ConflictStep, same_content
+from .remote import S3Url
 from .spool import Spool
-from .transfer import Transfer
+from .transfer import MULTIPART_THRESHOLD, Objects, Uploaded
 
 logger = logging.getLogger(__name__)
 
+_RESENDS = 3  # a file still changing after this many uploads is reported, not chased
+_DELETE_BATCH = 1000  # DeleteObjects' limit
+
+
+class Recorder(Protocol):
+    """Where finished work is remembered (the agent's state; nothing for ``sync``)."""
+
+    def synced(
+        self,
+        entry: SyncedEntry,
+        *,
+        counters: Mapping[str, int] | None = None,
+        journal_id: int | None = None,
+    ) -> None: ...
+
+    def remember(self, entry: SyncedEntry) -> None: ...
+
+    def forget(self, path: str, *, counter: str | None = None) -> None: ...
+
+    def journal(self, kind: str, path: str, detail: str) -> int | None: ...
+
+    def unjournal(self, journal_id: int | None) -> None: ...
+
+    def count(self, counter: str, n: int = 1) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class NullRecorder:
+    """``watchsync sync`` keeps no state."""
+
+    def synced(
+        self,
+        entry: SyncedEntry,
+        *,
+        counters: Mapping[str, int] | None = None,
+        journal_id: int | None = None,
+    ) -> None:
+        pass
+
+    def remember(self, entry: SyncedEntry) -> None:
+        pass
+
+    def forget(self, path: str, *, counter: str | None = None) -> None:
+        pass
+
+    def journal(self, kind: str, path: str, detail: str) -> int | None:
+        return None
+
+    def unjournal(self, journal_id: int | None) -> None:
+        pass
+
+    def count(self, counter: str, n: int = 1) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
 
 @dataclass(frozen=True)
-class Display:
-    """How paths are printed: the local root as the user typed it, and the S3 location."""
+class Veto:
+    """Why a pass's deletes were not run."""
 
-    local_root: str
-    where: S3Url
-
-    def local(self, path: str) -> str:
-        return os.path.join(self.local_root, path) if self.local_root else path
-
-    def remote(self, path: str) -> str:
-        return self.where.url(path)
-
-    def describe(self, action: Action) -> str:
-        """The aws-format line of an action, e.g. ``upload: dir/a.txt to s3://b/p/a.txt``."""
-        path = action.path
-        if action.kind is Kind.UPLOAD:
-            return f"upload: {self.local(path)} to {self.remote(path)}"
-        if action.kind is Kind.DOWNLOAD:
-            return f"download: {self.remote(path)} to {self.local(path)}"
-        if action.kind is Kind.DELETE_REMOTE:
-            return f"delete: {self.remote(path)}"
-        if action.kind is Kind.DELETE_LOCAL:
-            return f"delete: {self.local(path)}"
-        return f"{action.kind.value}: {path}"
+    count: int
+    failed: int
+    skipped: int
+    stopped: bool
+    refusal: str | None = None
 
 
-class SyncExecutor:
-    """Runs a sync plan with at most ``max_concurrency`` transfers in flight.
+class Events(Protocol):
+    """What the executor tells the world (lines, logs, metrics, progress)."""
 
-    >>> SyncExecutor(transfer, display=d, reporter=r).run(actions)  # doctest: +SKIP
+    def started(self, action: Action) -> None: ...
+
+    def settled(self, action: Action) -> None: ...
+
+    def finished(self, action: Action, nbytes: int) -> None: ...
+
+    def deleted(self, action: Action) -> None: ...
+
+    def failed(self, action: Action, exc: Exception) -> None: ...
+
+    def vetoed(self, veto: Veto) -> None: ...
+
+    def would(self, action: Action) -> None: ...
+
+    def conflict(self, action: Action, name: str) -> None: ...
+
+
+class DeletePolicy(Protocol):
+    """The guards a pass's deletes must pass (the agent's); None means they may run."""
+
+    def refusal(self, count: int) -> str | None: ...
+
+
+class NoGuards:
+    """``watchsync sync``: deletes are vetoed only by failures and skips."""
+
+    def refusal(self, count: int) -> str | None:
+        return None
+
+
+class Outcome(enum.Enum):
+    """What :meth:`Executor.apply` did with one action."""
+
+    DONE = "done"
+    SAME = "same content: recorded"
+    STALE = "changed since planned: left for the next look"
+    MISMATCH = "rename source differs or is gone: not copied"
+
+
+@dataclass
+class PassStats:
+    """Counts of one :meth:`Executor.run`."""
+
+    planned: dict[Kind, int] = field(default_factory=dict)
+    failed: int = 0
+    vetoed: Veto | None = None
+
+    def describe(self) -> str:
+        return ", ".join(f"{k.value} {n}" for k, n in self.planned.items()) or "no changes"
+
+
+PoolFactory = Callable[[int], futures.Executor]
+
+
+def thread_pool(workers: int) -> futures.Executor:
+    """The default pool: ``workers`` threads."""
+    return futures.ThreadPoolExecutor(workers, thread_name_prefix="watchsync-xfer")
+
+
+class Executor:
+    """Runs actions: a pass through :meth:`run`, or one action through :meth:`apply`.
+
+    >>> ex = Executor(transfer, recorder=NullRecorder(), events=events)  # doctest: +SKIP
+    >>> ex.run(plan_sync(local, remote, opts=opts))  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        transfer: Transfer | None,
+        transfer: Objects,
         *,
-        display: Display,
-        reporter: Reporter,
+        recorder: Recorder,
+        events: Events,
+        policy: DeletePolicy | None = None,
+        pool: PoolFactory = thread_pool,
         max_concurrency: int = 16,
+        mode: Mode = Mode.BOTH,
+        conditional: bool = False,
+        conflict_name: Callable[[str], str] | None = None,
+        follow_symlinks: bool = True,
         dry_run: bool = False,
         stop: threading.Event | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        if transfer is None and not dry_run:
-            raise ValueError("a transfer is needed unless dry_run")
         self.transfer = transfer
-        self.display = display
-        self.reporter = reporter
+        self.root: Path = transfer.root
+        self.recorder = recorder
+        self.events = events
+        self.policy = policy or NoGuards()
+        self.pool = pool
         self.max_concurrency = max_concurrency
+        self.mode = mode
+        self.conditional = conditional  # cleared if the server rejects conditional writes
+        self.conflict_name = conflict_name
+        self.follow = follow_symlinks
         self.dry_run = dry_run
         self.stop = stop or threading.Event()
-        self._slots = threading.BoundedSemaphore(max_concurrency * 2)
+        self.wall = wall
+        self._lock = threading.Lock()
 
-    def run(self, actions: Iterable[Action]) -> None:
-        """Execute every action; per-file failures are reported and counted, not raised."""
-        totals = self.reporter.totals
-        with (
-            Spool() as deletes,
-            ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="watchsync-xfer") as pool,
-        ):
+    @property
+    def where(self) -> S3Url:
+        return self.transfer.where
+
+    # -- a pass -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        actions: Iterable[Action],
+        *,
+        skipped: Callable[[], int] = lambda: 0,
+        route: Callable[[Action], bool] | None = None,
+    ) -> PassStats:
+        """Execute a plan: transfers in a bounded pool, then the deletes, unless vetoed.
+
+        ``route`` may take an action over (the agent queues its uploads); ``skipped`` says
+        how many paths the scanners could not read in this pass.  Per-action failures are
+        reported and counted, not raised.
+        """
+        stats = PassStats()
+        slots = threading.BoundedSemaphore(self.max_concurrency * 2)
+        with Spool() as deletes, self.pool(self.max_concurrency) as pool:
             try:
                 for action in actions:
                     if self.stop.is_set():
                         break
+                    stats.planned[action.kind] = stats.planned.get(action.kind, 0) + 1
                     if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE):
-                        deletes.add(action.kind.value + "\0" + action.path)
+                        deletes.add(_spooled(action))
+                    elif route is not None and route(action):
                         continue
-                    if self.dry_run:
-                        self.reporter.line("(dryrun) " + self.display.describe(action))
-                        continue
-                    self._slots.acquire()
-                    nbytes = _size(action)
-                    self.reporter.planned(nbytes)
-                    fut = pool.submit(self._transfer_one, action)
-                    fut.add_done_callback(self._release(nbytes))
+                    elif self.dry_run:
+                        if action.kind in (Kind.UPLOAD, Kind.DOWNLOAD):
+                            self.events.would(action)
+                    elif action.kind in (Kind.RECORD, Kind.FORGET):
+                        self._guarded(action, stats)  # cheap and local: no pool hop
+                    else:
+                        slots.acquire()
+                        self.events.started(action)
+                        fut = pool.submit(self._guarded, action, stats)
+                        fut.add_done_callback(self._releaser(slots, action))
             except BaseException:
-                self.stop.set()
+                # The plan broke off (a listing failed, Ctrl-C): no deletes, nothing queued
+                # runs; what is in flight finishes.
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown(wait=True)
+            self.recorder.flush()
             if deletes.count:
-                if totals.failed or totals.skipped or self.stop.is_set():
-                    self.reporter.problem(
-                        f"warning: {deletes.count} deletes not done because "
-                        f"{totals.failed} transfers failed and {totals.skipped} paths were skipped"
-                    )
+                veto = Veto(deletes.count, stats.failed, skipped(), self.stop.is_set())
+                if veto.failed or veto.skipped or veto.stopped:
+                    stats.vetoed = veto
+                elif not self.dry_run and (why := self.policy.refusal(deletes.count)):
+                    stats.vetoed = Veto(veto.count, 0, 0, False, why)
+                if stats.vetoed is not None:
+                    self.events.vetoed(stats.vetoed)
                 else:
-                    self._delete(deletes)
+                    self.delete(_unspooled(deletes))
+        return stats
 
-    def _release(self, nbytes: int) -> Callable[[Future[None]], None]:
-        def done(_fut: Future[None]) -> None:
-            self._slots.release()
-            self.reporter.done(nbytes)
+    def _releaser(
+        self, slots: threading.BoundedSemaphore, action: Action
+    ) -> Callable[[futures.Future[None]], None]:
+        def release(_fut: futures.Future[None]) -> None:
+            slots.release()
+            self.events.settled(action)
 
-        return done
+        return release
 
-    def _transfer_one(self, action: Action) -> None:
-        assert self.transfer is not None
-        totals = self.reporter.totals
+    def _guarded(self, action: Action, stats: PassStats) -> None:
         try:
-            if action.kind is Kind.UPLOAD:
-                up = self.transfer.upload(action.path)
-                nbytes = up.size
-            else:
-                assert action.remote is not None
-                rem = action.remote
-                self.transfer.download(
-                    action.path, size=rem.size, mtime_ns=rem.mtime_ns, etag=rem.etag
-                )
-                nbytes = rem.size
+            self.apply(action)
         except Exception as exc:
-            with totals.lock:
-                totals.failed += 1
-            verb = "upload" if action.kind is Kind.UPLOAD else "download"
-            line = self.display.describe(action).split(": ", 1)[1]
-            reason = exc.reason if isinstance(exc, FileError) else describe(exc)
-            self.reporter.problem(f"{verb} failed: {line} {reason}")
-            logger.debug("transfer failed: %s", action.path, exc_info=True)
-            return
-        with totals.lock:
-            totals.bytes += nbytes
-            if action.kind is Kind.UPLOAD:
-                totals.uploaded += 1
-            else:
-                totals.downloaded += 1
-        self.reporter.line(self.display.describe(action))
+            with self._lock:
+                stats.failed += 1
+            self.events.failed(action, exc)
+            logger.debug("execute: %s %s failed", action.kind.value, action.path, exc_info=True)
 
-    def _delete(self, deletes: Spool) -> None:
-        totals = self.reporter.totals
-        remote: list[str] = []
-        for item in deletes:
-            kind_value, _, path = item.partition("\0")
-            action = Action(Kind(kind_value), path, "not in source")
+    # -- one action -------------------------------------------------------------------------
+
+    def apply(self, action: Action) -> Outcome:
+        """Carry out one action now, in this thread; errors are raised to the caller."""
+        kind = action.kind
+        if kind is Kind.RECORD:
+            assert action.local is not None and action.remote is not None
+            self.recorder.remember(_pair(action.path, action.local, action.remote))
+            return Outcome.DONE
+        if kind is Kind.FORGET:
+            self.recorder.forget(action.path)
+            return Outcome.DONE
+        if kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE):
+            self.delete([action])
+            return Outcome.DONE
+        if kind is Kind.COPY:
+            return self._copy(action)
+        if kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self._unchanged_since_plan(action):
+            return Outcome.STALE
+        if action.verify and self._same(action):
+            self.apply(same_content(action))
+            return Outcome.SAME
+        if kind is Kind.UPLOAD:
+            self.upload(action.path, action.expect, action)
+        elif kind is Kind.DOWNLOAD:
+            self.download(action)
+        else:
+            self._keep_both(action)
+        return Outcome.DONE
+
+    def upload(self, path: str, expect: str | None, action: Action | None = None) -> Uploaded:
+        """Upload ``path`` (conditional on ``expect`` when writes are conditional), record it,
+        then re-stat: a file that changed while it was read is sent again."""
+        shown = action or Action(Kind.UPLOAD, path, "upload")
+        for _ in range(_RESENDS):
+            up = self._send(path, expect)
+            self.recorder.synced(
+                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9)),
+                counters={"uploaded_files": 1, "uploaded_bytes": up.size},
+            )
+            self.events.finished(shown, up.size)
+            after = stat_entry(self.root, path, follow_symlinks=self.follow)
+            if after is None or (after.size, after.mtime_ns) == (up.size, up.mtime_ns):
+                return up
+            logger.info("upload: %s changed while uploading; sending it again", path)
+            if expect is not None:
+                expect = up.etag
+        raise FileError(path, "kept changing while it was uploaded; will try again later")
+
+    def _send(self, path: str, expect: str | None) -> Uploaded:
+        if not self.conditional or expect is None:
+            return self.transfer.upload(path)
+        try:
+            return self.transfer.upload(path, if_match=expect or None, if_none_match=expect == "")
+        except ConditionalWritesUnsupported:
+            logger.warning(
+                "upload: the server rejects conditional writes; "
+                "uploading without overwrite protection"
+            )
+            self.conditional = False
+            return self.transfer.upload(path)
+
+    def download(self, action: Action, *, dest: str | None = None) -> None:
+        """Download the action's object to its path (or ``dest``), journaled first."""
+        rem = action.remote
+        assert rem is not None
+        target = dest or action.path
+        jid = self.recorder.journal("download", target, rem.etag)
+        try:
+            written = self.transfer.download(
+                action.path, size=rem.size, mtime_ns=rem.mtime_ns, etag=rem.etag, dest=dest
+            )
+            st = written.stat()
+        except BaseException:
+            self.recorder.unjournal(jid)
+            raise
+        self.recorder.synced(
+            SyncedEntry(target, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns),
+            counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
+            journal_id=jid,
+        )
+        shown = action if dest is None else Action(Kind.DOWNLOAD, dest, action.reason, remote=rem)
+        self.events.finished(shown, rem.size)
+
+    def _copy(self, action: Action) -> Outcome:
+        """A rename: copy the old object server-side once the content hashes agree."""
+        loc, old = action.local, action.synced
+        assert loc is not None and old is not None
+        if not self._matches(loc.path, old.etag):
+            return Outcome.MISMATCH
+        try:
+            etag = self.transfer.copy(old.path, loc.path)
+        except NotFound:
+            return Outcome.MISMATCH
+        entry = SyncedEntry(loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns())
+        self.recorder.synced(entry, counters={"copied_files": 1})
+        self.events.finished(action, 0)
+        return Outcome.DONE
+
+    def _keep_both(self, action: Action) -> None:
+        """Both sides changed: keep both versions, the steps as the planner lists them."""
+        rem = action.remote
+        assert rem is not None and self.conflict_name is not None
+        name = self.conflict_name(action.path)
+        self.events.conflict(action, name)
+        self.recorder.count("conflicts")
+        for step in CONFLICT_STEPS[self.mode]:
+            if step is ConflictStep.COPY_REMOTE_ASIDE:
+                self.transfer.copy(action.path, name)
+            elif step is ConflictStep.DOWNLOAD_REMOTE_ASIDE:
+                self.download(action, dest=name)
+            elif step is ConflictStep.UPLOAD_ASIDE:
+                self.upload(name, "")
+            elif step is ConflictStep.MOVE_LOCAL_ASIDE:
+                try:
+                    os.replace(self.root / action.path, self.root / name)
+                except OSError as exc:
+                    raise FileError(action.path, exc.strerror or str(exc)) from exc
+            elif step is ConflictStep.UPLOAD_LOCAL:
+                self.upload(action.path, rem.etag, action)
+            else:
+                self.download(action)
+
+    # -- deletes ----------------------------------------------------------------------------
+
+    def delete(self, actions: Iterable[Action]) -> None:
+        """Run deletes now (the caller applied the policy), each re-checked first: a file
+        that came back, or changed since the plan, is not deleted (a change beats a delete)."""
+        batch: list[Action] = []
+        for action in actions:
             if self.dry_run:
-                self.reporter.line("(dryrun) " + self.display.describe(action))
-                continue
-            if action.kind is Kind.DELETE_REMOTE:
-                remote.append(path)
-                if len(remote) >= 1000:
-                    self._delete_remote(remote)
-                    remote = []
-                continue
-            assert self.transfer is not None
-            try:
-                self.transfer.delete_local(path)
-            except FileError as exc:
-                with totals.lock:
-                    totals.failed += 1
-                self.reporter.problem(f"delete failed: {self.display.local(path)} {exc.reason}")
-                continue
-            totals.deleted += 1
-            self.reporter.line(self.display.describe(action))
-        if remote:
-            self._delete_remote(remote)
-
-    def _delete_remote(self, paths: list[str]) -> None:
-        assert self.transfer is not None
-        totals = self.reporter.totals
-        try:
-            failed = dict(self.transfer.delete_remote(paths))
-        except Exception as exc:
-            failed = {p: describe(exc) for p in paths}
-        for path in paths:
-            if path in failed:
-                totals.failed += 1
-                self.reporter.problem(f"delete failed: {self.display.remote(path)} {failed[path]}")
+                self.events.would(action)
+            elif action.kind is Kind.DELETE_REMOTE:
+                if os.path.lexists(self.root / action.path):
+                    continue
+                batch.append(action)
+                if len(batch) >= _DELETE_BATCH:
+                    self._delete_remote(batch)
+                    batch = []
             else:
-                totals.deleted += 1
-                self.reporter.line(f"delete: {self.display.remote(path)}")
+                self._delete_local(action)
+        if batch:
+            self._delete_remote(batch)
+
+    def _delete_remote(self, batch: list[Action]) -> None:
+        try:
+            failed = dict(self.transfer.delete_remote(a.path for a in batch))
+        except Exception as exc:
+            for action in batch:
+                self.events.failed(action, exc)
+            return
+        for action in batch:
+            if action.path in failed:
+                self.events.failed(action, FileError(action.path, failed[action.path]))
+            else:
+                self.recorder.forget(action.path, counter="deleted_remote")
+                self.events.deleted(action)
+
+    def _delete_local(self, action: Action) -> None:
+        if action.local is not None and not self._unchanged_since_plan(action):
+            return
+        try:
+            self.transfer.delete_local(action.path)
+        except FileError as exc:
+            self.events.failed(action, exc)
+            return
+        self.recorder.forget(action.path, counter="deleted_local")
+        self.events.deleted(action)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _unchanged_since_plan(self, action: Action) -> bool:
+        now = stat_entry(self.root, action.path, follow_symlinks=self.follow)
+        was = action.local
+        if now is None or was is None:
+            return now is None and was is None
+        return (now.size, now.mtime_ns) == (was.size, was.mtime_ns)
+
+    def _same(self, action: Action) -> bool:
+        loc, rem = action.local, action.remote
+        if loc is None or rem is None or loc.size != rem.size:
+            return False
+        return self._matches(loc.path, rem.etag)
+
+    def _matches(self, path: str, etag: str) -> bool:
+        try:
+            return bool(
+                etags.matches(
+                    self.root / path,
+                    etag,
+                    part_size=MULTIPART_THRESHOLD,
+                    threshold=MULTIPART_THRESHOLD,
+                )
+            )
+        except OSError:
+            return False
+
+    def _now_ns(self) -> int:
+        return int(self.wall() * 1e9)
 
 
-def _size(action: Action) -> int:
-    entry = action.local if action.kind is Kind.UPLOAD else action.remote
-    return entry.size if entry is not None else 0
+def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
+    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns)
+
+
+def _spooled(action: Action) -> str:
+    """A delete as one spool line: kind, path and the file as the plan saw it."""
+    loc = action.local
+    stat = f"{loc.size}\0{loc.mtime_ns}" if loc is not None else "\0"
+    return f"{action.kind.value}\0{action.path}\0{stat}"
+
+
+def _unspooled(spool: Spool) -> Iterator[Action]:
+    for line in spool:
+        kind, path, size, mtime = line.split("\0")
+        loc = LocalEntry(path, int(size), int(mtime)) if size else None
+        yield Action(Kind(kind), path, "not in source", local=loc)

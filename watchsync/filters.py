@@ -1,4 +1,6 @@
-"""``--exclude`` / ``--include`` with the semantics of ``aws s3 sync``.
+"""What takes part in a sync: ``--exclude`` / ``--include`` with the semantics of ``aws s3
+sync``, and the agent's gitignore-style ignore rules (built-in temp-file patterns plus
+``.watchsyncignore``).
 
 Every path starts included; the rules are applied in the order given and the last one that
 matches wins.  Patterns are ``fnmatch`` patterns matched against the whole path relative to
@@ -8,9 +10,15 @@ the sync root, so ``*`` also crosses ``/`` (``--exclude '*.log'`` excludes ``a/b
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,3 +77,123 @@ def ordered_rules(argv: Sequence[str]) -> list[tuple[str, str]]:
             elif arg.startswith(flag + "="):
                 out.append((kind, arg[len(flag) + 1 :]))
     return out
+
+
+IGNORE_FILE = ".watchsyncignore"
+
+#: Editor and OS temporary files, in gitignore syntax.  Only names that are never user data.
+DEFAULT_IGNORES: tuple[str, ...] = (
+    "*.swp",  # vim swap files (.name.swp, .name.swo, ...)
+    "*.swx",
+    "*.swo",
+    "*~",  # vim/emacs/gedit backups
+    ".#*",  # emacs lock files
+    "4913",  # vim probes whether it may write the directory
+    ".goutputstream-*",  # GLib/gedit atomic-save temp files
+    ".DS_Store",  # macOS Finder
+    "~$*",  # MS Office owner files
+    ".~lock.*#",  # LibreOffice lock files
+    ".*.watchsync-tmp*",  # our own download temp files: .<name>.watchsync-tmp-<random>
+)
+
+
+def _escape_glob(rel: str) -> str:
+    """Escape a literal relative path for use in a gitignore pattern."""
+    out = []
+    for ch in rel:
+        if ch in "\\*?[]!# ":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def default_ignores(root: Path | None = None, *, state_dir: Path | None = None) -> list[str]:
+    """The built-in ignore patterns, plus ``state_dir`` when it lies inside ``root``.
+
+    >>> default_ignores(Path("/data"), state_dir=Path("/data/.state"))[-1]
+    '/.state/'
+    """
+    patterns = list(DEFAULT_IGNORES)
+    if root is not None and state_dir is not None:
+        try:
+            rel = state_dir.resolve().relative_to(root.resolve())
+        except ValueError:
+            rel = None
+        if rel is not None and rel.parts:
+            patterns.append("/" + _escape_glob(rel.as_posix()) + "/")
+    return patterns
+
+
+class IgnoreRules:
+    """Which relative paths the agent leaves alone: built-in temp-file patterns plus a
+    gitignore-syntax file (``.watchsyncignore`` at the root by default).
+
+    A path is ignored if it, or any directory above it, matches.
+
+    >>> rules = IgnoreRules.from_lines(["build/", "*.log"])
+    >>> rules.matches("build/x.o"), rules.matches("a/b.log"), rules.matches("a/b.txt")
+    (True, True, False)
+    """
+
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        *,
+        ignore_file: Path | None = None,
+        base: Iterable[str] = (),
+    ) -> None:
+        self.ignore_file = ignore_file
+        self._base = list(base)
+        self._lines = list(patterns)
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self._lines)
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
+        """Rules from gitignore lines only, without the built-in defaults."""
+        return cls(lines)
+
+    @classmethod
+    def load(
+        cls,
+        root: Path,
+        ignore_file: Path | None = None,
+        *,
+        state_dir: Path | None = None,
+        extra: Iterable[str] = (),
+    ) -> IgnoreRules:
+        """Defaults + ``extra`` + the ignore file (``root/.watchsyncignore`` if not given;
+        a missing file means no extra rules).  Later lines win, so the file may re-include
+        (``!name``) what the defaults exclude."""
+        base = [*default_ignores(root, state_dir=state_dir), *extra]
+        path = ignore_file if ignore_file is not None else root / IGNORE_FILE
+        return cls([*base, *_read_lines(path)], ignore_file=path, base=base)
+
+    def reload(self) -> IgnoreRules:
+        """The same rules with the ignore file read again."""
+        if self.ignore_file is None:
+            return self
+        lines = [*self._base, *_read_lines(self.ignore_file)]
+        return IgnoreRules(lines, ignore_file=self.ignore_file, base=self._base)
+
+    def matches(self, rel_path: str, is_dir: bool = False) -> bool:
+        """Whether ``rel_path`` (relative, ``/``-separated) is ignored."""
+        rel_path = rel_path.strip("/")
+        if not rel_path:
+            return False
+        parts = rel_path.split("/")
+        for i in range(1, len(parts)):
+            if self._spec.match_file("/".join(parts[:i]) + "/"):
+                return True
+        return bool(self._spec.match_file(rel_path + "/" if is_dir else rel_path))
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines of an ignore file; none if it does not exist."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        logger.warning("watch: cannot read ignore file %s: %s", path, exc)
+        return []

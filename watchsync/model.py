@@ -67,6 +67,7 @@ class Kind(enum.Enum):
     DOWNLOAD = "download"
     DELETE_REMOTE = "delete-remote"
     DELETE_LOCAL = "delete-local"
+    COPY = "copy"  # a file renamed locally: copy its old object server-side
     CONFLICT = "conflict"  # both sides changed: keep both versions
     RECORD = "record"  # both sides already equal: only remember it as synced
     FORGET = "forget"  # gone from both sides: drop it from the state
@@ -74,7 +75,14 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One decision of the planner, with the reason it was taken."""
+    """One decision of the planner, with the reason it was taken.
+
+    ``expect`` makes an upload conditional: the ETag the object must still have, ``""`` when
+    there must be none, None for a plain overwrite (``watchsync sync``).  ``verify``: the
+    sides may already hold the same bytes, so compare content hashes before moving any; if
+    they agree, only record the pair as synced.  For :attr:`Kind.COPY`, ``synced`` is the
+    entry of the path the file was renamed from.
+    """
 
     kind: Kind
     path: str
@@ -82,6 +90,22 @@ class Action:
     local: LocalEntry | None = None
     remote: RemoteEntry | None = None
     synced: SyncedEntry | None = None
+    expect: str | None = None
+    verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """What was known when a path was queued for the agent's uploader.
+
+    ``expect_etag``: the ETag the object had then (None: not known); ``absent``: S3 had no
+    object at all; ``remote``: the object a reconcile saw (a same-size one may already
+    hold the file's bytes).
+    """
+
+    expect_etag: str | None = None
+    absent: bool = False
+    remote: RemoteEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,16 +3,21 @@
 ``plan_sync`` is ``watchsync sync`` (one direction, the ``aws s3 sync`` rules);
 ``plan_reconcile`` is the agent's three-way merge of the folder, the bucket and what was
 last synced, which is what lets it tell a delete from a file that is new on the other side.
+The agent's single-path decisions live here too: ``plan_path`` (a path the watcher
+reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
+conditional write lost a race), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps
+both versions).  Executors ask; they never decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import enum
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from .filters import Filters
-from .model import Action, Direction, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+from .model import Action, Direction, Hint, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
 
 
 class _HasPath(Protocol):
@@ -187,7 +192,13 @@ def _reconcile_one(
     push, pull = opts.mode is not Mode.PULL, opts.mode is not Mode.PUSH
 
     def act(kind: Kind, reason: str) -> Action:
-        return Action(kind, path, reason, loc, rem, syn)
+        # Uploads are conditional on the object the listing showed; a same-size pair may
+        # already hold the same bytes, so it is compared before anything moves.
+        expect = (rem.etag if rem is not None else "") if kind is Kind.UPLOAD else None
+        verify = (
+            kind in _VERIFIABLE and loc is not None and rem is not None and loc.size == rem.size
+        )
+        return Action(kind, path, reason, loc, rem, syn, expect=expect, verify=verify)
 
     if loc is None and rem is None:
         return act(Kind.FORGET, "gone from both sides") if syn is not None else None
@@ -220,6 +231,9 @@ def _reconcile_one(
     return act(Kind.DOWNLOAD, "missing locally") if pull else None
 
 
+_VERIFIABLE = frozenset({Kind.UPLOAD, Kind.DOWNLOAD, Kind.CONFLICT})
+
+
 def _first_meeting(
     loc: LocalEntry,
     rem: RemoteEntry,
@@ -245,3 +259,136 @@ def _first_meeting(
     if opts.mode is Mode.PULL:
         return act(Kind.DOWNLOAD, "size differs")
     return act(Kind.CONFLICT, "differs on both sides, never synced")
+
+
+# -- the agent's single-path decisions ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """What the agent's uploader may do with one path."""
+
+    mode: Mode = Mode.BOTH
+    delete: bool = False
+
+
+def plan_path(
+    local: LocalEntry | None,
+    synced: SyncedEntry | None,
+    hint: Hint,
+    *,
+    opts: PathOptions,
+) -> Action | None:
+    """Decide a path the watcher (or a reconcile) queued, from the file as it is now and
+    what was last synced; None when there is nothing to do.
+
+    >>> plan_path(LocalEntry("a", 1, 5), None, Hint(), opts=PathOptions()).reason
+    'new local file'
+    >>> plan_path(None, SyncedEntry("a", 1, 5, "e", 5), Hint(), opts=PathOptions()) is None
+    True
+    """
+    if local is None:
+        if synced is not None and opts.delete and opts.mode is not Mode.PULL:
+            return Action(Kind.DELETE_REMOTE, synced.path, "deleted locally", synced=synced)
+        return None
+    if opts.mode is Mode.PULL:
+        return None
+    path = local.path
+    if hint.absent:
+        return Action(Kind.UPLOAD, path, "not in S3", local, synced=synced, expect="")
+    if synced is not None and not local_changed(local, synced):
+        return None  # e.g. the agent's own download landing
+    expect = hint.expect_etag or (synced.etag if synced is not None else "")
+    reason = "local changed" if synced is not None else "new local file"
+    rem = hint.remote
+    verify = rem is not None and rem.size == local.size
+    return Action(Kind.UPLOAD, path, reason, local, rem, synced, expect=expect, verify=verify)
+
+
+def plan_rename(action: Action, gone: Iterable[SyncedEntry]) -> Action:
+    """A new file (no object expected) with the size and mtime of a synced file that is
+    gone locally is most likely that file renamed: copy the old object server-side, once
+    the content hashes agree (``verify``).  Any other upload stays as it is.
+
+    ``gone`` are synced entries whose files no longer exist (the caller looked).
+
+    >>> up = Action(Kind.UPLOAD, "new", "new local file", LocalEntry("new", 3, 7), expect="")
+    >>> plan_rename(up, [SyncedEntry("old", 3, 7, "e", 9)]).reason
+    'renamed from old'
+    """
+    loc = action.local
+    if action.kind is not Kind.UPLOAD or loc is None or action.expect != "":
+        return action
+    if action.synced is not None:
+        return action
+    for cand in gone:
+        if cand.path != loc.path and (cand.size, cand.mtime_ns) == (loc.size, loc.mtime_ns):
+            return Action(
+                Kind.COPY, loc.path, f"renamed from {cand.path}", loc, synced=cand, verify=True
+            )
+    return action
+
+
+def plan_raced(
+    local: LocalEntry | None, remote: RemoteEntry | None, synced: SyncedEntry | None
+) -> Action | None:
+    """A conditional upload lost: someone else wrote (or deleted) the object meanwhile.
+
+    A change beats a delete (the file is sent again, to a key that must not exist); a
+    change on both sides keeps both versions.
+
+    >>> plan_raced(LocalEntry("a", 1, 5), None, None).reason
+    'deleted in S3 while it changed here'
+    """
+    if local is None:
+        return None
+    if remote is None:
+        return Action(
+            Kind.UPLOAD, local.path, "deleted in S3 while it changed here", local, expect=""
+        )
+    return Action(
+        Kind.CONFLICT,
+        local.path,
+        "S3 object changed meanwhile",
+        local,
+        remote,
+        synced,
+        verify=local.size == remote.size,
+    )
+
+
+def same_content(action: Action) -> Action:
+    """What an action becomes once its ``verify`` check found equal bytes on both sides:
+    only a record that the pair is synced (nothing is transferred).
+
+    >>> a = Action(Kind.DOWNLOAD, "a", "remote changed", verify=True)
+    >>> same_content(a).kind, same_content(a).reason
+    (<Kind.RECORD: 'record'>, 'same content')
+    """
+    return Action(
+        Kind.RECORD, action.path, "same content", action.local, action.remote, action.synced
+    )
+
+
+class ConflictStep(enum.Enum):
+    """One step of keeping both versions of a path that changed on both sides."""
+
+    COPY_REMOTE_ASIDE = "copy the S3 version to the conflict name, server-side"
+    DOWNLOAD_REMOTE_ASIDE = "download the S3 version to the conflict name"
+    UPLOAD_ASIDE = "upload the conflict copy"
+    MOVE_LOCAL_ASIDE = "rename the local file to the conflict name"
+    UPLOAD_LOCAL = "upload the local file over the S3 version it saw"
+    DOWNLOAD_REMOTE = "download the S3 version to the path"
+
+
+#: How each mode keeps both versions.  The local file keeps the name, except under ``pull``
+#: (which never writes S3), where the local version moves aside and S3's takes the name.
+CONFLICT_STEPS: Mapping[Mode, tuple[ConflictStep, ...]] = {
+    Mode.BOTH: (
+        ConflictStep.DOWNLOAD_REMOTE_ASIDE,
+        ConflictStep.UPLOAD_ASIDE,
+        ConflictStep.UPLOAD_LOCAL,
+    ),
+    Mode.PUSH: (ConflictStep.COPY_REMOTE_ASIDE, ConflictStep.UPLOAD_LOCAL),
+    Mode.PULL: (ConflictStep.MOVE_LOCAL_ASIDE, ConflictStep.DOWNLOAD_REMOTE),
+}

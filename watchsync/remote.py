@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import mimetypes
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,9 +16,17 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from .errors import RemoteError, UsageError
+from .errors import (
+    ConditionalWritesUnsupported,
+    NotFound,
+    PreconditionFailed,
+    RemoteError,
+    UsageError,
+    WatchsyncError,
+)
 from .extsort import sorted_stream
 from .model import RemoteEntry, Skipped
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -25,7 +36,7 @@ else:
 logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}[a-z0-9]$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +48,10 @@ class S3Url:
 
     @classmethod
     def parse(cls, url: str) -> S3Url:
-        """Parse an S3 URL the way ``aws s3 sync`` reads it.
+        """Parse ``s3://bucket[/prefix]``; the one parser for every command and the config.
+
+        The bucket must follow S3's naming rules (3-63 characters of a-z, 0-9, ``.`` and
+        ``-``, not an IP address); the prefix may not hold empty, ``.`` or ``..`` segments.
 
         >>> S3Url.parse("s3://bucket/some/dir")
         S3Url(bucket='bucket', prefix='some/dir/')
@@ -45,11 +59,23 @@ class S3Url:
         if not url.startswith("s3://"):
             raise UsageError(f"not an S3 URL: {url!r} (expected s3://bucket[/prefix])")
         bucket, _, prefix = url[5:].partition("/")
-        if not _BUCKET_RE.match(bucket):
-            raise UsageError(f"invalid bucket name in {url!r}")
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return cls(bucket, prefix)
+        if not bucket:
+            raise UsageError(f"no bucket in {url!r} (expected s3://bucket[/prefix])")
+        if (
+            not _BUCKET_RE.match(bucket)
+            or ".." in bucket
+            or ".-" in bucket
+            or "-." in bucket
+            or _is_ipv4(bucket)
+        ):
+            raise UsageError(
+                f"invalid bucket name {bucket!r} in {url!r}: use 3-63 characters of a-z, 0-9, "
+                "'.' and '-', starting and ending with a letter or digit"
+            )
+        prefix = prefix.strip("/")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise UsageError(f"bad prefix {prefix!r} in {url!r}: empty, '.' or '..' segment")
+        return cls(bucket, prefix + "/" if prefix else "")
 
     def key(self, path: str) -> str:
         """The object key of a relative path."""
@@ -60,19 +86,50 @@ class S3Url:
         return f"s3://{self.bucket}/{self.prefix}{path}"
 
 
-@dataclass(frozen=True)
-class ClientSettings:
-    """How to reach S3; ``None`` means boto3's own default chain."""
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """How to reach and write the bucket: the one settings type of every command.
+
+    ``None`` means boto3's own default chain.  ``bwlimit`` is bytes per second (None:
+    unlimited); ``sse`` is ``"AES256"`` or ``"aws:kms"``.  Credentials are never configured
+    here: boto3's chain finds them (``profile``, environment, instance role).
+    """
 
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
     max_concurrency: int = 16
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    storage_class: str | None = None
+    bwlimit: int | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
 
+    def extra_args(self, path: str) -> dict[str, str]:
+        """The boto3 ExtraArgs of one uploaded object (content type, encryption, class)."""
+        extra: dict[str, str] = {}
+        mime, _ = mimetypes.guess_type(path, strict=False)
+        if mime:
+            extra["ContentType"] = mime
+        if self.sse:
+            extra["ServerSideEncryption"] = self.sse
+        if self.sse_kms_key_id:
+            extra["SSEKMSKeyId"] = self.sse_kms_key_id
+        if self.storage_class:
+            extra["StorageClass"] = self.storage_class
+        return extra
 
-def make_client(settings: ClientSettings) -> S3Client:
+
+def make_client(settings: S3Settings) -> S3Client:
     """One client shared by every thread, its connection pool sized to the concurrency.
 
     botocore's own retries are switched off: transient errors are retried once, by the
@@ -126,36 +183,51 @@ def unsafe_reason(path: str) -> str | None:
 
 
 def list_entries(
-    client: S3Client, where: S3Url, *, for_download: bool = False, page_size: int = 1000
+    client: S3Client,
+    where: S3Url,
+    *,
+    for_download: bool = False,
+    page_size: int = 1000,
+    retry: RetryPolicy | None = None,
 ) -> Iterator[RemoteEntry | Skipped]:
     """Stream the objects under ``where`` in key order, as entries relative to its prefix.
 
     Directory markers (keys ending in ``/``) are left out.  With ``for_download``, keys that
-    cannot be written safely under a local root come out as :class:`Skipped`.
+    cannot be written safely under a local root come out as :class:`Skipped`.  Each page is
+    one request under the retry policy.
     """
+    policy = retry or RetryPolicy()
 
     def raw() -> Iterator[RemoteEntry | Skipped]:
-        paginator = client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(
-            Bucket=where.bucket, Prefix=where.prefix, PaginationConfig={"PageSize": page_size}
-        )
+        request: dict[str, Any] = {
+            "Bucket": where.bucket,
+            "Prefix": where.prefix,
+            "MaxKeys": page_size,
+        }
         cut = len(where.prefix)
-        try:
-            for page in pages:
-                for obj in page.get("Contents", ()):
-                    key = obj["Key"]
-                    path = key[cut:]
-                    if key.endswith("/") and path:
+        while True:
+            try:
+                page = policy.call(
+                    lambda: client.list_objects_v2(**request), what=f"list {where.url()}"
+                )
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                raise RemoteError(f"cannot list {where.url()}: {describe(exc)}") from exc
+            for obj in page.get("Contents", ()):
+                key = obj["Key"]
+                path = key[cut:]
+                if key.endswith("/") and path:
+                    continue
+                if for_download:
+                    reason = unsafe_reason(path)
+                    if reason is not None:
+                        yield Skipped(path, reason)
                         continue
-                    if for_download:
-                        reason = unsafe_reason(path)
-                        if reason is not None:
-                            yield Skipped(path, reason)
-                            continue
-                    etag = obj.get("ETag", "").strip('"')
-                    yield RemoteEntry(path, obj["Size"], mtime_ns(obj["LastModified"]), etag)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise RemoteError(f"cannot list {where.url()}: {describe(exc)}") from exc
+                etag = obj.get("ETag", "").strip('"')
+                yield RemoteEntry(path, obj["Size"], mtime_ns(obj["LastModified"]), etag)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            request["ContinuationToken"] = token
 
     return sorted_stream(raw(), key=lambda e: e.path)
 
@@ -183,3 +255,55 @@ def error_code(exc: BaseException) -> str:
     if isinstance(code, str) and code:
         return code
     return type(exc).__name__
+
+
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "501"})
+
+
+def s3_error(exc: BaseException, what: str) -> WatchsyncError | None:
+    """The errors.py type of an S3 answer the callers act on, or None for any other error.
+
+    >>> s3_error(ValueError("x"), "k") is None
+    True
+    """
+    code = error_code(exc)
+    if code in _PRECONDITION_CODES:
+        return PreconditionFailed(what)
+    if code in _NOT_FOUND_CODES:
+        return NotFound(what)
+    if code in _NOT_IMPLEMENTED_CODES:
+        return ConditionalWritesUnsupported(what)
+    return None
+
+
+def probe_bucket(client: S3Client, where: S3Url) -> list[str]:
+    """Exists, can be listed, can be written: in that order, as the agent needs them.
+
+    HeadBucket comes first because some servers (SeaweedFS) create a missing bucket on the
+    first PutObject, which would hide a typo in the bucket name.
+    """
+    errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+    try:
+        client.head_bucket(Bucket=where.bucket)
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return [f"bucket {where.bucket} does not exist (NoSuchBucket)"]
+        if code in ("403", "AccessDenied"):
+            return [f"no access to bucket {where.bucket} (AccessDenied)"]
+        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
+    except botocore.exceptions.BotoCoreError as exc:
+        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
+    try:
+        client.list_objects_v2(Bucket=where.bucket, Prefix=where.key(""), MaxKeys=1)
+    except errors as exc:
+        return [f"cannot list {where.url()}: {describe(exc)}"]
+    probe = where.key(f".watchsync-probe-{secrets.token_hex(6)}")
+    try:
+        client.put_object(Bucket=where.bucket, Key=probe, Body=b"watchsync check")
+        client.delete_object(Bucket=where.bucket, Key=probe)
+    except errors as exc:
+        return [f"cannot write {where.url()}: {describe(exc)}"]
+    return []

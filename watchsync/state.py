@@ -7,10 +7,13 @@ the pair, with a ``.lock`` file beside it.  The database runs in WAL mode so tha
 point leaves the last committed transaction intact.
 
 ``synchronous=FULL``: in WAL mode ``NORMAL`` never corrupts the database, but a power
-loss may roll back the last few commits.  The journal is *write-ahead* for effects that
-survive our power loss (an object deleted from S3 stays deleted), so a journal row must be
-on disk before the operation runs; FULL fsyncs the WAL at every commit.  Writes are
-batched (``put_many``) to keep the fsync count low.
+loss may roll back the last few commits.  The journal is *write-ahead*: a path is journaled
+before it is queued or downloaded, and its entry is closed in the same transaction that
+records the result, so a crash at any point leaves unfinished work in the journal, never
+work recorded but not done.  Remote deletes are not journaled: the synced entry is dropped
+only after S3 confirmed the delete, so a delete cut short is planned again by the next
+reconcile.  FULL fsyncs the WAL at every commit; writes are batched (``put_many``,
+``journal_add_many``) to keep the fsync count low.
 
 Example::
 

@@ -1,4 +1,5 @@
-"""``watchsync sync``: wire the scanners, the planner and the executor together."""
+"""``watchsync sync``: wire the scanners, the planner and the executor together, and print
+what happens in ``aws s3 sync``'s format."""
 
 from __future__ import annotations
 
@@ -6,20 +7,16 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from .errors import UsageError
-from .execute import Display, SyncExecutor
+from .errors import FileError, UsageError
+from .execute import Executor, NullRecorder, Veto
 from .filters import Filters
 from .local import WalkOptions, walk
-from .model import Direction, Skipped, without_skipped
+from .model import Action, Direction, Kind, Skipped, without_skipped
 from .plan import SyncOptions, plan_sync
-from .ratelimit import RateLimiter
-from .remote import ClientSettings, S3Url, list_entries, make_client
+from .remote import S3Settings, S3Url, describe
 from .report import Reporter
-from .transfer import Transfer, UploadOptions, native_uploader
-
-E = TypeVar("E")
+from .transfer import open_transfer
 
 
 @dataclass(frozen=True)
@@ -35,9 +32,85 @@ class SyncRequest:
     exact_timestamps: bool = False
     follow_symlinks: bool = True
     filters: Filters = field(default_factory=Filters)
-    client: ClientSettings = field(default_factory=ClientSettings)
-    upload: UploadOptions = field(default_factory=UploadOptions)
-    bwlimit: int | None = None
+    s3: S3Settings = field(default_factory=S3Settings)
+
+
+@dataclass(frozen=True)
+class Display:
+    """How paths are printed: the local root as the user typed it, and the S3 location."""
+
+    local_root: str
+    where: S3Url
+
+    def local(self, path: str) -> str:
+        return os.path.join(self.local_root, path) if self.local_root else path
+
+    def remote(self, path: str) -> str:
+        return self.where.url(path)
+
+    def describe(self, action: Action) -> str:
+        """The aws-format line of an action, e.g. ``upload: dir/a.txt to s3://b/p/a.txt``."""
+        path = action.path
+        if action.kind is Kind.UPLOAD:
+            return f"upload: {self.local(path)} to {self.remote(path)}"
+        if action.kind is Kind.DOWNLOAD:
+            return f"download: {self.remote(path)} to {self.local(path)}"
+        if action.kind is Kind.DELETE_REMOTE:
+            return f"delete: {self.remote(path)}"
+        if action.kind is Kind.DELETE_LOCAL:
+            return f"delete: {self.local(path)}"
+        return f"{action.kind.value}: {path}"
+
+
+class SyncEvents:
+    """The executor's events as ``aws s3 sync`` prints them, counted in the run's totals."""
+
+    def __init__(self, reporter: Reporter, display: Display) -> None:
+        self.reporter = reporter
+        self.display = display
+
+    def started(self, action: Action) -> None:
+        self.reporter.planned(_size(action))
+
+    def settled(self, action: Action) -> None:
+        self.reporter.done(_size(action))
+
+    def finished(self, action: Action, nbytes: int) -> None:
+        totals = self.reporter.totals
+        with totals.lock:
+            totals.bytes += nbytes
+            if action.kind is Kind.UPLOAD:
+                totals.uploaded += 1
+            else:
+                totals.downloaded += 1
+        self.reporter.line(self.display.describe(action))
+
+    def deleted(self, action: Action) -> None:
+        with self.reporter.totals.lock:
+            self.reporter.totals.deleted += 1
+        self.reporter.line(self.display.describe(action))
+
+    def failed(self, action: Action, exc: Exception) -> None:
+        with self.reporter.totals.lock:
+            self.reporter.totals.failed += 1
+        verb = "delete" if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE) else None
+        verb = verb or ("upload" if action.kind is Kind.UPLOAD else "download")
+        line = self.display.describe(action).split(": ", 1)[1]
+        reason = exc.reason if isinstance(exc, FileError) else describe(exc)
+        self.reporter.problem(f"{verb} failed: {line} {reason}")
+
+    def vetoed(self, veto: Veto) -> None:
+        self.reporter.problem(
+            f"warning: {veto.count} deletes not done because "
+            f"{veto.failed} transfers failed and {veto.skipped} paths were skipped"
+            + (" and the run was interrupted" if veto.stopped else "")
+        )
+
+    def would(self, action: Action) -> None:
+        self.reporter.line("(dryrun) " + self.display.describe(action))
+
+    def conflict(self, action: Action, name: str) -> None:  # pragma: no cover - never planned
+        raise AssertionError("watchsync sync plans no conflicts")
 
 
 def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> None:
@@ -52,8 +125,6 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         raise UsageError(f"source directory {req.local!r} {what}")
     if req.direction is Direction.DOWN and root.exists() and not root.is_dir():
         raise UsageError(f"destination {req.local!r} is not a directory")
-    client = make_client(req.client)
-    limiter = RateLimiter(req.bwlimit) if req.bwlimit else None
     display = Display(req.local.rstrip("/") or "/", req.url)
 
     def on_skip(item: Skipped, remote_side: bool) -> None:
@@ -62,14 +133,6 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         shown = display.remote(item.path) if remote_side else display.local(item.path)
         reporter.problem(f"warning: Skipping file {_one_line(shown)}. {item.reason}.")
 
-    local = without_skipped(
-        walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
-        lambda s: on_skip(s, False),
-    )
-    remote = without_skipped(
-        list_entries(client, req.url, for_download=req.direction is Direction.DOWN),
-        lambda s: on_skip(s, True),
-    )
     opts = SyncOptions(
         direction=req.direction,
         delete=req.delete,
@@ -77,25 +140,32 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         exact_timestamps=req.exact_timestamps,
         filters=req.filters,
     )
-    if req.direction is Direction.DOWN and not req.dry_run:
-        os.makedirs(root, exist_ok=True)
-    with Transfer(
-        client,
-        req.url,
-        root,
-        options=req.upload,
-        limiter=limiter,
-        max_concurrency=req.client.max_concurrency,
-        crt=None if req.dry_run or limiter else native_uploader(req.client, client),
-    ) as transfer:
-        SyncExecutor(
+    with open_transfer(req.s3, req.url, root, native_ok=not req.dry_run) as transfer:
+        local = without_skipped(
+            walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
+            lambda s: on_skip(s, False),
+        )
+        remote = without_skipped(
+            transfer.listing(for_download=req.direction is Direction.DOWN),
+            lambda s: on_skip(s, True),
+        )
+        if req.direction is Direction.DOWN and not req.dry_run:
+            os.makedirs(root, exist_ok=True)
+        executor = Executor(
             transfer,
-            display=display,
-            reporter=reporter,
-            max_concurrency=req.client.max_concurrency,
+            recorder=NullRecorder(),
+            events=SyncEvents(reporter, display),
+            max_concurrency=req.s3.max_concurrency,
+            follow_symlinks=req.follow_symlinks,
             dry_run=req.dry_run,
             stop=stop,
-        ).run(plan_sync(local, remote, opts=opts))
+        )
+        executor.run(plan_sync(local, remote, opts=opts), skipped=lambda: reporter.totals.skipped)
+
+
+def _size(action: Action) -> int:
+    entry = action.local if action.kind is Kind.UPLOAD else action.remote
+    return entry.size if entry is not None else 0
 
 
 def _one_line(text: str) -> str:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mimetypes
 import os
 import secrets
 import threading
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -25,10 +24,11 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from . import crt as native
-from .errors import FileError
+from .errors import FileError, NotFound, PreconditionFailed
 from .local import temp_name
-from .ratelimit import RateLimiter, ThrottledReader
-from .remote import ClientSettings, S3Url, error_code
+from .model import RemoteEntry, Skipped
+from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
+from .remote import S3Settings, S3Url, list_entries, make_client, mtime_ns, s3_error
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -43,31 +43,6 @@ _CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class UploadOptions:
-    """Per-object settings for uploads (aws's ``--sse``, ``--storage-class`` ...)."""
-
-    sse: str | None = None
-    sse_kms_key_id: str | None = None
-    storage_class: str | None = None
-    guess_mime: bool = True
-
-    def extra_args(self, path: str) -> dict[str, str]:
-        """The boto3 ExtraArgs for one object."""
-        extra: dict[str, str] = {}
-        if self.guess_mime:
-            mime, _ = mimetypes.guess_type(path, strict=False)
-            if mime:
-                extra["ContentType"] = mime
-        if self.sse:
-            extra["ServerSideEncryption"] = self.sse
-        if self.sse_kms_key_id:
-            extra["SSEKMSKeyId"] = self.sse_kms_key_id
-        if self.storage_class:
-            extra["StorageClass"] = self.storage_class
-        return extra
-
-
-@dataclass(frozen=True)
 class Uploaded:
     """What an upload put in S3: the file as it was opened, and the new object's ETag."""
 
@@ -76,8 +51,35 @@ class Uploaded:
     etag: str
 
 
-class PreconditionFailed(Exception):
-    """A conditional write found another version of the object than expected."""
+class Objects(Protocol):
+    """What the executor and the agent's rooms need of S3 and the local root: the surface of
+    :class:`Transfer`, so tests can pass a small fake."""
+
+    root: Path
+    where: S3Url
+
+    def upload(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> Uploaded: ...
+
+    def download(
+        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+    ) -> Path: ...
+
+    def copy(self, src_path: str, dst_path: str) -> str: ...
+
+    def head(self, path: str) -> RemoteEntry | None: ...
+
+    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
+
+    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]: ...
+
+    def delete_local(self, path: str) -> None: ...
 
 
 class _ProvideSize(BaseSubscriber):
@@ -103,14 +105,16 @@ class Transfer:
         where: S3Url,
         root: Path,
         *,
-        options: UploadOptions | None = None,
+        settings: S3Settings | None = None,
         retry: RetryPolicy | None = None,
         limiter: RateLimiter | None = None,
         max_concurrency: int = 16,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         crt: native.CrtUploader | None = None,
+        owns_client: bool = False,
     ) -> None:
         self.client = client
+        self._owns_client = owns_client
         # Small uploads go through the native client when there is one and no bandwidth cap
         # applies (the cap is enforced on Python reads, which the native client bypasses).
         self.crt = crt if limiter is None else None
@@ -118,7 +122,7 @@ class Transfer:
         self._native_failure: Exception | None = None
         self.where = where
         self.root = root
-        self.options = options or UploadOptions()
+        self.settings = settings or S3Settings()
         self.retry = retry or RetryPolicy()
         self.limiter = limiter
         self.threshold = multipart_threshold
@@ -142,6 +146,9 @@ class Transfer:
             if self._owned_crt is not None:
                 self._owned_crt.close()
                 self._owned_crt = self.crt = None
+            if self._owns_client:
+                self._owns_client = False
+                self.client.close()
 
     def __enter__(self) -> Transfer:
         return self
@@ -168,7 +175,7 @@ class Transfer:
         """Upload ``root/path`` to its key; a conditional write that loses raises
         :class:`PreconditionFailed`.  Local read errors become :class:`FileError`."""
         key = key if key is not None else self.where.key(path)
-        extra: dict[str, Any] = self.options.extra_args(path)
+        extra: dict[str, Any] = self.settings.extra_args(path)
         try:
             f = open(self.root / path, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
@@ -197,9 +204,7 @@ class Transfer:
             try:
                 resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
             except Exception as exc:
-                if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                    raise PreconditionFailed(key) from exc
-                raise
+                raise (s3_error(exc, key) or exc) from exc
             return resp.get("ETag", "").strip('"')
 
         return self.retry.call(once, what=f"upload {key}")
@@ -312,22 +317,46 @@ class Transfer:
         )
         future.result()
 
-    # -- copies and deletes ----------------------------------------------------------------
+    # -- metadata, copies and deletes ------------------------------------------------------
+
+    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
+        """The objects under the prefix in key order (see :func:`remote.list_entries`)."""
+        return list_entries(self.client, self.where, for_download=for_download)
+
+    def head(self, path: str) -> RemoteEntry | None:
+        """The object at ``path`` as a listing would show it, or None when there is none."""
+        key = self.where.key(path)
+
+        def once() -> RemoteEntry | None:
+            try:
+                resp = self.client.head_object(Bucket=self.where.bucket, Key=key)
+            except Exception as exc:
+                if isinstance(s3_error(exc, key), NotFound):
+                    return None
+                raise
+            etag = resp.get("ETag", "").strip('"')
+            return RemoteEntry(path, resp["ContentLength"], mtime_ns(resp["LastModified"]), etag)
+
+        return self.retry.call(once, what=f"head {key}")
 
     def copy(self, src_path: str, dst_path: str) -> str:
-        """Server-side copy of one object under the prefix; returns the new ETag."""
+        """Server-side copy of one object under the prefix; returns the new ETag.  A source
+        that is gone raises :class:`NotFound`."""
         src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
         dst = self.where.key(dst_path)
-        extra: dict[str, Any] = self.options.extra_args(dst_path)
+        extra: dict[str, Any] = self.settings.extra_args(dst_path)
 
         def once() -> str:
-            resp = self.client.copy_object(
-                Bucket=self.where.bucket,
-                Key=dst,
-                CopySource=src,  # type: ignore[arg-type]
-                MetadataDirective="REPLACE" if "ContentType" in extra else "COPY",
-                **extra,
-            )
+            try:
+                resp = self.client.copy_object(
+                    Bucket=self.where.bucket,
+                    Key=dst,
+                    CopySource=src,  # type: ignore[arg-type]
+                    MetadataDirective="REPLACE" if "ContentType" in extra else "COPY",
+                    **extra,
+                )
+            except Exception as exc:
+                raise (s3_error(exc, src["Key"]) or exc) from exc
             return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
 
         return self.retry.call(once, what=f"copy {dst}")
@@ -388,7 +417,42 @@ _HEADERS = {
 }
 
 
-def native_uploader(settings: ClientSettings, client: S3Client) -> native.CrtUploader | None:
+def open_transfer(
+    settings: S3Settings,
+    where: S3Url,
+    root: Path,
+    *,
+    client: S3Client | None = None,
+    native_ok: bool = True,
+    retry: RetryPolicy | None = None,
+) -> Transfer:
+    """The one way both commands get a :class:`Transfer`, with the one native-client rule.
+
+    The native uploader is used only when this call makes the client (an injected client is
+    the whole S3 connection: tests, proxies), no bandwidth cap applies (it is enforced on
+    Python reads) and the caller allows it (not for a dry run).
+
+    >>> t = open_transfer(S3Settings(), S3Url.parse("s3://b"), Path("."))  # doctest: +SKIP
+    """
+    owns = client is None
+    s3 = client if client is not None else make_client(settings)
+    uploader = (
+        native_uploader(settings, s3) if owns and native_ok and not settings.bwlimit else None
+    )
+    return Transfer(
+        s3,
+        where,
+        root,
+        settings=settings,
+        retry=retry,
+        limiter=shared_limiter(settings.bwlimit) if settings.bwlimit else None,
+        max_concurrency=settings.max_concurrency,
+        crt=uploader,
+        owns_client=owns,
+    )
+
+
+def native_uploader(settings: S3Settings, client: S3Client) -> native.CrtUploader | None:
     """The native small-file uploader, aimed where ``client`` goes (its endpoint and region,
     so ``AWS_ENDPOINT_URL`` and profiles count the same), or None where it is unavailable
     (``WATCHSYNC_NATIVE=0``, no awscrt, no credentials): boto3 then does every upload."""

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .model import Hint, RemoteEntry
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -26,6 +28,11 @@ class Item:
     expect_etag: str | None = None
     attempt: int = 0
     absent: bool = False
+    remote: RemoteEntry | None = None  # the object a reconcile saw, for a content check
+
+    def hint(self) -> Hint:
+        """What the planner is told about this path."""
+        return Hint(self.expect_etag, self.absent, self.remote)
 
 
 class PathQueue:
@@ -144,11 +151,6 @@ class PathQueue:
             self._closed = True
             self._cond.notify_all()
 
-    def pending_paths(self) -> list[str]:
-        """Paths queued or waiting to be re-queued (for the journal on shutdown)."""
-        with self._cond:
-            return list(self._items) + list(self._again)
-
     def idle(self) -> bool:
         """Nothing queued and nothing in flight."""
         with self._cond:
@@ -161,4 +163,5 @@ def _merge(old: Item | None, new: Item) -> Item:
         return new
     etag = new.expect_etag or old.expect_etag
     absent = (new.absent or old.absent) and not new.expect_etag
-    return Item(new.path, etag, max(old.attempt, new.attempt), absent)
+    remote = new.remote if (new.remote or new.expect_etag) else old.remote
+    return Item(new.path, etag, max(old.attempt, new.attempt), absent, remote)

@@ -1,5 +1,5 @@
-"""The long-running process: one :class:`FolderAgent` per configured folder, one stop event,
-signals, systemd notification, SIGHUP reload and the metrics endpoint.
+"""Room: the process.  One :class:`~watchsync.agent.folder.Folder` per configured folder,
+one stop event, signals, systemd notification, SIGHUP reload and the metrics endpoint.
 
 A signal handler only sets an event; the main loop does the work.  The first SIGTERM or
 SIGINT drains (up to each folder's ``drain_timeout``, all folders at once); a second one
@@ -9,6 +9,8 @@ A folder is isolated from the others: one that cannot start (its state database 
 unreadable, another agent holds it) is logged, counted and retried with backoff while the
 others sync; faults once running (a missing folder, a refused bucket) are the folder's own
 business (it pauses or retries) and show in ``watchsync status``.
+
+Must not touch: files, S3, the state (each folder owns its own).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 
-from . import sdnotify
-from .config import AgentConfig, FolderConfig
-from .errors import LockedError, WatchsyncError
-from .folder import FolderAgent
-from .metrics import Metrics
-from .report import ReconcileProgress
+from .. import sdnotify
+from ..config import AgentConfig, FolderConfig
+from ..errors import LockedError, WatchsyncError
+from ..metrics import Metrics
+from ..report import ReconcileProgress
+from .folder import Folder
+from .status import State
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class Supervisor:
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self.metrics = Metrics()
-        self.folders: dict[str, FolderAgent] = {}
+        self.folders: dict[str, Folder] = {}
         self.failed: dict[str, _Failed] = {}
         self._signals = 0
         self._watchdog = sdnotify.watchdog_interval(self.env)
@@ -115,9 +118,9 @@ class Supervisor:
         A folder held by another agent is fatal only when it is the only folder (``single``):
         then there is nothing else to do, and exit code 2 says why.
         """
-        agent: FolderAgent | None = None
+        agent: Folder | None = None
         try:
-            agent = FolderAgent(
+            agent = Folder(
                 cfg,
                 state_dir=self.config.state_dir,
                 metrics=self.metrics.folder(cfg.name),
@@ -176,7 +179,7 @@ class Supervisor:
                 logger.info("folder %s: trying to start again", name, extra={"folder": name})
                 self._start_folder(failed.cfg)
 
-    def _join_one(self, agent: FolderAgent) -> None:
+    def _join_one(self, agent: Folder) -> None:
         if not agent.join(agent.cfg.drain_timeout):
             logger.warning(
                 "folder %s: drain timed out; the rest stays in the journal",
@@ -356,16 +359,18 @@ class Supervisor:
     def status_line(self) -> str:
         """One line for systemd, e.g. ``2 folders: 1 watching, 1 error; 3 pending; ...``."""
         agents = list(self.folders.values())
-        pending = sum(a._pending_count() for a in agents)
+        pending = sum(a.pending_count() for a in agents)
         states: dict[str, int] = {}
         for a in agents:
-            states[a.state] = states.get(a.state, 0) + 1
+            states[a.state.value] = states.get(a.state.value, 0) + 1
         if self.failed:
             states["not started"] = len(self.failed)
         total = len(agents) + len(self.failed)
         parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
         line = f"{total} folder{'s' if total != 1 else ''}: {parts}; {pending} pending"
-        faults = [a.last_error for a in agents if a.state in ("error", "paused") and a.last_error]
+        faults = [
+            a.last_error for a in agents if a.state in (State.ERROR, State.PAUSED) and a.last_error
+        ]
         faults += [f.error for f in self.failed.values()]
         if faults:
             line += f"; last error: {faults[-1]}"

@@ -1,0 +1,161 @@
+"""Small fakes for testing the executor and the agent's rooms without threads or a server:
+an in-memory bucket behind the :class:`~watchsync.transfer.Objects` surface, a pool that runs
+tasks inline, and an events recorder.  S3 itself is never faked in end-to-end tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from watchsync.errors import FileError, NotFound, PreconditionFailed
+from watchsync.execute import Veto
+from watchsync.model import Action, RemoteEntry, Skipped
+from watchsync.remote import S3Url
+from watchsync.transfer import Uploaded
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+T0 = 1_700_000_000 * 10**9  # a LastModified in ns, on a whole second
+
+
+class FakeObjects:
+    """An in-memory prefix with S3's conditional-write rules, over a real local root.
+
+    ``fail[path]`` makes every operation on that path raise the given exception.
+    """
+
+    def __init__(self, root: Path, where: S3Url | None = None) -> None:
+        self.root = root
+        self.where = where or S3Url("bucket", "p/")
+        self.objects: dict[str, tuple[bytes, str, int]] = {}  # path -> (body, etag, mtime)
+        self.fail: dict[str, Exception] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.clock_ns = T0
+
+    def put(self, path: str, body: bytes) -> RemoteEntry:
+        """Another writer puts an object."""
+        self.clock_ns += 10**9
+        etag = hashlib.md5(body).hexdigest()
+        self.objects[path] = (body, etag, self.clock_ns)
+        return self.entry(path)
+
+    def entry(self, path: str) -> RemoteEntry:
+        body, etag, mtime = self.objects[path]
+        return RemoteEntry(path, len(body), mtime, etag)
+
+    def _call(self, op: str, path: str) -> None:
+        self.calls.append((op, path))
+        if path in self.fail:
+            raise self.fail[path]
+
+    def upload(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> Uploaded:
+        self._call("upload", path)
+        try:
+            data = (self.root / path).read_bytes()
+            st = os.stat(self.root / path)
+        except OSError as exc:
+            raise FileError(path, str(exc)) from exc
+        current = self.objects.get(path)
+        if if_none_match and current is not None:
+            raise PreconditionFailed(path)
+        if if_match and (current is None or current[1] != if_match):
+            raise PreconditionFailed(path)
+        self.put(path, data)
+        return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1])
+
+    def download(
+        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+    ) -> Path:
+        self._call("download", path)
+        body, current, mtime = self.objects[path]
+        if etag and etag != current:
+            raise PreconditionFailed(path)
+        target = self.root / (dest or path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+        os.utime(target, ns=(mtime, mtime))
+        return target
+
+    def copy(self, src_path: str, dst_path: str) -> str:
+        self._call("copy", dst_path)
+        if src_path not in self.objects:
+            raise NotFound(src_path)
+        self.put(dst_path, self.objects[src_path][0])
+        return self.objects[dst_path][1]
+
+    def head(self, path: str) -> RemoteEntry | None:
+        self._call("head", path)
+        return self.entry(path) if path in self.objects else None
+
+    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
+        for path in sorted(self.objects):
+            yield self.entry(path)
+
+    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
+        for path in paths:
+            self._call("delete", path)
+            self.objects.pop(path, None)
+        return []
+
+    def delete_local(self, path: str) -> None:
+        self._call("delete-local", path)
+        (self.root / path).unlink(missing_ok=True)
+
+
+class InlinePool(futures.Executor):
+    """A pool that runs each task at once, in the caller's thread."""
+
+    def __init__(self, _workers: int = 1) -> None:
+        pass
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> futures.Future[T]:
+        fut: futures.Future[T] = futures.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+
+class RecordedEvents:
+    """The executor's events, kept for assertions."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.vetoes: list[Veto] = []
+
+    def started(self, action: Action) -> None:
+        pass
+
+    def settled(self, action: Action) -> None:
+        pass
+
+    def finished(self, action: Action, nbytes: int) -> None:
+        self.seen.append(("finished", action.path))
+
+    def deleted(self, action: Action) -> None:
+        self.seen.append(("deleted", action.path))
+
+    def failed(self, action: Action, exc: Exception) -> None:
+        self.seen.append(("failed", action.path))
+
+    def vetoed(self, veto: Veto) -> None:
+        self.vetoes.append(veto)
+
+    def would(self, action: Action) -> None:
+        self.seen.append(("would", action.path))
+
+    def conflict(self, action: Action, name: str) -> None:
+        self.seen.append(("conflict", name))

@@ -1,0 +1,413 @@
+"""The agent's rooms without threads, inotify or a server: delete guards and batches,
+conflict names, pending, uploads, reconcile and the executor's delete veto."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import T0, FakeObjects, InlinePool, RecordedEvents
+from prometheus_client import CollectorRegistry
+
+from watchsync.agent.conflicts import conflict_name
+from watchsync.agent.deletes import DeleteBatcher, delete_refusal
+from watchsync.agent.folder import Rooms, wire
+from watchsync.agent.scope import Scope
+from watchsync.agent.status import Status
+from watchsync.agent.uploads import Conflict, Retry, Settled
+from watchsync.config import FolderConfig
+from watchsync.execute import Executor, NullRecorder
+from watchsync.metrics import Metrics
+from watchsync.model import Action, Kind, LocalEntry, Mode, SyncedEntry
+from watchsync.state import StateStore
+from watchsync.transfer import Uploaded
+from watchsync.workqueue import Item
+
+
+def refusal(
+    root: Path,
+    *,
+    count: int = 1,
+    synced: int = 5,
+    dev: str | None = None,
+    max_delete: int = 10,
+    force: bool = False,
+) -> str | None:
+    why = delete_refusal(
+        root,
+        count=count,
+        synced=lambda: synced,
+        root_dev=str(os.stat(root).st_dev) if dev is None and root.exists() else (dev or ""),
+        ignored=lambda name, is_dir: name.endswith(".swp"),
+        max_delete=max_delete,
+        force=force,
+    )
+    return why
+
+
+@pytest.mark.parametrize(
+    ("setup", "kwargs", "expect"),
+    [
+        pytest.param("files", {}, None, id="normal-pass-allowed"),
+        pytest.param("missing", {}, "is missing", id="root-missing"),
+        pytest.param("files", {"dev": "999999"}, "another device", id="other-device"),
+        pytest.param("empty", {}, "is empty while 5 files", id="empty-root"),
+        pytest.param("ignored-only", {}, "is empty while 5 files", id="only-temp-files-left"),
+        pytest.param("empty", {"synced": 0}, None, id="empty-and-nothing-synced"),
+        pytest.param("files", {"count": 11}, "exceed --max-delete 10", id="too-many"),
+        pytest.param("files", {"count": 11, "force": True}, None, id="too-many-forced"),
+        pytest.param("files", {"count": 10}, None, id="exactly-max"),
+    ],
+)
+def test_delete_refusal(
+    tmp_path: Path, setup: str, kwargs: dict[str, object], expect: str | None
+) -> None:
+    root = tmp_path / "root"
+    if setup != "missing":
+        root.mkdir()
+    if setup == "files":
+        (root / "keep.txt").write_text("x")
+    if setup == "ignored-only":
+        (root / ".a.swp").write_text("x")
+    got = refusal(root, **kwargs)  # type: ignore[arg-type]
+    if expect is None:
+        assert got is None
+    else:
+        assert got is not None and expect in got
+
+
+def test_delete_batcher_releases_one_batch_after_quiet() -> None:
+    now = [0.0]
+    batcher = DeleteBatcher(1.0, clock=lambda: now[0])
+    batcher.add("b")
+    now[0] = 0.9
+    batcher.add("a")  # restarts the grace period for the whole batch
+    now[0] = 1.5
+    stop = threading.Event()
+    result: list[list[str]] = []
+    t = threading.Thread(target=lambda: result.append(batcher.take(stop)))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive() and batcher.pending() == 2  # 0.6 s quiet is not enough
+    now[0] = 2.0
+    t.join(5)
+    assert result == [["a", "b"]] and batcher.pending() == 0
+
+
+def test_delete_batcher_take_returns_on_stop() -> None:
+    stop = threading.Event()
+    stop.set()
+    assert DeleteBatcher(1.0).take(stop) == []
+
+
+def test_delete_batcher_wake_releases_a_waiting_take() -> None:
+    batcher = DeleteBatcher(1.0)
+    stop = threading.Event()
+    result: list[list[str]] = []
+    t = threading.Thread(target=lambda: result.append(batcher.take(stop)))
+    t.start()
+    stop.set()
+    batcher.wake()
+    t.join(5)
+    assert not t.is_alive() and result == [[]]
+
+
+@pytest.mark.parametrize(
+    ("path", "taken", "expect"),
+    [
+        ("a.txt", set(), "a.conflict-20261125-101500.txt"),
+        ("dir/sub/photo.tar.gz", set(), "dir/sub/photo.tar.conflict-20261125-101500.gz"),
+        ("Makefile", set(), "Makefile.conflict-20261125-101500"),
+        ("a.txt", {"a.conflict-20261125-101500.txt"}, "a.conflict-20261125-101500-2.txt"),
+    ],
+)
+def test_conflict_name(path: str, taken: set[str], expect: str) -> None:
+    when = 1795601700.0  # 2026-11-25 10:15:00 UTC
+    assert conflict_name(path, when, taken=taken.__contains__) == expect
+
+
+# -- the rooms, wired to a fake bucket -------------------------------------------------------
+
+
+@dataclass
+class World:
+    """One folder's rooms over a real local root and state, and a fake bucket."""
+
+    root: Path
+    objects: FakeObjects
+    store: StateStore
+    rooms: Rooms
+    status: Status
+    now: list[float]
+
+
+@pytest.fixture
+def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
+    stores: list[StateStore] = []
+
+    def make(**overrides: Any) -> World:
+        root = tmp_path / "root"
+        root.mkdir(exist_ok=True)
+        cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, **overrides)
+        store = StateStore.open(tmp_path / "state", local_root=root, url=cfg.url)
+        stores.append(store)
+        store.set_meta("root_dev", str(os.stat(root).st_dev))
+        metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
+        status = Status(cfg.name, store=store, metrics=metrics)
+        now = [100.0]
+        objects = FakeObjects(root)
+        rooms = wire(
+            cfg,
+            store=store,
+            transfer=objects,
+            scope=Scope(cfg, state_dir=tmp_path / "state"),
+            status=status,
+            metrics=metrics,
+            stop=threading.Event(),
+            on_skip=lambda _s: None,
+            pool=InlinePool,
+            clock=lambda: now[0],
+            wall=lambda: 1_800_000_000.0,
+        )
+        return World(root, objects, store, rooms, status, now)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def synced_file(world: World, path: str, body: bytes) -> None:
+    """A file on both sides, recorded as synced (as after an upload)."""
+    target = world.root / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body)
+    rem = world.objects.put(path, body)
+    st = target.stat()
+    world.store.put(SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns))
+
+
+def test_uploads_new_file_is_sent_and_recorded(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    (w.root / "a.txt").write_bytes(b"hello")
+    assert w.rooms.uploads.process(Item("a.txt")) == Settled()
+    assert w.objects.objects["a.txt"][0] == b"hello"
+    synced = w.store.get("a.txt")
+    assert synced is not None and synced.etag == w.objects.objects["a.txt"][1]
+    assert w.rooms.uploads.process(Item("a.txt")) == Settled()  # unchanged: nothing sent
+    assert [c for c in w.objects.calls if c[0] == "upload"] == [("upload", "a.txt")]
+
+
+def test_uploads_transient_errors_back_off_per_path(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    (w.root / "a.txt").write_bytes(b"x")
+    w.objects.fail["a.txt"] = ConnectionError("cut")
+    delays = [w.rooms.uploads.process(Item("a.txt")) for _ in range(4)]
+    assert delays == [Retry(0.5), Retry(1.0), Retry(2.0), Retry(4.0)]
+    assert "S3 unreachable" in (w.status.last_error or "")
+    del w.objects.fail["a.txt"]
+    assert w.rooms.uploads.process(Item("a.txt")) == Settled()
+    w.objects.fail["a.txt"] = ConnectionError("cut again")
+    assert w.rooms.uploads.process(Item("a.txt", attempt=0)) == Settled()  # unchanged
+
+
+def test_uploads_lost_race_keeps_both_versions(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    synced_file(w, "doc.txt", b"v1")
+    w.objects.put("doc.txt", b"v2 from elsewhere")  # S3 changed
+    (w.root / "doc.txt").write_bytes(b"v2 local edit")  # and so did the file
+    assert w.rooms.uploads.process(Item("doc.txt")) == Conflict()
+    copies = [p for p in w.objects.objects if ".conflict-" in p]
+    assert len(copies) == 1
+    assert w.objects.objects[copies[0]][0] == b"v2 from elsewhere"
+    assert (w.root / copies[0]).read_bytes() == b"v2 from elsewhere"
+    assert w.objects.objects["doc.txt"][0] == b"v2 local edit"
+    assert w.store.counters()["conflicts"] == 1
+
+
+def test_uploads_rename_is_a_server_side_copy(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    synced_file(w, "old.txt", b"content")
+    (w.root / "old.txt").rename(w.root / "new.txt")
+    assert w.rooms.uploads.process(Item("new.txt")) == Settled()
+    assert ("copy", "new.txt") in w.objects.calls
+    assert ("upload", "new.txt") not in w.objects.calls
+    assert w.objects.objects["new.txt"][0] == b"content"
+
+
+def test_uploads_rename_with_other_content_is_uploaded(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    synced_file(w, "old.txt", b"aaaa")
+    st = (w.root / "old.txt").stat()
+    (w.root / "old.txt").unlink()
+    (w.root / "new.txt").write_bytes(b"bbbb")
+    os.utime(w.root / "new.txt", ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime
+    assert w.rooms.uploads.process(Item("new.txt")) == Settled()
+    assert ("copy", "new.txt") not in w.objects.calls
+    assert w.objects.objects["new.txt"][0] == b"bbbb"
+
+
+def test_uploads_local_delete_goes_to_the_batch(make_world: Callable[..., World]) -> None:
+    w = make_world(delete=True)
+    synced_file(w, "a.txt", b"a")
+    synced_file(w, "keep.txt", b"k")
+    (w.root / "a.txt").unlink()
+    assert w.rooms.uploads.process(Item("a.txt")) == Settled()
+    assert w.rooms.deletes.pending() == 1 and "a.txt" in w.objects.objects
+    w.now[0] += 1.0  # the batch's grace period is over
+    batch = w.rooms.deletes.batcher.ready()
+    w.rooms.deletes.run(batch, w.rooms.executor)
+    assert "a.txt" not in w.objects.objects and w.store.get("a.txt") is None
+
+
+def test_pending_journal_entry_lives_until_settled(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    pending = w.rooms.pending
+    pending.add([Item("a.txt"), Item("b.txt"), Item("a.txt")])
+    assert sorted(e.path for e in w.store.journal_pending()) == ["a.txt", "b.txt"]
+    item = pending.take()
+    assert item is not None
+    pending.add([Item(item.path)])  # a new event while a worker holds the path
+    pending.settle(item.path)
+    assert item.path in [e.path for e in w.store.journal_pending()]  # still owed a look
+    rest = [pending.take(), pending.take()]
+    assert sorted(i.path for i in rest if i is not None) == ["a.txt", "b.txt"]
+    for i in rest:
+        assert i is not None
+        pending.settle(i.path)
+    assert w.store.journal_pending() == [] and pending.idle()
+
+
+def test_pending_resume_keeps_one_entry_per_path(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    w.store.journal_add_many("sync", ["a.txt", "a.txt", "b.swp"])
+    w.rooms.pending.resume(w.store.journal_pending())
+    assert [e.path for e in w.store.journal_pending()] == ["a.txt"]  # b.swp is ignored
+    assert len(w.rooms.pending) == 1
+
+
+def test_reconcile_failed_transfer_vetoes_the_pass_deletes(
+    make_world: Callable[..., World],
+) -> None:
+    """The drift between the two executors: the agent's pass deleted despite a failure."""
+    w = make_world(delete=True)
+    synced_file(w, "gone.txt", b"deleted locally")
+    synced_file(w, "changed.txt", b"v1")
+    synced_file(w, "keep.txt", b"k")
+    (w.root / "gone.txt").unlink()
+    w.objects.put("changed.txt", b"v2 in S3")
+    w.objects.fail["changed.txt"] = ConnectionError("download cut")
+    stats = w.rooms.reconcile.run()
+    assert stats.passed.failed == 1 and stats.passed.vetoed is not None
+    assert "gone.txt" in w.objects.objects
+    assert "delete: refused 1 deletes" in (w.status.last_error or "")
+    del w.objects.fail["changed.txt"]
+    stats = w.rooms.reconcile.run()
+    assert stats.passed.vetoed is None
+    assert "gone.txt" not in w.objects.objects
+    assert (w.root / "changed.txt").read_bytes() == b"v2 in S3"
+
+
+def test_reconcile_routes_uploads_to_pending(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    (w.root / "new.txt").write_bytes(b"n")
+    w.rooms.reconcile.run()
+    item = w.rooms.pending.take()
+    assert item is not None and item.path == "new.txt" and item.absent
+    assert "new.txt" not in w.objects.objects  # the uploader sends it, not the pass
+
+
+def test_reconcile_same_content_is_recorded_not_moved(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    (w.root / "same.txt").write_bytes(b"same bytes")
+    os.utime(w.root / "same.txt", ns=(T0, T0 - 50 * 10**9))  # older than the object
+    w.objects.put("same.txt", b"same bytes")
+    w.rooms.reconcile.run()
+    assert w.store.get("same.txt") is not None
+    assert [c for c in w.objects.calls if c[0] in ("download", "upload")] == []
+
+
+def test_conflict_name_under_push_avoids_names_taken_in_s3(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world(direction=Mode.PUSH)
+    first = w.rooms.conflicts.name("a.txt")
+    w.objects.put(first, b"an earlier conflict copy")
+    second = w.rooms.conflicts.name("a.txt")
+    assert second != first and second.endswith("-2.txt")
+
+
+# -- the executor's delete veto ------------------------------------------------------------
+
+
+class Refuse:
+    def __init__(self, why: str | None) -> None:
+        self.why = why
+
+    def refusal(self, count: int) -> str | None:
+        return self.why
+
+
+@pytest.mark.parametrize(
+    ("fail", "skipped", "refusal", "deleted"),
+    [
+        pytest.param(False, 0, None, True, id="clean-pass-deletes"),
+        pytest.param(True, 0, None, False, id="failed-transfer-vetoes"),
+        pytest.param(False, 1, None, False, id="skipped-path-vetoes"),
+        pytest.param(False, 0, "guard says no", False, id="policy-refuses"),
+        pytest.param(True, 2, "guard says no", False, id="everything-wrong"),
+    ],
+)
+def test_executor_delete_veto(
+    tmp_path: Path, fail: bool, skipped: int, refusal: str | None, deleted: bool
+) -> None:
+    objects = FakeObjects(tmp_path)
+    objects.put("gone.txt", b"g")
+    (tmp_path / "a.txt").write_bytes(b"a")
+    if fail:
+        objects.fail["a.txt"] = ConnectionError("cut")
+    events = RecordedEvents()
+    executor = Executor(
+        objects, recorder=NullRecorder(), events=events, policy=Refuse(refusal), pool=InlinePool
+    )
+    actions = [
+        Action(Kind.DELETE_REMOTE, "gone.txt", "not in source"),
+        Action(Kind.UPLOAD, "a.txt", "new", LocalEntry("a.txt", 1, 0)),
+    ]
+    stats = executor.run(actions, skipped=lambda: skipped)
+    assert ("gone.txt" not in objects.objects) is deleted
+    assert (stats.vetoed is None) is deleted
+    if not deleted:
+        assert events.vetoes and events.vetoes[0].count == 1
+
+
+def test_executor_never_deletes_a_file_that_came_back(tmp_path: Path) -> None:
+    objects = FakeObjects(tmp_path)
+    objects.put("back.txt", b"b")
+    (tmp_path / "back.txt").write_bytes(b"b")  # reappeared after the plan
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    executor.run([Action(Kind.DELETE_REMOTE, "back.txt", "not in source")])
+    assert "back.txt" in objects.objects
+
+
+def test_executor_upload_resends_a_file_that_changed_while_read(tmp_path: Path) -> None:
+    objects = FakeObjects(tmp_path)
+    target = tmp_path / "grow.log"
+    target.write_bytes(b"1")
+    upload = objects.upload
+
+    def growing(path: str, **kw: Any) -> Uploaded:
+        up = upload(path, **kw)
+        if len(target.read_bytes()) < 3:
+            with target.open("ab") as f:
+                f.write(b"+")
+        return up
+
+    objects.upload = growing  # type: ignore[method-assign]
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    executor.apply(Action(Kind.UPLOAD, "grow.log", "new", LocalEntry("grow.log", 1, 0)))
+    assert objects.objects["grow.log"][0] == target.read_bytes() == b"1++"

@@ -1,0 +1,100 @@
+"""Room: conflicts.  Where the other version of a conflicting path is kept (its name), and
+what to do when a conditional upload lost a race (ask the planner, then the executor).
+
+Must not touch: threads, the SDK (S3 goes through :class:`~watchsync.transfer.Transfer`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PreconditionFailed
+from ..execute import Executor
+from ..local import stat_entry
+from ..model import Kind, Mode
+from ..plan import plan_raced
+from ..state import StateStore
+from ..transfer import Objects
+
+
+def conflict_name(path: str, when: float, *, taken: Callable[[str], bool]) -> str:
+    """Where the other version of a conflicting ``path`` is kept: beside it, named
+    ``NAME.conflict-YYYYMMDD-HHMMSS.EXT`` (UTC), numbered when that is taken.
+
+    >>> conflict_name("docs/report.txt", 0, taken=lambda p: False)
+    'docs/report.conflict-19700101-000000.txt'
+    >>> conflict_name(".bashrc", 0, taken=lambda p: p == ".bashrc.conflict-19700101-000000")
+    '.bashrc.conflict-19700101-000000-2'
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    head, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a dot-file
+        stem, dot, ext = name, "", ""
+    base = f"{stem}.conflict-{stamp}"
+    n = 1
+    while True:
+        candidate = f"{base}{'-' + str(n) if n > 1 else ''}{dot}{ext}"
+        full = f"{head}/{candidate}" if head else candidate
+        if not taken(full):
+            return full
+        n += 1
+
+
+@dataclass(frozen=True)
+class Raced:
+    """The outcome of a lost race: ``conflict`` when both versions were kept, ``retry_in``
+    seconds when the path must be looked at again shortly."""
+
+    conflict: bool = False
+    retry_in: float | None = None
+
+
+class Conflicts:
+    """Names conflict copies and settles lost races for one folder."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        mode: Mode,
+        transfer: Objects,
+        store: StateStore,
+        follow_symlinks: bool = True,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self.mode = mode
+        self.transfer = transfer
+        self.store = store
+        self.follow_symlinks = follow_symlinks
+        self.wall = wall
+
+    def name(self, path: str) -> str:
+        """A free conflict name for ``path`` (free locally, and in S3 under ``push``,
+        where the conflict copies live only in S3)."""
+        return conflict_name(path, self.wall(), taken=self._taken)
+
+    def _taken(self, path: str) -> bool:
+        if os.path.lexists(self.root / path):
+            return True
+        return self.mode is Mode.PUSH and self.transfer.head(path) is not None
+
+    def raced(self, path: str, executor: Executor) -> Raced:
+        """A conditional upload of ``path`` found another object than expected: look at
+        what S3 holds now and let the planner decide (a change beats a delete; both
+        changed: keep both)."""
+        remote = self.transfer.head(path)
+        local = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
+        action = plan_raced(local, remote, self.store.get(path))
+        if action is None:
+            return Raced()
+        try:
+            executor.apply(action)
+        except PreconditionFailed:
+            return Raced(retry_in=1.0)  # written again meanwhile: look once more, shortly
+        return Raced(conflict=action.kind is Kind.CONFLICT)

@@ -1,0 +1,147 @@
+"""Room: what the executor's work means to the agent.  The :class:`StoreRecorder` writes
+finished work to the state (records batched, transfers each in one transaction with their
+counters and journal entry); :class:`AgentEvents` turns it into log lines, metrics and
+status.
+
+Must not touch: files, S3, threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+
+from ..errors import FileError
+from ..execute import Veto
+from ..metrics import FolderMetrics
+from ..model import Action, Kind, SyncedEntry
+from ..remote import S3Url, describe, error_code
+from ..state import StateStore
+from .status import Status
+
+logger = logging.getLogger(__name__)
+
+_RECORD_BATCH = 500  # synced entries per transaction when only recording
+
+
+class StoreRecorder:
+    """The executor's :class:`~watchsync.execute.Recorder` backed by the state database."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self._batch: list[SyncedEntry] = []
+        self._lock = threading.Lock()
+
+    def synced(
+        self,
+        entry: SyncedEntry,
+        *,
+        counters: Mapping[str, int] | None = None,
+        journal_id: int | None = None,
+    ) -> None:
+        self.store.record(entry, counters=counters, journal_id=journal_id)
+
+    def remember(self, entry: SyncedEntry) -> None:
+        with self._lock:
+            self._batch.append(entry)
+            full = len(self._batch) >= _RECORD_BATCH
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, []
+        if batch:
+            self.store.put_many(batch)
+
+    def forget(self, path: str, *, counter: str | None = None) -> None:
+        self.store.delete(path)
+        if counter is not None:
+            self.store.incr(counter)
+
+    def journal(self, kind: str, path: str, detail: str) -> int | None:
+        return self.store.journal_add(kind, path, detail)
+
+    def unjournal(self, journal_id: int | None) -> None:
+        if journal_id is not None:
+            self.store.journal_done(journal_id)
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.store.incr(counter, n)
+
+
+class AgentEvents:
+    """The executor's :class:`~watchsync.execute.Events` as log lines, metrics and status."""
+
+    def __init__(self, name: str, where: S3Url, *, status: Status, metrics: FolderMetrics) -> None:
+        self.name = name
+        self.where = where
+        self.status = status
+        self.metrics = metrics
+
+    def started(self, action: Action) -> None:
+        pass
+
+    def settled(self, action: Action) -> None:
+        pass
+
+    def finished(self, action: Action, nbytes: int) -> None:
+        if action.kind is Kind.COPY:
+            assert action.synced is not None
+            logger.info(
+                "copy: %s -> %s (renamed)",
+                action.synced.path,
+                action.path,
+                extra={"folder": self.name, "event": "copy", "path": action.path},
+            )
+            return
+        verb = "upload" if action.kind in (Kind.UPLOAD, Kind.CONFLICT) else "download"
+        self.metrics.transferred("up" if verb == "upload" else "down", nbytes)
+        logger.info(
+            "%s: %s",
+            verb,
+            action.path,
+            extra={"folder": self.name, "event": verb, "path": action.path, "bytes": nbytes},
+        )
+
+    def deleted(self, action: Action) -> None:
+        remote = action.kind is Kind.DELETE_REMOTE
+        self.metrics.deleted("remote" if remote else "local")
+        logger.info(
+            "delete: %s",
+            self.where.url(action.path) if remote else action.path,
+            extra={
+                "folder": self.name,
+                "event": "delete-remote" if remote else "delete-local",
+                "path": action.path,
+            },
+        )
+
+    def failed(self, action: Action, exc: Exception) -> None:
+        if isinstance(exc, FileError):
+            self.metrics.error("file")
+            self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
+            return
+        self.metrics.error(error_code(exc) or "s3")
+        self.status.error(f"{action.kind.value} {action.path} failed: {describe(exc)}", s3=True)
+
+    def vetoed(self, veto: Veto) -> None:
+        why = veto.refusal or (
+            f"{veto.failed} transfers failed and {veto.skipped} paths were skipped in this pass"
+            if not veto.stopped
+            else "the pass was interrupted"
+        )
+        self.status.error(f"delete: refused {veto.count} deletes: {why}")
+
+    def would(self, action: Action) -> None:
+        pass
+
+    def conflict(self, action: Action, name: str) -> None:
+        self.metrics.conflict()
+        logger.warning(
+            "conflict: %s changed on both sides; the S3 version is kept as %s",
+            action.path,
+            name,
+            extra={"folder": self.name, "event": "conflict", "path": action.path},
+        )

@@ -1,0 +1,541 @@
+"""Room: one folder kept in step with one S3 prefix.  The only room with threads: it owns
+them and their one stop event, wires the other rooms together, and runs the schedule
+(first pass, periodic passes, passes asked for after an overflow, a pause while the folder
+is missing).
+
+Threads: the watchdog observer and the debouncer (watch.py), ``upload_workers`` uploaders
+(each calls :meth:`Uploads.process`), a delete thread (:meth:`Deletes.run`) and a runner
+(:meth:`Reconcile.run`); the executor has its own transfer pool.  Every loop waits on the
+stop event or on a queue that :meth:`Folder.stop` wakes.
+
+Events are only hints: every path is decided from what the file system, the state and (on
+reconcile) the listing say when it is looked at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..config import FolderConfig
+from ..errors import RemoteError, WatchsyncError
+from ..execute import Executor, PoolFactory, thread_pool
+from ..metrics import FolderMetrics, Metrics
+from ..model import Skipped
+from ..plan import PathOptions
+from ..remote import describe, error_code
+from ..retry import RetryPolicy, is_transient
+from ..state import StateStore
+from ..transfer import Objects, open_transfer
+from ..watch import ChangeHandler, Debouncer, DebounceThread, start_observer
+from .changes import Changes
+from .conflicts import Conflicts
+from .deletes import Deletes
+from .effects import AgentEvents, StoreRecorder
+from .pending import Pending
+from .reconcile import Progress, Reconcile
+from .scope import Scope
+from .status import State, Status
+from .uploads import Retry, Uploads
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+logger = logging.getLogger(__name__)
+
+_DELETE_WAIT_MAX = 60.0  # longest a delete batch waits for the uploads before it
+_TICK = 1.0  # the runner's longest sleep: status publishing and the root check
+
+
+class Folder:
+    """Keeps ``cfg.path`` and ``cfg.url`` in sync until stopped.
+
+    >>> with Folder(cfg, state_dir=Path("~/.local/state/watchsync")) as folder:  # doctest: +SKIP
+    ...     stop.wait()
+    """
+
+    def __init__(
+        self,
+        cfg: FolderConfig,
+        *,
+        state_dir: Path,
+        metrics: FolderMetrics | None = None,
+        client: S3Client | None = None,
+        force_polling: bool = False,
+        on_progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.root = cfg.path
+        self.state_dir = state_dir
+        self.metrics = metrics or Metrics().folder(cfg.name)
+        self.force_polling = force_polling
+        self.on_progress = on_progress
+        self.clock = clock
+        self.wall = wall
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()  # set once watching (or paused waiting for the folder)
+        settings = replace(cfg.s3, max_concurrency=max(cfg.s3.max_concurrency, cfg.upload_workers))
+        self.transfer = open_transfer(
+            settings,
+            cfg.where,
+            self.root,
+            client=client,
+            retry=RetryPolicy(attempts=3, max_wait=2.0),
+        )
+        self.scope = Scope(cfg, state_dir=state_dir)
+        self.status = Status(cfg.name, store=None, metrics=self.metrics, wall=wall)
+        self.debouncer = Debouncer(cfg.debounce, clock=clock)
+        self.store: StateStore | None = None
+        self.retry_at: float | None = None  # when a failed reconcile is tried again
+        self._reconcile_now = threading.Event()
+        self._deleting = threading.Event()  # a delete batch is being sent
+        self._threads: list[threading.Thread] = []
+        self.watcher = _Watcher(self)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open and lock the state, then run everything in background threads."""
+        store = StateStore.open(self.state_dir, local_root=self.root, url=self.cfg.url)
+        try:
+            store.lock()
+        except BaseException:
+            store.close()
+            raise
+        self.store = store
+        self.status.store = store
+        self.status.sizes = self._sizes
+        rooms = wire(
+            self.cfg,
+            store=store,
+            transfer=self.transfer,
+            scope=self.scope,
+            status=self.status,
+            metrics=self.metrics,
+            stop=self.stop_event,
+            on_skip=_skipped_in(self.cfg.name),
+            clock=self.clock,
+            wall=self.wall,
+        )
+        self.pending, self.deletes, self.executor = rooms.pending, rooms.deletes, rooms.executor
+        self.uploads, self.reconcile = rooms.uploads, rooms.reconcile
+        self.changes = rooms.changes
+        store.set_status(
+            state=State.STARTING.value,
+            pid=os.getpid(),
+            folder=str(self.root),
+            url=self.cfg.url,
+            last_error=None,
+        )
+        self._spawn(self._run, "runner")
+
+    def __enter__(self) -> Folder:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leaving normally drains (up to ``drain_timeout``); leaving on error cancels."""
+        self.stop()
+        self.join(self.cfg.drain_timeout if exc is None else 0)
+
+    def _spawn(self, target: Callable[[], None], role: str) -> None:
+        t = threading.Thread(target=target, name=f"watchsync-{role}-{self.cfg.name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        """Ask every thread to finish (non-blocking)."""
+        self.stop_event.set()
+        self.debouncer.wake()
+        if self.store is not None:
+            self.pending.close()
+            self.deletes.batcher.wake()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the threads (in-flight transfers drain) up to ``timeout``; True if done.
+
+        The state is closed only once every thread is done: a thread still running may
+        still record what it finished (its journal entry keeps it otherwise)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in list(self._threads):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            t.join(left)
+        done = not any(t.is_alive() for t in self._threads)
+        self.watcher.stop()
+        if not done:
+            logger.warning("folder %s: threads still running after the drain", self.cfg.name)
+            return False
+        self.transfer.close()
+        store, self.store = self.store, None
+        if store is not None:
+            self.status.set(State.STOPPED)
+            self.status.store = self.status.sizes = None
+            store.close()
+        return True
+
+    def request_reconcile(self) -> None:
+        """Run a full reconcile as soon as possible (watch overflow, root trouble)."""
+        self._reconcile_now.set()
+
+    # -- what callers read ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.status.state
+
+    @property
+    def last_error(self) -> str | None:
+        return self.status.last_error
+
+    @property
+    def polling(self) -> bool:
+        return self.status.polling
+
+    @property
+    def reconciles(self) -> int:
+        """Full passes completed."""
+        return self.reconcile.count if self.store is not None else 0
+
+    @property
+    def client(self) -> S3Client:
+        return self.transfer.client
+
+    def store_(self) -> StateStore:
+        store = self.store
+        if store is None:
+            raise WatchsyncError("state is not open")
+        return store
+
+    def pending_count(self) -> int:
+        """Paths debouncing, queued or waiting to be deleted."""
+        if self.store is None:
+            return self.debouncer.pending()
+        return len(self.pending) + self.deletes.pending() + self.debouncer.pending()
+
+    def idle(self) -> bool:
+        """Nothing debouncing, being handed over, queued, in flight or waiting to be deleted."""
+        # In pipeline order, so a path moving downstream meanwhile is still seen.
+        return (
+            self._watch_settled()
+            and self.pending.idle()
+            and self.deletes.pending() == 0
+            and not self._deleting.is_set()
+        )
+
+    def _watch_settled(self) -> bool:
+        """No path waits in the debouncer or is being handed to the queue."""
+        return self.debouncer.pending() == 0 and not self.watcher.busy()
+
+    def _sizes(self) -> tuple[int, int]:
+        return self.pending_count(), self.pending.in_flight
+
+    # -- the runner ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._wait_for_root()
+            if self.stop_event.is_set():
+                return
+            store = self.store_()
+            if not store.meta().get("root_dev"):
+                store.set_meta("root_dev", str(self.root.stat().st_dev))
+            self.watcher.start()
+            self.status.set(State.RECONCILING)
+            self.ready.set()
+            for _ in range(self.cfg.upload_workers):
+                self._spawn(self._upload_worker, "upload")
+            self._spawn(self._delete_worker, "delete")
+            left_over = store.journal_pending()
+            self._reconcile_safely()
+            self.pending.resume(left_over)
+            self._schedule()
+        except Exception as exc:
+            logger.exception("folder %s: stopped by an unexpected error", self.cfg.name)
+            self.status.error(f"agent error: {exc}")
+        finally:
+            with contextlib.suppress(Exception):
+                self.status.publish()
+
+    def _schedule(self) -> None:
+        """Periodic passes, passes asked for, and the pause while the folder is missing."""
+        next_at = self.clock() + self.cfg.reconcile_interval
+        while not self.stop_event.wait(min(_TICK, max(0.0, next_at - self.clock()))):
+            self.status.publish()
+            if not self.root.is_dir():
+                self._pause_until_root_returns()
+                next_at = self.clock()
+            retry_at = self.retry_at
+            if retry_at is not None and self.clock() >= retry_at:
+                self.retry_at = None
+                self._reconcile_now.set()
+            if self._reconcile_now.is_set() or self.clock() >= next_at:
+                self._reconcile_now.clear()
+                self._reconcile_safely()
+                next_at = self.clock() + self.cfg.reconcile_interval
+
+    def _reconcile_safely(self) -> None:
+        if not self.root.is_dir():
+            return
+        progress = self.on_progress if self.reconcile.count == 0 else None
+        try:
+            self.reconcile.run(progress=progress)
+        except WatchsyncError as exc:  # e.g. RemoteError: the listing failed
+            self.metrics.healthy(False)
+            self.metrics.error(error_code(exc.__cause__) if exc.__cause__ else "reconcile")
+            self.status.error(str(exc), s3=isinstance(exc, RemoteError))
+            self._reconcile_later()
+        except Exception as exc:
+            self.metrics.healthy(False)
+            self.metrics.error(error_code(exc) or "reconcile")
+            if is_transient(exc):
+                self.status.error(f"reconcile failed: {describe(exc)}", s3=True)
+            else:
+                logger.exception("folder %s: reconcile failed", self.cfg.name)
+                self.status.error(f"reconcile failed: {exc}")
+            self._reconcile_later()
+
+    def _reconcile_later(self) -> None:
+        """After a failed pass, try again soon rather than at the full interval (the
+        runner checks ``retry_at``: a timer thread would outlive stop())."""
+        self.retry_at = self.clock() + min(30.0, self.cfg.reconcile_interval)
+
+    def _wait_for_root(self) -> None:
+        warned = False
+        while not self.stop_event.is_set() and not self.root.is_dir():
+            if not warned:
+                self.status.pause(f"folder {self.root} is missing; waiting for it")
+                warned = True
+            self.ready.set()
+            self.stop_event.wait(_TICK)
+
+    def _pause_until_root_returns(self) -> None:
+        logger.warning(
+            "folder %s: %s disappeared; pausing (no deletes) until it returns",
+            self.cfg.name,
+            self.root,
+        )
+        self.watcher.stop()
+        self._wait_for_root()
+        if not self.stop_event.is_set():
+            logger.info("folder %s: %s is back; rescanning", self.cfg.name, self.root)
+            self.watcher.start()
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _upload_worker(self) -> None:
+        while (item := self.pending.take()) is not None:
+            try:
+                result = self.uploads.process(item)
+            except Exception:
+                logger.exception("folder %s: unexpected error on %s", self.cfg.name, item.path)
+                self.status.error(f"unexpected error on {item.path}")
+                self.pending.settle(item.path)
+                continue
+            if isinstance(result, Retry):
+                self.metrics.retried()
+                self.pending.retry(item, result.delay)
+            else:
+                self.pending.settle(item.path)
+
+    def _delete_worker(self) -> None:
+        while not self.stop_event.is_set():
+            batch = self.deletes.take(self.stop_event)
+            if not batch:
+                continue
+            self._deleting.set()
+            try:
+                self._wait_for_uploads()
+                if self.stop_event.is_set():
+                    return
+                self.deletes.run(batch, self.executor)
+            except Exception as exc:
+                self.status.error(f"delete failed: {describe(exc)}")
+            finally:
+                self._deleting.clear()
+
+    def _wait_for_uploads(self) -> None:
+        """Deletes go after transfers: a renamed file or directory is copied server-side from
+        the old object, so the old one must stay until the new paths are looked at."""
+        deadline = self.clock() + _DELETE_WAIT_MAX
+        while not self.stop_event.is_set() and self.clock() < deadline:
+            if self._watch_settled() and self.pending.idle():
+                return
+            self.stop_event.wait(0.05)
+
+
+class _Watcher:
+    """The folder's watchdog observer and debounce thread (started again after a pause)."""
+
+    def __init__(self, folder: Folder) -> None:
+        self.folder = folder
+        self._observer: Any = None
+        self._debounce: DebounceThread | None = None
+
+    def start(self) -> None:
+        f = self.folder
+        handler = ChangeHandler(
+            f.root,
+            f.debouncer,
+            ignore=f.scope.ignore,
+            on_overflow=self._on_overflow,
+            on_root_gone=f.request_reconcile,
+            on_skipped=_skipped_in(f.cfg.name),
+            on_ignore_changed=self._on_ignore_changed,
+        )
+        self._observer, f.status.polling = start_observer(
+            f.root, handler, force_polling=f.force_polling
+        )
+        if self._debounce is None:
+            self._debounce = DebounceThread(
+                f.debouncer, f.changes.ready, f.stop_event, name=f"watchsync-debounce-{f.cfg.name}"
+            )
+            self._debounce.start()
+            f._threads.append(self._debounce)
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+                self._observer.join(5)
+            self._observer = None
+
+    def busy(self) -> bool:
+        """Ready paths are being handed to the queue right now."""
+        return self._debounce is not None and self._debounce.busy.is_set()
+
+    def _on_overflow(self) -> None:
+        self.folder.metrics.overflow()
+        self.folder.request_reconcile()
+
+    def _on_ignore_changed(self) -> None:
+        self.folder.scope.reload()
+        self.folder.request_reconcile()
+
+
+def _skipped_in(name: str) -> Callable[[Skipped], None]:
+    """How a folder reports a path it cannot sync."""
+
+    def skipped(item: Skipped) -> None:
+        logger.warning(
+            "skip: %s: %s",
+            item.path,
+            item.reason,
+            extra={"folder": name, "event": "skip", "path": item.path},
+        )
+
+    return skipped
+
+
+@dataclass(frozen=True)
+class Rooms:
+    """The rooms of one folder, wired to one state, one transfer and one executor."""
+
+    pending: Pending
+    deletes: Deletes
+    conflicts: Conflicts
+    executor: Executor
+    uploads: Uploads
+    reconcile: Reconcile
+    changes: Changes
+
+
+def wire(
+    cfg: FolderConfig,
+    *,
+    store: StateStore,
+    transfer: Objects,
+    scope: Scope,
+    status: Status,
+    metrics: FolderMetrics,
+    stop: threading.Event,
+    on_skip: Callable[[Skipped], None],
+    pool: PoolFactory = thread_pool,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> Rooms:
+    """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
+
+    >>> rooms = wire(cfg, store=store, transfer=fake, ...)  # doctest: +SKIP
+    >>> rooms.uploads.process(Item("a.txt"))  # doctest: +SKIP
+    Settled()
+    """
+    root = cfg.path
+    pending = Pending(store, included=scope.included, stop=stop, clock=clock)
+    deletes = Deletes(
+        root=root,
+        store=store,
+        scope=scope,
+        status=status,
+        max_delete=cfg.max_delete,
+        force=cfg.force_delete,
+        grace=2 * cfg.debounce,
+        clock=clock,
+    )
+    conflicts = Conflicts(
+        root=root,
+        mode=cfg.direction,
+        transfer=transfer,
+        store=store,
+        follow_symlinks=cfg.follow_symlinks,
+        wall=wall,
+    )
+    executor = Executor(
+        transfer,
+        recorder=StoreRecorder(store),
+        events=AgentEvents(cfg.name, cfg.where, status=status, metrics=metrics),
+        policy=deletes,
+        pool=pool,
+        max_concurrency=cfg.s3.max_concurrency,
+        mode=cfg.direction,
+        conditional=True,
+        conflict_name=conflicts.name,
+        follow_symlinks=cfg.follow_symlinks,
+        stop=stop,
+        wall=wall,
+    )
+    uploads = Uploads(
+        root=root,
+        store=store,
+        executor=executor,
+        conflicts=conflicts,
+        deletes=deletes,
+        status=status,
+        metrics=metrics,
+        opts=PathOptions(mode=cfg.direction, delete=cfg.delete),
+        follow_symlinks=cfg.follow_symlinks,
+    )
+    reconcile = Reconcile(
+        cfg.name,
+        root=root,
+        store=store,
+        transfer=transfer,
+        executor=executor,
+        scope=scope,
+        pending=pending,
+        status=status,
+        metrics=metrics,
+        mode=cfg.direction,
+        delete=cfg.delete,
+        on_skip=on_skip,
+        wall=wall,
+        clock=clock,
+    )
+    changes = Changes(root=root, scope=scope, store=store, pending=pending, on_skip=on_skip)
+    return Rooms(pending, deletes, conflicts, executor, uploads, reconcile, changes)
