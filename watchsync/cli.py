@@ -35,6 +35,13 @@ def add_s3_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage-class", help="storage class of uploaded objects")
     g.add_argument("--max-concurrency", type=_positive_int, help="parallel transfers (16)")
     g.add_argument("--bwlimit", help="cap on total transfer rate, bytes/s (K, M, G suffixes)")
+    g.add_argument(
+        "--no-checksum",
+        dest="checksum",
+        action="store_false",
+        default=None,
+        help="send and verify no CRC32C of the bytes (faster; TCP/TLS only)",
+    )
 
 
 def add_filter_options(p: argparse.ArgumentParser) -> None:
@@ -205,6 +212,7 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
             sse_kms_key_id=args.sse_kms_key_id,
             storage_class=args.storage_class,
             bwlimit=bwlimit,
+            checksum=args.checksum is not False,
         ),
     )
 

@@ -190,7 +190,9 @@ class CrtUploader:
     which costs ~0.1 ms of Python per file.  ``endpoint_url`` given: path-style
     ``{endpoint}/{bucket}/{key}``, TLS only for https; none: virtual-hosted
     ``{bucket}.s3.{region}.amazonaws.com`` over TLS (path-style for dotted bucket names,
-    whose host would not match the wildcard certificate).
+    whose host would not match the wildcard certificate).  ``checksum``: each PUT carries a
+    CRC32C of the file, computed in C, that S3 checks.  ``ca_file``: a PEM bundle that
+    replaces the system trust store.
 
     For full throughput from few threads use :meth:`submit` and keep up to
     ``max_concurrency`` futures in flight; :meth:`put_file` blocks a thread per object.
@@ -211,6 +213,8 @@ class CrtUploader:
         max_retries: int = 0,
         connect_timeout_ms: int = 3000,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        checksum: bool = True,
+        ca_file: str | None = None,
     ) -> None:
         from awscrt import auth, io, s3
 
@@ -231,7 +235,18 @@ class CrtUploader:
         signing = s3.create_default_s3_signing_config(region=region, credential_provider=provider)
         tls_options = None
         if self._tls:
-            tls_options = io.ClientTlsContext(io.TlsContextOptions()).new_connection_options()
+            options = io.TlsContextOptions()
+            if ca_file:  # the same trust store as boto3 (AWS_CA_BUNDLE, a profile's ca_bundle)
+                options.override_default_trust_store_from_path(ca_filepath=ca_file)
+            tls_options = io.ClientTlsContext(options).new_connection_options()
+        # The CRC is computed in C while the file is read and sent as a trailer: one pass.
+        self._checksum = (
+            s3.S3ChecksumConfig(
+                algorithm=s3.S3ChecksumAlgorithm.CRC32C, location=s3.S3ChecksumLocation.TRAILER
+            )
+            if checksum
+            else None
+        )
         retry = (
             s3.S3RetryConfig(max_retries=max_retries)
             if max_retries > 0
@@ -346,6 +361,7 @@ class CrtUploader:
                     type=self._s3.S3RequestType.PUT_OBJECT,
                     request=request,
                     send_filepath=path,
+                    checksum_config=self._checksum,
                     on_headers=on_headers,
                     on_done=on_done,
                 )

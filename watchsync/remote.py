@@ -99,8 +99,10 @@ class S3Settings:
     """How to reach and write the bucket: the one settings type of every command.
 
     ``None`` means boto3's own default chain.  ``bwlimit`` is bytes per second (None:
-    unlimited); ``sse`` is ``"AES256"`` or ``"aws:kms"``.  Credentials are never configured
-    here: boto3's chain finds them (``profile``, environment, instance role).
+    unlimited); ``sse`` is ``"AES256"`` or ``"aws:kms"``.  ``checksum``: every upload carries
+    a full-object CRC32C that S3 checks before storing, and downloads verify it.
+    Credentials are never configured here: boto3's chain finds them (``profile``,
+    environment, instance role).
     """
 
     endpoint_url: str | None = None
@@ -113,6 +115,7 @@ class S3Settings:
     bwlimit: int | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    checksum: bool = True
 
     def extra_args(self, path: str) -> dict[str, str]:
         """The boto3 ExtraArgs of one uploaded object (content type, encryption, class)."""
@@ -146,10 +149,10 @@ def make_client(settings: S3Settings) -> S3Client:
         read_timeout=settings.read_timeout,
         s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
         tcp_keepalive=True,
-        # Checksums only where S3 demands them: the default CRC of every PUT body costs more
-        # CPU than the rest of a small upload's signing; TCP and TLS already protect the body.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
+        # TCP's 16-bit sum lets damaged bytes through and plain http has nothing else, so
+        # bodies carry a CRC both ways unless turned off (``--no-checksum``).
+        request_checksum_calculation="when_supported" if settings.checksum else "when_required",
+        response_checksum_validation="when_supported" if settings.checksum else "when_required",
     )
     client: S3Client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
     return client

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
+import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
@@ -184,6 +185,10 @@ class Transfer:
             st = os.fstat(f.fileno())
             etag: str | None
             if st.st_size >= self.threshold:
+                if self.settings.checksum:
+                    # Given up front, s3transfer makes it a FULL_OBJECT checksum that S3
+                    # checks on completion, besides each part's own CRC.
+                    extra["ChecksumCRC32C"] = _crc32c_file(f, path)
                 etag = self._upload_multipart(f, key, st.st_size, extra)
             else:
                 if if_match:
@@ -192,6 +197,8 @@ class Transfer:
                     extra["IfNoneMatch"] = "*"
                 etag = self._put_native(path, key, st.st_size, extra) if self.crt else None
                 if etag is None:
+                    if self.settings.checksum:
+                        extra["ChecksumAlgorithm"] = "CRC32C"
                     etag = self._put(f, key, extra)
                     self._native_unusable()
         return Uploaded(st.st_size, st.st_mtime_ns, etag)
@@ -215,7 +222,7 @@ class Transfer:
         through, every later upload skips the native client."""
         crt = self.crt
         assert crt is not None
-        headers = {_HEADERS[name]: str(value) for name, value in extra.items()}
+        headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
         filename = str(self.root / path)
 
         def once() -> str:
@@ -300,6 +307,8 @@ class Transfer:
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
         if etag:
             kwargs["IfMatch"] = f'"{etag}"'
+        if self.settings.checksum:
+            kwargs["ChecksumMode"] = "ENABLED"  # botocore checks the body against it
         resp = self.client.get_object(**kwargs)
         body = resp["Body"]
         try:
@@ -308,6 +317,8 @@ class Transfer:
                     if self.limiter:
                         self.limiter.take(len(chunk))
                     out.write(chunk)
+        except botocore.exceptions.FlexibleChecksumError as exc:
+            raise ChecksumMismatch(key, str(exc)) from exc
         finally:
             body.close()
 
@@ -316,6 +327,20 @@ class Transfer:
             self.where.bucket, key, str(tmp), subscribers=[_ProvideSize(size)]
         )
         future.result()
+        if self.settings.checksum:
+            self._verify_download(key, tmp)
+
+    def _verify_download(self, key: str, tmp: Path) -> None:
+        """Ranged GETs carry no whole-object checksum: compare the file with the object's
+        full-object CRC32C, where it has one (composite per-part sums are left alone)."""
+        head = self.client.head_object(Bucket=self.where.bucket, Key=key, ChecksumMode="ENABLED")
+        expected = head.get("ChecksumCRC32C", "")
+        if not expected or "-" in expected or head.get("ChecksumType") == "COMPOSITE":
+            return
+        with open(tmp, "rb") as f:
+            actual = _crc32c_file(f, str(tmp))
+        if actual != expected:
+            raise ChecksumMismatch(key, f"S3 has CRC32C {expected}, the file {actual}")
 
     # -- metadata, copies and deletes ------------------------------------------------------
 
@@ -402,6 +427,37 @@ class Transfer:
             raise FileError(path, exc.strerror or str(exc)) from exc
 
 
+class ChecksumMismatch(Exception):
+    """The bytes received do not match the CRC32C that S3 stored with the object."""
+
+    transient = True  # damaged in flight: fetching again is right
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(key, detail)
+        self.key = key
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"checksum mismatch on {self.key}: {self.detail}"
+
+
+def _crc32c_file(f: Any, path: str) -> str:
+    """The base64 CRC32C of a whole open file, as S3 writes it (hardware CRC, in C)."""
+    import base64
+
+    from awscrt import checksums
+
+    crc = 0
+    try:
+        f.seek(0)
+        while chunk := f.read(_CHUNK * 8):
+            crc = checksums.crc32c(chunk, crc)
+        f.seek(0)
+    except OSError as exc:
+        raise FileError(path, exc.strerror or str(exc)) from exc
+    return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+
+
 # Answers meaning "ask elsewhere" (another region): boto3 follows them, the native client
 # does not, so they send the upload (and the rest) back to boto3.
 _REDIRECTS = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed"})
@@ -470,6 +526,7 @@ def native_uploader(settings: S3Settings, client: S3Client) -> native.CrtUploade
             region=client.meta.region_name or "us-east-1",
             session=session,
             max_concurrency=max(64, settings.max_concurrency * 2),
+            checksum=settings.checksum,
         )
     except Exception as exc:  # any trouble here only costs speed
         logger.debug("upload: native client unavailable: %s", exc)
