@@ -518,16 +518,48 @@ def native_uploader(settings: S3Settings, client: S3Client) -> native.CrtUploade
         session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
         if session.get_credentials() is None:
             return None
-        endpoint = client.meta.endpoint_url
-        host = urllib.parse.urlsplit(endpoint).hostname or ""
+        region = client.meta.region_name or "us-east-1"
+        endpoint, why_not = native_endpoint(client, region)
+        if why_not:
+            logger.debug("upload: native client not used: %s", why_not)
+            return None
         return native.CrtUploader(
-            # AWS itself: the native client's own virtual-hosted addressing per region.
-            endpoint_url=None if host.endswith(".amazonaws.com") else endpoint,
-            region=client.meta.region_name or "us-east-1",
+            endpoint_url=endpoint,
+            region=region,
             session=session,
             max_concurrency=max(64, settings.max_concurrency * 2),
             checksum=settings.checksum,
+            # botocore's resolution of AWS_CA_BUNDLE and the profile's ca_bundle
+            ca_file=session._session.get_config_variable("ca_bundle"),
         )
     except Exception as exc:  # any trouble here only costs speed
         logger.debug("upload: native client unavailable: %s", exc)
         return None
+
+
+def native_endpoint(client: S3Client, region: str) -> tuple[str | None, str]:
+    """Where the native client may go: ``(endpoint_url, "")``, with None meaning AWS's plain
+    regional endpoint (its own virtual-hosted addressing), or ``(None, why_not)``.
+
+    The native client only knows the plain ``{bucket}.s3.{region}.amazonaws.com``: where
+    botocore resolved anything else on AWS (FIPS, dualstack, accelerate, a VPC endpoint or
+    access point URL) it would bypass that choice, so boto3 keeps every upload there.
+
+    >>> native_endpoint(boto3.client("s3", region_name="eu-west-1"), "eu-west-1")  # doctest: +SKIP
+    (None, '')
+    """
+    endpoint = client.meta.endpoint_url
+    host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
+    if not host.endswith(".amazonaws.com"):
+        return endpoint, ""  # an S3-compatible server: path-style to exactly this URL
+    config = client.meta.config
+    s3_options = config.s3 or {}
+    if config.use_fips_endpoint or host.startswith("s3-fips."):
+        return None, "FIPS endpoint"
+    if config.use_dualstack_endpoint or s3_options.get("use_dualstack_endpoint"):
+        return None, "dualstack endpoint"
+    if s3_options.get("use_accelerate_endpoint"):
+        return None, "accelerate endpoint"
+    if host not in (f"s3.{region}.amazonaws.com", "s3.amazonaws.com"):
+        return None, f"endpoint {host} is not the plain regional one"
+    return None, ""
