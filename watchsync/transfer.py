@@ -552,9 +552,9 @@ def native_endpoint(client: S3Client, region: str) -> tuple[str | None, str]:
     host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
     if not host.endswith(".amazonaws.com"):
         return endpoint, ""  # an S3-compatible server: path-style to exactly this URL
-    config = client.meta.config
+    config: Any = client.meta.config  # the stubs lack the resolved endpoint options
     s3_options = config.s3 or {}
-    if config.use_fips_endpoint or host.startswith("s3-fips."):
+    if config.use_fips_endpoint or "fips" in host:
         return None, "FIPS endpoint"
     if config.use_dualstack_endpoint or s3_options.get("use_dualstack_endpoint"):
         return None, "dualstack endpoint"
