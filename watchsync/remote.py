@@ -243,6 +243,8 @@ def describe(exc: BaseException) -> str:
         msg = err.get("Message") or ""
         return f"{code}: {msg}".rstrip(": ") if msg else str(code)
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in text:
+        text += " (a private CA: point AWS_CA_BUNDLE or the profile's ca_bundle at it)"
     return text
 
 
