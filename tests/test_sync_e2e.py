@@ -871,3 +871,43 @@ def test_no_checksum_sends_none(sync: Any, s3: S3Client, bucket: str, src: Path)
     assert sync(str(src), f"s3://{bucket}", "--no-checksum").code == 0
     head = s3.head_object(Bucket=bucket, Key="a.txt", ChecksumMode="ENABLED")
     assert "ChecksumCRC32C" not in head
+
+
+# -- failing fast ---------------------------------------------------------------------------
+
+
+def test_endpoint_gone_mid_sync_stops_the_run_with_one_line(
+    s3server: SeaweedServer, s3: S3Client, bucket: str, aws_env: dict[str, str], src: Path
+) -> None:
+    """The link dies after some uploads: the run stops with exit 2 and a line saying the
+    endpoint is gone, instead of failing the remaining files one at a time."""
+    from netproxy import NetProxy
+
+    make_tree(src, {f"d{i % 20}/f{i}.txt": b"x" * 10 for i in range(1500)})
+    with NetProxy("127.0.0.1", s3server.port) as proxy:
+        proxy.delay(0.02)  # slow enough that the cut comes mid-run
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "watchsync", "sync", str(src), f"s3://{bucket}"]
+            + ["--endpoint-url", proxy.endpoint],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(
+                lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) >= 20,
+                timeout=30,
+                message="the first uploads",
+            )
+            proxy.cut()
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    lines = err.splitlines()
+    assert proc.returncode == 2, lines[-5:]
+    assert lines[-1].startswith("watchsync: error: S3 endpoint "), lines[-5:]
+    assert "stopped answering" in lines[-1]
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] < 1500  # really cut mid-run
+    assert len(lines) < 200, f"{len(lines)} lines"

@@ -18,6 +18,7 @@ short and must not log (logging from a foreign thread registers a never-ending
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import urllib.parse
@@ -35,6 +36,7 @@ __all__ = [
     "CrtPreconditionFailed",
     "CrtTransientError",
     "CrtUploader",
+    "Upload",
     "address",
     "available",
     "encode_key",
@@ -307,7 +309,7 @@ class CrtUploader:
 
     def submit(
         self, bucket: str, key: str, path: str, *, size: int, headers: Mapping[str, str]
-    ) -> Future[str]:
+    ) -> Upload:
         """Start uploading the first ``size`` bytes of ``path``; the future yields the ETag.
 
         ``headers`` are sent as given (Content-Type, x-amz-server-side-encryption,
@@ -328,7 +330,7 @@ class CrtUploader:
             if name.lower() not in ("host", "content-length")
         ]
         request = HttpRequest("PUT", target, HttpHeaders(fields))
-        future: Future[str] = Future()
+        future = Upload()
         etag: list[str] = []
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
@@ -345,6 +347,7 @@ class CrtUploader:
             def on_done(error: BaseException | None = None, **_: Any) -> None:
                 with self._lock:
                     self._inflight.pop(ident, None)
+                    future.request = None  # it holds the native client, which must shut down
                     if not self._inflight:
                         self._lock.notify_all()
                 if error is not None:
@@ -372,21 +375,48 @@ class CrtUploader:
                 failure = _error_from_crt(exc)
             else:
                 if ident in self._inflight:
-                    self._inflight[ident] = crt_request
+                    self._inflight[ident] = future.request = crt_request
         if failure is not None:
             raise failure
         return future
 
     def put_file(
-        self, bucket: str, key: str, path: str, *, size: int, headers: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        path: str,
+        *,
+        size: int,
+        headers: Mapping[str, str],
+        timeout: float | None = None,
     ) -> str:
         """Upload ``path`` to ``bucket/key`` and return the ETag without quotes (blocking).
+
+        ``timeout``: seconds for the whole request; past it the request is cancelled and
+        :class:`CrtTransientError` raised (the CRT has no read timeout of its own, so an
+        endpoint that accepts connections but never answers would hang here).
 
         >>> up.put_file("b", "dir/a b.txt", "/data/dir/a b.txt", size=3,
         ...             headers={"Content-Type": "text/plain"})  # doctest: +SKIP
         'acbd18db4cc2f85cedef654fccc4a4d8'
         """
-        return self.submit(bucket, key, path, size=size, headers=headers).result()
+        future = self.submit(bucket, key, path, size=size, headers=headers)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            if future.done():
+                raise  # the CRT's own timeout error, already translated
+            if future.request is not None:
+                future.request.cancel()
+            with contextlib.suppress(Exception):
+                future.result(_SHUTDOWN_TIMEOUT)  # let the cancellation land
+            raise CrtTransientError(0, "Timeout", f"no answer within {timeout:g} s") from None
+
+
+class Upload(Future[str]):
+    """A future that knows its CRT request, so a caller that stops waiting can cancel it."""
+
+    request: Any = None
 
 
 def _credentials_provider(session: boto3.Session, auth: Any) -> Any:

@@ -113,8 +113,8 @@ class S3Settings:
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
     bwlimit: int | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
     checksum: bool = True
 
     def extra_args(self, path: str) -> dict[str, str]:
@@ -246,6 +246,27 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in text:
         text += " (a private CA: point AWS_CA_BUNDLE or the profile's ca_bundle at it)"
     return text
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means no answer came at all: refused, reset, timed out, DNS.
+
+    >>> unreachable(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
+    True
+    """
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    if getattr(exc, "transient", False) and getattr(exc, "status", None) == 0:
+        return True  # the native client's: no HTTP response
+    return isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectTimeoutError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.ConnectionClosedError
+        | ConnectionError
+        | TimeoutError,
+    )
 
 
 def error_code(exc: BaseException) -> str:

@@ -12,11 +12,12 @@ import logging
 import os
 import secrets
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -25,11 +26,20 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from . import crt as native
-from .errors import FileError, NotFound, PreconditionFailed
+from .errors import FileError, NotFound, PreconditionFailed, RemoteError
 from .local import temp_name
 from .model import RemoteEntry, Skipped
 from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
-from .remote import S3Settings, S3Url, list_entries, make_client, mtime_ns, s3_error
+from .remote import (
+    S3Settings,
+    S3Url,
+    describe,
+    list_entries,
+    make_client,
+    mtime_ns,
+    s3_error,
+    unreachable,
+)
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -38,6 +48,8 @@ else:
     S3Client = Any
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -83,6 +95,74 @@ class Objects(Protocol):
     def delete_local(self, path: str) -> None: ...
 
 
+class EndpointGone(RemoteError):
+    """The S3 endpoint stopped answering: many attempts in a row found no connection."""
+
+
+class Reachability:
+    """Counts consecutive attempts that found no connection, across every thread of a run.
+
+    With ``give_up_after`` set, that many in a row over at least ``min_seconds`` (so a
+    burst of parallel attempts during a short blip does not count) mean the endpoint is
+    plainly gone: the failing attempt and every later one raise :class:`EndpointGone` (not
+    retried), so a ``sync`` stops within one round of retries instead of failing file after
+    file.  None (the agent): only counted; the agent pauses and probes by itself.
+
+    >>> r = Reachability(2, what="http://x", min_seconds=0)
+    >>> r.failed(ConnectionRefusedError()); r.gone is None
+    True
+    """
+
+    def __init__(
+        self,
+        give_up_after: int | None,
+        *,
+        what: str,
+        min_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.give_up_after = give_up_after
+        self.what = what
+        self.min_seconds = min_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._in_a_row = 0
+        self._since = 0.0
+        self.gone: EndpointGone | None = None
+
+    def check(self) -> None:
+        """Raise at once once the endpoint was declared gone."""
+        if self.gone is not None:
+            raise self.gone
+
+    def ok(self) -> None:
+        with self._lock:
+            self._in_a_row = 0
+
+    def failed(self, exc: BaseException) -> None:
+        """Count ``exc`` when it is a connection failure; raise once there were too many."""
+        if isinstance(exc, EndpointGone) or not unreachable(exc):
+            return
+        with self._lock:
+            now = self.clock()
+            if self._in_a_row == 0:
+                self._since = now
+            self._in_a_row += 1
+            if (
+                self.give_up_after is None
+                or self._in_a_row < self.give_up_after
+                or now - self._since < self.min_seconds
+            ):
+                return
+            if self.gone is None:
+                self.gone = EndpointGone(
+                    f"S3 endpoint {self.what} stopped answering ({self._in_a_row} attempts "
+                    f"in a row failed: {describe(exc)}); stopping the run"
+                )
+            gone = self.gone
+        raise gone from exc
+
+
 class _ProvideSize(BaseSubscriber):
     """Hands s3transfer the size from the listing, so it sends no HEAD request."""
 
@@ -113,8 +193,10 @@ class Transfer:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         crt: native.CrtUploader | None = None,
         owns_client: bool = False,
+        give_up_after: int | None = None,
     ) -> None:
         self.client = client
+        self.reachability = Reachability(give_up_after, what=client.meta.endpoint_url)
         self._owns_client = owns_client
         # Small uploads go through the native client when there is one and no bandwidth cap
         # applies (the cap is enforced on Python reads, which the native client bypasses).
@@ -137,6 +219,22 @@ class Transfer:
         self._manager: TransferManager | None = None
         self._manager_lock = threading.Lock()
         self._root_real = os.path.realpath(root)
+
+    def _call(self, fn: Callable[[], T], *, what: str) -> T:
+        """``fn`` under the retry policy, each attempt counted by the reachability watch."""
+        watch = self.reachability
+
+        def attempt() -> T:
+            watch.check()
+            try:
+                result = fn()
+            except Exception as exc:
+                watch.failed(exc)
+                raise
+            watch.ok()
+            return result
+
+        return self.retry.call(attempt, what=what)
 
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
@@ -214,7 +312,7 @@ class Transfer:
                 raise (s3_error(exc, key) or exc) from exc
             return resp.get("ETag", "").strip('"')
 
-        return self.retry.call(once, what=f"upload {key}")
+        return self._call(once, what=f"upload {key}")
 
     def _put_native(self, path: str, key: str, size: int, extra: dict[str, Any]) -> str | None:
         """One PUT through the native client.  None when it failed below S3 (TLS, proxies,
@@ -224,17 +322,21 @@ class Transfer:
         assert crt is not None
         headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
         filename = str(self.root / path)
+        # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
+        timeout = self.settings.read_timeout + size / (64 * 1024)
 
         def once() -> str:
             try:
-                return crt.put_file(self.where.bucket, key, filename, size=size, headers=headers)
+                return crt.put_file(
+                    self.where.bucket, key, filename, size=size, headers=headers, timeout=timeout
+                )
             except native.CrtPreconditionFailed as exc:
                 raise PreconditionFailed(key) from exc
             except native.CrtFileChanged as exc:
                 raise FileError(path, "changed or unreadable while uploading") from exc
 
         try:
-            return self.retry.call(once, what=f"upload {key}")
+            return self._call(once, what=f"upload {key}")
         except native.CrtError as exc:
             if exc.status >= 400 and exc.code not in _REDIRECTS:
                 raise  # S3 itself said no: boto3 would hear the same
@@ -259,7 +361,7 @@ class Transfer:
             head = self.client.head_object(Bucket=self.where.bucket, Key=key)
             return head.get("ETag", "").strip('"')
 
-        return self.retry.call(once, what=f"upload {key}")
+        return self._call(once, what=f"upload {key}")
 
     # -- downloads -----------------------------------------------------------------------
 
@@ -291,9 +393,9 @@ class Transfer:
         tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
         try:
             if size >= self.threshold:
-                self.retry.call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
+                self._call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
             else:
-                self.retry.call(lambda: self._get(key, tmp, etag), what=f"download {key}")
+                self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
             os.replace(tmp, target)
         except OSError as exc:
@@ -362,7 +464,7 @@ class Transfer:
             etag = resp.get("ETag", "").strip('"')
             return RemoteEntry(path, resp["ContentLength"], mtime_ns(resp["LastModified"]), etag)
 
-        return self.retry.call(once, what=f"head {key}")
+        return self._call(once, what=f"head {key}")
 
     def copy(self, src_path: str, dst_path: str) -> str:
         """Server-side copy of one object under the prefix; returns the new ETag.  A source
@@ -384,7 +486,7 @@ class Transfer:
                 raise (s3_error(exc, src["Key"]) or exc) from exc
             return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
 
-        return self.retry.call(once, what=f"copy {dst}")
+        return self._call(once, what=f"copy {dst}")
 
     def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
         """Delete objects in batches of 1000; returns (path, error) for each that failed."""
@@ -412,7 +514,7 @@ class Transfer:
                 for e in resp.get("Errors", [])
             ]
 
-        return self.retry.call(once, what=f"delete {len(paths)} objects")
+        return self._call(once, what=f"delete {len(paths)} objects")
 
     def delete_local(self, path: str) -> None:
         """Remove one file under the root (never a directory tree)."""
@@ -481,6 +583,7 @@ def open_transfer(
     client: S3Client | None = None,
     native_ok: bool = True,
     retry: RetryPolicy | None = None,
+    give_up_after: int | None = None,
 ) -> Transfer:
     """The one way both commands get a :class:`Transfer`, with the one native-client rule.
 
@@ -505,6 +608,7 @@ def open_transfer(
         max_concurrency=settings.max_concurrency,
         crt=uploader,
         owns_client=owns,
+        give_up_after=give_up_after,
     )
 
 
