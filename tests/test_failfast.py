@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import botocore.exceptions
@@ -80,8 +81,9 @@ def test_unreachable(exc: BaseException, expected: bool) -> None:
 
 def test_client_timeouts_are_short() -> None:
     client = make_client(S3Settings(endpoint_url="http://127.0.0.1:9", region="us-east-1"))
-    assert client.meta.config.connect_timeout <= 5
-    assert client.meta.config.read_timeout <= 30
+    config: Any = client.meta.config
+    assert config.connect_timeout <= 5
+    assert config.read_timeout <= 30
     client.close()
 
 
@@ -118,8 +120,10 @@ def test_native_upload_times_out_on_a_silent_endpoint(silent_server: int, tmp_pa
     session = boto3.session.Session(
         aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
     )
-    with crt.CrtUploader(
-        endpoint_url=f"http://127.0.0.1:{silent_server}", region="us-east-1", session=session
-    ) as up:
-        with pytest.raises(crt.CrtTransientError, match="Timeout"):
-            up.put_file("bkt", "f", str(tmp_path / "f"), size=1, headers={}, timeout=0.5)
+    with (
+        crt.CrtUploader(
+            endpoint_url=f"http://127.0.0.1:{silent_server}", region="us-east-1", session=session
+        ) as up,
+        pytest.raises(crt.CrtTransientError, match="Timeout"),
+    ):
+        up.put_file("bkt", "f", str(tmp_path / "f"), size=1, headers={}, timeout=0.5)
