@@ -886,9 +886,9 @@ def test_endpoint_gone_mid_sync_stops_the_run_with_one_line(
     make_tree(src, {f"d{i % 20}/f{i}.txt": b"x" * 10 for i in range(1500)})
     with NetProxy("127.0.0.1", s3server.port) as proxy:
         proxy.delay(0.02)  # slow enough that the cut comes mid-run
+        endpoint = ["--endpoint-url", proxy.endpoint]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "watchsync", "sync", str(src), f"s3://{bucket}"]
-            + ["--endpoint-url", proxy.endpoint],
+            [sys.executable, "-m", "watchsync", "sync", str(src), f"s3://{bucket}", *endpoint],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
