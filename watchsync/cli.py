@@ -44,6 +44,13 @@ def add_s3_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_debug_option(p: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too; SUPPRESS keeps one given before it."""
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="log every detail"
+    )
+
+
 def add_filter_options(p: argparse.ArgumentParser) -> None:
     """aws-style filters; their interleaved order is recovered from argv."""
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
@@ -92,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_filter_options(s)
     add_s3_options(s)
+    add_debug_option(s)
 
     add_agent_commands(sub)
     return parser
@@ -131,6 +139,7 @@ def add_agent_commands(sub: Any) -> None:
     add_filter_options(w)
     w.set_defaults(follow_symlinks=None)  # not given: the file's or the default (follow)
     add_s3_options(w)
+    add_debug_option(w)
 
     s = sub.add_parser("status", help="what each folder's agent is doing")
     s.add_argument("--config", type=Path)
@@ -139,6 +148,8 @@ def add_agent_commands(sub: Any) -> None:
 
     c = sub.add_parser("check", help="validate a config and test each folder's bucket")
     c.add_argument("--config", type=Path, required=True)
+    add_debug_option(s)
+    add_debug_option(c)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,7 +154,14 @@ def make_client(settings: S3Settings) -> S3Client:
         request_checksum_calculation="when_supported" if settings.checksum else "when_required",
         response_checksum_validation="when_supported" if settings.checksum else "when_required",
     )
-    client: S3Client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    try:
+        client: S3Client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    except botocore.exceptions.InvalidRegionError as exc:
+        raise UsageError(f"invalid region {session.region_name!r}: {exc}") from exc
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        raise UsageError(
+            f"invalid endpoint URL {settings.endpoint_url!r} (expected http(s)://host[:port])"
+        ) from exc
     return client
 
 

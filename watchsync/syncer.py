@@ -162,7 +162,12 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
             lambda s: on_skip(s, True),
         )
         if req.direction is Direction.DOWN and not req.dry_run:
-            os.makedirs(root, exist_ok=True)
+            try:
+                os.makedirs(root, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot create destination directory {req.local!r}: {exc.strerror or exc}"
+                ) from exc
         executor = Executor(
             transfer,
             recorder=NullRecorder(),
