@@ -8,6 +8,7 @@ call runs under the one retry policy.  Nothing here decides what to transfer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -15,6 +16,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -40,7 +42,7 @@ from .remote import (
     s3_error,
     unreachable,
 )
-from .retry import RetryPolicy
+from .retry import RetryPolicy, is_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -353,6 +355,9 @@ class Transfer:
 
     def _upload_multipart(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str:
         def once() -> str:
+            resumed = self._resume_multipart(f, key, size, extra)
+            if resumed is not None:
+                return resumed
             f.seek(0)
             future = self._multipart().upload(
                 f, self.where.bucket, key, extra_args=extra, subscribers=[_ProvideSize(size)]
@@ -362,6 +367,113 @@ class Transfer:
             return head.get("ETag", "").strip('"')
 
         return self._call(once, what=f"upload {key}")
+
+    def _resume_multipart(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str | None:
+        """Finish an interrupted multipart upload of ``key`` (kill -9, an outage) instead of
+        starting again from byte 0; returns the ETag, or None when there is none to finish.
+
+        Parts already in S3 are kept only when their size and MD5 (the part's ETag) match
+        the file's bytes at that place; the others are sent again.  Nothing is kept in a
+        journal: S3's own list of pending uploads is the record, so ``sync`` resumes too.
+        """
+        bucket = self.where.bucket
+        try:
+            pending = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+        except botocore.exceptions.ClientError:
+            return None  # not offered by this server: upload afresh
+        uploads = sorted(
+            (u for u in pending.get("Uploads", []) if u.get("Key") == key),
+            key=lambda u: u.get("Initiated") or 0,
+            reverse=True,
+        )
+        for upload in uploads:
+            upload_id = upload.get("UploadId", "")
+            kept = self._verified_parts(f, key, upload_id, size)
+            if kept is None:
+                continue
+            part_size, parts = kept
+            try:
+                return self._finish_multipart(f, key, upload_id, size, part_size, parts)
+            except botocore.exceptions.ClientError as exc:
+                if is_transient(exc):
+                    raise
+                logger.warning("upload: cannot resume %s (%s); starting again", key, describe(exc))
+                with contextlib.suppress(Exception):
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                return None
+        return None
+
+    def _verified_parts(
+        self, f: Any, key: str, upload_id: str, size: int
+    ) -> tuple[int, dict[int, str]] | None:
+        """(part size, {part number: ETag}) of the parts whose bytes match the file."""
+        listed: list[Any] = []
+        marker = 0
+        while True:
+            page = self.client.list_parts(
+                Bucket=self.where.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+            )
+            listed += page.get("Parts", [])
+            if not page.get("IsTruncated"):
+                break
+            marker = int(page.get("NextPartNumberMarker", 0))
+        first = next((p for p in listed if p.get("PartNumber") == 1), None)
+        part_size = int(first.get("Size", 0)) if first else 0
+        if part_size < 5 * 1024 * 1024 or -(-size // part_size) > 10_000:
+            return None
+        count = -(-size // part_size)
+        kept: dict[int, str] = {}
+        for part in listed:
+            number, etag = int(part.get("PartNumber", 0)), part.get("ETag", "").strip('"')
+            offset = (number - 1) * part_size
+            length = min(part_size, size - offset)
+            if not 1 <= number <= count or int(part.get("Size", -1)) != length:
+                continue
+            data = _read_range(f, offset, length)
+            if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
+                kept[number] = etag
+        return (part_size, kept) if kept else None
+
+    def _finish_multipart(
+        self, f: Any, key: str, upload_id: str, size: int, part_size: int, kept: dict[int, str]
+    ) -> str:
+        """Send the parts that are missing, then complete the upload; returns the ETag."""
+        bucket = self.where.bucket
+        count = -(-size // part_size)
+        checksum = self.settings.checksum
+        crcs: dict[int, str] = {}
+        etags = dict(kept)
+
+        def send(number: int) -> None:
+            offset = (number - 1) * part_size
+            data = _read_range(f, offset, min(part_size, size - offset))
+            crcs[number] = _crc32c_bytes(data)
+            if number in kept:
+                return
+            extra: dict[str, Any] = {"ChecksumCRC32C": crcs[number]} if checksum else {}
+            resp = self.client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **extra
+            )
+            etags[number] = resp.get("ETag", "").strip('"')
+
+        logger.info("upload: resuming %s, %d of %d parts already sent", key, len(kept), count)
+        with futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resume") as pool:
+            for done in [pool.submit(send, n) for n in range(1, count + 1)]:
+                done.result()
+        parts: list[Any] = [
+            {"PartNumber": n, "ETag": f'"{etags[n]}"'}
+            | ({"ChecksumCRC32C": crcs[n]} if checksum else {})
+            for n in range(1, count + 1)
+        ]
+        full: dict[str, Any] = (
+            {"ChecksumCRC32C": _crc32c_file(f, key), "ChecksumType": "FULL_OBJECT"}
+            if checksum
+            else {}
+        )
+        resp = self.client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **full
+        )
+        return str(resp.get("ETag", "")).strip('"')
 
     # -- downloads -----------------------------------------------------------------------
 
@@ -541,6 +653,23 @@ class ChecksumMismatch(Exception):
 
     def __str__(self) -> str:
         return f"checksum mismatch on {self.key}: {self.detail}"
+
+
+def _read_range(f: Any, offset: int, length: int) -> bytes:
+    """``length`` bytes of an open file at ``offset``, from any thread (pread)."""
+    data = os.pread(f.fileno(), length, offset)
+    if len(data) != length:
+        raise OSError(5, "file shrank while it was uploaded")
+    return data
+
+
+def _crc32c_bytes(data: bytes) -> str:
+    """The base64 CRC32C of ``data``, as S3 writes it."""
+    import base64
+
+    from awscrt import checksums
+
+    return base64.b64encode(checksums.crc32c(data).to_bytes(4, "big")).decode("ascii")
 
 
 def _crc32c_file(f: Any, path: str) -> str:
