@@ -131,6 +131,7 @@ class Reachability:
         self._in_a_row = 0
         self._since = 0.0
         self.gone: EndpointGone | None = None
+        self.answered = False  # any answer at all, even an S3 error
 
     def check(self) -> None:
         """Raise at once once the endpoint was declared gone."""
@@ -138,12 +139,16 @@ class Reachability:
             raise self.gone
 
     def ok(self) -> None:
+        """An attempt got an answer."""
         with self._lock:
             self._in_a_row = 0
+            self.answered = True
 
     def failed(self, exc: BaseException) -> None:
         """Count ``exc`` when it is a connection failure; raise once there were too many."""
         if isinstance(exc, EndpointGone) or not unreachable(exc):
+            if isinstance(exc, botocore.exceptions.ClientError):
+                self.answered = True
             return
         with self._lock:
             now = self.clock()
@@ -163,6 +168,26 @@ class Reachability:
                 )
             gone = self.gone
         raise gone from exc
+
+
+@dataclass(frozen=True)
+class _UntilAnswered(RetryPolicy):
+    """The retry policy, except for connection failures while the endpoint never answered."""
+
+    watch: Reachability | None = None
+
+    def call(self, fn: Callable[[], T], *, what: str = "request") -> T:
+        """``fn`` once while nothing has answered yet; then the usual retries."""
+        if self.watch is None or self.watch.answered:
+            return super().call(fn, what=what)
+        try:
+            result = fn()
+        except Exception as exc:
+            if unreachable(exc):
+                raise
+            return super().call(fn, what=what)
+        self.watch.ok()
+        return result
 
 
 class _ProvideSize(BaseSubscriber):
@@ -559,8 +584,14 @@ class Transfer:
     # -- metadata, copies and deletes ------------------------------------------------------
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
-        """The objects under the prefix in key order (see :func:`remote.list_entries`)."""
-        return list_entries(self.client, self.where, for_download=for_download)
+        """The objects under the prefix in key order (see :func:`remote.list_entries`).
+
+        Under a give-up limit (``sync``), a first request that finds no connection at all
+        is not retried: nothing has ever answered there, so the run ends at once."""
+        retry = self.retry
+        if self.reachability.give_up_after is not None:
+            retry = _UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
+        return list_entries(self.client, self.where, for_download=for_download, retry=retry)
 
     def head(self, path: str) -> RemoteEntry | None:
         """The object at ``path`` as a listing would show it, or None when there is none."""
