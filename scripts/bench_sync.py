@@ -3,6 +3,7 @@
 
     scripts/bench_sync.py                         # 10,000 x 4 KiB files in 100 dirs, all tools
     scripts/bench_sync.py --files 2000 --tools watchsync,s5cmd --json /tmp/sync.json
+    scripts/bench_sync.py --files 2000 --tools watchsync,watchsync-nocrc   # checksum cost
 
 Starts its own SeaweedFS on 127.0.0.1 pinned to --server-cpu; every tool runs pinned to
 --client-cpu with ``taskset -c``. Three phases, each tool into its own bucket:
@@ -15,6 +16,10 @@ Each cell: wall seconds, the child's user+sys CPU seconds and peak RSS (from ``w
 files/s = source files / wall, and each tool's cost as a multiple of watchsync's. With
 --repeat N every round uses fresh buckets, touches a different 1% and rotates the order of
 the tools; the tables show the median wall and CPU, the wall range and the largest peak RSS.
+
+``watchsync`` runs with its default, a CRC32C of every object sent and checked by S3;
+``watchsync-nocrc`` is the same run with ``--no-checksum``, to show what that costs.  The
+floors are checked with checksums on.
 
 rclone is compared with ``rclone copy`` (not ``sync``): like ``aws s3 sync`` without
 ``--delete`` it never deletes, which is the closer peer. Debian: ``apt-get install -y rclone``.
@@ -57,7 +62,7 @@ from bench_common import (  # noqa: E402
     which,
 )
 
-ALL_TOOLS = ("watchsync", "aws", "s5cmd", "rclone")
+ALL_TOOLS = ("watchsync", "watchsync-nocrc", "aws", "s5cmd", "rclone")
 PHASES = (
     ("upload", "(a) initial upload"),
     ("noop", "(b) no-op resync"),
@@ -97,6 +102,16 @@ TOOLS = {
         "watchsync",
         lambda exe, src, bucket, prefix, ep: [
             exe, "sync", str(src), f"s3://{bucket}/{prefix}", "--endpoint-url", ep, "--no-progress",
+        ],
+        ["--version"],
+    ),
+    # The same with checksums off: the difference is what the default CRC32C costs.
+    "watchsync-nocrc": Tool(
+        "watchsync-nocrc",
+        "watchsync",
+        lambda exe, src, bucket, prefix, ep: [
+            exe, "sync", str(src), f"s3://{bucket}/{prefix}", "--endpoint-url", ep, "--no-progress",
+            "--no-checksum",
         ],
         ["--version"],
     ),

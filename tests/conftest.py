@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from botocore.exceptions import ClientError
 from s3server import SeaweedServer
+from tlsca import TlsFiles, make_test_ca
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -116,3 +117,17 @@ def no_thread_leaks() -> Iterator[None]:
 def _counts_as_leak(thread: threading.Thread) -> bool:
     """Alive and not one of the known session-wide pools."""
     return thread.is_alive() and not thread.name.startswith(_LONG_LIVED_THREAD_PREFIXES)
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA made for this session and a server certificate for 127.0.0.1 signed by it."""
+    return make_test_ca(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def s3tls(test_ca: TlsFiles) -> Iterator[SeaweedServer]:
+    """A second SeaweedFS serving S3 over HTTPS too (``https_endpoint``), with a certificate
+    from ``test_ca``; started only by the tests that ask for it."""
+    with SeaweedServer(tls=(test_ca.cert_file, test_ca.key_file)) as server:
+        yield server

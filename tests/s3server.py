@@ -225,6 +225,7 @@ class SeaweedServer:
         weed: str | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 15.0,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.access_key = access_key
         self.secret_key = secret_key
@@ -239,6 +240,15 @@ class SeaweedServer:
         self.port = 0
         self._ports: _Ports | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls  # (certificate, key): S3 over HTTPS too, on https_port
+        self.https_port = 0
+
+    @property
+    def https_endpoint(self) -> str:
+        """The HTTPS endpoint URL (server started with ``tls``), e.g. ``https://127.0.0.1:8443``."""
+        if not self.https_port:
+            raise ServerError("server not started with tls")
+        return f"https://{HOST}:{self.https_port}"
 
     @property
     def endpoint(self) -> str:
@@ -315,7 +325,15 @@ class SeaweedServer:
             f"-admin.port.grpc={ports.admin_grpc}",
             "-master.telemetry=false",
             "-volume.preStopSeconds=0",  # a throwaway server needs no drain on shutdown
-        ]
+        ] + (
+            [
+                f"-s3.port.https={self.https_port}",
+                f"-s3.cert.file={self.tls[0]}",
+                f"-s3.key.file={self.tls[1]}",
+            ]
+            if self.tls
+            else []
+        )
 
     def start(self) -> Self:
         """Launch weed and block until S3 answers; raises ServerError with the log tail."""
@@ -329,6 +347,8 @@ class SeaweedServer:
         self._write_identities()
         self._ports = _Ports.pick(s3_port)
         self.port = self._ports.s3
+        if self.tls:
+            self.https_port = free_ports(1)[0]
         # weed mini turns AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY into an extra identity.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         with self.log_path.open("ab") as log:
@@ -376,7 +396,9 @@ class SeaweedServer:
         while time.monotonic() < deadline:
             try:
                 client.list_buckets()
-            except (BotoCoreError, ClientError) as exc:
+                if self.tls:  # the HTTPS listener comes up on its own
+                    socket.create_connection((HOST, self.https_port), timeout=1).close()
+            except (BotoCoreError, ClientError, OSError) as exc:
                 last_error = exc
             else:
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from s3server import SeaweedServer
 
 from watchsync import crt
 from watchsync.remote import S3Settings, S3Url, make_client
-from watchsync.transfer import Transfer, native_uploader
+from watchsync.transfer import Transfer, native_uploader, open_transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -78,3 +79,48 @@ def test_unusable_native_client_falls_back_to_boto3(
         t.upload("y")
     assert s3.get_object(Bucket=bucket, Key="x")["Body"].read() == b"one"
     assert s3.get_object(Bucket=bucket, Key="y")["Body"].read() == b"two"
+
+
+@pytest.fixture
+def aws_only_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake static credentials and no config files: clients are built, nothing is sent."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+VPCE = "https://bucket.vpce-1a2b3c4d-5e6f.s3.eu-west-1.vpce.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "endpoint_url", "native"),
+    [
+        ({}, None, True),
+        ({"AWS_USE_FIPS_ENDPOINT": "true"}, None, False),
+        ({"AWS_USE_DUALSTACK_ENDPOINT": "true"}, None, False),
+        ({}, VPCE, False),
+        ({}, "https://s3-fips.eu-west-1.amazonaws.com", False),
+        ({}, "http://127.0.0.1:9", True),
+    ],
+    ids=["plain", "fips", "dualstack", "vpc-endpoint", "fips-url", "custom-server"],
+)
+def test_native_path_only_where_it_goes_where_boto3_goes(
+    aws_only_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env: dict[str, str],
+    endpoint_url: str | None,
+    native: bool,
+) -> None:
+    """On AWS the native client knows only the plain regional endpoint: wherever botocore
+    resolved another one (FIPS, dualstack, a VPC endpoint), uploads stay on boto3."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = S3Settings(endpoint_url=endpoint_url, region="eu-west-1")
+    with open_transfer(settings, S3Url.parse("s3://bkt"), tmp_path) as t:
+        assert (t.crt is not None) is native

@@ -826,3 +826,88 @@ def test_exit_code_2_with_one_line_message(
     assert len(run.err) == 1, run.err
     assert run.err[0].startswith("watchsync: error: "), run.err
     assert message in run.err[0], run.err
+
+
+# -- checksums --------------------------------------------------------------------------------
+
+
+def crc32c(data: bytes) -> str:
+    """S3's base64 CRC32C of ``data``."""
+    import base64
+
+    from awscrt import checksums
+
+    return base64.b64encode(checksums.crc32c(data).to_bytes(4, "big")).decode()
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_uploads_carry_a_full_object_crc32c(
+    sync: Any,
+    s3: S3Client,
+    bucket: str,
+    src: Path,
+    dst: Path,
+    native: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small files (native client or boto3) and multipart ones: S3 stores and checked a
+    CRC32C of the whole object; downloads verify it and the bytes round-trip."""
+    monkeypatch.setenv("WATCHSYNC_NATIVE", native)
+    files = {"small.txt": b"small" * 100, "big.bin": os.urandom(9 * MiB)}
+    make_tree(src, files)
+    assert sync(str(src), f"s3://{bucket}/c").code == 0
+    for name, data in files.items():
+        head = s3.head_object(Bucket=bucket, Key=f"c/{name}", ChecksumMode="ENABLED")
+        assert head.get("ChecksumCRC32C") == crc32c(data), (name, head)
+    big = s3.head_object(Bucket=bucket, Key="c/big.bin", ChecksumMode="ENABLED")
+    assert big.get("ChecksumType") == "FULL_OBJECT"
+    down = sync(f"s3://{bucket}/c", str(dst))
+    assert down.code == 0, down
+    assert tree_snapshot(dst) == hashes(files)
+
+
+def test_no_checksum_sends_none(sync: Any, s3: S3Client, bucket: str, src: Path) -> None:
+    make_tree(src, {"a.txt": b"a" * 10})
+    assert sync(str(src), f"s3://{bucket}", "--no-checksum").code == 0
+    head = s3.head_object(Bucket=bucket, Key="a.txt", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32C" not in head
+
+
+# -- failing fast ---------------------------------------------------------------------------
+
+
+def test_endpoint_gone_mid_sync_stops_the_run_with_one_line(
+    s3server: SeaweedServer, s3: S3Client, bucket: str, aws_env: dict[str, str], src: Path
+) -> None:
+    """The link dies after some uploads: the run stops with exit 2 and a line saying the
+    endpoint is gone, instead of failing the remaining files one at a time."""
+    from netproxy import NetProxy
+
+    make_tree(src, {f"d{i % 20}/f{i}.txt": b"x" * 10 for i in range(1500)})
+    with NetProxy("127.0.0.1", s3server.port) as proxy:
+        proxy.delay(0.02)  # slow enough that the cut comes mid-run
+        endpoint = ["--endpoint-url", proxy.endpoint]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "watchsync", "sync", str(src), f"s3://{bucket}", *endpoint],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(
+                lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) >= 20,
+                timeout=30,
+                message="the first uploads",
+            )
+            proxy.cut()
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    lines = err.splitlines()
+    assert proc.returncode == 2, lines[-5:]
+    assert lines[-1].startswith("watchsync: error: S3 endpoint "), lines[-5:]
+    assert "stopped answering" in lines[-1]
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] < 1500  # really cut mid-run
+    assert len(lines) < 200, f"{len(lines)} lines"

@@ -62,6 +62,7 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         "storage_class": args.storage_class,
         "max_concurrency": args.max_concurrency,
         "bwlimit": args.bwlimit,
+        "checksum": args.checksum,
     }
     rules = ordered_rules(argv)
     if rules:

@@ -35,6 +35,20 @@ def add_s3_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage-class", help="storage class of uploaded objects")
     g.add_argument("--max-concurrency", type=_positive_int, help="parallel transfers (16)")
     g.add_argument("--bwlimit", help="cap on total transfer rate, bytes/s (K, M, G suffixes)")
+    g.add_argument(
+        "--no-checksum",
+        dest="checksum",
+        action="store_false",
+        default=None,
+        help="send and verify no CRC32C of the bytes (faster; TCP/TLS only)",
+    )
+
+
+def add_debug_option(p: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too; SUPPRESS keeps one given before it."""
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="log every detail"
+    )
 
 
 def add_filter_options(p: argparse.ArgumentParser) -> None:
@@ -85,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_filter_options(s)
     add_s3_options(s)
+    add_debug_option(s)
 
     add_agent_commands(sub)
     return parser
@@ -124,6 +139,7 @@ def add_agent_commands(sub: Any) -> None:
     add_filter_options(w)
     w.set_defaults(follow_symlinks=None)  # not given: the file's or the default (follow)
     add_s3_options(w)
+    add_debug_option(w)
 
     s = sub.add_parser("status", help="what each folder's agent is doing")
     s.add_argument("--config", type=Path)
@@ -132,6 +148,8 @@ def add_agent_commands(sub: Any) -> None:
 
     c = sub.add_parser("check", help="validate a config and test each folder's bucket")
     c.add_argument("--config", type=Path, required=True)
+    add_debug_option(s)
+    add_debug_option(c)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,6 +223,7 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
             sse_kms_key_id=args.sse_kms_key_id,
             storage_class=args.storage_class,
             bwlimit=bwlimit,
+            checksum=args.checksum is not False,
         ),
     )
 

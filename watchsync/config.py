@@ -144,6 +144,7 @@ _S3_KEYS = (
     "sse_kms_key_id",
     "storage_class",
     "bwlimit",
+    "checksum",
 )
 _GLOBAL_ONLY_KEYS = ("state_dir", "log_format", "log_level", "metrics_addr")
 _FOLDER_ONLY_KEYS = ("path", "url")
@@ -415,6 +416,7 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "sse_kms_key_id": _p_str,
     "storage_class": _p_storage_class,
     "bwlimit": _p_bwlimit,
+    "checksum": _p_bool,
     "state_dir": _p_path,
     "log_format": _p_choice("text", "json", fold=True),
     "log_level": _p_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True),

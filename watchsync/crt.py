@@ -18,6 +18,7 @@ short and must not log (logging from a foreign thread registers a never-ending
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import urllib.parse
@@ -35,6 +36,7 @@ __all__ = [
     "CrtPreconditionFailed",
     "CrtTransientError",
     "CrtUploader",
+    "Upload",
     "address",
     "available",
     "encode_key",
@@ -190,7 +192,9 @@ class CrtUploader:
     which costs ~0.1 ms of Python per file.  ``endpoint_url`` given: path-style
     ``{endpoint}/{bucket}/{key}``, TLS only for https; none: virtual-hosted
     ``{bucket}.s3.{region}.amazonaws.com`` over TLS (path-style for dotted bucket names,
-    whose host would not match the wildcard certificate).
+    whose host would not match the wildcard certificate).  ``checksum``: each PUT carries a
+    CRC32C of the file, computed in C, that S3 checks.  ``ca_file``: a PEM bundle that
+    replaces the system trust store.
 
     For full throughput from few threads use :meth:`submit` and keep up to
     ``max_concurrency`` futures in flight; :meth:`put_file` blocks a thread per object.
@@ -211,6 +215,8 @@ class CrtUploader:
         max_retries: int = 0,
         connect_timeout_ms: int = 3000,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        checksum: bool = True,
+        ca_file: str | None = None,
     ) -> None:
         from awscrt import auth, io, s3
 
@@ -231,7 +237,18 @@ class CrtUploader:
         signing = s3.create_default_s3_signing_config(region=region, credential_provider=provider)
         tls_options = None
         if self._tls:
-            tls_options = io.ClientTlsContext(io.TlsContextOptions()).new_connection_options()
+            options = io.TlsContextOptions()
+            if ca_file:  # the same trust store as boto3 (AWS_CA_BUNDLE, a profile's ca_bundle)
+                options.override_default_trust_store_from_path(ca_filepath=ca_file)
+            tls_options = io.ClientTlsContext(options).new_connection_options()
+        # The CRC is computed in C while the file is read and sent as a trailer: one pass.
+        self._checksum = (
+            s3.S3ChecksumConfig(
+                algorithm=s3.S3ChecksumAlgorithm.CRC32C, location=s3.S3ChecksumLocation.TRAILER
+            )
+            if checksum
+            else None
+        )
         retry = (
             s3.S3RetryConfig(max_retries=max_retries)
             if max_retries > 0
@@ -292,7 +309,7 @@ class CrtUploader:
 
     def submit(
         self, bucket: str, key: str, path: str, *, size: int, headers: Mapping[str, str]
-    ) -> Future[str]:
+    ) -> Upload:
         """Start uploading the first ``size`` bytes of ``path``; the future yields the ETag.
 
         ``headers`` are sent as given (Content-Type, x-amz-server-side-encryption,
@@ -313,7 +330,7 @@ class CrtUploader:
             if name.lower() not in ("host", "content-length")
         ]
         request = HttpRequest("PUT", target, HttpHeaders(fields))
-        future: Future[str] = Future()
+        future = Upload()
         etag: list[str] = []
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
@@ -330,6 +347,7 @@ class CrtUploader:
             def on_done(error: BaseException | None = None, **_: Any) -> None:
                 with self._lock:
                     self._inflight.pop(ident, None)
+                    future.request = None  # it holds the native client, which must shut down
                     if not self._inflight:
                         self._lock.notify_all()
                 if error is not None:
@@ -346,6 +364,7 @@ class CrtUploader:
                     type=self._s3.S3RequestType.PUT_OBJECT,
                     request=request,
                     send_filepath=path,
+                    checksum_config=self._checksum,
                     on_headers=on_headers,
                     on_done=on_done,
                 )
@@ -356,21 +375,48 @@ class CrtUploader:
                 failure = _error_from_crt(exc)
             else:
                 if ident in self._inflight:
-                    self._inflight[ident] = crt_request
+                    self._inflight[ident] = future.request = crt_request
         if failure is not None:
             raise failure
         return future
 
     def put_file(
-        self, bucket: str, key: str, path: str, *, size: int, headers: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        path: str,
+        *,
+        size: int,
+        headers: Mapping[str, str],
+        timeout: float | None = None,
     ) -> str:
         """Upload ``path`` to ``bucket/key`` and return the ETag without quotes (blocking).
+
+        ``timeout``: seconds for the whole request; past it the request is cancelled and
+        :class:`CrtTransientError` raised (the CRT has no read timeout of its own, so an
+        endpoint that accepts connections but never answers would hang here).
 
         >>> up.put_file("b", "dir/a b.txt", "/data/dir/a b.txt", size=3,
         ...             headers={"Content-Type": "text/plain"})  # doctest: +SKIP
         'acbd18db4cc2f85cedef654fccc4a4d8'
         """
-        return self.submit(bucket, key, path, size=size, headers=headers).result()
+        future = self.submit(bucket, key, path, size=size, headers=headers)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            if future.done():
+                raise  # the CRT's own timeout error, already translated
+            if future.request is not None:
+                future.request.cancel()
+            with contextlib.suppress(Exception):
+                future.result(_SHUTDOWN_TIMEOUT)  # let the cancellation land
+            raise CrtTransientError(0, "Timeout", f"no answer within {timeout:g} s") from None
+
+
+class Upload(Future[str]):
+    """A future that knows its CRT request, so a caller that stops waiting can cancel it."""
+
+    request: Any = None
 
 
 def _credentials_provider(session: boto3.Session, auth: Any) -> Any:

@@ -99,8 +99,10 @@ class S3Settings:
     """How to reach and write the bucket: the one settings type of every command.
 
     ``None`` means boto3's own default chain.  ``bwlimit`` is bytes per second (None:
-    unlimited); ``sse`` is ``"AES256"`` or ``"aws:kms"``.  Credentials are never configured
-    here: boto3's chain finds them (``profile``, environment, instance role).
+    unlimited); ``sse`` is ``"AES256"`` or ``"aws:kms"``.  ``checksum``: every upload carries
+    a full-object CRC32C that S3 checks before storing, and downloads verify it.
+    Credentials are never configured here: boto3's chain finds them (``profile``,
+    environment, instance role).
     """
 
     endpoint_url: str | None = None
@@ -111,8 +113,9 @@ class S3Settings:
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
     bwlimit: int | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    checksum: bool = True
 
     def extra_args(self, path: str) -> dict[str, str]:
         """The boto3 ExtraArgs of one uploaded object (content type, encryption, class)."""
@@ -146,12 +149,19 @@ def make_client(settings: S3Settings) -> S3Client:
         read_timeout=settings.read_timeout,
         s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
         tcp_keepalive=True,
-        # Checksums only where S3 demands them: the default CRC of every PUT body costs more
-        # CPU than the rest of a small upload's signing; TCP and TLS already protect the body.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
+        # TCP's 16-bit sum lets damaged bytes through and plain http has nothing else, so
+        # bodies carry a CRC both ways unless turned off (``--no-checksum``).
+        request_checksum_calculation="when_supported" if settings.checksum else "when_required",
+        response_checksum_validation="when_supported" if settings.checksum else "when_required",
     )
-    client: S3Client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    try:
+        client: S3Client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    except botocore.exceptions.InvalidRegionError as exc:
+        raise UsageError(f"invalid region {session.region_name!r}: {exc}") from exc
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        raise UsageError(
+            f"invalid endpoint URL {settings.endpoint_url!r} (expected http(s)://host[:port])"
+        ) from exc
     return client
 
 
@@ -240,7 +250,30 @@ def describe(exc: BaseException) -> str:
         msg = err.get("Message") or ""
         return f"{code}: {msg}".rstrip(": ") if msg else str(code)
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in text:
+        text += " (a private CA: point AWS_CA_BUNDLE or the profile's ca_bundle at it)"
     return text
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means no answer came at all: refused, reset, timed out, DNS.
+
+    >>> unreachable(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
+    True
+    """
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    if getattr(exc, "transient", False) and getattr(exc, "status", None) == 0:
+        return True  # the native client's: no HTTP response
+    return isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectTimeoutError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.ConnectionClosedError
+        | ConnectionError
+        | TimeoutError,
+    )
 
 
 def error_code(exc: BaseException) -> str:

@@ -38,6 +38,8 @@ def is_transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed: connection trouble, timeouts, 5xx, throttling."""
     if getattr(exc, "transient", False) is True:  # the native client's own verdict
         return True
+    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return False  # an untrusted certificate stays untrusted
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

@@ -198,9 +198,27 @@ class StateStore:
         >>> store = StateStore.open(Path("~/.local/state/watchsync").expanduser(),
         ...                         local_root=Path("/data"), url="s3://b/p")  # doctest: +SKIP
         """
-        state_dir.mkdir(parents=True, exist_ok=True)
+        instead = "or choose another with --state-dir / WATCHSYNC_STATE_DIR"
+        if state_dir.exists() and not state_dir.is_dir():
+            raise WatchsyncError(
+                f"state dir {state_dir} is a file, not a directory: move it away {instead}"
+            )
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WatchsyncError(
+                f"cannot create state dir {state_dir} ({exc.strerror}): create it writable "
+                f"{instead}"
+            ) from exc
         db_path = state_dir / (store_name(local_root, url) + DB_SUFFIX)
-        conn = _connect(db_path, read_only=False)
+        try:
+            conn = _connect(db_path, read_only=False)
+        except sqlite3.OperationalError as exc:
+            if not any(m in str(exc) for m in ("unable to open", "readonly", "read-only")):
+                raise
+            raise WatchsyncError(
+                f"state dir {state_dir} is read-only ({exc}): make it writable {instead}"
+            ) from exc
         store = cls(db_path, conn, read_only=False, clock=clock)
         try:
             store._init_schema(local_root=local_root, url=url, stat=stat)

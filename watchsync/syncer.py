@@ -16,7 +16,10 @@ from .model import Action, Direction, Kind, Skipped, without_skipped
 from .plan import SyncOptions, plan_sync
 from .remote import S3Settings, S3Url, describe
 from .report import Reporter
-from .transfer import open_transfer
+from .transfer import EndpointGone, open_transfer
+
+# Attempts in a row (over 10 s or more) that found no connection before a run gives up.
+GIVE_UP_AFTER = 8
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,12 @@ class Display:
 class SyncEvents:
     """The executor's events as ``aws s3 sync`` prints them, counted in the run's totals."""
 
-    def __init__(self, reporter: Reporter, display: Display) -> None:
+    def __init__(
+        self, reporter: Reporter, display: Display, stop: threading.Event | None = None
+    ) -> None:
         self.reporter = reporter
         self.display = display
+        self.stop = stop or threading.Event()
 
     def started(self, action: Action) -> None:
         self.reporter.planned(_size(action))
@@ -93,6 +99,9 @@ class SyncEvents:
     def failed(self, action: Action, exc: Exception) -> None:
         with self.reporter.totals.lock:
             self.reporter.totals.failed += 1
+        if isinstance(exc, EndpointGone):
+            self.stop.set()  # the run ends with the one line that says so
+            return
         verb = "delete" if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE) else None
         verb = verb or ("upload" if action.kind is Kind.UPLOAD else "download")
         line = self.display.describe(action).split(": ", 1)[1]
@@ -140,7 +149,10 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         exact_timestamps=req.exact_timestamps,
         filters=req.filters,
     )
-    with open_transfer(req.s3, req.url, root, native_ok=not req.dry_run) as transfer:
+    stop = stop or threading.Event()
+    with open_transfer(
+        req.s3, req.url, root, native_ok=not req.dry_run, give_up_after=GIVE_UP_AFTER
+    ) as transfer:
         local = without_skipped(
             walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
             lambda s: on_skip(s, False),
@@ -150,17 +162,24 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
             lambda s: on_skip(s, True),
         )
         if req.direction is Direction.DOWN and not req.dry_run:
-            os.makedirs(root, exist_ok=True)
+            try:
+                os.makedirs(root, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot create destination directory {req.local!r}: {exc.strerror or exc}"
+                ) from exc
         executor = Executor(
             transfer,
             recorder=NullRecorder(),
-            events=SyncEvents(reporter, display),
+            events=SyncEvents(reporter, display, stop),
             max_concurrency=req.s3.max_concurrency,
             follow_symlinks=req.follow_symlinks,
             dry_run=req.dry_run,
             stop=stop,
         )
         executor.run(plan_sync(local, remote, opts=opts), skipped=lambda: reporter.totals.skipped)
+        if transfer.reachability.gone is not None:
+            raise transfer.reachability.gone
 
 
 def _size(action: Action) -> int:

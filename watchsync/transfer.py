@@ -8,28 +8,41 @@ call runs under the one retry policy.  Nothing here decides what to transfer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
+import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from . import crt as native
-from .errors import FileError, NotFound, PreconditionFailed
+from .errors import FileError, NotFound, PreconditionFailed, RemoteError
 from .local import temp_name
 from .model import RemoteEntry, Skipped
 from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
-from .remote import S3Settings, S3Url, list_entries, make_client, mtime_ns, s3_error
-from .retry import RetryPolicy
+from .remote import (
+    S3Settings,
+    S3Url,
+    describe,
+    list_entries,
+    make_client,
+    mtime_ns,
+    s3_error,
+    unreachable,
+)
+from .retry import RetryPolicy, is_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -37,6 +50,8 @@ else:
     S3Client = Any
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -82,6 +97,99 @@ class Objects(Protocol):
     def delete_local(self, path: str) -> None: ...
 
 
+class EndpointGone(RemoteError):
+    """The S3 endpoint stopped answering: many attempts in a row found no connection."""
+
+
+class Reachability:
+    """Counts consecutive attempts that found no connection, across every thread of a run.
+
+    With ``give_up_after`` set, that many in a row over at least ``min_seconds`` (so a
+    burst of parallel attempts during a short blip does not count) mean the endpoint is
+    plainly gone: the failing attempt and every later one raise :class:`EndpointGone` (not
+    retried), so a ``sync`` stops within one round of retries instead of failing file after
+    file.  None (the agent): only counted; the agent pauses and probes by itself.
+
+    >>> r = Reachability(2, what="http://x", min_seconds=0)
+    >>> r.failed(ConnectionRefusedError()); r.gone is None
+    True
+    """
+
+    def __init__(
+        self,
+        give_up_after: int | None,
+        *,
+        what: str,
+        min_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.give_up_after = give_up_after
+        self.what = what
+        self.min_seconds = min_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._in_a_row = 0
+        self._since = 0.0
+        self.gone: EndpointGone | None = None
+        self.answered = False  # any answer at all, even an S3 error
+
+    def check(self) -> None:
+        """Raise at once once the endpoint was declared gone."""
+        if self.gone is not None:
+            raise self.gone
+
+    def ok(self) -> None:
+        """An attempt got an answer."""
+        with self._lock:
+            self._in_a_row = 0
+            self.answered = True
+
+    def failed(self, exc: BaseException) -> None:
+        """Count ``exc`` when it is a connection failure; raise once there were too many."""
+        if isinstance(exc, EndpointGone) or not unreachable(exc):
+            if isinstance(exc, botocore.exceptions.ClientError):
+                self.answered = True
+            return
+        with self._lock:
+            now = self.clock()
+            if self._in_a_row == 0:
+                self._since = now
+            self._in_a_row += 1
+            if (
+                self.give_up_after is None
+                or self._in_a_row < self.give_up_after
+                or now - self._since < self.min_seconds
+            ):
+                return
+            if self.gone is None:
+                self.gone = EndpointGone(
+                    f"S3 endpoint {self.what} stopped answering ({self._in_a_row} attempts "
+                    f"in a row failed: {describe(exc)}); stopping the run"
+                )
+            gone = self.gone
+        raise gone from exc
+
+
+@dataclass(frozen=True)
+class _UntilAnswered(RetryPolicy):
+    """The retry policy, except for connection failures while the endpoint never answered."""
+
+    watch: Reachability | None = None
+
+    def call(self, fn: Callable[[], T], *, what: str = "request") -> T:
+        """``fn`` once while nothing has answered yet; then the usual retries."""
+        if self.watch is None or self.watch.answered:
+            return super().call(fn, what=what)
+        try:
+            result = fn()
+        except Exception as exc:
+            if unreachable(exc):
+                raise
+            return super().call(fn, what=what)
+        self.watch.ok()
+        return result
+
+
 class _ProvideSize(BaseSubscriber):
     """Hands s3transfer the size from the listing, so it sends no HEAD request."""
 
@@ -112,8 +220,10 @@ class Transfer:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         crt: native.CrtUploader | None = None,
         owns_client: bool = False,
+        give_up_after: int | None = None,
     ) -> None:
         self.client = client
+        self.reachability = Reachability(give_up_after, what=client.meta.endpoint_url)
         self._owns_client = owns_client
         # Small uploads go through the native client when there is one and no bandwidth cap
         # applies (the cap is enforced on Python reads, which the native client bypasses).
@@ -136,6 +246,22 @@ class Transfer:
         self._manager: TransferManager | None = None
         self._manager_lock = threading.Lock()
         self._root_real = os.path.realpath(root)
+
+    def _call(self, fn: Callable[[], T], *, what: str) -> T:
+        """``fn`` under the retry policy, each attempt counted by the reachability watch."""
+        watch = self.reachability
+
+        def attempt() -> T:
+            watch.check()
+            try:
+                result = fn()
+            except Exception as exc:
+                watch.failed(exc)
+                raise
+            watch.ok()
+            return result
+
+        return self.retry.call(attempt, what=what)
 
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
@@ -184,6 +310,10 @@ class Transfer:
             st = os.fstat(f.fileno())
             etag: str | None
             if st.st_size >= self.threshold:
+                if self.settings.checksum:
+                    # Given up front, s3transfer makes it a FULL_OBJECT checksum that S3
+                    # checks on completion, besides each part's own CRC.
+                    extra["ChecksumCRC32C"] = _crc32c_file(f, path)
                 etag = self._upload_multipart(f, key, st.st_size, extra)
             else:
                 if if_match:
@@ -192,6 +322,8 @@ class Transfer:
                     extra["IfNoneMatch"] = "*"
                 etag = self._put_native(path, key, st.st_size, extra) if self.crt else None
                 if etag is None:
+                    if self.settings.checksum:
+                        extra["ChecksumAlgorithm"] = "CRC32C"
                     etag = self._put(f, key, extra)
                     self._native_unusable()
         return Uploaded(st.st_size, st.st_mtime_ns, etag)
@@ -207,7 +339,7 @@ class Transfer:
                 raise (s3_error(exc, key) or exc) from exc
             return resp.get("ETag", "").strip('"')
 
-        return self.retry.call(once, what=f"upload {key}")
+        return self._call(once, what=f"upload {key}")
 
     def _put_native(self, path: str, key: str, size: int, extra: dict[str, Any]) -> str | None:
         """One PUT through the native client.  None when it failed below S3 (TLS, proxies,
@@ -215,19 +347,23 @@ class Transfer:
         through, every later upload skips the native client."""
         crt = self.crt
         assert crt is not None
-        headers = {_HEADERS[name]: str(value) for name, value in extra.items()}
+        headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
         filename = str(self.root / path)
+        # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
+        timeout = self.settings.read_timeout + size / (64 * 1024)
 
         def once() -> str:
             try:
-                return crt.put_file(self.where.bucket, key, filename, size=size, headers=headers)
+                return crt.put_file(
+                    self.where.bucket, key, filename, size=size, headers=headers, timeout=timeout
+                )
             except native.CrtPreconditionFailed as exc:
                 raise PreconditionFailed(key) from exc
             except native.CrtFileChanged as exc:
                 raise FileError(path, "changed or unreadable while uploading") from exc
 
         try:
-            return self.retry.call(once, what=f"upload {key}")
+            return self._call(once, what=f"upload {key}")
         except native.CrtError as exc:
             if exc.status >= 400 and exc.code not in _REDIRECTS:
                 raise  # S3 itself said no: boto3 would hear the same
@@ -244,6 +380,9 @@ class Transfer:
 
     def _upload_multipart(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str:
         def once() -> str:
+            resumed = self._resume_multipart(f, key, size, extra)
+            if resumed is not None:
+                return resumed
             f.seek(0)
             future = self._multipart().upload(
                 f, self.where.bucket, key, extra_args=extra, subscribers=[_ProvideSize(size)]
@@ -252,7 +391,114 @@ class Transfer:
             head = self.client.head_object(Bucket=self.where.bucket, Key=key)
             return head.get("ETag", "").strip('"')
 
-        return self.retry.call(once, what=f"upload {key}")
+        return self._call(once, what=f"upload {key}")
+
+    def _resume_multipart(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str | None:
+        """Finish an interrupted multipart upload of ``key`` (kill -9, an outage) instead of
+        starting again from byte 0; returns the ETag, or None when there is none to finish.
+
+        Parts already in S3 are kept only when their size and MD5 (the part's ETag) match
+        the file's bytes at that place; the others are sent again.  Nothing is kept in a
+        journal: S3's own list of pending uploads is the record, so ``sync`` resumes too.
+        """
+        bucket = self.where.bucket
+        try:
+            pending = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+        except botocore.exceptions.ClientError:
+            return None  # not offered by this server: upload afresh
+        uploads = sorted(
+            (u for u in pending.get("Uploads", []) if u.get("Key") == key),
+            key=lambda u: u.get("Initiated") or 0,
+            reverse=True,
+        )
+        for upload in uploads:
+            upload_id = upload.get("UploadId", "")
+            kept = self._verified_parts(f, key, upload_id, size)
+            if kept is None:
+                continue
+            part_size, parts = kept
+            try:
+                return self._finish_multipart(f, key, upload_id, size, part_size, parts)
+            except botocore.exceptions.ClientError as exc:
+                if is_transient(exc):
+                    raise
+                logger.warning("upload: cannot resume %s (%s); starting again", key, describe(exc))
+                with contextlib.suppress(Exception):
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                return None
+        return None
+
+    def _verified_parts(
+        self, f: Any, key: str, upload_id: str, size: int
+    ) -> tuple[int, dict[int, str]] | None:
+        """(part size, {part number: ETag}) of the parts whose bytes match the file."""
+        listed: list[Any] = []
+        marker = 0
+        while True:
+            page = self.client.list_parts(
+                Bucket=self.where.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+            )
+            listed += page.get("Parts", [])
+            if not page.get("IsTruncated"):
+                break
+            marker = int(page.get("NextPartNumberMarker", 0))
+        first = next((p for p in listed if p.get("PartNumber") == 1), None)
+        part_size = int(first.get("Size", 0)) if first else 0
+        if part_size < 5 * 1024 * 1024 or -(-size // part_size) > 10_000:
+            return None
+        count = -(-size // part_size)
+        kept: dict[int, str] = {}
+        for part in listed:
+            number, etag = int(part.get("PartNumber", 0)), part.get("ETag", "").strip('"')
+            offset = (number - 1) * part_size
+            length = min(part_size, size - offset)
+            if not 1 <= number <= count or int(part.get("Size", -1)) != length:
+                continue
+            data = _read_range(f, offset, length)
+            if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
+                kept[number] = etag
+        return (part_size, kept) if kept else None
+
+    def _finish_multipart(
+        self, f: Any, key: str, upload_id: str, size: int, part_size: int, kept: dict[int, str]
+    ) -> str:
+        """Send the parts that are missing, then complete the upload; returns the ETag."""
+        bucket = self.where.bucket
+        count = -(-size // part_size)
+        checksum = self.settings.checksum
+        crcs: dict[int, str] = {}
+        etags = dict(kept)
+
+        def send(number: int) -> None:
+            offset = (number - 1) * part_size
+            data = _read_range(f, offset, min(part_size, size - offset))
+            crcs[number] = _crc32c_bytes(data)
+            if number in kept:
+                return
+            extra: dict[str, Any] = {"ChecksumCRC32C": crcs[number]} if checksum else {}
+            resp = self.client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **extra
+            )
+            etags[number] = resp.get("ETag", "").strip('"')
+
+        logger.info("upload: resuming %s, %d of %d parts already sent", key, len(kept), count)
+        with futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resume") as pool:
+            for done in [pool.submit(send, n) for n in range(1, count + 1)]:
+                done.result()
+        parts: list[Any] = [
+            {"PartNumber": n, "ETag": f'"{etags[n]}"'}
+            | ({"ChecksumCRC32C": crcs[n]} if checksum else {})
+            for n in range(1, count + 1)
+        ]
+        full: dict[str, Any] = (
+            {"ChecksumCRC32C": _crc32c_file(f, key), "ChecksumType": "FULL_OBJECT"}
+            if checksum
+            else {}
+        )
+        resp = self.client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **full
+        )
+        return str(resp.get("ETag", "")).strip('"')
 
     # -- downloads -----------------------------------------------------------------------
 
@@ -284,9 +530,9 @@ class Transfer:
         tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
         try:
             if size >= self.threshold:
-                self.retry.call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
+                self._call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
             else:
-                self.retry.call(lambda: self._get(key, tmp, etag), what=f"download {key}")
+                self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
             os.replace(tmp, target)
         except OSError as exc:
@@ -300,6 +546,8 @@ class Transfer:
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
         if etag:
             kwargs["IfMatch"] = f'"{etag}"'
+        if self.settings.checksum:
+            kwargs["ChecksumMode"] = "ENABLED"  # botocore checks the body against it
         resp = self.client.get_object(**kwargs)
         body = resp["Body"]
         try:
@@ -308,6 +556,8 @@ class Transfer:
                     if self.limiter:
                         self.limiter.take(len(chunk))
                     out.write(chunk)
+        except botocore.exceptions.FlexibleChecksumError as exc:
+            raise ChecksumMismatch(key, str(exc)) from exc
         finally:
             body.close()
 
@@ -316,12 +566,32 @@ class Transfer:
             self.where.bucket, key, str(tmp), subscribers=[_ProvideSize(size)]
         )
         future.result()
+        if self.settings.checksum:
+            self._verify_download(key, tmp)
+
+    def _verify_download(self, key: str, tmp: Path) -> None:
+        """Ranged GETs carry no whole-object checksum: compare the file with the object's
+        full-object CRC32C, where it has one (composite per-part sums are left alone)."""
+        head = self.client.head_object(Bucket=self.where.bucket, Key=key, ChecksumMode="ENABLED")
+        expected = head.get("ChecksumCRC32C", "")
+        if not expected or "-" in expected or head.get("ChecksumType") == "COMPOSITE":
+            return
+        with open(tmp, "rb") as f:
+            actual = _crc32c_file(f, str(tmp))
+        if actual != expected:
+            raise ChecksumMismatch(key, f"S3 has CRC32C {expected}, the file {actual}")
 
     # -- metadata, copies and deletes ------------------------------------------------------
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
-        """The objects under the prefix in key order (see :func:`remote.list_entries`)."""
-        return list_entries(self.client, self.where, for_download=for_download)
+        """The objects under the prefix in key order (see :func:`remote.list_entries`).
+
+        Under a give-up limit (``sync``), a first request that finds no connection at all
+        is not retried: nothing has ever answered there, so the run ends at once."""
+        retry = self.retry
+        if self.reachability.give_up_after is not None:
+            retry = _UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
+        return list_entries(self.client, self.where, for_download=for_download, retry=retry)
 
     def head(self, path: str) -> RemoteEntry | None:
         """The object at ``path`` as a listing would show it, or None when there is none."""
@@ -337,7 +607,7 @@ class Transfer:
             etag = resp.get("ETag", "").strip('"')
             return RemoteEntry(path, resp["ContentLength"], mtime_ns(resp["LastModified"]), etag)
 
-        return self.retry.call(once, what=f"head {key}")
+        return self._call(once, what=f"head {key}")
 
     def copy(self, src_path: str, dst_path: str) -> str:
         """Server-side copy of one object under the prefix; returns the new ETag.  A source
@@ -359,7 +629,7 @@ class Transfer:
                 raise (s3_error(exc, src["Key"]) or exc) from exc
             return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
 
-        return self.retry.call(once, what=f"copy {dst}")
+        return self._call(once, what=f"copy {dst}")
 
     def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
         """Delete objects in batches of 1000; returns (path, error) for each that failed."""
@@ -387,7 +657,7 @@ class Transfer:
                 for e in resp.get("Errors", [])
             ]
 
-        return self.retry.call(once, what=f"delete {len(paths)} objects")
+        return self._call(once, what=f"delete {len(paths)} objects")
 
     def delete_local(self, path: str) -> None:
         """Remove one file under the root (never a directory tree)."""
@@ -400,6 +670,54 @@ class Transfer:
             raise FileError(path, "is a directory") from exc
         except OSError as exc:
             raise FileError(path, exc.strerror or str(exc)) from exc
+
+
+class ChecksumMismatch(Exception):
+    """The bytes received do not match the CRC32C that S3 stored with the object."""
+
+    transient = True  # damaged in flight: fetching again is right
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(key, detail)
+        self.key = key
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"checksum mismatch on {self.key}: {self.detail}"
+
+
+def _read_range(f: Any, offset: int, length: int) -> bytes:
+    """``length`` bytes of an open file at ``offset``, from any thread (pread)."""
+    data = os.pread(f.fileno(), length, offset)
+    if len(data) != length:
+        raise OSError(5, "file shrank while it was uploaded")
+    return data
+
+
+def _crc32c_bytes(data: bytes) -> str:
+    """The base64 CRC32C of ``data``, as S3 writes it."""
+    import base64
+
+    from awscrt import checksums
+
+    return base64.b64encode(checksums.crc32c(data).to_bytes(4, "big")).decode("ascii")
+
+
+def _crc32c_file(f: Any, path: str) -> str:
+    """The base64 CRC32C of a whole open file, as S3 writes it (hardware CRC, in C)."""
+    import base64
+
+    from awscrt import checksums
+
+    crc = 0
+    try:
+        f.seek(0)
+        while chunk := f.read(_CHUNK * 8):
+            crc = checksums.crc32c(chunk, crc)
+        f.seek(0)
+    except OSError as exc:
+        raise FileError(path, exc.strerror or str(exc)) from exc
+    return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
 
 
 # Answers meaning "ask elsewhere" (another region): boto3 follows them, the native client
@@ -425,6 +743,7 @@ def open_transfer(
     client: S3Client | None = None,
     native_ok: bool = True,
     retry: RetryPolicy | None = None,
+    give_up_after: int | None = None,
 ) -> Transfer:
     """The one way both commands get a :class:`Transfer`, with the one native-client rule.
 
@@ -449,6 +768,7 @@ def open_transfer(
         max_concurrency=settings.max_concurrency,
         crt=uploader,
         owns_client=owns,
+        give_up_after=give_up_after,
     )
 
 
@@ -462,15 +782,48 @@ def native_uploader(settings: S3Settings, client: S3Client) -> native.CrtUploade
         session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
         if session.get_credentials() is None:
             return None
-        endpoint = client.meta.endpoint_url
-        host = urllib.parse.urlsplit(endpoint).hostname or ""
+        region = client.meta.region_name or "us-east-1"
+        endpoint, why_not = native_endpoint(client, region)
+        if why_not:
+            logger.debug("upload: native client not used: %s", why_not)
+            return None
         return native.CrtUploader(
-            # AWS itself: the native client's own virtual-hosted addressing per region.
-            endpoint_url=None if host.endswith(".amazonaws.com") else endpoint,
-            region=client.meta.region_name or "us-east-1",
+            endpoint_url=endpoint,
+            region=region,
             session=session,
             max_concurrency=max(64, settings.max_concurrency * 2),
+            checksum=settings.checksum,
+            # botocore's resolution of AWS_CA_BUNDLE and the profile's ca_bundle
+            ca_file=session._session.get_config_variable("ca_bundle"),
         )
     except Exception as exc:  # any trouble here only costs speed
         logger.debug("upload: native client unavailable: %s", exc)
         return None
+
+
+def native_endpoint(client: S3Client, region: str) -> tuple[str | None, str]:
+    """Where the native client may go: ``(endpoint_url, "")``, with None meaning AWS's plain
+    regional endpoint (its own virtual-hosted addressing), or ``(None, why_not)``.
+
+    The native client only knows the plain ``{bucket}.s3.{region}.amazonaws.com``: where
+    botocore resolved anything else on AWS (FIPS, dualstack, accelerate, a VPC endpoint or
+    access point URL) it would bypass that choice, so boto3 keeps every upload there.
+
+    >>> native_endpoint(boto3.client("s3", region_name="eu-west-1"), "eu-west-1")  # doctest: +SKIP
+    (None, '')
+    """
+    endpoint = client.meta.endpoint_url
+    host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
+    if not host.endswith(".amazonaws.com"):
+        return endpoint, ""  # an S3-compatible server: path-style to exactly this URL
+    config: Any = client.meta.config  # the stubs lack the resolved endpoint options
+    s3_options = config.s3 or {}
+    if config.use_fips_endpoint or "fips" in host:
+        return None, "FIPS endpoint"
+    if config.use_dualstack_endpoint or s3_options.get("use_dualstack_endpoint"):
+        return None, "dualstack endpoint"
+    if s3_options.get("use_accelerate_endpoint"):
+        return None, "accelerate endpoint"
+    if host not in (f"s3.{region}.amazonaws.com", "s3.amazonaws.com"):
+        return None, f"endpoint {host} is not the plain regional one"
+    return None, ""

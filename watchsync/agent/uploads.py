@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,11 +139,15 @@ class Uploads:
         first, cap = _TRANSIENT_BACKOFF if transient else _PERMANENT_BACKOFF
         delay = min(cap, self._backoff.get(item.path, first / 2) * 2)
         self._backoff[item.path] = delay
-        self.metrics.error("transient" if transient else error_code(exc) or "s3")
-        what = "S3 unreachable" if transient else "S3 refused"
+        # Our own side (the file, the state database) failing is no answer from S3.
+        local = not transient and isinstance(exc, OSError | sqlite3.Error | OverflowError)
+        self.metrics.error(
+            "transient" if transient else "local" if local else error_code(exc) or "s3"
+        )
+        what = "S3 unreachable" if transient else "local error" if local else "S3 refused"
         self.status.error(
             f"{what}: {describe(exc)} ({item.path}; retrying in {delay:.0f}s)",
             level=logging.WARNING if transient else logging.ERROR,
-            s3=True,
+            s3=not local,
         )
         return Retry(delay)

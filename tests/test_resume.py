@@ -1,0 +1,79 @@
+"""An interrupted multipart upload is finished, not restarted: parts already in S3 whose
+bytes match the file are kept, the others sent again."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from awscrt import checksums
+
+from watchsync.remote import S3Settings, S3Url
+from watchsync.transfer import Transfer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MiB = 1024 * 1024
+PART = 8 * MiB
+
+
+def _crc(data: bytes) -> str:
+    return base64.b64encode(checksums.crc32c(data).to_bytes(4, "big")).decode()
+
+
+def _sent_parts(client: S3Client) -> list[int]:
+    """The part numbers this client uploads from now on (an event hook, no mock)."""
+    sent: list[int] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        sent.append(int(params["query_string"]["partNumber"]))
+
+    client.meta.events.register("before-call.s3.UploadPart", record)
+    return sent
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_interrupted_multipart_upload_is_resumed(
+    aws_env: dict[str, str], s3: S3Client, bucket: str, tmp_path: Path, checksum: bool
+) -> None:
+    data = os.urandom(2 * PART + 3 * MiB)  # three parts
+    (tmp_path / "big").write_bytes(data)
+    create: dict[str, Any] = (
+        {"ChecksumAlgorithm": "CRC32C", "ChecksumType": "FULL_OBJECT"} if checksum else {}
+    )
+    # What a killed run leaves behind: part 1 sent, part 2 with other bytes, no part 3.
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="p/big", **create)["UploadId"]
+    part: dict[str, Any] = {"ChecksumAlgorithm": "CRC32C"} if checksum else {}
+    for number, body in ((1, data[:PART]), (2, os.urandom(PART))):
+        s3.upload_part(
+            Bucket=bucket, Key="p/big", UploadId=upload_id, PartNumber=number, Body=body, **part
+        )
+    sent = _sent_parts(s3)
+    settings = S3Settings(checksum=checksum)
+    with Transfer(s3, S3Url.parse(f"s3://{bucket}/p"), tmp_path, settings=settings) as t:
+        up = t.upload("big")
+    assert sorted(sent) == [2, 3]  # part 1 kept, the damaged part 2 sent again
+    assert s3.get_object(Bucket=bucket, Key="p/big")["Body"].read() == data
+    assert up.etag == s3.head_object(Bucket=bucket, Key="p/big")["ETag"].strip('"')
+    if checksum:
+        head = s3.head_object(Bucket=bucket, Key="p/big", ChecksumMode="ENABLED")
+        assert head.get("ChecksumCRC32C") == _crc(data)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_upload_without_a_pending_one_starts_afresh(
+    aws_env: dict[str, str], s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(PART + MiB)
+    (tmp_path / "big").write_bytes(data)
+    # Another key's pending upload is left alone.
+    other = s3.create_multipart_upload(Bucket=bucket, Key="big-other")["UploadId"]
+    with Transfer(s3, S3Url.parse(f"s3://{bucket}"), tmp_path) as t:
+        t.upload("big")
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
+    pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in pending] == [other]
