@@ -123,9 +123,9 @@ def test_non_utf8_name_is_skipped_with_printable_path(tmp_path: Path) -> None:
 
 
 def test_own_temp_files_are_left_out(tmp_path: Path) -> None:
-    make(tmp_path, "a.txt", "d/b", "d/" + local.temp_name("b", "tok1"))
-    make(tmp_path, local.temp_name("a.txt", "tok2"))
-    assert sorted(os.listdir(tmp_path / "d")) == sorted(["b", local.temp_name("b", "tok1")])
+    make(tmp_path, "a.txt", "d/b", "d/" + local.temp_name("b", "0123abcd"))
+    make(tmp_path, local.temp_name("a.txt", "4567cdef"))
+    assert sorted(os.listdir(tmp_path / "d")) == sorted(["b", local.temp_name("b", "0123abcd")])
     assert files(list(walk(tmp_path))) == ["a.txt", "d/b"]
 
 

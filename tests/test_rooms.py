@@ -21,9 +21,9 @@ from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.uploads import Conflict, Retry, Settled
 from watchsync.config import FolderConfig
-from watchsync.execute import Executor, NullRecorder
+from watchsync.execute import Executor, NullRecorder, Skips
 from watchsync.metrics import Metrics
-from watchsync.model import Action, Kind, LocalEntry, Mode, SyncedEntry
+from watchsync.model import Action, Kind, LocalEntry, Mode, Skipped, SyncedEntry
 from watchsync.state import StateStore
 from watchsync.transfer import Uploaded
 from watchsync.workqueue import Item
@@ -411,3 +411,102 @@ def test_executor_upload_resends_a_file_that_changed_while_read(tmp_path: Path) 
     executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
     executor.apply(Action(Kind.UPLOAD, "grow.log", "new", LocalEntry("grow.log", 1, 0)))
     assert objects.objects["grow.log"][0] == target.read_bytes() == b"1++"
+
+
+# -- an unreadable directory holds back only the deletes under it ---------------------------
+
+
+def test_executor_skipped_directory_vetoes_only_deletes_under_it(tmp_path: Path) -> None:
+    objects = FakeObjects(tmp_path)
+    for key in ("locked/a.txt", "locked-not/b.txt", "elsewhere.txt"):
+        objects.put(key, b"x")
+    skips = Skips()
+    skips.add(Skipped("locked", "directory is not readable: Permission denied"))
+    events = RecordedEvents()
+    executor = Executor(objects, recorder=NullRecorder(), events=events, pool=InlinePool)
+    stats = executor.run(
+        [Action(Kind.DELETE_REMOTE, k, "not in source") for k in sorted(objects.objects)],
+        skipped=skips,
+    )
+    assert sorted(objects.objects) == ["locked/a.txt"]
+    assert stats.vetoed is not None and stats.vetoed.scoped and stats.vetoed.count == 1
+    # A plain count (``watchsync sync``) keeps the whole-pass veto; so does a failure.
+    objects.put("elsewhere.txt", b"x")
+    stats = executor.run(
+        [Action(Kind.DELETE_REMOTE, "elsewhere.txt", "not in source")], skipped=lambda: 1
+    )
+    assert "elsewhere.txt" in objects.objects and stats.vetoed is not None
+
+
+_UNREADABLE_DIR = """
+import os, sys, threading
+from pathlib import Path
+from fakes import FakeObjects, InlinePool
+from prometheus_client import CollectorRegistry
+from watchsync.agent.folder import wire
+from watchsync.agent.scope import Scope
+from watchsync.agent.status import Status
+from watchsync.config import FolderConfig
+from watchsync.metrics import Metrics
+from watchsync.model import SyncedEntry
+from watchsync.state import StateStore
+
+base = Path(sys.argv[1])
+root = base / "root"
+cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, delete=True)
+store = StateStore.open(base / "state", local_root=root, url=cfg.url)
+store.set_meta("root_dev", str(os.stat(root).st_dev))
+metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
+status = Status(cfg.name, store=store, metrics=metrics)
+objects = FakeObjects(root)
+rooms = wire(cfg, store=store, transfer=objects, scope=Scope(cfg, state_dir=base / "state"),
+             status=status, metrics=metrics, stop=threading.Event(), on_skip=lambda s: None,
+             pool=InlinePool)
+for path in ("locked/x.txt", "gone-in-s3.txt", "keep.txt"):
+    rem = objects.put(path, b"body")
+    st = (root / path).stat()
+    store.put(SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns))
+del objects.objects["gone-in-s3.txt"]
+os.chmod(root / "locked", 0)
+for _ in range(2):
+    stats = rooms.reconcile.run()
+print(stats.skipped, stats.passed.vetoed.count if stats.passed.vetoed else None)
+print(sorted(objects.objects), sorted(os.listdir(root)))
+"""
+
+
+def test_reconcile_with_an_unreadable_directory_goes_on(tmp_path: Path) -> None:
+    """``chmod 000`` under the root, seen by an unprivileged agent (root reads anything):
+    the pass goes on, the S3-side delete reaches the folder, nothing under the directory
+    is deleted in S3."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the pass as an unprivileged user")
+    with tempfile.TemporaryDirectory() as base:
+        os.chmod(base, 0o755)
+        root = Path(base, "root")
+        (root / "locked").mkdir(parents=True)
+        for path in ("locked/x.txt", "gone-in-s3.txt", "keep.txt"):
+            (root / path).write_bytes(b"body")
+        for dirpath, dirs, names in os.walk(base):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirs + names)]:
+                os.chown(name, 65534, 65534)
+        tests = Path(__file__).parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+        nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+        proc = subprocess.run(
+            [setpriv, *nobody, sys.executable, "-c", _UNREADABLE_DIR, base],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        counts, listing = proc.stdout.splitlines()
+        assert counts == "1 1"  # one skip, one delete held back (locked/x.txt in S3)
+        assert listing == "['keep.txt', 'locked/x.txt'] ['keep.txt', 'locked']"

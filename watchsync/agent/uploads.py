@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 _TRANSIENT_BACKOFF = (0.5, 30.0)  # first and longest wait after a transient S3 error
 _PERMANENT_BACKOFF = (30.0, 300.0)  # ... after S3 refused
+_RACE_BACKOFF = (1.0, 60.0)  # ... after a lost conditional write
+_PARK_AFTER = 5  # failures in a row (not outages) after which a path waits for a reconcile
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Uploads:
         self.opts = opts
         self.follow_symlinks = follow_symlinks
         self._backoff: dict[str, float] = {}
+        self._failures: dict[str, int] = {}  # path -> failures in a row, outages excepted
+        self._parked: set[str] = set()  # reported once; the next reconcile queues them again
 
     def process(self, item: Item) -> Result:
         """Decide ``item.path`` from the truth (the file now, the last sync) and act."""
@@ -94,14 +98,36 @@ class Uploads:
         except PreconditionFailed:
             raced = self.conflicts.raced(item.path, self.executor)
             if raced.retry_in is not None:
-                return Retry(raced.retry_in)
+                why = raced.refused or "lost a conditional write again"
+                return self._again(item.path, _RACE_BACKOFF, raced.retry_in, why)
             if raced.conflict:
                 result = Conflict()
         except Exception as exc:
             return self._failure(item, exc)
         self._backoff.pop(item.path, None)
+        self._failures.pop(item.path, None)
+        self._parked.discard(item.path)
         self.status.s3_ok()
         return result
+
+    def _again(
+        self, path: str, backoff: tuple[float, float], first: float, why: str
+    ) -> Retry | Settled:
+        """A retry that backs off per path; a path that keeps failing is reported once and
+        parked (settled: its journal entry closes, the next reconcile queues it again)."""
+        failures = self._failures.get(path, 0) + 1
+        self._failures[path] = failures
+        if path in self._parked or failures >= _PARK_AFTER:
+            self._backoff.pop(path, None)
+            self._failures.pop(path, None)
+            if path not in self._parked:
+                self._parked.add(path)
+                self.status.error(f"{path}: keeps failing ({why}); parked until the next reconcile")
+            return SETTLED
+        cap = backoff[1]
+        delay = min(cap, self._backoff[path] * 2) if path in self._backoff else first
+        self._backoff[path] = delay
+        return Retry(delay)
 
     def _sync(self, item: Item) -> None:
         local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
@@ -132,17 +158,28 @@ class Uploads:
             and not os.path.lexists(self.root / cand.path)
         ]
 
-    def _failure(self, item: Item, exc: Exception) -> Retry:
-        """Transient errors retry soon, permanent ones slowly; the agent keeps watching."""
+    def _failure(self, item: Item, exc: Exception) -> Retry | Settled:
+        """Transient errors retry soon, for as long as the outage lasts; refusals retry
+        slowly, and a path S3 keeps refusing is parked.  The agent keeps watching."""
         transient = is_transient(exc)
-        first, cap = _TRANSIENT_BACKOFF if transient else _PERMANENT_BACKOFF
+        self.metrics.error("transient" if transient else error_code(exc) or "s3")
+        if not transient:
+            first_time = item.path not in self._failures and item.path not in self._parked
+            result = self._again(
+                item.path, _PERMANENT_BACKOFF, _PERMANENT_BACKOFF[0], f"S3 refused: {describe(exc)}"
+            )
+            if first_time and isinstance(result, Retry):
+                self.status.error(
+                    f"S3 refused: {describe(exc)} ({item.path}; retrying in {result.delay:.0f}s)",
+                    s3=True,
+                )
+            return result
+        first, cap = _TRANSIENT_BACKOFF
         delay = min(cap, self._backoff.get(item.path, first / 2) * 2)
         self._backoff[item.path] = delay
-        self.metrics.error("transient" if transient else error_code(exc) or "s3")
-        what = "S3 unreachable" if transient else "S3 refused"
         self.status.error(
-            f"{what}: {describe(exc)} ({item.path}; retrying in {delay:.0f}s)",
-            level=logging.WARNING if transient else logging.ERROR,
+            f"S3 unreachable: {describe(exc)} ({item.path}; retrying in {delay:.0f}s)",
+            level=logging.WARNING,
             s3=True,
         )
         return Retry(delay)
