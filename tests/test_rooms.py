@@ -25,8 +25,9 @@ from watchsync.execute import Executor, NullRecorder, Skips
 from watchsync.metrics import Metrics
 from watchsync.model import Action, Kind, LocalEntry, Mode, Skipped, SyncedEntry
 from watchsync.state import StateStore
+from watchsync.errors import PreconditionFailed
 from watchsync.transfer import Uploaded
-from watchsync.workqueue import Item
+from watchsync.workqueue import Item, PathQueue
 
 
 def refusal(
@@ -510,3 +511,95 @@ def test_reconcile_with_an_unreadable_directory_goes_on(tmp_path: Path) -> None:
         counts, listing = proc.stdout.splitlines()
         assert counts == "1 1"  # one skip, one delete held back (locked/x.txt in S3)
         assert listing == "['keep.txt', 'locked/x.txt'] ['keep.txt', 'locked']"
+
+
+# -- retries back off; a path that keeps failing is parked ----------------------------------
+
+
+def test_queue_keeps_the_delay_of_a_retry_for_a_path_in_progress() -> None:
+    now = [0.0]
+    queue = PathQueue(clock=lambda: now[0])
+    queue.put(Item("a"))
+    stop = threading.Event()
+    assert queue.get(stop, poll=0.001) == Item("a")
+    queue.put(Item("a", attempt=1), delay=30.0)  # handed in while a worker holds "a"
+    queue.put(Item("a"))  # and a fresh event: it must not cut the back-off short
+    queue.done("a")
+    now[0] = 29.0
+    stop.set()
+    assert queue.get(stop) is None
+    stop.clear()
+    ready: list[Item | None] = []
+    t = threading.Thread(target=lambda: ready.append(queue.get(stop, poll=0.01)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive() and not ready  # not before the delay
+    now[0] = 30.0
+    t.join(5)
+    assert ready and ready[0] is not None and ready[0].path == "a"
+
+
+class RefusingObjects(FakeObjects):
+    """SeaweedFS with a directory where a file now is: PUT If-None-Match gives 412, HEAD 404."""
+
+    def upload(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> Uploaded:
+        if path == "d" and if_none_match:
+            self.calls.append(("upload", path))
+            raise PreconditionFailed(path)
+        return super().upload(path, key=key, if_match=if_match, if_none_match=if_none_match)
+
+
+def test_uploads_refused_create_backs_off_then_parks(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    w.rooms.uploads.conflicts.transfer = RefusingObjects(w.root)
+    w.rooms.uploads.executor.transfer = w.rooms.uploads.conflicts.transfer
+    objects = w.rooms.uploads.conflicts.transfer
+    (w.root / "d").write_bytes(b"a file where a directory was")
+    results = [w.rooms.uploads.process(Item("d", absent=True)) for _ in range(6)]
+    delays = [r.delay for r in results if isinstance(r, Retry)]
+    assert delays == sorted(delays) and len(set(delays)) == len(delays) > 1  # backs off
+    assert results[-2:] == [Settled(), Settled()]  # parked, then still parked
+    assert "keeps failing" in (w.status.last_error or "")
+    assert "directory of that name" in (w.status.last_error or "")
+    w.status.error("something else")
+    sent = len([c for c in objects.calls if c[0] == "upload"])
+    assert w.rooms.uploads.process(Item("d", absent=True)) == Settled()
+    assert w.status.last_error == "something else"  # reported once, not at every look
+    assert len([c for c in objects.calls if c[0] == "upload"]) - sent <= 2
+
+
+def test_uploads_permanent_refusal_is_parked(make_world: Callable[..., World]) -> None:
+    from watchsync.errors import RemoteError
+
+    w = make_world()
+    (w.root / "a.txt").write_bytes(b"x")
+    w.objects.fail["a.txt"] = RemoteError("AccessDenied")
+    results = [w.rooms.uploads.process(Item("a.txt")) for _ in range(5)]
+    assert [type(r) for r in results] == [Retry] * 4 + [Settled]
+    assert "parked" in (w.status.last_error or "")
+
+
+# -- names that fit in 255 bytes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "ext"),
+    [("é" * 120 + ".txt", ".txt"), ("名" * 84, ""), ("a" * 250 + ".tar.gz", ".gz")],
+    ids=["two-byte-chars", "three-byte-chars-no-ext", "ascii"],
+)
+def test_conflict_name_of_a_long_name_fits_and_stays_unique(name: str, ext: str) -> None:
+    taken: set[str] = set()
+    for _ in range(3):
+        got = conflict_name("dir/" + name, 1795601700.0, taken=taken.__contains__)
+        leaf = got.split("/")[-1]
+        assert len(leaf.encode()) <= 255 and leaf.endswith(ext) and got.startswith("dir/")
+        assert ".conflict-20261125-101500" in leaf and got not in taken
+        leaf.encode("utf-8")  # never cut inside a character
+        taken.add(got)
