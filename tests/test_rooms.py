@@ -21,11 +21,11 @@ from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.uploads import Conflict, Retry, Settled
 from watchsync.config import FolderConfig
+from watchsync.errors import PreconditionFailed
 from watchsync.execute import Executor, NullRecorder, Skips
 from watchsync.metrics import Metrics
 from watchsync.model import Action, Kind, LocalEntry, Mode, Skipped, SyncedEntry
 from watchsync.state import StateStore
-from watchsync.errors import PreconditionFailed
 from watchsync.transfer import Uploaded
 from watchsync.workqueue import Item, PathQueue
 
