@@ -116,6 +116,14 @@ def _gone_or_me(pid: int) -> bool:
     return False
 
 
+def guard_temp_files(root: Path) -> None:
+    """For a run writing under ``root``: remove the partial downloads a killed run left
+    there, and remove this run's own if it is stopped by SIGTERM."""
+    if os.path.isdir(root):
+        remove_temp_files(root)
+    remove_temp_files_on_sigterm(root)
+
+
 _TERM_ROOTS: set[str] = set()
 _TERM_LOCK = threading.Lock()
 

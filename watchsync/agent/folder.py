@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import FolderConfig
 from ..errors import RemoteError, WatchsyncError
 from ..execute import Executor, PoolFactory, thread_pool
+from ..local import remove_temp_files
 from ..metrics import FolderMetrics, Metrics
 from ..model import Skipped
 from ..plan import PathOptions
@@ -181,6 +182,10 @@ class Folder:
         self.watcher.stop()
         if not done:
             logger.warning("folder %s: threads still running after the drain", self.cfg.name)
+            # Downloads cut short by the stop leave no partial files behind.
+            me = os.getpid() & 0xFFFFFFFF
+            with contextlib.suppress(OSError):
+                remove_temp_files(self.root, pids=lambda pid: pid == me)
             return False
         self.transfer.close()
         store, self.store = self.store, None
@@ -254,6 +259,7 @@ class Folder:
             if self.stop_event.is_set():
                 return
             store = self.store_()
+            remove_temp_files(self.root)  # partial downloads of a run that was killed
             if not store.meta().get("root_dev"):
                 store.set_meta("root_dev", str(self.root.stat().st_dev))
             self.watcher.start()
