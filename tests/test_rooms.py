@@ -603,3 +603,23 @@ def test_conflict_name_of_a_long_name_fits_and_stays_unique(name: str, ext: str)
         assert ".conflict-20261125-101500" in leaf and got not in taken
         leaf.encode("utf-8")  # never cut inside a character
         taken.add(got)
+
+
+# -- a file dated after 2262 -------------------------------------------------------------------
+
+
+def test_uploads_file_dated_after_2262_is_recorded_once(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    target = w.root / "future.txt"
+    target.write_bytes(b"from the future")
+    far = 2**63 + 10**9  # 2262-04-11 and a bit: beyond SQLite's 64-bit INTEGER
+    try:
+        os.utime(target, ns=(far, far))
+    except (OverflowError, OSError):
+        pytest.skip("the file system cannot hold such a time")
+    far = target.stat().st_mtime_ns
+    assert w.rooms.uploads.process(Item("future.txt", absent=True)) == Settled()
+    synced = w.store.get("future.txt")
+    assert synced is not None and synced.mtime_ns == far
+    assert w.rooms.uploads.process(Item("future.txt")) == Settled()  # unchanged: not sent again
+    assert [c for c in w.objects.calls if c[0] == "upload"] == [("upload", "future.txt")]

@@ -439,3 +439,14 @@ def test_kill_9_mid_write_leaves_consistent_db(tmp_path: Path, root: Path, kill_
         files = [p for p in paths if p.startswith("f")]
         assert len(files) in (done + 1, done + 2)
         assert s.counters()["uploaded_files"] in (done + 1, done + 2)
+
+
+@pytest.mark.parametrize("mtime_ns", [2**63, 2**64 + 123_456_789, -(2**63) - 1, 2**63 - 1], ids=str)
+def test_times_beyond_64_bits_are_stored_exactly(store: StateStore, mtime_ns: int) -> None:
+    """A file dated after 2262 (or before 1678): its mtime_ns does not fit SQLite's INTEGER."""
+    far = SyncedEntry("future.txt", 3, mtime_ns, "etag", mtime_ns + 1)
+    store.put(far)
+    store.record(SyncedEntry("recorded.txt", 3, mtime_ns, "e2", 7), counters={"uploaded_files": 1})
+    assert store.get("future.txt") == far
+    assert list(store.iter_sorted()) == [far, SyncedEntry("recorded.txt", 3, mtime_ns, "e2", 7)]
+    assert [e.path for e in store.find_by_stat(3, mtime_ns)] == ["future.txt", "recorded.txt"]

@@ -349,7 +349,7 @@ class StateStore:
         rows = self._query(
             "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced"
             " WHERE size = ? AND mtime_ns = ? LIMIT 16",
-            (size, mtime_ns),
+            (_int_in(size), _int_in(mtime_ns)),
         )
         return [_entry(r) for r in rows]
 
@@ -364,7 +364,7 @@ class StateStore:
 
     def put_many(self, entries: Iterable[SyncedEntry]) -> int:
         """Record many entries in one transaction (all or nothing); returns how many."""
-        rows = [(e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns) for e in entries]
+        rows = [_row(e) for e in entries]
         if not rows:
             return 0
         with self._transaction() as conn:
@@ -467,7 +467,7 @@ class StateStore:
             conn.execute(
                 "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (entry.path, entry.size, entry.mtime_ns, entry.etag, entry.remote_mtime_ns),
+                _row(entry),
             )
             for name, n in (counters or {}).items():
                 conn.execute(
@@ -533,9 +533,45 @@ class StateStore:
         return result
 
 
+_INT64 = range(-(2**63), 2**63)
+_BIG = "ns:"  # prefix of an integer stored as text: no SQLite affinity turns it into a REAL
+
+
+def _int_in(value: int) -> int | str:
+    """An integer as SQLite can keep it exactly: as is within 64 bits, else as text.
+
+    A file dated after 2262 (or before 1678) has an ``mtime_ns`` beyond SQLite's INTEGER;
+    it is stored exactly, so the file is still recognised as synced.
+
+    >>> _int_in(5), _int_in(2**63)
+    (5, 'ns:9223372036854775808')
+    """
+    return value if value in _INT64 else f"{_BIG}{value}"
+
+
+def _int_out(value: object) -> int:
+    """The integer :func:`_int_in` stored."""
+    if isinstance(value, str) and value.startswith(_BIG):
+        return int(value[len(_BIG) :])
+    return int(value)  # type: ignore[call-overload]
+
+
+def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str]:
+    """A synced entry as the row stored."""
+    return (
+        entry.path,
+        _int_in(entry.size),
+        _int_in(entry.mtime_ns),
+        entry.etag,
+        _int_in(entry.remote_mtime_ns),
+    )
+
+
 def _entry(row: tuple[Any, ...]) -> SyncedEntry:
     path, size, mtime_ns, etag, remote_mtime_ns = row
-    return SyncedEntry(str(path), int(size), int(mtime_ns), str(etag), int(remote_mtime_ns))
+    return SyncedEntry(
+        str(path), _int_out(size), _int_out(mtime_ns), str(etag), _int_out(remote_mtime_ns)
+    )
 
 
 def _read_pid(fd: int) -> int | None:
