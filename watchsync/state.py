@@ -553,7 +553,8 @@ def _int_out(value: object) -> int:
     """The integer :func:`_int_in` stored."""
     if isinstance(value, str) and value.startswith(_BIG):
         return int(value[len(_BIG) :])
-    return int(value)  # type: ignore[call-overload]
+    assert isinstance(value, int | str | float)
+    return int(value)
 
 
 def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str]:
