@@ -150,3 +150,43 @@ def test_agent_sigterm_mid_download_leaves_no_partial_file(
     assert temp_files(root) == [], agent.log_text()
     assert not (root / "big.bin").exists()
     assert state_db(tmp_path / "state", root, url).exists()
+
+
+def test_agent_starts_again_after_a_corrupt_state_database(
+    root: Path, tmp_path: Path, s3: S3Client, bucket: str, aws_env: dict[str, str], s3server: Any
+) -> None:
+    url = f"s3://{bucket}/{PREFIX}"
+    db = state_db(tmp_path / "state", root, url)
+    db.parent.mkdir()
+    db.write_bytes(b"\x00garbage after a power cut" * 300)
+    (root / "local.txt").write_bytes(b"here")
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}/remote.txt", Body=b"there")
+    cfg = folder_config(root, url, s3server.endpoint, delete=True)
+    with running_agent(cfg, tmp_path / "state") as agent:
+        wait_idle(agent)
+        assert "corrupt" in (agent.last_error or "") and "no deletes" in (agent.last_error or "")
+        assert (root / "remote.txt").read_bytes() == b"there"
+        assert_in_sync(s3, bucket, PREFIX, root)
+        assert [p.name for p in db.parent.iterdir() if ".corrupt-" in p.name]
+        status = agent.store_().get_status()
+        assert "corrupt" in str(status.get("last_error"))
+
+
+def test_agent_goes_on_when_its_state_database_is_removed(
+    root: Path, tmp_path: Path, s3: S3Client, bucket: str, aws_env: dict[str, str], s3server: Any
+) -> None:
+    url = f"s3://{bucket}/{PREFIX}"
+    (root / "a.txt").write_bytes(b"a")
+    cfg = folder_config(root, url, s3server.endpoint)
+    with running_agent(cfg, tmp_path / "state") as agent:
+        wait_idle(agent)
+        db = state_db(tmp_path / "state", root, url)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        s3.put_object(Bucket=bucket, Key=f"{PREFIX}/b.txt", Body=b"b")
+        before = agent.reconciles
+        agent.request_reconcile()
+        wait_until(lambda: agent.reconciles > before, timeout=30, message="a reconcile")
+        wait_until(lambda: (root / "b.txt").exists(), timeout=30, message="b.txt downloaded")
+        assert db.exists()
+        assert_in_sync(s3, bucket, PREFIX, root)

@@ -180,6 +180,10 @@ class StateStore:
         self._clock = clock
         self._lock_fd: int | None = None
         self._closed = False
+        self._inode = _inode(db_path)
+        # Set when a corrupt database was moved aside and this one started empty: what
+        # happened, for the agent to say loudly (and to hold deletes for its first pass).
+        self.recovered: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -200,10 +204,46 @@ class StateStore:
         """
         state_dir.mkdir(parents=True, exist_ok=True)
         db_path = state_dir / (store_name(local_root, url) + DB_SUFFIX)
+        try:
+            return cls._open_at(db_path, local_root=local_root, url=url, clock=clock, stat=stat)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            why = str(exc)
+        # A corrupt file (power loss on an SD card, a half-copied file) would stop the folder
+        # for good.  It is moved aside, under the pair's lock so a running agent's live file
+        # is never touched, and the pair starts again as if met for the first time.
+        lock_fd = _take_lock(db_path.with_suffix(LOCK_SUFFIX))
+        try:
+            moved = _quarantine(db_path, clock())
+            store = cls._open_at(db_path, local_root=local_root, url=url, clock=clock, stat=stat)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        store._lock_fd = lock_fd
+        store.recovered = f"state database {db_path} was corrupt ({why}); moved aside to {moved}"
+        store.set_meta("recovered_from", str(moved))
+        logger.error("state: %s; starting again with an empty state", store.recovered)
+        return store
+
+    @classmethod
+    def _open_at(
+        cls,
+        db_path: Path,
+        *,
+        local_root: Path,
+        url: str,
+        clock: Callable[[], float],
+        stat: Callable[[Path], os.stat_result],
+    ) -> StateStore:
+        """Open the database at ``db_path``; a damaged file raises ``sqlite3.DatabaseError``."""
         conn = _connect(db_path, read_only=False)
         store = cls(db_path, conn, read_only=False, clock=clock)
         try:
             store._init_schema(local_root=local_root, url=url, stat=stat)
+            check = store.integrity_check(quick=True)
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check[:200]}")
         except BaseException:
             store.close()
             raise
@@ -278,22 +318,7 @@ class StateStore:
         with self._mutex:
             if self._lock_fd is not None:
                 return
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_pid(fd)
-                os.close(fd)
-                raise LockedError(
-                    f"another watchsync agent (pid {holder or 'unknown'}) already serves "
-                    f"this folder pair (lock {self.lock_path})"
-                ) from None
-            except BaseException:
-                os.close(fd)
-                raise
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            self._lock_fd = fd
+            self._lock_fd = _take_lock(self.lock_path)
             logger.debug("state: locked %s", self.lock_path)
 
     @property
@@ -330,9 +355,10 @@ class StateStore:
         """What was recorded at creation: local_root, url, root_dev, created."""
         return {str(k): str(v) for k, v in self._query("SELECT key, value FROM meta")}
 
-    def integrity_check(self) -> str:
-        """SQLite's ``PRAGMA integrity_check``: ``"ok"`` when the file is sound."""
-        return "; ".join(str(row[0]) for row in self._query("PRAGMA integrity_check"))
+    def integrity_check(self, *, quick: bool = False) -> str:
+        """SQLite's ``PRAGMA integrity_check`` (``quick_check``): ``"ok"`` when sound."""
+        pragma = "quick_check" if quick else "integrity_check"
+        return "; ".join(str(row[0]) for row in self._query(f"PRAGMA {pragma}"))
 
     # -- synced entries ------------------------------------------------------------------
 
@@ -415,6 +441,7 @@ class StateStore:
         return self._iter_rows(sql, params, batch)
 
     def _iter_rows(self, sql: str, params: tuple[str, ...], batch: int) -> Iterator[SyncedEntry]:
+        self._restore_if_removed()
         conn = _connect(self.db_path, read_only=True)
         try:
             # The explicit read transaction pins one snapshot across fetchmany() calls.
@@ -427,6 +454,43 @@ class StateStore:
             conn.execute("COMMIT")
         finally:
             conn.close()
+
+    def _restore_if_removed(self) -> None:
+        """The database file was removed (or replaced) under us: the open connection still
+        holds the data, so write it back to the file and go on with that file.  Without
+        this every pass would fail, and nothing recorded from then on would survive."""
+        if self.is_read_only or _inode(self.db_path) == self._inode:
+            return
+        with self._mutex:
+            self._check_open()
+            if _inode(self.db_path) == self._inode:
+                return
+            logger.error(
+                "state: database %s was removed or replaced while in use; "
+                "writing the state this agent holds back to it",
+                self.db_path,
+            )
+            try:
+                self.db_path.parent.mkdir(parents=True, exist_ok=True)
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.db_path}{suffix}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.db_path)
+                fresh = sqlite3.connect(str(self.db_path), isolation_level=None)
+                try:
+                    self._conn.backup(fresh)
+                finally:
+                    fresh.close()
+                conn = _connect(self.db_path, read_only=False)
+            except (OSError, sqlite3.Error) as exc:
+                raise WatchsyncError(
+                    f"state database {self.db_path} was removed and cannot be written "
+                    f"again: {exc}; restart the agent"
+                ) from exc
+            self._conn.close()
+            self._conn = conn
+            self._inode = _inode(self.db_path)
 
     # -- journal -------------------------------------------------------------------------
 
@@ -573,6 +637,59 @@ def _entry(row: tuple[Any, ...]) -> SyncedEntry:
     return SyncedEntry(
         str(path), _int_out(size), _int_out(mtime_ns), str(etag), _int_out(remote_mtime_ns)
     )
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    """The file's identity, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file itself is damaged (not busy, locked or unreadable)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return type(exc) is sqlite3.DatabaseError  # our own integrity-check failure
+
+
+def _take_lock(lock_path: Path) -> int:
+    """The pair's lock, taken now or :class:`LockedError` (as :meth:`StateStore.lock`)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_pid(fd)
+        os.close(fd)
+        raise LockedError(
+            f"another watchsync agent (pid {holder or 'unknown'}) already serves "
+            f"this folder pair (lock {lock_path})"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _quarantine(db_path: Path, now: float) -> Path:
+    """Move a damaged database (and its WAL) aside as ``NAME.db.corrupt-YYYYMMDD-HHMMSS``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    moved = db_path.with_name(f"{db_path.name}.corrupt-{stamp}")
+    n = 1
+    while moved.exists():
+        n += 1
+        moved = db_path.with_name(f"{db_path.name}.corrupt-{stamp}-{n}")
+    os.replace(db_path, moved)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(f"{db_path}-wal", f"{moved}-wal")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{db_path}-shm")
+    return moved
 
 
 def _read_pid(fd: int) -> int | None:
