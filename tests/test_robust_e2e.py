@@ -190,3 +190,29 @@ def test_agent_goes_on_when_its_state_database_is_removed(
         wait_until(lambda: (root / "b.txt").exists(), timeout=30, message="b.txt downloaded")
         assert db.exists()
         assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_agent_directory_replaced_by_a_file_does_not_spin(
+    root: Path, tmp_path: Path, s3: S3Client, bucket: str, aws_env: dict[str, str], s3server: Any
+) -> None:
+    """SeaweedFS refuses ``PUT d`` (If-None-Match: 412) while ``d/x`` exists, and HEAD
+    says 404: the path backs off, is reported once and parked; the delete of ``d/x`` is
+    not stalled behind it."""
+    url = f"s3://{bucket}/{PREFIX}"
+    (root / "d").mkdir()
+    (root / "d" / "x").write_bytes(b"x")
+    cfg = folder_config(root, url, s3server.endpoint, delete=True)
+    with running_agent(cfg, tmp_path / "state") as agent:
+        wait_idle(agent)
+        assert sorted(bucket_listing(s3, bucket, PREFIX)) == ["d/x"]
+        (root / "d" / "x").unlink()
+        (root / "d").rmdir()
+        (root / "d").write_bytes(b"a file now")
+        wait_until(
+            lambda: "parked" in (agent.last_error or ""), timeout=30, message="d to be parked"
+        )
+        assert "a directory of that name" in (agent.last_error or "")
+        wait_until(lambda: not bucket_listing(s3, bucket, PREFIX), timeout=60, message="d/x gone")
+        wait_idle(agent)  # parked: nothing left queued or retrying
+        # SeaweedFS keeps the empty directory, so the next reconcile will park it again:
+        # reported, never a tight loop.

@@ -35,6 +35,7 @@ _TRANSIENT_BACKOFF = (0.5, 30.0)  # first and longest wait after a transient S3 
 _PERMANENT_BACKOFF = (30.0, 300.0)  # ... after S3 refused
 _RACE_BACKOFF = (1.0, 60.0)  # ... after a lost conditional write
 _PARK_AFTER = 5  # failures in a row (not outages) after which a path waits for a reconcile
+_PARK_AFTER_REFUSED = 3  # ... when S3 refuses to create a key it says does not exist
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class Uploads:
             raced = self.conflicts.raced(item.path, self.executor)
             if raced.retry_in is not None:
                 why = raced.refused or "lost a conditional write again"
-                return self._again(item.path, _RACE_BACKOFF, raced.retry_in, why)
+                park = _PARK_AFTER_REFUSED if raced.refused else _PARK_AFTER
+                return self._again(item.path, _RACE_BACKOFF, raced.retry_in, why, park_after=park)
             if raced.conflict:
                 result = Conflict()
         except Exception as exc:
@@ -111,13 +113,19 @@ class Uploads:
         return result
 
     def _again(
-        self, path: str, backoff: tuple[float, float], first: float, why: str
+        self,
+        path: str,
+        backoff: tuple[float, float],
+        first: float,
+        why: str,
+        *,
+        park_after: int = _PARK_AFTER,
     ) -> Retry | Settled:
         """A retry that backs off per path; a path that keeps failing is reported once and
         parked (settled: its journal entry closes, the next reconcile queues it again)."""
         failures = self._failures.get(path, 0) + 1
         self._failures[path] = failures
-        if path in self._parked or failures >= _PARK_AFTER:
+        if path in self._parked or failures >= park_after:
             self._backoff.pop(path, None)
             self._failures.pop(path, None)
             if path not in self._parked:
