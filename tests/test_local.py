@@ -221,9 +221,10 @@ def test_remove_temp_files_removes_leftovers_of_dead_writers_only(tmp_path: Path
         "d/" + local.temp_name("b.bin", "89abcdef", pid=os.getpid()),
         local.temp_name("c.bin", "01010101", pid=live_pid),
         ".user.watchsync-tmp-1234",
+        ".old.bin.watchsync-tmp-0a1b2c3d",  # an older version's: no pid, surely dead
         "keep.txt",
     )
-    assert local.remove_temp_files(tmp_path) == 2
+    assert local.remove_temp_files(tmp_path) == 3
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == sorted(
         [".user.watchsync-tmp-1234", "keep.txt", local.temp_name("c.bin", "01010101", pid=live_pid)]

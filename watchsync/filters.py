@@ -95,6 +95,7 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     ".~lock.*#",  # LibreOffice lock files
     # our own download temp files, exactly local.temp_name()'s: .<name>.watchsync-tmp-<16 hex>
     ".*.watchsync-tmp-" + "[0-9a-f]" * 16,
+    ".*.watchsync-tmp-" + "[0-9a-f]" * 8,  # ... as versions before the pid wrote them
 )
 
 

@@ -29,7 +29,8 @@ _PID_HEX = 8  # the writer's pid, in hex, closes every temp token
 # Exactly the names temp_name() makes: a dot, the (maybe shortened) name, the marker, then
 # a random token and the writer's pid, both in lower-case hex.  Nothing looser: a user file
 # named like ``.a.watchsync-tmp-1234`` is the user's and is synced like any other.
-_TEMP_RE = re.compile(r"\..+" + re.escape(TMP_MARKER) + r"[0-9a-f]{8}([0-9a-f]{8})", re.S)
+# Versions before the pid was added wrote the token alone: those are ours too (writer unknown).
+_TEMP_RE = re.compile(r"\..+" + re.escape(TMP_MARKER) + r"[0-9a-f]{8}([0-9a-f]{8})?", re.S)
 
 
 def is_temp_name(name: str) -> bool:
@@ -69,14 +70,15 @@ def cut_utf8(text: str, limit: int) -> str:
 
 
 def temp_owner(name: str) -> int | None:
-    """The pid that wrote temp file ``name``, or None when it is not one of ours."""
+    """The pid that wrote temp file ``name`` (0: unknown, an older version's), or None when
+    it is not one of ours."""
     m = _TEMP_RE.fullmatch(name)
-    return int(m.group(1), 16) if m else None
+    if m is None:
+        return None
+    return int(m.group(1), 16) if m.group(1) else 0
 
 
-def remove_temp_files(
-    root: Path, *, pids: Callable[[int], bool] | None = None, below: str = ""
-) -> int:
+def remove_temp_files(root: Path, *, pids: Callable[[int], bool] | None = None) -> int:
     """Remove our partial-download files under ``root`` left by processes that are gone
     (``pids`` says which writers to remove; default: dead processes and this one, as a
     restarted agent in a container often gets its old pid).  Returns how many.
@@ -85,8 +87,7 @@ def remove_temp_files(
     """
     gone = pids or _gone_or_me
     removed = 0
-    top = os.path.join(os.fspath(root), below) if below else os.fspath(root)
-    for dirpath, _dirs, names in os.walk(top, onerror=lambda _exc: None):
+    for dirpath, _dirs, names in os.walk(root, onerror=lambda _exc: None):
         for name in names:
             owner = temp_owner(name)
             if owner is None or not gone(owner):
@@ -105,7 +106,7 @@ def remove_temp_files(
 
 def _gone_or_me(pid: int) -> bool:
     """Whether temp files written by ``pid`` are leftovers: it is us, or no such process."""
-    if pid == os.getpid() & 0xFFFFFFFF:
+    if pid == 0 or pid == os.getpid() & 0xFFFFFFFF:
         return True
     try:
         os.kill(pid, 0)
