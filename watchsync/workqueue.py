@@ -94,10 +94,10 @@ class PathQueue:
                     item = _merge(prev[1], item)
                 self._again[item.path] = (delay, item)
                 return True
-            self._schedule(item, self.clock() + delay, delay)
+            self._schedule(item, self.clock() + delay)
             return True
 
-    def _schedule(self, item: Item, ready_at: float, delay: float) -> None:
+    def _schedule(self, item: Item, ready_at: float) -> None:
         """Queue ``item`` at ``ready_at`` (caller holds the lock), merged with a queued one."""
         old = self._items.get(item.path)
         if old is not None:
@@ -140,7 +140,7 @@ class PathQueue:
                 return False
             # Queued again under the same lock, so idle() never sees the path nowhere.
             delay, item = again
-            self._schedule(item, self.clock() + delay, delay)
+            self._schedule(item, self.clock() + delay)
             return True
 
     def has_again(self, path: str) -> bool:

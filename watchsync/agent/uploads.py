@@ -130,7 +130,12 @@ class Uploads:
             self._failures.pop(path, None)
             if path not in self._parked:
                 self._parked.add(path)
-                self.status.error(f"{path}: keeps failing ({why}); parked until the next reconcile")
+                # Logged at ERROR and shown as the last error; the folder's state stays, as
+                # the other paths go on.
+                self.status.error(
+                    f"{path}: keeps failing ({why}); parked until the next reconcile",
+                    keep_state=True,
+                )
             return SETTLED
         cap = backoff[1]
         delay = min(cap, self._backoff[path] * 2) if path in self._backoff else first
