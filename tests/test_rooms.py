@@ -623,3 +623,20 @@ def test_uploads_file_dated_after_2262_is_recorded_once(make_world: Callable[...
     assert synced is not None and synced.mtime_ns == far
     assert w.rooms.uploads.process(Item("future.txt")) == Settled()  # unchanged: not sent again
     assert [c for c in w.objects.calls if c[0] == "upload"] == [("upload", "future.txt")]
+
+
+@pytest.mark.parametrize(
+    ("skipped", "path", "held"),
+    [
+        ("locked", "locked/a/b.txt", True),
+        ("locked", "locked", True),  # an unreadable file: its own delete waits
+        ("locked", "locked-b/x", False),
+        ("locked", "lock", False),
+        (".", "anything/at/all", True),  # the root itself could not be read
+        ("", "a.txt", False),  # a key at the prefix itself (a marker) holds nothing back
+    ],
+)
+def test_skips_cover_what_lies_under_them(skipped: str, path: str, held: bool) -> None:
+    skips = Skips()
+    skips.add(Skipped(skipped, "why"))
+    assert skips.covers(path) is held and skips() == 1

@@ -126,13 +126,17 @@ class Skips:
         self.count = 0
         self.limit = limit
         self._paths: set[str] = set()
+        self._all = False
         self._lock = threading.Lock()
 
     def add(self, item: Skipped) -> None:
         with self._lock:
             self.count += 1
-            if len(self._paths) < self.limit:
-                self._paths.add(item.path.strip("/") or ".")
+            path = item.path.strip("/")
+            if item.path == "." or len(self._paths) >= self.limit:
+                self._all = True  # the local root itself, or too many to track
+            elif path:  # an empty path (a key at the prefix itself) is no file's parent
+                self._paths.add(path)
 
     def __call__(self) -> int:
         return self.count
@@ -140,8 +144,8 @@ class Skips:
     def covers(self, path: str) -> bool:
         """Whether a delete of ``path`` must wait for a pass that could read it."""
         with self._lock:
-            if self.count > len(self._paths) or "." in self._paths:
-                return bool(self.count)
+            if self._all:
+                return True
             parts = path.split("/")
             return any("/".join(parts[:i]) in self._paths for i in range(1, len(parts) + 1))
 
