@@ -21,12 +21,13 @@ from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.uploads import Conflict, Retry, Settled
 from watchsync.config import FolderConfig
-from watchsync.execute import Executor, NullRecorder
+from watchsync.errors import PreconditionFailed
+from watchsync.execute import Executor, NullRecorder, Skips
 from watchsync.metrics import Metrics
-from watchsync.model import Action, Kind, LocalEntry, Mode, SyncedEntry
+from watchsync.model import Action, Kind, LocalEntry, Mode, Skipped, SyncedEntry
 from watchsync.state import StateStore
 from watchsync.transfer import Uploaded
-from watchsync.workqueue import Item
+from watchsync.workqueue import Item, PathQueue
 
 
 def refusal(
@@ -411,3 +412,231 @@ def test_executor_upload_resends_a_file_that_changed_while_read(tmp_path: Path) 
     executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
     executor.apply(Action(Kind.UPLOAD, "grow.log", "new", LocalEntry("grow.log", 1, 0)))
     assert objects.objects["grow.log"][0] == target.read_bytes() == b"1++"
+
+
+# -- an unreadable directory holds back only the deletes under it ---------------------------
+
+
+def test_executor_skipped_directory_vetoes_only_deletes_under_it(tmp_path: Path) -> None:
+    objects = FakeObjects(tmp_path)
+    for key in ("locked/a.txt", "locked-not/b.txt", "elsewhere.txt"):
+        objects.put(key, b"x")
+    skips = Skips()
+    skips.add(Skipped("locked", "directory is not readable: Permission denied"))
+    events = RecordedEvents()
+    executor = Executor(objects, recorder=NullRecorder(), events=events, pool=InlinePool)
+    stats = executor.run(
+        [Action(Kind.DELETE_REMOTE, k, "not in source") for k in sorted(objects.objects)],
+        skipped=skips,
+    )
+    assert sorted(objects.objects) == ["locked/a.txt"]
+    assert stats.vetoed is not None and stats.vetoed.scoped and stats.vetoed.count == 1
+    # A plain count (``watchsync sync``) keeps the whole-pass veto; so does a failure.
+    objects.put("elsewhere.txt", b"x")
+    stats = executor.run(
+        [Action(Kind.DELETE_REMOTE, "elsewhere.txt", "not in source")], skipped=lambda: 1
+    )
+    assert "elsewhere.txt" in objects.objects and stats.vetoed is not None
+
+
+_UNREADABLE_DIR = """
+import os, sys, threading
+from pathlib import Path
+from fakes import FakeObjects, InlinePool
+from prometheus_client import CollectorRegistry
+from watchsync.agent.folder import wire
+from watchsync.agent.scope import Scope
+from watchsync.agent.status import Status
+from watchsync.config import FolderConfig
+from watchsync.metrics import Metrics
+from watchsync.model import SyncedEntry
+from watchsync.state import StateStore
+
+base = Path(sys.argv[1])
+root = base / "root"
+cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, delete=True)
+store = StateStore.open(base / "state", local_root=root, url=cfg.url)
+store.set_meta("root_dev", str(os.stat(root).st_dev))
+metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
+status = Status(cfg.name, store=store, metrics=metrics)
+objects = FakeObjects(root)
+rooms = wire(cfg, store=store, transfer=objects, scope=Scope(cfg, state_dir=base / "state"),
+             status=status, metrics=metrics, stop=threading.Event(), on_skip=lambda s: None,
+             pool=InlinePool)
+for path in ("locked/x.txt", "gone-in-s3.txt", "keep.txt"):
+    rem = objects.put(path, b"body")
+    st = (root / path).stat()
+    store.put(SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns))
+del objects.objects["gone-in-s3.txt"]
+os.chmod(root / "locked", 0)
+for _ in range(2):
+    stats = rooms.reconcile.run()
+print(stats.skipped, stats.passed.vetoed.count if stats.passed.vetoed else None)
+print(sorted(objects.objects), sorted(os.listdir(root)))
+"""
+
+
+def test_reconcile_with_an_unreadable_directory_goes_on(tmp_path: Path) -> None:
+    """``chmod 000`` under the root, seen by an unprivileged agent (root reads anything):
+    the pass goes on, the S3-side delete reaches the folder, nothing under the directory
+    is deleted in S3."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the pass as an unprivileged user")
+    with tempfile.TemporaryDirectory() as base:
+        os.chmod(base, 0o755)
+        root = Path(base, "root")
+        (root / "locked").mkdir(parents=True)
+        for path in ("locked/x.txt", "gone-in-s3.txt", "keep.txt"):
+            (root / path).write_bytes(b"body")
+        for dirpath, dirs, names in os.walk(base):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirs + names)]:
+                os.chown(name, 65534, 65534)
+        tests = Path(__file__).parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+        nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+        proc = subprocess.run(
+            [setpriv, *nobody, sys.executable, "-c", _UNREADABLE_DIR, base],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        counts, listing = proc.stdout.splitlines()
+        assert counts == "1 1"  # one skip, one delete held back (locked/x.txt in S3)
+        assert listing == "['keep.txt', 'locked/x.txt'] ['keep.txt', 'locked']"
+
+
+# -- retries back off; a path that keeps failing is parked ----------------------------------
+
+
+def test_queue_keeps_the_delay_of_a_retry_for_a_path_in_progress() -> None:
+    now = [0.0]
+    queue = PathQueue(clock=lambda: now[0])
+    queue.put(Item("a"))
+    stop = threading.Event()
+    assert queue.get(stop, poll=0.001) == Item("a")
+    queue.put(Item("a", attempt=1), delay=30.0)  # handed in while a worker holds "a"
+    queue.put(Item("a"))  # and a fresh event: it must not cut the back-off short
+    queue.done("a")
+    now[0] = 29.0
+    stop.set()
+    assert queue.get(stop) is None
+    stop.clear()
+    ready: list[Item | None] = []
+    t = threading.Thread(target=lambda: ready.append(queue.get(stop, poll=0.01)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive() and not ready  # not before the delay
+    now[0] = 30.0
+    t.join(5)
+    assert ready and ready[0] is not None and ready[0].path == "a"
+
+
+class RefusingObjects(FakeObjects):
+    """SeaweedFS with a directory where a file now is: PUT If-None-Match gives 412, HEAD 404."""
+
+    def upload(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> Uploaded:
+        if path == "d" and if_none_match:
+            self.calls.append(("upload", path))
+            raise PreconditionFailed(path)
+        return super().upload(path, key=key, if_match=if_match, if_none_match=if_none_match)
+
+
+def test_uploads_refused_create_backs_off_then_parks(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    w.rooms.uploads.conflicts.transfer = RefusingObjects(w.root)
+    w.rooms.uploads.executor.transfer = w.rooms.uploads.conflicts.transfer
+    objects = w.rooms.uploads.conflicts.transfer
+    (w.root / "d").write_bytes(b"a file where a directory was")
+    results = [w.rooms.uploads.process(Item("d", absent=True)) for _ in range(6)]
+    delays = [r.delay for r in results if isinstance(r, Retry)]
+    assert delays == sorted(delays) and len(set(delays)) == len(delays) > 1  # backs off
+    assert results[-2:] == [Settled(), Settled()]  # parked, then still parked
+    assert "keeps failing" in (w.status.last_error or "")
+    assert "directory of that name" in (w.status.last_error or "")
+    w.status.error("something else")
+    sent = len([c for c in objects.calls if c[0] == "upload"])
+    assert w.rooms.uploads.process(Item("d", absent=True)) == Settled()
+    assert w.status.last_error == "something else"  # reported once, not at every look
+    assert len([c for c in objects.calls if c[0] == "upload"]) - sent <= 2
+
+
+def test_uploads_permanent_refusal_is_parked(make_world: Callable[..., World]) -> None:
+    from watchsync.errors import RemoteError
+
+    w = make_world()
+    (w.root / "a.txt").write_bytes(b"x")
+    w.objects.fail["a.txt"] = RemoteError("AccessDenied")
+    results = [w.rooms.uploads.process(Item("a.txt")) for _ in range(5)]
+    assert [type(r) for r in results] == [Retry] * 4 + [Settled]
+    assert "parked" in (w.status.last_error or "")
+
+
+# -- names that fit in 255 bytes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "ext"),
+    [("é" * 120 + ".txt", ".txt"), ("名" * 84, ""), ("a" * 250 + ".tar.gz", ".gz")],
+    ids=["two-byte-chars", "three-byte-chars-no-ext", "ascii"],
+)
+def test_conflict_name_of_a_long_name_fits_and_stays_unique(name: str, ext: str) -> None:
+    taken: set[str] = set()
+    for _ in range(3):
+        got = conflict_name("dir/" + name, 1795601700.0, taken=taken.__contains__)
+        leaf = got.split("/")[-1]
+        assert len(leaf.encode()) <= 255 and leaf.endswith(ext) and got.startswith("dir/")
+        assert ".conflict-20261125-101500" in leaf and got not in taken
+        leaf.encode("utf-8")  # never cut inside a character
+        taken.add(got)
+
+
+# -- a file dated after 2262 -------------------------------------------------------------------
+
+
+def test_uploads_file_dated_after_2262_is_recorded_once(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    target = w.root / "future.txt"
+    target.write_bytes(b"from the future")
+    far = 2**63 + 10**9  # 2262-04-11 and a bit: beyond SQLite's 64-bit INTEGER
+    try:
+        os.utime(target, ns=(far, far))
+    except (OverflowError, OSError):
+        pytest.skip("the file system cannot hold such a time")
+    far = target.stat().st_mtime_ns
+    assert w.rooms.uploads.process(Item("future.txt", absent=True)) == Settled()
+    synced = w.store.get("future.txt")
+    assert synced is not None and synced.mtime_ns == far
+    assert w.rooms.uploads.process(Item("future.txt")) == Settled()  # unchanged: not sent again
+    assert [c for c in w.objects.calls if c[0] == "upload"] == [("upload", "future.txt")]
+
+
+@pytest.mark.parametrize(
+    ("skipped", "path", "held"),
+    [
+        ("locked", "locked/a/b.txt", True),
+        ("locked", "locked", True),  # an unreadable file: its own delete waits
+        ("locked", "locked-b/x", False),
+        ("locked", "lock", False),
+        (".", "anything/at/all", True),  # the root itself could not be read
+        ("", "a.txt", False),  # a key at the prefix itself (a marker) holds nothing back
+    ],
+)
+def test_skips_cover_what_lies_under_them(skipped: str, path: str, held: bool) -> None:
+    skips = Skips()
+    skips.add(Skipped(skipped, "why"))
+    assert skips.covers(path) is held and skips() == 1

@@ -510,13 +510,18 @@ def test_folder_that_cannot_start_does_not_stop_the_others(
     dirs: tuple[Path, Path, Path],
     spawn: Callable[..., Agent],
 ) -> None:
-    """A corrupt state database makes one folder's start fail; the other one syncs."""
+    """A state database of a newer watchsync makes one folder's start fail; the other one
+    syncs.  (A corrupt one no longer does: it is moved aside.)"""
+    import sqlite3
+
     from watchsync.state import store_name
 
     one, two, state = dirs
     state.mkdir()
     two_url = f"s3://{bucket}/two"
-    (state / (store_name(two, two_url) + ".db")).write_bytes(b"this is not sqlite" * 100)
+    newer = sqlite3.connect(state / (store_name(two, two_url) + ".db"))
+    newer.execute("PRAGMA user_version=99")
+    newer.close()
     cfg = write_config(
         tmp_path / "config.toml",
         state_dir=state,

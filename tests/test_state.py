@@ -439,3 +439,72 @@ def test_kill_9_mid_write_leaves_consistent_db(tmp_path: Path, root: Path, kill_
         files = [p for p in paths if p.startswith("f")]
         assert len(files) in (done + 1, done + 2)
         assert s.counters()["uploaded_files"] in (done + 1, done + 2)
+
+
+@pytest.mark.parametrize("mtime_ns", [2**63, 2**64 + 123_456_789, -(2**63) - 1, 2**63 - 1], ids=str)
+def test_times_beyond_64_bits_are_stored_exactly(store: StateStore, mtime_ns: int) -> None:
+    """A file dated after 2262 (or before 1678): its mtime_ns does not fit SQLite's INTEGER."""
+    far = SyncedEntry("future.txt", 3, mtime_ns, "etag", mtime_ns + 1)
+    store.put(far)
+    store.record(SyncedEntry("recorded.txt", 3, mtime_ns, "e2", 7), counters={"uploaded_files": 1})
+    assert store.get("future.txt") == far
+    assert list(store.iter_sorted()) == [far, SyncedEntry("recorded.txt", 3, mtime_ns, "e2", 7)]
+    assert [e.path for e in store.find_by_stat(3, mtime_ns)] == ["future.txt", "recorded.txt"]
+
+
+def _damaged(tmp_path: Path, root: Path, how: str) -> Path:
+    """The pair's database, damaged: garbage, or a real one cut in half."""
+    db = tmp_path / "state" / (store_name(root, ROOT_URL) + ".db")
+    if how == "garbage":
+        db.parent.mkdir(parents=True)
+        db.write_bytes(os.urandom(8192))
+        return db
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        s.put_many(entry(f"dir{i % 50}/file-{i:05}.txt", i) for i in range(3000))
+    with open(db, "r+b") as f:
+        f.truncate(os.path.getsize(db) // 2)
+    return db
+
+
+@pytest.mark.parametrize("how", ["garbage", "half-truncated"])
+def test_corrupt_database_is_moved_aside_and_started_again(
+    tmp_path: Path, root: Path, how: str
+) -> None:
+    db = _damaged(tmp_path, root, how)
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        assert s.recovered is not None and "corrupt" in s.recovered
+        assert s.count() == 0 and s.integrity_check() == "ok"
+        aside = [p for p in db.parent.iterdir() if ".db.corrupt-" in p.name]
+        assert len(aside) == 1 and s.meta()["recovered_from"] == str(aside[0])
+        assert s.locked  # moved aside under the pair's lock
+        s.put(entry("a"))
+    assert list_stores(tmp_path / "state") == [db]
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        assert s.recovered is None and s.get("a") == entry("a")
+
+
+def test_corrupt_database_of_a_running_agent_is_not_touched(tmp_path: Path, root: Path) -> None:
+    db = _damaged(tmp_path, root, "garbage")
+    fd = os.open(db.with_suffix(".lock"), os.O_RDWR | os.O_CREAT)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(LockedError):
+            StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL)
+        assert db.exists()
+    finally:
+        os.close(fd)
+
+
+def test_database_removed_while_in_use_is_written_back(tmp_path: Path, root: Path) -> None:
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        s.lock()
+        s.put_many(entry(p) for p in ("a", "b"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{s.db_path}{suffix}").unlink(missing_ok=True)
+        assert [e.path for e in s.iter_sorted()] == ["a", "b"]
+        s.put(entry("c"))
+        assert [e.path for e in s.iter_sorted()] == ["a", "b", "c"]
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        assert s.count() == 3  # durable again

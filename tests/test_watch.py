@@ -48,7 +48,8 @@ from watchsync.watch import (
         (".DS_Store", False, True),
         ("~$report.docx", False, True),
         (".~lock.report.odt#", False, True),
-        (".photo.jpg.watchsync-tmp-x8f2", False, True),
+        (".photo.jpg.watchsync-tmp-0a1b2c3d00001234", False, True),
+        (".photo.jpg.watchsync-tmp-1234", False, False),  # a user file named like one
         ("photo.jpg", False, False),
         ("notes.tmp", False, False),  # not clearly temporary: users keep .tmp files
         ("a~b", False, False),

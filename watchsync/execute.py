@@ -29,7 +29,7 @@ from typing import Protocol
 from . import etag as etags
 from .errors import ConditionalWritesUnsupported, FileError, NotFound
 from .local import stat_entry
-from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
 from .plan import CONFLICT_STEPS, ConflictStep, same_content
 from .remote import S3Url
 from .spool import Spool
@@ -98,13 +98,56 @@ class NullRecorder:
 
 @dataclass(frozen=True)
 class Veto:
-    """Why a pass's deletes were not run."""
+    """Why a pass's deletes (``count`` of them) were not run.
+
+    ``scoped``: only the deletes under skipped paths were held back; the others ran."""
 
     count: int
     failed: int
     skipped: int
     stopped: bool
     refusal: str | None = None
+    scoped: bool = False
+
+
+class Skips:
+    """The paths the scanners could not read in one pass, for a veto scoped to them.
+
+    A skipped path holds back every delete at or under it (an unreadable directory looks
+    empty, so everything below it would look deleted); deletes elsewhere may run.  Past
+    ``limit`` skipped paths, or with the root itself skipped, every delete is held back.
+
+    >>> skips = Skips(); skips.add(Skipped("photos/2019", "directory is not readable"))
+    >>> skips.covers("photos/2019/a.jpg"), skips.covers("photos/2019-b.jpg")
+    (True, False)
+    """
+
+    def __init__(self, *, limit: int = 10_000) -> None:
+        self.count = 0
+        self.limit = limit
+        self._paths: set[str] = set()
+        self._all = False
+        self._lock = threading.Lock()
+
+    def add(self, item: Skipped) -> None:
+        with self._lock:
+            self.count += 1
+            path = item.path.strip("/")
+            if item.path == "." or len(self._paths) >= self.limit:
+                self._all = True  # the local root itself, or too many to track
+            elif path:  # an empty path (a key at the prefix itself) is no file's parent
+                self._paths.add(path)
+
+    def __call__(self) -> int:
+        return self.count
+
+    def covers(self, path: str) -> bool:
+        """Whether a delete of ``path`` must wait for a pass that could read it."""
+        with self._lock:
+            if self._all:
+                return True
+            parts = path.split("/")
+            return any("/".join(parts[:i]) in self._paths for i in range(1, len(parts) + 1))
 
 
 class Events(Protocol):
@@ -219,14 +262,16 @@ class Executor:
         self,
         actions: Iterable[Action],
         *,
-        skipped: Callable[[], int] = lambda: 0,
+        skipped: Callable[[], int] | Skips = lambda: 0,
         route: Callable[[Action], bool] | None = None,
     ) -> PassStats:
         """Execute a plan: transfers in a bounded pool, then the deletes, unless vetoed.
 
         ``route`` may take an action over (the agent queues its uploads); ``skipped`` says
-        how many paths the scanners could not read in this pass.  Per-action failures are
-        reported and counted, not raised.
+        how many paths the scanners could not read in this pass: any skip vetoes every delete
+        (``sync``), unless it is a :class:`Skips`, which vetoes only the deletes under the
+        skipped paths (the agent).  A failed transfer always vetoes every delete.
+        Per-action failures are reported and counted, not raised.
         """
         stats = PassStats()
         slots = threading.BoundedSemaphore(self.max_concurrency * 2)
@@ -258,16 +303,36 @@ class Executor:
             pool.shutdown(wait=True)
             self.recorder.flush()
             if deletes.count:
-                veto = Veto(deletes.count, stats.failed, skipped(), self.stop.is_set())
-                if veto.failed or veto.skipped or veto.stopped:
-                    stats.vetoed = veto
-                elif not self.dry_run and (why := self.policy.refusal(deletes.count)):
-                    stats.vetoed = Veto(veto.count, 0, 0, False, why)
-                if stats.vetoed is not None:
-                    self.events.vetoed(stats.vetoed)
-                else:
-                    self.delete(_unspooled(deletes))
+                self._deletes(deletes, stats, skipped)
         return stats
+
+    def _deletes(
+        self, deletes: Spool, stats: PassStats, skipped: Callable[[], int] | Skips
+    ) -> None:
+        """The pass's deletes, unless vetoed: all of them by a failure, a stop or a skip
+        (a plain count), only those under a skipped path (:class:`Skips`)."""
+        veto = Veto(deletes.count, stats.failed, skipped(), self.stop.is_set())
+        held = 0
+        if veto.failed or veto.stopped or (veto.skipped and not isinstance(skipped, Skips)):
+            stats.vetoed = veto
+        elif veto.skipped and isinstance(skipped, Skips):
+            held = sum(1 for a in _unspooled(deletes) if skipped.covers(a.path))
+            if held:
+                stats.vetoed = Veto(held, 0, veto.skipped, False, scoped=True)
+                self.events.vetoed(stats.vetoed)
+        if stats.vetoed is None or stats.vetoed.scoped:
+            count = deletes.count - held
+            if not count:
+                return
+            if not self.dry_run and (why := self.policy.refusal(count)):
+                stats.vetoed = Veto(count, 0, 0, False, why)
+            else:
+                covered = skipped.covers if isinstance(skipped, Skips) else None
+                self.delete(
+                    a for a in _unspooled(deletes) if covered is None or not covered(a.path)
+                )
+                return
+        self.events.vetoed(stats.vetoed)
 
     def _releaser(
         self, slots: threading.BoundedSemaphore, action: Action

@@ -93,7 +93,9 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     ".DS_Store",  # macOS Finder
     "~$*",  # MS Office owner files
     ".~lock.*#",  # LibreOffice lock files
-    ".*.watchsync-tmp*",  # our own download temp files: .<name>.watchsync-tmp-<random>
+    # our own download temp files, exactly local.temp_name()'s: .<name>.watchsync-tmp-<16 hex>
+    ".*.watchsync-tmp-" + "[0-9a-f]" * 16,
+    ".*.watchsync-tmp-" + "[0-9a-f]" * 8,  # ... as versions before the pid wrote them
 )
 
 

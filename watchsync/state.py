@@ -180,6 +180,10 @@ class StateStore:
         self._clock = clock
         self._lock_fd: int | None = None
         self._closed = False
+        self._inode = _inode(db_path)
+        # Set when a corrupt database was moved aside and this one started empty: what
+        # happened, for the agent to say loudly (and to hold deletes for its first pass).
+        self.recovered: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -212,16 +216,50 @@ class StateStore:
             ) from exc
         db_path = state_dir / (store_name(local_root, url) + DB_SUFFIX)
         try:
-            conn = _connect(db_path, read_only=False)
-        except sqlite3.OperationalError as exc:
-            if not any(m in str(exc) for m in ("unable to open", "readonly", "read-only")):
+            return cls._open_at(db_path, local_root=local_root, url=url, clock=clock, stat=stat)
+        except sqlite3.DatabaseError as exc:
+            readonly = ("unable to open", "readonly", "read-only")
+            if isinstance(exc, sqlite3.OperationalError) and any(m in str(exc) for m in readonly):
+                raise WatchsyncError(
+                    f"state dir {state_dir} is read-only ({exc}): make it writable {instead}"
+                ) from exc
+            if not _is_corrupt(exc):
                 raise
-            raise WatchsyncError(
-                f"state dir {state_dir} is read-only ({exc}): make it writable {instead}"
-            ) from exc
+            why = str(exc)
+        # A corrupt file (power loss on an SD card, a half-copied file) would stop the folder
+        # for good.  It is moved aside, under the pair's lock so a running agent's live file
+        # is never touched, and the pair starts again as if met for the first time.
+        lock_fd = _take_lock(db_path.with_suffix(LOCK_SUFFIX))
+        try:
+            moved = _quarantine(db_path, clock())
+            store = cls._open_at(db_path, local_root=local_root, url=url, clock=clock, stat=stat)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        store._lock_fd = lock_fd
+        store.recovered = f"state database {db_path} was corrupt ({why}); moved aside to {moved}"
+        store.set_meta("recovered_from", str(moved))
+        logger.error("state: %s; starting again with an empty state", store.recovered)
+        return store
+
+    @classmethod
+    def _open_at(
+        cls,
+        db_path: Path,
+        *,
+        local_root: Path,
+        url: str,
+        clock: Callable[[], float],
+        stat: Callable[[Path], os.stat_result],
+    ) -> StateStore:
+        """Open the database at ``db_path``; a damaged file raises ``sqlite3.DatabaseError``."""
+        conn = _connect(db_path, read_only=False)
         store = cls(db_path, conn, read_only=False, clock=clock)
         try:
             store._init_schema(local_root=local_root, url=url, stat=stat)
+            check = store.integrity_check(quick=True)
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check[:200]}")
         except BaseException:
             store.close()
             raise
@@ -296,22 +334,7 @@ class StateStore:
         with self._mutex:
             if self._lock_fd is not None:
                 return
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_pid(fd)
-                os.close(fd)
-                raise LockedError(
-                    f"another watchsync agent (pid {holder or 'unknown'}) already serves "
-                    f"this folder pair (lock {self.lock_path})"
-                ) from None
-            except BaseException:
-                os.close(fd)
-                raise
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            self._lock_fd = fd
+            self._lock_fd = _take_lock(self.lock_path)
             logger.debug("state: locked %s", self.lock_path)
 
     @property
@@ -348,9 +371,10 @@ class StateStore:
         """What was recorded at creation: local_root, url, root_dev, created."""
         return {str(k): str(v) for k, v in self._query("SELECT key, value FROM meta")}
 
-    def integrity_check(self) -> str:
-        """SQLite's ``PRAGMA integrity_check``: ``"ok"`` when the file is sound."""
-        return "; ".join(str(row[0]) for row in self._query("PRAGMA integrity_check"))
+    def integrity_check(self, *, quick: bool = False) -> str:
+        """SQLite's ``PRAGMA integrity_check`` (``quick_check``): ``"ok"`` when sound."""
+        pragma = "quick_check" if quick else "integrity_check"
+        return "; ".join(str(row[0]) for row in self._query(f"PRAGMA {pragma}"))
 
     # -- synced entries ------------------------------------------------------------------
 
@@ -367,7 +391,7 @@ class StateStore:
         rows = self._query(
             "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced"
             " WHERE size = ? AND mtime_ns = ? LIMIT 16",
-            (size, mtime_ns),
+            (_int_in(size), _int_in(mtime_ns)),
         )
         return [_entry(r) for r in rows]
 
@@ -382,7 +406,7 @@ class StateStore:
 
     def put_many(self, entries: Iterable[SyncedEntry]) -> int:
         """Record many entries in one transaction (all or nothing); returns how many."""
-        rows = [(e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns) for e in entries]
+        rows = [_row(e) for e in entries]
         if not rows:
             return 0
         with self._transaction() as conn:
@@ -433,6 +457,7 @@ class StateStore:
         return self._iter_rows(sql, params, batch)
 
     def _iter_rows(self, sql: str, params: tuple[str, ...], batch: int) -> Iterator[SyncedEntry]:
+        self._restore_if_removed()
         conn = _connect(self.db_path, read_only=True)
         try:
             # The explicit read transaction pins one snapshot across fetchmany() calls.
@@ -445,6 +470,43 @@ class StateStore:
             conn.execute("COMMIT")
         finally:
             conn.close()
+
+    def _restore_if_removed(self) -> None:
+        """The database file was removed (or replaced) under us: the open connection still
+        holds the data, so write it back to the file and go on with that file.  Without
+        this every pass would fail, and nothing recorded from then on would survive."""
+        if self.is_read_only or _inode(self.db_path) == self._inode:
+            return
+        with self._mutex:
+            self._check_open()
+            if _inode(self.db_path) == self._inode:
+                return
+            logger.error(
+                "state: database %s was removed or replaced while in use; "
+                "writing the state this agent holds back to it",
+                self.db_path,
+            )
+            try:
+                self.db_path.parent.mkdir(parents=True, exist_ok=True)
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.db_path}{suffix}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.db_path)
+                fresh = sqlite3.connect(str(self.db_path), isolation_level=None)
+                try:
+                    self._conn.backup(fresh)
+                finally:
+                    fresh.close()
+                conn = _connect(self.db_path, read_only=False)
+            except (OSError, sqlite3.Error) as exc:
+                raise WatchsyncError(
+                    f"state database {self.db_path} was removed and cannot be written "
+                    f"again: {exc}; restart the agent"
+                ) from exc
+            self._conn.close()
+            self._conn = conn
+            self._inode = _inode(self.db_path)
 
     # -- journal -------------------------------------------------------------------------
 
@@ -485,7 +547,7 @@ class StateStore:
             conn.execute(
                 "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (entry.path, entry.size, entry.mtime_ns, entry.etag, entry.remote_mtime_ns),
+                _row(entry),
             )
             for name, n in (counters or {}).items():
                 conn.execute(
@@ -551,9 +613,99 @@ class StateStore:
         return result
 
 
+_INT64 = range(-(2**63), 2**63)
+_BIG = "ns:"  # prefix of an integer stored as text: no SQLite affinity turns it into a REAL
+
+
+def _int_in(value: int) -> int | str:
+    """An integer as SQLite can keep it exactly: as is within 64 bits, else as text.
+
+    A file dated after 2262 (or before 1678) has an ``mtime_ns`` beyond SQLite's INTEGER;
+    it is stored exactly, so the file is still recognised as synced.
+
+    >>> _int_in(5), _int_in(2**63)
+    (5, 'ns:9223372036854775808')
+    """
+    return value if value in _INT64 else f"{_BIG}{value}"
+
+
+def _int_out(value: object) -> int:
+    """The integer :func:`_int_in` stored."""
+    if isinstance(value, str) and value.startswith(_BIG):
+        return int(value[len(_BIG) :])
+    assert isinstance(value, int | str | float)
+    return int(value)
+
+
+def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str]:
+    """A synced entry as the row stored."""
+    return (
+        entry.path,
+        _int_in(entry.size),
+        _int_in(entry.mtime_ns),
+        entry.etag,
+        _int_in(entry.remote_mtime_ns),
+    )
+
+
 def _entry(row: tuple[Any, ...]) -> SyncedEntry:
     path, size, mtime_ns, etag, remote_mtime_ns = row
-    return SyncedEntry(str(path), int(size), int(mtime_ns), str(etag), int(remote_mtime_ns))
+    return SyncedEntry(
+        str(path), _int_out(size), _int_out(mtime_ns), str(etag), _int_out(remote_mtime_ns)
+    )
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    """The file's identity, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file itself is damaged (not busy, locked or unreadable)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return type(exc) is sqlite3.DatabaseError  # our own integrity-check failure
+
+
+def _take_lock(lock_path: Path) -> int:
+    """The pair's lock, taken now or :class:`LockedError` (as :meth:`StateStore.lock`)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_pid(fd)
+        os.close(fd)
+        raise LockedError(
+            f"another watchsync agent (pid {holder or 'unknown'}) already serves "
+            f"this folder pair (lock {lock_path})"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _quarantine(db_path: Path, now: float) -> Path:
+    """Move a damaged database (and its WAL) aside as ``NAME.db.corrupt-YYYYMMDD-HHMMSS``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    moved = db_path.with_name(f"{db_path.name}.corrupt-{stamp}")
+    n = 1
+    while moved.exists():
+        n += 1
+        moved = db_path.with_name(f"{db_path.name}.corrupt-{stamp}-{n}")
+    os.replace(db_path, moved)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(f"{db_path}-wal", f"{moved}-wal")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{db_path}-shm")
+    return moved
 
 
 def _read_pid(fd: int) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import FileError, UsageError
 from .execute import Executor, NullRecorder, Veto
 from .filters import Filters
-from .local import WalkOptions, walk
+from .local import WalkOptions, guard_temp_files, walk
 from .model import Action, Direction, Kind, Skipped, without_skipped
 from .plan import SyncOptions, plan_sync
 from .remote import S3Settings, S3Url, describe
@@ -135,6 +135,8 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
     if req.direction is Direction.DOWN and root.exists() and not root.is_dir():
         raise UsageError(f"destination {req.local!r} is not a directory")
     display = Display(req.local.rstrip("/") or "/", req.url)
+    if not req.dry_run:
+        guard_temp_files(root)  # partial downloads of a killed run go; ours go on SIGTERM
 
     def on_skip(item: Skipped, remote_side: bool) -> None:
         with reporter.totals.lock:

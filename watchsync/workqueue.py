@@ -50,7 +50,7 @@ class PathQueue:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._active: set[str] = set()
-        self._again: dict[str, Item] = {}
+        self._again: dict[str, tuple[float, Item]] = {}  # path -> (delay, item) once done
         self._closed = False
 
     def __len__(self) -> int:
@@ -86,18 +86,28 @@ class PathQueue:
             if self._closed or (stop is not None and stop.is_set()):
                 return False
             if item.path in self._active:
-                self._again[item.path] = _merge(self._again.get(item.path), item)
+                # Kept with its delay: a retry handed in while the path is still being
+                # worked on must wait like any other, not run the moment the worker is done.
+                prev = self._again.get(item.path)
+                if prev is not None:
+                    delay = _later(delay, item, prev[0], prev[1])
+                    item = _merge(prev[1], item)
+                self._again[item.path] = (delay, item)
                 return True
-            ready_at = self.clock() + delay
-            old = self._items.get(item.path)
-            if old is not None:
-                ready_at = min(ready_at, old[0]) if delay == 0 else max(ready_at, old[0])
-                item = _merge(old[1], item)
-            self._items[item.path] = (ready_at, item)
-            self._seq += 1
-            heapq.heappush(self._heap, (ready_at, self._seq, item.path))
-            self._cond.notify()
+            self._schedule(item, self.clock() + delay)
             return True
+
+    def _schedule(self, item: Item, ready_at: float) -> None:
+        """Queue ``item`` at ``ready_at`` (caller holds the lock), merged with a queued one."""
+        old = self._items.get(item.path)
+        if old is not None:
+            now = self.clock()
+            ready_at = now + _later(ready_at - now, item, old[0] - now, old[1])
+            item = _merge(old[1], item)
+        self._items[item.path] = (ready_at, item)
+        self._seq += 1
+        heapq.heappush(self._heap, (ready_at, self._seq, item.path))
+        self._cond.notify()
 
     def get(self, stop: threading.Event, *, poll: float = 0.25) -> Item | None:
         """The next ready item, marking its path active; None once ``stop`` is set."""
@@ -129,15 +139,8 @@ class PathQueue:
             if again is None:
                 return False
             # Queued again under the same lock, so idle() never sees the path nowhere.
-            ready_at = self.clock()
-            old = self._items.get(path)
-            if old is not None:
-                ready_at = min(ready_at, old[0])
-                again = _merge(old[1], again)
-            self._items[path] = (ready_at, again)
-            self._seq += 1
-            heapq.heappush(self._heap, (ready_at, self._seq, path))
-            self._cond.notify()
+            delay, item = again
+            self._schedule(item, self.clock() + delay)
             return True
 
     def has_again(self, path: str) -> bool:
@@ -155,6 +158,14 @@ class PathQueue:
         """Nothing queued and nothing in flight."""
         with self._cond:
             return not self._items and not self._active and not self._again
+
+
+def _later(delay: float, item: Item, old_delay: float, old: Item) -> float:
+    """The wait of two entries for one path merged: a fresh event (no delay) goes first,
+    unless either entry is a retry, whose back-off a new event must not cut short."""
+    if delay <= 0 and item.attempt == 0 and old.attempt == 0:
+        return min(max(delay, 0.0), old_delay)
+    return max(delay, old_delay)
 
 
 def _merge(old: Item | None, new: Item) -> Item:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from ..errors import PreconditionFailed
 from ..execute import Executor
-from ..local import stat_entry
+from ..local import NAME_MAX, cut_utf8, stat_entry
 from ..model import Kind, Mode
 from ..plan import plan_raced
 from ..state import StateStore
 from ..transfer import Objects
+
+_EXT_MAX = 32  # bytes; a longer "extension" is part of the name, shortened with it
 
 
 def conflict_name(path: str, when: float, *, taken: Callable[[str], bool]) -> str:
@@ -33,12 +35,14 @@ def conflict_name(path: str, when: float, *, taken: Callable[[str], bool]) -> st
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
     head, _, name = path.rpartition("/")
     stem, dot, ext = name.rpartition(".")
-    if not stem:  # no extension, or a dot-file
-        stem, dot, ext = name, "", ""
-    base = f"{stem}.conflict-{stamp}"
+    if not stem or len(ext.encode("utf-8", "surrogateescape")) > _EXT_MAX:
+        stem, dot, ext = name, "", ""  # no extension, a dot-file, or no real one
     n = 1
     while True:
-        candidate = f"{base}{'-' + str(n) if n > 1 else ''}{dot}{ext}"
+        tail = f".conflict-{stamp}{'-' + str(n) if n > 1 else ''}{dot}{ext}"
+        # Shortened by bytes, never inside a character: one segment holds 255 bytes.
+        room = NAME_MAX - len(tail.encode("utf-8", "surrogateescape"))
+        candidate = cut_utf8(stem, room) + tail
         full = f"{head}/{candidate}" if head else candidate
         if not taken(full):
             return full
@@ -52,6 +56,7 @@ class Raced:
 
     conflict: bool = False
     retry_in: float | None = None
+    refused: str | None = None  # why S3 keeps refusing the write (not a race at all)
 
 
 class Conflicts:
@@ -96,5 +101,14 @@ class Conflicts:
         try:
             executor.apply(action)
         except PreconditionFailed:
+            if remote is None and action.kind is Kind.UPLOAD and self.transfer.head(path) is None:
+                # "Only if absent" refused while nothing is there: not a race the next look
+                # can win.  SeaweedFS does this when a directory of that name holds objects
+                # (a directory replaced by a file).
+                return Raced(
+                    retry_in=1.0,
+                    refused="S3 refuses to create it although no object has that name "
+                    "(a directory of that name on the server?)",
+                )
             return Raced(retry_in=1.0)  # written again meanwhile: look once more, shortly
         return Raced(conflict=action.kind is Kind.CONFLICT)

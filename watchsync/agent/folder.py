@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import FolderConfig
 from ..errors import RemoteError, WatchsyncError
 from ..execute import Executor, PoolFactory, thread_pool
+from ..local import remove_temp_files
 from ..metrics import FolderMetrics, Metrics
 from ..model import Skipped
 from ..plan import PathOptions
@@ -139,6 +140,15 @@ class Folder:
             url=self.cfg.url,
             last_error=None,
         )
+        if store.recovered:
+            # The state is gone: the first pass meets the pair as new (sync rules), and no
+            # delete runs until a whole pass has rebuilt the state.
+            self.executor.policy = _HeldDeletes(rooms.deletes)
+            self.status.error(
+                f"{store.recovered}; starting again as on a first meeting, "
+                "with no deletes until a full pass has rebuilt the state",
+                keep_state=True,
+            )
         self._spawn(self._run, "runner")
 
     def __enter__(self) -> Folder:
@@ -181,6 +191,10 @@ class Folder:
         self.watcher.stop()
         if not done:
             logger.warning("folder %s: threads still running after the drain", self.cfg.name)
+            # Downloads cut short by the stop leave no partial files behind.
+            me = os.getpid() & 0xFFFFFFFF
+            with contextlib.suppress(OSError):
+                remove_temp_files(self.root, pids=lambda pid: pid == me)
             return False
         self.transfer.close()
         store, self.store = self.store, None
@@ -254,6 +268,7 @@ class Folder:
             if self.stop_event.is_set():
                 return
             store = self.store_()
+            remove_temp_files(self.root)  # partial downloads of a run that was killed
             if not store.meta().get("root_dev"):
                 store.set_meta("root_dev", str(self.root.stat().st_dev))
             self.watcher.start()
@@ -296,6 +311,8 @@ class Folder:
         progress = self.on_progress if self.reconcile.count == 0 else None
         try:
             self.reconcile.run(progress=progress)
+            if isinstance(self.executor.policy, _HeldDeletes):
+                self.executor.policy = self.executor.policy.guards  # the state is rebuilt
         except WatchsyncError as exc:  # e.g. RemoteError: the listing failed
             self.metrics.healthy(False)
             self.metrics.error(error_code(exc.__cause__) if exc.__cause__ else "reconcile")
@@ -427,6 +444,16 @@ class _Watcher:
     def _on_ignore_changed(self) -> None:
         self.folder.scope.reload()
         self.folder.request_reconcile()
+
+
+class _HeldDeletes:
+    """The delete policy while a lost state is rebuilt: every delete is refused."""
+
+    def __init__(self, guards: Deletes) -> None:
+        self.guards = guards
+
+    def refusal(self, count: int) -> str | None:
+        return "the state was lost (corrupt database); no deletes until a full pass rebuilt it"
 
 
 def _skipped_in(name: str) -> Callable[[Skipped], None]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..execute import Executor, PassStats
+from ..execute import Executor, PassStats, Skips
 from ..local import walk
 from ..metrics import FolderMetrics
 from ..model import Action, Kind, LocalEntry, Mode, Skipped, without_skipped
@@ -82,10 +82,10 @@ class Reconcile:
         """One pass; listing errors (RemoteError) are raised, per-file ones reported."""
         started, t0 = self.wall(), self.clock()
         self.status.set(State.RECONCILING)
-        skipped = [0]
+        skipped = Skips()  # deletes under an unreadable path wait; the rest of the pass goes on
 
         def skip(item: Skipped) -> None:
-            skipped[0] += 1
+            skipped.add(item)
             self.on_skip(item)
 
         local: Iterable[LocalEntry] = without_skipped(
@@ -110,7 +110,7 @@ class Reconcile:
             return True
 
         try:
-            passed = self.executor.run(plan, skipped=lambda: skipped[0], route=route)
+            passed = self.executor.run(plan, skipped=skipped, route=route)
         finally:
             queue.flush()
         duration = self.clock() - t0
@@ -130,7 +130,7 @@ class Reconcile:
             extra={"folder": self.name, "event": "reconcile", "duration": duration},
         )
         self.status.set(State.WATCHING, only_from=State.RECONCILING)
-        return ReconcileStats(started, duration, passed, skipped[0])
+        return ReconcileStats(started, duration, passed, skipped.count)
 
 
 def _counted(stream: Iterable[LocalEntry], box: list[int]) -> Iterator[LocalEntry]:

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 _TRANSIENT_BACKOFF = (0.5, 30.0)  # first and longest wait after a transient S3 error
 _PERMANENT_BACKOFF = (30.0, 300.0)  # ... after S3 refused
+_RACE_BACKOFF = (1.0, 60.0)  # ... after a lost conditional write
+_PARK_AFTER = 5  # failures in a row (not outages) after which a path waits for a reconcile
+_PARK_AFTER_REFUSED = 3  # ... when S3 refuses to create a key it says does not exist
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Uploads:
         self.opts = opts
         self.follow_symlinks = follow_symlinks
         self._backoff: dict[str, float] = {}
+        self._failures: dict[str, int] = {}  # path -> failures in a row, outages excepted
+        self._parked: set[str] = set()  # reported once; the next reconcile queues them again
 
     def process(self, item: Item) -> Result:
         """Decide ``item.path`` from the truth (the file now, the last sync) and act."""
@@ -95,14 +100,48 @@ class Uploads:
         except PreconditionFailed:
             raced = self.conflicts.raced(item.path, self.executor)
             if raced.retry_in is not None:
-                return Retry(raced.retry_in)
+                why = raced.refused or "lost a conditional write again"
+                park = _PARK_AFTER_REFUSED if raced.refused else _PARK_AFTER
+                return self._again(item.path, _RACE_BACKOFF, raced.retry_in, why, park_after=park)
             if raced.conflict:
                 result = Conflict()
         except Exception as exc:
             return self._failure(item, exc)
         self._backoff.pop(item.path, None)
+        self._failures.pop(item.path, None)
+        self._parked.discard(item.path)
         self.status.s3_ok()
         return result
+
+    def _again(
+        self,
+        path: str,
+        backoff: tuple[float, float],
+        first: float,
+        why: str,
+        *,
+        park_after: int = _PARK_AFTER,
+    ) -> Retry | Settled:
+        """A retry that backs off per path; a path that keeps failing is reported once and
+        parked (settled: its journal entry closes, the next reconcile queues it again)."""
+        failures = self._failures.get(path, 0) + 1
+        self._failures[path] = failures
+        if path in self._parked or failures >= park_after:
+            self._backoff.pop(path, None)
+            self._failures.pop(path, None)
+            if path not in self._parked:
+                self._parked.add(path)
+                # Logged at ERROR and shown as the last error; the folder's state stays, as
+                # the other paths go on.
+                self.status.error(
+                    f"{path}: keeps failing ({why}); parked until the next reconcile",
+                    keep_state=True,
+                )
+            return SETTLED
+        cap = backoff[1]
+        delay = min(cap, self._backoff[path] * 2) if path in self._backoff else first
+        self._backoff[path] = delay
+        return Retry(delay)
 
     def _sync(self, item: Item) -> None:
         local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
@@ -133,21 +172,34 @@ class Uploads:
             and not os.path.lexists(self.root / cand.path)
         ]
 
-    def _failure(self, item: Item, exc: Exception) -> Retry:
-        """Transient errors retry soon, permanent ones slowly; the agent keeps watching."""
+    def _failure(self, item: Item, exc: Exception) -> Retry | Settled:
+        """Transient errors retry soon, for as long as the outage lasts; refusals (and local
+        errors) retry slowly, and a path that keeps failing is parked.  The agent keeps
+        watching."""
         transient = is_transient(exc)
-        first, cap = _TRANSIENT_BACKOFF if transient else _PERMANENT_BACKOFF
-        delay = min(cap, self._backoff.get(item.path, first / 2) * 2)
-        self._backoff[item.path] = delay
         # Our own side (the file, the state database) failing is no answer from S3.
         local = not transient and isinstance(exc, OSError | sqlite3.Error | OverflowError)
         self.metrics.error(
             "transient" if transient else "local" if local else error_code(exc) or "s3"
         )
-        what = "S3 unreachable" if transient else "local error" if local else "S3 refused"
+        if not transient:
+            what = "local error" if local else "S3 refused"
+            first_time = item.path not in self._failures and item.path not in self._parked
+            result = self._again(
+                item.path, _PERMANENT_BACKOFF, _PERMANENT_BACKOFF[0], f"{what}: {describe(exc)}"
+            )
+            if first_time and isinstance(result, Retry):
+                self.status.error(
+                    f"{what}: {describe(exc)} ({item.path}; retrying in {result.delay:.0f}s)",
+                    s3=not local,
+                )
+            return result
+        first, cap = _TRANSIENT_BACKOFF
+        delay = min(cap, self._backoff.get(item.path, first / 2) * 2)
+        self._backoff[item.path] = delay
         self.status.error(
-            f"{what}: {describe(exc)} ({item.path}; retrying in {delay:.0f}s)",
-            level=logging.WARNING if transient else logging.ERROR,
-            s3=not local,
+            f"S3 unreachable: {describe(exc)} ({item.path}; retrying in {delay:.0f}s)",
+            level=logging.WARNING,
+            s3=True,
         )
         return Retry(delay)
