@@ -238,6 +238,7 @@ UPL, DWN = Kind.UPLOAD, Kind.DOWNLOAD
 SYN = Y("a")  # the last synced version: local (1 byte, T), object (etag e1, T)
 
 FIRST_CONFLICT = (Kind.CONFLICT, "differs on both sides, never synced")
+FIRST_SAME_SIZE = (Kind.CONFLICT, "same size, times differ, never synced")
 
 RECONCILE_CASES: dict[str, ReconcileCase] = {
     # --- gone from both sides
@@ -247,13 +248,14 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
     "first-same-size-same-second": (
         L("a", mtime=T + 700 * MS), R("a"), N, every((Kind.RECORD, "already equal"))),
     # same size, other times: copied the mode's way, after a content-hash check
+    # (both: kept as a conflict unless the content hashes agree; the newer time is no proof)
     "first-same-size-local-newer": (
         L("a", mtime=T + 5 * S), R("a"), N,
-        per_mode((UPL, "same size, times differ"), (UPL, "same size, times differ"),
+        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"),
                  (DWN, "same size, times differ"))),
     "first-same-size-remote-newer": (
         L("a"), R("a", mtime=T + 5 * S), N,
-        per_mode((DWN, "same size, times differ"), (UPL, "same size, times differ"),
+        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"),
                  (DWN, "same size, times differ"))),
     # different sizes: push/pull copy their way, both keeps both versions
     "first-size-differs-local-newer": (
@@ -751,8 +753,8 @@ def test_conflict_steps_per_mode(mode: Mode, steps: list[str]) -> None:
             L("a", mtime=T + 5 * S),
             R("a"),
             None,
-            Kind.UPLOAD,
-            "e1",
+            Kind.CONFLICT,
+            None,
             True,
             id="first-meeting-verified",
         ),

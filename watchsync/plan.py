@@ -243,17 +243,20 @@ def _first_meeting(
     """Both sides have a path never synced (first run, or the state was lost).
 
     Same size and time: already equal.  Same size, other times: most often the same
-    content (an earlier ``aws s3 sync``), so the copy is planned and the executor compares
-    content hashes before moving any byte.  Different sizes: ``push`` and ``pull`` copy their
-    way (the ``watchsync sync`` rules); ``both`` cannot know which version the user wants and
-    keeps both.
+    content (an earlier ``aws s3 sync``), so the action is verified: the executor compares
+    content hashes before moving any byte and only records the pair when they agree.
+    Otherwise ``push`` and ``pull`` copy their way (the ``watchsync sync`` rules); ``both``
+    cannot know which version the user wants and keeps both, whatever the sizes (a newer
+    time is no proof of the wanted version).
     """
     if loc.size == rem.size:
         if same_time(loc, rem):
             return act(Kind.RECORD, "already equal")
-        if opts.mode is Mode.PUSH or (opts.mode is Mode.BOTH and local_newer(loc, rem)):
+        if opts.mode is Mode.PUSH:
             return act(Kind.UPLOAD, "same size, times differ")
-        return act(Kind.DOWNLOAD, "same size, times differ")
+        if opts.mode is Mode.PULL:
+            return act(Kind.DOWNLOAD, "same size, times differ")
+        return act(Kind.CONFLICT, "same size, times differ, never synced")
     if opts.mode is Mode.PUSH:
         return act(Kind.UPLOAD, "size differs")
     if opts.mode is Mode.PULL:
