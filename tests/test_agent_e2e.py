@@ -837,3 +837,31 @@ def test_kill_9_during_burst_then_restart_converges(
     # Nothing went up twice, except what was in flight at the kill (at most the workers).
     assert c["uploaded_files"] <= 1100 + 8, c
     assert bucket_snapshot(s3, bucket, PREFIX) == tree_snapshot(root)
+
+
+# -- lost versions and silent damage (issue 8) ---------------------------------------------
+
+
+def test_names_with_tab_cr_lf_round_trip_and_are_never_deleted(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """A macOS ``Icon\r``: uploaded, listed back, and never read as deleted in S3."""
+    names = ["Icon\r", "tab\tname.txt", "line\nbreak.txt", "plain.txt"]
+    for name in names:
+        write(root / name, f"content of {name!r}")
+    cfg = folder_config(root, url, endpoint, delete=True, reconcile_interval=0.5)
+    with running_agent(cfg, state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles >= reconciles + 2, timeout=15)
+        wait_idle(agent)
+        assert sorted(os.listdir(root)) == sorted(names)
+        assert counters(agent)["deleted_local"] == 0
+        # Such names do not hold back the deletes of a pass either.
+        s3.delete_object(Bucket=bucket, Key=key("plain.txt"))
+        wait_until(lambda: not (root / "plain.txt").exists(), timeout=15)
+        assert sorted(os.listdir(root)) == sorted(names[:-1])
+        # And a change to such a file still goes up.
+        write(root / "Icon\r", "new icon")
+        wait_until(lambda: object_is(s3, bucket, "Icon\r", b"new icon"), timeout=15)
+    assert_in_sync(s3, bucket, PREFIX, root)

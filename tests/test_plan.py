@@ -23,6 +23,7 @@ from watchsync.model import (
     LocalEntry,
     Mode,
     RemoteEntry,
+    Skipped,
     SyncedEntry,
 )
 from watchsync.plan import (
@@ -362,6 +363,15 @@ def test_plan_reconcile_excluded_path_untouched(mode: Mode) -> None:
     synced = [Y("a.log"), Y("b"), Y("c.log"), Y("d.log")]
     got = rows(list(plan_reconcile(local, remote, synced, opts=opts)))
     assert got == []
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
+def test_plan_reconcile_skipped_key_is_never_a_delete(mode: Mode) -> None:
+    """A key the listing skipped as unsafe exists in S3: its path is left alone."""
+    opts = ReconcileOptions(mode=mode, delete=True)
+    remote = [Skipped("a", "key contains NUL or control characters"), R("b")]
+    got = rows(plan_reconcile([L("a")], remote, [Y("a"), Y("b")], opts=opts))
+    assert [r for r in got if r[1] == "a"] == []
 
 
 def test_plan_reconcile_rows_in_key_order() -> None:

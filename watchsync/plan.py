@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from .filters import Filters
-from .model import Action, Direction, Hint, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+from .model import (
+    Action,
+    Direction,
+    Hint,
+    Kind,
+    LocalEntry,
+    Mode,
+    RemoteEntry,
+    Skipped,
+    SyncedEntry,
+)
 
 
 class _HasPath(Protocol):
@@ -142,7 +152,7 @@ def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:
 
 def plan_reconcile(
     local: Iterable[LocalEntry],
-    remote: Iterable[RemoteEntry],
+    remote: Iterable[RemoteEntry | Skipped],
     synced: Iterable[SyncedEntry],
     *,
     opts: ReconcileOptions,
@@ -151,7 +161,9 @@ def plan_reconcile(
 
     A side "changed" when it differs from what was last synced; a path missing on one side
     but synced before was deleted there.  Changes beat deletes; a change on both sides is a
-    conflict, resolved by keeping both versions.
+    conflict, resolved by keeping both versions.  A key the listing skipped (unsafe as a
+    file name) exists in S3 but cannot be compared: its path is left alone, never read as
+    deleted there.
 
     >>> s = SyncedEntry("x", 1, 5, "e", 5)
     >>> r, o = RemoteEntry("x", 1, 5, "e"), ReconcileOptions(delete=True)
@@ -159,7 +171,7 @@ def plan_reconcile(
     [<Kind.DELETE_REMOTE: 'delete-remote'>]
     """
     for path, (lo, ro, so) in join(local, remote, synced):
-        if not opts.included(path):
+        if not opts.included(path) or isinstance(ro, Skipped):
             continue
         loc = lo if isinstance(lo, LocalEntry) else None
         rem = ro if isinstance(ro, RemoteEntry) else None
