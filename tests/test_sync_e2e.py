@@ -825,3 +825,38 @@ def test_exit_code_2_with_one_line_message(
     assert len(run.err) == 1, run.err
     assert run.err[0].startswith("watchsync: error: "), run.err
     assert message in run.err[0], run.err
+
+
+# -- silent damage (issue 8) -----------------------------------------------------------------
+
+
+def test_folder_marker_objects_are_ignored(
+    sync: Any, s3: S3Client, bucket: str, dst: Path
+) -> None:
+    """Zero-byte ``p/`` and ``p/sub/`` (what S3 consoles create) are nothing, as for aws:
+    no warning, exit 0, and the deletes still run."""
+    put_objects(s3, bucket, {"p/": b"", "p/sub/": b"", "p/sub/a.txt": b"a"})
+    make_tree(dst, {"extra.txt": b"not in the source"})
+    run = sync(f"s3://{bucket}/p", str(dst), "--delete")
+    assert run.code == 0, run
+    assert run.err == []
+    assert sorted(run.out) == [
+        f"delete: {dst}/extra.txt",
+        f"download: s3://{bucket}/p/sub/a.txt to {dst}/sub/a.txt",
+    ]
+    assert tree_snapshot(dst) == hashes({"sub/a.txt": b"a"})
+
+
+def test_delete_never_goes_through_a_symlinked_directory(
+    sync: Any, s3: S3Client, bucket: str, dst: Path
+) -> None:
+    """``dl/alias -> sub``: ``alias/f.txt`` is ``sub/f.txt``, a file in the source."""
+    put_objects(s3, bucket, {"sub/f.txt": b"keep me"})
+    make_tree(dst, {"sub/f.txt": b"keep me", "old.txt": b"gone from the source"})
+    (dst / "alias").symlink_to("sub", target_is_directory=True)
+    sync(f"s3://{bucket}", str(dst), "--delete")  # downloads sub/f.txt (newer in S3)
+    run = sync(f"s3://{bucket}", str(dst), "--delete")
+    assert (dst / "sub/f.txt").read_bytes() == b"keep me"
+    assert not (dst / "old.txt").exists()
+    assert run.code == 1, run
+    assert any("alias/f.txt" in line and "symlink" in line for line in run.err), run

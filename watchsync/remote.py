@@ -217,7 +217,9 @@ def list_entries(
             for obj in page.get("Contents", ()):
                 key = obj["Key"]
                 path = key[cut:]
-                if key.endswith("/") and path:
+                # Directory markers (what S3 consoles create for a folder, the prefix's own
+                # included) are nothing to sync, as for aws.
+                if key.endswith("/") and (path or obj["Size"] == 0):
                     continue
                 if for_download:
                     reason = unsafe_reason(path)

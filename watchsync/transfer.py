@@ -390,8 +390,13 @@ class Transfer:
         return self.retry.call(once, what=f"delete {len(paths)} objects")
 
     def delete_local(self, path: str) -> None:
-        """Remove one file under the root (never a directory tree)."""
+        """Remove one file under the root (never a directory tree, never through a
+        symlinked directory: the file there is another path's, which may be kept)."""
         target = self.local_target(path)
+        head = os.path.dirname(path)
+        lexical = os.path.join(self._root_real, head) if head else self._root_real
+        if os.path.realpath(target.parent) != os.path.normpath(lexical):
+            raise FileError(path, "refusing to delete through a symlinked directory")
         try:
             target.unlink()
         except FileNotFoundError:
