@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -103,11 +103,18 @@ class FakeObjects:
         for path in sorted(self.objects):
             yield self.entry(path)
 
-    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        failed: list[tuple[str, str]] = []
         for path in paths:
             self._call("delete", path)
+            want = (etags or {}).get(path)
+            if want and (path not in self.objects or self.objects[path][1] != want):
+                failed.append((path, "PreconditionFailed"))
+                continue
             self.objects.pop(path, None)
-        return []
+        return failed
 
     def delete_local(self, path: str) -> None:
         self._call("delete-local", path)

@@ -33,6 +33,7 @@ from watchsync.plan import (
     ReconcileOptions,
     SyncOptions,
     join,
+    plan_delete_lost,
     plan_path,
     plan_raced,
     plan_reconcile,
@@ -369,7 +370,7 @@ def test_plan_reconcile_excluded_path_untouched(mode: Mode) -> None:
 def test_plan_reconcile_skipped_key_is_never_a_delete(mode: Mode) -> None:
     """A key the listing skipped as unsafe exists in S3: its path is left alone."""
     opts = ReconcileOptions(mode=mode, delete=True)
-    remote = [Skipped("a", "key contains NUL or control characters"), R("b")]
+    remote: list[RemoteEntry | Skipped] = [Skipped("a", "control characters"), R("b")]
     got = rows(plan_reconcile([L("a")], remote, [Y("a"), Y("b")], opts=opts))
     assert [r for r in got if r[1] == "a"] == []
 
@@ -652,7 +653,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOpt
         Y("a"),
         NO_HINT,
         PathOptions(delete=True),
-        (Kind.DELETE_REMOTE, "deleted locally", None),
+        (Kind.DELETE_REMOTE, "deleted locally", "e1"),  # only if still the synced object
     ),
     ("deleted-pull", None, Y("a"), NO_HINT, PathOptions(PULL, delete=True), None),
     ("never-synced-gone", None, None, NO_HINT, PathOptions(delete=True), None),
@@ -725,6 +726,28 @@ def test_plan_raced(loc: LocalEntry | None, rem: RemoteEntry | None, want: Any) 
     assert (None if got is None else (got.kind, got.expect)) == want
 
 
+@pytest.mark.parametrize(
+    ("rem", "mode", "want"),
+    [
+        pytest.param(None, BOTH, (Kind.FORGET, "already gone from S3"), id="gone-forget"),
+        pytest.param(None, PUSH, (Kind.FORGET, "already gone from S3"), id="gone-forget-push"),
+        pytest.param(
+            R("a", etag="e2"),
+            BOTH,
+            (DWN, "changed in S3 since synced: the change beats the delete"),
+            id="changed-downloaded",
+        ),
+        pytest.param(R("a", etag="e2"), PUSH, None, id="changed-push-kept-in-s3"),
+    ],
+)
+def test_plan_delete_lost(rem: RemoteEntry | None, mode: Mode, want: Any) -> None:
+    """A conditional remote delete found another object: the change beats the delete."""
+    got = plan_delete_lost("a", rem, Y("a"), mode=mode)
+    assert (None if got is None else (got.kind, got.reason)) == want
+    if got is not None and got.kind is DWN:
+        assert got.remote == rem
+
+
 def test_same_content_becomes_a_record() -> None:
     a = Action(Kind.CONFLICT, "a", "changed on both sides", L("a"), R("a"), Y("a"), verify=True)
     assert rows([same_content(a)]) == [(Kind.RECORD, "a", "same content")]
@@ -795,10 +818,11 @@ def test_conflict_steps_per_mode(mode: Mode, steps: list[str]) -> None:
             True,
             id="conflict-verified",
         ),
+        pytest.param(None, R("a"), Y("a"), Kind.DELETE_REMOTE, "e1", False, id="delete-if-match"),
     ],
 )
 def test_plan_reconcile_conditions_and_checks(
-    loc: LocalEntry,
+    loc: LocalEntry | None,
     rem: RemoteEntry | None,
     syn: SyncedEntry | None,
     kind: Kind,
@@ -806,5 +830,7 @@ def test_plan_reconcile_conditions_and_checks(
     verify: bool,
 ) -> None:
     opts = ReconcileOptions(mode=BOTH, delete=True)
-    [action] = plan_reconcile([loc], [rem] if rem else [], [syn] if syn else [], opts=opts)
+    [action] = plan_reconcile(
+        [loc] if loc else [], [rem] if rem else [], [syn] if syn else [], opts=opts
+    )
     assert (action.kind, action.expect, action.verify) == (kind, expect, verify)

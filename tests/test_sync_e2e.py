@@ -830,9 +830,7 @@ def test_exit_code_2_with_one_line_message(
 # -- silent damage (issue 8) -----------------------------------------------------------------
 
 
-def test_folder_marker_objects_are_ignored(
-    sync: Any, s3: S3Client, bucket: str, dst: Path
-) -> None:
+def test_folder_marker_objects_are_ignored(sync: Any, s3: S3Client, bucket: str, dst: Path) -> None:
     """Zero-byte ``p/`` and ``p/sub/`` (what S3 consoles create) are nothing, as for aws:
     no warning, exit 0, and the deletes still run."""
     put_objects(s3, bucket, {"p/": b"", "p/sub/": b"", "p/sub/a.txt": b"a"})

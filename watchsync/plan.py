@@ -5,7 +5,8 @@
 last synced, which is what lets it tell a delete from a file that is new on the other side.
 The agent's single-path decisions live here too: ``plan_path`` (a path the watcher
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
-conditional write lost a race), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps
+conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
+object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps
 both versions).  Executors ask; they never decide.
 """
 
@@ -206,7 +207,10 @@ def _reconcile_one(
     def act(kind: Kind, reason: str) -> Action:
         # Uploads are conditional on the object the listing showed; a same-size pair may
         # already hold the same bytes, so it is compared before anything moves.
+        # Remote deletes are conditional too: on the object the listing showed.
         expect = (rem.etag if rem is not None else "") if kind is Kind.UPLOAD else None
+        if kind is Kind.DELETE_REMOTE and rem is not None and rem.etag:
+            expect = rem.etag
         verify = (
             kind in _VERIFIABLE and loc is not None and rem is not None and loc.size == rem.size
         )
@@ -304,7 +308,13 @@ def plan_path(
     """
     if local is None:
         if synced is not None and opts.delete and opts.mode is not Mode.PULL:
-            return Action(Kind.DELETE_REMOTE, synced.path, "deleted locally", synced=synced)
+            return Action(
+                Kind.DELETE_REMOTE,
+                synced.path,
+                "deleted locally",
+                synced=synced,
+                expect=synced.etag or None,
+            )
         return None
     if opts.mode is Mode.PULL:
         return None
@@ -369,6 +379,31 @@ def plan_raced(
         remote,
         synced,
         verify=local.size == remote.size,
+    )
+
+
+def plan_delete_lost(
+    path: str, remote: RemoteEntry | None, synced: SyncedEntry | None, *, mode: Mode
+) -> Action | None:
+    """A remote delete found the object other than last synced (its conditional delete
+    failed, or the check right before it): someone wrote a newer version meanwhile.
+
+    The change beats the delete: it is downloaded (not under ``push``, which never writes
+    the folder; the object then simply stays).  An object already gone is forgotten.
+
+    >>> plan_delete_lost("a", RemoteEntry("a", 1, 5, "e2"), None, mode=Mode.BOTH).reason
+    'changed in S3 since synced: the change beats the delete'
+    """
+    if remote is None:
+        return Action(Kind.FORGET, path, "already gone from S3", synced=synced)
+    if mode is Mode.PUSH:
+        return None
+    return Action(
+        Kind.DOWNLOAD,
+        path,
+        "changed in S3 since synced: the change beats the delete",
+        remote=remote,
+        synced=synced,
     )
 
 

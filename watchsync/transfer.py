@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,7 +24,7 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from . import crt as native
-from .errors import FileError, NotFound, PreconditionFailed
+from .errors import ConditionalWritesUnsupported, FileError, NotFound, PreconditionFailed
 from .local import temp_name
 from .model import RemoteEntry, Skipped
 from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
@@ -77,7 +77,9 @@ class Objects(Protocol):
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
 
-    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]: ...
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]: ...
 
     def delete_local(self, path: str) -> None: ...
 
@@ -361,27 +363,42 @@ class Transfer:
 
         return self.retry.call(once, what=f"copy {dst}")
 
-    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
-        """Delete objects in batches of 1000; returns (path, error) for each that failed."""
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """Delete objects in batches of 1000; returns (path, error code) for each that
+        failed.  A path in ``etags`` is deleted only if its object still has that ETag
+        (DeleteObjects' per-object condition); one that lost fails with
+        ``PreconditionFailed``.  A server that rejects the condition raises
+        :class:`ConditionalWritesUnsupported`."""
         failed: list[tuple[str, str]] = []
         batch: list[str] = []
         for path in paths:
             batch.append(path)
             if len(batch) == 1000:
-                failed += self._delete_batch(batch)
+                failed += self._delete_batch(batch, etags or {})
                 batch = []
         if batch:
-            failed += self._delete_batch(batch)
+            failed += self._delete_batch(batch, etags or {})
         return failed
 
-    def _delete_batch(self, paths: list[str]) -> list[tuple[str, str]]:
+    def _delete_batch(self, paths: list[str], etags: Mapping[str, str]) -> list[tuple[str, str]]:
         by_key = {self.where.key(p): p for p in paths}
+        objects: list[Any] = [
+            {"Key": k, "ETag": f'"{etags[p]}"'} if etags.get(p) else {"Key": k}
+            for k, p in by_key.items()
+        ]
 
         def once() -> list[tuple[str, str]]:
-            resp = self.client.delete_objects(
-                Bucket=self.where.bucket,
-                Delete={"Objects": [{"Key": k} for k in by_key], "Quiet": True},
-            )
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.where.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            except Exception as exc:
+                mapped = s3_error(exc, self.where.url())
+                if isinstance(mapped, ConditionalWritesUnsupported):
+                    raise mapped from exc
+                raise
             return [
                 (by_key.get(e.get("Key", ""), e.get("Key", "")), e.get("Code", "error"))
                 for e in resp.get("Errors", [])
