@@ -865,3 +865,31 @@ def test_names_with_tab_cr_lf_round_trip_and_are_never_deleted(
         write(root / "Icon\r", "new icon")
         wait_until(lambda: object_is(s3, bucket, "Icon\r", b"new icon"), timeout=15)
     assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_pull_mode_never_overwrites_a_local_edit_without_a_copy(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """Under ``pull`` a local edit stays until S3 changes the path; then the local version
+    moves to a conflict copy and S3's takes the name."""
+    put(s3, bucket, "doc.txt", b"v1 from s3")
+    put(s3, bucket, "new.txt", b"from s3")
+    write(root / "new.txt", "never synced, local")  # first meeting, other content
+    cfg = folder_config(root, url, endpoint, direction=Mode.PULL, reconcile_interval=0.5)
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: (root / "doc.txt").is_file(), timeout=15)
+        write(root / "doc.txt", "local edit")
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles >= reconciles + 2, timeout=15)
+        assert (root / "doc.txt").read_text() == "local edit"
+        put(s3, bucket, "doc.txt", b"v2 from s3")
+        wait_until(lambda: (root / "doc.txt").read_bytes() == b"v2 from s3", timeout=15)
+        wait_idle(agent)
+    names = os.listdir(root)
+    (doc_copy,) = _conflict_files(names, "doc", ".txt")
+    assert (root / doc_copy).read_text() == "local edit"
+    assert (root / "new.txt").read_bytes() == b"from s3"
+    (new_copy,) = _conflict_files(names, "new", ".txt")
+    assert (root / new_copy).read_text() == "never synced, local"
+    assert get(s3, bucket, "doc.txt") == b"v2 from s3"  # pull never writes S3
+    assert not _conflict_files(list(bucket_listing(s3, bucket, PREFIX)), "doc", ".txt")

@@ -250,28 +250,27 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
     "first-same-size-same-second": (
         L("a", mtime=T + 700 * MS), R("a"), N, every((Kind.RECORD, "already equal"))),
     # same size, other times: copied the mode's way, after a content-hash check
-    # (both: kept as a conflict unless the content hashes agree; the newer time is no proof)
+    # (both, pull: kept as a conflict unless the content hashes agree; the newer time is no
+    # proof, and pull never overwrites a local file without a copy)
     "first-same-size-local-newer": (
         L("a", mtime=T + 5 * S), R("a"), N,
-        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"),
-                 (DWN, "same size, times differ"))),
+        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"), FIRST_SAME_SIZE)),
     "first-same-size-remote-newer": (
         L("a"), R("a", mtime=T + 5 * S), N,
-        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"),
-                 (DWN, "same size, times differ"))),
-    # different sizes: push/pull copy their way, both keeps both versions
+        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"), FIRST_SAME_SIZE)),
+    # different sizes: push copies its way, both and pull keep both versions
     "first-size-differs-local-newer": (
         L("a", 2, T + 5 * S), R("a", 1), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     "first-size-differs-remote-newer": (
         L("a", 2), R("a", 1, T + 5 * S), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     "first-size-differs-same-second-local-later": (
         L("a", 2, T + 500 * MS), R("a", 1), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     "first-size-differs-same-time": (
         L("a", 2), R("a", 1), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     # --- both sides present, synced before
     "synced-unchanged": (L("a"), R("a"), SYN, every(N)),
     "local-changed-size": (

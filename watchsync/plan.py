@@ -261,22 +261,20 @@ def _first_meeting(
     Same size and time: already equal.  Same size, other times: most often the same
     content (an earlier ``aws s3 sync``), so the action is verified: the executor compares
     content hashes before moving any byte and only records the pair when they agree.
-    Otherwise ``push`` and ``pull`` copy their way (the ``watchsync sync`` rules); ``both``
-    cannot know which version the user wants and keeps both, whatever the sizes (a newer
-    time is no proof of the wanted version).
+    Otherwise ``push`` copies its way (the ``watchsync sync`` rule; it never writes the
+    folder, so nothing local is at stake); ``both`` cannot know which version the user
+    wants and keeps both, whatever the sizes (a newer time is no proof of the wanted
+    version); ``pull`` never overwrites a local file without a copy, so it keeps both too
+    (the local file moves to the conflict name).
     """
     if loc.size == rem.size:
         if same_time(loc, rem):
             return act(Kind.RECORD, "already equal")
         if opts.mode is Mode.PUSH:
             return act(Kind.UPLOAD, "same size, times differ")
-        if opts.mode is Mode.PULL:
-            return act(Kind.DOWNLOAD, "same size, times differ")
         return act(Kind.CONFLICT, "same size, times differ, never synced")
     if opts.mode is Mode.PUSH:
         return act(Kind.UPLOAD, "size differs")
-    if opts.mode is Mode.PULL:
-        return act(Kind.DOWNLOAD, "size differs")
     return act(Kind.CONFLICT, "differs on both sides, never synced")
 
 
