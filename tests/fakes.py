@@ -13,7 +13,7 @@ from typing import ParamSpec, TypeVar
 
 from watchsync.errors import FileError, NotFound, PreconditionFailed
 from watchsync.execute import Veto
-from watchsync.model import Action, RemoteEntry, Skipped
+from watchsync.model import Action, LocalEntry, RemoteEntry, Skipped
 from watchsync.remote import S3Url
 from watchsync.transfer import Uploaded
 
@@ -76,7 +76,15 @@ class FakeObjects:
         return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1])
 
     def download(
-        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
     ) -> Path:
         self._call("download", path)
         body, current, mtime = self.objects[path]

@@ -359,15 +359,27 @@ class Executor:
         rem = action.remote
         assert rem is not None
         target = dest or action.path
+        # The agent never loses a local version: a file edited after the plan looked (up to
+        # the rename) is kept under a conflict name.
+        keep_as = self.conflict_name(target) if self.conflict_name and dest is None else None
         jid = self.recorder.journal("download", target, rem.etag)
         try:
             written = self.transfer.download(
-                action.path, size=rem.size, mtime_ns=rem.mtime_ns, etag=rem.etag, dest=dest
+                action.path,
+                size=rem.size,
+                mtime_ns=rem.mtime_ns,
+                etag=rem.etag,
+                dest=dest,
+                replacing=action.local,
+                keep_as=keep_as,
             )
             st = written.stat()
         except BaseException:
             self.recorder.unjournal(jid)
             raise
+        if keep_as is not None and os.path.lexists(self.root / keep_as):
+            self.events.conflict(action, keep_as)
+            self.recorder.count("conflicts")
         self.recorder.synced(
             SyncedEntry(target, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns),
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},

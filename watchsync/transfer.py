@@ -26,7 +26,7 @@ from s3transfer.subscribers import BaseSubscriber
 from . import crt as native
 from .errors import ConditionalWritesUnsupported, FileError, NotFound, PreconditionFailed
 from .local import temp_name
-from .model import RemoteEntry, Skipped
+from .model import LocalEntry, RemoteEntry, Skipped
 from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
 from .remote import S3Settings, S3Url, list_entries, make_client, mtime_ns, s3_error
 from .retry import RetryPolicy
@@ -68,7 +68,15 @@ class Objects(Protocol):
     ) -> Uploaded: ...
 
     def download(
-        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
     ) -> Path: ...
 
     def copy(self, src_path: str, dst_path: str) -> str: ...
@@ -267,10 +275,23 @@ class Transfer:
         return target
 
     def download(
-        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
     ) -> Path:
         """Download the object at ``path`` to ``root/(dest or path)`` via a temporary file,
-        then set its mtime and atime to LastModified and rename it into place."""
+        then set its mtime and atime to LastModified and rename it into place.
+
+        With ``keep_as``, the file being replaced must be ``replacing`` (None: no file):
+        the file there is hard-linked aside just before the rename and compared after it,
+        so an edit that landed after the caller's check (or is still being written through
+        an open handle) is kept at ``root/keep_as`` instead of being lost."""
         key = self.where.key(path)
         target_rel = dest if dest is not None else path
         # Checked before mkdir too: a symlinked directory must not get subdirectories made
@@ -290,13 +311,47 @@ class Transfer:
             else:
                 self.retry.call(lambda: self._get(key, tmp, etag), what=f"download {key}")
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            aside = self._link_aside(target) if keep_as is not None else None
             os.replace(tmp, target)
+            if aside is not None and keep_as is not None:
+                self._keep_if_changed(aside, replacing, keep_as, shown=target_rel)
         except OSError as exc:
             raise FileError(target_rel, exc.strerror or str(exc)) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         return target
+
+    def _link_aside(self, target: Path) -> Path | None:
+        """A second name for the file about to be replaced (None when there is none)."""
+        aside = target.with_name(temp_name(target.name, "old-" + secrets.token_hex(4)))
+        try:
+            os.link(target, aside, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return aside
+
+    def _keep_if_changed(
+        self, aside: Path, replacing: LocalEntry | None, keep_as: str, *, shown: str
+    ) -> None:
+        """Drop the replaced file if it is the one expected; else move it to ``keep_as``."""
+        try:
+            st = os.lstat(aside)
+            if replacing is not None and (st.st_size, st.st_mtime_ns) == (
+                replacing.size,
+                replacing.mtime_ns,
+            ):
+                aside.unlink()
+                return
+            logger.warning(
+                "download: %s changed while it was replaced; the local version is kept as %s",
+                shown,
+                keep_as,
+            )
+            os.replace(aside, self.local_target(keep_as))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                aside.unlink()
 
     def _get(self, key: str, tmp: Path, etag: str) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
