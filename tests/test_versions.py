@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fakes import InlinePool, RecordedEvents
+from s3server import SeaweedServer
 
 from watchsync.execute import Executor, NullRecorder, Outcome
 from watchsync.local import stat_entry
 from watchsync.model import Action, Kind
 from watchsync.remote import S3Url
+from watchsync.retry import RetryPolicy
 from watchsync.transfer import Transfer
 
 if TYPE_CHECKING:
@@ -96,3 +98,49 @@ def test_download_over_an_unchanged_file_keeps_no_copy(
     assert os.listdir(root) == ["doc.txt"]
     assert (root / "doc.txt").read_bytes() == b"newer in S3"
     assert not [e for e in events.seen if e[0] == "conflict"]
+
+
+def lose_first_answer(s3: S3Client, operation: str) -> list[int]:
+    """The server stores the first ``operation`` but its answer never arrives (a reset);
+    returns the list of calls seen."""
+    seen: list[int] = []
+
+    def after_call(**_kwargs: Any) -> None:
+        seen.append(1)
+        if len(seen) == 1:
+            raise ConnectionResetError("answer lost")
+
+    s3.meta.events.register(f"after-call.s3.{operation}", after_call)
+    return seen
+
+
+@pytest.mark.parametrize("expect", ["", "old"], ids=["if-none-match", "if-match"])
+def test_retry_after_a_lost_answer_is_recorded_not_a_conflict(
+    s3server: SeaweedServer, bucket: str, root: Path, expect: str
+) -> None:
+    """The first PUT was stored, its answer lost; the retry's 412 is our own write."""
+    s3 = s3server.client()
+    where = S3Url(bucket, "p/")
+    etag = ""
+    if expect == "old":
+        etag = s3.put_object(Bucket=bucket, Key="p/a.txt", Body=b"old")["ETag"].strip('"')
+    (root / "a.txt").write_bytes(b"new content")
+    seen = lose_first_answer(s3, "PutObject")
+    events = RecordedEvents()
+    with Transfer(s3, where, root, retry=RetryPolicy(initial=0.01)) as transfer:
+        executor = Executor(
+            transfer,
+            recorder=NullRecorder(),
+            events=events,
+            pool=InlinePool,
+            conditional=True,
+            conflict_name=lambda p: "a.conflict-1.txt",
+        )
+        local = stat_entry(root, "a.txt")
+        action = Action(Kind.UPLOAD, "a.txt", "local changed", local, expect=etag)
+        assert executor.apply(action) is Outcome.DONE
+    assert len(seen) == 2  # the retry happened, and met our own object
+    assert os.listdir(root) == ["a.txt"]
+    body = s3.get_object(Bucket=bucket, Key="p/a.txt")["Body"].read()
+    assert body == b"new content"
+    assert [k for k, _ in events.seen] == ["finished"]

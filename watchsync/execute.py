@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import etag as etags
-from .errors import ConditionalWritesUnsupported, FileError, NotFound
+from .errors import ConditionalWritesUnsupported, FileError, NotFound, PreconditionFailed
 from .local import stat_entry
 from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
 from .plan import CONFLICT_STEPS, ConflictStep, plan_delete_lost, same_content
@@ -353,6 +353,27 @@ class Executor:
             )
             self.conditional = False
             return self.transfer.upload(path)
+        except PreconditionFailed:
+            mine = self._already_stored(path)
+            if mine is None:
+                raise
+            return mine
+
+    def _already_stored(self, path: str) -> Uploaded | None:
+        """A conditional write lost to an object holding exactly this file's bytes: most
+        often our own first attempt, stored although its answer was lost before a retry.
+        Then the upload is done (nothing to keep twice)."""
+        before = stat_entry(self.root, path, follow_symlinks=self.follow)
+        head = self.transfer.head(path)
+        if before is None or head is None or head.size != before.size:
+            return None
+        if not self._matches(path, head.etag):
+            return None
+        after = stat_entry(self.root, path, follow_symlinks=self.follow)
+        if after != before:
+            return None
+        logger.info("upload: %s is already stored (an earlier answer was lost)", path)
+        return Uploaded(before.size, before.mtime_ns, head.etag)
 
     def download(self, action: Action, *, dest: str | None = None) -> None:
         """Download the action's object to its path (or ``dest``), journaled first."""
