@@ -13,6 +13,7 @@ import pytest
 from fakes import InlinePool, RecordedEvents
 from s3server import SeaweedServer
 
+from watchsync.errors import PreconditionFailed
 from watchsync.execute import Executor, NullRecorder, Outcome
 from watchsync.local import stat_entry
 from watchsync.model import Action, Kind
@@ -144,3 +145,32 @@ def test_retry_after_a_lost_answer_is_recorded_not_a_conflict(
     body = s3.get_object(Bucket=bucket, Key="p/a.txt")["Body"].read()
     assert body == b"new content"
     assert [k for k, _ in events.seen] == ["finished"]
+
+
+BIG = 9 * 1024 * 1024  # two parts of a multipart upload
+
+
+@pytest.mark.parametrize("condition", ["if-none-match", "if-match-stale", "if-match-current"])
+def test_multipart_upload_is_conditional(
+    s3: S3Client, bucket: str, root: Path, condition: str
+) -> None:
+    """A large file changed on both sides: S3's version is never overwritten unseen."""
+    where = S3Url(bucket, "p/")
+    first = s3.put_object(Bucket=bucket, Key="p/big.bin", Body=b"theirs")["ETag"].strip('"')
+    data = os.urandom(BIG)
+    (root / "big.bin").write_bytes(data)
+    with Transfer(s3, where, root) as transfer:
+        if condition == "if-match-current":
+            up = transfer.upload("big.bin", if_match=first)
+            head = s3.head_object(Bucket=bucket, Key="p/big.bin")
+            assert up.etag == head["ETag"].strip('"') and up.etag.endswith("-2")
+            assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == data
+            return
+        s3.put_object(Bucket=bucket, Key="p/big.bin", Body=b"theirs, newer")
+        with pytest.raises(PreconditionFailed):
+            if condition == "if-none-match":
+                transfer.upload("big.bin", if_none_match=True)
+            else:
+                transfer.upload("big.bin", if_match=first)
+    assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == b"theirs, newer"
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # aborted
