@@ -858,3 +858,46 @@ def test_delete_never_goes_through_a_symlinked_directory(
     assert not (dst / "old.txt").exists()
     assert run.code == 1, run
     assert any("alias/f.txt" in line and "symlink" in line for line in run.err), run
+
+
+def _open_here(path: Path) -> bool:
+    """Whether this process has ``path`` open (the upload is reading it)."""
+    fds = Path("/proc/self/fd")
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == str(path):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("keeps_growing", [False, True], ids=["grows-once", "keeps-growing"])
+def test_file_growing_during_upload_is_sent_again_or_reported(
+    sync: Any, s3: S3Client, bucket: str, src: Path, keeps_growing: bool
+) -> None:
+    """A file appended to while it is uploaded never ends up in S3 as a silent prefix."""
+    log = src / "grow.log"
+    log.write_bytes(os.urandom(9 * 1024 * 1024))  # multipart
+    done = threading.Event()
+
+    def writer() -> None:
+        wait_until(lambda: _open_here(log) or done.is_set(), timeout=30, interval=0.001)
+        while not done.is_set():
+            with log.open("ab") as f:
+                f.write(os.urandom(64 * 1024))
+            if not keeps_growing:
+                return
+            done.wait(0.02)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        run = sync(str(src), f"s3://{bucket}/p", "--bwlimit", "30M")
+    finally:
+        done.set()
+        thread.join()
+    if keeps_growing:
+        assert run.code == 1, run
+        assert any("grow.log" in line and "kept changing" in line for line in run.err), run
+    else:
+        assert run.code == 0, run
+        assert bucket_snapshot(s3, bucket, "p/") == {"grow.log": sha(log.read_bytes())}
