@@ -893,3 +893,26 @@ def test_pull_mode_never_overwrites_a_local_edit_without_a_copy(
     assert (root / new_copy).read_text() == "never synced, local"
     assert get(s3, bucket, "doc.txt") == b"v2 from s3"  # pull never writes S3
     assert not _conflict_files(list(bucket_listing(s3, bucket, PREFIX)), "doc", ".txt")
+
+
+def test_first_meeting_same_size_other_content_keeps_both(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """Never synced, same size on both sides, other bytes: the newer time is no proof of
+    the wanted version, so both are kept (equal bytes are only recorded)."""
+    put(s3, bucket, "same.txt", b"AAAA from s3")
+    put(s3, bucket, "equal.txt", b"equal bytes")
+    write(root / "same.txt", "BBBB local!!")  # same size, newer
+    write(root / "equal.txt", "equal bytes")
+    future = time.time() + 3600
+    os.utime(root / "same.txt", (future, future))
+    with running_agent(folder_config(root, url, endpoint), state_dir) as agent:
+        wait_until(lambda: _conflict_files(os.listdir(root), "same", ".txt"), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+        wait_idle(agent)
+        assert counters(agent)["conflicts"] == 1
+        assert counters(agent)["uploaded_files"] == 2  # the copy, and the local file at its key
+    (copy,) = _conflict_files(os.listdir(root), "same", ".txt")
+    assert (root / "same.txt").read_bytes() == b"BBBB local!!"
+    assert (root / copy).read_bytes() == b"AAAA from s3"
+    assert not _conflict_files(os.listdir(root), "equal", ".txt")

@@ -112,3 +112,34 @@ def test_unchanged_object_is_still_deleted(
         assert counters(agent_a)["deleted_remote"] == 1
     assert_in_sync(s3, bucket, PREFIX, a)
     assert sorted(os.listdir(b)) == ["keep.txt"]
+
+
+def test_large_file_changed_on_both_sides_keeps_both(
+    tmp_path: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """Multipart uploads are conditional too: A's upload of its edit finds B's version
+    (not the one A synced) and keeps both instead of overwriting it."""
+    a, b = folders(tmp_path)
+    size = 9 * 1024 * 1024  # multipart
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}/big.bin", Body=b"0" * size)
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}/other.txt", Body=b"o")
+    cfg_a = folder_config(a, url, endpoint)
+    cfg_b = folder_config(b, url, endpoint)
+    theirs, mine = os.urandom(size), os.urandom(size + 1)
+    with (
+        running_agent(cfg_a, tmp_path / "state-a") as agent_a,
+        running_agent(cfg_b, tmp_path / "state-b") as agent_b,
+    ):
+        wait_until(lambda: (a / "big.bin").is_file() and (b / "big.bin").is_file(), timeout=15)
+        (b / "big.bin").write_bytes(theirs)
+        wait_until(lambda: get(s3, bucket, "big.bin") == theirs, timeout=30)
+        wait_idle(agent_b)
+        (a / "big.bin").write_bytes(mine)  # A has not seen B's version
+        wait_until(lambda: len(os.listdir(a)) == 3, timeout=30, message="a conflict copy at A")
+        wait_idle(agent_a)
+        assert counters(agent_a)["conflicts"] == 1
+    (copy,) = [n for n in os.listdir(a) if ".conflict-" in n]
+    assert (a / "big.bin").read_bytes() == mine
+    assert (a / copy).read_bytes() == theirs
+    assert get(s3, bucket, "big.bin") == mine
+    assert get(s3, bucket, copy) == theirs
