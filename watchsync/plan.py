@@ -6,8 +6,8 @@ last synced, which is what lets it tell a delete from a file that is new on the 
 The agent's single-path decisions live here too: ``plan_path`` (a path the watcher
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
-object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps
-both versions).  Executors ask; they never decide.
+object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
+Executors ask; they never decide.
 """
 
 from __future__ import annotations
