@@ -174,3 +174,24 @@ def test_multipart_upload_is_conditional(
                 transfer.upload("big.bin", if_match=first)
     assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == b"theirs, newer"
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # aborted
+
+
+def test_multipart_retry_after_a_lost_answer_is_recorded(
+    s3server: SeaweedServer, bucket: str, root: Path
+) -> None:
+    """CompleteMultipartUpload was applied but its answer lost: the retry finds the upload
+    gone, and the object holding the file's bytes is recorded as ours."""
+    s3 = s3server.client()
+    data = os.urandom(BIG)
+    (root / "big.bin").write_bytes(data)
+    seen = lose_first_answer(s3, "CompleteMultipartUpload")
+    with Transfer(s3, S3Url(bucket, "p/"), root, retry=RetryPolicy(initial=0.01)) as transfer:
+        executor = Executor(
+            transfer, recorder=NullRecorder(), events=RecordedEvents(), conditional=True
+        )
+        local = stat_entry(root, "big.bin")
+        action = Action(Kind.UPLOAD, "big.bin", "new local file", local, expect="")
+        assert executor.apply(action) is Outcome.DONE
+    assert len(seen) == 2
+    assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == data
+    assert os.listdir(root) == ["big.bin"]
