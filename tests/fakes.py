@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from watchsync.errors import FileError, NotFound, PreconditionFailed
 from watchsync.execute import Veto
-from watchsync.model import Action, RemoteEntry, Skipped
+from watchsync.model import Action, LocalEntry, RemoteEntry, Skipped
 from watchsync.remote import S3Url
 from watchsync.transfer import Uploaded
 
@@ -76,7 +76,15 @@ class FakeObjects:
         return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1])
 
     def download(
-        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
     ) -> Path:
         self._call("download", path)
         body, current, mtime = self.objects[path]
@@ -103,11 +111,18 @@ class FakeObjects:
         for path in sorted(self.objects):
             yield self.entry(path)
 
-    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        failed: list[tuple[str, str]] = []
         for path in paths:
             self._call("delete", path)
+            want = (etags or {}).get(path)
+            if want and (path not in self.objects or self.objects[path][1] != want):
+                failed.append((path, "PreconditionFailed"))
+                continue
             self.objects.pop(path, None)
-        return []
+        return failed
 
     def delete_local(self, path: str) -> None:
         self._call("delete-local", path)

@@ -837,3 +837,82 @@ def test_kill_9_during_burst_then_restart_converges(
     # Nothing went up twice, except what was in flight at the kill (at most the workers).
     assert c["uploaded_files"] <= 1100 + 8, c
     assert bucket_snapshot(s3, bucket, PREFIX) == tree_snapshot(root)
+
+
+# -- lost versions and silent damage (issue 8) ---------------------------------------------
+
+
+def test_names_with_tab_cr_lf_round_trip_and_are_never_deleted(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """A macOS ``Icon\r``: uploaded, listed back, and never read as deleted in S3."""
+    names = ["Icon\r", "tab\tname.txt", "line\nbreak.txt", "plain.txt"]
+    for name in names:
+        write(root / name, f"content of {name!r}")
+    cfg = folder_config(root, url, endpoint, delete=True, reconcile_interval=0.5)
+    with running_agent(cfg, state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root)
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles >= reconciles + 2, timeout=15)
+        wait_idle(agent)
+        assert sorted(os.listdir(root)) == sorted(names)
+        assert counters(agent)["deleted_local"] == 0
+        # Such names do not hold back the deletes of a pass either.
+        s3.delete_object(Bucket=bucket, Key=key("plain.txt"))
+        wait_until(lambda: not (root / "plain.txt").exists(), timeout=15)
+        assert sorted(os.listdir(root)) == sorted(names[:-1])
+        # And a change to such a file still goes up.
+        write(root / "Icon\r", "new icon")
+        wait_until(lambda: object_is(s3, bucket, "Icon\r", b"new icon"), timeout=15)
+    assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_pull_mode_never_overwrites_a_local_edit_without_a_copy(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """Under ``pull`` a local edit stays until S3 changes the path; then the local version
+    moves to a conflict copy and S3's takes the name."""
+    put(s3, bucket, "doc.txt", b"v1 from s3")
+    put(s3, bucket, "new.txt", b"from s3")
+    write(root / "new.txt", "never synced, local")  # first meeting, other content
+    cfg = folder_config(root, url, endpoint, direction=Mode.PULL, reconcile_interval=0.5)
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: (root / "doc.txt").is_file(), timeout=15)
+        write(root / "doc.txt", "local edit")
+        reconciles = agent.reconciles
+        wait_until(lambda: agent.reconciles >= reconciles + 2, timeout=15)
+        assert (root / "doc.txt").read_text() == "local edit"
+        put(s3, bucket, "doc.txt", b"v2 from s3")
+        wait_until(lambda: (root / "doc.txt").read_bytes() == b"v2 from s3", timeout=15)
+        wait_idle(agent)
+    names = os.listdir(root)
+    (doc_copy,) = _conflict_files(names, "doc", ".txt")
+    assert (root / doc_copy).read_text() == "local edit"
+    assert (root / "new.txt").read_bytes() == b"from s3"
+    (new_copy,) = _conflict_files(names, "new", ".txt")
+    assert (root / new_copy).read_text() == "never synced, local"
+    assert get(s3, bucket, "doc.txt") == b"v2 from s3"  # pull never writes S3
+    assert not _conflict_files(list(bucket_listing(s3, bucket, PREFIX)), "doc", ".txt")
+
+
+def test_first_meeting_same_size_other_content_keeps_both(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """Never synced, same size on both sides, other bytes: the newer time is no proof of
+    the wanted version, so both are kept (equal bytes are only recorded)."""
+    put(s3, bucket, "same.txt", b"AAAA from s3")
+    put(s3, bucket, "equal.txt", b"equal bytes")
+    write(root / "same.txt", "BBBB local!!")  # same size, newer
+    write(root / "equal.txt", "equal bytes")
+    future = time.time() + 3600
+    os.utime(root / "same.txt", (future, future))
+    with running_agent(folder_config(root, url, endpoint), state_dir) as agent:
+        wait_until(lambda: _conflict_files(os.listdir(root), "same", ".txt"), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+        wait_idle(agent)
+        assert counters(agent)["conflicts"] == 1
+        assert counters(agent)["uploaded_files"] == 2  # the copy, and the local file at its key
+    (copy,) = _conflict_files(os.listdir(root), "same", ".txt")
+    assert (root / "same.txt").read_bytes() == b"BBBB local!!"
+    assert (root / copy).read_bytes() == b"AAAA from s3"
+    assert not _conflict_files(os.listdir(root), "equal", ".txt")

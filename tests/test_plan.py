@@ -23,6 +23,7 @@ from watchsync.model import (
     LocalEntry,
     Mode,
     RemoteEntry,
+    Skipped,
     SyncedEntry,
 )
 from watchsync.plan import (
@@ -32,6 +33,7 @@ from watchsync.plan import (
     ReconcileOptions,
     SyncOptions,
     join,
+    plan_delete_lost,
     plan_path,
     plan_raced,
     plan_reconcile,
@@ -238,6 +240,7 @@ UPL, DWN = Kind.UPLOAD, Kind.DOWNLOAD
 SYN = Y("a")  # the last synced version: local (1 byte, T), object (etag e1, T)
 
 FIRST_CONFLICT = (Kind.CONFLICT, "differs on both sides, never synced")
+FIRST_SAME_SIZE = (Kind.CONFLICT, "same size, times differ, never synced")
 
 RECONCILE_CASES: dict[str, ReconcileCase] = {
     # --- gone from both sides
@@ -247,27 +250,27 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
     "first-same-size-same-second": (
         L("a", mtime=T + 700 * MS), R("a"), N, every((Kind.RECORD, "already equal"))),
     # same size, other times: copied the mode's way, after a content-hash check
+    # (both, pull: kept as a conflict unless the content hashes agree; the newer time is no
+    # proof, and pull never overwrites a local file without a copy)
     "first-same-size-local-newer": (
         L("a", mtime=T + 5 * S), R("a"), N,
-        per_mode((UPL, "same size, times differ"), (UPL, "same size, times differ"),
-                 (DWN, "same size, times differ"))),
+        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"), FIRST_SAME_SIZE)),
     "first-same-size-remote-newer": (
         L("a"), R("a", mtime=T + 5 * S), N,
-        per_mode((DWN, "same size, times differ"), (UPL, "same size, times differ"),
-                 (DWN, "same size, times differ"))),
-    # different sizes: push/pull copy their way, both keeps both versions
+        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"), FIRST_SAME_SIZE)),
+    # different sizes: push copies its way, both and pull keep both versions
     "first-size-differs-local-newer": (
         L("a", 2, T + 5 * S), R("a", 1), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     "first-size-differs-remote-newer": (
         L("a", 2), R("a", 1, T + 5 * S), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     "first-size-differs-same-second-local-later": (
         L("a", 2, T + 500 * MS), R("a", 1), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     "first-size-differs-same-time": (
         L("a", 2), R("a", 1), N,
-        per_mode(FIRST_CONFLICT, (UPL, "size differs"), (DWN, "size differs"))),
+        per_mode(FIRST_CONFLICT, (UPL, "size differs"), FIRST_CONFLICT)),
     # --- both sides present, synced before
     "synced-unchanged": (L("a"), R("a"), SYN, every(N)),
     "local-changed-size": (
@@ -360,6 +363,15 @@ def test_plan_reconcile_excluded_path_untouched(mode: Mode) -> None:
     synced = [Y("a.log"), Y("b"), Y("c.log"), Y("d.log")]
     got = rows(list(plan_reconcile(local, remote, synced, opts=opts)))
     assert got == []
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
+def test_plan_reconcile_skipped_key_is_never_a_delete(mode: Mode) -> None:
+    """A key the listing skipped as unsafe exists in S3: its path is left alone."""
+    opts = ReconcileOptions(mode=mode, delete=True)
+    remote: list[RemoteEntry | Skipped] = [Skipped("a", "control characters"), R("b")]
+    got = rows(plan_reconcile([L("a")], remote, [Y("a"), Y("b")], opts=opts))
+    assert [r for r in got if r[1] == "a"] == []
 
 
 def test_plan_reconcile_rows_in_key_order() -> None:
@@ -640,7 +652,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOpt
         Y("a"),
         NO_HINT,
         PathOptions(delete=True),
-        (Kind.DELETE_REMOTE, "deleted locally", None),
+        (Kind.DELETE_REMOTE, "deleted locally", "e1"),  # only if still the synced object
     ),
     ("deleted-pull", None, Y("a"), NO_HINT, PathOptions(PULL, delete=True), None),
     ("never-synced-gone", None, None, NO_HINT, PathOptions(delete=True), None),
@@ -713,6 +725,28 @@ def test_plan_raced(loc: LocalEntry | None, rem: RemoteEntry | None, want: Any) 
     assert (None if got is None else (got.kind, got.expect)) == want
 
 
+@pytest.mark.parametrize(
+    ("rem", "mode", "want"),
+    [
+        pytest.param(None, BOTH, (Kind.FORGET, "already gone from S3"), id="gone-forget"),
+        pytest.param(None, PUSH, (Kind.FORGET, "already gone from S3"), id="gone-forget-push"),
+        pytest.param(
+            R("a", etag="e2"),
+            BOTH,
+            (DWN, "changed in S3 since synced: the change beats the delete"),
+            id="changed-downloaded",
+        ),
+        pytest.param(R("a", etag="e2"), PUSH, None, id="changed-push-kept-in-s3"),
+    ],
+)
+def test_plan_delete_lost(rem: RemoteEntry | None, mode: Mode, want: Any) -> None:
+    """A conditional remote delete found another object: the change beats the delete."""
+    got = plan_delete_lost("a", rem, Y("a"), mode=mode)
+    assert (None if got is None else (got.kind, got.reason)) == want
+    if got is not None and got.kind is DWN:
+        assert got.remote == rem
+
+
 def test_same_content_becomes_a_record() -> None:
     a = Action(Kind.CONFLICT, "a", "changed on both sides", L("a"), R("a"), Y("a"), verify=True)
     assert rows([same_content(a)]) == [(Kind.RECORD, "a", "same content")]
@@ -751,8 +785,8 @@ def test_conflict_steps_per_mode(mode: Mode, steps: list[str]) -> None:
             L("a", mtime=T + 5 * S),
             R("a"),
             None,
-            Kind.UPLOAD,
-            "e1",
+            Kind.CONFLICT,
+            None,
             True,
             id="first-meeting-verified",
         ),
@@ -783,10 +817,11 @@ def test_conflict_steps_per_mode(mode: Mode, steps: list[str]) -> None:
             True,
             id="conflict-verified",
         ),
+        pytest.param(None, R("a"), Y("a"), Kind.DELETE_REMOTE, "e1", False, id="delete-if-match"),
     ],
 )
 def test_plan_reconcile_conditions_and_checks(
-    loc: LocalEntry,
+    loc: LocalEntry | None,
     rem: RemoteEntry | None,
     syn: SyncedEntry | None,
     kind: Kind,
@@ -794,5 +829,7 @@ def test_plan_reconcile_conditions_and_checks(
     verify: bool,
 ) -> None:
     opts = ReconcileOptions(mode=BOTH, delete=True)
-    [action] = plan_reconcile([loc], [rem] if rem else [], [syn] if syn else [], opts=opts)
+    [action] = plan_reconcile(
+        [loc] if loc else [], [rem] if rem else [], [syn] if syn else [], opts=opts
+    )
     assert (action.kind, action.expect, action.verify) == (kind, expect, verify)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.uploads import Conflict, Retry, Settled
 from watchsync.config import FolderConfig
-from watchsync.errors import PreconditionFailed
+from watchsync.errors import ConditionalWritesUnsupported, PreconditionFailed
 from watchsync.execute import Executor, NullRecorder, Skips
 from watchsync.metrics import Metrics
 from watchsync.model import Action, Kind, LocalEntry, Mode, Skipped, SyncedEntry
@@ -640,3 +640,70 @@ def test_skips_cover_what_lies_under_them(skipped: str, path: str, held: bool) -
     skips = Skips()
     skips.add(Skipped(skipped, "why"))
     assert skips.covers(path) is held and skips() == 1
+
+
+# -- conditional remote deletes (issue 8) ----------------------------------------------------
+
+
+class IgnoresConditions(FakeObjects):
+    """A server that ignores a delete's ETag condition: only the check before protects."""
+
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        return super().delete_remote(paths)
+
+
+class RejectsConditions(FakeObjects):
+    """A server that refuses a delete's ETag condition (NotImplemented)."""
+
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        if etags:
+            raise ConditionalWritesUnsupported("delete")
+        return super().delete_remote(paths)
+
+
+@pytest.mark.parametrize("server", [FakeObjects, IgnoresConditions, RejectsConditions])
+def test_executor_stale_remote_delete_loses_to_a_newer_object(
+    tmp_path: Path, server: type[FakeObjects]
+) -> None:
+    """Deleted here, changed in S3 meanwhile: the change wins and is downloaded."""
+    objects = server(tmp_path)
+    old = objects.put("a04.txt", b"v1")
+    objects.put("other.txt", b"o")
+    objects.put("a04.txt", b"v2 from elsewhere")
+    executor = Executor(
+        objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool,
+        conditional=True,
+    )  # fmt: skip
+    synced = [SyncedEntry(p, 1, 0, e.etag, e.mtime_ns) for p, e in
+              (("a04.txt", old), ("other.txt", objects.entry("other.txt")))]  # fmt: skip
+    executor.delete(Action(Kind.DELETE_REMOTE, s.path, "deleted locally", synced=s) for s in synced)
+    assert objects.objects["a04.txt"][0] == b"v2 from elsewhere"
+    assert (tmp_path / "a04.txt").read_bytes() == b"v2 from elsewhere"
+    assert "other.txt" not in objects.objects  # unchanged: deleted
+
+
+def test_executor_remote_delete_race_after_the_check_is_caught_by_the_condition(
+    tmp_path: Path,
+) -> None:
+    """Written between the check and the delete: the server's condition catches it."""
+    objects = FakeObjects(tmp_path)
+    old = objects.put("a.txt", b"v1")
+    delete = objects.delete_remote
+
+    def racing(paths: Iterable[str], *, etags: Mapping[str, str] | None = None) -> Any:
+        objects.put("a.txt", b"v2 just now")
+        return delete(paths, etags=etags)
+
+    objects.delete_remote = racing  # type: ignore[method-assign]
+    executor = Executor(
+        objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool,
+        conditional=True,
+    )  # fmt: skip
+    syn = SyncedEntry("a.txt", 2, 0, old.etag, old.mtime_ns)
+    executor.delete([Action(Kind.DELETE_REMOTE, "a.txt", "deleted locally", synced=syn)])
+    assert objects.objects["a.txt"][0] == b"v2 just now"
+    assert (tmp_path / "a.txt").read_bytes() == b"v2 just now"

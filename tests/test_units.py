@@ -77,7 +77,10 @@ UNSAFE_TABLE: list[tuple[str, str, str | None]] = [
     ("dot-first", "./a", "key has an empty or '.' segment"),
     ("dot-middle", "a/./b", "key has an empty or '.' segment"),
     ("nul", "a\x00b", "key contains NUL or control characters"),
-    ("newline", "a\nb", "key contains NUL or control characters"),
+    ("newline", "a\nb", None),  # legal in file names: what the agent uploads must list back
+    ("carriage-return", "Icon\r", None),  # macOS folder icons
+    ("tab", "a\tb", None),
+    ("escape", "a\x1bb", "key contains NUL or control characters"),
     ("del", "a\x7fb", "key contains NUL or control characters"),
     ("empty", "", "key maps onto the destination root"),
     ("plain", "ok/name", None),

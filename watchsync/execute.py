@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Protocol
 
 from . import etag as etags
-from .errors import ConditionalWritesUnsupported, FileError, NotFound
+from .errors import ConditionalWritesUnsupported, FileError, NotFound, PreconditionFailed
 from .local import stat_entry
 from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
-from .plan import CONFLICT_STEPS, ConflictStep, same_content
+from .plan import CONFLICT_STEPS, ConflictStep, plan_delete_lost, same_content
 from .remote import S3Url
 from .spool import Spool
 from .transfer import MULTIPART_THRESHOLD, Objects, Uploaded
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 _RESENDS = 3  # a file still changing after this many uploads is reported, not chased
 _DELETE_BATCH = 1000  # DeleteObjects' limit
+_LOST_CONDITION = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+_ALREADY_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 class Recorder(Protocol):
@@ -245,6 +247,9 @@ class Executor:
         self.max_concurrency = max_concurrency
         self.mode = mode
         self.conditional = conditional  # cleared if the server rejects conditional writes
+        # Remote deletes are conditional on the ETag last synced (and checked first).
+        self.guarded_deletes = conditional
+        self._delete_condition = conditional  # cleared if the server rejects it
         self.conflict_name = conflict_name
         self.follow = follow_symlinks
         self.dry_run = dry_run
@@ -413,21 +418,54 @@ class Executor:
             )
             self.conditional = False
             return self.transfer.upload(path)
+        except PreconditionFailed:
+            mine = self._already_stored(path)
+            if mine is None:
+                raise
+            return mine
+
+    def _already_stored(self, path: str) -> Uploaded | None:
+        """A conditional write lost to an object holding exactly this file's bytes: most
+        often our own first attempt, stored although its answer was lost before a retry.
+        Then the upload is done (nothing to keep twice)."""
+        before = stat_entry(self.root, path, follow_symlinks=self.follow)
+        head = self.transfer.head(path)
+        if before is None or head is None or head.size != before.size:
+            return None
+        if not self._matches(path, head.etag):
+            return None
+        after = stat_entry(self.root, path, follow_symlinks=self.follow)
+        if after != before:
+            return None
+        logger.info("upload: %s is already stored (an earlier answer was lost)", path)
+        return Uploaded(before.size, before.mtime_ns, head.etag)
 
     def download(self, action: Action, *, dest: str | None = None) -> None:
         """Download the action's object to its path (or ``dest``), journaled first."""
         rem = action.remote
         assert rem is not None
         target = dest or action.path
+        # The agent never loses a local version: a file edited after the plan looked (up to
+        # the rename) is kept under a conflict name.
+        keep_as = self.conflict_name(target) if self.conflict_name and dest is None else None
         jid = self.recorder.journal("download", target, rem.etag)
         try:
             written = self.transfer.download(
-                action.path, size=rem.size, mtime_ns=rem.mtime_ns, etag=rem.etag, dest=dest
+                action.path,
+                size=rem.size,
+                mtime_ns=rem.mtime_ns,
+                etag=rem.etag,
+                dest=dest,
+                replacing=action.local,
+                keep_as=keep_as,
             )
             st = written.stat()
         except BaseException:
             self.recorder.unjournal(jid)
             raise
+        if keep_as is not None and os.path.lexists(self.root / keep_as):
+            self.events.conflict(action, keep_as)
+            self.recorder.count("conflicts")
         self.recorder.synced(
             SyncedEntry(target, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns),
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
@@ -497,18 +535,80 @@ class Executor:
             self._delete_remote(batch)
 
     def _delete_remote(self, batch: list[Action]) -> None:
+        """Delete objects; under guarded deletes only those still as last synced: each is
+        checked right before (for servers that ignore the condition) and deleted with its
+        ETag as a condition (closing the window after the check where it is honoured)."""
+        expect: dict[str, str] = {}
+        if self.guarded_deletes:
+            expect = {a.path: e for a in batch if (e := _expected_etag(a))}
+            batch = [a for a in batch if a.path not in expect or self._still_synced(a, expect)]
+            if not batch:
+                return
         try:
-            failed = dict(self.transfer.delete_remote(a.path for a in batch))
+            failed = dict(self._delete_objects(batch, expect))
         except Exception as exc:
             for action in batch:
                 self.events.failed(action, exc)
             return
         for action in batch:
-            if action.path in failed:
-                self.events.failed(action, FileError(action.path, failed[action.path]))
+            code = failed.get(action.path)
+            if code in _LOST_CONDITION:
+                self._lost(action)
+            elif code in _ALREADY_GONE:
+                self.recorder.forget(action.path)
+            elif code is not None:
+                self.events.failed(action, FileError(action.path, code))
             else:
                 self.recorder.forget(action.path, counter="deleted_remote")
                 self.events.deleted(action)
+
+    def _delete_objects(self, batch: list[Action], expect: dict[str, str]) -> list[tuple[str, str]]:
+        paths = [a.path for a in batch]
+        if not self._delete_condition or not expect:
+            return self.transfer.delete_remote(paths)
+        try:
+            return self.transfer.delete_remote(paths, etags=expect)
+        except ConditionalWritesUnsupported:
+            logger.warning(
+                "delete: the server rejects conditional deletes; deleting after an ETag check only"
+            )
+            self._delete_condition = False
+            return self.transfer.delete_remote(paths)
+
+    def _still_synced(self, action: Action, expect: Mapping[str, str]) -> bool:
+        """The check right before a delete: the object still has the ETag last synced."""
+        try:
+            head = self.transfer.head(action.path)
+        except Exception as exc:
+            self.events.failed(action, exc)
+            return False
+        if head is not None and head.etag == expect[action.path]:
+            return True
+        self._delete_lost(action, head)
+        return False
+
+    def _lost(self, action: Action) -> None:
+        """A conditional delete failed: look at what S3 holds now."""
+        try:
+            head = self.transfer.head(action.path)
+        except Exception as exc:
+            self.events.failed(action, exc)
+            return
+        self._delete_lost(action, head)
+
+    def _delete_lost(self, action: Action, remote: RemoteEntry | None) -> None:
+        """The object is not the one last synced: ask the planner (the change wins)."""
+        after = plan_delete_lost(action.path, remote, action.synced, mode=self.mode)
+        if after is None:
+            return
+        if after.kind is Kind.DOWNLOAD:
+            logger.info(
+                "delete: %s changed in S3 meanwhile; not deleted, downloading it", action.path
+            )
+        try:
+            self.apply(after)
+        except Exception as exc:
+            self.events.failed(after, exc)
 
     def _delete_local(self, action: Action) -> None:
         if action.local is not None and not self._unchanged_since_plan(action):
@@ -557,15 +657,24 @@ def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
     return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns)
 
 
+def _expected_etag(action: Action) -> str:
+    """The ETag a remote delete is conditional on: the planner's, else the one last synced;
+    "" when none is known."""
+    if action.expect is not None:
+        return action.expect
+    return action.synced.etag if action.synced is not None else ""
+
+
 def _spooled(action: Action) -> str:
-    """A delete as one spool line: kind, path and the file as the plan saw it."""
+    """A delete as one spool line: kind, path, the file as the plan saw it, and the ETag
+    the object must still have."""
     loc = action.local
     stat = f"{loc.size}\0{loc.mtime_ns}" if loc is not None else "\0"
-    return f"{action.kind.value}\0{action.path}\0{stat}"
+    return f"{action.kind.value}\0{action.path}\0{stat}\0{_expected_etag(action)}"
 
 
 def _unspooled(spool: Spool) -> Iterator[Action]:
     for line in spool:
-        kind, path, size, mtime = line.split("\0")
+        kind, path, size, mtime, etag = line.split("\0")
         loc = LocalEntry(path, int(size), int(mtime)) if size else None
-        yield Action(Kind(kind), path, "not in source", local=loc)
+        yield Action(Kind(kind), path, "not in source", local=loc, expect=etag or None)

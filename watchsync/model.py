@@ -77,8 +77,9 @@ class Kind(enum.Enum):
 class Action:
     """One decision of the planner, with the reason it was taken.
 
-    ``expect`` makes an upload conditional: the ETag the object must still have, ``""`` when
-    there must be none, None for a plain overwrite (``watchsync sync``).  ``verify``: the
+    ``expect`` makes an upload or a remote delete conditional: the ETag the object must
+    still have, ``""`` when there must be none (uploads), None for a plain overwrite or
+    delete (``watchsync sync``).  ``verify``: the
     sides may already hold the same bytes, so compare content hashes before moving any; if
     they agree, only record the pair as synced.  For :attr:`Kind.COPY`, ``synced`` is the
     entry of the path the file was renamed from.

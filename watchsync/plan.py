@@ -5,8 +5,9 @@
 last synced, which is what lets it tell a delete from a file that is new on the other side.
 The agent's single-path decisions live here too: ``plan_path`` (a path the watcher
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
-conditional write lost a race), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps
-both versions).  Executors ask; they never decide.
+conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
+object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
+Executors ask; they never decide.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from .filters import Filters
-from .model import Action, Direction, Hint, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+from .model import (
+    Action,
+    Direction,
+    Hint,
+    Kind,
+    LocalEntry,
+    Mode,
+    RemoteEntry,
+    Skipped,
+    SyncedEntry,
+)
 
 
 class _HasPath(Protocol):
@@ -142,7 +153,7 @@ def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:
 
 def plan_reconcile(
     local: Iterable[LocalEntry],
-    remote: Iterable[RemoteEntry],
+    remote: Iterable[RemoteEntry | Skipped],
     synced: Iterable[SyncedEntry],
     *,
     opts: ReconcileOptions,
@@ -151,7 +162,9 @@ def plan_reconcile(
 
     A side "changed" when it differs from what was last synced; a path missing on one side
     but synced before was deleted there.  Changes beat deletes; a change on both sides is a
-    conflict, resolved by keeping both versions.
+    conflict, resolved by keeping both versions.  A key the listing skipped (unsafe as a
+    file name) exists in S3 but cannot be compared: its path is left alone, never read as
+    deleted there.
 
     >>> s = SyncedEntry("x", 1, 5, "e", 5)
     >>> r, o = RemoteEntry("x", 1, 5, "e"), ReconcileOptions(delete=True)
@@ -159,7 +172,7 @@ def plan_reconcile(
     [<Kind.DELETE_REMOTE: 'delete-remote'>]
     """
     for path, (lo, ro, so) in join(local, remote, synced):
-        if not opts.included(path):
+        if not opts.included(path) or isinstance(ro, Skipped):
             continue
         loc = lo if isinstance(lo, LocalEntry) else None
         rem = ro if isinstance(ro, RemoteEntry) else None
@@ -194,7 +207,10 @@ def _reconcile_one(
     def act(kind: Kind, reason: str) -> Action:
         # Uploads are conditional on the object the listing showed; a same-size pair may
         # already hold the same bytes, so it is compared before anything moves.
+        # Remote deletes are conditional too: on the object the listing showed.
         expect = (rem.etag if rem is not None else "") if kind is Kind.UPLOAD else None
+        if kind is Kind.DELETE_REMOTE and rem is not None and rem.etag:
+            expect = rem.etag
         verify = (
             kind in _VERIFIABLE and loc is not None and rem is not None and loc.size == rem.size
         )
@@ -243,21 +259,22 @@ def _first_meeting(
     """Both sides have a path never synced (first run, or the state was lost).
 
     Same size and time: already equal.  Same size, other times: most often the same
-    content (an earlier ``aws s3 sync``), so the copy is planned and the executor compares
-    content hashes before moving any byte.  Different sizes: ``push`` and ``pull`` copy their
-    way (the ``watchsync sync`` rules); ``both`` cannot know which version the user wants and
-    keeps both.
+    content (an earlier ``aws s3 sync``), so the action is verified: the executor compares
+    content hashes before moving any byte and only records the pair when they agree.
+    Otherwise ``push`` copies its way (the ``watchsync sync`` rule; it never writes the
+    folder, so nothing local is at stake); ``both`` cannot know which version the user
+    wants and keeps both, whatever the sizes (a newer time is no proof of the wanted
+    version); ``pull`` never overwrites a local file without a copy, so it keeps both too
+    (the local file moves to the conflict name).
     """
     if loc.size == rem.size:
         if same_time(loc, rem):
             return act(Kind.RECORD, "already equal")
-        if opts.mode is Mode.PUSH or (opts.mode is Mode.BOTH and local_newer(loc, rem)):
+        if opts.mode is Mode.PUSH:
             return act(Kind.UPLOAD, "same size, times differ")
-        return act(Kind.DOWNLOAD, "same size, times differ")
+        return act(Kind.CONFLICT, "same size, times differ, never synced")
     if opts.mode is Mode.PUSH:
         return act(Kind.UPLOAD, "size differs")
-    if opts.mode is Mode.PULL:
-        return act(Kind.DOWNLOAD, "size differs")
     return act(Kind.CONFLICT, "differs on both sides, never synced")
 
 
@@ -289,7 +306,13 @@ def plan_path(
     """
     if local is None:
         if synced is not None and opts.delete and opts.mode is not Mode.PULL:
-            return Action(Kind.DELETE_REMOTE, synced.path, "deleted locally", synced=synced)
+            return Action(
+                Kind.DELETE_REMOTE,
+                synced.path,
+                "deleted locally",
+                synced=synced,
+                expect=synced.etag or None,
+            )
         return None
     if opts.mode is Mode.PULL:
         return None
@@ -354,6 +377,31 @@ def plan_raced(
         remote,
         synced,
         verify=local.size == remote.size,
+    )
+
+
+def plan_delete_lost(
+    path: str, remote: RemoteEntry | None, synced: SyncedEntry | None, *, mode: Mode
+) -> Action | None:
+    """A remote delete found the object other than last synced (its conditional delete
+    failed, or the check right before it): someone wrote a newer version meanwhile.
+
+    The change beats the delete: it is downloaded (not under ``push``, which never writes
+    the folder; the object then simply stays).  An object already gone is forgotten.
+
+    >>> plan_delete_lost("a", RemoteEntry("a", 1, 5, "e2"), None, mode=Mode.BOTH).reason
+    'changed in S3 since synced: the change beats the delete'
+    """
+    if remote is None:
+        return Action(Kind.FORGET, path, "already gone from S3", synced=synced)
+    if mode is Mode.PUSH:
+        return None
+    return Action(
+        Kind.DOWNLOAD,
+        path,
+        "changed in S3 since synced: the change beats the delete",
+        remote=remote,
+        synced=synced,
     )
 
 

@@ -180,7 +180,9 @@ def unsafe_reason(path: str) -> str | None:
         return "key maps onto the destination root"
     if path.startswith("/"):
         return "key is an absolute path"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    # TAB, CR and LF are legal in file names and real ones use them (macOS's ``Icon\r``);
+    # a name the agent uploads must list back, or its own object would look deleted.
+    if any((ord(c) < 0x20 and c not in "\t\r\n") or ord(c) == 0x7F for c in path):
         return "key contains NUL or control characters"
     parts = path.split("/")
     if ".." in parts:
@@ -225,7 +227,9 @@ def list_entries(
             for obj in page.get("Contents", ()):
                 key = obj["Key"]
                 path = key[cut:]
-                if key.endswith("/") and path:
+                # Directory markers (what S3 consoles create for a folder, the prefix's own
+                # included) are nothing to sync, as for aws.
+                if key.endswith("/") and (path or obj["Size"] == 0):
                     continue
                 if for_download:
                     reason = unsafe_reason(path)

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +28,21 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from . import crt as native
-from .errors import FileError, NotFound, PreconditionFailed, RemoteError
+from .errors import (
+    ConditionalWritesUnsupported,
+    FileError,
+    NotFound,
+    PreconditionFailed,
+    RemoteError,
+)
 from .local import temp_name
-from .model import RemoteEntry, Skipped
+from .model import LocalEntry, RemoteEntry, Skipped
 from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
 from .remote import (
     S3Settings,
     S3Url,
     describe,
+    error_code,
     list_entries,
     make_client,
     mtime_ns,
@@ -83,7 +90,15 @@ class Objects(Protocol):
     ) -> Uploaded: ...
 
     def download(
-        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
     ) -> Path: ...
 
     def copy(self, src_path: str, dst_path: str) -> str: ...
@@ -92,7 +107,9 @@ class Objects(Protocol):
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
 
-    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]: ...
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]: ...
 
     def delete_local(self, path: str) -> None: ...
 
@@ -261,7 +278,7 @@ class Transfer:
             watch.ok()
             return result
 
-        return self.retry.call(attempt, what=what)
+        return self._call(attempt, what=what)
 
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
@@ -314,7 +331,10 @@ class Transfer:
                     # Given up front, s3transfer makes it a FULL_OBJECT checksum that S3
                     # checks on completion, besides each part's own CRC.
                     extra["ChecksumCRC32C"] = _crc32c_file(f, path)
-                etag = self._upload_multipart(f, key, st.st_size, extra)
+                conditions = {"IfMatch": f'"{if_match}"'} if if_match else {}
+                if if_none_match and not if_match:
+                    conditions = {"IfNoneMatch": "*"}
+                etag = self._upload_multipart(f, key, st.st_size, extra, conditions)
             else:
                 if if_match:
                     extra["IfMatch"] = f'"{if_match}"'
@@ -378,7 +398,12 @@ class Transfer:
             )
             self.crt = None
 
-    def _upload_multipart(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str:
+    def _upload_multipart(
+        self, f: Any, key: str, size: int, extra: dict[str, Any], conditions: dict[str, str]
+    ) -> str:
+        if conditions:
+            return self._upload_parts(f, key, size, extra, conditions)
+
         def once() -> str:
             resumed = self._resume_multipart(f, key, size, extra)
             if resumed is not None:
@@ -500,6 +525,81 @@ class Transfer:
         )
         return str(resp.get("ETag", "")).strip('"')
 
+    def _upload_parts(
+        self, f: Any, key: str, size: int, extra: dict[str, Any], conditions: dict[str, str]
+    ) -> str:
+        """A conditional multipart upload: s3transfer drops If-Match/If-None-Match, so the
+        parts go up here and the condition rides on CompleteMultipartUpload, which S3 checks
+        atomically.  Memory is bounded: each worker reads its own part when it sends it."""
+        bucket = self.where.bucket
+        part_size = self._config.multipart_chunksize
+        count = max(1, -(-size // part_size))
+        fd = f.fileno()
+        # The whole file's CRC (given up front) is checked by S3 on completion, each part's
+        # on arrival: a FULL_OBJECT checksum, as s3transfer sends it.
+        full = extra.pop("ChecksumCRC32C", None)
+        create_extra = dict(extra)
+        if full is not None:
+            create_extra.update(ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT")
+
+        def create() -> str:
+            resp = self.client.create_multipart_upload(Bucket=bucket, Key=key, **create_extra)
+            return resp["UploadId"]
+
+        upload_id = self._call(create, what=f"upload {key}")
+
+        def part(number: int) -> dict[str, Any]:
+            offset = (number - 1) * part_size
+            length = min(part_size, size - offset)
+
+            def once() -> dict[str, Any]:
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    raise FileError(key, "shrank while it was uploaded")
+                if self.limiter:
+                    self.limiter.take(len(data))
+                crc: dict[str, Any] = {"ChecksumCRC32C": _crc32c_bytes(data)} if full else {}
+                resp = self.client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **crc
+                )
+                return {"ETag": resp["ETag"], "PartNumber": number, **crc}
+
+            return self._call(once, what=f"upload {key} part {number}")
+
+        attempts = [0]
+        whole: dict[str, Any] = (
+            {"ChecksumCRC32C": full, "ChecksumType": "FULL_OBJECT"} if full is not None else {}
+        )
+
+        def complete() -> str:
+            attempts[0] += 1
+            try:
+                resp = self.client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    **conditions,  # type: ignore[arg-type]
+                    **whole,
+                )
+            except Exception as exc:
+                if attempts[0] > 1 and error_code(exc) == "NoSuchUpload":
+                    # An earlier attempt completed but its answer was lost: the caller
+                    # compares what S3 holds with the file, as for any lost condition.
+                    raise PreconditionFailed(key) from exc
+                raise (s3_error(exc, key) or exc) from exc
+            return resp.get("ETag", "").strip('"')
+
+        try:
+            workers = max(1, min(self._config.max_request_concurrency, count))
+            with futures.ThreadPoolExecutor(workers, thread_name_prefix="watchsync-part") as pool:
+                parts = list(pool.map(part, range(1, count + 1)))
+            return self._call(complete, what=f"upload {key}")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+
     # -- downloads -----------------------------------------------------------------------
 
     def local_target(self, path: str) -> Path:
@@ -511,10 +611,23 @@ class Transfer:
         return target
 
     def download(
-        self, path: str, *, size: int, mtime_ns: int, etag: str = "", dest: str | None = None
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
     ) -> Path:
         """Download the object at ``path`` to ``root/(dest or path)`` via a temporary file,
-        then set its mtime and atime to LastModified and rename it into place."""
+        then set its mtime and atime to LastModified and rename it into place.
+
+        With ``keep_as``, the file being replaced must be ``replacing`` (None: no file):
+        the file there is hard-linked aside just before the rename and compared after it,
+        so an edit that landed after the caller's check (or is still being written through
+        an open handle) is kept at ``root/keep_as`` instead of being lost."""
         key = self.where.key(path)
         target_rel = dest if dest is not None else path
         # Checked before mkdir too: a symlinked directory must not get subdirectories made
@@ -534,13 +647,47 @@ class Transfer:
             else:
                 self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            aside = self._link_aside(target) if keep_as is not None else None
             os.replace(tmp, target)
+            if aside is not None and keep_as is not None:
+                self._keep_if_changed(aside, replacing, keep_as, shown=target_rel)
         except OSError as exc:
             raise FileError(target_rel, exc.strerror or str(exc)) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         return target
+
+    def _link_aside(self, target: Path) -> Path | None:
+        """A second name for the file about to be replaced (None when there is none)."""
+        aside = target.with_name(temp_name(target.name, "old-" + secrets.token_hex(4)))
+        try:
+            os.link(target, aside, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return aside
+
+    def _keep_if_changed(
+        self, aside: Path, replacing: LocalEntry | None, keep_as: str, *, shown: str
+    ) -> None:
+        """Drop the replaced file if it is the one expected; else move it to ``keep_as``."""
+        try:
+            st = os.lstat(aside)
+            if replacing is not None and (st.st_size, st.st_mtime_ns) == (
+                replacing.size,
+                replacing.mtime_ns,
+            ):
+                aside.unlink()
+                return
+            logger.warning(
+                "download: %s changed while it was replaced; the local version is kept as %s",
+                shown,
+                keep_as,
+            )
+            os.replace(aside, self.local_target(keep_as))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                aside.unlink()
 
     def _get(self, key: str, tmp: Path, etag: str) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
@@ -631,27 +778,42 @@ class Transfer:
 
         return self._call(once, what=f"copy {dst}")
 
-    def delete_remote(self, paths: Iterable[str]) -> list[tuple[str, str]]:
-        """Delete objects in batches of 1000; returns (path, error) for each that failed."""
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """Delete objects in batches of 1000; returns (path, error code) for each that
+        failed.  A path in ``etags`` is deleted only if its object still has that ETag
+        (DeleteObjects' per-object condition); one that lost fails with
+        ``PreconditionFailed``.  A server that rejects the condition raises
+        :class:`ConditionalWritesUnsupported`."""
         failed: list[tuple[str, str]] = []
         batch: list[str] = []
         for path in paths:
             batch.append(path)
             if len(batch) == 1000:
-                failed += self._delete_batch(batch)
+                failed += self._delete_batch(batch, etags or {})
                 batch = []
         if batch:
-            failed += self._delete_batch(batch)
+            failed += self._delete_batch(batch, etags or {})
         return failed
 
-    def _delete_batch(self, paths: list[str]) -> list[tuple[str, str]]:
+    def _delete_batch(self, paths: list[str], etags: Mapping[str, str]) -> list[tuple[str, str]]:
         by_key = {self.where.key(p): p for p in paths}
+        objects: list[Any] = [
+            {"Key": k, "ETag": f'"{etags[p]}"'} if etags.get(p) else {"Key": k}
+            for k, p in by_key.items()
+        ]
 
         def once() -> list[tuple[str, str]]:
-            resp = self.client.delete_objects(
-                Bucket=self.where.bucket,
-                Delete={"Objects": [{"Key": k} for k in by_key], "Quiet": True},
-            )
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.where.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            except Exception as exc:
+                mapped = s3_error(exc, self.where.url())
+                if isinstance(mapped, ConditionalWritesUnsupported):
+                    raise mapped from exc
+                raise
             return [
                 (by_key.get(e.get("Key", ""), e.get("Key", "")), e.get("Code", "error"))
                 for e in resp.get("Errors", [])
@@ -660,8 +822,13 @@ class Transfer:
         return self._call(once, what=f"delete {len(paths)} objects")
 
     def delete_local(self, path: str) -> None:
-        """Remove one file under the root (never a directory tree)."""
+        """Remove one file under the root (never a directory tree, never through a
+        symlinked directory: the file there is another path's, which may be kept)."""
         target = self.local_target(path)
+        head = os.path.dirname(path)
+        lexical = os.path.join(self._root_real, head) if head else self._root_real
+        if os.path.realpath(target.parent) != os.path.normpath(lexical):
+            raise FileError(path, "refusing to delete through a symlinked directory")
         try:
             target.unlink()
         except FileNotFoundError:

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..execute import Executor, PassStats, Skips
 from ..local import walk
 from ..metrics import FolderMetrics
-from ..model import Action, Kind, LocalEntry, Mode, Skipped, without_skipped
+from ..model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, without_skipped
 from ..plan import ReconcileOptions, plan_reconcile
 from ..state import StateStore
 from ..transfer import Objects
@@ -94,7 +94,9 @@ class Reconcile:
         scanned = [0]
         if progress is not None:
             local = _counted(local, scanned)
-        remote = without_skipped(self.transfer.listing(for_download=True), skip)
+        # A key skipped as unsafe stays in the stream: the planner leaves its path alone, so
+        # it is never read as deleted in S3 and need not veto the pass's other deletes.
+        remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
         opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
         plan: Iterable[Action] = plan_reconcile(local, remote, self.store.iter_sorted(), opts=opts)
         if progress is not None:
@@ -131,6 +133,16 @@ class Reconcile:
         )
         self.status.set(State.WATCHING, only_from=State.RECONCILING)
         return ReconcileStats(started, duration, passed, skipped.count)
+
+
+def _reporting(
+    stream: Iterable[RemoteEntry | Skipped], on_skip: Callable[[Skipped], None]
+) -> Iterator[RemoteEntry | Skipped]:
+    """Pass the listing through whole, reporting each skipped key."""
+    for item in stream:
+        if isinstance(item, Skipped):
+            on_skip(item)
+        yield item
 
 
 def _counted(stream: Iterable[LocalEntry], box: list[int]) -> Iterator[LocalEntry]:
