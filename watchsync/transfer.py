@@ -278,7 +278,7 @@ class Transfer:
             watch.ok()
             return result
 
-        return self._call(attempt, what=what)
+        return self.retry.call(attempt, what=what)
 
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
