@@ -253,7 +253,12 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
                  (DWN, "same size, times differ"))),
     "first-same-size-remote-newer": (
         L("a"), R("a", mtime=T + 5 * S), N,
-        per_mode((DWN, "same size, times differ"), (UPL, "same size, times differ"),
+        per_mode((DWN, "same size, times differ"), (Kind.RECORD, "same size, local not newer"),
+                 (DWN, "same size, times differ"))),
+    # push adopts by aws's rule: not newer to the microsecond is equal, without hashing
+    "first-same-size-local-older-by-a-second": (
+        L("a", mtime=T - S), R("a"), N,
+        per_mode((DWN, "same size, times differ"), (Kind.RECORD, "same size, local not newer"),
                  (DWN, "same size, times differ"))),
     # different sizes: push/pull copy their way, both keeps both versions
     "first-size-differs-local-newer": (

@@ -242,7 +242,9 @@ def _first_meeting(
 ) -> Action:
     """Both sides have a path never synced (first run, or the state was lost).
 
-    Same size and time: already equal.  Same size, other times: most often the same
+    Same size and time: already equal.  Under ``push``, same size and a file not newer than
+    the object: equal by aws's upload rule (recorded without hashing).  Same size, other
+    times: most often the same
     content (an earlier ``aws s3 sync``), so the copy is planned and the executor compares
     content hashes before moving any byte.  Different sizes: ``push`` and ``pull`` copy their
     way (the ``watchsync sync`` rules); ``both`` cannot know which version the user wants and
@@ -251,6 +253,10 @@ def _first_meeting(
     if loc.size == rem.size:
         if same_time(loc, rem):
             return act(Kind.RECORD, "already equal")
+        if opts.mode is Mode.PUSH and not local_newer(loc, rem):
+            # aws's own upload rule: a same-size file not newer than the object is not sent,
+            # so adopting a bucket filled by an earlier sync hashes nothing.
+            return act(Kind.RECORD, "same size, local not newer")
         if opts.mode is Mode.PUSH or (opts.mode is Mode.BOTH and local_newer(loc, rem)):
             return act(Kind.UPLOAD, "same size, times differ")
         return act(Kind.DOWNLOAD, "same size, times differ")
