@@ -81,6 +81,20 @@ def ordered_rules(argv: Sequence[str]) -> list[tuple[str, str]]:
 
 IGNORE_FILE = ".watchsyncignore"
 
+#: The reserved key space under a prefix (the agents' change feed): never a file on either
+#: side, never listed, never deleted.
+RESERVED_DIR = ".watchsync"
+
+
+def is_reserved(path: str) -> bool:
+    """Whether a relative path lies in the reserved key space.
+
+    >>> is_reserved(".watchsync/feed.json"), is_reserved("a/.watchsync/x")
+    (True, False)
+    """
+    return path.startswith(RESERVED_DIR + "/") or path == RESERVED_DIR
+
+
 #: Editor and OS temporary files, in gitignore syntax.  Only names that are never user data.
 DEFAULT_IGNORES: tuple[str, ...] = (
     "*.swp",  # vim swap files (.name.swp, .name.swo, ...)
@@ -94,6 +108,7 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     "~$*",  # MS Office owner files
     ".~lock.*#",  # LibreOffice lock files
     ".*.watchsync-tmp*",  # our own download temp files: .<name>.watchsync-tmp-<random>
+    "/.watchsync/",  # the reserved key space (the agents' change feed)
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..errors import FileError
 from ..execute import Veto
@@ -79,6 +79,8 @@ class AgentEvents:
         self.where = where
         self.status = status
         self.metrics = metrics
+        # Told of every path this agent changed in S3 (the change feed publishes them).
+        self.on_changed: Callable[[str], None] = lambda _path: None
 
     def started(self, action: Action) -> None:
         pass
@@ -87,6 +89,8 @@ class AgentEvents:
         pass
 
     def finished(self, action: Action, nbytes: int) -> None:
+        if action.kind in (Kind.UPLOAD, Kind.CONFLICT, Kind.COPY):
+            self.on_changed(action.path)
         if action.kind is Kind.COPY:
             assert action.synced is not None
             logger.info(
@@ -107,6 +111,8 @@ class AgentEvents:
 
     def deleted(self, action: Action) -> None:
         remote = action.kind is Kind.DELETE_REMOTE
+        if remote:
+            self.on_changed(action.path)
         self.metrics.deleted("remote" if remote else "local")
         logger.info(
             "delete: %s",
@@ -138,6 +144,8 @@ class AgentEvents:
         pass
 
     def conflict(self, action: Action, name: str) -> None:
+        self.on_changed(name)
+        self.on_changed(action.path)
         self.metrics.conflict()
         logger.warning(
             "conflict: %s changed on both sides; the S3 version is kept as %s",
