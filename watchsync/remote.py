@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
+from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from .errors import (
     ConditionalWritesUnsupported,
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +139,16 @@ def make_client(settings: S3Settings) -> S3Client:
     botocore's own retries are switched off: transient errors are retried once, by the
     caller's tenacity policy, so attempts do not multiply.
     """
+    core = botocore.session.get_session()
+    # Listings carry a LastModified per object; botocore's default parser (dateutil) was
+    # over half the CPU of a no-op reconcile.
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
+    )
     try:
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        session = boto3.session.Session(
+            botocore_session=core, profile_name=settings.profile, region_name=settings.region
+        )
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(str(exc)) from exc
     config = Config(
@@ -156,6 +167,20 @@ def make_client(settings: S3Settings) -> S3Client:
     return client
 
 
+def parse_timestamp(value: str) -> datetime:
+    """A response's timestamp: ISO 8601 as listings send it (``2026-12-02T01:00:00.000Z``)
+    at C speed, anything else (HTTP dates of HEAD answers, epoch seconds) as botocore does.
+
+    >>> parse_timestamp("2026-12-02T01:00:00.000Z")
+    datetime.datetime(2026, 12, 2, 1, 0, tzinfo=datetime.timezone.utc)
+    """
+    try:
+        when = datetime.fromisoformat(value)
+    except (ValueError, TypeError):
+        return botocore_parse_timestamp(value)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def mtime_ns(when: datetime) -> int:
     """LastModified as integer nanoseconds since the epoch (no float rounding)."""
     return (when - _EPOCH) // timedelta(microseconds=1) * 1000
@@ -171,7 +196,7 @@ def unsafe_reason(path: str) -> str | None:
         return "key maps onto the destination root"
     if path.startswith("/"):
         return "key is an absolute path"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path):
         return "key contains NUL or control characters"
     parts = path.split("/")
     if ".." in parts:
