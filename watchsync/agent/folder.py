@@ -105,6 +105,7 @@ class Folder:
         self._threads: list[threading.Thread] = []
         self.watcher = _Watcher(self)
         self.feed: Feed | None = None
+        self._feed_error: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -306,7 +307,12 @@ class Folder:
         try:
             self.feed.tick()
         except Exception as exc:
-            logger.warning("feed: %s: %s", self.cfg.name, describe(exc))
+            why = describe(exc)
+            if why != self._feed_error:  # once per distinct trouble, not every second
+                logger.warning("feed: %s: %s", self.cfg.name, why)
+            self._feed_error = why
+        else:
+            self._feed_error = None
 
     def _reconcile_safely(self) -> None:
         if not self.root.is_dir():
