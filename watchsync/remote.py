@@ -7,6 +7,7 @@ import logging
 import mimetypes
 import re
 import secrets
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -255,7 +256,22 @@ def list_entries(
                 return
             request["ContinuationToken"] = token
 
+    if keeps_key_order(client.meta.endpoint_url, where.bucket):
+        return raw()  # already in S3 order: stream it, nothing held or spilled
     return sorted_stream(raw(), key=lambda e: e.path)
+
+
+def keeps_key_order(endpoint_url: str, bucket: str) -> bool:
+    """Whether the server lists in S3's UTF-8 key order: AWS S3 itself, except its directory
+    buckets (S3 Express, ``NAME--x-s3``), which list in no order.  Any other server's
+    listing is sorted here (SeaweedFS, for one, lists ``a/b`` before ``a-b``).
+
+    >>> keeps_key_order("https://s3.eu-west-1.amazonaws.com", "photos")
+    True
+    """
+    host = urllib.parse.urlsplit(endpoint_url).hostname or ""
+    aws = host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+    return aws and not bucket.endswith("--x-s3")
 
 
 def describe(exc: BaseException) -> str:
