@@ -19,8 +19,12 @@ server's CPU) so its polling never competes with the agent for the agent's CPU.
                starts (--reconcile-interval 3600); once ``watchsync status --json`` says
                watching with nothing pending, sample /proc/PID/stat (utime+stime) and
                /proc/PID/status (VmRSS) every second for --idle-seconds
+  (d) feed     two agents at default settings (reconcile every 300 s) on two folders sharing
+               one prefix; write a file in A, poll B's folder every 20 ms until it is there;
+               --feed-samples samples (the change feed carries it, not the reconcile)
 
-Floors: latency p50 <= debounce + 250 ms; idle CPU <= 1 % of one core.
+Floors: latency p50 <= debounce + 250 ms; idle CPU <= 1 % of one core; cross-agent p50 <= 2 s,
+p99 <= 5 s.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.par
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -95,7 +100,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--timeout", type=float, default=1800.0, help="deadline of any one wait, s (1800)"
     )
-    p.add_argument("--skip", default="", help="comma-separated phases to skip: latency,burst,idle")
+    p.add_argument("--feed-samples", type=int, default=20, help="cross-agent samples (20)")
+    p.add_argument(
+        "--skip", default="", help="comma-separated phases to skip: latency,burst,idle,feed"
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.harness_cpu is None:
@@ -281,6 +289,30 @@ def measure_latency(
         if i >= 0:
             out.append(seen)
         time.sleep(0.1)  # a quiet gap, so samples do not share a debounce window
+    return out
+
+
+def measure_feed(a: Agent, b: Agent, root_a: Path, root_b: Path, *, samples: int) -> list[float]:
+    """Seconds from a write in A's folder until the file is in B's (None: not in 60 s)."""
+    out: list[float] = []
+    for i in range(-1, samples):  # sample -1 warms up; not recorded
+        name = f"feed-{i + 1:03d}.txt"
+        data = f"feed sample {i} {time.time_ns()}\n".encode()
+        start = time.perf_counter()
+        (root_a / name).write_bytes(data)
+        target = root_b / name
+        while time.perf_counter() - start < 60:
+            if target.exists() and target.read_bytes() == data:
+                break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError(f"{name} never reached B\n{b.log_tail()}")
+        if i >= 0:
+            out.append(time.perf_counter() - start)
+        for agent in (a, b):
+            if agent.proc.poll() is not None:
+                raise RuntimeError(f"agent exited\n{agent.log_tail()}")
+        time.sleep(0.3 + random.random())  # a random phase against both agents' 1 s ticks
     return out
 
 
@@ -487,6 +519,31 @@ def main(argv: list[str]) -> int:
                         f"busiest second {res['cpu_percent_max_1s']:.1f} %)",
                     )
                 )
+        if "feed" not in args.skip:
+            print(f"\n(d) feed: two agents on one prefix, {args.feed_samples} samples", flush=True)
+            client.create_bucket(Bucket="bench-feed")
+            roots = [scratch / "feed-a", scratch / "feed-b"]
+            for root in roots:
+                root.mkdir()
+            with (
+                running_agent(
+                    roots[0], "s3://bench-feed/p", endpoint=server.endpoint, env=env,
+                    scratch=scratch, cpu=args.client_cpu, extra=[],
+                ) as agent_a,
+                running_agent(
+                    roots[1], "s3://bench-feed/p", endpoint=server.endpoint, env=env,
+                    scratch=scratch, cpu=args.client_cpu, extra=[],
+                ) as agent_b,
+            ):  # fmt: skip
+                agent_a.wait_settled(timeout=args.timeout, interval=0.5)
+                agent_b.wait_settled(timeout=args.timeout, interval=0.5)
+                lat = sorted(measure_feed(agent_a, agent_b, *roots, samples=args.feed_samples))
+                p50, p99 = percentile(lat, 50), percentile(lat, 99)
+                results["feed"] = {"samples": len(lat), "p50": p50, "p99": p99, "max": lat[-1]}
+                print(f"\n== (d) feed: A -> B at default settings ==\n"
+                      f"p50 {p50:.2f} s  p99 {p99:.2f} s  max {lat[-1]:.2f} s")  # fmt: skip
+                checks.append(("cross-agent p50 <= 2 s", p50 <= 2.0, f"p50 {p50:.2f} s"))
+                checks.append(("cross-agent p99 <= 5 s", p99 <= 5.0, f"p99 {p99:.2f} s"))
         client.close()
 
     print("\n== floors ==")

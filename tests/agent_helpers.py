@@ -19,6 +19,7 @@ from helpers import wait_until
 
 from watchsync.agent import Folder
 from watchsync.config import FolderConfig, S3Settings
+from watchsync.filters import is_reserved
 from watchsync.state import StateStore, store_name
 
 if TYPE_CHECKING:
@@ -55,14 +56,18 @@ def _prefix(prefix: str) -> str:
     return prefix.strip("/") + "/" if prefix.strip("/") else ""
 
 
-def bucket_listing(s3: S3Client, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """``{key relative to prefix: listing entry}`` (Size, ETag, LastModified)."""
+def bucket_listing(
+    s3: S3Client, bucket: str, prefix: str = "", *, reserved: bool = False
+) -> dict[str, dict[str, Any]]:
+    """``{key relative to prefix: listing entry}`` (Size, ETag, LastModified); the reserved
+    key space (the agents' change feed) only with ``reserved``."""
     pre = _prefix(prefix)
     result: dict[str, dict[str, Any]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=pre):
         for obj in page.get("Contents", []):
-            key = obj["Key"]
-            result[key[len(pre) :]] = dict(obj)
+            rel = obj["Key"][len(pre) :]
+            if reserved or not is_reserved(rel):
+                result[rel] = dict(obj)
     return result
 
 

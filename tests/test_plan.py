@@ -257,7 +257,11 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
         per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"), FIRST_SAME_SIZE)),
     "first-same-size-remote-newer": (
         L("a"), R("a", mtime=T + 5 * S), N,
-        per_mode(FIRST_SAME_SIZE, (UPL, "same size, times differ"), FIRST_SAME_SIZE)),
+        per_mode(FIRST_SAME_SIZE, (Kind.RECORD, "same size, local not newer"), FIRST_SAME_SIZE)),
+    # push adopts by aws's rule: not newer to the microsecond is equal, without hashing
+    "first-same-size-local-older-by-a-second": (
+        L("a", mtime=T - S), R("a"), N,
+        per_mode(FIRST_SAME_SIZE, (Kind.RECORD, "same size, local not newer"), FIRST_SAME_SIZE)),
     # different sizes: push copies its way, both and pull keep both versions
     "first-size-differs-local-newer": (
         L("a", 2, T + 5 * S), R("a", 1), N,

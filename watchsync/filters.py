@@ -81,6 +81,20 @@ def ordered_rules(argv: Sequence[str]) -> list[tuple[str, str]]:
 
 IGNORE_FILE = ".watchsyncignore"
 
+#: The reserved key space under a prefix (the agents' change feed): never a file on either
+#: side, never listed, never deleted.
+RESERVED_DIR = ".watchsync"
+
+
+def is_reserved(path: str) -> bool:
+    """Whether a relative path lies in the reserved key space.
+
+    >>> is_reserved(".watchsync/feed.json"), is_reserved("a/.watchsync/x")
+    (True, False)
+    """
+    return path.startswith(RESERVED_DIR + "/") or path == RESERVED_DIR
+
+
 #: Editor and OS temporary files, in gitignore syntax.  Only names that are never user data.
 DEFAULT_IGNORES: tuple[str, ...] = (
     "*.swp",  # vim swap files (.name.swp, .name.swo, ...)
@@ -96,6 +110,7 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     # our own download temp files, exactly local.temp_name()'s: .<name>.watchsync-tmp-<16 hex>
     ".*.watchsync-tmp-" + "[0-9a-f]" * 16,
     ".*.watchsync-tmp-" + "[0-9a-f]" * 8,  # ... as versions before the pid wrote them
+    "/.watchsync/",  # the reserved key space (the agents' change feed)
 )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .filters import is_reserved
 from .model import LocalEntry, Skipped
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def _walk_dir(
         if is_temp_name(name):
             continue
         if is_dir:
-            if options.prune is not None and options.prune(relpath):
+            if is_reserved(relpath) or (options.prune is not None and options.prune(relpath)):
                 continue
             try:
                 st = entry.stat(follow_symlinks=options.follow_symlinks)

@@ -258,7 +258,9 @@ def _first_meeting(
 ) -> Action:
     """Both sides have a path never synced (first run, or the state was lost).
 
-    Same size and time: already equal.  Same size, other times: most often the same
+    Same size and time: already equal.  Under ``push``, same size and a file not newer than
+    the object: equal by aws's upload rule (recorded without hashing, so adopting a bucket
+    filled by an earlier sync is cheap).  Same size, other times: most often the same
     content (an earlier ``aws s3 sync``), so the action is verified: the executor compares
     content hashes before moving any byte and only records the pair when they agree.
     Otherwise ``push`` copies its way (the ``watchsync sync`` rule; it never writes the
@@ -270,6 +272,8 @@ def _first_meeting(
     if loc.size == rem.size:
         if same_time(loc, rem):
             return act(Kind.RECORD, "already equal")
+        if opts.mode is Mode.PUSH and not local_newer(loc, rem):
+            return act(Kind.RECORD, "same size, local not newer")
         if opts.mode is Mode.PUSH:
             return act(Kind.UPLOAD, "same size, times differ")
         return act(Kind.CONFLICT, "same size, times differ, never synced")

@@ -7,6 +7,7 @@ import logging
 import mimetypes
 import re
 import secrets
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
+from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from .errors import (
     ConditionalWritesUnsupported,
@@ -25,6 +28,7 @@ from .errors import (
     WatchsyncError,
 )
 from .extsort import sorted_stream
+from .filters import is_reserved
 from .model import RemoteEntry, Skipped
 from .retry import RetryPolicy
 
@@ -37,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # TAB, LF and CR excepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +143,16 @@ def make_client(settings: S3Settings) -> S3Client:
     botocore's own retries are switched off: transient errors are retried once, by the
     caller's tenacity policy, so attempts do not multiply.
     """
+    core = botocore.session.get_session()
+    # Listings carry a LastModified per object; botocore's default parser (dateutil) was
+    # over half the CPU of a no-op reconcile.
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
+    )
     try:
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        session = boto3.session.Session(
+            botocore_session=core, profile_name=settings.profile, region_name=settings.region
+        )
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(str(exc)) from exc
     config = Config(
@@ -165,6 +178,20 @@ def make_client(settings: S3Settings) -> S3Client:
     return client
 
 
+def parse_timestamp(value: str) -> datetime:
+    """A response's timestamp: ISO 8601 as listings send it (``2026-12-02T01:00:00.000Z``)
+    at C speed, anything else (HTTP dates of HEAD answers, epoch seconds) as botocore does.
+
+    >>> parse_timestamp("2026-12-02T01:00:00.000Z")
+    datetime.datetime(2026, 12, 2, 1, 0, tzinfo=datetime.timezone.utc)
+    """
+    try:
+        when = datetime.fromisoformat(value)
+    except (ValueError, TypeError):
+        return botocore_parse_timestamp(value)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def mtime_ns(when: datetime) -> int:
     """LastModified as integer nanoseconds since the epoch (no float rounding)."""
     return (when - _EPOCH) // timedelta(microseconds=1) * 1000
@@ -182,7 +209,7 @@ def unsafe_reason(path: str) -> str | None:
         return "key is an absolute path"
     # TAB, CR and LF are legal in file names and real ones use them (macOS's ``Icon\r``);
     # a name the agent uploads must list back, or its own object would look deleted.
-    if any((ord(c) < 0x20 and c not in "\t\r\n") or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path):
         return "key contains NUL or control characters"
     parts = path.split("/")
     if ".." in parts:
@@ -228,8 +255,8 @@ def list_entries(
                 key = obj["Key"]
                 path = key[cut:]
                 # Directory markers (what S3 consoles create for a folder, the prefix's own
-                # included) are nothing to sync, as for aws.
-                if key.endswith("/") and (path or obj["Size"] == 0):
+                # included) are nothing to sync, as for aws; nor is the reserved key space.
+                if (key.endswith("/") and (path or obj["Size"] == 0)) or is_reserved(path):
                     continue
                 if for_download:
                     reason = unsafe_reason(path)
@@ -243,7 +270,22 @@ def list_entries(
                 return
             request["ContinuationToken"] = token
 
+    if keeps_key_order(client.meta.endpoint_url, where.bucket):
+        return raw()  # already in S3 order: stream it, nothing held or spilled
     return sorted_stream(raw(), key=lambda e: e.path)
+
+
+def keeps_key_order(endpoint_url: str, bucket: str) -> bool:
+    """Whether the server lists in S3's UTF-8 key order: AWS S3 itself, except its directory
+    buckets (S3 Express, ``NAME--x-s3``), which list in no order.  Any other server's
+    listing is sorted here (SeaweedFS, for one, lists ``a/b`` before ``a-b``).
+
+    >>> keeps_key_order("https://s3.eu-west-1.amazonaws.com", "photos")
+    True
+    """
+    host = urllib.parse.urlsplit(endpoint_url).hostname or ""
+    aws = host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+    return aws and not bucket.endswith("--x-s3")
 
 
 def describe(exc: BaseException) -> str:
@@ -344,3 +386,73 @@ def probe_bucket(client: S3Client, where: S3Url) -> list[str]:
     except errors as exc:
         return [f"cannot write {where.url()}: {describe(exc)}"]
     return []
+
+
+class NotModified(Exception):
+    """A conditional GET was answered 304: the object still has the ETag the caller holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A small object's body and ETag."""
+
+    body: bytes
+    etag: str
+
+
+class SmallObject:
+    """One small object read and written whole, with conditional requests (the agents'
+    change feed): a GET ``If-None-Match`` the ETag held (304 raises :class:`NotModified`),
+    a PUT ``If-Match`` the ETag read or ``If-None-Match: *`` when there was none (a lost
+    race raises :class:`~watchsync.errors.PreconditionFailed`).
+
+    >>> obj = SmallObject(client, "bucket", "p/.watchsync/feed.json")  # doctest: +SKIP
+    >>> obj.get(if_none_match=None).etag  # doctest: +SKIP
+    """
+
+    def __init__(self, client: S3Client, bucket: str, key: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+
+    def get(self, *, if_none_match: str | None) -> Fetched | None:
+        """The object, or None when there is none."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = f'"{if_none_match}"'
+        try:
+            resp = self.client.get_object(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            code = error_code(exc)
+            if code in ("304", "NotModified"):
+                raise NotModified(self.key) from None
+            if isinstance(s3_error(exc, self.key), NotFound):
+                return None
+            raise
+        body = resp["Body"]
+        try:
+            data = body.read()
+        finally:
+            body.close()
+        return Fetched(data, resp.get("ETag", "").strip('"'))
+
+    def put(self, body: bytes, *, if_match: str | None) -> str:
+        """Write the object if it is still the version read; returns the new ETag."""
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.key,
+            "Body": body,
+            "ContentType": "application/json",
+        }
+        if if_match:
+            kwargs["IfMatch"] = f'"{if_match}"'
+        else:
+            kwargs["IfNoneMatch"] = "*"
+        try:
+            resp = self.client.put_object(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            mapped = s3_error(exc, self.key)
+            if mapped is not None:
+                raise mapped from exc
+            raise
+        return resp.get("ETag", "").strip('"')

@@ -558,6 +558,31 @@ class StateStore:
             if journal_id is not None:
                 conn.execute("DELETE FROM journal WHERE id = ?", (journal_id,))
 
+    def record_many(self, items: Sequence[Recorded]) -> None:
+        """:meth:`record` for many finished transfers in one transaction and one fsync
+        (group commit): all of them are recorded, or none."""
+        if not items:
+            return
+        totals: dict[str, int] = {}
+        for item in items:
+            for name, n in (item.counters or {}).items():
+                totals[name] = totals.get(name, 0) + n
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [_row(item.entry) for item in items],
+            )
+            conn.executemany(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                totals.items(),
+            )
+            conn.executemany(
+                "DELETE FROM journal WHERE id = ?",
+                [(item.journal_id,) for item in items if item.journal_id is not None],
+            )
+
     def journal_done(self, entry_id: int) -> None:
         """Remove a finished (or abandoned) operation from the journal."""
         with self._transaction() as conn:
@@ -646,6 +671,15 @@ def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str]
         entry.etag,
         _int_in(entry.remote_mtime_ns),
     )
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One finished transfer for :meth:`StateStore.record_many`."""
+
+    entry: SyncedEntry
+    counters: Mapping[str, int] | None = None
+    journal_id: int | None = None
 
 
 def _entry(row: tuple[Any, ...]) -> SyncedEntry:

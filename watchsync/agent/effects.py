@@ -1,7 +1,7 @@
 """Room: what the executor's work means to the agent.  The :class:`StoreRecorder` writes
-finished work to the state (records batched, transfers each in one transaction with their
-counters and journal entry); :class:`AgentEvents` turns it into log lines, metrics and
-status.
+finished work to the state (records batched; transfers group-committed, each with its
+counters and journal entry in the same transaction); :class:`AgentEvents` turns it into
+log lines, metrics and status.
 
 Must not touch: files, S3, threads.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..errors import FileError
 from ..execute import Veto
 from ..metrics import FolderMetrics
 from ..model import Action, Kind, SyncedEntry
 from ..remote import S3Url, describe, error_code
-from ..state import StateStore
+from ..state import Recorded, StateStore
 from .status import Status
 
 logger = logging.getLogger(__name__)
@@ -25,13 +25,34 @@ logger = logging.getLogger(__name__)
 _RECORD_BATCH = 500  # synced entries per transaction when only recording
 
 
+class _Ticket:
+    """One transfer waiting for its group commit."""
+
+    __slots__ = ("done", "error", "item")
+
+    def __init__(self, item: Recorded) -> None:
+        self.item = item
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class StoreRecorder:
-    """The executor's :class:`~watchsync.execute.Recorder` backed by the state database."""
+    """The executor's :class:`~watchsync.execute.Recorder` backed by the state database.
+
+    Finished transfers are group-committed: a caller returns only once its record is in a
+    committed transaction (so a crash never loses a transfer that was reported done, nor
+    leaves one recorded that was not), but the transfers that finish while one commit is
+    being fsynced share the next one, so a burst costs one fsync per batch, not per file.
+    """
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
         self._batch: list[SyncedEntry] = []
         self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: list[_Ticket] = []
+        self._committing = False
+        self.commits = 0  # group commits made (for tests and benchmarks)
 
     def synced(
         self,
@@ -40,7 +61,31 @@ class StoreRecorder:
         counters: Mapping[str, int] | None = None,
         journal_id: int | None = None,
     ) -> None:
-        self.store.record(entry, counters=counters, journal_id=journal_id)
+        ticket = _Ticket(Recorded(entry, counters, journal_id))
+        with self._cond:
+            self._queue.append(ticket)
+            while not ticket.done and self._committing:
+                self._cond.wait()
+            if not ticket.done:  # lead the next commit: everything queued so far
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if not ticket.done:
+            self._commit(batch)
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _commit(self, batch: list[_Ticket]) -> None:
+        error: BaseException | None = None
+        try:
+            self.store.record_many([t.item for t in batch])
+        except BaseException as exc:
+            error = exc
+        with self._cond:
+            self.commits += 1
+            for t in batch:
+                t.done, t.error = True, error
+            self._committing = False
+            self._cond.notify_all()
 
     def remember(self, entry: SyncedEntry) -> None:
         with self._lock:
@@ -79,6 +124,8 @@ class AgentEvents:
         self.where = where
         self.status = status
         self.metrics = metrics
+        # Told of every path this agent changed in S3 (the change feed publishes them).
+        self.on_changed: Callable[[str], None] = lambda _path: None
 
     def started(self, action: Action) -> None:
         pass
@@ -87,6 +134,8 @@ class AgentEvents:
         pass
 
     def finished(self, action: Action, nbytes: int) -> None:
+        if action.kind in (Kind.UPLOAD, Kind.CONFLICT, Kind.COPY):
+            self.on_changed(action.path)
         if action.kind is Kind.COPY:
             assert action.synced is not None
             logger.info(
@@ -107,6 +156,8 @@ class AgentEvents:
 
     def deleted(self, action: Action) -> None:
         remote = action.kind is Kind.DELETE_REMOTE
+        if remote:
+            self.on_changed(action.path)
         self.metrics.deleted("remote" if remote else "local")
         logger.info(
             "delete: %s",
@@ -138,6 +189,8 @@ class AgentEvents:
         pass
 
     def conflict(self, action: Action, name: str) -> None:
+        self.on_changed(name)
+        self.on_changed(action.path)
         self.metrics.conflict()
         logger.warning(
             "conflict: %s changed on both sides; the S3 version is kept as %s",

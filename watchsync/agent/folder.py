@@ -30,9 +30,9 @@ from ..errors import RemoteError, WatchsyncError
 from ..execute import Executor, PoolFactory, thread_pool
 from ..local import remove_temp_files
 from ..metrics import FolderMetrics, Metrics
-from ..model import Skipped
+from ..model import Mode, Skipped
 from ..plan import PathOptions
-from ..remote import describe, error_code
+from ..remote import SmallObject, describe, error_code
 from ..retry import RetryPolicy, is_transient
 from ..state import StateStore
 from ..transfer import Objects, open_transfer
@@ -41,6 +41,7 @@ from .changes import Changes
 from .conflicts import Conflicts
 from .deletes import Deletes
 from .effects import AgentEvents, StoreRecorder
+from .feed import FEED_KEY, Feed, FeedObject, Recheck
 from .pending import Pending
 from .reconcile import Progress, Reconcile
 from .scope import Scope
@@ -104,6 +105,8 @@ class Folder:
         self._deleting = threading.Event()  # a delete batch is being sent
         self._threads: list[threading.Thread] = []
         self.watcher = _Watcher(self)
+        self.feed: Feed | None = None
+        self._feed_error: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -129,7 +132,12 @@ class Folder:
             on_skip=_skipped_in(self.cfg.name),
             clock=self.clock,
             wall=self.wall,
+            feed_object=SmallObject(
+                self.transfer.client, self.cfg.where.bucket, self.cfg.where.key(FEED_KEY)
+            ),
+            request_reconcile=self.request_reconcile,
         )
+        self.feed = rooms.feed
         self.pending, self.deletes, self.executor = rooms.pending, rooms.deletes, rooms.executor
         self.uploads, self.reconcile = rooms.uploads, rooms.reconcile
         self.changes = rooms.changes
@@ -304,6 +312,22 @@ class Folder:
                 self._reconcile_now.clear()
                 self._reconcile_safely()
                 next_at = self.clock() + self.cfg.reconcile_interval
+            self._feed_tick()
+
+    def _feed_tick(self) -> None:
+        """Publish this agent's changes and apply the other agents' (see feed.py); S3
+        trouble is logged and left for the next tick."""
+        if self.feed is None:
+            return
+        try:
+            self.feed.tick()
+        except Exception as exc:
+            why = describe(exc)
+            if why != self._feed_error:  # once per distinct trouble, not every second
+                logger.warning("feed: %s: %s", self.cfg.name, why)
+            self._feed_error = why
+        else:
+            self._feed_error = None
 
     def _reconcile_safely(self) -> None:
         if not self.root.is_dir():
@@ -481,6 +505,7 @@ class Rooms:
     uploads: Uploads
     reconcile: Reconcile
     changes: Changes
+    feed: Feed | None = None
 
 
 def wire(
@@ -496,6 +521,8 @@ def wire(
     pool: PoolFactory = thread_pool,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
+    feed_object: FeedObject | None = None,
+    request_reconcile: Callable[[], None] = lambda: None,
 ) -> Rooms:
     """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
 
@@ -523,10 +550,11 @@ def wire(
         follow_symlinks=cfg.follow_symlinks,
         wall=wall,
     )
+    events = AgentEvents(cfg.name, cfg.where, status=status, metrics=metrics)
     executor = Executor(
         transfer,
         recorder=StoreRecorder(store),
-        events=AgentEvents(cfg.name, cfg.where, status=status, metrics=metrics),
+        events=events,
         policy=deletes,
         pool=pool,
         max_concurrency=cfg.s3.max_concurrency,
@@ -565,4 +593,28 @@ def wire(
         clock=clock,
     )
     changes = Changes(root=root, scope=scope, store=store, pending=pending, on_skip=on_skip)
-    return Rooms(pending, deletes, conflicts, executor, uploads, reconcile, changes)
+    feed = None
+    if feed_object is not None:
+        recheck = Recheck(
+            root=root,
+            store=store,
+            transfer=transfer,
+            executor=executor,
+            scope=scope,
+            pending=pending,
+            mode=cfg.direction,
+            delete=cfg.delete,
+            follow_symlinks=cfg.follow_symlinks,
+        )
+        feed = Feed(
+            cfg.name,
+            obj=feed_object,
+            apply=recheck.run,
+            full=request_reconcile,
+            publish=cfg.direction is not Mode.PULL,
+            poll=cfg.direction is not Mode.PUSH,
+            clock=clock,
+            wall=wall,
+        )
+        events.on_changed = feed.note
+    return Rooms(pending, deletes, conflicts, executor, uploads, reconcile, changes, feed)

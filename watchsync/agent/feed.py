@@ -1,0 +1,421 @@
+"""Room: the change feed between agents on one prefix.  An agent that changes the prefix
+appends what it changed to one small object in the bucket (``PREFIX/.watchsync/feed.json``,
+never synced as a file); the other agents poll it with a conditional GET (a 304 while
+nothing changed: one request, whatever the size of the tree) and re-check the named paths
+through the planner and the executor, so another machine's edit arrives in about a second
+instead of at the next full reconcile.
+
+The object holds the last entries, each ``{"v": 1, "seq": N, "writer": ID, "at": EPOCH,
+"paths": [...]}`` under ``{"format": 1, "epoch": TOKEN, "entries": [...]}``.  Writers
+append with a conditional PUT (``If-Match`` the ETag read; a lost race reads again and
+retries), so many writers never lose each other's entries.  Old entries are dropped on
+write (compaction: older than the retention, or past the size caps); a reader that finds
+entries missing between the last one it applied and the oldest kept (it was offline longer
+than the retention), or a new epoch (the object was replaced), runs a full reconcile.
+Entries or objects written by a newer or corrupt agent are ignored with a warning.
+
+Must not touch: threads (the folder's runner calls :meth:`Feed.tick`), the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import ConditionalWritesUnsupported, PreconditionFailed
+from ..execute import Executor
+from ..local import stat_entry
+from ..model import Action, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+from ..plan import ReconcileOptions, plan_reconcile
+from ..remote import Fetched, NotModified, unsafe_reason
+from ..state import StateStore
+from ..transfer import Objects
+from ..workqueue import Item
+from .pending import Pending
+from .scope import Scope
+
+logger = logging.getLogger(__name__)
+
+FEED_KEY = ".watchsync/feed.json"  # relative to the prefix; the reserved key space
+FORMAT = 1  # the document's format
+ENTRY_VERSION = 1  # an entry's format
+RETENTION = 24 * 3600.0  # entries older than this are dropped on write
+MAX_ENTRIES = 500
+MAX_PATHS = 10_000  # paths kept in the whole object (bounds its size, ~1 MB at worst)
+MAX_ENTRY_PATHS = 1_000  # more in one entry: readers run a full reconcile instead
+START_SKEW = 60.0  # on first sight, entries this much older than the agent are re-checked
+_ATTEMPTS = 5  # conditional writes tried per publish before waiting for the next tick
+
+
+class FeedObject(Protocol):
+    """The one object of the feed (:class:`watchsync.remote.SmallObject`)."""
+
+    def get(self, *, if_none_match: str | None) -> Fetched | None: ...
+
+    def put(self, body: bytes, *, if_match: str | None) -> str: ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    seq: int
+    writer: str
+    at: float
+    paths: tuple[str, ...]
+    full: bool
+
+
+class Feed:
+    """Publishes this agent's changes and applies the other agents' ones.
+
+    >>> feed = Feed("docs", obj=obj, apply=recheck.run, full=reconcile_soon)  # doctest: +SKIP
+    >>> feed.note("a.txt"); feed.tick()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        obj: FeedObject,
+        apply: Callable[[Sequence[str]], None],
+        full: Callable[[], None],
+        writer: str | None = None,
+        publish: bool = True,
+        poll: bool = True,
+        poll_interval: float = 1.0,
+        retention: float = RETENTION,
+        max_entries: int = MAX_ENTRIES,
+        max_paths: int = MAX_PATHS,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.obj = obj
+        self.apply = apply
+        self.full = full
+        self.writer = writer or secrets.token_hex(8)
+        self.publishing = publish
+        self.polling = poll
+        self.poll_interval = poll_interval
+        self.retention = retention
+        self.max_entries = max_entries
+        self.max_paths = max_paths
+        self.clock = clock
+        self.wall = wall
+        self.started = wall()
+        self.etag: str | None = None  # of the version last read or written
+        self.doc: dict[str, Any] | None = None  # that version, when it is ours to extend
+        self.newer = False  # that version was written by a newer agent: never overwrite it
+        self.epoch: str | None = None
+        self.seq = 0  # the last entry applied (or written) in ``epoch``
+        self._noted: set[str] = set()
+        self._unapplied: set[str] = set()  # named by others, not yet re-checked (S3 trouble)
+        self._lock = threading.Lock()
+        self._next_poll = clock()
+        self.polls = 0
+        self.writes = 0
+
+    # -- this agent's changes ------------------------------------------------------------------
+
+    def note(self, path: str) -> None:
+        """This agent changed ``path`` in S3 (thread-safe; published on the next tick)."""
+        if self.publishing:
+            with self._lock:
+                self._noted.add(path)
+
+    def tick(self) -> None:
+        """Poll when due, publish what was noted, re-check what others named."""
+        if self.polling and self.clock() >= self._next_poll:
+            self._next_poll = self.clock() + self.poll_interval
+            self.poll()
+        self.publish()
+        self._apply_unapplied()
+
+    def publish(self) -> None:
+        """Append one entry with every path noted since the last publish."""
+        with self._lock:
+            paths, self._noted = sorted(self._noted), set()
+        if not paths:
+            return
+        try:
+            if self._append(paths):
+                return
+        except ConditionalWritesUnsupported:
+            logger.warning(
+                "feed: %s: the server refuses conditional writes; not publishing changes "
+                "(other agents see them at their full reconcile)",
+                self.name,
+            )
+            self.publishing = False
+            return
+        except Exception:
+            self._keep(paths)
+            raise
+        self._keep(paths)
+
+    def _keep(self, paths: Iterable[str]) -> None:
+        with self._lock:
+            self._noted.update(paths)
+
+    def _append(self, paths: list[str]) -> bool:
+        """Conditional writes until one wins; False after too many lost races."""
+        if self.etag is None:
+            self._read()
+        for _ in range(_ATTEMPTS):
+            if self.newer:
+                logger.warning(
+                    "feed: %s: the feed was written by a newer agent; not publishing %d paths",
+                    self.name,
+                    len(paths),
+                )
+                return True
+            doc = self.doc
+            if doc is None:  # none yet, or a corrupt one: start a new epoch
+                doc = {"format": FORMAT, "epoch": secrets.token_hex(8), "entries": []}
+            entries = [e for e in doc["entries"] if _seq(e) is not None]
+            seq = max((_seq(e) or 0 for e in entries), default=0) + 1
+            entry: dict[str, Any] = {
+                "v": ENTRY_VERSION,
+                "seq": seq,
+                "writer": self.writer,
+                "at": round(self.wall(), 3),
+                "paths": paths if len(paths) <= MAX_ENTRY_PATHS else [],
+            }
+            if len(paths) > MAX_ENTRY_PATHS:
+                entry["full"] = True
+            new = {**doc, "entries": self._compact([*entries, entry])}
+            body = json.dumps(new, separators=(",", ":"), ensure_ascii=False).encode()
+            try:
+                etag = self.obj.put(body, if_match=self.etag)
+            except PreconditionFailed:
+                self._read()  # another writer won: apply its entries, then try again
+                continue
+            self.writes += 1
+            # Everything before this entry was read (a lost race reads again first).
+            self.etag, self.doc, self.newer = etag, new, False
+            self.epoch, self.seq = new["epoch"], seq
+            return True
+        return False
+
+    def _compact(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop the oldest entries past the retention or the size caps (never the newest)."""
+        horizon = self.wall() - self.retention
+        kept = [e for e in entries[:-1] if _at(e) >= horizon] + entries[-1:]
+        total = sum(len(e.get("paths") or ()) for e in kept)
+        while len(kept) > 1 and (len(kept) > self.max_entries or total > self.max_paths):
+            total -= len(kept.pop(0).get("paths") or ())
+        return kept
+
+    # -- the other agents' changes -------------------------------------------------------------
+
+    def poll(self) -> None:
+        """One conditional GET; new entries from other writers are re-checked."""
+        self.polls += 1
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            fetched = self.obj.get(if_none_match=self.etag)
+        except NotModified:
+            return
+        if fetched is None:
+            if self.epoch is not None:
+                logger.warning("feed: %s: the feed object is gone; full reconcile", self.name)
+                self.full()
+            self.etag, self.doc, self.newer, self.epoch, self.seq = None, None, False, None, 0
+            return
+        self.etag = fetched.etag
+        self.doc, self.newer = None, False
+        doc, problem = _parse(fetched.body)
+        if doc is None:
+            logger.warning("feed: %s: ignoring the feed object: %s", self.name, problem)
+            self.newer = problem.startswith("written by a newer agent")
+            return
+        self.doc = doc
+        raw: list[Any] = doc["entries"]
+        seqs = [s for s in map(_seq, raw) if s is not None]
+        top = max(seqs, default=0)
+        if self.epoch != doc["epoch"]:
+            first = self.epoch is None
+            self.epoch, self.seq = doc["epoch"], top
+            if not first:
+                logger.warning("feed: %s: the feed was replaced; full reconcile", self.name)
+                self.full()
+                return
+            # The agent's first full reconcile may have listed before these were written.
+            recent = [e for e in self._entries(raw, after=0) if e.at >= self.started - START_SKEW]
+            self._use(recent)
+            return
+        if top <= self.seq:
+            return
+        gap = min(seqs) > self.seq + 1
+        new = self._entries(raw, after=self.seq)
+        self.seq = top
+        if gap:
+            logger.warning(
+                "feed: %s: entries were dropped before this agent read them; full reconcile",
+                self.name,
+            )
+            self.full()
+            return
+        self._use(new)
+
+    def _entries(self, raw: list[Any], *, after: int) -> list[_Entry]:
+        """The entries after ``after`` this agent can read, in order; the others are
+        reported and skipped."""
+        out: list[_Entry] = []
+        for item in raw:
+            seq = _seq(item)
+            if seq is None:
+                logger.warning("feed: %s: ignoring a corrupt entry (no seq)", self.name)
+                continue
+            if seq <= after:
+                continue
+            entry, problem = _entry(item, seq)
+            if entry is None:
+                logger.warning("feed: %s: ignoring entry %d: %s", self.name, seq, problem)
+                continue
+            out.append(entry)
+        return sorted(out, key=lambda e: e.seq)
+
+    def _use(self, entries: Iterable[_Entry]) -> None:
+        if not self.polling:
+            return
+        paths: set[str] = set()
+        for e in entries:
+            if e.writer == self.writer or not e.writer:
+                continue
+            if e.full:
+                logger.info("feed: %s: a large change elsewhere; full reconcile", self.name)
+                self.full()
+                return
+            paths.update(e.paths)
+        if paths:
+            with self._lock:
+                self._unapplied.update(paths)
+            self._apply_unapplied()
+
+    def _apply_unapplied(self) -> None:
+        with self._lock:
+            paths, self._unapplied = sorted(self._unapplied), set()
+        if not paths:
+            return
+        logger.debug("feed: %s: re-checking %d paths changed elsewhere", self.name, len(paths))
+        try:
+            self.apply(paths)
+        except Exception:
+            with self._lock:
+                self._unapplied.update(paths)
+            raise
+
+
+def _seq(item: Any) -> int | None:
+    seq = item.get("seq") if isinstance(item, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 else None
+
+
+def _at(item: dict[str, Any]) -> float:
+    at = item.get("at")
+    return float(at) if isinstance(at, int | float) else 0.0
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The feed document, or None and why it cannot be used."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"corrupt (not JSON: {exc})"
+    if not isinstance(doc, dict):
+        return None, "corrupt (not an object)"
+    fmt = doc.get("format")
+    if isinstance(fmt, int) and fmt > FORMAT:
+        return None, f"written by a newer agent (format {fmt}, this agent reads {FORMAT})"
+    if fmt != FORMAT or not isinstance(doc.get("epoch"), str) or not doc["epoch"]:
+        return None, "corrupt (no format or epoch)"
+    if not isinstance(doc.get("entries"), list):
+        return None, "corrupt (no entries)"
+    return doc, ""
+
+
+def _entry(item: dict[str, Any], seq: int) -> tuple[_Entry | None, str]:
+    """One entry, or None and why it cannot be used."""
+    v = item.get("v")
+    if isinstance(v, int) and v > ENTRY_VERSION:
+        return None, f"written by a newer agent (version {v})"
+    writer, at, paths = item.get("writer"), item.get("at"), item.get("paths")
+    if (
+        v != ENTRY_VERSION
+        or not isinstance(writer, str)
+        or not writer
+        or not isinstance(at, int | float)
+        or not isinstance(paths, list)
+        or not all(isinstance(p, str) and unsafe_reason(p) is None for p in paths)
+    ):
+        return None, "corrupt"
+    return _Entry(seq, writer, float(at), tuple(paths), item.get("full") is True), ""
+
+
+class Recheck:
+    """A full reconcile of a few named paths: each one's file, HEAD and state through
+    :func:`plan_reconcile` and the executor (uploads to the uploader's queue, deletes last
+    and under the same guards)."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        store: StateStore,
+        transfer: Objects,
+        executor: Executor,
+        scope: Scope,
+        pending: Pending,
+        mode: Mode,
+        delete: bool,
+        follow_symlinks: bool = True,
+    ) -> None:
+        self.root = root
+        self.store = store
+        self.transfer = transfer
+        self.executor = executor
+        self.scope = scope
+        self.pending = pending
+        self.mode = mode
+        self.delete = delete
+        self.follow_symlinks = follow_symlinks
+
+    def run(self, paths: Sequence[str]) -> None:
+        """Bring ``paths`` in line; S3 errors on HEAD are raised (the feed tries again)."""
+        wanted = sorted({p for p in paths if self.scope.included(p)})
+        local: list[LocalEntry] = []
+        remote: list[RemoteEntry] = []
+        synced: list[SyncedEntry] = []
+        for path in wanted:
+            rem = self.transfer.head(path)
+            if rem is not None:
+                remote.append(rem)
+            loc = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
+            if loc is not None:
+                local.append(loc)
+            syn = self.store.get(path)
+            if syn is not None:
+                synced.append(syn)
+        opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
+        queue = self.pending.batch()
+
+        def route(action: Action) -> bool:
+            if action.kind is not Kind.UPLOAD:
+                return False
+            rem = action.remote
+            queue.add(Item(action.path, rem.etag if rem else None, absent=rem is None, remote=rem))
+            return True
+
+        try:
+            self.executor.run(plan_reconcile(local, remote, synced, opts=opts), route=route)
+        finally:
+            queue.flush()
