@@ -837,3 +837,38 @@ def test_kill_9_during_burst_then_restart_converges(
     # Nothing went up twice, except what was in flight at the kill (at most the workers).
     assert c["uploaded_files"] <= 1100 + 8, c
     assert bucket_snapshot(s3, bucket, PREFIX) == tree_snapshot(root)
+
+
+# -- issue 8: wrong deletes ------------------------------------------------------------------
+
+
+def test_directory_gone_empty_below_the_root_deletes_nothing(
+    root: Path,
+    state_dir: Path,
+    url: str,
+    endpoint: str,
+    s3: S3Client,
+    bucket: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``photos/`` is a disk mounted below the root; unmounted while the agent was stopped,
+    it is an empty directory.  The restart must not delete its 50 backups from S3."""
+    caplog.set_level(logging.INFO, logger="watchsync")
+    for i in range(50):
+        write(root / f"photos/{i // 10}/p{i:02}.jpg", f"photo {i}")
+    write(root / "notes.txt", "n")
+    cfg = folder_config(root, url, endpoint, delete=True, direction=Mode.PUSH)
+    with running_agent(cfg, state_dir):
+        assert_in_sync(s3, bucket, PREFIX, root)
+    for sub in list((root / "photos").iterdir()):
+        shutil.rmtree(sub)  # what is left of an unmounted disk: its empty mount point
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: "directory photos is empty while 50 files" in caplog.text, timeout=15)
+        wait_idle(agent)
+        assert len(bucket_listing(s3, bucket, f"{PREFIX}/photos")) == 50
+        assert counters(agent)["deleted_remote"] == 0
+        # Deleting on purpose, the directory included, goes through.
+        (root / "photos").rmdir()
+        agent.request_reconcile()
+        wait_until(lambda: not bucket_listing(s3, bucket, f"{PREFIX}/photos"), timeout=15)
+    assert_in_sync(s3, bucket, PREFIX, root)

@@ -130,13 +130,13 @@ class Events(Protocol):
 class DeletePolicy(Protocol):
     """The guards a pass's deletes must pass (the agent's); None means they may run."""
 
-    def refusal(self, count: int) -> str | None: ...
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None: ...
 
 
 class NoGuards:
     """``watchsync sync``: deletes are vetoed only by failures and skips."""
 
-    def refusal(self, count: int) -> str | None:
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
         return None
 
 
@@ -261,7 +261,9 @@ class Executor:
                 veto = Veto(deletes.count, stats.failed, skipped(), self.stop.is_set())
                 if veto.failed or veto.skipped or veto.stopped:
                     stats.vetoed = veto
-                elif not self.dry_run and (why := self.policy.refusal(deletes.count)):
+                elif not self.dry_run and (
+                    why := self.policy.refusal(deletes.count, _delete_paths(deletes))
+                ):
                     stats.vetoed = Veto(veto.count, 0, 0, False, why)
                 if stats.vetoed is not None:
                     self.events.vetoed(stats.vetoed)
@@ -497,6 +499,10 @@ def _spooled(action: Action) -> str:
     loc = action.local
     stat = f"{loc.size}\0{loc.mtime_ns}" if loc is not None else "\0"
     return f"{action.kind.value}\0{action.path}\0{stat}"
+
+
+def _delete_paths(spool: Spool) -> Iterator[str]:
+    return (action.path for action in _unspooled(spool))
 
 
 def _unspooled(spool: Spool) -> Iterator[Action]:
