@@ -872,3 +872,32 @@ def test_directory_gone_empty_below_the_root_deletes_nothing(
         agent.request_reconcile()
         wait_until(lambda: not bucket_listing(s3, bucket, f"{PREFIX}/photos"), timeout=15)
     assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_directory_rename_reaches_the_other_folder_without_the_old_directory(
+    tmp_path: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """A renames ``docs/`` to ``papers/``; B gets ``papers/`` and loses the emptied ``docs/``.
+    B's own empty directory stays."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(3):
+        write(a / f"docs/sub/d{i}.txt", f"doc {i}")
+    b.mkdir()
+    (b / "mine").mkdir()
+    cfg_a = folder_config(a, url, endpoint, delete=True)
+    cfg_b = folder_config(b, url, endpoint, delete=True, reconcile_interval=0.5)
+    with (
+        running_agent(cfg_a, tmp_path / "sa") as agent_a,
+        running_agent(cfg_b, tmp_path / "sb"),
+    ):
+        wait_idle(agent_a)
+        wait_until(lambda: tree_snapshot(b) == tree_snapshot(a), timeout=20)
+        (a / "docs").rename(a / "papers")
+        wait_idle(agent_a)
+        wait_until(
+            lambda: (b / "papers/sub/d2.txt").exists() and not (b / "docs").exists(),
+            timeout=20,
+            message="B to have papers/ and no docs/",
+        )
+        assert (b / "mine").is_dir()
+    assert tree_snapshot(a) == tree_snapshot(b) == bucket_snapshot(s3, bucket, PREFIX)

@@ -544,3 +544,19 @@ def test_max_delete_holds_for_a_rolling_window_across_passes_and_restarts(
     now[0] += 3600
     slice_of(again, names[4:8])
     assert not any(n in w.objects.objects for n in names[4:8])
+
+
+def test_directories_emptied_by_a_propagated_delete_are_removed(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world(delete=True)
+    for name in ("old/a.txt", "old/sub/b.txt", "busy/c.txt", "busy/d.txt", "keep.txt"):
+        synced_file(w, name, name.encode())
+    (w.root / "busy/.notes.swp").write_bytes(b"an ignored file still holds the directory")
+    (w.root / "mine").mkdir()  # made empty on purpose by the user
+    for name in ("old/a.txt", "old/sub/b.txt", "busy/c.txt", "busy/d.txt"):
+        del w.objects.objects[name]  # deleted on the other side
+    assert w.rooms.reconcile.run().passed.vetoed is None
+    assert not (w.root / "old").exists()
+    assert (w.root / "busy").is_dir() and (w.root / "mine").is_dir()
+    assert (w.root / "keep.txt").exists()

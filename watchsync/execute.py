@@ -189,6 +189,7 @@ class Executor:
         conditional: bool = False,
         conflict_name: Callable[[str], str] | None = None,
         follow_symlinks: bool = True,
+        prune_emptied_dirs: bool = False,
         dry_run: bool = False,
         stop: threading.Event | None = None,
         wall: Callable[[], float] = time.time,
@@ -204,6 +205,7 @@ class Executor:
         self.conditional = conditional  # cleared if the server rejects conditional writes
         self.conflict_name = conflict_name
         self.follow = follow_symlinks
+        self.prune_emptied_dirs = prune_emptied_dirs  # the agent's; aws sync leaves them
         self.dry_run = dry_run
         self.stop = stop or threading.Event()
         self.wall = wall
@@ -457,6 +459,21 @@ class Executor:
             return
         self.recorder.forget(action.path, counter="deleted_local")
         self.events.deleted(action)
+        if self.prune_emptied_dirs:
+            self._remove_emptied_dirs(action.path)
+
+    def _remove_emptied_dirs(self, path: str) -> None:
+        """The directories a propagated delete left empty go too, up to (never) the root: S3
+        has no directories, so an empty one would stay behind on this side only.  One that
+        holds anything stays (rmdir refuses), and so does a symlink (rmdir refuses it)."""
+        parent = path.rpartition("/")[0]
+        while parent:
+            try:
+                os.rmdir(self.root / parent)
+            except OSError:
+                return
+            logger.debug("execute: removed %s/, emptied by a delete", parent)
+            parent = parent.rpartition("/")[0]
 
     # -- checks -----------------------------------------------------------------------------
 

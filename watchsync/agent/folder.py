@@ -507,6 +507,7 @@ def wire(
         conditional=True,
         conflict_name=conflicts.name,
         follow_symlinks=cfg.follow_symlinks,
+        prune_emptied_dirs=True,
         stop=stop,
         wall=wall,
     )
