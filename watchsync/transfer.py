@@ -24,7 +24,7 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from . import crt as native
-from .errors import FileError, NotFound, PreconditionFailed
+from .errors import FileError, NotFound, PathBlocked, PreconditionFailed
 from .local import temp_name
 from .model import RemoteEntry, Skipped
 from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
@@ -276,11 +276,13 @@ class Transfer:
         target = self.local_target(target_rel)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise PathBlocked(target_rel, "a file is in the way of its directory") from exc
         except OSError as exc:
             raise FileError(target_rel, exc.strerror or str(exc)) from exc
         target = self.local_target(target_rel)
         if target.is_dir() and not target.is_symlink():
-            raise FileError(target_rel, "a directory is in the way")
+            raise PathBlocked(target_rel, "a directory is in the way")
         tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
         try:
             if size >= self.threshold:
@@ -289,6 +291,8 @@ class Transfer:
                 self.retry.call(lambda: self._get(key, tmp, etag), what=f"download {key}")
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
             os.replace(tmp, target)
+        except IsADirectoryError as exc:  # made meanwhile (a download below it, or the user)
+            raise PathBlocked(target_rel, "a directory is in the way") from exc
         except OSError as exc:
             raise FileError(target_rel, exc.strerror or str(exc)) from exc
         finally:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..execute import Executor
+from ..execute import Executor, file_exists
 from ..model import Action, Kind
 from ..state import StateStore
 from .scope import Scope
@@ -310,7 +310,7 @@ class Deletes:
 
     def run(self, batch: list[str], executor: Executor) -> None:
         """Delete the objects of a batch whose files are still gone, if the guards allow."""
-        gone = [p for p in batch if not os.path.lexists(self.root / p) and self.scope.included(p)]
+        gone = [p for p in batch if not file_exists(self.root / p) and self.scope.included(p)]
         if not gone:
             return
         why = self.refusal(len(gone), gone)

@@ -508,6 +508,7 @@ def wire(
         conflict_name=conflicts.name,
         follow_symlinks=cfg.follow_symlinks,
         prune_emptied_dirs=True,
+        retry_blocked=True,
         stop=stop,
         wall=wall,
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FileError, PreconditionFailed
-from ..execute import Executor, Outcome
+from ..execute import Executor, Outcome, file_exists
 from ..local import stat_entry
 from ..metrics import FolderMetrics
 from ..model import Kind, LocalEntry, SyncedEntry
@@ -110,7 +110,7 @@ class Uploads:
         if action is None:
             return
         if action.kind is Kind.DELETE_REMOTE:
-            if not os.path.lexists(self.root / item.path):
+            if not file_exists(self.root / item.path):
                 self.deletes.add(item.path)
             return
         assert local is not None
