@@ -62,6 +62,7 @@ class Model:
     seed: int
     steps: list[str] = field(default_factory=list)
     last: dict[str, bytes | None] = field(default_factory=dict)
+    every: list[bytes] = field(default_factory=list)  # every version written, for reports
     counter: int = 0
 
     def content(self, size: int) -> bytes:
@@ -72,6 +73,7 @@ class Model:
 
     def wrote(self, path: str, data: bytes) -> None:
         self.last[path] = data
+        self.every.append(data)
 
     def deleted(self, path: str) -> None:
         self.last[path] = None
@@ -118,6 +120,9 @@ class FaultModel:
             self._write(first.root, SENTINEL, self.model.content(8))
             for agent in self.agents:
                 self._start(agent)
+            for agent in self.agents:  # the steps start from a synced pair, not a first run
+                assert agent.proc is not None
+                agent.proc.wait_ready(timeout=QUIESCE_TIMEOUT)
             for _ in range(self.n_steps):
                 self.step()
                 # The pause between two user actions is part of the generated schedule.
@@ -221,7 +226,7 @@ class FaultModel:
                 return
         data = self.model.content(self.rng.choice((0, 10, 100, 3000)))
         if self._write(agent.root, rel, data):
-            self._note(f"{agent.root.name}: write {rel} ({len(data)} bytes)")
+            self._note(f"{agent.root.name}: write {rel} {_label(data)}")
 
     def local_append_or_truncate(self) -> None:
         agent = self._agent()
@@ -374,7 +379,7 @@ class FaultModel:
         data = self.model.content(self.rng.choice((0, 50, 2000)))
         self.s3.put_object(Bucket=self.bucket, Key=f"{PREFIX}/{rel}", Body=data)
         self.model.wrote(rel, data)
-        self._note(f"s3: put {rel} ({len(data)} bytes)")
+        self._note(f"s3: put {rel} {_label(data)}")
 
     def s3_delete(self) -> None:
         keys = sorted(k for k in bucket_listing(self.s3, self.bucket, PREFIX) if k != SENTINEL)
@@ -436,9 +441,11 @@ class FaultModel:
             raise AssertionError("no convergence: " + "; ".join(why)) from None
 
     def _converged(self) -> bool:
-        remote = bucket_snapshot(self.s3, self.bucket, PREFIX)
+        everything = bucket_snapshot(self.s3, self.bucket, PREFIX)
+        clashing = _collisions(everything)
+        remote = _without(everything, clashing)
         for agent in self.agents:
-            if tree_snapshot(agent.root) != remote:
+            if _without(tree_snapshot(agent.root), clashing) != remote:
                 return False
             status, _ = read_state(agent.state, agent.root, self.url)
             if status.get("pending") not in (0, None):
@@ -446,25 +453,66 @@ class FaultModel:
         return True
 
     def check(self) -> None:
-        remote = bucket_snapshot(self.s3, self.bucket, PREFIX)
+        everything = bucket_snapshot(self.s3, self.bucket, PREFIX)
+        clashing = _collisions(everything)
+        remote = _without(everything, clashing)
         for agent in self.agents:
             local = tree_snapshot(agent.root)
-            assert local == remote, (
-                f"{agent.root.name} differs from the bucket: {_diff(local, remote)}"
+            mine = _without(local, clashing)
+            assert mine == remote, (
+                f"{agent.root.name} differs from the bucket: {_diff(mine, remote)}"
             )
+            if clashing:
+                status, _ = read_state(agent.state, agent.root, self.url)
+                assert "S3 has both a file and a directory" in str(status.get("last_error")), (
+                    f"{agent.root.name} does not report the collision at {sorted(clashing)}"
+                )
             temps = [p for p in local if TMP_MARKER in p]
             for dirpath, _dirs, files in os.walk(agent.root):
                 temps += [f"{dirpath}/{n}" for n in files if TMP_MARKER in n]
             assert not temps, f"temporary files left: {temps}"
             log = agent.log.read_text(errors="replace")
             assert "Traceback" not in log, f"{agent.log.name} has a traceback:\n{log[-3000:]}"
-        present = set(remote.values())
+        present = set(everything.values())
         lost = [
             path
             for path, data in sorted(self.model.last.items())
             if data is not None and hashlib.sha256(data).hexdigest() not in present
         ]
-        assert not lost, f"versions last written are gone everywhere: {lost}"
+        if lost:
+            names = {hashlib.sha256(d).hexdigest(): _label(d) for d in self.model.every}
+            seen = {
+                f"{side}:{path}": names.get(h, "?")
+                for side, snap in [("s3", everything)]
+                + [(a.root.name, tree_snapshot(a.root)) for a in self.agents]
+                for path, h in snap.items()
+                if any(path == p or path.startswith(p.rsplit(".", 1)[0]) for p in lost)
+            }
+            wanted = {p: _label(self.model.last[p] or b"") for p in lost}
+            raise AssertionError(f"versions last written are gone everywhere: {wanted}; {seen}")
+
+
+def _label(data: bytes) -> str:
+    """A version's name in reports: its unique first line, and its size."""
+    head = data.split(b"\n", 1)[0].decode(errors="replace")
+    return f"{head}({len(data)}b)"
+
+
+def _collisions(bucket: dict[str, str]) -> set[str]:
+    """Keys that are a file and a directory at once (``a`` and ``a/b``): two writers made
+    ``a`` both at the same time (one of them offline).  A folder holds only one of the two;
+    the agents report the collision and sync the rest."""
+    keys = sorted(bucket)
+    return {k for i, k in enumerate(keys) if any(o.startswith(k + "/") for o in keys[i + 1 :])}
+
+
+def _without(snapshot: dict[str, str], clashing: set[str]) -> dict[str, str]:
+    """``snapshot`` without the paths at or below a collision."""
+    return {
+        k: v
+        for k, v in snapshot.items()
+        if k not in clashing and not any(k.startswith(c + "/") for c in clashing)
+    }
 
 
 def _diff(a: dict[str, str], b: dict[str, str]) -> str:
