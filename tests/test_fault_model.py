@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from agent_helpers import AgentProcess, bucket_listing, bucket_snapshot, read_state, tree_snapshot
+from botocore.exceptions import ClientError
 from helpers import wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
@@ -441,7 +442,10 @@ class FaultModel:
             raise AssertionError("no convergence: " + "; ".join(why)) from None
 
     def _converged(self) -> bool:
-        everything = bucket_snapshot(self.s3, self.bucket, PREFIX)
+        try:
+            everything = bucket_snapshot(self.s3, self.bucket, PREFIX)
+        except ClientError:  # an object listed, then deleted by an agent before the GET
+            return False
         clashing = _collisions(everything)
         remote = _without(everything, clashing)
         for agent in self.agents:
