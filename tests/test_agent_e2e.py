@@ -525,6 +525,7 @@ def test_failed_transfer_vetoes_the_passes_deletes(
     endpoint: str,
     s3: S3Client,
     bucket: str,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A pass with a failed transfer deletes nothing (as ``watchsync sync``), until a pass
@@ -536,15 +537,16 @@ def test_failed_transfer_vetoes_the_passes_deletes(
     with running_agent(cfg, state_dir):
         assert_in_sync(s3, bucket, PREFIX, root)
     (root / "gone.txt").unlink()
-    (root / "blocked").mkdir()  # an empty directory where S3 has a file: its download fails
-    put(s3, bucket, "blocked", b"cannot land")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "out").symlink_to(tmp_path / "elsewhere")  # a download through it must fail
+    put(s3, bucket, "out/f.txt", b"cannot land")
     with running_agent(cfg, state_dir) as agent:
         assert "delete: refused 1 deletes" in caplog.text
         assert has_object(s3, bucket, "gone.txt")
-        (root / "blocked").rmdir()
+        (root / "out").unlink()
         agent.request_reconcile()
         wait_until(lambda: not has_object(s3, bucket, "gone.txt"), timeout=30)
-        assert (root / "blocked").read_bytes() == b"cannot land"
+        assert (root / "out/f.txt").read_bytes() == b"cannot land"
 
 
 def test_no_follow_symlinks_is_honoured(
@@ -916,3 +918,146 @@ def test_first_meeting_same_size_other_content_keeps_both(
     assert (root / "same.txt").read_bytes() == b"BBBB local!!"
     assert (root / copy).read_bytes() == b"AAAA from s3"
     assert not _conflict_files(os.listdir(root), "equal", ".txt")
+
+
+# -- issue 8: wrong deletes ------------------------------------------------------------------
+
+
+def test_directory_gone_empty_below_the_root_deletes_nothing(
+    root: Path,
+    state_dir: Path,
+    url: str,
+    endpoint: str,
+    s3: S3Client,
+    bucket: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``photos/`` is a disk mounted below the root; unmounted while the agent was stopped,
+    it is an empty directory.  The restart must not delete its 50 backups from S3."""
+    caplog.set_level(logging.INFO, logger="watchsync")
+    for i in range(50):
+        write(root / f"photos/{i // 10}/p{i:02}.jpg", f"photo {i}")
+    write(root / "notes.txt", "n")
+    cfg = folder_config(root, url, endpoint, delete=True, direction=Mode.PUSH)
+    with running_agent(cfg, state_dir):
+        assert_in_sync(s3, bucket, PREFIX, root)
+    for sub in list((root / "photos").iterdir()):
+        shutil.rmtree(sub)  # what is left of an unmounted disk: its empty mount point
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: "directory photos is empty while 50 files" in caplog.text, timeout=15)
+        wait_idle(agent)
+        assert len(bucket_listing(s3, bucket, f"{PREFIX}/photos")) == 50
+        assert counters(agent)["deleted_remote"] == 0
+        # Deleting on purpose, the directory included, goes through.
+        (root / "photos").rmdir()
+        agent.request_reconcile()
+        wait_until(lambda: not bucket_listing(s3, bucket, f"{PREFIX}/photos"), timeout=15)
+    assert_in_sync(s3, bucket, PREFIX, root)
+
+
+def test_directory_rename_reaches_the_other_folder_without_the_old_directory(
+    tmp_path: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """A renames ``docs/`` to ``papers/``; B gets ``papers/`` and loses the emptied ``docs/``.
+    B's own empty directory stays."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(3):
+        write(a / f"docs/sub/d{i}.txt", f"doc {i}")
+    b.mkdir()
+    (b / "mine").mkdir()
+    cfg_a = folder_config(a, url, endpoint, delete=True)
+    cfg_b = folder_config(b, url, endpoint, delete=True, reconcile_interval=0.5)
+    with (
+        running_agent(cfg_a, tmp_path / "sa") as agent_a,
+        running_agent(cfg_b, tmp_path / "sb"),
+    ):
+        wait_idle(agent_a)
+        wait_until(lambda: tree_snapshot(b) == tree_snapshot(a), timeout=20)
+        (a / "docs").rename(a / "papers")
+        wait_idle(agent_a)
+        wait_until(
+            lambda: (b / "papers/sub/d2.txt").exists() and not (b / "docs").exists(),
+            timeout=20,
+            message="B to have papers/ and no docs/",
+        )
+        assert (b / "mine").is_dir()
+    assert tree_snapshot(a) == tree_snapshot(b) == bucket_snapshot(s3, bucket, PREFIX)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param("file-to-dir", id="file-replaced-by-directory"),
+        pytest.param("dir-to-file", id="directory-replaced-by-file"),
+    ],
+)
+def test_type_change_converges_on_both_sides(
+    tmp_path: Path, url: str, endpoint: str, s3: S3Client, bucket: str, change: str
+) -> None:
+    """A replaces a file by a directory of the same name (or the reverse): A's watcher and
+    B's reconcile both end with the new shape, and so does the bucket."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    if change == "file-to-dir":
+        write(a / "d", "a file")
+    else:
+        write(a / "d/inner.txt", "a file in a directory")
+        write(a / "d/sub/deeper.txt", "deeper")
+    write(a / "other.txt", "o")
+    b.mkdir()
+    cfg_a = folder_config(a, url, endpoint, delete=True)
+    cfg_b = folder_config(b, url, endpoint, delete=True, reconcile_interval=0.5)
+    with (
+        running_agent(cfg_a, tmp_path / "sa") as agent_a,
+        running_agent(cfg_b, tmp_path / "sb") as agent_b,
+    ):
+        wait_idle(agent_a)
+        wait_until(lambda: tree_snapshot(b) == tree_snapshot(a), timeout=20)
+        if change == "file-to-dir":
+            (a / "d").unlink()
+            write(a / "d/x.txt", "now a directory")
+            want = {"d/x.txt", "other.txt"}
+        else:
+            shutil.rmtree(a / "d")
+            write(a / "d", "now a file")
+            want = {"d", "other.txt"}
+        wait_until(
+            lambda: set(tree_snapshot(b)) == want == set(bucket_snapshot(s3, bucket, PREFIX)),
+            timeout=20,
+            message="B and the bucket to have the new shape",
+        )
+        wait_idle(agent_a)
+        wait_idle(agent_b)
+        assert tree_snapshot(a) == tree_snapshot(b) == bucket_snapshot(s3, bucket, PREFIX)
+        for agent in (agent_a, agent_b):
+            assert not agent.store_().get_status().get("last_error"), agent.cfg.name
+
+
+def test_file_and_directory_keys_together_are_reported_and_the_rest_synced(
+    root: Path,
+    state_dir: Path,
+    url: str,
+    endpoint: str,
+    s3: S3Client,
+    bucket: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """S3 keys ``c`` and ``c/b`` cannot both be files here: one lands, the other is reported
+    once per pass, and everything else (a download, a delete) still happens."""
+    caplog.set_level(logging.INFO, logger="watchsync")
+    write(root / "old.txt", "deleted in S3 later")
+    cfg = folder_config(root, url, endpoint, delete=True)
+    with running_agent(cfg, state_dir):
+        assert_in_sync(s3, bucket, PREFIX, root)
+    put(s3, bucket, "c", b"a file c")
+    put(s3, bucket, "c/b", b"a file in directory c")
+    put(s3, bucket, "z.txt", b"z")
+    s3.delete_object(Bucket=bucket, Key=key("old.txt"))
+    with running_agent(cfg, state_dir) as agent:
+        assert (root / "z.txt").read_bytes() == b"z"
+        assert not (root / "old.txt").exists()
+        assert (root / "c").is_file() or (root / "c/b").is_file()
+        agent.request_reconcile()
+        wait_until(lambda: agent.reconciles >= 2, timeout=15)
+        wait_idle(agent)
+    reports = [r for r in caplog.records if "S3 has both a file and a directory" in r.getMessage()]
+    assert len(reports) == 2, [r.getMessage() for r in reports]  # once per pass

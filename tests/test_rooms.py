@@ -15,7 +15,7 @@ from fakes import T0, FakeObjects, InlinePool, RecordedEvents
 from prometheus_client import CollectorRegistry
 
 from watchsync.agent.conflicts import conflict_name
-from watchsync.agent.deletes import DeleteBatcher, delete_refusal
+from watchsync.agent.deletes import DeleteBatcher, Deletes, delete_refusal
 from watchsync.agent.folder import Rooms, wire
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
@@ -349,7 +349,7 @@ class Refuse:
     def __init__(self, why: str | None) -> None:
         self.why = why
 
-    def refusal(self, count: int) -> str | None:
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
         return self.why
 
 
@@ -707,3 +707,152 @@ def test_executor_remote_delete_race_after_the_check_is_caught_by_the_condition(
     executor.delete([Action(Kind.DELETE_REMOTE, "a.txt", "deleted locally", synced=syn)])
     assert objects.objects["a.txt"][0] == b"v2 just now"
     assert (tmp_path / "a.txt").read_bytes() == b"v2 just now"
+
+
+# -- issue 8: wrong deletes ------------------------------------------------------------------
+
+
+def _on_device(dev: int, *dirs: Path) -> Callable[[Path], os.stat_result]:
+    """A stat that reports ``dirs`` on device ``dev`` (a disk mounted there)."""
+
+    def stat(path: Path) -> os.stat_result:
+        st = os.stat(path)
+        if path in dirs:
+            return os.stat_result(tuple(dev if i == 2 else v for i, v in enumerate(st)))
+        return st
+
+    return stat
+
+
+def test_deletes_refused_below_a_directory_whose_device_changed(
+    make_world: Callable[..., World],
+) -> None:
+    """photos/ was a mounted disk when synced; unmounted, it is an empty directory on the
+    root's device: its files must not be deleted from S3 (the root's guard missed it)."""
+    w = make_world(delete=True)
+    for i in range(3):
+        synced_file(w, f"photos/p{i}.jpg", b"photo")
+    synced_file(w, "keep.txt", b"k")
+    deletes = w.rooms.deletes
+    deletes.stat = _on_device(4242, w.root / "photos")
+    deletes.mounts = lambda root: ["photos"]
+    deletes.survey()
+    assert w.store.dir_devices() == {"photos": "4242"}
+    # Unmounted: the mount point is an empty directory on the root's device.
+    deletes.stat, deletes.mounts = os.stat, lambda root: []
+    for i in range(3):
+        (w.root / f"photos/p{i}.jpg").unlink()
+    stats = w.rooms.reconcile.run()
+    assert stats.passed.vetoed is not None
+    assert "directory photos is on another device" in (stats.passed.vetoed.refusal or "")
+    assert all(f"photos/p{i}.jpg" in w.objects.objects for i in range(3))
+    # Remounted: the files are back and nothing is deleted.
+    deletes.stat = _on_device(4242, w.root / "photos")
+    for i in range(3):
+        (w.root / f"photos/p{i}.jpg").write_bytes(b"photo")
+    # A delete inside the mounted disk passes the guard.
+    (w.root / "photos/p0.jpg").unlink()
+    assert w.rooms.reconcile.run().passed.vetoed is None
+    assert "photos/p0.jpg" not in w.objects.objects and "photos/p1.jpg" in w.objects.objects
+
+
+@pytest.mark.parametrize(
+    ("files", "remove_dir", "force", "refused"),
+    [
+        pytest.param(12, False, False, True, id="many-files-dir-left-empty"),
+        pytest.param(12, True, False, False, id="dir-removed-too"),
+        pytest.param(12, False, True, False, id="forced"),
+        pytest.param(3, False, False, False, id="few-files-rm-star"),
+    ],
+)
+def test_deletes_refused_below_a_directory_that_went_empty(
+    make_world: Callable[..., World], files: int, remove_dir: bool, force: bool, refused: bool
+) -> None:
+    w = make_world(delete=True, force_delete=force)
+    for i in range(files):
+        synced_file(w, f"photos/2020/p{i:02}.jpg", b"photo")
+    synced_file(w, "keep.txt", b"k")
+    for i in range(files):
+        (w.root / f"photos/2020/p{i:02}.jpg").unlink()
+    (w.root / "photos/2020").rmdir()  # photos/ itself is the empty mount point
+    if remove_dir:
+        (w.root / "photos").rmdir()
+    stats = w.rooms.reconcile.run()
+    left = [p for p in w.objects.objects if p.startswith("photos/")]
+    assert (len(left) == files) is refused
+    if refused:
+        assert stats.passed.vetoed is not None
+        assert "directory photos is empty while 12 files" in (stats.passed.vetoed.refusal or "")
+    else:
+        assert left == [] and stats.passed.vetoed is None
+
+
+def test_directory_guard_applies_to_the_watchers_batches(make_world: Callable[..., World]) -> None:
+    w = make_world(delete=True)
+    names = [f"photos/p{i:02}.jpg" for i in range(12)]
+    for name in names:
+        synced_file(w, name, b"photo")
+    synced_file(w, "keep.txt", b"k")
+    for name in names:
+        (w.root / name).unlink()
+    w.rooms.deletes.run(names, w.rooms.executor)
+    assert "directory photos is empty while 12 files" in (w.status.last_error or "")
+    assert all(n in w.objects.objects for n in names)
+
+
+def test_max_delete_holds_for_a_rolling_window_across_passes_and_restarts(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    """Three slices of deletes a few seconds apart, each under --max-delete, add up."""
+    w = make_world(delete=True, max_delete=5)
+    names = [f"f{i:02}.txt" for i in range(12)]
+    for name in names:
+        synced_file(w, name, b"x")
+    synced_file(w, "keep.txt", b"k")
+    now = [1_800_000_000.0]
+    w.rooms.deletes.wall = lambda: now[0]
+
+    def slice_of(deletes: Deletes, batch: list[str]) -> None:
+        for name in batch:
+            (w.root / name).unlink(missing_ok=True)
+        deletes.run(batch, w.rooms.executor)
+
+    slice_of(w.rooms.deletes, names[:4])
+    assert not any(n in w.objects.objects for n in names[:4])
+    now[0] += 5
+    slice_of(w.rooms.deletes, names[4:8])
+    assert all(n in w.objects.objects for n in names[4:8])
+    assert "4 deletes after 4 in the last 60 min exceed --max-delete 5" in (
+        w.status.last_error or ""
+    )
+    # A restart (new rooms over the same state) does not reset the window.
+    again = Deletes(
+        root=w.root,
+        store=w.store,
+        scope=Scope(FolderConfig(path=w.root, url="s3://bucket/p"), state_dir=tmp_path / "s"),
+        status=w.status,
+        max_delete=5,
+        force=False,
+        grace=0.1,
+        wall=lambda: now[0],
+    )
+    assert again.refusal(2) is not None and again.refusal(1) is None
+    now[0] += 3600
+    slice_of(again, names[4:8])
+    assert not any(n in w.objects.objects for n in names[4:8])
+
+
+def test_directories_emptied_by_a_propagated_delete_are_removed(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world(delete=True)
+    for name in ("old/a.txt", "old/sub/b.txt", "busy/c.txt", "busy/d.txt", "keep.txt"):
+        synced_file(w, name, name.encode())
+    (w.root / "busy/.notes.swp").write_bytes(b"an ignored file still holds the directory")
+    (w.root / "mine").mkdir()  # made empty on purpose by the user
+    for name in ("old/a.txt", "old/sub/b.txt", "busy/c.txt", "busy/d.txt"):
+        del w.objects.objects[name]  # deleted on the other side
+    assert w.rooms.reconcile.run().passed.vetoed is None
+    assert not (w.root / "old").exists()
+    assert (w.root / "busy").is_dir() and (w.root / "mine").is_dir()
+    assert (w.root / "keep.txt").exists()

@@ -51,6 +51,11 @@ class FileError(WatchsyncError):
         return f"{self.path}: {self.reason}"
 
 
+class PathBlocked(FileError):
+    """A file stands where a directory is needed, or a directory where a file is (a type
+    change not finished yet, or S3 keys ``a`` and ``a/b`` both present)."""
+
+
 class PreconditionFailed(WatchsyncError):
     """A conditional write or delete found another version of the object than expected."""
 

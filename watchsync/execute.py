@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Protocol
 
 from . import etag as etags
-from .errors import ConditionalWritesUnsupported, FileError, NotFound, PreconditionFailed
+from .errors import (
+    ConditionalWritesUnsupported,
+    FileError,
+    NotFound,
+    PathBlocked,
+    PreconditionFailed,
+)
 from .local import stat_entry
 from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
 from .plan import CONFLICT_STEPS, ConflictStep, plan_delete_lost, same_content
@@ -175,13 +181,13 @@ class Events(Protocol):
 class DeletePolicy(Protocol):
     """The guards a pass's deletes must pass (the agent's); None means they may run."""
 
-    def refusal(self, count: int) -> str | None: ...
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None: ...
 
 
 class NoGuards:
     """``watchsync sync``: deletes are vetoed only by failures and skips."""
 
-    def refusal(self, count: int) -> str | None:
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
         return None
 
 
@@ -201,6 +207,7 @@ class PassStats:
     planned: dict[Kind, int] = field(default_factory=dict)
     failed: int = 0
     vetoed: Veto | None = None
+    blocked: list[Action] = field(default_factory=list)  # tried again after the deletes
 
     def describe(self) -> str:
         return ", ".join(f"{k.value} {n}" for k, n in self.planned.items()) or "no changes"
@@ -234,6 +241,8 @@ class Executor:
         conditional: bool = False,
         conflict_name: Callable[[str], str] | None = None,
         follow_symlinks: bool = True,
+        prune_emptied_dirs: bool = False,
+        retry_blocked: bool = False,
         dry_run: bool = False,
         stop: threading.Event | None = None,
         wall: Callable[[], float] = time.time,
@@ -252,6 +261,8 @@ class Executor:
         self._delete_condition = conditional  # cleared if the server rejects it
         self.conflict_name = conflict_name
         self.follow = follow_symlinks
+        self.prune_emptied_dirs = prune_emptied_dirs  # the agent's; aws sync leaves them
+        self.retry_blocked = retry_blocked  # the agent's; for sync a blocked download fails
         self.dry_run = dry_run
         self.stop = stop or threading.Event()
         self.wall = wall
@@ -309,6 +320,7 @@ class Executor:
             self.recorder.flush()
             if deletes.count:
                 self._deletes(deletes, stats, skipped)
+            self._unblock(stats)
         return stats
 
     def _deletes(
@@ -329,15 +341,40 @@ class Executor:
             count = deletes.count - held
             if not count:
                 return
-            if not self.dry_run and (why := self.policy.refusal(count)):
+            covered = skipped.covers if isinstance(skipped, Skips) else None
+
+            def kept() -> Iterator[Action]:
+                return (a for a in _unspooled(deletes) if covered is None or not covered(a.path))
+
+            paths = (a.path for a in kept())
+            if not self.dry_run and (why := self.policy.refusal(count, paths)):
                 stats.vetoed = Veto(count, 0, 0, False, why)
             else:
-                covered = skipped.covers if isinstance(skipped, Skips) else None
-                self.delete(
-                    a for a in _unspooled(deletes) if covered is None or not covered(a.path)
-                )
+                self.delete(kept())
                 return
         self.events.vetoed(stats.vetoed)
+
+    def _unblock(self, stats: PassStats) -> None:
+        """Downloads a file or directory was in the way of, tried once more now that the
+        pass's deletes may have cleared it (a type change on the other side: the old file,
+        or the old directory's files, are deleted here).  Still blocked is a file/directory
+        collision (S3 has ``a`` and ``a/b``), reported once per pass; it does not veto the
+        pass's deletes, which would otherwise never run while the collision lasts."""
+        blocked, stats.blocked = stats.blocked, []
+        for action in blocked:
+            if self.stop.is_set():
+                return
+            try:
+                self.apply(action)
+            except PathBlocked as exc:
+                with self._lock:
+                    stats.failed += 1
+                why = f"{exc.reason}; left as it is (S3 has both a file and a directory there?)"
+                self.events.failed(action, PathBlocked(exc.path, why))
+            except Exception as exc:
+                with self._lock:
+                    stats.failed += 1
+                self.events.failed(action, exc)
 
     def _releaser(
         self, slots: threading.BoundedSemaphore, action: Action
@@ -351,6 +388,13 @@ class Executor:
     def _guarded(self, action: Action, stats: PassStats) -> None:
         try:
             self.apply(action)
+        except PathBlocked as exc:
+            with self._lock:
+                if self.retry_blocked:
+                    stats.blocked.append(action)
+                    return
+                stats.failed += 1
+            self.events.failed(action, exc)
         except Exception as exc:
             with self._lock:
                 stats.failed += 1
@@ -411,6 +455,18 @@ class Executor:
             return self.transfer.upload(path)
         try:
             return self.transfer.upload(path, if_match=expect or None, if_none_match=expect == "")
+        except PreconditionFailed:
+            mine = self._already_stored(path)
+            if mine is not None:
+                return mine
+            if expect != "" or self.transfer.head(path) is not None:
+                raise
+            # "Only if absent" refused with no object there: a filer-backed server (SeaweedFS)
+            # keeps a directory entry for a key that was a prefix (``a/`` of ``a/b``, even
+            # once empty), so a directory replaced by a file could never be sent.  Another
+            # writer could only have slipped in since the HEAD just now.
+            logger.info("upload: %s is a directory name on the server; sending it anyway", path)
+            return self.transfer.upload(path)
         except ConditionalWritesUnsupported:
             logger.warning(
                 "upload: the server rejects conditional writes; "
@@ -418,11 +474,6 @@ class Executor:
             )
             self.conditional = False
             return self.transfer.upload(path)
-        except PreconditionFailed:
-            mine = self._already_stored(path)
-            if mine is None:
-                raise
-            return mine
 
     def _already_stored(self, path: str) -> Uploaded | None:
         """A conditional write lost to an object holding exactly this file's bytes: most
@@ -523,7 +574,7 @@ class Executor:
             if self.dry_run:
                 self.events.would(action)
             elif action.kind is Kind.DELETE_REMOTE:
-                if os.path.lexists(self.root / action.path):
+                if file_exists(self.root / action.path):
                     continue
                 batch.append(action)
                 if len(batch) >= _DELETE_BATCH:
@@ -620,6 +671,21 @@ class Executor:
             return
         self.recorder.forget(action.path, counter="deleted_local")
         self.events.deleted(action)
+        if self.prune_emptied_dirs:
+            self._remove_emptied_dirs(action.path)
+
+    def _remove_emptied_dirs(self, path: str) -> None:
+        """The directories a propagated delete left empty go too, up to (never) the root: S3
+        has no directories, so an empty one would stay behind on this side only.  One that
+        holds anything stays (rmdir refuses), and so does a symlink (rmdir refuses it)."""
+        parent = path.rpartition("/")[0]
+        while parent:
+            try:
+                os.rmdir(self.root / parent)
+            except OSError:
+                return
+            logger.debug("execute: removed %s/, emptied by a delete", parent)
+            parent = parent.rpartition("/")[0]
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -651,6 +717,16 @@ class Executor:
 
     def _now_ns(self) -> int:
         return int(self.wall() * 1e9)
+
+
+def file_exists(path: Path) -> bool:
+    """Whether something other than a directory is at ``path``: the file came back (a
+    directory of that name is a type change: the file is still gone).
+
+    >>> file_exists(Path("/"))
+    False
+    """
+    return os.path.lexists(path) and not os.path.isdir(path)
 
 
 def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:

@@ -82,6 +82,16 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- the device of each mount point below the root, as first seen (an unmounted disk guard)
+CREATE TABLE IF NOT EXISTS dir_devices (
+    path TEXT PRIMARY KEY,
+    dev TEXT NOT NULL
+) WITHOUT ROWID;
+-- deletes allowed recently (wall clock), for --max-delete over a rolling window
+CREATE TABLE IF NOT EXISTS delete_log (
+    at REAL NOT NULL,
+    n INTEGER NOT NULL
+);
 """
 
 COUNTERS = (
@@ -437,6 +447,39 @@ class StateStore:
     def count(self) -> int:
         """How many paths are recorded as synced."""
         return int(self._query("SELECT count(*) FROM synced")[0][0])
+
+    def count_under(self, dir_path: str) -> int:
+        """How many synced paths lie below directory ``dir_path`` (all of them for ``""``)."""
+        bounds = _prefix_range(dir_path)
+        if bounds is None:
+            return self.count()
+        sql = "SELECT count(*) FROM synced WHERE path >= ? AND path < ?"
+        return int(self._query(sql, bounds)[0][0])
+
+    # -- delete guards -------------------------------------------------------------------
+
+    def dir_devices(self) -> dict[str, str]:
+        """The recorded device of each mount point below the root: relative path -> st_dev."""
+        return {str(p): str(d) for p, d in self._query("SELECT path, dev FROM dir_devices")}
+
+    def set_dir_device(self, dir_path: str, dev: str) -> None:
+        """Record (or, after a forced pass, replace) the device of directory ``dir_path``."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO dir_devices(path, dev) VALUES (?, ?)", (dir_path, dev)
+            )
+
+    def deletes_since(self, since: float) -> int:
+        """How many deletes were allowed at or after wall time ``since``."""
+        return int(
+            self._query("SELECT coalesce(sum(n), 0) FROM delete_log WHERE at >= ?", (since,))[0][0]
+        )
+
+    def log_deletes(self, at: float, n: int, *, keep_after: float) -> None:
+        """Count ``n`` deletes allowed at wall time ``at``; rows before ``keep_after`` go."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM delete_log WHERE at < ?", (keep_after,))
+            conn.execute("INSERT INTO delete_log(at, n) VALUES (?, ?)", (at, n))
 
     def iter_sorted(self, prefix: str = "", *, batch: int = 1000) -> Iterator[SyncedEntry]:
         """Stream the synced entries in path order (Python ``str`` order), optionally only

@@ -32,6 +32,7 @@ from .errors import (
     ConditionalWritesUnsupported,
     FileError,
     NotFound,
+    PathBlocked,
     PreconditionFailed,
     RemoteError,
 )
@@ -635,11 +636,13 @@ class Transfer:
         target = self.local_target(target_rel)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise PathBlocked(target_rel, "a file is in the way of its directory") from exc
         except OSError as exc:
             raise FileError(target_rel, exc.strerror or str(exc)) from exc
         target = self.local_target(target_rel)
         if target.is_dir() and not target.is_symlink():
-            raise FileError(target_rel, "a directory is in the way")
+            raise PathBlocked(target_rel, "a directory is in the way")
         tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
         try:
             if size >= self.threshold:
@@ -651,6 +654,8 @@ class Transfer:
             os.replace(tmp, target)
             if aside is not None and keep_as is not None:
                 self._keep_if_changed(aside, replacing, keep_as, shown=target_rel)
+        except IsADirectoryError as exc:  # made meanwhile (a download below it, or the user)
+            raise PathBlocked(target_rel, "a directory is in the way") from exc
         except OSError as exc:
             raise FileError(target_rel, exc.strerror or str(exc)) from exc
         finally:
@@ -695,7 +700,11 @@ class Transfer:
             kwargs["IfMatch"] = f'"{etag}"'
         if self.settings.checksum:
             kwargs["ChecksumMode"] = "ENABLED"  # botocore checks the body against it
-        resp = self.client.get_object(**kwargs)
+        try:
+            resp = self.client.get_object(**kwargs)
+        except Exception as exc:
+            # 412: the object changed since it was listed; the caller looks again.
+            raise (s3_error(exc, key) or exc) from exc
         body = resp["Body"]
         try:
             with open(tmp, "wb") as out:

@@ -49,11 +49,15 @@ class Changes:
                 self.rescan(path.rstrip("/"))
 
     def rescan(self, rel: str) -> None:
-        """Queue everything under directory ``rel``: what is there and what was synced."""
+        """Queue everything under directory ``rel``: what is there and what was synced.
+        A file now at ``rel`` (a directory replaced by a file) is queued itself."""
         batch = self.pending.batch()
-        walked = walk(self.root, options=self.scope.walk_options(), start=rel)
-        for entry in without_skipped(walked, self.on_skip):
-            batch.add(Item(entry.path))
+        if os.path.isdir(self.root / rel):
+            walked = walk(self.root, options=self.scope.walk_options(), start=rel)
+            for entry in without_skipped(walked, self.on_skip):
+                batch.add(Item(entry.path))
+        elif os.path.lexists(self.root / rel) and self.scope.included(rel):
+            batch.add(Item(rel))
         for syn in self.store.iter_sorted(prefix=rel + "/"):
             if not os.path.lexists(self.root / syn.path):
                 batch.add(Item(syn.path))

@@ -7,17 +7,23 @@ Must not touch: threads (the folder's delete thread calls :meth:`Deletes.take` a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..execute import Executor
+from ..execute import Executor, file_exists
 from ..model import Action, Kind
 from ..state import StateStore
 from .scope import Scope
 from .status import Status
+
+DELETE_WINDOW = 3600.0  # --max-delete also holds for every rolling window this long (seconds)
+EMPTY_DIR_MANY = 10  # an empty directory with this many synced files under it looks unmounted
+
+Stat = Callable[[Path], os.stat_result]
 
 
 class DeleteBatcher:
@@ -111,8 +117,92 @@ def delete_refusal(
     return None
 
 
+def mount_points(root: Path) -> list[str]:
+    """The mount points strictly below ``root``, relative to it (from /proc/self/mountinfo;
+    empty where that cannot be read).
+
+    >>> mount_points(Path("/nonexistent"))
+    []
+    """
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    base = os.path.realpath(root)
+    found = []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        # mountinfo escapes space, tab, newline and backslash as octal: \040 etc.
+        point = fields[4].encode("latin-1", "surrogateescape").decode("unicode_escape")
+        rel = os.path.relpath(point, base)
+        if rel != "." and not rel.startswith(".."):
+            found.append(rel)
+    return sorted(set(found))
+
+
+def ancestors(paths: Iterable[str]) -> list[str]:
+    """Every directory (relative, not the root) that holds one of ``paths``, sorted.
+
+    >>> ancestors(["a/b/c.txt", "a/d.txt", "e.txt"])
+    ['a', 'a/b']
+    """
+    dirs: set[str] = set()
+    for path in paths:
+        parent = path.rpartition("/")[0]
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+    return sorted(dirs)
+
+
+def directory_refusal(
+    root: Path,
+    dirs: Iterable[str],
+    *,
+    recorded: dict[str, str],
+    synced_under: Callable[[str], int],
+    ignored: Callable[[str, bool], bool],
+    stat: Stat = os.stat,
+    many: int = EMPTY_DIR_MANY,
+) -> str | None:
+    """The root's guards, for each directory the deletes are in: why they must not run, or
+    None.  A directory on another device than recorded (a disk unmounted below the root), or
+    empty while ``many`` or more synced files lie under it (unmounted, or never recorded),
+    refuses the pass.  A directory that is gone was deleted: that is no reason to refuse.
+
+    >>> directory_refusal(Path("/nonexistent"), ["photos"], recorded={"photos": "7"},
+    ...                   synced_under=lambda d: 50, ignored=lambda n, d: False)
+    """
+    for rel in dirs:
+        try:
+            st = stat(root / rel)
+        except OSError:
+            continue
+        dev = recorded.get(rel)
+        if dev is not None and dev != str(st.st_dev):
+            return f"directory {rel} is on another device than when synced (unmounted?)"
+        try:
+            with os.scandir(root / rel) as it:
+                empty = not any(not ignored(e.name, e.is_dir()) for e in it)
+        except OSError:
+            continue  # not a directory (a type change), or unreadable: the walk reports it
+        if empty and (n := synced_under(rel)) >= many:
+            return (
+                f"directory {rel} is empty while {n} files under it were synced "
+                "(unmounted? remove the directory, or pass --force-delete once)"
+            )
+    return None
+
+
 class Deletes:
-    """The delete guards of one folder, and the batches of deletes the watcher saw."""
+    """The delete guards of one folder, and the batches of deletes the watcher saw.
+
+    ``--max-delete`` holds for one pass and for every ``window`` seconds (kept in the state,
+    so a restart does not reset it): ``rm -rf`` in slices adds up.
+    """
 
     def __init__(
         self,
@@ -125,6 +215,10 @@ class Deletes:
         force: bool,
         grace: float,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        window: float = DELETE_WINDOW,
+        stat: Stat = os.stat,
+        mounts: Callable[[Path], list[str]] = mount_points,
     ) -> None:
         self.root = root
         self.store = store
@@ -133,6 +227,24 @@ class Deletes:
         self.max_delete = max_delete
         self.force = force
         self.batcher = DeleteBatcher(grace, clock=clock)
+        self.wall = wall
+        self.window = window
+        self.stat = stat
+        self.mounts = mounts
+        self.survey()
+
+    def survey(self) -> None:
+        """Record the device of each mount point below the root not recorded yet, so that
+        a disk unmounted later is told from a directory whose files were deleted."""
+        known = self.store.dir_devices()
+        for rel in self.mounts(self.root):
+            if rel in known:
+                continue
+            try:
+                dev = str(self.stat(self.root / rel).st_dev)
+            except OSError:
+                continue
+            self.store.set_dir_device(rel, dev)
 
     def add(self, path: str) -> None:
         """A synced file is gone locally: delete its object with the next batch."""
@@ -144,11 +256,12 @@ class Deletes:
     def take(self, stop: threading.Event) -> list[str]:
         return self.batcher.take(stop)
 
-    def refusal(self, count: int) -> str | None:
-        """Why ``count`` deletes must not run now, or None when they may (the executor's
-        :class:`~watchsync.execute.DeletePolicy`)."""
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
+        """Why ``count`` deletes (of ``paths``) must not run now, or None when they may (the
+        executor's :class:`~watchsync.execute.DeletePolicy`); deletes allowed are counted in
+        the rolling window."""
         try:
-            return delete_refusal(
+            why = delete_refusal(
                 self.root,
                 count=count,
                 synced=self.store.count,
@@ -156,16 +269,51 @@ class Deletes:
                 ignored=self.scope.ignored,
                 max_delete=self.max_delete,
                 force=self.force,
-            )
+            ) or self._directories(paths)
         except OSError as exc:
             return f"folder {self.root} cannot be read: {exc.strerror or exc}"
+        if why is None:
+            why = self._windowed(count)
+        return why
+
+    def _directories(self, paths: Iterable[str]) -> str | None:
+        """The per-directory guards (skipped when forced; the devices seen then are kept)."""
+        self.survey()
+        dirs = ancestors(paths)
+        recorded = self.store.dir_devices()
+        if self.force:
+            for rel in dirs:
+                if rel in recorded:
+                    with contextlib.suppress(OSError):
+                        self.store.set_dir_device(rel, str(self.stat(self.root / rel).st_dev))
+            return None
+        return directory_refusal(
+            self.root,
+            dirs,
+            recorded=recorded,
+            synced_under=self.store.count_under,
+            ignored=self.scope.ignored,
+            stat=self.stat,
+        )
+
+    def _windowed(self, count: int) -> str | None:
+        """``--max-delete`` over the rolling window; an allowed pass is counted in it."""
+        now = self.wall()
+        recent = self.store.deletes_since(now - self.window)
+        if not self.force and recent + count > self.max_delete:
+            return (
+                f"{count} deletes after {recent} in the last {self.window / 60:.0f} min exceed "
+                f"--max-delete {self.max_delete}; pass --force-delete once to allow them"
+            )
+        self.store.log_deletes(now, count, keep_after=now - self.window)
+        return None
 
     def run(self, batch: list[str], executor: Executor) -> None:
         """Delete the objects of a batch whose files are still gone, if the guards allow."""
-        gone = [p for p in batch if not os.path.lexists(self.root / p) and self.scope.included(p)]
+        gone = [p for p in batch if not file_exists(self.root / p) and self.scope.included(p)]
         if not gone:
             return
-        why = self.refusal(len(gone))
+        why = self.refusal(len(gone), gone)
         if why:
             self.status.error(f"delete: refused {len(gone)} deletes in S3: {why}")
             return

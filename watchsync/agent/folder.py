@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -476,7 +476,7 @@ class _HeldDeletes:
     def __init__(self, guards: Deletes) -> None:
         self.guards = guards
 
-    def refusal(self, count: int) -> str | None:
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
         return "the state was lost (corrupt database); no deletes until a full pass rebuilt it"
 
 
@@ -562,6 +562,8 @@ def wire(
         conditional=True,
         conflict_name=conflicts.name,
         follow_symlinks=cfg.follow_symlinks,
+        prune_emptied_dirs=True,
+        retry_blocked=True,
         stop=stop,
         wall=wall,
     )

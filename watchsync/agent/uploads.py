@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FileError, PreconditionFailed
-from ..execute import Executor, Outcome
+from ..execute import Executor, Outcome, file_exists
 from ..local import stat_entry
 from ..metrics import FolderMetrics
 from ..model import Kind, LocalEntry, SyncedEntry
@@ -26,7 +26,7 @@ from ..remote import describe, error_code
 from ..retry import is_transient
 from ..state import StateStore
 from ..workqueue import Item
-from .conflicts import Conflicts
+from .conflicts import Conflicts, Raced
 from .deletes import Deletes
 from .status import Status
 
@@ -98,7 +98,16 @@ class Uploads:
             self.metrics.error("file")
             self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
         except PreconditionFailed:
-            raced = self.conflicts.raced(item.path, self.executor)
+            try:
+                raced = self.conflicts.raced(item.path, self.executor)
+            except FileError as exc:
+                self.metrics.error("file")
+                self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
+                return SETTLED
+            except PreconditionFailed:  # S3 changed again while the race was settled
+                raced = Raced(retry_in=1.0)
+            except Exception as exc:
+                return self._failure(item, exc)
             if raced.retry_in is not None:
                 why = raced.refused or "lost a conditional write again"
                 park = _PARK_AFTER_REFUSED if raced.refused else _PARK_AFTER
@@ -150,7 +159,7 @@ class Uploads:
         if action is None:
             return
         if action.kind is Kind.DELETE_REMOTE:
-            if not os.path.lexists(self.root / item.path):
+            if not file_exists(self.root / item.path):
                 self.deletes.add(item.path)
             return
         assert local is not None
