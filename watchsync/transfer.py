@@ -670,6 +670,11 @@ class Transfer:
             os.link(target, aside, follow_symlinks=False)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            # A directory made there meanwhile (a download below it): linking it says EPERM.
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise IsADirectoryError(exc.errno, "a directory is in the way") from exc
+            raise
         return aside
 
     def _keep_if_changed(
