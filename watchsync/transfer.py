@@ -187,6 +187,20 @@ class Reachability:
             gone = self.gone
         raise gone from exc
 
+    def hold(self, why: str) -> None:
+        """Declare the endpoint gone now (the agent's pause): attempts in flight or queued
+        fail at once instead of each retrying on its own, until :meth:`reset`."""
+        with self._lock:
+            if self.gone is None:
+                self.gone = EndpointGone(why)
+
+    def reset(self) -> None:
+        """The endpoint answers again: count afresh and let attempts through."""
+        with self._lock:
+            self.gone = None
+            self._in_a_row = 0
+            self.answered = True
+
 
 @dataclass(frozen=True)
 class _UntilAnswered(RetryPolicy):
@@ -280,6 +294,17 @@ class Transfer:
             return result
 
         return self.retry.call(attempt, what=what)
+
+    def probe(self) -> None:
+        """One cheap request (a one-key listing of the prefix), not retried and not held
+        back by the reachability watch: raises when nothing answered.  An answer that is an
+        S3 error (access denied, no such bucket) still means the endpoint is there."""
+        try:
+            self.client.list_objects_v2(
+                Bucket=self.where.bucket, Prefix=self.where.key(""), MaxKeys=1
+            )
+        except botocore.exceptions.ClientError:
+            return
 
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
