@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from agent_helpers import folder_config
 from awscrt import checksums
+from helpers import wait_until
+from s3server import SeaweedServer
 
+from watchsync.agent import Folder
+from watchsync.agent.folder import STALE_UPLOAD_AGE
 from watchsync.remote import S3Settings, S3Url
 from watchsync.transfer import Transfer
 
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 PART = 8 * MiB
+DAY = 24 * 3600.0
 
 
 def _crc(data: bytes) -> str:
@@ -77,3 +84,34 @@ def test_upload_without_a_pending_one_starts_afresh(
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
     pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in pending] == [other]
+
+
+def test_stale_uploads_under_the_prefix_are_aborted(
+    aws_env: dict[str, str], s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    ours = s3.create_multipart_upload(Bucket=bucket, Key="p/dead")["UploadId"]
+    theirs = s3.create_multipart_upload(Bucket=bucket, Key="q/dead")["UploadId"]
+    with Transfer(s3, S3Url.parse(f"s3://{bucket}/p"), tmp_path) as t:
+        # Just started: maybe another writer's live upload, or one to resume. Left alone.
+        assert t.abort_stale_uploads(older_than=DAY) == 0
+        assert t.abort_stale_uploads(older_than=DAY, now=time.time() + 2 * DAY) == 1
+    pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in pending] == [theirs]  # another prefix: not ours
+    assert ours not in [u["UploadId"] for u in pending]
+
+
+def test_agent_aborts_stale_uploads_of_its_prefix_on_start(
+    aws_env: dict[str, str], s3server: SeaweedServer, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    dead = s3.create_multipart_upload(Bucket=bucket, Key="p/dead")["UploadId"]
+    other = s3.create_multipart_upload(Bucket=bucket, Key="q/other")["UploadId"]
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = folder_config(root, f"s3://{bucket}/p", s3server.endpoint)
+    # The agent's wall clock two days on: the upload made above is past the age limit.
+    agent = Folder(cfg, state_dir=tmp_path / "state", wall=lambda: time.time() + 2 * DAY)
+    with agent:
+        wait_until(lambda: agent.reconciles >= 1, timeout=60, message="the first reconcile")
+    assert STALE_UPLOAD_AGE <= DAY
+    pending = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert dead not in pending and other in pending

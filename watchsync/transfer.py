@@ -479,6 +479,64 @@ class Transfer:
                 return None
         return None
 
+    def abort_stale_uploads(self, *, older_than: float, now: float | None = None) -> int:
+        """Abort the multipart uploads under this prefix started more than ``older_than``
+        seconds before ``now`` (a wall-clock time); returns how many were aborted.
+
+        Only age tells a dead upload from a live one: another agent or ``sync`` on the same
+        prefix may be uploading right now, and its upload looks the same as ours.  Younger
+        ones are left for :meth:`_resume_multipart` (and for their owners).  A server
+        without the listing (NotImplemented, AccessDenied) is left alone.
+
+        >>> t.abort_stale_uploads(older_than=86400)  # doctest: +SKIP
+        0
+        """
+        bucket, prefix = self.where.bucket, self.where.key("")
+        cutoff = (time.time() if now is None else now) - older_than
+        stale: list[tuple[str, str]] = []
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+
+        def listed() -> Any:
+            return self.client.list_multipart_uploads(**params)
+
+        try:
+            while True:
+                page = self._call(listed, what=f"list uploads under {self.where.url()}")
+                for upload in page.get("Uploads", []):
+                    started = upload.get("Initiated")
+                    if started is not None and started.timestamp() < cutoff:
+                        stale.append((upload.get("Key", ""), upload.get("UploadId", "")))
+                if not page.get("IsTruncated"):
+                    break
+                params.update(
+                    KeyMarker=page.get("NextKeyMarker", ""),
+                    UploadIdMarker=page.get("NextUploadIdMarker", ""),
+                )
+            aborted = 0
+            for key, upload_id in stale:
+
+                def abort(key: str = key, upload_id: str = upload_id) -> None:
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+                try:
+                    self._call(abort, what=f"abort upload {key}")
+                except botocore.exceptions.ClientError as exc:
+                    if error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                        raise
+                else:
+                    aborted += 1
+        except botocore.exceptions.ClientError as exc:
+            logger.info("upload: pending uploads not cleaned up (%s)", describe(exc))
+            return 0
+        if aborted:
+            logger.info(
+                "upload: aborted %d multipart upload(s) under %s started over %.0f h ago",
+                aborted,
+                self.where.url(),
+                older_than / 3600,
+            )
+        return aborted
+
     def _verified_parts(
         self, f: Any, key: str, upload_id: str, size: int
     ) -> tuple[int, dict[int, str]] | None:

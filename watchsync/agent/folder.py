@@ -62,6 +62,9 @@ _TICK = 1.0  # the runner's longest sleep: status publishing and the root check
 # Connection failures in a row (any thread) after which the agent pauses and probes: a few,
 # so that requests in flight stop retrying each on its own once the endpoint is plainly gone.
 _PAUSE_AFTER = 3
+# A multipart upload under the prefix older than this is taken as dead (ours or another
+# writer's, killed or cut off) and aborted on start; younger ones may be live or resumable.
+STALE_UPLOAD_AGE = 24 * 3600.0
 
 
 class Folder:
@@ -305,6 +308,7 @@ class Folder:
                 self._spawn(self._upload_worker, "upload")
             self._spawn(self._delete_worker, "delete")
             left_over = store.journal_pending()
+            self._abort_stale_uploads()
             self._reconcile_safely()
             self.pending.resume(left_over)
             self._schedule()
@@ -354,6 +358,19 @@ class Folder:
             self._feed_error = why
         else:
             self._feed_error = None
+
+    def _abort_stale_uploads(self) -> None:
+        """Parts of long-dead multipart uploads cost storage and are never listed: abort
+        them (see STALE_UPLOAD_AGE).  Failing that is logged; the folder goes on."""
+        if self.cfg.direction is Mode.PULL:
+            return  # a pull-only agent writes nothing to S3, aborts included
+        try:
+            self.transfer.abort_stale_uploads(older_than=STALE_UPLOAD_AGE, now=self.wall())
+        except Exception as exc:
+            if no_answer(exc):
+                self.outage.down(exc)
+            else:
+                logger.warning("folder %s: stale uploads: %s", self.cfg.name, describe(exc))
 
     def _reconcile_safely(self) -> None:
         if not self.root.is_dir() or self.outage.is_down:
