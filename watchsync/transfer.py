@@ -430,17 +430,23 @@ class Transfer:
         if conditions:
             return self._upload_parts(f, key, size, extra, conditions)
 
+        full = extra.get("ChecksumCRC32C")
+        create_extra = {k: v for k, v in extra.items() if k != "ChecksumCRC32C"}
+        if full is not None:
+            create_extra.update(ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT")
+
         def once() -> str:
             resumed = self._resume_multipart(f, key, size, extra)
             if resumed is not None:
                 return resumed
-            f.seek(0)
-            future = self._multipart().upload(
-                f, self.where.bucket, key, extra_args=extra, subscribers=[_ProvideSize(size)]
+            # Not through s3transfer: on failure it aborts the upload, and when the link is
+            # back by then, everything sent so far is lost.  Left pending, the next attempt
+            # resumes it.
+            resp = self.client.create_multipart_upload(
+                Bucket=self.where.bucket, Key=key, **create_extra
             )
-            future.result()
-            head = self.client.head_object(Bucket=self.where.bucket, Key=key)
-            return head.get("ETag", "").strip('"')
+            part_size = self._config.multipart_chunksize
+            return self._finish_multipart(f, key, resp["UploadId"], size, part_size, {}, full)
 
         return self._call(once, what=f"upload {key}")
 
@@ -569,9 +575,18 @@ class Transfer:
         return (part_size, kept) if kept else None
 
     def _finish_multipart(
-        self, f: Any, key: str, upload_id: str, size: int, part_size: int, kept: dict[int, str]
+        self,
+        f: Any,
+        key: str,
+        upload_id: str,
+        size: int,
+        part_size: int,
+        kept: dict[int, str],
+        full: str | None = None,
     ) -> str:
-        """Send the parts that are missing, then complete the upload; returns the ETag."""
+        """Send the parts that are missing, then complete the upload; returns the ETag.
+        ``full``: the whole file's CRC32C when already known.  Memory is bounded: each worker
+        reads its own part when it sends it."""
         bucket = self.where.bucket
         count = -(-size // part_size)
         checksum = self.settings.checksum
@@ -584,14 +599,18 @@ class Transfer:
             crcs[number] = _crc32c_bytes(data)
             if number in kept:
                 return
+            if self.limiter:
+                self.limiter.take(len(data))
             extra: dict[str, Any] = {"ChecksumCRC32C": crcs[number]} if checksum else {}
             resp = self.client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **extra
             )
             etags[number] = resp.get("ETag", "").strip('"')
 
-        logger.info("upload: resuming %s, %d of %d parts already sent", key, len(kept), count)
-        with futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resume") as pool:
+        if kept:
+            logger.info("upload: resuming %s, %d of %d parts already sent", key, len(kept), count)
+        workers = max(1, min(self._config.max_request_concurrency, count))
+        with futures.ThreadPoolExecutor(workers, thread_name_prefix="watchsync-part") as pool:
             for done in [pool.submit(send, n) for n in range(1, count + 1)]:
                 done.result()
         parts: list[Any] = [
@@ -599,13 +618,13 @@ class Transfer:
             | ({"ChecksumCRC32C": crcs[n]} if checksum else {})
             for n in range(1, count + 1)
         ]
-        full: dict[str, Any] = (
-            {"ChecksumCRC32C": _crc32c_file(f, key), "ChecksumType": "FULL_OBJECT"}
+        whole: dict[str, Any] = (
+            {"ChecksumCRC32C": full or _crc32c_file(f, key), "ChecksumType": "FULL_OBJECT"}
             if checksum
             else {}
         )
         resp = self.client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **full
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **whole
         )
         return str(resp.get("ETag", "")).strip('"')
 
