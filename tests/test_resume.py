@@ -148,15 +148,16 @@ def test_an_upload_cut_off_is_left_to_resume_even_when_the_link_is_back_at_once(
                 thread = threading.Thread(target=upload)
                 thread.start()
 
-                def some_parts() -> bool:
+                def first_part() -> bool:
                     uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-                    return bool(uploads) and bool(
-                        s3.list_parts(
-                            Bucket=bucket, Key="p/big", UploadId=uploads[0]["UploadId"]
-                        ).get("Parts")
-                    )
+                    if not uploads:
+                        return False
+                    parts = s3.list_parts(
+                        Bucket=bucket, Key="p/big", UploadId=uploads[0]["UploadId"]
+                    ).get("Parts", [])
+                    return any(p.get("PartNumber") == 1 for p in parts)
 
-                wait_until(some_parts, timeout=30, interval=0.05, message="a part in S3")
+                wait_until(first_part, timeout=30, interval=0.05, message="part 1 in S3")
                 proxy.cut()
                 proxy.restore()  # back at once
                 thread.join(30)
