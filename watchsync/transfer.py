@@ -356,7 +356,7 @@ class Transfer:
                 if self.settings.checksum:
                     # Given up front, s3transfer makes it a FULL_OBJECT checksum that S3
                     # checks on completion, besides each part's own CRC.
-                    extra["ChecksumCRC32C"] = _crc32c_file(f, path)
+                    extra["ChecksumCRC32C"] = _crc32c_file(f, path, st.st_size)
                 conditions = {"IfMatch": f'"{if_match}"'} if if_match else {}
                 if if_none_match and not if_match:
                     conditions = {"IfNoneMatch": "*"}
@@ -619,7 +619,7 @@ class Transfer:
             for n in range(1, count + 1)
         ]
         whole: dict[str, Any] = (
-            {"ChecksumCRC32C": full or _crc32c_file(f, key), "ChecksumType": "FULL_OBJECT"}
+            {"ChecksumCRC32C": full or _crc32c_file(f, key, size), "ChecksumType": "FULL_OBJECT"}
             if checksum
             else {}
         )
@@ -986,17 +986,20 @@ def _crc32c_bytes(data: bytes) -> str:
     return base64.b64encode(checksums.crc32c(data).to_bytes(4, "big")).decode("ascii")
 
 
-def _crc32c_file(f: Any, path: str) -> str:
-    """The base64 CRC32C of a whole open file, as S3 writes it (hardware CRC, in C)."""
+def _crc32c_file(f: Any, path: str, size: int | None = None) -> str:
+    """The base64 CRC32C of an open file, as S3 writes it (hardware CRC, in C); of its first
+    ``size`` bytes when given (what an upload sends, should the file grow meanwhile)."""
     import base64
 
     from awscrt import checksums
 
     crc = 0
+    left = -1 if size is None else size
     try:
         f.seek(0)
-        while chunk := f.read(_CHUNK * 8):
+        while left and (chunk := f.read(_CHUNK * 8 if left < 0 else min(left, _CHUNK * 8))):
             crc = checksums.crc32c(chunk, crc)
+            left = left - len(chunk) if left > 0 else left
         f.seek(0)
     except OSError as exc:
         raise FileError(path, exc.strerror or str(exc)) from exc
