@@ -56,6 +56,7 @@ class NetProxy:
         self._links: dict[int, _Link] = {}
         self._ids = itertools.count(1)
         self._accepted = 0
+        self._sent = 0  # bytes forwarded from clients to the target
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self.port = 0
@@ -76,6 +77,12 @@ class NetProxy:
         """How many connections were accepted so far, refused ones included."""
         with self._lock:
             return self._accepted
+
+    @property
+    def sent(self) -> int:
+        """How many bytes were forwarded from clients to the target so far."""
+        with self._lock:
+            return self._sent
 
     @property
     def open_links(self) -> int:
@@ -214,7 +221,8 @@ class NetProxy:
                 while selector.get_map() and not self._stop.is_set():
                     for key, _ in selector.select():
                         source: socket.socket = key.data
-                        if not self._forward(source, peer[source]):
+                        upstream = source is link.client
+                        if not self._forward(source, peer[source], upstream=upstream):
                             selector.unregister(source)
         except OSError as exc:
             logger.debug("netproxy %d: link %d ended: %s", self.port, link_id, exc)
@@ -224,7 +232,7 @@ class NetProxy:
             link.client.close()
             link.upstream.close()
 
-    def _forward(self, source: socket.socket, target: socket.socket) -> bool:
+    def _forward(self, source: socket.socket, target: socket.socket, *, upstream: bool) -> bool:
         """Move one chunk; False once ``source`` reached EOF (passed on as a half-close)."""
         data = source.recv(_CHUNK)
         if not data:
@@ -240,6 +248,9 @@ class NetProxy:
         if cut:  # data that was in flight when the network went down is lost
             raise ConnectionAbortedError("network cut")
         target.sendall(data)
+        if upstream:
+            with self._lock:
+                self._sent += len(data)
         return True
 
 

@@ -704,7 +704,7 @@ def test_watch_limit_falls_back_to_polling(
 # -- network trouble -----------------------------------------------------------------------
 
 
-def test_s3_unreachable_for_a_while(
+def test_s3_unreachable_pauses_probes_and_resumes(
     root: Path,
     state_dir: Path,
     bucket: str,
@@ -713,6 +713,9 @@ def test_s3_unreachable_for_a_while(
     s3: S3Client,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """An endpoint plainly gone pauses the folder: one probe at a time (not every path
+    retrying), one line when it goes and one when it is back, then the queued paths go out
+    and a reconcile runs."""
     caplog.set_level(logging.INFO, logger="watchsync")
     url = f"s3://{bucket}/{PREFIX}"
     write(root / "before.txt", "b")
@@ -724,25 +727,38 @@ def test_s3_unreachable_for_a_while(
             write(root / "during/a.txt", "a")
             write(root / "before.txt", "b2")
             write(root / "during/b.txt", os.urandom(10_000))
+            for i in range(20):
+                write(root / f"during/many/{i}.txt", f"{i}")
+            wait_until(lambda: agent.state == "paused", timeout=20, message="the pause")
+            assert "S3 unreachable" in str(agent.last_error)
             wait_until(
-                lambda: "S3 unreachable" in str(agent.last_error or ""),
-                timeout=20,
-                message="the agent to notice the network is down",
+                lambda: read_state(state_dir, root, url)[0].get("state") == "paused",
+                timeout=10,
+                message="`watchsync status` to show the pause",
             )
-            # A reconcile fails too, and is retried later; that must not hold up stopping.
-            agent.request_reconcile()
-            wait_until(lambda: "cannot list" in caplog.text, timeout=20)
-            cut_until = time.monotonic() + 3
+            agent.request_reconcile()  # asked for during the outage: it waits for the end
+            requests, lines = proxy.accepted, len(caplog.records)
+            cut_until = time.monotonic() + 5
             while time.monotonic() < cut_until:  # the outage lasts a few seconds
                 assert all(t.is_alive() for t in agent._threads if "upload" in t.name)
                 assert not has_object(s3, bucket, "during/a.txt")
                 agent.stop_event.wait(0.2)
+            # Probes 1, 2 and 4 s apart; before, each path and the feed retried on its own.
+            assert proxy.accepted - requests <= 5
+            assert [
+                r.getMessage() for r in caplog.records[lines:] if r.levelno >= logging.WARNING
+            ] == []
             assert get(s3, bucket, "before.txt") == b"b"
+            passes = agent.reconciles
             proxy.restore()
             assert_in_sync(s3, bucket, PREFIX, root, timeout=60)
+            wait_until(lambda: agent.reconciles > passes, timeout=30, message="a reconcile")
             wait_idle(agent)
             assert agent.state == "watching"
-            assert agent.retry_at is not None  # the failed reconcile is due again soon
+    gone = [r for r in caplog.records if "S3 unreachable" in r.getMessage()]
+    back = [r for r in caplog.records if "answers again" in r.getMessage()]
+    assert len(gone) == 1, [r.getMessage() for r in gone]
+    assert len(back) == 1
 
 
 # -- real processes: signals and crashes -----------------------------------------------------

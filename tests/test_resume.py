@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from agent_helpers import folder_config
 from awscrt import checksums
+from botocore.config import Config
+from helpers import wait_until
+from netproxy import NetProxy
+from s3server import SeaweedServer
 
+from watchsync.agent import Folder
+from watchsync.agent.folder import STALE_UPLOAD_AGE
 from watchsync.remote import S3Settings, S3Url
+from watchsync.retry import RetryPolicy
 from watchsync.transfer import Transfer
 
 if TYPE_CHECKING:
@@ -19,6 +29,7 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 PART = 8 * MiB
+DAY = 24 * 3600.0
 
 
 def _crc(data: bytes) -> str:
@@ -77,3 +88,85 @@ def test_upload_without_a_pending_one_starts_afresh(
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
     pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in pending] == [other]
+
+
+def test_stale_uploads_under_the_prefix_are_aborted(
+    aws_env: dict[str, str], s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    ours = s3.create_multipart_upload(Bucket=bucket, Key="p/dead")["UploadId"]
+    theirs = s3.create_multipart_upload(Bucket=bucket, Key="q/dead")["UploadId"]
+    with Transfer(s3, S3Url.parse(f"s3://{bucket}/p"), tmp_path) as t:
+        # Just started: maybe another writer's live upload, or one to resume. Left alone.
+        assert t.abort_stale_uploads(older_than=DAY) == 0
+        assert t.abort_stale_uploads(older_than=DAY, now=time.time() + 2 * DAY) == 1
+    pending = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in pending] == [theirs]  # another prefix: not ours
+    assert ours not in [u["UploadId"] for u in pending]
+
+
+def test_agent_aborts_stale_uploads_of_its_prefix_on_start(
+    aws_env: dict[str, str], s3server: SeaweedServer, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    dead = s3.create_multipart_upload(Bucket=bucket, Key="p/dead")["UploadId"]
+    other = s3.create_multipart_upload(Bucket=bucket, Key="q/other")["UploadId"]
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = folder_config(root, f"s3://{bucket}/p", s3server.endpoint)
+    # The agent's wall clock two days on: the upload made above is past the age limit.
+    agent = Folder(cfg, state_dir=tmp_path / "state", wall=lambda: time.time() + 2 * DAY)
+    with agent:
+        wait_until(lambda: agent.reconciles >= 1, timeout=60, message="the first reconcile")
+    assert STALE_UPLOAD_AGE <= DAY
+    pending = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert dead not in pending and other in pending
+
+
+def test_an_upload_cut_off_is_left_to_resume_even_when_the_link_is_back_at_once(
+    aws_env: dict[str, str], s3server: SeaweedServer, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    """A reset mid-upload must not abort the multipart upload (s3transfer's cleanup would,
+    as soon as the link answers again): the next attempt resumes it."""
+    data = os.urandom(4 * PART)
+    (tmp_path / "big").write_bytes(data)
+    where = S3Url.parse(f"s3://{bucket}/p")
+    failed: list[BaseException] = []
+    with NetProxy("127.0.0.1", s3server.port) as proxy:
+        once_each = Config(retries={"total_max_attempts": 1})  # as the tool's own client
+        client = s3server.client(endpoint_url=proxy.endpoint, config=once_each)
+        proxy.delay(0.005)  # slow enough to be cut mid-upload
+        try:
+            # Two parts at a time: parts 3 and 4 are on their way when 1 and 2 are in S3.
+            once = RetryPolicy(attempts=1)
+            with Transfer(client, where, tmp_path, retry=once, max_concurrency=2) as t:
+
+                def upload() -> None:
+                    try:
+                        t.upload("big")
+                    except Exception as exc:
+                        failed.append(exc)
+
+                thread = threading.Thread(target=upload)
+                thread.start()
+
+                def first_part() -> bool:
+                    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+                    if not uploads:
+                        return False
+                    parts = s3.list_parts(
+                        Bucket=bucket, Key="p/big", UploadId=uploads[0]["UploadId"]
+                    ).get("Parts", [])
+                    return any(p.get("PartNumber") == 1 for p in parts)
+
+                wait_until(first_part, timeout=30, interval=0.05, message="part 1 in S3")
+                proxy.cut()
+                proxy.restore()  # back at once
+                thread.join(30)
+        finally:
+            client.close()
+    assert failed, "the upload was not cut"
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # left for a resume
+    sent = _sent_parts(s3)
+    with Transfer(s3, where, tmp_path) as t:
+        t.upload("big")
+    assert len(sent) < 4
+    assert s3.get_object(Bucket=bucket, Key="p/big")["Body"].read() == data

@@ -3,6 +3,7 @@ conflict names, pending, uploads, reconcile and the executor's delete veto."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from watchsync.agent.conflicts import conflict_name
 from watchsync.agent.deletes import DeleteBatcher, Deletes, delete_refusal
 from watchsync.agent.folder import Rooms, wire
+from watchsync.agent.outage import Outage, no_answer
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.uploads import Conflict, Retry, Settled
@@ -854,3 +856,58 @@ def test_directories_emptied_by_a_propagated_delete_are_removed(
     assert not (w.root / "old").exists()
     assert (w.root / "busy").is_dir() and (w.root / "mine").is_dir()
     assert (w.root / "keep.txt").exists()
+
+
+# -- outage ---------------------------------------------------------------------------------
+
+
+def test_outage_pauses_once_and_probes_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    answers = [False]
+    held: list[str] = []
+    released: list[bool] = []
+
+    def probe() -> None:
+        if not answers[0]:
+            raise ConnectionRefusedError("refused")
+
+    status = Status("f", store=None, metrics=None)
+    outage = Outage(
+        "f",
+        status=status,
+        probe=probe,
+        hold=held.append,
+        release=lambda: released.append(True),
+        clock=lambda: now[0],
+    )
+    outage.down(ConnectionResetError("reset"))
+    outage.down(ConnectionResetError("again"))  # every worker may say so; logged once
+    assert outage.is_down and status.state == "paused"
+    assert "S3 unreachable" in str(status.last_error) and len(held) == 1
+    probed_at: list[float] = []
+    while now[0] < 120:
+        before = outage.probes
+        assert outage.tick() is False
+        if outage.probes > before:
+            probed_at.append(now[0])
+        now[0] += 0.5
+    assert probed_at[:5] == [1.0, 3.0, 7.0, 15.0, 31.0]  # 1, 2, 4, 8, 16 s apart
+    assert all(b - a <= 30.0 for a, b in itertools.pairwise(probed_at))
+    answers[0] = True
+    now[0] += 30
+    assert outage.tick() is True
+    assert not outage.is_down and status.state == "watching" and released == [True]
+    assert outage.tick() is False  # up: no probes
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("watchsync")]
+    assert sum("S3 unreachable" in m for m in lines) == 1
+    assert sum("answers again" in m for m in lines) == 1
+
+
+def test_outage_counts_an_s3_error_as_an_answer() -> None:
+    status = Status("f", store=None, metrics=None)
+    outage = Outage("f", status=status, probe=lambda: None, clock=lambda: 10.0)
+    assert no_answer(ConnectionRefusedError()) and not no_answer(FileNotFoundError())
+    outage.down(ConnectionRefusedError())
+    assert outage.tick() is False  # not due yet
+    outage.clock = lambda: 11.0
+    assert outage.tick() is True

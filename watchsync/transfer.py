@@ -187,6 +187,20 @@ class Reachability:
             gone = self.gone
         raise gone from exc
 
+    def hold(self, why: str) -> None:
+        """Declare the endpoint gone now (the agent's pause): attempts in flight or queued
+        fail at once instead of each retrying on its own, until :meth:`reset`."""
+        with self._lock:
+            if self.gone is None:
+                self.gone = EndpointGone(why)
+
+    def reset(self) -> None:
+        """The endpoint answers again: count afresh and let attempts through."""
+        with self._lock:
+            self.gone = None
+            self._in_a_row = 0
+            self.answered = True
+
 
 @dataclass(frozen=True)
 class _UntilAnswered(RetryPolicy):
@@ -281,6 +295,17 @@ class Transfer:
 
         return self.retry.call(attempt, what=what)
 
+    def probe(self) -> None:
+        """One cheap request (a one-key listing of the prefix), not retried and not held
+        back by the reachability watch: raises when nothing answered.  An answer that is an
+        S3 error (access denied, no such bucket) still means the endpoint is there."""
+        try:
+            self.client.list_objects_v2(
+                Bucket=self.where.bucket, Prefix=self.where.key(""), MaxKeys=1
+            )
+        except botocore.exceptions.ClientError:
+            return
+
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
         with self._manager_lock:
@@ -331,7 +356,7 @@ class Transfer:
                 if self.settings.checksum:
                     # Given up front, s3transfer makes it a FULL_OBJECT checksum that S3
                     # checks on completion, besides each part's own CRC.
-                    extra["ChecksumCRC32C"] = _crc32c_file(f, path)
+                    extra["ChecksumCRC32C"] = _crc32c_file(f, path, st.st_size)
                 conditions = {"IfMatch": f'"{if_match}"'} if if_match else {}
                 if if_none_match and not if_match:
                     conditions = {"IfNoneMatch": "*"}
@@ -405,17 +430,23 @@ class Transfer:
         if conditions:
             return self._upload_parts(f, key, size, extra, conditions)
 
+        full = extra.get("ChecksumCRC32C")
+        create_extra = {k: v for k, v in extra.items() if k != "ChecksumCRC32C"}
+        if full is not None:
+            create_extra.update(ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT")
+
         def once() -> str:
             resumed = self._resume_multipart(f, key, size, extra)
             if resumed is not None:
                 return resumed
-            f.seek(0)
-            future = self._multipart().upload(
-                f, self.where.bucket, key, extra_args=extra, subscribers=[_ProvideSize(size)]
+            # Not through s3transfer: on failure it aborts the upload, and when the link is
+            # back by then, everything sent so far is lost.  Left pending, the next attempt
+            # resumes it.
+            resp = self.client.create_multipart_upload(
+                Bucket=self.where.bucket, Key=key, **create_extra
             )
-            future.result()
-            head = self.client.head_object(Bucket=self.where.bucket, Key=key)
-            return head.get("ETag", "").strip('"')
+            part_size = self._config.multipart_chunksize
+            return self._finish_multipart(f, key, resp["UploadId"], size, part_size, {}, full)
 
         return self._call(once, what=f"upload {key}")
 
@@ -454,6 +485,64 @@ class Transfer:
                 return None
         return None
 
+    def abort_stale_uploads(self, *, older_than: float, now: float | None = None) -> int:
+        """Abort the multipart uploads under this prefix started more than ``older_than``
+        seconds before ``now`` (a wall-clock time); returns how many were aborted.
+
+        Only age tells a dead upload from a live one: another agent or ``sync`` on the same
+        prefix may be uploading right now, and its upload looks the same as ours.  Younger
+        ones are left for :meth:`_resume_multipart` (and for their owners).  A server
+        without the listing (NotImplemented, AccessDenied) is left alone.
+
+        >>> t.abort_stale_uploads(older_than=86400)  # doctest: +SKIP
+        0
+        """
+        bucket, prefix = self.where.bucket, self.where.key("")
+        cutoff = (time.time() if now is None else now) - older_than
+        stale: list[tuple[str, str]] = []
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+
+        def listed() -> Any:
+            return self.client.list_multipart_uploads(**params)
+
+        try:
+            while True:
+                page = self._call(listed, what=f"list uploads under {self.where.url()}")
+                for upload in page.get("Uploads", []):
+                    started = upload.get("Initiated")
+                    if started is not None and started.timestamp() < cutoff:
+                        stale.append((upload.get("Key", ""), upload.get("UploadId", "")))
+                if not page.get("IsTruncated"):
+                    break
+                params.update(
+                    KeyMarker=page.get("NextKeyMarker", ""),
+                    UploadIdMarker=page.get("NextUploadIdMarker", ""),
+                )
+            aborted = 0
+            for key, upload_id in stale:
+
+                def abort(key: str = key, upload_id: str = upload_id) -> None:
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+                try:
+                    self._call(abort, what=f"abort upload {key}")
+                except botocore.exceptions.ClientError as exc:
+                    if error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                        raise
+                else:
+                    aborted += 1
+        except botocore.exceptions.ClientError as exc:
+            logger.info("upload: pending uploads not cleaned up (%s)", describe(exc))
+            return 0
+        if aborted:
+            logger.info(
+                "upload: aborted %d multipart upload(s) under %s started over %.0f h ago",
+                aborted,
+                self.where.url(),
+                older_than / 3600,
+            )
+        return aborted
+
     def _verified_parts(
         self, f: Any, key: str, upload_id: str, size: int
     ) -> tuple[int, dict[int, str]] | None:
@@ -486,9 +575,18 @@ class Transfer:
         return (part_size, kept) if kept else None
 
     def _finish_multipart(
-        self, f: Any, key: str, upload_id: str, size: int, part_size: int, kept: dict[int, str]
+        self,
+        f: Any,
+        key: str,
+        upload_id: str,
+        size: int,
+        part_size: int,
+        kept: dict[int, str],
+        full: str | None = None,
     ) -> str:
-        """Send the parts that are missing, then complete the upload; returns the ETag."""
+        """Send the parts that are missing, then complete the upload; returns the ETag.
+        ``full``: the whole file's CRC32C when already known.  Memory is bounded: each worker
+        reads its own part when it sends it."""
         bucket = self.where.bucket
         count = -(-size // part_size)
         checksum = self.settings.checksum
@@ -501,14 +599,18 @@ class Transfer:
             crcs[number] = _crc32c_bytes(data)
             if number in kept:
                 return
+            if self.limiter:
+                self.limiter.take(len(data))
             extra: dict[str, Any] = {"ChecksumCRC32C": crcs[number]} if checksum else {}
             resp = self.client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **extra
             )
             etags[number] = resp.get("ETag", "").strip('"')
 
-        logger.info("upload: resuming %s, %d of %d parts already sent", key, len(kept), count)
-        with futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resume") as pool:
+        if kept:
+            logger.info("upload: resuming %s, %d of %d parts already sent", key, len(kept), count)
+        workers = max(1, min(self._config.max_request_concurrency, count))
+        with futures.ThreadPoolExecutor(workers, thread_name_prefix="watchsync-part") as pool:
             for done in [pool.submit(send, n) for n in range(1, count + 1)]:
                 done.result()
         parts: list[Any] = [
@@ -516,13 +618,13 @@ class Transfer:
             | ({"ChecksumCRC32C": crcs[n]} if checksum else {})
             for n in range(1, count + 1)
         ]
-        full: dict[str, Any] = (
-            {"ChecksumCRC32C": _crc32c_file(f, key), "ChecksumType": "FULL_OBJECT"}
+        whole: dict[str, Any] = (
+            {"ChecksumCRC32C": full or _crc32c_file(f, key, size), "ChecksumType": "FULL_OBJECT"}
             if checksum
             else {}
         )
         resp = self.client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **full
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **whole
         )
         return str(resp.get("ETag", "")).strip('"')
 
@@ -884,17 +986,20 @@ def _crc32c_bytes(data: bytes) -> str:
     return base64.b64encode(checksums.crc32c(data).to_bytes(4, "big")).decode("ascii")
 
 
-def _crc32c_file(f: Any, path: str) -> str:
-    """The base64 CRC32C of a whole open file, as S3 writes it (hardware CRC, in C)."""
+def _crc32c_file(f: Any, path: str, size: int | None = None) -> str:
+    """The base64 CRC32C of an open file, as S3 writes it (hardware CRC, in C); of its first
+    ``size`` bytes when given (what an upload sends, should the file grow meanwhile)."""
     import base64
 
     from awscrt import checksums
 
     crc = 0
+    left = -1 if size is None else size
     try:
         f.seek(0)
-        while chunk := f.read(_CHUNK * 8):
+        while left and (chunk := f.read(_CHUNK * 8 if left < 0 else min(left, _CHUNK * 8))):
             crc = checksums.crc32c(chunk, crc)
+            left = left - len(chunk) if left > 0 else left
         f.seek(0)
     except OSError as exc:
         raise FileError(path, exc.strerror or str(exc)) from exc

@@ -18,6 +18,7 @@ from ..metrics import FolderMetrics
 from ..model import Action, Kind, SyncedEntry
 from ..remote import S3Url, describe, error_code
 from ..state import Recorded, StateStore
+from .outage import Outage, no_answer
 from .status import Status
 
 logger = logging.getLogger(__name__)
@@ -119,8 +120,17 @@ class StoreRecorder:
 class AgentEvents:
     """The executor's :class:`~watchsync.execute.Events` as log lines, metrics and status."""
 
-    def __init__(self, name: str, where: S3Url, *, status: Status, metrics: FolderMetrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        where: S3Url,
+        *,
+        status: Status,
+        metrics: FolderMetrics,
+        outage: Outage | None = None,
+    ) -> None:
         self.name = name
+        self.outage = outage
         self.where = where
         self.status = status
         self.metrics = metrics
@@ -175,6 +185,9 @@ class AgentEvents:
             self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
             return
         self.metrics.error(error_code(exc) or "s3")
+        if self.outage is not None and no_answer(exc):
+            self.outage.down(exc)  # one line for the outage, none per path
+            return
         self.status.error(f"{action.kind.value} {action.path} failed: {describe(exc)}", s3=True)
 
     def vetoed(self, veto: Veto) -> None:

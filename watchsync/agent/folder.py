@@ -6,7 +6,8 @@ is missing).
 Threads: the watchdog observer and the debouncer (watch.py), ``upload_workers`` uploaders
 (each calls :meth:`Uploads.process`), a delete thread (:meth:`Deletes.run`) and a runner
 (:meth:`Reconcile.run`); the executor has its own transfer pool.  Every loop waits on the
-stop event or on a queue that :meth:`Folder.stop` wakes.
+stop event or on a queue that :meth:`Folder.stop` wakes.  While the endpoint does not answer
+(outage.py) the workers wait and the runner only probes.
 
 Events are only hints: every path is decided from what the file system, the state and (on
 reconcile) the listing say when it is looked at.
@@ -42,6 +43,7 @@ from .conflicts import Conflicts
 from .deletes import Deletes
 from .effects import AgentEvents, StoreRecorder
 from .feed import FEED_KEY, Feed, FeedObject, Recheck
+from .outage import Outage, no_answer
 from .pending import Pending
 from .reconcile import Progress, Reconcile
 from .scope import Scope
@@ -57,6 +59,12 @@ logger = logging.getLogger(__name__)
 
 _DELETE_WAIT_MAX = 60.0  # longest a delete batch waits for the uploads before it
 _TICK = 1.0  # the runner's longest sleep: status publishing and the root check
+# Connection failures in a row (any thread) after which the agent pauses and probes: a few,
+# so that requests in flight stop retrying each on its own once the endpoint is plainly gone.
+_PAUSE_AFTER = 3
+# A multipart upload under the prefix older than this is taken as dead (ours or another
+# writer's, killed or cut off) and aborted on start; younger ones may be live or resumable.
+STALE_UPLOAD_AGE = 24 * 3600.0
 
 
 class Folder:
@@ -95,9 +103,22 @@ class Folder:
             self.root,
             client=client,
             retry=RetryPolicy(attempts=3, max_wait=2.0),
+            give_up_after=_PAUSE_AFTER,
         )
+        # No minimum duration: the pause is cheap (one probe a second at first) and ends by
+        # itself, unlike sync's stop.
+        self.transfer.reachability.min_seconds = 0.0
         self.scope = Scope(cfg, state_dir=state_dir)
         self.status = Status(cfg.name, store=None, metrics=self.metrics, wall=wall)
+        self.outage = Outage(
+            cfg.name,
+            status=self.status,
+            probe=self.transfer.probe,
+            hold=self.transfer.reachability.hold,
+            release=self.transfer.reachability.reset,
+            endpoint=str(self.transfer.client.meta.endpoint_url),
+            clock=clock,
+        )
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
         self.store: StateStore | None = None
         self.retry_at: float | None = None  # when a failed reconcile is tried again
@@ -136,6 +157,7 @@ class Folder:
                 self.transfer.client, self.cfg.where.bucket, self.cfg.where.key(FEED_KEY)
             ),
             request_reconcile=self.request_reconcile,
+            outage=self.outage,
         )
         self.feed = rooms.feed
         self.pending, self.deletes, self.executor = rooms.pending, rooms.deletes, rooms.executor
@@ -286,6 +308,7 @@ class Folder:
                 self._spawn(self._upload_worker, "upload")
             self._spawn(self._delete_worker, "delete")
             left_over = store.journal_pending()
+            self._abort_stale_uploads()
             self._reconcile_safely()
             self.pending.resume(left_over)
             self._schedule()
@@ -304,6 +327,10 @@ class Folder:
             if not self.root.is_dir():
                 self._pause_until_root_returns()
                 next_at = self.clock()
+            if self.outage.is_down:
+                if not self.outage.tick():
+                    continue  # nothing else reaches S3 while it does not answer
+                self._reconcile_now.set()  # back: what changed meanwhile, on both sides
             retry_at = self.retry_at
             if retry_at is not None and self.clock() >= retry_at:
                 self.retry_at = None
@@ -317,11 +344,14 @@ class Folder:
     def _feed_tick(self) -> None:
         """Publish this agent's changes and apply the other agents' (see feed.py); S3
         trouble is logged and left for the next tick."""
-        if self.feed is None:
+        if self.feed is None or self.outage.is_down:
             return
         try:
             self.feed.tick()
         except Exception as exc:
+            if no_answer(exc):
+                self.outage.down(exc)
+                return
             why = describe(exc)
             if why != self._feed_error:  # once per distinct trouble, not every second
                 logger.warning("feed: %s: %s", self.cfg.name, why)
@@ -329,26 +359,48 @@ class Folder:
         else:
             self._feed_error = None
 
+    def _abort_stale_uploads(self) -> None:
+        """Parts of long-dead multipart uploads cost storage and are never listed: abort
+        them (see STALE_UPLOAD_AGE).  Failing that is logged; the folder goes on."""
+        if self.cfg.direction is Mode.PULL:
+            return  # a pull-only agent writes nothing to S3, aborts included
+        try:
+            self.transfer.abort_stale_uploads(older_than=STALE_UPLOAD_AGE, now=self.wall())
+        except Exception as exc:
+            if no_answer(exc):
+                self.outage.down(exc)
+            else:
+                logger.warning("folder %s: stale uploads: %s", self.cfg.name, describe(exc))
+
     def _reconcile_safely(self) -> None:
-        if not self.root.is_dir():
+        if not self.root.is_dir() or self.outage.is_down:
             return
         progress = self.on_progress if self.reconcile.count == 0 else None
         try:
             self.reconcile.run(progress=progress)
             if isinstance(self.executor.policy, _HeldDeletes):
                 self.executor.policy = self.executor.policy.guards  # the state is rebuilt
-        except WatchsyncError as exc:  # e.g. RemoteError: the listing failed
+        except Exception as exc:
+            if not no_answer(exc):
+                self._reconcile_failed(exc)
+                return
+            self.outage.down(exc)  # the runner probes, and reconciles once it is back
+        if self.outage.is_down:  # it went away during the pass (the pass said so itself)
+            self.status.set(State.PAUSED)
+
+    def _reconcile_failed(self, exc: Exception) -> None:
+        if isinstance(exc, WatchsyncError):  # e.g. RemoteError: the listing failed
             self.metrics.healthy(False)
             self.metrics.error(error_code(exc.__cause__) if exc.__cause__ else "reconcile")
             self.status.error(str(exc), s3=isinstance(exc, RemoteError))
             self._reconcile_later()
-        except Exception as exc:
+        else:
             self.metrics.healthy(False)
             self.metrics.error(error_code(exc) or "reconcile")
             if is_transient(exc):
                 self.status.error(f"reconcile failed: {describe(exc)}", s3=True)
             else:
-                logger.exception("folder %s: reconcile failed", self.cfg.name)
+                logger.error("folder %s: reconcile failed", self.cfg.name, exc_info=exc)
                 self.status.error(f"reconcile failed: {exc}")
             self._reconcile_later()
 
@@ -380,8 +432,15 @@ class Folder:
 
     # -- workers ------------------------------------------------------------------------------
 
+    def _wait_for_endpoint(self) -> bool:
+        """Wait while the endpoint does not answer; False once stopping."""
+        while not self.outage.up.wait(_TICK):
+            if self.stop_event.is_set():
+                return False
+        return not self.stop_event.is_set()
+
     def _upload_worker(self) -> None:
-        while (item := self.pending.take()) is not None:
+        while self._wait_for_endpoint() and (item := self.pending.take()) is not None:
             try:
                 result = self.uploads.process(item)
             except Exception:
@@ -402,6 +461,8 @@ class Folder:
                 continue
             self._deleting.set()
             try:
+                if not self._wait_for_endpoint():
+                    return
                 self._wait_for_uploads()
                 if self.stop_event.is_set():
                     return
@@ -523,6 +584,7 @@ def wire(
     wall: Callable[[], float] = time.time,
     feed_object: FeedObject | None = None,
     request_reconcile: Callable[[], None] = lambda: None,
+    outage: Outage | None = None,
 ) -> Rooms:
     """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
 
@@ -550,7 +612,7 @@ def wire(
         follow_symlinks=cfg.follow_symlinks,
         wall=wall,
     )
-    events = AgentEvents(cfg.name, cfg.where, status=status, metrics=metrics)
+    events = AgentEvents(cfg.name, cfg.where, status=status, metrics=metrics, outage=outage)
     executor = Executor(
         transfer,
         recorder=StoreRecorder(store),
@@ -577,6 +639,7 @@ def wire(
         metrics=metrics,
         opts=PathOptions(mode=cfg.direction, delete=cfg.delete),
         follow_symlinks=cfg.follow_symlinks,
+        outage=outage,
     )
     reconcile = Reconcile(
         cfg.name,

@@ -28,6 +28,7 @@ from ..state import StateStore
 from ..workqueue import Item
 from .conflicts import Conflicts, Raced
 from .deletes import Deletes
+from .outage import Outage, no_answer
 from .status import Status
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ _PERMANENT_BACKOFF = (30.0, 300.0)  # ... after S3 refused
 _RACE_BACKOFF = (1.0, 60.0)  # ... after a lost conditional write
 _PARK_AFTER = 5  # failures in a row (not outages) after which a path waits for a reconcile
 _PARK_AFTER_REFUSED = 3  # ... when S3 refuses to create a key it says does not exist
+_AFTER_OUTAGE = 0.5  # a path cut short by an outage goes again this soon after it ends
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,10 @@ class Uploads:
         metrics: FolderMetrics,
         opts: PathOptions,
         follow_symlinks: bool = True,
+        outage: Outage | None = None,
     ) -> None:
         self.root = root
+        self.outage = outage
         self.store = store
         self.executor = executor
         self.conflicts = conflicts
@@ -184,7 +188,12 @@ class Uploads:
     def _failure(self, item: Item, exc: Exception) -> Retry | Settled:
         """Transient errors retry soon, for as long as the outage lasts; refusals (and local
         errors) retry slowly, and a path that keeps failing is parked.  The agent keeps
-        watching."""
+        watching.  No answer at all pauses the folder (outage.py): the path waits with the
+        others, and no line is logged for it."""
+        if self.outage is not None and no_answer(exc):
+            self.metrics.error("transient")
+            self.outage.down(exc)
+            return Retry(_AFTER_OUTAGE)
         transient = is_transient(exc)
         # Our own side (the file, the state database) failing is no answer from S3.
         local = not transient and isinstance(exc, OSError | sqlite3.Error | OverflowError)

@@ -1,0 +1,126 @@
+"""Room: whether the S3 endpoint answers at all.
+
+When a request finds no connection (refused, reset, timed out), the folder pauses instead of
+letting every upload worker retry its own path: :meth:`Outage.down` holds every request
+(those in flight fail at once), upload and delete workers wait, reconciles and the change
+feed wait, and the runner sends one cheap probe at a time (:meth:`Outage.tick`), backing
+off from 1 s to 30 s.  When the endpoint answers again, requests flow, the queued paths go
+out and the runner starts a full reconcile.  One log line when it goes, one when it is back;
+meanwhile the status shows ``paused`` with the reason.
+
+Must not touch: the SDK (the probe, hold and release are injected), threads (the runner
+calls :meth:`Outage.tick`; workers wait on :attr:`Outage.up`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..remote import describe, unreachable
+from .status import State, Status
+
+logger = logging.getLogger(__name__)
+
+PROBE_BACKOFF = (1.0, 30.0)  # first and longest wait between probes
+
+
+def no_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) means the endpoint did not answer at all."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # EndpointGone from the held watch, RemoteError wrapping a reset, ...
+        if seen is None:
+            return False
+        if unreachable(seen) or type(seen).__name__ == "EndpointGone":
+            return True
+        seen = seen.__cause__
+    return False
+
+
+class Outage:
+    """The folder's view of the endpoint: up, or paused and probing.
+
+    >>> o = Outage("docs", status=status, probe=transfer.probe)  # doctest: +SKIP
+    >>> o.down(ConnectionRefusedError()); o.is_down
+    True
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        status: Status,
+        probe: Callable[[], None],
+        hold: Callable[[str], None] = lambda _why: None,
+        release: Callable[[], None] = lambda: None,
+        endpoint: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        backoff: tuple[float, float] = PROBE_BACKOFF,
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.probe = probe
+        self.hold = hold
+        self.release = release
+        self.endpoint = endpoint
+        self.clock = clock
+        self.backoff = backoff
+        self.up = threading.Event()  # set while the endpoint answers
+        self.up.set()
+        self.probes = 0  # probes sent, for tests and status
+        self._lock = threading.Lock()
+        self._since = 0.0
+        self._next_probe = 0.0
+        self._delay = backoff[0]
+
+    @property
+    def is_down(self) -> bool:
+        return not self.up.is_set()
+
+    def down(self, exc: BaseException) -> None:
+        """A request found no endpoint: pause (logged once per outage)."""
+        with self._lock:
+            if not self.up.is_set():
+                return
+            self.up.clear()
+            self._since = self.clock()
+            self._delay = self.backoff[0]
+            self._next_probe = self._since + self._delay
+        why = describe(
+            exc.__cause__ if type(exc).__name__ == "EndpointGone" and exc.__cause__ else exc
+        )
+        where = f" {self.endpoint}" if self.endpoint else ""
+        text = f"S3 unreachable: endpoint{where} does not answer ({why}); paused, probing"
+        self.hold(text)
+        self.status.pause(text)
+
+    def tick(self) -> bool:
+        """Probe when one is due; True when the endpoint has just come back (the caller then
+        reconciles).  Call from one thread (the runner)."""
+        with self._lock:
+            if self.up.is_set() or self.clock() < self._next_probe:
+                return False
+        self.probes += 1
+        try:
+            self.probe()
+        except Exception as exc:
+            if not no_answer(exc):
+                raise
+            with self._lock:
+                self._delay = min(self.backoff[1], self._delay * 2)
+                self._next_probe = self.clock() + self._delay
+            return False
+        with self._lock:
+            lasted = self.clock() - self._since
+        self.release()
+        self.up.set()
+        self.status.set(State.WATCHING, only_from=State.PAUSED)
+        logger.warning(
+            "folder %s: S3 endpoint answers again after %.0fs; resuming",
+            self.name,
+            lasted,
+            extra={"folder": self.name, "event": "s3-back"},
+        )
+        return True
