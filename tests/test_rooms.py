@@ -854,3 +854,31 @@ def test_directories_emptied_by_a_propagated_delete_are_removed(
     assert not (w.root / "old").exists()
     assert (w.root / "busy").is_dir() and (w.root / "mine").is_dir()
     assert (w.root / "keep.txt").exists()
+
+
+# -- a write landing right after a download's rename is not taken for the download ----------
+
+
+def test_download_record_does_not_absorb_a_write_right_after_it(
+    make_world: Callable[..., World],
+) -> None:
+    """The user writes the file between the download's rename and the executor's stat: the
+    state must keep what the download wrote, so the write is still seen and uploaded."""
+    w = make_world()
+    synced_file(w, "doc.txt", b"v1 synced")
+    w.objects.put("doc.txt", b"v2 from S3")
+    download = w.objects.download
+
+    def then_user_writes(path: str, **kw: Any) -> Path:
+        target = download(path, **kw)
+        target.write_bytes(b"v3 the user")  # same size as v2, lands before the stat
+        return target
+
+    w.objects.download = then_user_writes  # type: ignore[method-assign]
+    w.rooms.reconcile.run()
+    w.objects.download = download  # type: ignore[method-assign]
+    assert (w.root / "doc.txt").read_bytes() == b"v3 the user"
+    w.rooms.reconcile.run()
+    assert len(w.rooms.pending) == 1  # the write is seen: queued for the uploader
+    assert w.rooms.uploads.process(Item("doc.txt")) == Settled()
+    assert w.objects.objects["doc.txt"][0] == b"v3 the user"

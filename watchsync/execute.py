@@ -517,8 +517,15 @@ class Executor:
         if keep_as is not None and os.path.lexists(self.root / keep_as):
             self.events.conflict(action, keep_as)
             self.recorder.count("conflicts")
+        size, mtime = st.st_size, st.st_mtime_ns
+        if (size, mtime) != (rem.size, rem.mtime_ns):
+            # Not what the download wrote (its mtime was set to LastModified): the user
+            # wrote the file after the rename (or the file system rounds times: then a
+            # content check settles it once).  Record what was written, so such a write
+            # still counts as a local change.
+            size, mtime = rem.size, rem.mtime_ns
         self.recorder.synced(
-            SyncedEntry(target, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns),
+            SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns),
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
             journal_id=jid,
         )
@@ -717,6 +724,7 @@ class Executor:
 
     def _now_ns(self) -> int:
         return int(self.wall() * 1e9)
+
 
 
 def file_exists(path: Path) -> bool:
