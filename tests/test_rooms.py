@@ -882,3 +882,33 @@ def test_download_record_does_not_absorb_a_write_right_after_it(
     assert len(w.rooms.pending) == 1  # the write is seen: queued for the uploader
     assert w.rooms.uploads.process(Item("doc.txt")) == Settled()
     assert w.objects.objects["doc.txt"][0] == b"v3 the user"
+
+
+def test_local_delete_keeps_an_append_landing_after_the_recheck(tmp_path: Path) -> None:
+    """An append between the local delete's re-check and the unlink is not lost: the file
+    stays (it changed, so the change beats the delete)."""
+    objects = FakeObjects(tmp_path)
+    target = tmp_path / "log.txt"
+    target.write_bytes(b"v1")
+    st = target.stat()
+    delete_local = objects.delete_local
+
+    def after_an_append(path: str) -> None:
+        with (tmp_path / path).open("ab") as f:
+            f.write(b"+ appended")
+        delete_local(path)
+
+    objects.delete_local = after_an_append  # type: ignore[method-assign]
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    executor.delete(
+        [
+            Action(
+                Kind.DELETE_LOCAL,
+                "log.txt",
+                "deleted in S3",
+                LocalEntry("log.txt", st.st_size, st.st_mtime_ns),
+            )
+        ]
+    )
+    assert target.read_bytes() == b"v1+ appended"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]

@@ -15,9 +15,11 @@ refuse them too (the agent's guards).  Dry-run reports the same plan instead.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,7 +36,7 @@ from .errors import (
     PathBlocked,
     PreconditionFailed,
 )
-from .local import stat_entry
+from .local import stat_entry, temp_name
 from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
 from .plan import CONFLICT_STEPS, ConflictStep, plan_delete_lost, same_content
 from .remote import S3Url
@@ -671,15 +673,61 @@ class Executor:
     def _delete_local(self, action: Action) -> None:
         if action.local is not None and not self._unchanged_since_plan(action):
             return
+        # A second name for the file, so a write landing between the re-check above and
+        # the unlink (or still arriving through an open handle) is not lost with it.
+        aside = self._link_aside(action.path) if action.local is not None else None
         try:
             self.transfer.delete_local(action.path)
         except FileError as exc:
             self.events.failed(action, exc)
             return
+        finally:
+            if aside is not None:
+                changed = self._changed_aside(aside, action)
+        if aside is not None and changed:
+            return
         self.recorder.forget(action.path, counter="deleted_local")
         self.events.deleted(action)
         if self.prune_emptied_dirs:
             self._remove_emptied_dirs(action.path)
+
+    def _link_aside(self, path: str) -> Path | None:
+        """A hard link to ``path`` beside it (None when it cannot be made)."""
+        target = self.root / path
+        aside = target.with_name(temp_name(target.name, "del-" + secrets.token_hex(4)))
+        try:
+            os.link(target, aside, follow_symlinks=False)
+        except OSError:
+            return None
+        return aside
+
+    def _changed_aside(self, aside: Path, action: Action) -> bool:
+        """Drop the linked file if it is still the one the plan saw; else put it back at its
+        path (or keep it under a conflict name when the path was taken meanwhile)."""
+        was = action.local
+        assert was is not None
+        try:
+            st = os.lstat(aside)
+            if (st.st_size, st.st_mtime_ns) == (was.size, was.mtime_ns):
+                return False
+            target = self.root / action.path
+            keep = target
+            if os.path.lexists(target) and self.conflict_name is not None:
+                keep = self.root / self.conflict_name(action.path)
+            elif os.path.lexists(target):
+                return True  # something is there again: leave it, drop the link
+            os.rename(aside, keep)
+            logger.warning(
+                "delete: %s changed while it was deleted; kept as %s",
+                action.path,
+                keep.relative_to(self.root).as_posix(),
+            )
+            return True
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                aside.unlink()
 
     def _remove_emptied_dirs(self, path: str) -> None:
         """The directories a propagated delete left empty go too, up to (never) the root: S3
@@ -724,7 +772,6 @@ class Executor:
 
     def _now_ns(self) -> int:
         return int(self.wall() * 1e9)
-
 
 
 def file_exists(path: Path) -> bool:
