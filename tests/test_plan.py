@@ -241,14 +241,19 @@ SYN = Y("a")  # the last synced version: local (1 byte, T), object (etag e1, T)
 
 FIRST_CONFLICT = (Kind.CONFLICT, "differs on both sides, never synced")
 FIRST_SAME_SIZE = (Kind.CONFLICT, "same size, times differ, never synced")
+FIRST_SAME_SECOND = (Kind.CONFLICT, "same size and second, never synced")
 
 RECONCILE_CASES: dict[str, ReconcileCase] = {
     # --- gone from both sides
     "gone-from-both": (N, N, SYN, every((Kind.FORGET, "gone from both sides"))),
     # --- _first_meeting: both sides have it, never synced
     "first-equal": (L("a"), R("a"), N, every((Kind.RECORD, "already equal"))),
+    # the same second is not the same time: a file written in the object's second (a lost
+    # state) may hold other bytes; only a download's exact LastModified is taken as equal
+    # (push keeps aws's rule, without hashing)
     "first-same-size-same-second": (
-        L("a", mtime=T + 700 * MS), R("a"), N, every((Kind.RECORD, "already equal"))),
+        L("a", mtime=T + 700 * MS), R("a"), N,
+        per_mode(FIRST_SAME_SECOND, (Kind.RECORD, "already equal"), FIRST_SAME_SECOND)),
     # same size, other times: copied the mode's way, after a content-hash check
     # (both, pull: kept as a conflict unless the content hashes agree; the newer time is no
     # proof, and pull never overwrites a local file without a copy)
