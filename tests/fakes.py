@@ -73,7 +73,7 @@ class FakeObjects:
         if if_match and (current is None or current[1] != if_match):
             raise PreconditionFailed(path)
         self.put(path, data)
-        return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1])
+        return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1], st.st_ino)
 
     def download(
         self,

@@ -287,6 +287,13 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
     "local-changed-mtime-only": (
         L("a", mtime=T + 1), R("a"), SYN,
         per_mode((UPL, "local changed"), (UPL, "local changed"), N)),
+    # another file renamed over it, written within the same time tick: same size and mtime
+    "local-changed-identity-only": (
+        LocalEntry("a", 1, T, ino=7), R("a"), SyncedEntry("a", 1, T, "e1", T, ino=6),
+        per_mode((UPL, "local changed"), (UPL, "local changed"), N)),
+    # an identity not known on one side (a state written by an older watchsync) is no change
+    "synced-identity-unknown": (
+        LocalEntry("a", 1, T, ino=7), R("a"), SyncedEntry("a", 1, T, "e1", T), every(N)),
     "remote-changed-etag": (
         L("a"), R("a", etag="e2"), SYN,
         per_mode((DWN, "remote changed"), N, (DWN, "remote changed"))),
@@ -637,6 +644,14 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOpt
     ("new-file", L("a"), None, NO_HINT, PathOptions(), (Kind.UPLOAD, "new local file", "")),
     ("changed", L("a", 2), Y("a"), NO_HINT, PathOptions(), (Kind.UPLOAD, "local changed", "e1")),
     ("unchanged", L("a"), Y("a"), NO_HINT, PathOptions(), None),
+    (
+        "other-file-same-stat",
+        LocalEntry("a", 1, T, ino=7),
+        SyncedEntry("a", 1, T, "e1", T, ino=6),
+        NO_HINT,
+        PathOptions(),
+        (Kind.UPLOAD, "local changed", "e1"),
+    ),
     (
         "hint-etag-wins",
         L("a", 2),

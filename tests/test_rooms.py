@@ -912,3 +912,22 @@ def test_local_delete_keeps_an_append_landing_after_the_recheck(tmp_path: Path) 
     )
     assert target.read_bytes() == b"v1+ appended"
     assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+
+
+def test_uploads_file_renamed_over_with_the_same_size_and_mtime_is_sent(
+    make_world: Callable[..., World],
+) -> None:
+    """Two same-size files written within the file system's time granularity carry the
+    same mtime; one renamed over the other (an editor's save) is another file all the same."""
+    w = make_world()
+    (w.root / "c").mkdir()
+    (w.root / "c/f1.txt").write_bytes(b"v-a")
+    assert w.rooms.uploads.process(Item("c/f1.txt")) == Settled()
+    st = (w.root / "c/f1.txt").stat()
+    (w.root / "c/.save").write_bytes(b"v-b")
+    os.utime(w.root / "c/.save", ns=(st.st_atime_ns, st.st_mtime_ns))  # the same tick
+    os.replace(w.root / "c/.save", w.root / "c/f1.txt")
+    assert w.rooms.uploads.process(Item("c/f1.txt")) == Settled()
+    assert w.objects.objects["c/f1.txt"][0] == b"v-b"
+    w.rooms.reconcile.run()
+    assert len(w.rooms.pending) == 0 and w.objects.objects["c/f1.txt"][0] == b"v-b"

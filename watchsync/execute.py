@@ -440,12 +440,16 @@ class Executor:
         for _ in range(_RESENDS):
             up = self._send(path, expect)
             self.recorder.synced(
-                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9)),
+                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9), up.ino),
                 counters={"uploaded_files": 1, "uploaded_bytes": up.size},
             )
             self.events.finished(shown, up.size)
             after = stat_entry(self.root, path, follow_symlinks=self.follow)
-            if after is None or (after.size, after.mtime_ns) == (up.size, up.mtime_ns):
+            if after is None or (after.size, after.mtime_ns, after.ino) == (
+                up.size,
+                up.mtime_ns,
+                up.ino or after.ino,
+            ):
                 return up
             logger.info("upload: %s changed while uploading; sending it again", path)
             if expect is not None:
@@ -491,7 +495,7 @@ class Executor:
         if after != before:
             return None
         logger.info("upload: %s is already stored (an earlier answer was lost)", path)
-        return Uploaded(before.size, before.mtime_ns, head.etag)
+        return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
 
     def download(self, action: Action, *, dest: str | None = None) -> None:
         """Download the action's object to its path (or ``dest``), journaled first."""
@@ -519,15 +523,15 @@ class Executor:
         if keep_as is not None and os.path.lexists(self.root / keep_as):
             self.events.conflict(action, keep_as)
             self.recorder.count("conflicts")
-        size, mtime = st.st_size, st.st_mtime_ns
+        size, mtime, ino = st.st_size, st.st_mtime_ns, st.st_ino
         if (size, mtime) != (rem.size, rem.mtime_ns):
             # Not what the download wrote (its mtime was set to LastModified): the user
             # wrote the file after the rename (or the file system rounds times: then a
             # content check settles it once).  Record what was written, so such a write
             # still counts as a local change.
-            size, mtime = rem.size, rem.mtime_ns
+            size, mtime, ino = rem.size, rem.mtime_ns, 0
         self.recorder.synced(
-            SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns),
+            SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns, ino),
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
             journal_id=jid,
         )
@@ -544,7 +548,9 @@ class Executor:
             etag = self.transfer.copy(old.path, loc.path)
         except NotFound:
             return Outcome.MISMATCH
-        entry = SyncedEntry(loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns())
+        entry = SyncedEntry(
+            loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns(), loc.ino
+        )
         self.recorder.synced(entry, counters={"copied_files": 1})
         self.events.finished(action, 0)
         return Outcome.DONE
@@ -785,7 +791,7 @@ def file_exists(path: Path) -> bool:
 
 
 def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
-    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns)
+    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns, loc.ino)
 
 
 def _expected_etag(action: Action) -> str:

@@ -183,7 +183,10 @@ def plan_reconcile(
 
 
 def local_changed(loc: LocalEntry, syn: SyncedEntry) -> bool:
-    """Whether the file differs from the one last synced."""
+    """Whether the file differs from the one last synced (by size and time, and by identity
+    where both are known: another file renamed over it may have the same size and time)."""
+    if loc.ino and syn.ino and loc.ino != syn.ino:
+        return True
     return loc.size != syn.size or loc.mtime_ns != syn.mtime_ns
 
 

@@ -72,6 +72,7 @@ class Uploaded:
     size: int
     mtime_ns: int
     etag: str
+    ino: int = 0  # the file's st_ino, 0 when unknown
 
 
 class Objects(Protocol):
@@ -347,7 +348,7 @@ class Transfer:
                         extra["ChecksumAlgorithm"] = "CRC32C"
                     etag = self._put(f, key, extra)
                     self._native_unusable()
-        return Uploaded(st.st_size, st.st_mtime_ns, etag)
+        return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
 
     def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
         body: Any = ThrottledReader(f, self.limiter) if self.limiter else f
