@@ -931,3 +931,28 @@ def test_uploads_file_renamed_over_with_the_same_size_and_mtime_is_sent(
     assert w.objects.objects["c/f1.txt"][0] == b"v-b"
     w.rooms.reconcile.run()
     assert len(w.rooms.pending) == 0 and w.objects.objects["c/f1.txt"][0] == b"v-b"
+
+
+def test_uploads_file_moved_away_during_its_first_upload_is_deleted_in_s3(
+    make_world: Callable[..., World],
+) -> None:
+    """A directory renamed while a file in it has its first upload in flight: the rescan of
+    the vanished directory found nothing synced there yet, so the upload itself must hand
+    the old key to the delete batch."""
+    w = make_world(delete=True)
+    synced_file(w, "keep.txt", b"k")
+    (w.root / "a").mkdir()
+    (w.root / "a/x.txt").write_bytes(b"x")
+    upload = w.objects.upload
+
+    def then_renamed(path: str, **kw: Any) -> Uploaded:
+        up = upload(path, **kw)
+        (w.root / "a").rename(w.root / "d")
+        return up
+
+    w.objects.upload = then_renamed  # type: ignore[method-assign]
+    assert w.rooms.uploads.process(Item("a/x.txt")) == Settled()
+    assert w.rooms.deletes.pending() == 1
+    w.now[0] += 1.0
+    w.rooms.deletes.run(w.rooms.deletes.batcher.ready(), w.rooms.executor)
+    assert "a/x.txt" not in w.objects.objects and w.store.get("a/x.txt") is None
