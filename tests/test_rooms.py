@@ -956,3 +956,15 @@ def test_uploads_file_moved_away_during_its_first_upload_is_deleted_in_s3(
     w.now[0] += 1.0
     w.rooms.deletes.run(w.rooms.deletes.batcher.ready(), w.rooms.executor)
     assert "a/x.txt" not in w.objects.objects and w.store.get("a/x.txt") is None
+
+
+def test_uploads_rename_copies_only_the_version_synced(make_world: Callable[..., World]) -> None:
+    """A rename's server-side copy is conditional on the source still being the version
+    last synced: another writer's newer object there is not copied under the new name."""
+    w = make_world()
+    synced_file(w, "old.txt", b"mine")
+    w.objects.put("old.txt", b"theirs, newer")
+    (w.root / "old.txt").rename(w.root / "new.txt")
+    assert w.rooms.uploads.process(Item("new.txt")) == Settled()
+    assert w.objects.objects["new.txt"][0] == b"mine"
+    assert w.objects.objects["old.txt"][0] == b"theirs, newer"

@@ -545,8 +545,12 @@ class Executor:
         if not self._matches(loc.path, old.etag):
             return Outcome.MISMATCH
         try:
-            etag = self.transfer.copy(old.path, loc.path)
-        except NotFound:
+            # Only the version synced: another writer's newer object there is not this file.
+            try:
+                etag = self.transfer.copy(old.path, loc.path, if_match=old.etag or None)
+            except ConditionalWritesUnsupported:
+                etag = self.transfer.copy(old.path, loc.path)
+        except (NotFound, PreconditionFailed):
             return Outcome.MISMATCH
         entry = SyncedEntry(
             loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns(), loc.ino

@@ -103,7 +103,7 @@ class Objects(Protocol):
         keep_as: str | None = None,
     ) -> Path: ...
 
-    def copy(self, src_path: str, dst_path: str) -> str: ...
+    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str: ...
 
     def head(self, path: str) -> RemoteEntry | None: ...
 
@@ -771,12 +771,15 @@ class Transfer:
 
         return self._call(once, what=f"head {key}")
 
-    def copy(self, src_path: str, dst_path: str) -> str:
+    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str:
         """Server-side copy of one object under the prefix; returns the new ETag.  A source
-        that is gone raises :class:`NotFound`."""
+        that is gone raises :class:`NotFound`; with ``if_match``, a source with another ETag
+        raises :class:`PreconditionFailed`."""
         src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
         dst = self.where.key(dst_path)
         extra: dict[str, Any] = self.settings.extra_args(dst_path)
+        if if_match:
+            extra["CopySourceIfMatch"] = f'"{if_match}"'
 
         def once() -> str:
             try:
