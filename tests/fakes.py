@@ -73,7 +73,7 @@ class FakeObjects:
         if if_match and (current is None or current[1] != if_match):
             raise PreconditionFailed(path)
         self.put(path, data)
-        return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1])
+        return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1], st.st_ino)
 
     def download(
         self,
@@ -96,10 +96,12 @@ class FakeObjects:
         os.utime(target, ns=(mtime, mtime))
         return target
 
-    def copy(self, src_path: str, dst_path: str) -> str:
+    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str:
         self._call("copy", dst_path)
         if src_path not in self.objects:
             raise NotFound(src_path)
+        if if_match and self.objects[src_path][1] != if_match:
+            raise PreconditionFailed(src_path)
         self.put(dst_path, self.objects[src_path][0])
         return self.objects[dst_path][1]
 

@@ -64,6 +64,9 @@ class Model:
     steps: list[str] = field(default_factory=list)
     last: dict[str, bytes | None] = field(default_factory=dict)
     every: list[bytes] = field(default_factory=list)  # every version written, for reports
+    # Versions the user overwrote or deleted in a conflict copy (which kept them): gone by
+    # the user's hand, so no longer owed (sha256 hex).
+    consumed: set[str] = field(default_factory=set)
     counter: int = 0
 
     def content(self, size: int) -> bytes:
@@ -179,7 +182,14 @@ class FaultModel:
             (self.network_cut, 3),
         ]
         op = self.rng.choices([o for o, _ in ops], weights=[w for _, w in ops])[0]
+        before = [self._conflict_copies(a.root) for a in self.agents]
         op()
+        for agent, copies in zip(self.agents, before, strict=True):
+            after = self._conflict_copies(agent.root)
+            self.model.consumed |= {h for p, h in copies.items() if after.get(p) != h}
+
+    def _conflict_copies(self, root: Path) -> dict[str, str]:
+        return tree_snapshot(root, exclude=lambda rel: ".conflict-" not in rel)
 
     def _agent(self) -> Agent:
         return self.rng.choice(self.agents)
@@ -369,6 +379,14 @@ class FaultModel:
             os.utime(agent.root / rel, (when, when))
             self._note(f"{agent.root.name}: mtime of {rel} jumps to {when:.0f}")
 
+    def _consume_object(self, rel: str) -> None:
+        """An S3-side overwrite or delete of a conflict copy: its version is no longer owed."""
+        if ".conflict-" not in rel:
+            return
+        with contextlib.suppress(ClientError):
+            body = self.s3.get_object(Bucket=self.bucket, Key=f"{PREFIX}/{rel}")["Body"]
+            self.model.consumed.add(hashlib.sha256(body.read()).hexdigest())
+
     def s3_put(self) -> None:
         keys = sorted(k for k in bucket_listing(self.s3, self.bucket, PREFIX) if k != SENTINEL)
         if keys and self.rng.random() < 0.5:
@@ -377,6 +395,7 @@ class FaultModel:
             rel = self.rng.choice(DIRS) + self.rng.choice(NAMES)
             if rel not in keys and not self._free(rel):
                 return
+        self._consume_object(rel)
         data = self.model.content(self.rng.choice((0, 50, 2000)))
         self.s3.put_object(Bucket=self.bucket, Key=f"{PREFIX}/{rel}", Body=data)
         self.model.wrote(rel, data)
@@ -387,6 +406,7 @@ class FaultModel:
         if not keys:
             return
         rel = self.rng.choice(keys)
+        self._consume_object(rel)
         self.s3.delete_object(Bucket=self.bucket, Key=f"{PREFIX}/{rel}")
         self.model.deleted(rel)
         self._note(f"s3: delete {rel}")
@@ -481,7 +501,8 @@ class FaultModel:
         lost = [
             path
             for path, data in sorted(self.model.last.items())
-            if data is not None and hashlib.sha256(data).hexdigest() not in present
+            if data is not None
+            and hashlib.sha256(data).hexdigest() not in present | self.model.consumed
         ]
         if lost:
             names = {hashlib.sha256(d).hexdigest(): _label(d) for d in self.model.every}

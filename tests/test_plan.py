@@ -241,14 +241,19 @@ SYN = Y("a")  # the last synced version: local (1 byte, T), object (etag e1, T)
 
 FIRST_CONFLICT = (Kind.CONFLICT, "differs on both sides, never synced")
 FIRST_SAME_SIZE = (Kind.CONFLICT, "same size, times differ, never synced")
+FIRST_SAME_SECOND = (Kind.CONFLICT, "same size and second, never synced")
 
 RECONCILE_CASES: dict[str, ReconcileCase] = {
     # --- gone from both sides
     "gone-from-both": (N, N, SYN, every((Kind.FORGET, "gone from both sides"))),
     # --- _first_meeting: both sides have it, never synced
     "first-equal": (L("a"), R("a"), N, every((Kind.RECORD, "already equal"))),
+    # the same second is not the same time: a file written in the object's second (a lost
+    # state) may hold other bytes; only a download's exact LastModified is taken as equal
+    # (push keeps aws's rule, without hashing)
     "first-same-size-same-second": (
-        L("a", mtime=T + 700 * MS), R("a"), N, every((Kind.RECORD, "already equal"))),
+        L("a", mtime=T + 700 * MS), R("a"), N,
+        per_mode(FIRST_SAME_SECOND, (Kind.RECORD, "already equal"), FIRST_SAME_SECOND)),
     # same size, other times: copied the mode's way, after a content-hash check
     # (both, pull: kept as a conflict unless the content hashes agree; the newer time is no
     # proof, and pull never overwrites a local file without a copy)
@@ -282,6 +287,13 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
     "local-changed-mtime-only": (
         L("a", mtime=T + 1), R("a"), SYN,
         per_mode((UPL, "local changed"), (UPL, "local changed"), N)),
+    # another file renamed over it, written within the same time tick: same size and mtime
+    "local-changed-identity-only": (
+        LocalEntry("a", 1, T, ino=7), R("a"), SyncedEntry("a", 1, T, "e1", T, ino=6),
+        per_mode((UPL, "local changed"), (UPL, "local changed"), N)),
+    # an identity not known on one side (a state written by an older watchsync) is no change
+    "synced-identity-unknown": (
+        LocalEntry("a", 1, T, ino=7), R("a"), SyncedEntry("a", 1, T, "e1", T), every(N)),
     "remote-changed-etag": (
         L("a"), R("a", etag="e2"), SYN,
         per_mode((DWN, "remote changed"), N, (DWN, "remote changed"))),
@@ -632,6 +644,14 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOpt
     ("new-file", L("a"), None, NO_HINT, PathOptions(), (Kind.UPLOAD, "new local file", "")),
     ("changed", L("a", 2), Y("a"), NO_HINT, PathOptions(), (Kind.UPLOAD, "local changed", "e1")),
     ("unchanged", L("a"), Y("a"), NO_HINT, PathOptions(), None),
+    (
+        "other-file-same-stat",
+        LocalEntry("a", 1, T, ino=7),
+        SyncedEntry("a", 1, T, "e1", T, ino=6),
+        NO_HINT,
+        PathOptions(),
+        (Kind.UPLOAD, "local changed", "e1"),
+    ),
     (
         "hint-etag-wins",
         L("a", 2),

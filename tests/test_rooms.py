@@ -911,3 +911,117 @@ def test_outage_counts_an_s3_error_as_an_answer() -> None:
     assert outage.tick() is False  # not due yet
     outage.clock = lambda: 11.0
     assert outage.tick() is True
+
+
+# -- a write landing right after a download's rename is not taken for the download ----------
+
+
+def test_download_record_does_not_absorb_a_write_right_after_it(
+    make_world: Callable[..., World],
+) -> None:
+    """The user writes the file between the download's rename and the executor's stat: the
+    state must keep what the download wrote, so the write is still seen and uploaded."""
+    w = make_world()
+    synced_file(w, "doc.txt", b"v1 synced")
+    w.objects.put("doc.txt", b"v2 from S3")
+    download = w.objects.download
+
+    def then_user_writes(path: str, **kw: Any) -> Path:
+        target = download(path, **kw)
+        target.write_bytes(b"v3 the user")  # same size as v2, lands before the stat
+        return target
+
+    w.objects.download = then_user_writes  # type: ignore[method-assign]
+    w.rooms.reconcile.run()
+    w.objects.download = download  # type: ignore[method-assign]
+    assert (w.root / "doc.txt").read_bytes() == b"v3 the user"
+    w.rooms.reconcile.run()
+    assert len(w.rooms.pending) == 1  # the write is seen: queued for the uploader
+    assert w.rooms.uploads.process(Item("doc.txt")) == Settled()
+    assert w.objects.objects["doc.txt"][0] == b"v3 the user"
+
+
+def test_local_delete_keeps_an_append_landing_after_the_recheck(tmp_path: Path) -> None:
+    """An append between the local delete's re-check and the unlink is not lost: the file
+    stays (it changed, so the change beats the delete)."""
+    objects = FakeObjects(tmp_path)
+    target = tmp_path / "log.txt"
+    target.write_bytes(b"v1")
+    st = target.stat()
+    delete_local = objects.delete_local
+
+    def after_an_append(path: str) -> None:
+        with (tmp_path / path).open("ab") as f:
+            f.write(b"+ appended")
+        delete_local(path)
+
+    objects.delete_local = after_an_append  # type: ignore[method-assign]
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    executor.delete(
+        [
+            Action(
+                Kind.DELETE_LOCAL,
+                "log.txt",
+                "deleted in S3",
+                LocalEntry("log.txt", st.st_size, st.st_mtime_ns),
+            )
+        ]
+    )
+    assert target.read_bytes() == b"v1+ appended"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+
+
+def test_uploads_file_renamed_over_with_the_same_size_and_mtime_is_sent(
+    make_world: Callable[..., World],
+) -> None:
+    """Two same-size files written within the file system's time granularity carry the
+    same mtime; one renamed over the other (an editor's save) is another file all the same."""
+    w = make_world()
+    (w.root / "c").mkdir()
+    (w.root / "c/f1.txt").write_bytes(b"v-a")
+    assert w.rooms.uploads.process(Item("c/f1.txt")) == Settled()
+    st = (w.root / "c/f1.txt").stat()
+    (w.root / "c/.save").write_bytes(b"v-b")
+    os.utime(w.root / "c/.save", ns=(st.st_atime_ns, st.st_mtime_ns))  # the same tick
+    os.replace(w.root / "c/.save", w.root / "c/f1.txt")
+    assert w.rooms.uploads.process(Item("c/f1.txt")) == Settled()
+    assert w.objects.objects["c/f1.txt"][0] == b"v-b"
+    w.rooms.reconcile.run()
+    assert len(w.rooms.pending) == 0 and w.objects.objects["c/f1.txt"][0] == b"v-b"
+
+
+def test_uploads_file_moved_away_during_its_first_upload_is_deleted_in_s3(
+    make_world: Callable[..., World],
+) -> None:
+    """A directory renamed while a file in it has its first upload in flight: the rescan of
+    the vanished directory found nothing synced there yet, so the upload itself must hand
+    the old key to the delete batch."""
+    w = make_world(delete=True)
+    synced_file(w, "keep.txt", b"k")
+    (w.root / "a").mkdir()
+    (w.root / "a/x.txt").write_bytes(b"x")
+    upload = w.objects.upload
+
+    def then_renamed(path: str, **kw: Any) -> Uploaded:
+        up = upload(path, **kw)
+        (w.root / "a").rename(w.root / "d")
+        return up
+
+    w.objects.upload = then_renamed  # type: ignore[method-assign]
+    assert w.rooms.uploads.process(Item("a/x.txt")) == Settled()
+    assert w.rooms.deletes.pending() == 1
+    w.now[0] += 1.0
+    w.rooms.deletes.run(w.rooms.deletes.batcher.ready(), w.rooms.executor)
+    assert "a/x.txt" not in w.objects.objects and w.store.get("a/x.txt") is None
+
+
+def test_uploads_rename_copies_only_the_version_synced(make_world: Callable[..., World]) -> None:
+    """A rename's server-side copy is conditional on the source still being the version
+    last synced: another writer's newer object there is not copied under the new name."""
+    w = make_world()
+    synced_file(w, "old.txt", b"mine")
+    w.objects.put("old.txt", b"theirs, newer")
+    (w.root / "old.txt").rename(w.root / "new.txt")
+    assert w.rooms.uploads.process(Item("new.txt")) == Settled()
+    assert w.objects.objects["new.txt"][0] == b"mine"
+    assert w.objects.objects["old.txt"][0] == b"theirs, newer"

@@ -508,3 +508,25 @@ def test_database_removed_while_in_use_is_written_back(tmp_path: Path, root: Pat
         assert [e.path for e in s.iter_sorted()] == ["a", "b", "c"]
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
         assert s.count() == 3  # durable again
+
+
+def test_file_identity_is_kept_and_added_to_an_older_database(tmp_path: Path, root: Path) -> None:
+    """The file's st_ino is stored; a database made before the column existed gets it (0,
+    unknown, for its rows) and older writers, naming their columns, can still add rows."""
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        db = s.db_path
+        s.put(SyncedEntry("a", 1, 5, "e", 5, ino=42))
+        got = s.get("a")
+        assert got is not None and got.ino == 42
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE old AS SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced;"
+        "DROP TABLE synced; ALTER TABLE old RENAME TO synced;"
+    )
+    conn.close()
+    with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
+        got = s.get("a")
+        assert got is not None and got.ino == 0 and got.size == 1
+        s.put(SyncedEntry("b", 2, 6, "f", 6, ino=43))
+        got = s.get("b")
+        assert got is not None and got.ino == 43

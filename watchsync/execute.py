@@ -15,9 +15,11 @@ refuse them too (the agent's guards).  Dry-run reports the same plan instead.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,7 +36,7 @@ from .errors import (
     PathBlocked,
     PreconditionFailed,
 )
-from .local import stat_entry
+from .local import stat_entry, temp_name
 from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
 from .plan import CONFLICT_STEPS, ConflictStep, plan_delete_lost, same_content
 from .remote import S3Url
@@ -438,12 +440,16 @@ class Executor:
         for _ in range(_RESENDS):
             up = self._send(path, expect)
             self.recorder.synced(
-                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9)),
+                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9), up.ino),
                 counters={"uploaded_files": 1, "uploaded_bytes": up.size},
             )
             self.events.finished(shown, up.size)
             after = stat_entry(self.root, path, follow_symlinks=self.follow)
-            if after is None or (after.size, after.mtime_ns) == (up.size, up.mtime_ns):
+            if after is None or (after.size, after.mtime_ns, after.ino) == (
+                up.size,
+                up.mtime_ns,
+                up.ino or after.ino,
+            ):
                 return up
             logger.info("upload: %s changed while uploading; sending it again", path)
             if expect is not None:
@@ -489,7 +495,7 @@ class Executor:
         if after != before:
             return None
         logger.info("upload: %s is already stored (an earlier answer was lost)", path)
-        return Uploaded(before.size, before.mtime_ns, head.etag)
+        return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
 
     def download(self, action: Action, *, dest: str | None = None) -> None:
         """Download the action's object to its path (or ``dest``), journaled first."""
@@ -517,8 +523,15 @@ class Executor:
         if keep_as is not None and os.path.lexists(self.root / keep_as):
             self.events.conflict(action, keep_as)
             self.recorder.count("conflicts")
+        size, mtime, ino = st.st_size, st.st_mtime_ns, st.st_ino
+        if (size, mtime) != (rem.size, rem.mtime_ns):
+            # Not what the download wrote (its mtime was set to LastModified): the user
+            # wrote the file after the rename (or the file system rounds times: then a
+            # content check settles it once).  Record what was written, so such a write
+            # still counts as a local change.
+            size, mtime, ino = rem.size, rem.mtime_ns, 0
         self.recorder.synced(
-            SyncedEntry(target, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns),
+            SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns, ino),
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
             journal_id=jid,
         )
@@ -532,10 +545,16 @@ class Executor:
         if not self._matches(loc.path, old.etag):
             return Outcome.MISMATCH
         try:
-            etag = self.transfer.copy(old.path, loc.path)
-        except NotFound:
+            # Only the version synced: another writer's newer object there is not this file.
+            try:
+                etag = self.transfer.copy(old.path, loc.path, if_match=old.etag or None)
+            except ConditionalWritesUnsupported:
+                etag = self.transfer.copy(old.path, loc.path)
+        except (NotFound, PreconditionFailed):
             return Outcome.MISMATCH
-        entry = SyncedEntry(loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns())
+        entry = SyncedEntry(
+            loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns(), loc.ino
+        )
         self.recorder.synced(entry, counters={"copied_files": 1})
         self.events.finished(action, 0)
         return Outcome.DONE
@@ -664,15 +683,61 @@ class Executor:
     def _delete_local(self, action: Action) -> None:
         if action.local is not None and not self._unchanged_since_plan(action):
             return
+        # A second name for the file, so a write landing between the re-check above and
+        # the unlink (or still arriving through an open handle) is not lost with it.
+        aside = self._link_aside(action.path) if action.local is not None else None
         try:
             self.transfer.delete_local(action.path)
         except FileError as exc:
             self.events.failed(action, exc)
             return
+        finally:
+            if aside is not None:
+                changed = self._changed_aside(aside, action)
+        if aside is not None and changed:
+            return
         self.recorder.forget(action.path, counter="deleted_local")
         self.events.deleted(action)
         if self.prune_emptied_dirs:
             self._remove_emptied_dirs(action.path)
+
+    def _link_aside(self, path: str) -> Path | None:
+        """A hard link to ``path`` beside it (None when it cannot be made)."""
+        target = self.root / path
+        aside = target.with_name(temp_name(target.name, "del-" + secrets.token_hex(4)))
+        try:
+            os.link(target, aside, follow_symlinks=False)
+        except OSError:
+            return None
+        return aside
+
+    def _changed_aside(self, aside: Path, action: Action) -> bool:
+        """Drop the linked file if it is still the one the plan saw; else put it back at its
+        path (or keep it under a conflict name when the path was taken meanwhile)."""
+        was = action.local
+        assert was is not None
+        try:
+            st = os.lstat(aside)
+            if (st.st_size, st.st_mtime_ns) == (was.size, was.mtime_ns):
+                return False
+            target = self.root / action.path
+            keep = target
+            if os.path.lexists(target) and self.conflict_name is not None:
+                keep = self.root / self.conflict_name(action.path)
+            elif os.path.lexists(target):
+                return True  # something is there again: leave it, drop the link
+            os.rename(aside, keep)
+            logger.warning(
+                "delete: %s changed while it was deleted; kept as %s",
+                action.path,
+                keep.relative_to(self.root).as_posix(),
+            )
+            return True
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                aside.unlink()
 
     def _remove_emptied_dirs(self, path: str) -> None:
         """The directories a propagated delete left empty go too, up to (never) the root: S3
@@ -730,7 +795,7 @@ def file_exists(path: Path) -> bool:
 
 
 def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
-    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns)
+    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns, loc.ino)
 
 
 def _expected_etag(action: Action) -> str:

@@ -274,7 +274,7 @@ def _file_entry(entry: os.DirEntry[str], relpath: str, follow: bool) -> LocalEnt
         return Skipped(relpath, f"cannot stat: {exc.strerror or exc}")
     if not stat.S_ISREG(st.st_mode):
         return Skipped(relpath, f"not a regular file ({_kind(st.st_mode)})")
-    return LocalEntry(relpath, st.st_size, st.st_mtime_ns)
+    return LocalEntry(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def stat_entry(root: Path, relpath: str, *, follow_symlinks: bool = True) -> LocalEntry | None:
@@ -285,7 +285,7 @@ def stat_entry(root: Path, relpath: str, *, follow_symlinks: bool = True) -> Loc
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return LocalEntry(relpath, st.st_size, st.st_mtime_ns)
+    return LocalEntry(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _kind(mode: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 E = TypeVar("E")
@@ -37,6 +37,10 @@ class LocalEntry:
     path: str
     size: int
     mtime_ns: int
+    # The file's identity (st_ino), 0 when unknown: two same-size files written within the
+    # file system's time granularity carry one mtime, and one renamed over the other is
+    # told apart only by this.
+    ino: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class SyncedEntry:
     mtime_ns: int  # local mtime when synced
     etag: str
     remote_mtime_ns: int  # LastModified when synced
+    ino: int = field(default=0, compare=False)  # st_ino when synced, 0 when unknown
 
 
 class Kind(enum.Enum):

@@ -183,7 +183,10 @@ def plan_reconcile(
 
 
 def local_changed(loc: LocalEntry, syn: SyncedEntry) -> bool:
-    """Whether the file differs from the one last synced."""
+    """Whether the file differs from the one last synced (by size and time, and by identity
+    where both are known: another file renamed over it may have the same size and time)."""
+    if loc.ino and syn.ino and loc.ino != syn.ino:
+        return True
     return loc.size != syn.size or loc.mtime_ns != syn.mtime_ns
 
 
@@ -258,9 +261,11 @@ def _first_meeting(
 ) -> Action:
     """Both sides have a path never synced (first run, or the state was lost).
 
-    Same size and time: already equal.  Under ``push``, same size and a file not newer than
-    the object: equal by aws's upload rule (recorded without hashing, so adopting a bucket
-    filled by an earlier sync is cheap).  Same size, other times: most often the same
+    Same size and the object's exact time (what a download sets): already equal; the same
+    second only is compared by content under ``both`` and ``pull``.  Under ``push``, same
+    size and a file not newer than the object: equal by aws's upload rule (recorded without
+    hashing, so adopting a bucket filled by an earlier sync is cheap).  Same size, other
+    times: most often the same
     content (an earlier ``aws s3 sync``), so the action is verified: the executor compares
     content hashes before moving any byte and only records the pair when they agree.
     Otherwise ``push`` copies its way (the ``watchsync sync`` rule; it never writes the
@@ -270,8 +275,12 @@ def _first_meeting(
     (the local file moves to the conflict name).
     """
     if loc.size == rem.size:
-        if same_time(loc, rem):
+        if loc.mtime_ns == rem.mtime_ns or (opts.mode is Mode.PUSH and same_time(loc, rem)):
             return act(Kind.RECORD, "already equal")
+        if same_time(loc, rem):
+            # Only a download sets a file's time to LastModified exactly; a file written in
+            # the object's second (the state lost in a crash) may hold other bytes.
+            return act(Kind.CONFLICT, "same size and second, never synced")
         if opts.mode is Mode.PUSH and not local_newer(loc, rem):
             return act(Kind.RECORD, "same size, local not newer")
         if opts.mode is Mode.PUSH:

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS synced (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     etag TEXT NOT NULL,
-    remote_mtime_ns INTEGER NOT NULL
+    remote_mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL DEFAULT 0  -- the file's st_ino when synced, 0: unknown
 ) WITHOUT ROWID;
 -- finds the synced file a new path may have been renamed from (same size and mtime)
 CREATE INDEX IF NOT EXISTS synced_stat ON synced(size, mtime_ns);
@@ -296,6 +297,11 @@ class StateStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            # Added without a new schema version: an older watchsync writes rows without
+            # it (0, unknown) and so can still open the database.
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(synced)")}
+            if "ino" not in columns:
+                conn.execute("ALTER TABLE synced ADD COLUMN ino INTEGER NOT NULL DEFAULT 0")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             try:
                 root_dev = str(stat(local_root).st_dev)
@@ -391,7 +397,7 @@ class StateStore:
     def get(self, path: str) -> SyncedEntry | None:
         """The entry last synced for ``path``, or None."""
         rows = self._query(
-            "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced WHERE path = ?",
+            "SELECT path, size, mtime_ns, etag, remote_mtime_ns, ino FROM synced WHERE path = ?",
             (path,),
         )
         return _entry(rows[0]) if rows else None
@@ -399,7 +405,7 @@ class StateStore:
     def find_by_stat(self, size: int, mtime_ns: int) -> list[SyncedEntry]:
         """Synced entries with exactly this size and mtime (rename candidates)."""
         rows = self._query(
-            "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced"
+            "SELECT path, size, mtime_ns, etag, remote_mtime_ns, ino FROM synced"
             " WHERE size = ? AND mtime_ns = ? LIMIT 16",
             (_int_in(size), _int_in(mtime_ns)),
         )
@@ -421,8 +427,8 @@ class StateStore:
             return 0
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns, ino) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
         return len(rows)
@@ -491,7 +497,7 @@ class StateStore:
         """
         self._check_open()
         bounds = _prefix_range(prefix)
-        sql = "SELECT path, size, mtime_ns, etag, remote_mtime_ns FROM synced"
+        sql = "SELECT path, size, mtime_ns, etag, remote_mtime_ns, ino FROM synced"
         params: tuple[str, ...] = ()
         if bounds is not None:
             sql += " WHERE path >= ? AND path < ?"
@@ -588,8 +594,8 @@ class StateStore:
         removal of its journal row (so a crash leaves either all of it or none)."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns, ino) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 _row(entry),
             )
             for name, n in (counters or {}).items():
@@ -612,8 +618,8 @@ class StateStore:
                 totals[name] = totals.get(name, 0) + n
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO synced(path, size, mtime_ns, etag, remote_mtime_ns, ino) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 [_row(item.entry) for item in items],
             )
             conn.executemany(
@@ -705,7 +711,7 @@ def _int_out(value: object) -> int:
     return int(value)
 
 
-def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str]:
+def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str, int | str]:
     """A synced entry as the row stored."""
     return (
         entry.path,
@@ -713,6 +719,7 @@ def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str]
         _int_in(entry.mtime_ns),
         entry.etag,
         _int_in(entry.remote_mtime_ns),
+        _int_in(entry.ino),
     )
 
 
@@ -726,9 +733,14 @@ class Recorded:
 
 
 def _entry(row: tuple[Any, ...]) -> SyncedEntry:
-    path, size, mtime_ns, etag, remote_mtime_ns = row
+    path, size, mtime_ns, etag, remote_mtime_ns, ino = row
     return SyncedEntry(
-        str(path), _int_out(size), _int_out(mtime_ns), str(etag), _int_out(remote_mtime_ns)
+        str(path),
+        _int_out(size),
+        _int_out(mtime_ns),
+        str(etag),
+        _int_out(remote_mtime_ns),
+        _int_out(ino),
     )
 
 

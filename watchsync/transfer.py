@@ -72,6 +72,7 @@ class Uploaded:
     size: int
     mtime_ns: int
     etag: str
+    ino: int = 0  # the file's st_ino, 0 when unknown
 
 
 class Objects(Protocol):
@@ -102,7 +103,7 @@ class Objects(Protocol):
         keep_as: str | None = None,
     ) -> Path: ...
 
-    def copy(self, src_path: str, dst_path: str) -> str: ...
+    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str: ...
 
     def head(self, path: str) -> RemoteEntry | None: ...
 
@@ -372,7 +373,7 @@ class Transfer:
                         extra["ChecksumAlgorithm"] = "CRC32C"
                     etag = self._put(f, key, extra)
                     self._native_unusable()
-        return Uploaded(st.st_size, st.st_mtime_ns, etag)
+        return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
 
     def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
         body: Any = ThrottledReader(f, self.limiter) if self.limiter else f
@@ -872,12 +873,15 @@ class Transfer:
 
         return self._call(once, what=f"head {key}")
 
-    def copy(self, src_path: str, dst_path: str) -> str:
+    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str:
         """Server-side copy of one object under the prefix; returns the new ETag.  A source
-        that is gone raises :class:`NotFound`."""
+        that is gone raises :class:`NotFound`; with ``if_match``, a source with another ETag
+        raises :class:`PreconditionFailed`."""
         src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
         dst = self.where.key(dst_path)
         extra: dict[str, Any] = self.settings.extra_args(dst_path)
+        if if_match:
+            extra["CopySourceIfMatch"] = f'"{if_match}"'
 
         def once() -> str:
             try:

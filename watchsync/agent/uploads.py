@@ -171,9 +171,16 @@ class Uploads:
         while True:
             chosen = plan_rename(action, self._gone(local, tried))
             if self.executor.apply(chosen) is not Outcome.MISMATCH:
-                return
+                break
             assert chosen.synced is not None
             tried.add(chosen.synced.path)
+        if stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks) is None:
+            # Moved or deleted while it was sent: its key is recorded only now, after the
+            # watcher's rescan of a vanished directory found nothing synced there; look again.
+            after = plan_path(None, self.store.get(item.path), item.hint(), opts=self.opts)
+            gone = not file_exists(self.root / item.path)
+            if after is not None and after.kind is Kind.DELETE_REMOTE and gone:
+                self.deletes.add(item.path)
 
     def _gone(self, local: LocalEntry, tried: set[str]) -> list[SyncedEntry]:
         """Synced files with this file's size and mtime that are gone (rename sources)."""
