@@ -89,7 +89,7 @@ def test_multipart_download_is_checked_against_the_full_object_crc(
 
 
 def test_crc_of_an_unreadable_file_is_a_file_error(tmp_path: Path) -> None:
-    from watchsync.transfer import _crc32c_file
+    from watchsync.multipart import crc32c_file as _crc32c_file
 
     class Broken(io.BytesIO):
         def read(self, size: int | None = -1) -> bytes:

@@ -15,11 +15,9 @@ refuse them too (the agent's guards).  Dry-run reports the same plan instead.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import etag as etags
+from .deletions import Deletions, expected_etag
 from .errors import (
     ConditionalWritesUnsupported,
     FileError,
@@ -36,9 +35,9 @@ from .errors import (
     PathBlocked,
     PreconditionFailed,
 )
-from .local import stat_entry, temp_name
+from .local import stat_entry
 from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
-from .plan import CONFLICT_STEPS, ConflictStep, plan_delete_lost, same_content
+from .plan import CONFLICT_STEPS, ConflictStep, same_content
 from .remote import S3Url
 from .spool import Spool
 from .transfer import MULTIPART_THRESHOLD, Objects, Uploaded
@@ -46,9 +45,6 @@ from .transfer import MULTIPART_THRESHOLD, Objects, Uploaded
 logger = logging.getLogger(__name__)
 
 _RESENDS = 3  # a file still changing after this many uploads is reported, not chased
-_DELETE_BATCH = 1000  # DeleteObjects' limit
-_LOST_CONDITION = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
-_ALREADY_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 class Recorder(Protocol):
@@ -260,7 +256,6 @@ class Executor:
         self.conditional = conditional  # cleared if the server rejects conditional writes
         # Remote deletes are conditional on the ETag last synced (and checked first).
         self.guarded_deletes = conditional
-        self._delete_condition = conditional  # cleared if the server rejects it
         self.conflict_name = conflict_name
         self.follow = follow_symlinks
         self.prune_emptied_dirs = prune_emptied_dirs  # the agent's; aws sync leaves them
@@ -269,6 +264,7 @@ class Executor:
         self.stop = stop or threading.Event()
         self.wall = wall
         self._lock = threading.Lock()
+        self.deletions = Deletions(self)
 
     @property
     def where(self) -> S3Url:
@@ -420,7 +416,7 @@ class Executor:
             return Outcome.DONE
         if kind is Kind.COPY:
             return self._copy(action)
-        if kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self._unchanged_since_plan(action):
+        if kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self.unchanged_since_plan(action):
             return Outcome.STALE
         if action.verify and self._same(action):
             self.apply(same_content(action))
@@ -586,175 +582,12 @@ class Executor:
     # -- deletes ----------------------------------------------------------------------------
 
     def delete(self, actions: Iterable[Action]) -> None:
-        """Run deletes now (the caller applied the policy), each re-checked first: a file
-        that came back, or changed since the plan, is not deleted (a change beats a delete)."""
-        batch: list[Action] = []
-        for action in actions:
-            if self.dry_run:
-                self.events.would(action)
-            elif action.kind is Kind.DELETE_REMOTE:
-                if file_exists(self.root / action.path):
-                    continue
-                batch.append(action)
-                if len(batch) >= _DELETE_BATCH:
-                    self._delete_remote(batch)
-                    batch = []
-            else:
-                self._delete_local(action)
-        if batch:
-            self._delete_remote(batch)
-
-    def _delete_remote(self, batch: list[Action]) -> None:
-        """Delete objects; under guarded deletes only those still as last synced: each is
-        checked right before (for servers that ignore the condition) and deleted with its
-        ETag as a condition (closing the window after the check where it is honoured)."""
-        expect: dict[str, str] = {}
-        if self.guarded_deletes:
-            expect = {a.path: e for a in batch if (e := _expected_etag(a))}
-            batch = [a for a in batch if a.path not in expect or self._still_synced(a, expect)]
-            if not batch:
-                return
-        try:
-            failed = dict(self._delete_objects(batch, expect))
-        except Exception as exc:
-            for action in batch:
-                self.events.failed(action, exc)
-            return
-        for action in batch:
-            code = failed.get(action.path)
-            if code in _LOST_CONDITION:
-                self._lost(action)
-            elif code in _ALREADY_GONE:
-                self.recorder.forget(action.path)
-            elif code is not None:
-                self.events.failed(action, FileError(action.path, code))
-            else:
-                self.recorder.forget(action.path, counter="deleted_remote")
-                self.events.deleted(action)
-
-    def _delete_objects(self, batch: list[Action], expect: dict[str, str]) -> list[tuple[str, str]]:
-        paths = [a.path for a in batch]
-        if not self._delete_condition or not expect:
-            return self.transfer.delete_remote(paths)
-        try:
-            return self.transfer.delete_remote(paths, etags=expect)
-        except ConditionalWritesUnsupported:
-            logger.warning(
-                "delete: the server rejects conditional deletes; deleting after an ETag check only"
-            )
-            self._delete_condition = False
-            return self.transfer.delete_remote(paths)
-
-    def _still_synced(self, action: Action, expect: Mapping[str, str]) -> bool:
-        """The check right before a delete: the object still has the ETag last synced."""
-        try:
-            head = self.transfer.head(action.path)
-        except Exception as exc:
-            self.events.failed(action, exc)
-            return False
-        if head is not None and head.etag == expect[action.path]:
-            return True
-        self._delete_lost(action, head)
-        return False
-
-    def _lost(self, action: Action) -> None:
-        """A conditional delete failed: look at what S3 holds now."""
-        try:
-            head = self.transfer.head(action.path)
-        except Exception as exc:
-            self.events.failed(action, exc)
-            return
-        self._delete_lost(action, head)
-
-    def _delete_lost(self, action: Action, remote: RemoteEntry | None) -> None:
-        """The object is not the one last synced: ask the planner (the change wins)."""
-        after = plan_delete_lost(action.path, remote, action.synced, mode=self.mode)
-        if after is None:
-            return
-        if after.kind is Kind.DOWNLOAD:
-            logger.info(
-                "delete: %s changed in S3 meanwhile; not deleted, downloading it", action.path
-            )
-        try:
-            self.apply(after)
-        except Exception as exc:
-            self.events.failed(after, exc)
-
-    def _delete_local(self, action: Action) -> None:
-        if action.local is not None and not self._unchanged_since_plan(action):
-            return
-        # A second name for the file, so a write landing between the re-check above and
-        # the unlink (or still arriving through an open handle) is not lost with it.
-        aside = self._link_aside(action.path) if action.local is not None else None
-        try:
-            self.transfer.delete_local(action.path)
-        except FileError as exc:
-            self.events.failed(action, exc)
-            return
-        finally:
-            if aside is not None:
-                changed = self._changed_aside(aside, action)
-        if aside is not None and changed:
-            return
-        self.recorder.forget(action.path, counter="deleted_local")
-        self.events.deleted(action)
-        if self.prune_emptied_dirs:
-            self._remove_emptied_dirs(action.path)
-
-    def _link_aside(self, path: str) -> Path | None:
-        """A hard link to ``path`` beside it (None when it cannot be made)."""
-        target = self.root / path
-        aside = target.with_name(temp_name(target.name, "del-" + secrets.token_hex(4)))
-        try:
-            os.link(target, aside, follow_symlinks=False)
-        except OSError:
-            return None
-        return aside
-
-    def _changed_aside(self, aside: Path, action: Action) -> bool:
-        """Drop the linked file if it is still the one the plan saw; else put it back at its
-        path (or keep it under a conflict name when the path was taken meanwhile)."""
-        was = action.local
-        assert was is not None
-        try:
-            st = os.lstat(aside)
-            if (st.st_size, st.st_mtime_ns) == (was.size, was.mtime_ns):
-                return False
-            target = self.root / action.path
-            keep = target
-            if os.path.lexists(target) and self.conflict_name is not None:
-                keep = self.root / self.conflict_name(action.path)
-            elif os.path.lexists(target):
-                return True  # something is there again: leave it, drop the link
-            os.rename(aside, keep)
-            logger.warning(
-                "delete: %s changed while it was deleted; kept as %s",
-                action.path,
-                keep.relative_to(self.root).as_posix(),
-            )
-            return True
-        except OSError:
-            return False
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                aside.unlink()
-
-    def _remove_emptied_dirs(self, path: str) -> None:
-        """The directories a propagated delete left empty go too, up to (never) the root: S3
-        has no directories, so an empty one would stay behind on this side only.  One that
-        holds anything stays (rmdir refuses), and so does a symlink (rmdir refuses it)."""
-        parent = path.rpartition("/")[0]
-        while parent:
-            try:
-                os.rmdir(self.root / parent)
-            except OSError:
-                return
-            logger.debug("execute: removed %s/, emptied by a delete", parent)
-            parent = parent.rpartition("/")[0]
+        """Run deletes now (the caller applied the policy); see :class:`Deletions`."""
+        self.deletions.delete(actions)
 
     # -- checks -----------------------------------------------------------------------------
 
-    def _unchanged_since_plan(self, action: Action) -> bool:
+    def unchanged_since_plan(self, action: Action) -> bool:
         now = stat_entry(self.root, action.path, follow_symlinks=self.follow)
         was = action.local
         if now is None or was is None:
@@ -784,26 +617,8 @@ class Executor:
         return int(self.wall() * 1e9)
 
 
-def file_exists(path: Path) -> bool:
-    """Whether something other than a directory is at ``path``: the file came back (a
-    directory of that name is a type change: the file is still gone).
-
-    >>> file_exists(Path("/"))
-    False
-    """
-    return os.path.lexists(path) and not os.path.isdir(path)
-
-
 def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
     return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns, loc.ino)
-
-
-def _expected_etag(action: Action) -> str:
-    """The ETag a remote delete is conditional on: the planner's, else the one last synced;
-    "" when none is known."""
-    if action.expect is not None:
-        return action.expect
-    return action.synced.etag if action.synced is not None else ""
 
 
 def _spooled(action: Action) -> str:
@@ -811,7 +626,7 @@ def _spooled(action: Action) -> str:
     the object must still have."""
     loc = action.local
     stat = f"{loc.size}\0{loc.mtime_ns}" if loc is not None else "\0"
-    return f"{action.kind.value}\0{action.path}\0{stat}\0{_expected_etag(action)}"
+    return f"{action.kind.value}\0{action.path}\0{stat}\0{expected_etag(action)}"
 
 
 def _unspooled(spool: Spool) -> Iterator[Action]:

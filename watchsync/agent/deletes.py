@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..execute import Executor, file_exists
+from ..deletions import file_exists
+from ..execute import Executor
 from ..model import Action, Kind
 from ..state import StateStore
 from .scope import Scope

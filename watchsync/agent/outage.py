@@ -43,7 +43,7 @@ class Outage:
     """The folder's view of the endpoint: up, or paused and probing.
 
     >>> o = Outage("docs", status=status, probe=transfer.probe)  # doctest: +SKIP
-    >>> o.down(ConnectionRefusedError()); o.is_down
+    >>> o.down(ConnectionRefusedError()); o.is_down  # doctest: +SKIP
     True
     """
 

@@ -16,8 +16,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..deletions import file_exists
 from ..errors import FileError, PreconditionFailed
-from ..execute import Executor, Outcome, file_exists
+from ..execute import Executor, Outcome
 from ..local import stat_entry
 from ..metrics import FolderMetrics
 from ..model import Kind, LocalEntry, SyncedEntry
