@@ -206,21 +206,19 @@ def changed_side(
     ['a']
     """
     # A reported directory may now be a file and a reported file a directory: each is
-    # looked at as it is now.
+    # looked at as it is now.  Nothing below a reported path is taken from the state (a
+    # directory that vanished or moved away is reported once, not per file).
     looked = taken.paths | taken.dirs
-    dirs: list[str] = []
+    tops = _outermost(looked)
     fresh: list[LocalEntry | Skipped] = []
     for path in looked:
-        if not _taking_part(path, options):
-            continue
+        if _under(path, tops) or not _taking_part(path, options):
+            continue  # below another reported directory: its walk covers it
         got = _stat_one(root, path, options.follow_symlinks)
         if isinstance(got, str):
-            dirs.append(path)
+            fresh.extend(walk(root, options=options, start=path))
         elif got is not None:
             fresh.append(got)
-    tops = _outermost(dirs)
-    for top in tops:
-        fresh.extend(walk(root, options=options, start=top.rstrip("/")))
     fresh.sort(key=lambda e: e.path)
 
     def as_synced() -> Iterator[LocalEntry]:
