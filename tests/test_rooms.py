@@ -1009,3 +1009,19 @@ def test_changed_side_equals_a_walk_when_everything_is_reported(tmp_path: Path) 
     walked = {e.path: e for e in walk(root) if isinstance(e, LocalEntry)}
     assert [e.path for e in got] == ["a-b", "a/b/c/z", "a/b/y", "a/x", "d/e"]
     assert all(e == walked[e.path] for e in got)
+
+
+def test_parked_path_is_looked_at_by_the_next_trusted_pass(
+    make_world: Callable[..., World],
+) -> None:
+    from watchsync.errors import RemoteError
+
+    w = make_world()
+    w.rooms.reconcile.run()  # the first, full pass: nothing yet
+    (w.root / "a.txt").write_bytes(b"x")
+    w.objects.fail["a.txt"] = RemoteError("AccessDenied")
+    for _ in range(5):
+        w.rooms.uploads.process(Item("a.txt"))  # parked at the fifth refusal
+    del w.objects.fail["a.txt"]
+    stats = w.rooms.reconcile.run()
+    assert not stats.walked and stats.passed.planned == {Kind.UPLOAD: 1}

@@ -580,6 +580,7 @@ def wire(
         stop=stop,
         wall=wall,
     )
+    dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
     uploads = Uploads(
         root=root,
         store=store,
@@ -590,8 +591,8 @@ def wire(
         metrics=metrics,
         opts=PathOptions(mode=cfg.direction, delete=cfg.delete),
         follow_symlinks=cfg.follow_symlinks,
+        dirty=dirty,
     )
-    dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
     reconcile = Reconcile(
         cfg.name,
         root=root,
