@@ -21,11 +21,12 @@ server's CPU) so its polling never competes with the agent for the agent's CPU.
                starts (--reconcile-interval --idle-interval); once ``watchsync status
                --json`` says watching with nothing pending, sample /proc/PID/stat
                (utime+stime) and /proc/PID/status (VmRSS) every second for --idle-seconds
-               (default: two intervals and 10 s), counting the periodic passes in its log.
+               (default: two intervals) and on to the end of the pass under way, counting
+               the periodic passes in its log.
                The same again with a second agent on the same state and
                ``--full-walk-interval 0`` (every pass walks the folder, as before passes
                trusted the watcher).  The idle cost at the default interval (300 s) is
-               derived from each run: the background rate (the median second) plus the
+               derived from each run: the background rate (the mean second below 10 %) plus the
                CPU per pass over 300 s (plus a full pass per --full-walk-interval)
   (e) adopt    a third agent, new state, ``--direction push``, on the same folder and
                bucket: time and CPU of its first reconcile (adopting every equal file)
@@ -128,7 +129,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.harness_cpu is None:
         args.harness_cpu = args.server_cpu
     if args.idle_seconds is None:
-        args.idle_seconds = 2 * args.idle_interval + 10
+        args.idle_seconds = 2 * args.idle_interval
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     return args
 
@@ -435,8 +436,15 @@ def measure_idle(agent: Agent, *, seconds: float, interval: float) -> dict[str, 
     rss_samples = [rss0]
     per_second: list[float] = []
     last_ticks, last_t = ticks0, t0
-    while (now := time.monotonic()) - t0 < seconds:
-        time.sleep(min(1.0, seconds - (now - t0)))
+    logged = 0
+    # The window runs ``seconds`` and then on to the end of the pass under way, so it holds
+    # whole passes only (it starts just after one).
+    while (elapsed := time.monotonic() - t0) < seconds or (
+        len(passes_logged(agent.log, since)) == logged and elapsed < seconds + interval + 300
+    ):
+        if elapsed < seconds:
+            logged = len(passes_logged(agent.log, since))
+        time.sleep(1.0)
         ticks, rss, threads = proc_sample(agent.pid)
         now = time.monotonic()
         rss_samples.append(rss)
@@ -445,8 +453,10 @@ def measure_idle(agent: Agent, *, seconds: float, interval: float) -> dict[str, 
     elapsed = last_t - t0
     cpu_s = (last_ticks - ticks0) / CLK_TCK
     passes = passes_logged(agent.log, since)
-    # The background rate: the median second (the 1 s feed/status tick, no pass in it).
-    background = percentile(sorted(per_second), 50) if per_second else 0.0
+    # The background rate (the 1 s status/feed tick): the mean of the quiet seconds, those
+    # below 10 % (a pass keeps the agent's core busy for seconds).
+    quiet = [v for v in per_second if v < 10.0]
+    background = sum(quiet) / len(quiet) if quiet else 0.0
     per_pass = max(0.0, cpu_s - background / 100 * elapsed) / len(passes) if passes else None
     return {
         "seconds": elapsed,
