@@ -1086,6 +1086,8 @@ def test_change_the_watcher_missed_is_caught_after_an_overflow(
     cfg = folder_config(root, url, endpoint, reconcile_interval=0.2)
     with running_agent(cfg, state_dir) as agent:
         wait_until(lambda: s3_has(s3, bucket, "linked/f.txt", b"v1"), timeout=15)
+        passes = agent.reconciles  # a pass looks again at a path until it is recorded
+        wait_until(lambda: agent.reconciles >= passes + 2, timeout=15)
         write(outside / "f.txt", "v2, behind the symlink")
         passes = agent.reconciles
         wait_until(lambda: agent.reconciles >= passes + 3, timeout=15)

@@ -1025,3 +1025,22 @@ def test_parked_path_is_looked_at_by_the_next_trusted_pass(
     del w.objects.fail["a.txt"]
     stats = w.rooms.reconcile.run()
     assert not stats.walked and stats.passed.planned == {Kind.UPLOAD: 1}
+
+
+@pytest.mark.parametrize("first", ["reported", "full-walk"])
+def test_a_path_left_out_of_sync_is_looked_at_again(
+    make_world: Callable[..., World], first: str
+) -> None:
+    """Under pull a local edit stays unsynced: later passes must not read it from the state
+    as unchanged, or S3's next version would be taken as a plain download."""
+    w = make_world(direction=Mode.PULL)
+    synced_file(w, "doc.txt", b"v1")
+    if first == "reported":
+        w.rooms.reconcile.run()
+    _silently_changed(w, "doc.txt", b"local edit")
+    w.rooms.reconcile.dirty.note(["doc.txt"])  # type: ignore[union-attr]
+    assert w.rooms.reconcile.run().passed.planned == {}
+    assert w.rooms.reconcile.run().passed.planned == {}
+    w.objects.put("doc.txt", b"v2 from s3")
+    stats = w.rooms.reconcile.run()
+    assert not stats.walked and stats.passed.planned == {Kind.CONFLICT: 1}

@@ -122,6 +122,25 @@ class Reconcile:
             self.dirty.done(taken)
         return stats
 
+    def _look_again(self, looked: dict[str, LocalEntry | None]) -> None:
+        """Files this pass looked at that are still not as last synced (a local edit under
+        ``pull``, an upload still queued, a local delete kept) stay reported: the state
+        does not describe them, so the next pass must look again."""
+        if self.dirty is None:
+            return
+        again = []
+        for path, local in looked.items():
+            if not self.scope.included(path):
+                continue
+            syn = self.store.get(path)
+            if (local is None) != (syn is None) or (
+                local is not None
+                and syn is not None
+                and (local.size, local.mtime_ns) != (syn.size, syn.mtime_ns)
+            ):
+                again.append(path)
+        self.dirty.note(again)
+
     def _run(self, taken: Taken, progress: Progress | None) -> ReconcileStats:
         started, t0 = self.wall(), self.clock()
         self.status.set(State.RECONCILING)
@@ -132,14 +151,20 @@ class Reconcile:
             self.on_skip(item)
 
         options = self.scope.walk_options()
+        looked: dict[str, LocalEntry | None] = {}
         state: Iterable[SyncedEntry] = self.store.iter_sorted()
         if taken.full is not None:
             local: Iterable[LocalEntry] = without_skipped(walk(self.root, options=options), skip)
+            if self.dirty is not None:
+                state, synced = itertools.tee(state)
+                local = _diverging(local, synced, looked)
         else:
             # One read of the state feeds both the planner and the synthesized local side, so
             # the two agree even while uploads record meanwhile.
             state, synced = itertools.tee(state)
-            local = without_skipped(changed_side(self.root, taken, synced, options=options), skip)
+            local = without_skipped(
+                changed_side(self.root, taken, synced, options=options, looked=looked), skip
+            )
         scanned = [0]
         if progress is not None:
             local = _counted(local, scanned)
@@ -164,6 +189,7 @@ class Reconcile:
             passed = self.executor.run(plan, skipped=skipped, route=route)
         finally:
             queue.flush()
+        self._look_again(looked)
         duration = self.clock() - t0
         if progress is not None:
             progress(self.name, scanned[0], sum(passed.planned.values()), True)
@@ -187,18 +213,45 @@ class Reconcile:
         return ReconcileStats(started, duration, passed, skipped.count, taken.full is not None)
 
 
+def _diverging(
+    local: Iterable[LocalEntry],
+    synced: Iterable[SyncedEntry],
+    looked: dict[str, LocalEntry | None],
+) -> Iterator[LocalEntry]:
+    """Pass the walk through, putting in ``looked`` every path where it and the state
+    disagree (merged in step, so memory stays at the disagreements)."""
+    it = iter(synced)
+    syn = next(it, None)
+    for entry in local:
+        while syn is not None and syn.path < entry.path:
+            looked[syn.path] = None
+            syn = next(it, None)
+        if syn is not None and syn.path == entry.path:
+            if (syn.size, syn.mtime_ns) != (entry.size, entry.mtime_ns):
+                looked[entry.path] = entry
+            syn = next(it, None)
+        else:
+            looked[entry.path] = entry
+        yield entry
+    while syn is not None:
+        looked[syn.path] = None
+        syn = next(it, None)
+
+
 def changed_side(
     root: Path,
     taken: Taken,
     synced: Iterable[SyncedEntry],
     *,
     options: WalkOptions,
+    looked: dict[str, LocalEntry | None] | None = None,
 ) -> Iterator[LocalEntry | Skipped]:
     """The local side of a pass from the state and the reported paths, in S3 key order.
 
     A reported file is stat-ed, a reported directory walked; every other synced path is
     yielded as it was last synced, so the planner reads it as unchanged.  Cost: one read of
-    the state plus the reported paths.
+    the state plus the reported paths.  ``looked`` receives each file looked at (None: gone),
+    so that one left out of sync can be looked at again by the next pass.
 
     >>> t = Taken(None, frozenset({"b"}))
     >>> synced = [SyncedEntry("a", 1, 2, "e", 3), SyncedEntry("b", 1, 2, "e", 3)]
@@ -208,10 +261,10 @@ def changed_side(
     # A reported directory may now be a file and a reported file a directory: each is
     # looked at as it is now.  Nothing below a reported path is taken from the state (a
     # directory that vanished or moved away is reported once, not per file).
-    looked = taken.paths | taken.dirs
-    tops = _outermost(looked)
+    reported = taken.paths | taken.dirs
+    tops = _outermost(reported)
     fresh: list[LocalEntry | Skipped] = []
-    for path in looked:
+    for path in reported:
         if _under(path, tops) or not _taking_part(path, options):
             continue  # below another reported directory: its walk covers it
         got = _stat_one(root, path, options.follow_symlinks)
@@ -220,11 +273,16 @@ def changed_side(
         elif got is not None:
             fresh.append(got)
     fresh.sort(key=lambda e: e.path)
+    if looked is not None:
+        looked.update(dict.fromkeys(reported))
+        looked.update((e.path, e) for e in fresh if isinstance(e, LocalEntry))
 
     def as_synced() -> Iterator[LocalEntry]:
         for entry in synced:
             path = entry.path
-            if path in looked or _under(path, tops):
+            if path in reported or _under(path, tops):
+                if looked is not None:
+                    looked.setdefault(path, None)
                 continue
             yield LocalEntry(path, entry.size, entry.mtime_ns)
 
