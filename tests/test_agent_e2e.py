@@ -1085,3 +1085,35 @@ def test_file_and_directory_keys_together_are_reported_and_the_rest_synced(
         wait_idle(agent)
     reports = [r for r in caplog.records if "S3 has both a file and a directory" in r.getMessage()]
     assert len(reports) == 2, [r.getMessage() for r in reports]  # once per pass
+
+
+# -- the periodic pass without a full walk ------------------------------------------------------
+
+
+def test_change_the_watcher_missed_is_caught_after_an_overflow(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    """Periodic passes trust the watcher and the state; a change inotify never reports (here
+    under a followed symlink to a directory outside the folder) waits for a full walk, and
+    an overflow forces one."""
+    outside = tmp_path / "outside"
+    write(outside / "f.txt", "v1")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    cfg = folder_config(root, url, endpoint, reconcile_interval=0.2)
+    with running_agent(cfg, state_dir) as agent:
+        wait_until(lambda: s3_has(s3, bucket, "linked/f.txt", b"v1"), timeout=15)
+        passes = agent.reconciles  # a pass looks again at a path until it is recorded
+        wait_until(lambda: agent.reconciles >= passes + 2, timeout=15)
+        write(outside / "f.txt", "v2, behind the symlink")
+        passes = agent.reconciles
+        wait_until(lambda: agent.reconciles >= passes + 3, timeout=15)
+        assert get(s3, bucket, "linked/f.txt") == b"v1"  # the trusted passes did not see it
+        agent.watcher._on_overflow()
+        wait_until(lambda: s3_has(s3, bucket, "linked/f.txt", b"v2, behind the symlink"))
+
+
+def s3_has(s3: S3Client, bucket: str, path: str, body: bytes) -> bool:
+    try:
+        return get(s3, bucket, path) == body
+    except s3.exceptions.NoSuchKey:
+        return False

@@ -240,6 +240,8 @@ PRECEDENCE = [
     ("max_delete", _folder("max_delete"), "5", "6", "7", None, 7),
     ("upload_workers", _folder("upload_workers"), None, "3", None, 9, 9),
     ("reconcile_interval", _folder("reconcile_interval"), "60", None, "30.5", None, 30.5),
+    ("full_walk_interval", _folder("full_walk_interval"), None, None, None, None, 86400.0),
+    ("full_walk_interval", _folder("full_walk_interval"), "3600", None, "0", None, 0.0),
     ("drain_timeout", _folder("drain_timeout"), None, "5", None, None, 5.0),
     ("max_concurrency", _s3("max_concurrency"), None, None, None, None, 16),
     ("max_concurrency", _s3("max_concurrency"), "8", None, None, None, 8),

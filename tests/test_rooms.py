@@ -15,16 +15,19 @@ import pytest
 from fakes import T0, FakeObjects, InlinePool, RecordedEvents
 from prometheus_client import CollectorRegistry
 
+from watchsync.agent.changes import Taken
 from watchsync.agent.conflicts import conflict_name
 from watchsync.agent.deletes import DeleteBatcher, Deletes, delete_refusal
 from watchsync.agent.folder import Rooms, wire
 from watchsync.agent.outage import Outage, no_answer
+from watchsync.agent.reconcile import changed_side
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.uploads import Conflict, Retry, Settled
 from watchsync.config import FolderConfig
 from watchsync.errors import ConditionalWritesUnsupported, PreconditionFailed
 from watchsync.execute import Executor, NullRecorder, Skips
+from watchsync.local import WalkOptions, walk
 from watchsync.metrics import Metrics
 from watchsync.model import Action, Kind, LocalEntry, Mode, Skipped, SyncedEntry
 from watchsync.state import StateStore
@@ -1025,3 +1028,190 @@ def test_uploads_rename_copies_only_the_version_synced(make_world: Callable[...,
     assert w.rooms.uploads.process(Item("new.txt")) == Settled()
     assert w.objects.objects["new.txt"][0] == b"mine"
     assert w.objects.objects["old.txt"][0] == b"theirs, newer"
+
+
+# -- the periodic pass from the state plus the watcher ----------------------------------------
+
+
+def _silently_changed(world: World, path: str, body: bytes) -> None:
+    """Change a synced file the way the watcher would miss it (no note to the rooms)."""
+    target = world.root / path
+    target.write_bytes(body)
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def _drain(world: World) -> list[str]:
+    paths = []
+    while len(world.rooms.pending) and (item := world.rooms.pending.take()) is not None:
+        paths.append(item.path)
+        world.rooms.pending.settle(item.path)
+    return paths
+
+
+def test_periodic_pass_looks_only_at_reported_paths(make_world: Callable[..., World]) -> None:
+    """After the first (full) pass the local side is the state plus the reported paths: an
+    unreported change is not seen (no walk), a reported one is."""
+    w = make_world()
+    for name in ("a.txt", "b.txt", "d/c.txt"):
+        synced_file(w, name, b"v1")
+    first = w.rooms.reconcile.run()
+    assert first.walked and first.passed.planned == {}
+    _silently_changed(w, "a.txt", b"v2 unseen")
+    _silently_changed(w, "b.txt", b"v2 reported")
+    w.rooms.reconcile.dirty.note(["b.txt"])  # type: ignore[union-attr]
+    second = w.rooms.reconcile.run()
+    assert not second.walked
+    assert second.passed.planned == {Kind.UPLOAD: 1}
+    assert _drain(w) == ["b.txt"]
+
+
+def test_missed_change_after_overflow_is_caught_by_a_full_walk(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world()
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    _silently_changed(w, "a.txt", b"v2 missed: the kernel queue overflowed")
+    w.rooms.reconcile.dirty.invalidate("the watcher overflowed")  # type: ignore[union-attr]
+    stats = w.rooms.reconcile.run()
+    assert stats.walked and stats.passed.planned == {Kind.UPLOAD: 1}
+    assert _drain(w) == ["a.txt"]
+    assert not w.rooms.reconcile.run().walked  # trusted again afterwards
+
+
+@pytest.mark.parametrize(
+    ("why", "caught"),
+    [
+        pytest.param("interval", True, id="full-walk-interval-elapsed"),
+        pytest.param("polling", True, id="polling-observer"),
+        pytest.param("none", False, id="healthy-watcher-trusted"),
+    ],
+)
+def test_full_walk_when_the_watcher_cannot_be_trusted(
+    make_world: Callable[..., World], why: str, caught: bool
+) -> None:
+    w = make_world(full_walk_interval=3600.0)
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    _silently_changed(w, "a.txt", b"v2 never reported")
+    if why == "interval":
+        w.now[0] += 3600.0
+    elif why == "polling":
+        w.status.polling = True
+    stats = w.rooms.reconcile.run()
+    assert stats.walked is caught
+    assert (stats.passed.planned == {Kind.UPLOAD: 1}) is caught
+
+
+def test_full_walk_interval_zero_walks_every_pass(make_world: Callable[..., World]) -> None:
+    w = make_world(full_walk_interval=0.0)
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    assert w.rooms.reconcile.run().walked
+
+
+def test_periodic_pass_reported_directories_and_deletes(
+    make_world: Callable[..., World],
+) -> None:
+    """A vanished file, a directory moved away, a directory replaced by a file and a new
+    file in a reported directory: each as a full walk would see it."""
+    w = make_world(delete=True)
+    for name in ("gone.txt", "moved/x.txt", "moved/sub/y.txt", "swap/z.txt", "keep.txt"):
+        synced_file(w, name, b"v1")
+    (w.root / "fresh").mkdir()
+    w.rooms.reconcile.run()
+    (w.root / "gone.txt").unlink()
+    (w.root / "moved").rename(w.root / "moved-to")
+    (w.root / "swap" / "z.txt").unlink()
+    (w.root / "swap").rmdir()
+    (w.root / "swap").write_bytes(b"a file now")
+    (w.root / "fresh" / "new.txt").write_bytes(b"new")
+    w.rooms.reconcile.dirty.note(  # type: ignore[union-attr]
+        ["gone.txt", "moved/", "moved-to/", "swap/", "fresh/"]
+    )
+    stats = w.rooms.reconcile.run()
+    assert not stats.walked and stats.passed.vetoed is None
+    sent = set(_drain(w)) | {c[1] for c in w.objects.calls if c[0] == "copy"}
+    assert sent == {"fresh/new.txt", "moved-to/sub/y.txt", "moved-to/x.txt", "swap"}
+    assert {p for p in w.objects.objects if not p.startswith("moved-to/")} == {"keep.txt"}
+
+
+def test_failed_pass_gives_its_paths_to_the_next(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    _silently_changed(w, "a.txt", b"v2")
+    w.rooms.reconcile.dirty.note(["a.txt"])  # type: ignore[union-attr]
+    listing = w.objects.listing
+
+    def cut(*, for_download: bool) -> Iterator[Any]:
+        raise ConnectionError("listing cut")
+        yield
+
+    w.objects.listing = cut  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        w.rooms.reconcile.run()
+    w.objects.listing = listing  # type: ignore[method-assign]
+    stats = w.rooms.reconcile.run()
+    assert not stats.walked and stats.passed.planned == {Kind.UPLOAD: 1}
+
+
+def test_changes_note_ready_paths_for_the_next_pass(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    _silently_changed(w, "a.txt", b"v2")
+    w.rooms.changes.ready(["a.txt"])
+    taken = w.rooms.reconcile.dirty.take()  # type: ignore[union-attr]
+    assert taken.full is None and taken.paths == {"a.txt"}
+
+
+def test_changed_side_equals_a_walk_when_everything_is_reported(tmp_path: Path) -> None:
+    """Nested reported directories, files under them, and a stale state: the stream is the
+    walk's, sorted and without duplicates."""
+    root = tmp_path / "root"
+    for name in ("a-b", "a/x", "a/b/y", "a/b/c/z", "a0", "d/e", "~$tmp.docx"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(name.encode())
+    stale = [SyncedEntry(p, 99, 1, "e", 1) for p in ("a/b/gone", "a/x", "d/e", "old")]
+    taken = Taken(None, frozenset({"a/b/y", "d/e", "old", "a-b"}), frozenset({"a", "a/b"}))
+    got = list(changed_side(root, taken, stale, options=WalkOptions()))
+    walked = {e.path: e for e in walk(root) if isinstance(e, LocalEntry)}
+    assert [e.path for e in got] == ["a-b", "a/b/c/z", "a/b/y", "a/x", "d/e"]
+    assert all(e == walked[e.path] for e in got)
+
+
+def test_parked_path_is_looked_at_by_the_next_trusted_pass(
+    make_world: Callable[..., World],
+) -> None:
+    from watchsync.errors import RemoteError
+
+    w = make_world()
+    w.rooms.reconcile.run()  # the first, full pass: nothing yet
+    (w.root / "a.txt").write_bytes(b"x")
+    w.objects.fail["a.txt"] = RemoteError("AccessDenied")
+    for _ in range(5):
+        w.rooms.uploads.process(Item("a.txt"))  # parked at the fifth refusal
+    del w.objects.fail["a.txt"]
+    stats = w.rooms.reconcile.run()
+    assert not stats.walked and stats.passed.planned == {Kind.UPLOAD: 1}
+
+
+@pytest.mark.parametrize("first", ["reported", "full-walk"])
+def test_a_path_left_out_of_sync_is_looked_at_again(
+    make_world: Callable[..., World], first: str
+) -> None:
+    """Under pull a local edit stays unsynced: later passes must not read it from the state
+    as unchanged, or S3's next version would be taken as a plain download."""
+    w = make_world(direction=Mode.PULL)
+    synced_file(w, "doc.txt", b"v1")
+    if first == "reported":
+        w.rooms.reconcile.run()
+    _silently_changed(w, "doc.txt", b"local edit")
+    w.rooms.reconcile.dirty.note(["doc.txt"])  # type: ignore[union-attr]
+    assert w.rooms.reconcile.run().passed.planned == {}
+    assert w.rooms.reconcile.run().passed.planned == {}
+    w.objects.put("doc.txt", b"v2 from s3")
+    stats = w.rooms.reconcile.run()
+    assert not stats.walked and stats.passed.planned == {Kind.CONFLICT: 1}

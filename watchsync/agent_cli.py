@@ -46,6 +46,7 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         "force_delete": args.force_delete,
         "debounce": args.debounce,
         "reconcile_interval": args.reconcile_interval,
+        "full_walk_interval": args.full_walk_interval,
         "state_dir": args.state_dir,
         "ignore_file": args.ignore_file,
         "follow_symlinks": args.follow_symlinks,

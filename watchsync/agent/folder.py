@@ -38,7 +38,7 @@ from ..retry import RetryPolicy, is_transient
 from ..state import StateStore
 from ..transfer import Objects, open_transfer
 from ..watch import ChangeHandler, Debouncer, DebounceThread, start_observer
-from .changes import Changes
+from .changes import Changes, Dirty
 from .conflicts import Conflicts
 from .deletes import Deletes
 from .effects import AgentEvents, StoreRecorder
@@ -497,13 +497,14 @@ class _Watcher:
             f.debouncer,
             ignore=f.scope.ignore,
             on_overflow=self._on_overflow,
-            on_root_gone=f.request_reconcile,
+            on_root_gone=self._on_root_gone,
             on_skipped=_skipped_in(f.cfg.name),
             on_ignore_changed=self._on_ignore_changed,
         )
         self._observer, f.status.polling = start_observer(
             f.root, handler, force_polling=f.force_polling
         )
+        self._lost("the watcher (re)started")
         if self._debounce is None:
             self._debounce = DebounceThread(
                 f.debouncer, f.changes.ready, f.stop_event, name=f"watchsync-debounce-{f.cfg.name}"
@@ -522,12 +523,24 @@ class _Watcher:
         """Ready paths are being handed to the queue right now."""
         return self._debounce is not None and self._debounce.busy.is_set()
 
+    def _lost(self, why: str) -> None:
+        """Events may have been lost: the next pass walks the whole folder."""
+        dirty = self.folder.reconcile.dirty
+        if dirty is not None:
+            dirty.invalidate(why)
+
     def _on_overflow(self) -> None:
         self.folder.metrics.overflow()
+        self._lost("the watcher overflowed")
+        self.folder.request_reconcile()
+
+    def _on_root_gone(self) -> None:
+        self._lost("the folder's root went away")
         self.folder.request_reconcile()
 
     def _on_ignore_changed(self) -> None:
         self.folder.scope.reload()
+        self._lost("the ignore rules changed")
         self.folder.request_reconcile()
 
 
@@ -629,6 +642,7 @@ def wire(
         stop=stop,
         wall=wall,
     )
+    dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
     uploads = Uploads(
         root=root,
         store=store,
@@ -640,6 +654,7 @@ def wire(
         opts=PathOptions(mode=cfg.direction, delete=cfg.delete),
         follow_symlinks=cfg.follow_symlinks,
         outage=outage,
+        dirty=dirty,
     )
     reconcile = Reconcile(
         cfg.name,
@@ -654,10 +669,13 @@ def wire(
         mode=cfg.direction,
         delete=cfg.delete,
         on_skip=on_skip,
+        dirty=dirty,
         wall=wall,
         clock=clock,
     )
-    changes = Changes(root=root, scope=scope, store=store, pending=pending, on_skip=on_skip)
+    changes = Changes(
+        root=root, scope=scope, store=store, pending=pending, on_skip=on_skip, dirty=dirty
+    )
     feed = None
     if feed_object is not None:
         recheck = Recheck(

@@ -3,25 +3,46 @@ through the planner and hand the plan to the executor: downloads, records and co
 in its pool, uploads are routed to the uploader's queue (so one worker owns a path at a
 time), deletes run last and only if nothing in the pass failed and the guards agree.
 
+While the watcher can be trusted (see :class:`~.changes.Dirty`) the local side of a pass
+costs O(changes), not O(files): the paths the watcher reported since the last pass are
+looked at, and every other path is taken from the state as it was last synced (so it plans
+as unchanged).  The remote side is always the whole listing.
+
 Must not touch: threads (the folder's runner calls :meth:`Reconcile.run`), the SDK.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..execute import Executor, PassStats, Skips
-from ..local import walk
+from ..filters import is_reserved
+from ..local import WalkOptions, is_temp_name, walk
 from ..metrics import FolderMetrics
-from ..model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, without_skipped
+from ..model import (
+    Action,
+    Kind,
+    LocalEntry,
+    Mode,
+    RemoteEntry,
+    Skipped,
+    SyncedEntry,
+    without_skipped,
+)
 from ..plan import ReconcileOptions, plan_reconcile
 from ..state import StateStore
 from ..transfer import Objects
 from ..workqueue import Item
+from .changes import Dirty, Taken
 from .pending import Pending
 from .scope import Scope
 from .status import State, Status
@@ -39,6 +60,7 @@ class ReconcileStats:
     duration: float
     passed: PassStats
     skipped: int
+    walked: bool = True  # the whole folder was walked (not only the reported paths)
 
 
 class Reconcile:
@@ -59,6 +81,7 @@ class Reconcile:
         mode: Mode,
         delete: bool,
         on_skip: Callable[[Skipped], None],
+        dirty: Dirty | None = None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,12 +97,51 @@ class Reconcile:
         self.mode = mode
         self.delete = delete
         self.on_skip = on_skip
+        self.dirty = dirty
         self.wall = wall
         self.clock = clock
         self.count = 0  # passes completed
 
     def run(self, *, progress: Progress | None = None) -> ReconcileStats:
         """One pass; listing errors (RemoteError) are raised, per-file ones reported."""
+        if self.dirty is None:
+            return self._run(Taken("no watcher"), progress)
+        if self.status.polling:  # a polling observer is not trusted to see every change
+            self.dirty.invalidate("the watcher is polling")
+        taken = self.dirty.take()
+        try:
+            stats = self._run(taken, progress)
+        except BaseException:
+            self.dirty.restore(taken)
+            raise
+        if stats.passed.failed or stats.passed.vetoed is not None:
+            # What failed or was held is looked at again by the next pass, as a full walk
+            # would have done.
+            self.dirty.restore(taken)
+        else:
+            self.dirty.done(taken)
+        return stats
+
+    def _look_again(self, looked: dict[str, LocalEntry | None]) -> None:
+        """Files this pass looked at that are still not as last synced (a local edit under
+        ``pull``, an upload still queued, a local delete kept) stay reported: the state
+        does not describe them, so the next pass must look again."""
+        if self.dirty is None:
+            return
+        again = []
+        for path, local in looked.items():
+            if not self.scope.included(path):
+                continue
+            syn = self.store.get(path)
+            if (local is None) != (syn is None) or (
+                local is not None
+                and syn is not None
+                and (local.size, local.mtime_ns) != (syn.size, syn.mtime_ns)
+            ):
+                again.append(path)
+        self.dirty.note(again)
+
+    def _run(self, taken: Taken, progress: Progress | None) -> ReconcileStats:
         started, t0 = self.wall(), self.clock()
         self.status.set(State.RECONCILING)
         skipped = Skips()  # deletes under an unreadable path wait; the rest of the pass goes on
@@ -88,9 +150,21 @@ class Reconcile:
             skipped.add(item)
             self.on_skip(item)
 
-        local: Iterable[LocalEntry] = without_skipped(
-            walk(self.root, options=self.scope.walk_options()), skip
-        )
+        options = self.scope.walk_options()
+        looked: dict[str, LocalEntry | None] = {}
+        state: Iterable[SyncedEntry] = self.store.iter_sorted()
+        if taken.full is not None:
+            local: Iterable[LocalEntry] = without_skipped(walk(self.root, options=options), skip)
+            if self.dirty is not None:
+                state, synced = itertools.tee(state)
+                local = _diverging(local, synced, looked)
+        else:
+            # One read of the state feeds both the planner and the synthesized local side, so
+            # the two agree even while uploads record meanwhile.
+            state, synced = itertools.tee(state)
+            local = without_skipped(
+                changed_side(self.root, taken, synced, options=options, looked=looked), skip
+            )
         scanned = [0]
         if progress is not None:
             local = _counted(local, scanned)
@@ -98,7 +172,7 @@ class Reconcile:
         # it is never read as deleted in S3 and need not veto the pass's other deletes.
         remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
         opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
-        plan: Iterable[Action] = plan_reconcile(local, remote, self.store.iter_sorted(), opts=opts)
+        plan: Iterable[Action] = plan_reconcile(local, remote, state, opts=opts)
         if progress is not None:
             plan = _reported(plan, lambda n: progress(self.name, scanned[0], n, False))
         queue = self.pending.batch()
@@ -115,6 +189,7 @@ class Reconcile:
             passed = self.executor.run(plan, skipped=skipped, route=route)
         finally:
             queue.flush()
+        self._look_again(looked)
         duration = self.clock() - t0
         if progress is not None:
             progress(self.name, scanned[0], sum(passed.planned.values()), True)
@@ -125,14 +200,139 @@ class Reconcile:
         self.metrics.reconciled(started + duration, duration)
         self.metrics.healthy(True)
         logger.info(
-            "reconcile: %s done in %.2fs (planned: %s)",
+            "reconcile: %s done in %.2fs (planned: %s; local side: %s)",
             self.name,
             duration,
             passed.describe(),
+            f"full walk, {taken.full}"
+            if taken.full is not None
+            else f"{len(taken.paths)} reported paths, {len(taken.dirs)} directories",
             extra={"folder": self.name, "event": "reconcile", "duration": duration},
         )
         self.status.set(State.WATCHING, only_from=State.RECONCILING)
-        return ReconcileStats(started, duration, passed, skipped.count)
+        return ReconcileStats(started, duration, passed, skipped.count, taken.full is not None)
+
+
+def _diverging(
+    local: Iterable[LocalEntry],
+    synced: Iterable[SyncedEntry],
+    looked: dict[str, LocalEntry | None],
+) -> Iterator[LocalEntry]:
+    """Pass the walk through, putting in ``looked`` every path where it and the state
+    disagree (merged in step, so memory stays at the disagreements)."""
+    it = iter(synced)
+    syn = next(it, None)
+    for entry in local:
+        while syn is not None and syn.path < entry.path:
+            looked[syn.path] = None
+            syn = next(it, None)
+        if syn is not None and syn.path == entry.path:
+            if (syn.size, syn.mtime_ns) != (entry.size, entry.mtime_ns):
+                looked[entry.path] = entry
+            syn = next(it, None)
+        else:
+            looked[entry.path] = entry
+        yield entry
+    while syn is not None:
+        looked[syn.path] = None
+        syn = next(it, None)
+
+
+def changed_side(
+    root: Path,
+    taken: Taken,
+    synced: Iterable[SyncedEntry],
+    *,
+    options: WalkOptions,
+    looked: dict[str, LocalEntry | None] | None = None,
+) -> Iterator[LocalEntry | Skipped]:
+    """The local side of a pass from the state and the reported paths, in S3 key order.
+
+    A reported file is stat-ed, a reported directory walked; every other synced path is
+    yielded as it was last synced, so the planner reads it as unchanged.  Cost: one read of
+    the state plus the reported paths.  ``looked`` receives each file looked at (None: gone),
+    so that one left out of sync can be looked at again by the next pass.
+
+    >>> t = Taken(None, frozenset({"b"}))
+    >>> synced = [SyncedEntry("a", 1, 2, "e", 3), SyncedEntry("b", 1, 2, "e", 3)]
+    >>> [e.path for e in changed_side(Path("/nonexistent"), t, synced, options=WalkOptions())]
+    ['a']
+    """
+    # A reported directory may now be a file and a reported file a directory: each is
+    # looked at as it is now.  Nothing below a reported path is taken from the state (a
+    # directory that vanished or moved away is reported once, not per file).
+    reported = taken.paths | taken.dirs
+    tops = _outermost(reported)
+    fresh: list[LocalEntry | Skipped] = []
+    for path in reported:
+        if _under(path, tops) or not _taking_part(path, options):
+            continue  # below another reported directory: its walk covers it
+        got = _stat_one(root, path, options.follow_symlinks)
+        if isinstance(got, str):
+            fresh.extend(walk(root, options=options, start=path))
+        elif got is not None:
+            fresh.append(got)
+    fresh.sort(key=lambda e: e.path)
+    if looked is not None:
+        looked.update(dict.fromkeys(reported))
+        looked.update((e.path, e) for e in fresh if isinstance(e, LocalEntry))
+
+    def as_synced() -> Iterator[LocalEntry]:
+        for entry in synced:
+            path = entry.path
+            if path in reported or _under(path, tops):
+                if looked is not None:
+                    looked.setdefault(path, None)
+                continue
+            yield LocalEntry(path, entry.size, entry.mtime_ns)
+
+    return heapq.merge(as_synced(), fresh, key=lambda e: e.path)
+
+
+def _taking_part(path: str, options: WalkOptions) -> bool:
+    """What a full walk would enter: no temp name, reserved or pruned directory on the way."""
+    if is_reserved(path) or any(is_temp_name(part) for part in path.split("/")):
+        return False
+    if options.prune is None:
+        return True
+    parts = path.split("/")
+    return not any(options.prune("/".join(parts[:n])) for n in range(1, len(parts)))
+
+
+def _stat_one(root: Path, path: str, follow: bool) -> LocalEntry | Skipped | str | None:
+    """One reported path as the walk would see it; ``"dir"`` for a directory."""
+    full = os.path.join(root, path)
+    try:
+        st = os.stat(full) if follow else os.lstat(full)
+    except FileNotFoundError:
+        return Skipped(path, "broken symlink") if os.path.islink(full) else None
+    except OSError as exc:
+        return Skipped(path, f"cannot stat: {exc.strerror or exc}")
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISLNK(st.st_mode):
+        return None  # not following: links are left out, like the walk does
+    if not stat.S_ISREG(st.st_mode):
+        return Skipped(path, "not a regular file")
+    return LocalEntry(path, st.st_size, st.st_mtime_ns)
+
+
+def _outermost(dirs: Iterable[str]) -> list[str]:
+    """``a/``-style prefixes of the directories, sorted, without those inside another."""
+    out: list[str] = []
+    for d in sorted(d + "/" for d in dirs):
+        if not out or not d.startswith(out[-1]):
+            out.append(d)
+    return out
+
+
+def _under(path: str, tops: list[str]) -> bool:
+    """Whether ``path`` lies below one of the sorted, non-nested prefixes ``tops``: only
+    the greatest prefix not above ``path`` can hold it."""
+    if not tops:
+        return False
+    i = bisect.bisect_right(tops, path) - 1
+    return i >= 0 and path.startswith(tops[i])
 
 
 def _reporting(

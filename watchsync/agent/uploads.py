@@ -27,6 +27,7 @@ from ..remote import describe, error_code
 from ..retry import is_transient
 from ..state import StateStore
 from ..workqueue import Item
+from .changes import Dirty
 from .conflicts import Conflicts, Raced
 from .deletes import Deletes
 from .outage import Outage, no_answer
@@ -79,9 +80,11 @@ class Uploads:
         opts: PathOptions,
         follow_symlinks: bool = True,
         outage: Outage | None = None,
+        dirty: Dirty | None = None,
     ) -> None:
         self.root = root
         self.outage = outage
+        self.dirty = dirty  # a path left failed is looked at by the next reconcile
         self.store = store
         self.executor = executor
         self.conflicts = conflicts
@@ -102,6 +105,7 @@ class Uploads:
         except FileError as exc:
             self.metrics.error("file")
             self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
+            self._look_again(item.path)
         except PreconditionFailed:
             try:
                 raced = self.conflicts.raced(item.path, self.executor)
@@ -143,6 +147,7 @@ class Uploads:
         if path in self._parked or failures >= park_after:
             self._backoff.pop(path, None)
             self._failures.pop(path, None)
+            self._look_again(path)
             if path not in self._parked:
                 self._parked.add(path)
                 # Logged at ERROR and shown as the last error; the folder's state stays, as
@@ -156,6 +161,11 @@ class Uploads:
         delay = min(cap, self._backoff[path] * 2) if path in self._backoff else first
         self._backoff[path] = delay
         return Retry(delay)
+
+    def _look_again(self, path: str) -> None:
+        """The next reconcile looks at ``path`` even when it trusts the watcher."""
+        if self.dirty is not None:
+            self.dirty.note([path])
 
     def _sync(self, item: Item) -> None:
         local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
