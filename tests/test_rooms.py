@@ -938,6 +938,7 @@ def test_download_record_does_not_absorb_a_write_right_after_it(
     w.rooms.reconcile.run()
     w.objects.download = download  # type: ignore[method-assign]
     assert (w.root / "doc.txt").read_bytes() == b"v3 the user"
+    w.rooms.reconcile.dirty.note(["doc.txt"])  # type: ignore[union-attr]  # as the watcher would
     w.rooms.reconcile.run()
     assert len(w.rooms.pending) == 1  # the write is seen: queued for the uploader
     assert w.rooms.uploads.process(Item("doc.txt")) == Settled()
