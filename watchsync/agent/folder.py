@@ -121,13 +121,12 @@ class Folder:
         )
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
         self.store: StateStore | None = None
-        self.retry_at: float | None = None  # when a failed reconcile is tried again
         self._reconcile_now = threading.Event()
         self._deleting = threading.Event()  # a delete batch is being sent
         self._threads: list[threading.Thread] = []
         self.watcher = _Watcher(self)
+        self.passes = _Passes(self)
         self.feed: Feed | None = None
-        self._feed_error: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -308,8 +307,8 @@ class Folder:
                 self._spawn(self._upload_worker, "upload")
             self._spawn(self._delete_worker, "delete")
             left_over = store.journal_pending()
-            self._abort_stale_uploads()
-            self._reconcile_safely()
+            self.passes.abort_stale_uploads()
+            self.passes.reconcile()
             self.pending.resume(left_over)
             self._schedule()
         except Exception as exc:
@@ -331,83 +330,15 @@ class Folder:
                 if not self.outage.tick():
                     continue  # nothing else reaches S3 while it does not answer
                 self._reconcile_now.set()  # back: what changed meanwhile, on both sides
-            retry_at = self.retry_at
+            retry_at = self.passes.retry_at
             if retry_at is not None and self.clock() >= retry_at:
-                self.retry_at = None
+                self.passes.retry_at = None
                 self._reconcile_now.set()
             if self._reconcile_now.is_set() or self.clock() >= next_at:
                 self._reconcile_now.clear()
-                self._reconcile_safely()
+                self.passes.reconcile()
                 next_at = self.clock() + self.cfg.reconcile_interval
-            self._feed_tick()
-
-    def _feed_tick(self) -> None:
-        """Publish this agent's changes and apply the other agents' (see feed.py); S3
-        trouble is logged and left for the next tick."""
-        if self.feed is None or self.outage.is_down:
-            return
-        try:
-            self.feed.tick()
-        except Exception as exc:
-            if no_answer(exc):
-                self.outage.down(exc)
-                return
-            why = describe(exc)
-            if why != self._feed_error:  # once per distinct trouble, not every second
-                logger.warning("feed: %s: %s", self.cfg.name, why)
-            self._feed_error = why
-        else:
-            self._feed_error = None
-
-    def _abort_stale_uploads(self) -> None:
-        """Parts of long-dead multipart uploads cost storage and are never listed: abort
-        them (see STALE_UPLOAD_AGE).  Failing that is logged; the folder goes on."""
-        if self.cfg.direction is Mode.PULL:
-            return  # a pull-only agent writes nothing to S3, aborts included
-        try:
-            self.transfer.abort_stale_uploads(older_than=STALE_UPLOAD_AGE, now=self.wall())
-        except Exception as exc:
-            if no_answer(exc):
-                self.outage.down(exc)
-            else:
-                logger.warning("folder %s: stale uploads: %s", self.cfg.name, describe(exc))
-
-    def _reconcile_safely(self) -> None:
-        if not self.root.is_dir() or self.outage.is_down:
-            return
-        progress = self.on_progress if self.reconcile.count == 0 else None
-        try:
-            self.reconcile.run(progress=progress)
-            if isinstance(self.executor.policy, _HeldDeletes):
-                self.executor.policy = self.executor.policy.guards  # the state is rebuilt
-        except Exception as exc:
-            if not no_answer(exc):
-                self._reconcile_failed(exc)
-                return
-            self.outage.down(exc)  # the runner probes, and reconciles once it is back
-        if self.outage.is_down:  # it went away during the pass (the pass said so itself)
-            self.status.set(State.PAUSED)
-
-    def _reconcile_failed(self, exc: Exception) -> None:
-        if isinstance(exc, WatchsyncError):  # e.g. RemoteError: the listing failed
-            self.metrics.healthy(False)
-            self.metrics.error(error_code(exc.__cause__) if exc.__cause__ else "reconcile")
-            self.status.error(str(exc), s3=isinstance(exc, RemoteError))
-            self._reconcile_later()
-        else:
-            self.metrics.healthy(False)
-            self.metrics.error(error_code(exc) or "reconcile")
-            if is_transient(exc):
-                self.status.error(f"reconcile failed: {describe(exc)}", s3=True)
-            else:
-                logger.error("folder %s: reconcile failed", self.cfg.name, exc_info=exc)
-                self.status.error(f"reconcile failed: {exc}")
-            self._reconcile_later()
-
-    def _reconcile_later(self) -> None:
-        """After a failed pass, try again soon rather than at the full interval (the
-        runner checks ``retry_at``: a timer thread would outlive stop())."""
-        self.retry_at = self.clock() + min(30.0, self.cfg.reconcile_interval)
+            self.passes.feed_tick()
 
     def _wait_for_root(self) -> None:
         warned = False
@@ -480,6 +411,90 @@ class Folder:
             if self._watch_settled() and self.pending.idle():
                 return
             self.stop_event.wait(0.05)
+
+
+class _Passes:
+    """The folder's S3-facing passes, run by its runner thread: the full reconcile (and what
+    a failed one means), the change feed's tick and the clean-up of stale uploads."""
+
+    def __init__(self, folder: Folder) -> None:
+        self.folder = folder
+        self.retry_at: float | None = None  # when a failed reconcile is tried again
+        self.feed_error: str | None = None
+
+    def feed_tick(self) -> None:
+        """Publish this agent's changes and apply the other agents' (see feed.py); S3
+        trouble is logged and left for the next tick."""
+        f = self.folder
+        if f.feed is None or f.outage.is_down:
+            return
+        try:
+            f.feed.tick()
+        except Exception as exc:
+            if no_answer(exc):
+                f.outage.down(exc)
+                return
+            why = describe(exc)
+            if why != self.feed_error:  # once per distinct trouble, not every second
+                logger.warning("feed: %s: %s", f.cfg.name, why)
+            self.feed_error = why
+        else:
+            self.feed_error = None
+
+    def abort_stale_uploads(self) -> None:
+        """Parts of long-dead multipart uploads cost storage and are never listed: abort
+        them (see STALE_UPLOAD_AGE).  Failing that is logged; the folder goes on."""
+        f = self.folder
+        if f.cfg.direction is Mode.PULL:
+            return  # a pull-only agent writes nothing to S3, aborts included
+        try:
+            f.transfer.abort_stale_uploads(older_than=STALE_UPLOAD_AGE, now=f.wall())
+        except Exception as exc:
+            if no_answer(exc):
+                f.outage.down(exc)
+            else:
+                logger.warning("folder %s: stale uploads: %s", f.cfg.name, describe(exc))
+
+    def reconcile(self) -> None:
+        """One full pass now, unless the folder is missing or S3 does not answer."""
+        f = self.folder
+        if not f.root.is_dir() or f.outage.is_down:
+            return
+        progress = f.on_progress if f.reconcile.count == 0 else None
+        try:
+            f.reconcile.run(progress=progress)
+            if isinstance(f.executor.policy, _HeldDeletes):
+                f.executor.policy = f.executor.policy.guards  # the state is rebuilt
+        except Exception as exc:
+            if not no_answer(exc):
+                self._failed(exc)
+                return
+            f.outage.down(exc)  # the runner probes, and reconciles once it is back
+        if f.outage.is_down:  # it went away during the pass (the pass said so itself)
+            f.status.set(State.PAUSED)
+
+    def _failed(self, exc: Exception) -> None:
+        f = self.folder
+        if isinstance(exc, WatchsyncError):  # e.g. RemoteError: the listing failed
+            f.metrics.healthy(False)
+            f.metrics.error(error_code(exc.__cause__) if exc.__cause__ else "reconcile")
+            f.status.error(str(exc), s3=isinstance(exc, RemoteError))
+            self._later()
+        else:
+            f.metrics.healthy(False)
+            f.metrics.error(error_code(exc) or "reconcile")
+            if is_transient(exc):
+                f.status.error(f"reconcile failed: {describe(exc)}", s3=True)
+            else:
+                logger.error("folder %s: reconcile failed", f.cfg.name, exc_info=exc)
+                f.status.error(f"reconcile failed: {exc}")
+            self._later()
+
+    def _later(self) -> None:
+        """After a failed pass, try again soon rather than at the full interval (the
+        runner checks ``retry_at``: a timer thread would outlive stop())."""
+        f = self.folder
+        self.retry_at = f.clock() + min(30.0, f.cfg.reconcile_interval)
 
 
 class _Watcher:
