@@ -170,3 +170,39 @@ def test_an_upload_cut_off_is_left_to_resume_even_when_the_link_is_back_at_once(
         t.upload("big")
     assert len(sent) < 4
     assert s3.get_object(Bucket=bucket, Key="p/big")["Body"].read() == data
+
+
+def test_conditional_upload_cut_off_resumes_and_keeps_its_condition(
+    aws_env: dict[str, str], s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    """The agent's uploads are conditional (If-None-Match / If-Match on the complete): one
+    cut off mid-way is left pending and the next attempt sends only the missing parts; the
+    condition still holds on completion."""
+    import botocore.exceptions
+
+    from watchsync.errors import PreconditionFailed
+
+    data = os.urandom(2 * PART + 3 * MiB)  # three parts
+    (tmp_path / "big").write_bytes(data)
+    cut = {"left": 1}
+
+    def fail_part_3(params: dict[str, Any], **_: Any) -> None:
+        if int(params["query_string"]["partNumber"]) == 3 and cut["left"]:
+            cut["left"] -= 1
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url="cut")
+
+    s3.meta.events.register("before-call.s3.UploadPart", fail_part_3)
+    where = S3Url.parse(f"s3://{bucket}/p")
+    once = RetryPolicy(attempts=1)
+    with Transfer(s3, where, tmp_path, retry=once) as t:
+        with pytest.raises(botocore.exceptions.EndpointConnectionError):
+            t.upload("big", if_none_match=True)
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # left to resume
+        sent = _sent_parts(s3)
+        up = t.upload("big", if_none_match=True)
+        assert sent == [3]  # parts 1 and 2 were kept
+        assert s3.get_object(Bucket=bucket, Key="p/big")["Body"].read() == data
+        assert up.etag == s3.head_object(Bucket=bucket, Key="p/big")["ETag"].strip('"')
+        with pytest.raises(PreconditionFailed):  # now there is an object: create-only loses
+            t.upload("big", if_none_match=True)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

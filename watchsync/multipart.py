@@ -71,30 +71,29 @@ class Multipart:
     def upload(
         self, f: Any, key: str, size: int, extra: dict[str, Any], conditions: dict[str, str]
     ) -> str:
-        if conditions:
-            return self._upload_parts(f, key, size, extra, conditions)
-
+        """Upload an open file in parts; ``conditions`` (If-Match / If-None-Match) ride on
+        CompleteMultipartUpload, which S3 checks atomically (s3transfer would drop them).
+        Not through s3transfer either way: on failure it aborts the upload, and when the link
+        is back by then everything sent so far is lost.  Left pending, the next attempt (or
+        the next run, conditional or not) resumes it."""
         full = extra.get("ChecksumCRC32C")
         create_extra = {k: v for k, v in extra.items() if k != "ChecksumCRC32C"}
         if full is not None:
             create_extra.update(ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT")
 
         def once() -> str:
-            resumed = self._resume(f, key, size, extra)
+            resumed = self._resume(f, key, size, conditions)
             if resumed is not None:
                 return resumed
-            # Not through s3transfer: on failure it aborts the upload, and when the link is
-            # back by then, everything sent so far is lost.  Left pending, the next attempt
-            # resumes it.
             resp = self.client.create_multipart_upload(
                 Bucket=self.where.bucket, Key=key, **create_extra
             )
-            part_size = self.part_size
-            return self._finish(f, key, resp["UploadId"], size, part_size, {}, full)
+            upload_id = resp["UploadId"]
+            return self._finish(f, key, upload_id, size, self.part_size, {}, full, conditions)
 
         return self._call(once, what=f"upload {key}")
 
-    def _resume(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str | None:
+    def _resume(self, f: Any, key: str, size: int, conditions: dict[str, str]) -> str | None:
         """Finish an interrupted multipart upload of ``key`` (kill -9, an outage) instead of
         starting again from byte 0; returns the ETag, or None when there is none to finish.
 
@@ -119,7 +118,7 @@ class Multipart:
                 continue
             part_size, parts = kept
             try:
-                return self._finish(f, key, upload_id, size, part_size, parts)
+                return self._finish(f, key, upload_id, size, part_size, parts, None, conditions)
             except botocore.exceptions.ClientError as exc:
                 if is_transient(exc):
                     raise
@@ -227,10 +226,12 @@ class Multipart:
         part_size: int,
         kept: dict[int, str],
         full: str | None = None,
+        conditions: dict[str, str] | None = None,
     ) -> str:
-        """Send the parts that are missing, then complete the upload; returns the ETag.
-        ``full``: the whole file's CRC32C when already known.  Memory is bounded: each worker
-        reads its own part when it sends it."""
+        """Send the parts that are missing, then complete the upload under ``conditions``;
+        returns the ETag.  ``full``: the whole file's CRC32C when already known.  Memory is
+        bounded: each worker reads its own part when it sends it.  A lost condition aborts
+        the upload (it is obsolete) and raises :class:`PreconditionFailed`."""
         bucket = self.where.bucket
         count = -(-size // part_size)
         checksum = self.settings.checksum
@@ -267,85 +268,22 @@ class Multipart:
             if checksum
             else {}
         )
-        resp = self.client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **whole
-        )
-        return str(resp.get("ETag", "")).strip('"')
-
-    def _upload_parts(
-        self, f: Any, key: str, size: int, extra: dict[str, Any], conditions: dict[str, str]
-    ) -> str:
-        """A conditional multipart upload: s3transfer drops If-Match/If-None-Match, so the
-        parts go up here and the condition rides on CompleteMultipartUpload, which S3 checks
-        atomically.  Memory is bounded: each worker reads its own part when it sends it."""
-        bucket = self.where.bucket
-        part_size = self.part_size
-        count = max(1, -(-size // part_size))
-        fd = f.fileno()
-        # The whole file's CRC (given up front) is checked by S3 on completion, each part's
-        # on arrival: a FULL_OBJECT checksum, as s3transfer sends it.
-        full = extra.pop("ChecksumCRC32C", None)
-        create_extra = dict(extra)
-        if full is not None:
-            create_extra.update(ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT")
-
-        def create() -> str:
-            resp = self.client.create_multipart_upload(Bucket=bucket, Key=key, **create_extra)
-            return resp["UploadId"]
-
-        upload_id = self._call(create, what=f"upload {key}")
-
-        def part(number: int) -> dict[str, Any]:
-            offset = (number - 1) * part_size
-            length = min(part_size, size - offset)
-
-            def once() -> dict[str, Any]:
-                data = os.pread(fd, length, offset)
-                if len(data) != length:
-                    raise FileError(key, "shrank while it was uploaded")
-                if self.limiter:
-                    self.limiter.take(len(data))
-                crc: dict[str, Any] = {"ChecksumCRC32C": _crc32c_bytes(data)} if full else {}
-                resp = self.client.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **crc
-                )
-                return {"ETag": resp["ETag"], "PartNumber": number, **crc}
-
-            return self._call(once, what=f"upload {key} part {number}")
-
-        attempts = [0]
-        whole: dict[str, Any] = (
-            {"ChecksumCRC32C": full, "ChecksumType": "FULL_OBJECT"} if full is not None else {}
-        )
-
-        def complete() -> str:
-            attempts[0] += 1
-            try:
-                resp = self.client.complete_multipart_upload(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                    **conditions,  # type: ignore[arg-type]
-                    **whole,
-                )
-            except Exception as exc:
-                if attempts[0] > 1 and error_code(exc) == "NoSuchUpload":
-                    # An earlier attempt completed but its answer was lost: the caller
-                    # compares what S3 holds with the file, as for any lost condition.
-                    raise PreconditionFailed(key) from exc
-                raise (s3_error(exc, key) or exc) from exc
-            return resp.get("ETag", "").strip('"')
-
         try:
-            workers = max(1, min(self.concurrency, count))
-            with futures.ThreadPoolExecutor(workers, thread_name_prefix="watchsync-part") as pool:
-                parts = list(pool.map(part, range(1, count + 1)))
-            return self._call(complete, what=f"upload {key}")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            raise
+            resp = self.client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **(conditions or {}),  # type: ignore[arg-type]
+                **whole,
+            )
+        except Exception as exc:
+            mapped = s3_error(exc, key)
+            if isinstance(mapped, PreconditionFailed):
+                with contextlib.suppress(Exception):
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise (mapped or exc) from exc
+        return str(resp.get("ETag", "")).strip('"')
 
 
 def _read_range(f: Any, offset: int, length: int) -> bytes:
