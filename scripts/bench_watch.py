@@ -55,6 +55,7 @@ if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.par
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
@@ -105,6 +106,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--burst-size", type=int, default=4096, help="bytes per burst file (4096)")
     p.add_argument("--burst-dirs", type=int, default=100, help="directories of the burst (100)")
     p.add_argument(
+        "--burst-rounds", type=int, default=3, help="bursts, each beside sync; median (3)"
+    )
+    p.add_argument(
         "--idle-files", type=int, default=100_000, help="files watched while idle (100000)"
     )
     p.add_argument("--idle-dirs", type=int, default=1000, help="directories they live in (1000)")
@@ -124,6 +128,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated phases to skip: latency,burst,sync,idle,fullwalk,adopt,feed",
+    )
+    p.add_argument(
+        "--agent-args", default="", help="more flags for every measured agent (quoted, split)"
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -351,30 +358,56 @@ def measure_burst(
     bucket: str,
     prefix: str,
     *,
+    name: str,
     files: int,
     size: int,
     dirs: int,
     timeout: float,
 ) -> dict[str, Any]:
-    """Write ``files`` files at once; time until all are listed under ``prefix/burst/``."""
-    burst = root / "burst"
+    """Write ``files`` files at once into ``name``; time until all are in S3.
+
+    Progress is read from the agent's log (its ``upload:`` line for a file is written once
+    S3 confirmed the PUT), not from listings: listing 10,000 keys five times a second would
+    load the server the agent uploads to (``sync`` runs with no such load).  One listing at
+    the end checks that every object is there.  The writer runs at a higher priority than
+    the server, so the burst is written as fast as a user's tool on its own core would."""
+    burst = root / name
+    upload_line = re.compile(rb"upload: (" + re.escape(name.encode()) + rb"/\S+)")
     for d in range(max(1, dirs)):
         (burst / f"d{d:05d}").mkdir(parents=True)
     time.sleep(1.0)  # the watcher adds the new directories before the clock starts
     ticks0, _, _ = proc_sample(agent.pid)
+    since = log_size(agent.log)
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
     start = time.perf_counter()
-    make_tree(burst, files=files, size=size, dirs=dirs, seed=b"burst ")
+    try:
+        make_tree(burst, files=files, size=size, dirs=dirs, seed=b"burst ")
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
     written = time.perf_counter() - start
-    count, all_in = 0, None
-    while time.perf_counter() - start < timeout:
-        count = count_objects(client, bucket, f"{prefix}/burst/")
-        if count >= files:
-            all_in = time.perf_counter() - start
-            break
-        if agent.proc.poll() is not None:
-            raise RuntimeError(f"agent exited with {agent.proc.returncode}\n{agent.log_tail()}")
-        time.sleep(0.2)
+    seen: set[str] = set()
+    all_in = None
+    with agent.log.open("rb") as log:
+        log.seek(since)
+        buf = b""
+        while time.perf_counter() - start < timeout:
+            chunk = log.read()
+            buf += chunk
+            lines, _, buf = buf.rpartition(b"\n")
+            seen.update(m[1] for m in upload_line.finditer(lines))
+            if len(seen) >= files:
+                all_in = time.perf_counter() - start
+                break
+            if agent.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {agent.proc.returncode}\n{agent.log_tail()}")
+            time.sleep(0.05)
     ticks1, rss, _ = proc_sample(agent.pid)
+    count = count_objects(client, bucket, f"{prefix}/{name}/")
+    if count < files:
+        all_in = None  # the log said so, S3 does not
     return {
         "files": files,
         "size": size,
@@ -414,17 +447,18 @@ def read_counters(agent: Agent) -> dict[str, int]:
 
 
 def sync_same_files(
-    src: Path, endpoint: str, client: Any, *, env: dict[str, str], cpu: int
+    src: Path, endpoint: str, client: Any, *, env: dict[str, str], cpu: int, prefix: str
 ) -> dict[str, Any]:
-    """``watchsync sync`` of the burst's files to a fresh bucket, pinned like the agent."""
-    client.create_bucket(Bucket="bench-sync")
-    argv = [_watchsync(), "sync", str(src), "s3://bench-sync/burst", "--endpoint-url", endpoint,
-            "--no-progress"]  # fmt: skip
+    """``watchsync sync`` of the burst's files to a fresh prefix, pinned like the agent."""
+    with contextlib.suppress(Exception):  # made by an earlier round
+        client.create_bucket(Bucket="bench-sync")
+    argv = [_watchsync(), "sync", str(src), f"s3://bench-sync/{prefix}", "--endpoint-url",
+            endpoint, "--no-progress"]  # fmt: skip
     m = run_measured(argv, env=env, cpu=cpu)
     if m.returncode != 0:
         raise RuntimeError(f"watchsync sync failed: {m.stderr_tail[-1000:]}")
     return {"wall": m.wall, "cpu": m.cpu, "peak_rss_mib": m.peak_rss_mib,
-            "objects": count_objects(client, "bench-sync", "burst/")}  # fmt: skip
+            "objects": count_objects(client, "bench-sync", f"{prefix}/")}  # fmt: skip
 
 
 def measure_idle(agent: Agent, *, seconds: float, interval: float) -> dict[str, Any]:
@@ -508,7 +542,7 @@ def main(argv: list[str]) -> int:
             live = scratch / "live"
             live.mkdir()
             client.create_bucket(Bucket="bench-live")
-            extra = ["--debounce", str(args.debounce)]
+            extra = ["--debounce", str(args.debounce), *args.agent_args.split()]
             with running_agent(
                 live, "s3://bench-live/p", endpoint=server.endpoint, env=env, scratch=scratch,
                 cpu=args.client_cpu, extra=extra,
@@ -545,34 +579,46 @@ def main(argv: list[str]) -> int:
                             )
                         )
                 if "burst" not in args.skip:
-                    print(f"\n(b) burst: writing {args.burst_files} files ...", flush=True)
-                    burst = measure_burst(
-                        client, agent, live, "bench-live", "p",
-                        files=args.burst_files, size=args.burst_size, dirs=args.burst_dirs,
-                        timeout=args.timeout,
-                    )  # fmt: skip
-                    results["burst"] = burst
-                    _print_burst(burst)
-                    if burst["all_visible_seconds"] is None:
-                        problems.append(
-                            f"burst: only {burst['visible_count']} of {args.burst_files} arrived"
-                        )
-                    if "sync" not in args.skip:
-                        results["burst_sync"] = sync_same_files(
-                            live / "burst", server.endpoint, client, env=env, cpu=args.client_cpu
-                        )
-                        agent_s = burst["all_visible_seconds"]
-                        sync_s = results["burst_sync"]["wall"]
-                        print(
-                            f"    watchsync sync, same {args.burst_files} files: {sync_s:.1f} s "
-                            f"wall, {results['burst_sync']['cpu']:.1f} s CPU; agent/sync = "
-                            f"{(agent_s or float('nan')) / sync_s:.2f}x"
-                        )
+                    rounds = []
+                    for k in range(args.burst_rounds):
+                        name = f"burst{k}"
+                        print(f"\n(b) burst {k + 1}/{args.burst_rounds}: writing "
+                              f"{args.burst_files} files ...", flush=True)  # fmt: skip
+                        burst = measure_burst(
+                            client, agent, live, "bench-live", "p", name=name,
+                            files=args.burst_files, size=args.burst_size, dirs=args.burst_dirs,
+                            timeout=args.timeout,
+                        )  # fmt: skip
+                        _print_burst(burst)
+                        if burst["all_visible_seconds"] is None:
+                            problems.append(
+                                f"{name}: only {burst['visible_count']} of "
+                                f"{args.burst_files} arrived"
+                            )
+                        if "sync" not in args.skip:
+                            burst["sync"] = sync_same_files(
+                                live / name, server.endpoint, client, env=env,
+                                cpu=args.client_cpu, prefix=name,
+                            )  # fmt: skip
+                            agent_s = burst["all_visible_seconds"] or float("nan")
+                            sync_s = burst["sync"]["wall"]
+                            burst["ratio"] = agent_s / sync_s
+                            print(
+                                f"    watchsync sync, same {args.burst_files} files: "
+                                f"{sync_s:.1f} s wall, {burst['sync']['cpu']:.1f} s CPU; "
+                                f"agent/sync = {burst['ratio']:.2f}x"
+                            )
+                        rounds.append(burst)
+                    results["burst"] = rounds
+                    ratios = sorted(r["ratio"] for r in rounds if "ratio" in r)
+                    if ratios:
+                        median = ratios[len(ratios) // 2]
+                        print(f"    agent/sync per round: {', '.join(f'{r:.2f}x' for r in ratios)}")
                         checks.append(
                             (
-                                "burst <= 1.0x watchsync sync",
-                                None if agent_s is None else agent_s <= sync_s,
-                                f"agent {agent_s or float('nan'):.1f} s, sync {sync_s:.1f} s",
+                                "burst <= 1.0x watchsync sync (median of the rounds)",
+                                median <= 1.0,
+                                f"median {median:.2f}x over {len(ratios)} rounds",
                             )
                         )
 
@@ -588,7 +634,7 @@ def main(argv: list[str]) -> int:
             )
             print(f"    created in {time.perf_counter() - t:.1f} s", flush=True)
             client.create_bucket(Bucket="bench-idle")
-            periodic = ["--debounce", str(args.debounce)]
+            periodic = ["--debounce", str(args.debounce), *args.agent_args.split()]
             periodic += ["--reconcile-interval", str(args.idle_interval)]
             # The seed uploads the tree; the measured agents start on its state, so no window
             # holds the after-effects of 100,000 uploads (feed entries, WAL checkpoints).

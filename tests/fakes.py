@@ -5,16 +5,17 @@ tasks inline, and an events recorder.  S3 itself is never faked in end-to-end te
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from watchsync.errors import FileError, NotFound, PreconditionFailed
 from watchsync.execute import Veto
 from watchsync.model import Action, LocalEntry, RemoteEntry, Skipped
-from watchsync.remote import S3Url
+from watchsync.remote import Fetched, NotModified, S3Url
 from watchsync.transfer import Uploaded
 
 P = ParamSpec("P")
@@ -110,6 +111,7 @@ class FakeObjects:
         return self.entry(path) if path in self.objects else None
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
+        self._call("list", "")
         for path in sorted(self.objects):
             yield self.entry(path)
 
@@ -176,3 +178,40 @@ class RecordedEvents:
 
     def conflict(self, action: Action, name: str) -> None:
         self.seen.append(("conflict", name))
+
+
+class FakeFeedObject:
+    """One object with S3's conditional GET and PUT; ``calls`` records each answer."""
+
+    def __init__(self) -> None:
+        self.body: bytes | None = None
+        self.calls: list[str] = []
+
+    @property
+    def etag(self) -> str | None:
+        return hashlib.md5(self.body).hexdigest() if self.body is not None else None
+
+    def get(self, *, if_none_match: str | None) -> Fetched | None:
+        if self.body is None:
+            self.calls.append("get-404")
+            return None
+        if if_none_match == self.etag:
+            self.calls.append("get-304")
+            raise NotModified("feed")
+        self.calls.append("get-200")
+        assert self.etag is not None
+        return Fetched(self.body, self.etag)
+
+    def put(self, body: bytes, *, if_match: str | None) -> str:
+        if if_match != self.etag:  # also If-None-Match: * on an existing object
+            self.calls.append("put-412")
+            raise PreconditionFailed("feed")
+        self.calls.append("put")
+        self.body = body
+        assert self.etag is not None
+        return self.etag
+
+    def doc(self) -> dict[str, Any]:
+        assert self.body is not None
+        doc: dict[str, Any] = json.loads(self.body)
+        return doc

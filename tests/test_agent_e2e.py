@@ -272,7 +272,9 @@ def test_s3_side_add_change_delete_picked_up_by_reconcile(
     write(root / "changed.txt", "local v1")
     write(root / "deleted.txt", "will go")
     write(root / "deleted-but-edited.txt", "will be edited")
-    cfg = folder_config(root, url, endpoint, delete=True, reconcile_interval=1.0)
+    cfg = folder_config(
+        root, url, endpoint, delete=True, reconcile_interval=1.0, full_list_interval=0.0
+    )
     with running_agent(cfg, state_dir) as agent:
         assert_in_sync(s3, bucket, PREFIX, root)
         uploaded = counters(agent)["uploaded_files"]
@@ -298,7 +300,7 @@ def test_s3_side_delete_without_delete_flag_keeps_local_file(
     root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
 ) -> None:
     write(root / "a.txt", "a")
-    cfg = folder_config(root, url, endpoint, reconcile_interval=1.0)
+    cfg = folder_config(root, url, endpoint, reconcile_interval=1.0, full_list_interval=0.0)
     with running_agent(cfg, state_dir) as agent:
         assert_in_sync(s3, bucket, PREFIX, root)
         s3.delete_object(Bucket=bucket, Key=key("a.txt"))
@@ -395,7 +397,13 @@ def test_push_mode_never_writes_locally(
     write(root / "shared.txt", "shared v1")
     put(s3, bucket, "theirs.txt", b"only in s3")
     cfg = folder_config(
-        root, url, endpoint, direction=Mode.PUSH, delete=True, reconcile_interval=1.0
+        root,
+        url,
+        endpoint,
+        direction=Mode.PUSH,
+        delete=True,
+        reconcile_interval=1.0,
+        full_list_interval=0.0,
     )
     with running_agent(cfg, state_dir) as agent:
         wait_until(lambda: has_object(s3, bucket, "shared.txt"), timeout=15)
@@ -428,7 +436,13 @@ def test_pull_mode_never_writes_to_s3(
     put(s3, bucket, "dir/remote2.txt", b"r2")
     write(root / "local-only.txt", "never uploaded")
     cfg = folder_config(
-        root, url, endpoint, direction=Mode.PULL, delete=True, reconcile_interval=1.0
+        root,
+        url,
+        endpoint,
+        direction=Mode.PULL,
+        delete=True,
+        reconcile_interval=1.0,
+        full_list_interval=0.0,
     )
     with running_agent(cfg, state_dir) as agent:
         wait_until(lambda: (root / "dir/remote2.txt").is_file(), timeout=15)
@@ -582,7 +596,9 @@ def test_root_removed_and_restored_deletes_nothing(
     caplog.set_level(logging.INFO, logger="watchsync")
     for i in range(10):
         write(root / f"d{i % 2}/f{i}.txt", f"file {i}")
-    cfg = folder_config(root, url, endpoint, delete=True, reconcile_interval=1.0)
+    cfg = folder_config(
+        root, url, endpoint, delete=True, reconcile_interval=1.0, full_list_interval=0.0
+    )
     with running_agent(cfg, state_dir) as agent:
         assert_in_sync(s3, bucket, PREFIX, root)
         backup = tmp_path / "backup"
@@ -867,7 +883,9 @@ def test_names_with_tab_cr_lf_round_trip_and_are_never_deleted(
     names = ["Icon\r", "tab\tname.txt", "line\nbreak.txt", "plain.txt"]
     for name in names:
         write(root / name, f"content of {name!r}")
-    cfg = folder_config(root, url, endpoint, delete=True, reconcile_interval=0.5)
+    cfg = folder_config(
+        root, url, endpoint, delete=True, reconcile_interval=0.5, full_list_interval=0.0
+    )
     with running_agent(cfg, state_dir) as agent:
         assert_in_sync(s3, bucket, PREFIX, root)
         reconciles = agent.reconciles
@@ -900,7 +918,9 @@ def test_pull_mode_never_overwrites_a_local_edit_without_a_copy(
     put(s3, bucket, "doc.txt", b"v1 from s3")
     put(s3, bucket, "new.txt", b"from s3")
     write(root / "new.txt", "never synced, local")  # first meeting, other content
-    cfg = folder_config(root, url, endpoint, direction=Mode.PULL, reconcile_interval=0.5)
+    cfg = folder_config(
+        root, url, endpoint, direction=Mode.PULL, reconcile_interval=0.5, full_list_interval=0.0
+    )
     with running_agent(cfg, state_dir) as agent:
         wait_until(lambda: (root / "doc.txt").is_file(), timeout=15)
         write(root / "doc.txt", "local edit")
@@ -990,7 +1010,9 @@ def test_directory_rename_reaches_the_other_folder_without_the_old_directory(
     b.mkdir()
     (b / "mine").mkdir()
     cfg_a = folder_config(a, url, endpoint, delete=True)
-    cfg_b = folder_config(b, url, endpoint, delete=True, reconcile_interval=0.5)
+    cfg_b = folder_config(
+        b, url, endpoint, delete=True, reconcile_interval=0.5, full_list_interval=0.0
+    )
     with (
         running_agent(cfg_a, tmp_path / "sa") as agent_a,
         running_agent(cfg_b, tmp_path / "sb"),
@@ -1029,7 +1051,9 @@ def test_type_change_converges_on_both_sides(
     write(a / "other.txt", "o")
     b.mkdir()
     cfg_a = folder_config(a, url, endpoint, delete=True)
-    cfg_b = folder_config(b, url, endpoint, delete=True, reconcile_interval=0.5)
+    cfg_b = folder_config(
+        b, url, endpoint, delete=True, reconcile_interval=0.5, full_list_interval=0.0
+    )
     with (
         running_agent(cfg_a, tmp_path / "sa") as agent_a,
         running_agent(cfg_b, tmp_path / "sb") as agent_b,

@@ -157,7 +157,17 @@ class FaultModel:
             env=self.env,
             endpoint=agent.proxy.endpoint,
             log=agent.log,
-            extra=["--delete", "--reconcile-interval", "1", "--log-level", "INFO"],
+            # Passes every second, listing every few: the writes made straight to S3 (no
+            # feed entry) are found, and the passes between trust the feed.
+            extra=[
+                "--delete",
+                "--reconcile-interval",
+                "1",
+                "--full-list-interval",
+                "3",
+                "--log-level",
+                "INFO",
+            ],
         )
         agent.proc.__enter__()
 

@@ -4,7 +4,6 @@ real agents on one SeaweedFS prefix."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from agent_helpers import bucket_listing, folder_config, running_agent, tree_snapshot
-from fakes import FakeObjects, InlinePool
+from fakes import FakeFeedObject, FakeObjects, InlinePool
 from helpers import wait_until
 from prometheus_client import CollectorRegistry
 
@@ -24,52 +23,13 @@ from watchsync.agent.folder import Rooms, wire
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.config import FolderConfig
-from watchsync.errors import PreconditionFailed
 from watchsync.filters import is_reserved
 from watchsync.metrics import Metrics
-from watchsync.remote import Fetched, NotModified
 from watchsync.state import StateStore
 from watchsync.workqueue import Item
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-class FakeFeedObject:
-    """One object with S3's conditional GET and PUT; ``calls`` records each answer."""
-
-    def __init__(self) -> None:
-        self.body: bytes | None = None
-        self.calls: list[str] = []
-
-    @property
-    def etag(self) -> str | None:
-        return hashlib.md5(self.body).hexdigest() if self.body is not None else None
-
-    def get(self, *, if_none_match: str | None) -> Fetched | None:
-        if self.body is None:
-            self.calls.append("get-404")
-            return None
-        if if_none_match == self.etag:
-            self.calls.append("get-304")
-            raise NotModified("feed")
-        self.calls.append("get-200")
-        assert self.etag is not None
-        return Fetched(self.body, self.etag)
-
-    def put(self, body: bytes, *, if_match: str | None) -> str:
-        if if_match != self.etag:  # also If-None-Match: * on an existing object
-            self.calls.append("put-412")
-            raise PreconditionFailed("feed")
-        self.calls.append("put")
-        self.body = body
-        assert self.etag is not None
-        return self.etag
-
-    def doc(self) -> dict[str, Any]:
-        assert self.body is not None
-        doc: dict[str, Any] = json.loads(self.body)
-        return doc
 
 
 class Agent:
@@ -412,6 +372,40 @@ def test_two_agents_hear_each_other_through_the_feed(
         for root in roots:
             assert not (root / ".watchsync").exists()
         assert tree_snapshot(roots[0]) == tree_snapshot(roots[1])
+
+
+def test_periodic_passes_between_listings_trust_the_feed(
+    tmp_path: Path, s3: S3Client, bucket: str, s3server: Any, aws_env: dict[str, str]
+) -> None:
+    """Passes every 0.2 s, a listing an hour: the other agent's edits arrive through the
+    feed, and no pass after the first lists the prefix.  A write made straight to S3 (no
+    feed entry) waits for the listing, as documented."""
+    url = f"s3://{bucket}/trusting"
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for root in roots:
+        root.mkdir()
+    cfgs = [
+        folder_config(r, url, s3server.endpoint, reconcile_interval=0.2, full_list_interval=3600)
+        for r in roots
+    ]
+    with (
+        running_agent(cfgs[0], tmp_path / "state-a") as agent_a,
+        running_agent(cfgs[1], tmp_path / "state-b") as agent_b,
+    ):
+        (roots[0] / "doc.txt").write_text("v1 from a")
+        wait_until(
+            lambda: (
+                (roots[1] / "doc.txt").exists()
+                and (roots[1] / "doc.txt").read_text() == "v1 from a"
+            ),
+            timeout=10,
+            message="a's file on b",
+        )
+        s3.put_object(Bucket=bucket, Key="trusting/other-tool.txt", Body=b"from the console")
+        passes = agent_b.reconciles
+        wait_until(lambda: agent_b.reconciles >= passes + 5, timeout=10, message="more passes")
+        assert not (roots[1] / "other-tool.txt").exists()  # waits for the hourly listing
+        assert agent_a.reconcile.listings == 1 and agent_b.reconcile.listings == 1
 
 
 def test_sync_never_lists_copies_or_deletes_the_reserved_key_space(

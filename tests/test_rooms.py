@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import T0, FakeObjects, InlinePool, RecordedEvents
+from fakes import T0, FakeFeedObject, FakeObjects, InlinePool, RecordedEvents
 from prometheus_client import CollectorRegistry
 
 from watchsync.agent.changes import Taken
 from watchsync.agent.conflicts import conflict_name
 from watchsync.agent.deletes import DeleteBatcher, Deletes, delete_refusal
 from watchsync.agent.folder import Rooms, wire
+from watchsync.agent.listing import LIST_BUDGET, Listed
 from watchsync.agent.outage import Outage, no_answer
 from watchsync.agent.reconcile import changed_side
 from watchsync.agent.scope import Scope
@@ -156,7 +157,7 @@ class World:
 def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
     stores: list[StateStore] = []
 
-    def make(**overrides: Any) -> World:
+    def make(feed_object: FakeFeedObject | None = None, **overrides: Any) -> World:
         root = tmp_path / "root"
         root.mkdir(exist_ok=True)
         cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, **overrides)
@@ -179,6 +180,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             pool=InlinePool,
             clock=lambda: now[0],
             wall=lambda: 1_800_000_000.0,
+            feed_object=feed_object,
         )
         return World(root, objects, store, rooms, status, now)
 
@@ -1103,6 +1105,148 @@ def test_full_walk_when_the_watcher_cannot_be_trusted(
     stats = w.rooms.reconcile.run()
     assert stats.walked is caught
     assert (stats.passed.planned == {Kind.UPLOAD: 1}) is caught
+
+
+# -- the periodic pass without a listing ----------------------------------------------------
+
+
+def _listings(w: World) -> int:
+    return sum(1 for op, _ in w.objects.calls if op == "list")
+
+
+def _fed_world(make_world: Callable[..., World], **overrides: Any) -> World:
+    """A world whose feed was read once (as the runner's first tick does)."""
+    w = make_world(feed_object=FakeFeedObject(), **overrides)
+    assert w.rooms.feed is not None
+    w.rooms.feed.poll()
+    return w
+
+
+def test_quiet_pass_trusting_the_feed_sends_no_request(make_world: Callable[..., World]) -> None:
+    w = _fed_world(make_world, full_list_interval=3600.0)
+    synced_file(w, "a.txt", b"v1")
+    first = w.rooms.reconcile.run()
+    assert first.listed and _listings(w) == 1
+    w.objects.calls.clear()
+    w.now[0] += 300.0
+    quiet = w.rooms.reconcile.run()
+    assert not quiet.listed and not quiet.walked
+    assert quiet.passed.planned == {} and w.objects.calls == []
+
+
+def test_reported_paths_are_planned_against_the_state_without_a_listing(
+    make_world: Callable[..., World],
+) -> None:
+    """A trusted pass looks at what the watcher reported (a changed file, a vanished one, a
+    new file in a reported directory), each object taken as last synced."""
+    w = _fed_world(make_world, delete=True)
+    for name in ("a.txt", "b.txt", "d/c.txt"):
+        synced_file(w, name, b"v1")
+    w.rooms.reconcile.run()
+    _silently_changed(w, "a.txt", b"v2")
+    (w.root / "b.txt").unlink()
+    (w.root / "d" / "new.txt").write_bytes(b"new")
+    w.rooms.reconcile.dirty.note(["a.txt", "b.txt", "d/"])  # type: ignore[union-attr]
+    w.objects.calls.clear()
+    stats = w.rooms.reconcile.run()
+    assert not stats.listed and _listings(w) == 0
+    assert stats.passed.planned == {Kind.UPLOAD: 2, Kind.DELETE_REMOTE: 1}
+    assert sorted(_drain(w)) == ["a.txt", "d/new.txt"]
+    assert "b.txt" not in w.objects.objects  # deleted, conditional on the synced ETag
+
+
+def test_a_change_no_feed_reported_waits_for_the_full_list_interval(
+    make_world: Callable[..., World],
+) -> None:
+    """Another tool's write (no feed entry) is found by the listing at the interval."""
+    w = _fed_world(make_world, full_list_interval=3600.0)
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    w.objects.put("a.txt", b"v2 from the console")
+    w.now[0] += 300.0
+    assert w.rooms.reconcile.run().passed.planned == {}
+    w.now[0] += 3300.0
+    late = w.rooms.reconcile.run()
+    assert late.listed and late.passed.planned == {Kind.DOWNLOAD: 1}
+    assert (w.root / "a.txt").read_bytes() == b"v2 from the console"
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["missed-entries", "unreadable-feed", "no-conditional-writes", "no-feed"],
+)
+def test_the_prefix_is_listed_when_the_feed_cannot_be_trusted(
+    make_world: Callable[..., World], why: str
+) -> None:
+    obj = FakeFeedObject()
+    w = make_world(feed_object=None if why == "no-feed" else obj)
+    feed = w.rooms.feed
+    if feed is not None:
+        feed.poll()
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    w.objects.put("a.txt", b"v2 unreported")
+    if why == "missed-entries":
+        assert feed is not None
+        feed.full()  # what the feed calls on a gap, a new epoch or a large change
+    elif why == "unreadable-feed":
+        assert feed is not None
+        obj.body = b"{not json"
+        feed.poll()
+    elif why == "no-conditional-writes":
+        assert feed is not None
+        feed.conditional = False
+    w.now[0] += 300.0
+    stats = w.rooms.reconcile.run()
+    assert stats.listed
+    assert Kind.DOWNLOAD in stats.passed.planned
+
+
+def test_a_listing_pass_that_failed_lists_again(make_world: Callable[..., World]) -> None:
+    w = _fed_world(make_world)
+    synced_file(w, "a.txt", b"v1")
+    w.objects.put("a.txt", b"v2 before the agent started")
+    w.objects.fail["a.txt"] = ConnectionError("cut")
+    assert w.rooms.reconcile.run().passed.failed
+    del w.objects.fail["a.txt"]
+    w.now[0] += 300.0
+    again = w.rooms.reconcile.run()
+    assert again.listed and again.passed.planned == {Kind.DOWNLOAD: 1}
+
+
+def test_push_agent_lists_only_at_the_interval(make_world: Callable[..., World]) -> None:
+    """A push agent reads no feed: between listings it trusts its state for S3 outright."""
+    w = make_world(direction=Mode.PUSH, full_list_interval=600.0)
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    del w.objects.objects["a.txt"]  # removed by someone else
+    w.now[0] += 300.0
+    assert not w.rooms.reconcile.run().listed
+    w.now[0] += 300.0
+    stats = w.rooms.reconcile.run()
+    assert stats.listed and stats.passed.planned == {Kind.UPLOAD: 1}
+
+
+def test_a_costly_listing_comes_less_often() -> None:
+    """Listings stay under their share of a core: one costing 30 s of CPU (a huge tree)
+    comes every 12,000 s, not every hour; a cheap one keeps the interval."""
+    now = [0.0]
+    listed = Listed(full_interval=3600.0, clock=lambda: now[0])
+    listed.done(listed.take(), cost=30.0)
+    now[0] = 3600.0
+    assert listed.take() is None
+    now[0] = 30.0 / LIST_BUDGET
+    why = listed.take()
+    assert why == "full list interval"
+    listed.done(why, cost=1.0)
+    now[0] += 3600.0
+    assert listed.take() == "full list interval"
+
+
+def test_full_list_interval_zero_lists_every_pass(make_world: Callable[..., World]) -> None:
+    w = _fed_world(make_world, full_list_interval=0.0)
+    w.rooms.reconcile.run()
+    assert w.rooms.reconcile.run().listed
 
 
 def test_full_walk_interval_zero_walks_every_pass(make_world: Callable[..., World]) -> None:

@@ -99,7 +99,9 @@ def test_unchanged_object_is_still_deleted(
     s3.put_object(Bucket=bucket, Key=f"{PREFIX}/gone.txt", Body=b"old")
     s3.put_object(Bucket=bucket, Key=f"{PREFIX}/keep.txt", Body=b"keep")
     cfg_a = folder_config(a, url, endpoint, delete=True)
-    cfg_b = folder_config(b, url, endpoint, delete=True, reconcile_interval=0.5)
+    cfg_b = folder_config(
+        b, url, endpoint, delete=True, reconcile_interval=0.5, full_list_interval=0.0
+    )
     with (
         running_agent(cfg_a, tmp_path / "state-a") as agent_a,
         running_agent(cfg_b, tmp_path / "state-b"),

@@ -47,6 +47,7 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         "debounce": args.debounce,
         "reconcile_interval": args.reconcile_interval,
         "full_walk_interval": args.full_walk_interval,
+        "full_list_interval": args.full_list_interval,
         "state_dir": args.state_dir,
         "ignore_file": args.ignore_file,
         "follow_symlinks": args.follow_symlinks,

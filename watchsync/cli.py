@@ -123,12 +123,18 @@ def add_agent_commands(sub: Any) -> None:
         help="allow a pass with more than --max-delete deletes",
     )
     w.add_argument("--debounce", type=float, help="seconds a path must be quiet (0.5)")
-    w.add_argument("--reconcile-interval", type=float, help="seconds between full passes (300)")
+    w.add_argument("--reconcile-interval", type=float, help="seconds between periodic passes (300)")
     w.add_argument(
         "--full-walk-interval",
         type=float,
         help="seconds between walks of the whole folder; passes between trust the watcher "
         "(86400; 0 walks every pass)",
+    )
+    w.add_argument(
+        "--full-list-interval",
+        type=float,
+        help="seconds between listings of the whole prefix; passes between trust the "
+        "change feed (3600; 0 lists every pass)",
     )
     w.add_argument("--state-dir", help="where the state databases live")
     w.add_argument("--ignore-file", help="gitignore-style file (default .watchsyncignore)")

@@ -91,6 +91,7 @@ class FolderConfig:
     debounce: float = 0.5
     reconcile_interval: float = 300.0
     full_walk_interval: float = 86400.0
+    full_list_interval: float = 3600.0
     upload_workers: int = 8
     drain_timeout: float = 30.0
     s3: S3Settings = field(default_factory=S3Settings)
@@ -134,6 +135,7 @@ _FOLDER_DEFAULTS: dict[str, object] = {
     "debounce": 0.5,
     "reconcile_interval": 300.0,
     "full_walk_interval": 86400.0,
+    "full_list_interval": 3600.0,
     "upload_workers": 8,
     "drain_timeout": 30.0,
 }
@@ -436,6 +438,7 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "debounce": _p_seconds(allow_zero=False),
     "reconcile_interval": _p_seconds(allow_zero=False),
     "full_walk_interval": _p_seconds(allow_zero=True),
+    "full_list_interval": _p_seconds(allow_zero=True),
     "upload_workers": _p_int(1),
     "drain_timeout": _p_seconds(allow_zero=True),
     "filters": _p_filters,

@@ -10,6 +10,7 @@ the sync root, so ``*`` also crosses ``/`` (``--exclude '*.log'`` excludes ``a/b
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -80,6 +81,7 @@ def ordered_rules(argv: Sequence[str]) -> list[tuple[str, str]]:
 
 
 IGNORE_FILE = ".watchsyncignore"
+_MATCH_CACHE = 16_384  # names whose ignore verdict is remembered (see IgnoreRules)
 
 #: The reserved key space under a prefix (the agents' change feed): never a file on either
 #: side, never listed, never deleted.
@@ -164,6 +166,9 @@ class IgnoreRules:
         self._base = list(base)
         self._lines = list(patterns)
         self._spec = pathspec.GitIgnoreSpec.from_lines(self._lines)
+        # Every pattern is tried in turn on each call, and the same names come back again
+        # and again (each event of a file, each directory above it): remember recent ones.
+        self._match = functools.lru_cache(maxsize=_MATCH_CACHE)(self._spec.match_file)
 
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
@@ -200,9 +205,9 @@ class IgnoreRules:
             return False
         parts = rel_path.split("/")
         for i in range(1, len(parts)):
-            if self._spec.match_file("/".join(parts[:i]) + "/"):
+            if self._match("/".join(parts[:i]) + "/"):
                 return True
-        return bool(self._spec.match_file(rel_path + "/" if is_dir else rel_path))
+        return bool(self._match(rel_path + "/" if is_dir else rel_path))
 
 
 def _read_lines(path: Path) -> list[str]:

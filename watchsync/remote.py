@@ -30,6 +30,7 @@ from .errors import (
 from .extsort import sorted_stream
 from .filters import is_reserved
 from .model import RemoteEntry, Skipped
+from .poll import PresignedGet
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -414,9 +415,15 @@ class SmallObject:
         self.client = client
         self.bucket = bucket
         self.key = key
+        self._poll = PresignedGet(client, bucket, key)
 
     def get(self, *, if_none_match: str | None) -> Fetched | None:
         """The object, or None when there is none."""
+        quick = self._poll(if_none_match=if_none_match)
+        if quick is not None:
+            if quick.status == 304:
+                raise NotModified(self.key)
+            return None if quick.status == 404 else Fetched(quick.body, quick.etag)
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
         if if_none_match:
             kwargs["IfNoneMatch"] = f'"{if_none_match}"'

@@ -192,6 +192,7 @@ class StateStore:
         self._lock_fd: int | None = None
         self._closed = False
         self._inode = _inode(db_path)
+        self._closes: list[int] = []  # journal entries to remove with the next write
         # Set when a corrupt database was moved aside and this one started empty: what
         # happened, for the agent to say loudly (and to hold deletes for its first pass).
         self.recovered: str | None = None
@@ -320,6 +321,8 @@ class StateStore:
         with self._mutex:
             if self._closed:
                 return
+            with contextlib.suppress(sqlite3.Error):
+                self.flush_journal()
             self._closed = True
             self._conn.close()
             if self._lock_fd is not None:
@@ -369,10 +372,13 @@ class StateStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                if self._closes:
+                    conn.executemany("DELETE FROM journal WHERE id = ?", map(_one, self._closes))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._closes.clear()
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         with self._mutex:
@@ -637,17 +643,36 @@ class StateStore:
         with self._transaction() as conn:
             conn.execute("DELETE FROM journal WHERE id = ?", (entry_id,))
 
+    def journal_done_later(self, entry_id: int) -> None:
+        """:meth:`journal_done` without a commit of its own: the removal rides on the next
+        write transaction (or :meth:`flush_journal`).  For entries whose work is already
+        durable elsewhere (a recorded transfer, a path found in step): a crash before that
+        commit only makes the next start look at the path once more."""
+        with self._mutex:
+            self._check_open()
+            self._closes.append(entry_id)
+
+    def flush_journal(self) -> None:
+        """Commit the removals :meth:`journal_done_later` is holding."""
+        with self._mutex:
+            if self._closes:
+                with self._transaction():
+                    pass
+
     def journal_pending(self) -> list[JournalEntry]:
         """Operations recorded but not done, oldest first."""
+        self.flush_journal()
         rows = self._query("SELECT id, kind, path, detail, created FROM journal ORDER BY id")
         return [JournalEntry(int(i), str(k), str(p), str(d), float(c)) for i, k, p, d, c in rows]
 
     def journal_count(self) -> int:
         """How many operations are pending."""
+        self.flush_journal()
         return int(self._query("SELECT count(*) FROM journal")[0][0])
 
     def journal_oldest_age(self, now: float) -> float | None:
         """Seconds since the oldest pending operation was recorded; None if none is."""
+        self.flush_journal()
         value = self._query("SELECT min(created) FROM journal")[0][0]
         return None if value is None else now - float(value)
 
@@ -689,6 +714,10 @@ class StateStore:
 
 _INT64 = range(-(2**63), 2**63)
 _BIG = "ns:"  # prefix of an integer stored as text: no SQLite affinity turns it into a REAL
+
+
+def _one(value: int) -> tuple[int]:
+    return (value,)
 
 
 def _int_in(value: int) -> int | str:

@@ -35,6 +35,10 @@ from watchdog.events import (
     DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
     FileSystemMovedEvent,
@@ -185,10 +189,10 @@ class DebounceThread(threading.Thread):
     """Calls ``on_ready(paths)`` with the paths the debouncer releases, outside its lock.
 
     It sleeps until the next deadline or the next touch — no polling while paths wait.
-    When nothing is pending it still wakes every ``stop_poll`` seconds to notice
-    ``stop.set()`` (a Condition cannot also wait on an Event; this costs a few
-    microseconds per wake, i.e. ~0 CPU); :meth:`stop` sets the event *and* wakes the
-    thread at once.  An exception from ``on_ready`` is logged and the thread goes on.
+    When nothing is pending it still wakes every ``stop_poll`` seconds to notice a bare
+    ``stop.set()`` (a Condition cannot also wait on an Event); :meth:`stop` sets the event
+    *and* wakes the thread at once, so the poll can be long and an idle agent quiet.  An
+    exception from ``on_ready`` is logged and the thread goes on.
 
     >>> t = DebounceThread(Debouncer(0.5), print, threading.Event())  # doctest: +SKIP
     >>> t.start(); ...; t.stop(); t.join()  # doctest: +SKIP
@@ -200,7 +204,7 @@ class DebounceThread(threading.Thread):
         on_ready: Callable[[list[str]], None],
         stop: threading.Event,
         *,
-        stop_poll: float = 0.25,
+        stop_poll: float = 30.0,
         name: str = "watchsync-debounce",
     ) -> None:
         super().__init__(name=name, daemon=True)
@@ -385,6 +389,20 @@ class ChangeHandler(FileSystemEventHandler):
 
 
 # -- observers ---------------------------------------------------------------------------
+
+# The events the handler uses.  The others are not even asked of inotify: opens and closes
+# after reading (the agent's own reads of every file it uploads would come back as events)
+# and a directory's own changes (its children's events carry the news).
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileClosedEvent,
+]
 
 
 class _SignalSink:
@@ -618,7 +636,7 @@ def start_observer(
         observer: BaseObserver | None = None
         try:
             observer = factory()  # EMFILE: no inotify instance left
-            observer.schedule(handler, path, recursive=True)
+            observer.schedule(handler, path, recursive=True, event_filter=WATCHED_EVENTS)
             observer.start()  # ENOSPC for the root: no watch left
             # watchdog swallows errors for subdirectories; the tracking observer keeps them.
             limit_error: OSError | None = getattr(observer, "watch_limit_error", None)
@@ -634,6 +652,6 @@ def start_observer(
                 "watch: inotify unavailable (%s); falling back to polling. %s", exc, FALLBACK_HINT
             )
     polling = make_polling(polling_interval)
-    polling.schedule(handler, path, recursive=True)
+    polling.schedule(handler, path, recursive=True, event_filter=WATCHED_EVENTS)
     polling.start()
     return polling, True

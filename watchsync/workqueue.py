@@ -109,8 +109,12 @@ class PathQueue:
         heapq.heappush(self._heap, (ready_at, self._seq, item.path))
         self._cond.notify()
 
-    def get(self, stop: threading.Event, *, poll: float = 0.25) -> Item | None:
-        """The next ready item, marking its path active; None once ``stop`` is set."""
+    def get(self, stop: threading.Event, *, poll: float = 30.0) -> Item | None:
+        """The next ready item, marking its path active; None once ``stop`` is set.
+
+        Waits for a put, :meth:`close` or the next delayed item; ``poll`` only bounds how
+        late a ``stop`` set without a :meth:`close` is noticed (an idle agent's workers
+        must not wake several times a second)."""
         with self._cond:
             while not stop.is_set() and not self._closed:
                 now = self.clock()

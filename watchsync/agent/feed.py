@@ -114,6 +114,8 @@ class Feed:
         self.newer = False  # that version was written by a newer agent: never overwrite it
         self.epoch: str | None = None
         self.seq = 0  # the last entry applied (or written) in ``epoch``
+        self.unreadable: str | None = None  # why the version last read cannot be used
+        self.conditional = True  # False once the server refused a conditional write
         self._noted: set[str] = set()
         self._unapplied: set[str] = set()  # named by others, not yet re-checked (S3 trouble)
         self._lock = threading.Lock()
@@ -152,7 +154,7 @@ class Feed:
                 "(other agents see them at their full reconcile)",
                 self.name,
             )
-            self.publishing = False
+            self.publishing = self.conditional = False
             return
         except Exception:
             self._keep(paths)
@@ -212,6 +214,17 @@ class Feed:
             total -= len(kept.pop(0).get("paths") or ())
         return kept
 
+    def untrusted(self) -> str | None:
+        """Why this agent cannot count on the feed for the other agents' changes, or None.
+        An agent that does not poll (``push``) has nothing to count on it for."""
+        if not self.polling:
+            return None
+        if not self.conditional:
+            return "the server refuses conditional writes, so agents publish no changes"
+        if self.unreadable is not None:
+            return f"the change feed {self.unreadable}"
+        return None
+
     # -- the other agents' changes -------------------------------------------------------------
 
     def poll(self) -> None:
@@ -225,6 +238,7 @@ class Feed:
         except NotModified:
             return
         if fetched is None:
+            self.unreadable = None
             if self.epoch is not None:
                 logger.warning("feed: %s: the feed object is gone; full reconcile", self.name)
                 self.full()
@@ -236,8 +250,9 @@ class Feed:
         if doc is None:
             logger.warning("feed: %s: ignoring the feed object: %s", self.name, problem)
             self.newer = problem.startswith("written by a newer agent")
+            self.unreadable = f"is {problem}"
             return
-        self.doc = doc
+        self.doc, self.unreadable = doc, None
         raw: list[Any] = doc["entries"]
         seqs = [s for s in map(_seq, raw) if s is not None]
         top = max(seqs, default=0)

@@ -43,6 +43,7 @@ from .conflicts import Conflicts
 from .deletes import Deletes
 from .effects import AgentEvents, StoreRecorder
 from .feed import FEED_KEY, Feed, FeedObject, Recheck
+from .listing import Listed
 from .outage import Outage, no_answer
 from .pending import Pending
 from .reconcile import Progress, Reconcile
@@ -234,7 +235,11 @@ class Folder:
         return True
 
     def request_reconcile(self) -> None:
-        """Run a full reconcile as soon as possible (watch overflow, root trouble)."""
+        """Run a full reconcile as soon as possible (watch overflow, root trouble, the
+        feed missed entries, asked for): it lists the prefix whatever the feed says."""
+        listed = self.reconcile.listed if self.store is not None else None
+        if listed is not None:
+            listed.invalidate("a full pass was asked for")
         self._reconcile_now.set()
 
     # -- what callers read ------------------------------------------------------------------
@@ -658,6 +663,9 @@ def wire(
         wall=wall,
     )
     dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
+    listed = Listed(full_interval=cfg.full_list_interval, clock=clock)
+    if feed_object is None and cfg.direction is not Mode.PUSH:
+        listed.untrusted = lambda: "no change feed"
     uploads = Uploads(
         root=root,
         store=store,
@@ -685,6 +693,7 @@ def wire(
         delete=cfg.delete,
         on_skip=on_skip,
         dirty=dirty,
+        listed=listed,
         wall=wall,
         clock=clock,
     )
@@ -704,15 +713,21 @@ def wire(
             delete=cfg.delete,
             follow_symlinks=cfg.follow_symlinks,
         )
+
+        def missed() -> None:
+            listed.invalidate("the change feed missed entries")
+            request_reconcile()
+
         feed = Feed(
             cfg.name,
             obj=feed_object,
             apply=recheck.run,
-            full=request_reconcile,
+            full=missed,
             publish=cfg.direction is not Mode.PULL,
             poll=cfg.direction is not Mode.PUSH,
             clock=clock,
             wall=wall,
         )
         events.on_changed = feed.note
+        listed.untrusted = feed.untrusted
     return Rooms(pending, deletes, conflicts, executor, uploads, reconcile, changes, feed)

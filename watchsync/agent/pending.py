@@ -97,7 +97,9 @@ class Pending:
             if not again:
                 jid = self._journal.pop(path, None)
                 if jid is not None:
-                    self.store.journal_done(jid)
+                    # The path's outcome is durable already (recorded, or found in step):
+                    # closing its entry need not cost a commit of its own.
+                    self.store.journal_done_later(jid)
             # Released last, so the path never looks idle before its entry is closed.
             if self.queue.done(path) and not again:
                 self._journal[path] = self.store.journal_add(_JOURNAL_KIND, path)

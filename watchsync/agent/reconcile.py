@@ -1,12 +1,15 @@
-"""Room: the full pass.  Walk the folder, list the prefix, read the state, merge the three
-through the planner and hand the plan to the executor: downloads, records and conflicts run
-in its pool, uploads are routed to the uploader's queue (so one worker owns a path at a
-time), deletes run last and only if nothing in the pass failed and the guards agree.
+"""Room: the periodic pass.  Walk the folder, list the prefix, read the state, merge the
+three through the planner and hand the plan to the executor: downloads, records and
+conflicts run in its pool, uploads are routed to the uploader's queue (so one worker owns a
+path at a time), deletes run last and only if nothing in the pass failed and the guards
+agree.
 
-While the watcher can be trusted (see :class:`~.changes.Dirty`) the local side of a pass
-costs O(changes), not O(files): the paths the watcher reported since the last pass are
-looked at, and every other path is taken from the state as it was last synced (so it plans
-as unchanged).  The remote side is always the whole listing.
+Each side is looked at whole only when it must be.  While the watcher can be trusted (see
+:class:`~.changes.Dirty`) the local side is the paths it reported, every other path taken
+from the state as last synced.  While S3 can be trusted (see :class:`~.listing.Listed`: the
+change feed brings the other agents' changes as they happen) the prefix is not listed and
+only the reported paths are planned, their objects taken from the state; a pass with both
+sides trusted costs O(changes), not O(files), and one with nothing reported costs nothing.
 
 Must not touch: threads (the folder's runner calls :meth:`Reconcile.run`), the SDK.
 """
@@ -43,6 +46,7 @@ from ..state import StateStore
 from ..transfer import Objects
 from ..workqueue import Item
 from .changes import Dirty, Taken
+from .listing import Listed
 from .pending import Pending
 from .scope import Scope
 from .status import State, Status
@@ -61,6 +65,7 @@ class ReconcileStats:
     passed: PassStats
     skipped: int
     walked: bool = True  # the whole folder was walked (not only the reported paths)
+    listed: bool = True  # the whole prefix was listed (not only the state trusted)
 
 
 class Reconcile:
@@ -82,10 +87,12 @@ class Reconcile:
         delete: bool,
         on_skip: Callable[[Skipped], None],
         dirty: Dirty | None = None,
+        listed: Listed | None = None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self.listed = listed
         self.root = root
         self.store = store
         self.transfer = transfer
@@ -101,26 +108,42 @@ class Reconcile:
         self.wall = wall
         self.clock = clock
         self.count = 0  # passes completed
+        self.listings = 0  # ... of which listed the whole prefix
 
     def run(self, *, progress: Progress | None = None) -> ReconcileStats:
         """One pass; listing errors (RemoteError) are raised, per-file ones reported."""
         if self.dirty is None:
-            return self._run(Taken("no watcher"), progress)
-        if self.status.polling:  # a polling observer is not trusted to see every change
-            self.dirty.invalidate("the watcher is polling")
-        taken = self.dirty.take()
+            taken = Taken("no watcher")
+        else:
+            if self.status.polling:  # a polling observer is not trusted to see every change
+                self.dirty.invalidate("the watcher is polling")
+            taken = self.dirty.take()
+        listing = self.listed.take() if self.listed is not None else "no change feed"
+        # A walk of the whole folder goes with a listing: both are the slow, sure path.
+        listing = listing or taken.full
+        cpu = time.thread_time()
         try:
-            stats = self._run(taken, progress)
+            stats = self._run(taken, listing, progress)
         except BaseException:
-            self.dirty.restore(taken)
+            self._restore(taken, listing)
             raise
         if stats.passed.failed or stats.passed.vetoed is not None:
             # What failed or was held is looked at again by the next pass, as a full walk
             # would have done.
-            self.dirty.restore(taken)
+            self._restore(taken, listing)
         else:
-            self.dirty.done(taken)
+            if self.dirty is not None:
+                self.dirty.done(taken)
+            if self.listed is not None:
+                # The runner's own CPU: a quiet pass lists, parses and plans on this thread.
+                self.listed.done(listing, cost=time.thread_time() - cpu)
         return stats
+
+    def _restore(self, taken: Taken, listing: str | None) -> None:
+        if self.dirty is not None:
+            self.dirty.restore(taken)
+        if self.listed is not None:
+            self.listed.restore(listing)
 
     def _look_again(self, looked: dict[str, LocalEntry | None]) -> None:
         """Files this pass looked at that are still not as last synced (a local edit under
@@ -141,7 +164,7 @@ class Reconcile:
                 again.append(path)
         self.dirty.note(again)
 
-    def _run(self, taken: Taken, progress: Progress | None) -> ReconcileStats:
+    def _run(self, taken: Taken, listing: str | None, progress: Progress | None) -> ReconcileStats:
         started, t0 = self.wall(), self.clock()
         self.status.set(State.RECONCILING)
         skipped = Skips()  # deletes under an unreadable path wait; the rest of the pass goes on
@@ -152,25 +175,37 @@ class Reconcile:
 
         options = self.scope.walk_options()
         looked: dict[str, LocalEntry | None] = {}
-        state: Iterable[SyncedEntry] = self.store.iter_sorted()
-        if taken.full is not None:
-            local: Iterable[LocalEntry] = without_skipped(walk(self.root, options=options), skip)
-            if self.dirty is not None:
-                state, synced = itertools.tee(state)
-                local = _diverging(local, synced, looked)
-        else:
-            # One read of the state feeds both the planner and the synthesized local side, so
-            # the two agree even while uploads record meanwhile.
-            state, synced = itertools.tee(state)
-            local = without_skipped(
-                changed_side(self.root, taken, synced, options=options, looked=looked), skip
+        remote: Iterable[RemoteEntry | Skipped]
+        state: Iterable[SyncedEntry]
+        if listing is None:
+            # Both sides trusted: only the reported paths, their objects as last synced.
+            named = self._synced_at(taken)
+            state = named
+            remote = [RemoteEntry(e.path, e.size, e.remote_mtime_ns, e.etag) for e in named]
+            local: Iterable[LocalEntry] = without_skipped(
+                changed_side(self.root, taken, named, options=options, looked=looked), skip
             )
+        else:
+            # A key skipped as unsafe stays in the stream: the planner leaves its path
+            # alone, so it is never read as deleted in S3 and need not veto other deletes.
+            remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
+            state = self.store.iter_sorted()
+            if taken.full is not None:
+                local = without_skipped(walk(self.root, options=options), skip)
+                if self.dirty is not None:
+                    state, synced = itertools.tee(state)
+                    local = _diverging(local, synced, looked)
+            else:
+                # One read of the state feeds both the planner and the synthesized local
+                # side, so the two agree even while uploads record meanwhile.
+                state, synced = itertools.tee(state)
+                local = without_skipped(
+                    changed_side(self.root, taken, synced, options=options, looked=looked),
+                    skip,
+                )
         scanned = [0]
         if progress is not None:
             local = _counted(local, scanned)
-        # A key skipped as unsafe stays in the stream: the planner leaves its path alone, so
-        # it is never read as deleted in S3 and need not veto the pass's other deletes.
-        remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
         opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
         plan: Iterable[Action] = plan_reconcile(local, remote, state, opts=opts)
         if progress is not None:
@@ -194,23 +229,44 @@ class Reconcile:
         if progress is not None:
             progress(self.name, scanned[0], sum(passed.planned.values()), True)
         self.count += 1
+        self.listings += listing is not None
         self.store.set_status(
             last_reconcile_at=started + duration, last_reconcile_duration=round(duration, 3)
         )
         self.metrics.reconciled(started + duration, duration)
         self.metrics.healthy(True)
         logger.info(
-            "reconcile: %s done in %.2fs (planned: %s; local side: %s)",
+            "reconcile: %s done in %.2fs (planned: %s; local side: %s; S3 side: %s)",
             self.name,
             duration,
             passed.describe(),
             f"full walk, {taken.full}"
             if taken.full is not None
             else f"{len(taken.paths)} reported paths, {len(taken.dirs)} directories",
+            f"listed, {listing}" if listing is not None else "as last synced (change feed)",
             extra={"folder": self.name, "event": "reconcile", "duration": duration},
         )
         self.status.set(State.WATCHING, only_from=State.RECONCILING)
-        return ReconcileStats(started, duration, passed, skipped.count, taken.full is not None)
+        return ReconcileStats(
+            started,
+            duration,
+            passed,
+            skipped.count,
+            walked=taken.full is not None,
+            listed=listing is not None,
+        )
+
+    def _synced_at(self, taken: Taken) -> list[SyncedEntry]:
+        """The state of the reported paths and of everything below the reported
+        directories, in key order."""
+        found: dict[str, SyncedEntry] = {}
+        for path in taken.paths | taken.dirs:
+            entry = self.store.get(path)
+            if entry is not None:
+                found[path] = entry
+        for top in _outermost(taken.dirs):
+            found.update((e.path, e) for e in self.store.iter_sorted(prefix=top.rstrip("/")))
+        return sorted(found.values(), key=lambda e: e.path)
 
 
 def _diverging(

@@ -58,6 +58,7 @@ class Status:
         self._last_error: str | None = None
         self._error_from_s3 = False
         self._published: dict[str, str | int] = {}
+        self._oldest = 0.0  # age of the oldest journal entry when last read
 
     @property
     def state(self) -> State:
@@ -129,7 +130,10 @@ class Status:
             pending, in_flight = self.sizes()
             status.update(pending=pending, in_flight=in_flight)
             if self.metrics is not None:
-                oldest = store.journal_oldest_age(self.wall()) or 0.0
+                # Read only while there is work (a query a second is an idle agent's cost).
+                busy = pending or in_flight or self._oldest
+                oldest = (store.journal_oldest_age(self.wall()) or 0.0) if busy else 0.0
+                self._oldest = oldest
                 self.metrics.queue(pending, in_flight, oldest)
         if force or status != self._published:
             self._published = status
