@@ -29,6 +29,7 @@ from .errors import (
 )
 from .extsort import sorted_stream
 from .filters import is_reserved
+from .listpage import list_page
 from .model import RemoteEntry, Skipped
 from .poll import PresignedGet
 from .retry import RetryPolicy
@@ -247,27 +248,26 @@ def list_entries(
         cut = len(where.prefix)
         while True:
             try:
-                page = policy.call(
-                    lambda: client.list_objects_v2(**request), what=f"list {where.url()}"
-                )
+                got = policy.call(lambda: list_page(client, request), what=f"list {where.url()}")
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
                 raise RemoteError(f"cannot list {where.url()}: {describe(exc)}") from exc
-            for obj in page.get("Contents", ()):
-                key = obj["Key"]
+            for obj in got.objects:
+                key = obj.key
                 path = key[cut:]
                 # Directory markers (what S3 consoles create for a folder, the prefix's own
                 # included) are nothing to sync, as for aws; nor is the reserved key space.
-                if (key.endswith("/") and (path or obj["Size"] == 0)) or is_reserved(path):
+                if (key.endswith("/") and (path or obj.size == 0)) or is_reserved(path):
                     continue
                 if for_download:
                     reason = unsafe_reason(path)
                     if reason is not None:
                         yield Skipped(path, reason)
                         continue
-                etag = obj.get("ETag", "").strip('"')
-                yield RemoteEntry(path, obj["Size"], mtime_ns(obj["LastModified"]), etag)
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+                when = obj.last_modified
+                stamp = parse_timestamp(when) if isinstance(when, str) else when
+                yield RemoteEntry(path, obj.size, mtime_ns(stamp), obj.etag)
+            token = got.token
+            if not got.truncated or not token:
                 return
             request["ContinuationToken"] = token
 

@@ -364,21 +364,38 @@ class StateStore:
     # -- helpers -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One serialized write transaction; rolled back if the body raises."""
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One serialized write transaction; rolled back if the body raises.
+
+        ``durable=False`` commits without an fsync of its own (WAL, ``synchronous=NORMAL``):
+        the next durable commit carries it to the disk, and a power cut may lose it (never
+        corrupt the database).  For the upload journal only: after a crash the agent's
+        first pass walks the whole folder and lists the whole prefix, so a lost entry only
+        means that pass, not the journal, finds the path."""
         with self._mutex:
             self._check_open()
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield conn
-                if self._closes:
-                    conn.executemany("DELETE FROM journal WHERE id = ?", map(_one, self._closes))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self._closes.clear()
+                with self._begun(conn):
+                    yield conn
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+
+    @contextlib.contextmanager
+    def _begun(self, conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            if self._closes:  # journal entries closed since (see journal_done_later)
+                conn.executemany("DELETE FROM journal WHERE id = ?", map(_one, self._closes))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self._closes.clear()
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         with self._mutex:
@@ -567,7 +584,7 @@ class StateStore:
 
     def journal_add(self, kind: str, path: str, detail: str = "") -> int:
         """Record an operation before it runs; returns its id for :meth:`journal_done`."""
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             cursor = conn.execute(
                 "INSERT INTO journal(kind, path, detail, created) VALUES (?, ?, ?, ?)",
                 (kind, path, detail, self._clock()),
@@ -576,10 +593,10 @@ class StateStore:
             return cursor.lastrowid
 
     def journal_add_many(self, kind: str, paths: Sequence[str]) -> list[int]:
-        """:meth:`journal_add` for many paths in one transaction (one fsync, not one each)."""
+        """:meth:`journal_add` for many paths in one transaction."""
         ids: list[int] = []
         now = self._clock()
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             for path in paths:
                 cursor = conn.execute(
                     "INSERT INTO journal(kind, path, detail, created) VALUES (?, ?, ?, ?)",
@@ -656,7 +673,7 @@ class StateStore:
         """Commit the removals :meth:`journal_done_later` is holding."""
         with self._mutex:
             if self._closes:
-                with self._transaction():
+                with self._transaction(durable=False):
                     pass
 
     def journal_pending(self) -> list[JournalEntry]:

@@ -354,7 +354,7 @@ class Transfer:
         key = key if key is not None else self.where.key(path)
         extra: dict[str, Any] = self.settings.extra_args(path)
         try:
-            f = open(self.root / path, "rb")  # noqa: SIM115 - closed below
+            f = open(os.path.join(self.root, path), "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise FileError(path, exc.strerror or str(exc)) from exc
         with f:

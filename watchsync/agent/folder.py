@@ -521,8 +521,16 @@ class _Watcher:
             on_skipped=_skipped_in(f.cfg.name),
             on_ignore_changed=self._on_ignore_changed,
         )
+        t0 = time.monotonic()
         self._observer, f.status.polling = start_observer(
             f.root, handler, force_polling=f.force_polling
+        )
+        logger.info(
+            "watch: %s: %s %s in %.1fs",
+            f.cfg.name,
+            "polling" if f.status.polling else "watching",
+            f.root,
+            time.monotonic() - t0,
         )
         self._lost("the watcher (re)started")
         if self._debounce is None:
