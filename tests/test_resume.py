@@ -133,7 +133,7 @@ def test_an_upload_cut_off_is_left_to_resume_even_when_the_link_is_back_at_once(
     with NetProxy("127.0.0.1", s3server.port) as proxy:
         once_each = Config(retries={"total_max_attempts": 1})  # as the tool's own client
         client = s3server.client(endpoint_url=proxy.endpoint, config=once_each)
-        proxy.delay(0.005)  # slow enough to be cut mid-upload
+        proxy.delay(0.02)  # slow enough to be cut mid-upload, even on a loaded machine
         try:
             # Two parts at a time: parts 3 and 4 are on their way when 1 and 2 are in S3.
             once = RetryPolicy(attempts=1)

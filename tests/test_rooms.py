@@ -1227,6 +1227,26 @@ def test_push_agent_lists_only_at_the_interval(make_world: Callable[..., World])
     assert stats.listed and stats.passed.planned == {Kind.UPLOAD: 1}
 
 
+def test_a_file_found_changed_at_a_planned_download_is_looked_at_again(
+    make_world: Callable[..., World],
+) -> None:
+    """A pass plans a download from the state's record of the file (not reported by the
+    watcher), but the file is not that: the download is left (the file wins), and the next
+    pass looks at the file as it is instead of planning the same download forever."""
+    w = _fed_world(make_world, full_list_interval=0.0)
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    _silently_changed(w, "a.txt", b"v2 local, unreported")
+    w.objects.put("a.txt", b"v2 remote")
+    first = w.rooms.reconcile.run()
+    assert first.passed.planned == {Kind.DOWNLOAD: 1} and first.passed.stale == ["a.txt"]
+    assert (w.root / "a.txt").read_bytes() == b"v2 local, unreported"
+    w.now[0] += 300.0
+    second = w.rooms.reconcile.run()
+    assert Kind.DOWNLOAD not in second.passed.planned  # seen as changed on both sides now
+    assert second.passed.planned  # a conflict (both kept) or the upload it routes
+
+
 def test_a_costly_listing_comes_less_often() -> None:
     """Listings stay under their share of a core: one costing 30 s of CPU (a huge tree)
     comes every 12,000 s, not every hour; a cheap one keeps the interval."""

@@ -92,7 +92,7 @@ class FolderConfig:
     reconcile_interval: float = 300.0
     full_walk_interval: float = 86400.0
     full_list_interval: float = 3600.0
-    upload_workers: int = 8
+    upload_workers: int = 16
     drain_timeout: float = 30.0
     s3: S3Settings = field(default_factory=S3Settings)
     name: str = field(init=False)
@@ -136,7 +136,7 @@ _FOLDER_DEFAULTS: dict[str, object] = {
     "reconcile_interval": 300.0,
     "full_walk_interval": 86400.0,
     "full_list_interval": 3600.0,
-    "upload_workers": 8,
+    "upload_workers": 16,
     "drain_timeout": 30.0,
 }
 _S3_KEYS = (

@@ -206,6 +206,7 @@ class PassStats:
     failed: int = 0
     vetoed: Veto | None = None
     blocked: list[Action] = field(default_factory=list)  # tried again after the deletes
+    stale: list[str] = field(default_factory=list)  # the file changed since it was planned
 
     def describe(self) -> str:
         return ", ".join(f"{k.value} {n}" for k, n in self.planned.items()) or "no changes"
@@ -385,7 +386,9 @@ class Executor:
 
     def _guarded(self, action: Action, stats: PassStats) -> None:
         try:
-            self.apply(action)
+            if self.apply(action) is Outcome.STALE:
+                with self._lock:
+                    stats.stale.append(action.path)
         except PathBlocked as exc:
             with self._lock:
                 if self.retry_blocked:

@@ -123,9 +123,13 @@ class Debouncer:
                 item.deadline = deadline
             if self.max_wait is not None:
                 item.deadline = min(item.deadline, item.first + self.max_wait)
+            # The waiter sleeps until the earliest deadline: wake it only when this one is
+            # earlier (a burst's create and modify events then wake nobody, its closes do).
+            sooner = not self._heap or item.deadline < self._heap[0][0]
             heapq.heappush(self._heap, (item.deadline, path))
-            self._changes += 1
-            self._cond.notify_all()
+            if sooner:
+                self._changes += 1
+                self._cond.notify_all()
 
     def due(self, now: float) -> list[str]:
         """Remove and return the paths whose quiet period ended by ``now``, sorted."""
@@ -524,6 +528,14 @@ if HAVE_INOTIFY:
         def handle_event(self, event: InotifyEvent) -> None:
             try:
                 super().handle_event(event)  # watchdog re-adds its watches on overflow first
+            except KeyError:
+                # An event queued for a directory whose watch watchdog already dropped (it
+                # was removed or moved away meanwhile): a known race, not a bug; rescan.
+                logger.warning(
+                    "watch: an event for a directory no longer watched (%r); rescanning", event
+                )
+                self._sink.overflow()
+                return
             except Exception:
                 # Uncaught, this would end the reader thread and all watching with it.
                 logger.exception("watch: failed to handle inotify event %r", event)

@@ -225,6 +225,10 @@ class Reconcile:
         finally:
             queue.flush()
         self._look_again(looked)
+        if self.dirty is not None and passed.stale:
+            # The file is not what the plan saw (the state's record of it, for a path the
+            # watcher did not report): the next pass looks at it as it is.
+            self.dirty.note(passed.stale)
         duration = self.clock() - t0
         if progress is not None:
             progress(self.name, scanned[0], sum(passed.planned.values()), True)
