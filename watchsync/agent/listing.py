@@ -79,12 +79,15 @@ class Listed:
             self._taken_at = now
             return why
 
-    def done(self, why: str | None, *, cost: float = 0.0) -> None:
+    def done(self, why: str | None, *, cost: float | None = None) -> None:
         """The pass that took ``why`` finished (a listing costing ``cost`` CPU seconds,
-        when ``why`` is not None)."""
+        when ``why`` is not None; None when that cost is not the listing's alone, as in a
+        pass that also walked the folder: the last known cost stands)."""
         if why is not None:
             with self._lock:
-                self._listed_at, self._cost = self._taken_at, cost
+                self._listed_at = self._taken_at
+                if cost is not None:
+                    self._cost = cost
 
     def _interval(self) -> float:
         if self.full_interval <= 0:

@@ -135,8 +135,10 @@ class Reconcile:
             if self.dirty is not None:
                 self.dirty.done(taken)
             if self.listed is not None:
-                # The runner's own CPU: a quiet pass lists, parses and plans on this thread.
-                self.listed.done(listing, cost=time.thread_time() - cpu)
+                # The runner's own CPU: a quiet pass lists, parses and plans on this thread
+                # (a pass that also walked the folder says nothing of the listing's cost).
+                cost = time.thread_time() - cpu if taken.full is None else None
+                self.listed.done(listing, cost=cost)
         return stats
 
     def _restore(self, taken: Taken, listing: str | None) -> None:
