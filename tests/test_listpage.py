@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from watchsync.listpage import Listed, read_page
+from watchsync.listpage import ListedObject, read_page
 from watchsync.model import RemoteEntry
 from watchsync.remote import S3Url, list_entries, mtime_ns
 
@@ -35,7 +35,9 @@ def test_raw_page_with_url_encoded_keys() -> None:
         )
     )
     assert page.truncated and page.token == "tok+1"
-    assert page.objects == [Listed("p/a b+c\ttab€.txt", 12, "2026-12-02T04:16:18.198Z", "abc")]
+    assert page.objects == [
+        ListedObject("p/a b+c\ttab€.txt", 12, "2026-12-02T04:16:18.198Z", "abc")
+    ]
 
 
 def test_raw_page_without_namespace_or_encoding() -> None:
@@ -48,13 +50,13 @@ def test_raw_page_without_namespace_or_encoding() -> None:
         )
     )
     assert not page.truncated and page.token is None
-    assert page.objects == [Listed("a&b", 0, "2026-12-02T04:16:18Z", "e")]
+    assert page.objects == [ListedObject("a&b", 0, "2026-12-02T04:16:18Z", "e")]
 
 
 def test_parsed_page_when_no_body_was_kept() -> None:
     when = datetime(2026, 12, 2, tzinfo=UTC)
     page = read_page({"Contents": [{"Key": "k", "Size": 3, "LastModified": when, "ETag": '"x"'}]})
-    assert page.objects == [Listed("k", 3, when, "x")] and not page.truncated
+    assert page.objects == [ListedObject("k", 3, when, "x")] and not page.truncated
 
 
 def test_listing_matches_botocore_on_the_real_server(s3: S3Client, bucket: str) -> None:

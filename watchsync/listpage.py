@@ -31,7 +31,7 @@ _ours = threading.local()  # set while this thread's request is one of list_page
 
 
 @dataclass(frozen=True, slots=True)
-class Listed:
+class ListedObject:
     """One object of a page: the key (URL-decoded), its size, LastModified as the server
     wrote it (text, or a datetime from botocore's parse) and its ETag without quotes."""
 
@@ -43,7 +43,7 @@ class Listed:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    objects: list[Listed]
+    objects: list[ListedObject]
     truncated: bool
     token: str | None
 
@@ -81,7 +81,7 @@ def read_page(parsed: Mapping[str, Any]) -> Page:
     if raw is None:
         return Page(
             [
-                Listed(o["Key"], o["Size"], o["LastModified"], o.get("ETag", "").strip('"'))
+                ListedObject(o["Key"], o["Size"], o["LastModified"], o.get("ETag", "").strip('"'))
                 for o in parsed.get("Contents", ())
             ],
             bool(parsed.get("IsTruncated")),
@@ -95,11 +95,11 @@ def read_page(parsed: Mapping[str, Any]) -> Page:
     return Page(objects, truncated, root.findtext(f"{ns}NextContinuationToken") or None)
 
 
-def _listed(c: ET.Element, ns: str, decode: bool) -> Listed:
+def _listed(c: ET.Element, ns: str, decode: bool) -> ListedObject:
     # One pass over the children (four findtext calls would walk them four times).
     got = {child.tag[len(ns) :]: child.text or "" for child in c}
     key = got.get("Key", "")
-    return Listed(
+    return ListedObject(
         unquote_plus(key) if decode else key,
         int(got.get("Size") or 0),
         got.get("LastModified", ""),
