@@ -32,12 +32,11 @@ from typing import Any, Protocol
 from ..errors import ConditionalWritesUnsupported, PreconditionFailed
 from ..execute import Executor
 from ..local import stat_entry
-from ..model import Action, Kind, LocalEntry, Mode, RemoteEntry, SyncedEntry
+from ..model import LocalEntry, Mode, RemoteEntry, SyncedEntry
 from ..plan import ReconcileOptions, plan_reconcile
 from ..remote import Fetched, NotModified, unsafe_reason
 from ..state import StateStore
 from ..transfer import Objects
-from ..workqueue import Item
 from .pending import Pending
 from .scope import Scope
 
@@ -422,15 +421,7 @@ class Recheck:
                 synced.append(syn)
         opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
         queue = self.pending.batch()
-
-        def route(action: Action) -> bool:
-            if action.kind is not Kind.UPLOAD:
-                return False
-            rem = action.remote
-            queue.add(Item(action.path, rem.etag if rem else None, absent=rem is None, remote=rem))
-            return True
-
         try:
-            self.executor.run(plan_reconcile(local, remote, synced, opts=opts), route=route)
+            self.executor.run(plan_reconcile(local, remote, synced, opts=opts), route=queue.route)
         finally:
             queue.flush()

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from ..model import Action, Kind
 from ..state import JournalEntry, StateStore
 from ..workqueue import Item, PathQueue
 
@@ -131,6 +132,16 @@ class Batch:
         self._items.append(item)
         if len(self._items) >= BATCH:
             self.flush()
+
+    def route(self, action: Action) -> bool:
+        """The executor's route in a pass: an upload joins the uploader's queue (so one
+        worker owns a path at a time, conditional on the object the pass saw); the rest
+        runs in the pass."""
+        if action.kind is not Kind.UPLOAD:
+            return False
+        rem = action.remote
+        self.add(Item(action.path, rem.etag if rem else None, absent=rem is None, remote=rem))
+        return True
 
     def flush(self) -> None:
         items, self._items = self._items, []

@@ -33,7 +33,6 @@ from ..local import WalkOptions, is_temp_name, walk
 from ..metrics import FolderMetrics
 from ..model import (
     Action,
-    Kind,
     LocalEntry,
     Mode,
     RemoteEntry,
@@ -44,7 +43,6 @@ from ..model import (
 from ..plan import ReconcileOptions, plan_reconcile
 from ..state import StateStore
 from ..transfer import Objects
-from ..workqueue import Item
 from .changes import Dirty, Taken
 from .listing import Listed
 from .pending import Pending
@@ -213,17 +211,8 @@ class Reconcile:
         if progress is not None:
             plan = _reported(plan, lambda n: progress(self.name, scanned[0], n, False))
         queue = self.pending.batch()
-
-        def route(action: Action) -> bool:
-            if action.kind is not Kind.UPLOAD:
-                return False
-            rem = action.remote
-            etag = rem.etag if rem is not None else None
-            queue.add(Item(action.path, etag, absent=rem is None, remote=rem))
-            return True
-
         try:
-            passed = self.executor.run(plan, skipped=skipped, route=route)
+            passed = self.executor.run(plan, skipped=skipped, route=queue.route)
         finally:
             queue.flush()
         self._look_again(looked)
