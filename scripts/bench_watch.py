@@ -35,7 +35,9 @@ server's CPU) so its polling never competes with the agent for the agent's CPU.
                against the no-op first reconcile of the second agent (existing state)
   (d) feed     two agents at default settings (reconcile every 300 s) on two folders sharing
                one prefix; write a file in A, poll B's folder every 20 ms until it is there;
-               --feed-samples samples (the change feed carries it, not the reconcile)
+               --feed-samples samples (the change feed carries it, not the reconcile); then
+               a third agent starts while A writes 200 new files over 10 s: time until its
+               folder holds every file A has
 
 Floors: latency p50 <= debounce + 250 ms; idle CPU at the default interval <= 0.5 % of one core
 (100,000 files); cross-agent p50 <= 2 s, p99 <= 5 s; burst <= 1.0x ``watchsync sync``;
@@ -63,6 +65,7 @@ import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -332,6 +335,35 @@ def measure_latency(
             out.append(seen)
         time.sleep(0.1)  # a quiet gap, so samples do not share a debounce window
     return out
+
+
+def write_slowly(root: Path, files: int, seconds: float) -> None:
+    """``files`` new small files in ``root/busy/``, spread over ``seconds``."""
+    (root / "busy").mkdir(exist_ok=True)
+    for i in range(files):
+        (root / "busy" / f"b{i:04d}.txt").write_bytes(f"busy {i}\n".encode())
+        time.sleep(seconds / files)
+
+
+def holds_all(root: Path, source: Path, agent: Agent, *, timeout: float) -> bool:
+    """Whether ``root`` comes to hold every file of ``source`` (names and sizes)."""
+
+    def files(top: Path) -> dict[str, int]:
+        return {
+            str(p.relative_to(top)): p.stat().st_size
+            for p in top.rglob("*")
+            if p.is_file() and ".watchsync" not in p.parts
+        }
+
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        want = files(source)
+        if want and files(root) == want:
+            return True
+        if agent.proc.poll() is not None:
+            raise RuntimeError(f"agent exited\n{agent.log_tail()}")
+        time.sleep(0.2)
+    return False
 
 
 def measure_feed(a: Agent, b: Agent, root_a: Path, root_b: Path, *, samples: int) -> list[float]:
@@ -815,6 +847,29 @@ def main(argv: list[str]) -> int:
                       f"p50 {p50:.2f} s  p99 {p99:.2f} s  max {lat[-1]:.2f} s")  # fmt: skip
                 checks.append(("cross-agent p50 <= 2 s", p50 <= 2.0, f"p50 {p50:.2f} s"))
                 checks.append(("cross-agent p99 <= 5 s", p99 <= 5.0, f"p99 {p99:.2f} s"))
+                late_root = scratch / "feed-c"
+                late_root.mkdir()
+                writer = threading.Thread(target=write_slowly, args=(roots[0], 200, 10.0))
+                writer.start()  # A is busy: 200 new files over 10 s
+                time.sleep(2.0)
+                with running_agent(
+                    late_root, "s3://bench-feed/p", endpoint=server.endpoint, env=env,
+                    scratch=scratch, cpu=args.client_cpu, extra=[],
+                ) as agent_c:  # fmt: skip
+                    started = time.perf_counter()
+                    writer.join()
+                    held = holds_all(late_root, roots[0], agent_c, timeout=120.0)
+                    took = time.perf_counter() - started if held else None
+                results["feed_late"] = {"seconds": took}
+                print(f"    a third agent started beside busy A held all of A's files after "
+                      f"{'never' if took is None else f'{took:.1f} s'}")  # fmt: skip
+                checks.append(
+                    (
+                        "a late agent beside a busy one holds all its files within 60 s",
+                        took is not None and took <= 60.0,
+                        "not within 120 s" if took is None else f"{took:.1f} s",
+                    )
+                )
         client.close()
 
     print("\n== floors ==")
