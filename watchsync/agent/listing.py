@@ -99,10 +99,3 @@ class Listed:
         if why is not None:
             with self._lock:
                 self._why = self._why or why
-
-    def due_in(self) -> float | None:
-        """Seconds until the interval's next listing (None before the first one)."""
-        with self._lock:
-            if self._listed_at is None:
-                return None
-            return max(0.0, self._listed_at + self._interval() - self.clock())
