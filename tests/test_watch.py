@@ -361,8 +361,8 @@ def barrier(w: Watcher, *, timeout: float = 10) -> None:
     it ready; by then everything the earlier actions caused has been reported too:
 
     * Order: the handler sees events in the order they happened (inotify: one kernel queue
-      per observer, read by one thread, FIFO through the move grouper and the observer's
-      queue to one dispatcher thread), so every earlier path was touched before the sentinel.
+      per observer, read by one thread, which dispatches each event as it reads it), so
+      every earlier path was touched before the sentinel.
     * Debounce: a directory event never takes the close-after-write shortcut, so the sentinel
       is due a full ``debounce`` after its touch (``max_wait`` if that is smaller), while an
       earlier path is due at most ``debounce`` after its last touch (``close_delay`` is not
@@ -409,8 +409,8 @@ class EventLog(FileSystemEventHandler):
 
 def watch_probe(w: Watcher, directory: Path) -> tuple[Path, EventLog]:
     """A second watch, on ``directory`` outside the root, on ``w``'s observer: its events
-    pass through the same queue and dispatcher thread as the root's (and, with inotify,
-    come from the same inotify instance, read by the same thread)."""
+    are dispatched in the same order as the root's (inotify: by the one reader thread of
+    the same inotify instance; polling: through the observer's one queue)."""
     directory.mkdir()
     log = EventLog()
     w.observer.schedule(log, str(directory), recursive=False)
@@ -421,13 +421,13 @@ def barrier_after_root_gone(w: Watcher, probe: tuple[Path, EventLog]) -> None:
     """:func:`barrier` for a watcher whose root is gone (no sentinel can be made in it):
     return once every event the root's removal caused has been dispatched to the handler.
 
-    Those come from two producers.  The root's emitter queues its ``DirDeletedEvent`` and
+    Those come from two producers.  The root's emitter sends its ``DirDeletedEvent`` and
     then stops itself (inotify: ``IN_DELETE_SELF``; polling: the snapshot fails), so wait
-    until it has stopped.  With inotify, the reader thread also queues a ``RootGoneEvent``
-    while it handles the kernel's ``IN_DELETE_SELF``, before it reads any later kernel event
-    — such as the one for a sentinel file created in the probe's directory now.  Once the
-    probe's handler got the sentinel's event, the single dispatcher thread has dispatched
-    everything queued before it (the queue is FIFO).
+    until it has stopped.  With inotify, the reader thread also dispatches a
+    ``RootGoneEvent`` while it handles the kernel's ``IN_DELETE_SELF``, before it reads any
+    later kernel event — such as the one for a sentinel file created in the probe's
+    directory now.  Once the probe's handler got the sentinel's event, everything before it
+    was dispatched (inotify: by that one thread; polling: through the observer's FIFO queue).
     """
     directory, log = probe
     root_emitters = [e for e in w.observer.emitters if Path(e.watch.path) != directory]
@@ -723,12 +723,12 @@ def test_real_queue_overflow_calls_on_overflow(
     observer, polling = start_observer(root, handler, observer_factory=tiny_queue_observer)
     try:
         assert polling is False
-        for round_ in range(20):
+        # The reader takes this lock before each read: held, it reads nothing while the
+        # burst is written, so the kernel's queue overflows for sure.
+        with observer._inotify_fd._lock:  # type: ignore[attr-defined]
             for i in range(200):
-                fd = os.open(root / f"f{round_}-{i}", os.O_CREAT | os.O_WRONLY)
+                fd = os.open(root / f"f{i}", os.O_CREAT | os.O_WRONLY)
                 os.close(fd)
-            if overflows:
-                break
         wait_until(lambda: overflows, timeout=5, message="on_overflow after IN_Q_OVERFLOW")
         # Watching goes on after the overflow.
         # The tiny queue may overflow again while the burst drains, losing one event: keep

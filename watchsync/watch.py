@@ -1,9 +1,10 @@
 """The watcher side of the agent: filesystem events in, quiet relative paths out.
 
 The pipeline is ``watchdog observer -> ChangeHandler -> Debouncer -> DebounceThread ->
-on_ready(paths)``.  The handler only converts and enqueues; the debouncer holds each path
-until it has been quiet for ``debounce`` seconds; the thread hands ready paths to the
-consumer outside any lock.
+on_ready(paths)``.  With inotify, the handler runs in the observer's reader thread, as each
+event is read (:class:`TrackingInotifyObserver`); it only converts and enqueues.  The
+debouncer holds each path until it has been quiet for ``debounce`` seconds; the thread
+hands ready paths to the consumer outside any lock.
 
 Ready paths are relative and ``/``-separated.  A path ending in ``/`` (``"photos/"``)
 marks a *directory* that was created, deleted or moved: the consumer must rescan that
@@ -27,8 +28,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -43,7 +45,12 @@ from watchdog.events import (
     FileSystemEventHandler,
     FileSystemMovedEvent,
 )
-from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, ObservedWatch
+from watchdog.observers.api import (
+    DEFAULT_OBSERVER_TIMEOUT,
+    BaseObserver,
+    EventDispatcher,
+    ObservedWatch,
+)
 from watchdog.observers.polling import PollingObserver
 
 from .filters import DEFAULT_IGNORES, IgnoreRules
@@ -55,6 +62,7 @@ DIR_MARK = "/"
 
 # Errors from inotify_init/inotify_add_watch that mean "use polling instead".
 _INOTIFY_UNAVAILABLE = {errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOSYS}
+_MOVE_COOKIES = 1024  # directories moved out, remembered until their move-in arrives
 
 FALLBACK_HINT = (
     "Raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=524288) to fix."
@@ -409,16 +417,55 @@ WATCHED_EVENTS: list[type[FileSystemEvent]] = [
 ]
 
 
-class _SignalSink:
-    """Queues our synthetic events to an observer's watches without taking its lock.
+class _Outbox:
+    """What the inotify reader thread read, handed raw to the observer's dispatcher thread.
 
-    The hooks run on the inotify reader thread, sometimes while watchdog holds a watch
-    group's lock, and ``observer.stop()`` takes the observer's lock and then the group's:
-    taking the observer's lock here could deadlock, so this keeps its own list.
+    The reader only reads: parsing the events, keeping the watches in step, building
+    watchdog's events and running the handler all happen on the dispatcher thread, with one
+    queue hand-off per read(2) (up to 2,048 events).  So the kernel's queue (16,384 events
+    by default) is drained as fast as a burst fills it, whatever the agent's other threads
+    are doing.  While ``limit`` bytes wait, the reader waits too: the kernel's queue then
+    overflows, which the agent answers with a rescan, instead of memory growing without
+    bound."""
+
+    def __init__(self, put: Callable[[bytes], None], *, limit: int = 4 << 20) -> None:
+        self._put = put
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._waiting = 0  # bytes handed over, not yet handled
+        self._closed = False
+
+    def hand(self, buffer: bytes) -> None:
+        """Hand a read's bytes to the dispatcher; waits while too much is waiting."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiting < self._limit or self._closed)
+            if self._closed:
+                return
+            self._waiting += len(buffer)
+        self._put(buffer)
+
+    def done(self, buffer: bytes) -> None:
+        with self._cond:
+            self._waiting -= len(buffer)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _SignalSink:
+    """Hands our synthetic events to the handlers of an observer's watches, in order with
+    the other events (they are raised on the dispatcher thread, which handles the events).
+
+    The hooks may run while watchdog holds a watch group's lock, and ``observer.stop()``
+    takes the observer's lock and then the group's: taking the observer's lock here could
+    deadlock, so this keeps its own list of watches.
     """
 
-    def __init__(self, observer: BaseObserver) -> None:
-        self._observer = observer
+    def __init__(self, dispatch: Callable[[FileSystemEvent, ObservedWatch], None]) -> None:
+        self._dispatch = dispatch
         self._lock = threading.Lock()
         self._roots: list[tuple[ObservedWatch, tuple[int, int] | None]] = []
         self.live = False  # set once started: no signals for a startup we may abandon
@@ -437,13 +484,13 @@ class _SignalSink:
         with self._lock:
             gone = [w for w, ident in self._roots if _identity(str(w.path)) != ident]
         for watch in gone:
-            self._observer.event_queue.put((RootGoneEvent(watch.path), watch))
+            self._dispatch(RootGoneEvent(watch.path), watch)
 
     def _emit(self, cls: type[FileSystemEvent]) -> None:
         with self._lock:
             watches = [w for w, _ in self._roots]
         for watch in watches:
-            self._observer.event_queue.put((cls(watch.path), watch))
+            self._dispatch(cls(watch.path), watch)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -457,8 +504,9 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 if sys.platform.startswith("linux"):
     try:
-        from watchdog.observers.inotify import InotifyEmitter
+        from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
         from watchdog.observers.inotify_c import (
+            DEFAULT_EVENT_BUFFER_SIZE,
             CallbackId,
             InotifyConstants,
             InotifyEvent,
@@ -467,6 +515,7 @@ if sys.platform.startswith("linux"):
             WatchCallback,
             WatchDescriptor,
         )
+        from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
     except Exception:  # watchdog.utils.UnsupportedLibcError: a libc without inotify
         HAVE_INOTIFY = False
     else:
@@ -482,9 +531,10 @@ if HAVE_INOTIFY:
         queue overflow (and re-adds its watches), silently skips subdirectories it cannot
         watch (ENOSPC), and does not report the root being moved away (IN_MOVE_SELF)."""
 
-        def __init__(self, sink: _SignalSink) -> None:
+        def __init__(self, sink: _SignalSink, outbox: _Outbox) -> None:
             super().__init__()
             self._sink = sink
+            self._outbox = outbox
             self.watch_limit_error: OSError | None = None
 
         def add_callback(
@@ -525,6 +575,20 @@ if HAVE_INOTIFY:
                         continue
                     self._remove_callback(wd, id_)
 
+        def run(self) -> None:
+            # Only reads; :meth:`handle_buffer` does the rest on the dispatcher thread.
+            while self.should_keep_running():
+                buffer = self._read_event_buffer(DEFAULT_EVENT_BUFFER_SIZE)
+                if buffer:
+                    self._outbox.hand(buffer)
+
+        def handle_buffer(self, buffer: bytes) -> None:
+            """The events of one read, as watchdog's reader thread would handle them."""
+            for wd, mask, cookie, name in InotifyFD._parse_event_buffer(buffer):
+                # The kernel reports IN_Q_OVERFLOW with wd=-1; other global events are not ours.
+                if wd != -1 or mask & InotifyConstants.IN_Q_OVERFLOW:
+                    self.handle_event(InotifyEvent(wd, mask, cookie, name))
+
         def handle_event(self, event: InotifyEvent) -> None:
             try:
                 super().handle_event(event)  # watchdog re-adds its watches on overflow first
@@ -546,16 +610,126 @@ if HAVE_INOTIFY:
             elif event.is_move_self or event.is_delete_self:
                 self._sink.check_roots()
 
+    Dispatch = Callable[[FileSystemEvent, ObservedWatch], None]
+
+    @dataclass
+    class _DirectWatchGroup(InotifyWatchGroup):
+        """watchdog's watch group, minus its move grouper: each event goes on to
+        ``deliver`` at once, on the thread that handles the events (the dispatcher's).
+
+        watchdog passes every event through the grouper's queue, an emitter thread, the
+        observer's queue and its dispatcher thread.  Behind busy upload workers each of
+        those hand-offs waits for the GIL, and a burst's events reached the agent at a
+        fraction of the rate they were written while the uploaders sat idle.  Moves are
+        not paired (the handler touches both sides of a move anyway); a moved directory's
+        watches still follow it, found by the cookie of its IN_MOVED_FROM."""
+
+        deliver: Callable[[PathedInotifyEvent], None] | None = None
+        _moved_dirs: dict[int, bytes] = field(default_factory=dict, init=False)
+
+        def on_event(self, event: InotifyEvent) -> None:
+            with self._lock:
+                if not self.is_active or self.deliver is None:
+                    return
+                src_path = self._build_event_source_path(event)
+                if src_path is None:
+                    return
+                if event.is_moved_from and event.is_directory:
+                    if len(self._moved_dirs) >= _MOVE_COOKIES:
+                        self._moved_dirs.pop(next(iter(self._moved_dirs)))
+                    self._moved_dirs[event.cookie] = src_path
+                elif event.is_moved_to:
+                    source = self._moved_dirs.pop(event.cookie, None)
+                    followed = source is not None and self._move_watches(source, src_path)
+                    if event.is_directory and self.is_recursive and not followed:
+                        self._add_all_callbacks(src_path)
+                elif event.is_create and event.is_directory and self.is_recursive:
+                    # Its files from before the watch: the handler's directory mark has the
+                    # agent rescan it, so watchdog's simulated events are not made.
+                    self._add_all_callbacks(src_path)
+                deliver = self.deliver
+            # Outside the lock: the root deleted stops its emitter, which takes it.
+            deliver(PathedInotifyEvent(event, src_path))
+
+    class _DirectEmitter(InotifyEmitter):
+        """An inotify emitter fed by a :class:`_DirectWatchGroup`: its events are built
+        and dispatched as they are handled; the emitter's own thread only waits to be
+        stopped."""
+
+        def __init__(self, *args: Any, dispatch: Dispatch, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._dispatch = dispatch
+            self._wanted = frozenset(self._event_filter or ())
+
+        def on_thread_start(self) -> None:
+            self._inotify = _DirectWatchGroup(
+                self._inotify_fd,
+                os.fsencode(self.watch.path),
+                is_recursive=self.watch.is_recursive,
+                event_mask=self.get_event_mask_from_filter(),
+                follow_symlink=self.watch.follow_symlink,
+                deliver=self._deliver,
+            )
+
+        def _deliver(self, event: PathedInotifyEvent) -> None:
+            with self._lock:
+                if self._inotify is None:
+                    return  # stopped meanwhile
+            self.build_and_queue_event(event)
+
+        def build_and_queue_event(
+            self, event: PathedInotifyEvent | Any, *, full_events: bool = False
+        ) -> None:
+            if isinstance(event, PathedInotifyEvent) and event.ev.is_moved_to:
+                # Not watchdog's walk of a moved-in tree: the handler's mark has the agent
+                # rescan it.
+                cls = DirCreatedEvent if event.ev.is_directory else FileCreatedEvent
+                self.queue_event(cls(self._decode_path(event.path)))
+                return
+            super().build_and_queue_event(event, full_events=full_events)
+
+        def queue_event(self, event: FileSystemEvent) -> None:
+            if self._event_filter is None or type(event) in self._wanted:
+                self._dispatch(event, self.watch)
+
     class TrackingInotifyObserver(BaseObserver):
         """An inotify observer whose handler also receives :class:`OverflowEvent` and
         :class:`RootGoneEvent`; ``watch_limit_error`` keeps the first ENOSPC/EMFILE seen
         while adding watches."""
 
         def __init__(self, *, timeout: float = DEFAULT_OBSERVER_TIMEOUT) -> None:
-            self._sink = _SignalSink(self)
-            self._inotify_fd = _TrackingInotifyFD(self._sink)
-            super().__init__(InotifyEmitter, timeout=timeout, inotify_fd=self._inotify_fd)
+            self._outbox = _Outbox(self._queue_read)
+            self._sink = _SignalSink(self.dispatch_now)
+            self._inotify_fd = _TrackingInotifyFD(self._sink, self._outbox)
+            super().__init__(
+                _DirectEmitter,
+                timeout=timeout,
+                inotify_fd=self._inotify_fd,
+                dispatch=self.dispatch_now,
+            )
             self._inotify_fd.start()
+
+        def _queue_read(self, buffer: bytes) -> None:
+            self.event_queue.put(buffer)  # our entries: see dispatch_events
+
+        def dispatch_events(self, event_queue: Any) -> None:
+            """Handle the events of one read (:class:`_Outbox`), in order."""
+            entry = event_queue.get(block=True)
+            try:
+                if entry is not EventDispatcher.stop_event:
+                    try:
+                        self._inotify_fd.handle_buffer(entry)
+                    finally:
+                        self._outbox.done(entry)
+            finally:
+                event_queue.task_done()
+
+        def dispatch_now(self, event: FileSystemEvent, watch: ObservedWatch) -> None:
+            """Hand ``event`` to the watch's handlers in this thread, as watchdog's
+            dispatcher does, but not under the observer's lock: handling a root deleted
+            stops its emitter, which ``stop()`` waits for while holding that lock."""
+            for handler in list(self._handlers.get(watch, ())):
+                handler.dispatch(event)
 
         @property
         def watch_limit_error(self) -> OSError | None:
@@ -586,6 +760,7 @@ if HAVE_INOTIFY:
 
         def on_thread_stop(self) -> None:
             self._sink.live = False
+            self._outbox.close()  # a reader waiting for room must not wait for a dispatcher gone
             super().on_thread_stop()
             self._inotify_fd.stop()
             if self._inotify_fd.ident is not None:
