@@ -24,6 +24,17 @@ T = TypeVar("T")
 T0 = 1_700_000_000 * 10**9  # a LastModified in ns, on a whole second
 
 
+class FakeSending:
+    """:class:`~watchsync.transfer.Started` for :class:`FakeObjects`."""
+
+    def __init__(self, path: str, send: Callable[[], Uploaded]) -> None:
+        self.path = path
+        self._send = send
+
+    def result(self) -> Uploaded:
+        return self._send()
+
+
 class FakeObjects:
     """An in-memory prefix with S3's conditional-write rules, over a real local root.
 
@@ -75,6 +86,14 @@ class FakeObjects:
             raise PreconditionFailed(path)
         self.put(path, data)
         return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1], st.st_ino)
+
+    def start_upload(
+        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> FakeSending:
+        """An upload the caller waits for: sent when its result is asked for."""
+        return FakeSending(
+            path, lambda: self.upload(path, if_match=if_match, if_none_match=if_none_match)
+        )
 
     def download(
         self,

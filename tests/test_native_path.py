@@ -12,6 +12,7 @@ import pytest
 from s3server import SeaweedServer
 
 from watchsync import crt
+from watchsync.errors import PreconditionFailed
 from watchsync.remote import S3Settings, S3Url, make_client
 from watchsync.transfer import Transfer, native_uploader, open_transfer
 
@@ -124,3 +125,39 @@ def test_native_path_only_where_it_goes_where_boto3_goes(
     settings = S3Settings(endpoint_url=endpoint_url, region="eu-west-1")
     with open_transfer(settings, S3Url.parse("s3://bkt"), tmp_path) as t:
         assert (t.crt is not None) is native
+
+
+def test_uploads_started_together_from_one_thread(
+    aws_env: dict[str, str], s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    """start_upload sends small files side by side and answers as upload() would: each
+    object stored with its CRC32C, "only if absent" refused where an object is, and large
+    files left to upload()."""
+    client = make_client(S3Settings())
+    uploader = native_uploader(S3Settings(), client)
+    assert uploader is not None
+    names = [f"d/f{i}.txt" for i in range(20)]
+    (tmp_path / "d").mkdir()
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode() * 5)
+    s3.put_object(Bucket=bucket, Key="p/taken.txt", Body=b"someone else's")
+    (tmp_path / "taken.txt").write_bytes(b"mine")
+    (tmp_path / "big.bin").write_bytes(b"x" * 64)
+    with Transfer(
+        client, S3Url.parse(f"s3://{bucket}/p"), tmp_path, crt=uploader, multipart_threshold=64
+    ) as t:
+        started = [t.start_upload(name, if_none_match=True) for name in names]
+        taken = t.start_upload("taken.txt", if_none_match=True)
+        assert t.start_upload("big.bin") is None  # at the threshold: upload() sends it
+        results = [s.result() for s in started if s is not None]
+        assert taken is not None
+        with pytest.raises(PreconditionFailed):
+            taken.result()
+    assert len(results) == len(names)
+    for name, up in zip(names, results, strict=True):
+        head = s3.head_object(Bucket=bucket, Key=f"p/{name}", ChecksumMode="ENABLED")
+        assert head["ETag"].strip('"') == up.etag == hashlib.md5(name.encode() * 5).hexdigest()
+        assert head.get("ChecksumCRC32C")
+        assert (up.size, up.mtime_ns) == (len(name) * 5, (tmp_path / name).stat().st_mtime_ns)
+    assert s3.get_object(Bucket=bucket, Key="p/taken.txt")["Body"].read() == b"someone else's"
+    client.close()

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from watchsync.agent.changes import Taken
 from watchsync.agent.conflicts import conflict_name
 from watchsync.agent.deletes import DeleteBatcher, Deletes, delete_refusal
+from watchsync.agent.effects import StoreRecorder
 from watchsync.agent.folder import Rooms, wire
 from watchsync.agent.listing import LIST_BUDGET, Listed
 from watchsync.agent.outage import Outage, no_answer
@@ -1380,3 +1381,145 @@ def test_a_path_left_out_of_sync_is_looked_at_again(
     w.objects.put("doc.txt", b"v2 from s3")
     stats = w.rooms.reconcile.run()
     assert not stats.walked and stats.passed.planned == {Kind.CONFLICT: 1}
+
+
+# -- paths taken together ---------------------------------------------------------------------
+
+
+def _commits(w: World) -> int:
+    recorder = w.rooms.executor.recorder
+    assert isinstance(recorder, StoreRecorder)
+    return recorder.commits
+
+
+def test_uploads_burst_is_sent_together_and_recorded_in_one_commit(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world()
+    names = [f"d/f{i}.txt" for i in range(6)]
+    (w.root / "d").mkdir()
+    for name in names:
+        (w.root / name).write_bytes(name.encode())
+    before = _commits(w)
+    results = w.rooms.uploads.process_many([Item(n, "", absent=True) for n in names])
+    assert results == [Settled()] * len(names)
+    assert _commits(w) == before + 1
+    for name in names:
+        synced = w.store.get(name)
+        assert synced is not None and synced.etag == w.objects.objects[name][1]
+    assert w.store.counters()["uploaded_files"] == len(names)
+    # Sent again unchanged: nothing goes out.
+    calls = len(w.objects.calls)
+    assert w.rooms.uploads.process_many([Item(n) for n in names]) == [Settled()] * len(names)
+    assert len(w.objects.calls) == calls
+
+
+def test_uploads_batch_takes_each_path_its_own_way(make_world: Callable[..., World]) -> None:
+    """In one batch: a rename is copied server-side, a deleted file goes to the delete
+    batch, a conflict keeps both versions, and only the plain new file is sent with the
+    burst."""
+    w = make_world(delete=True)
+    synced_file(w, "old.txt", b"renamed content")
+    synced_file(w, "gone.txt", b"g")
+    synced_file(w, "doc.txt", b"v1")
+    (w.root / "old.txt").rename(w.root / "new.txt")
+    (w.root / "gone.txt").unlink()
+    w.objects.put("doc.txt", b"v2 from elsewhere")
+    (w.root / "doc.txt").write_bytes(b"v2 local")
+    (w.root / "plain.txt").write_bytes(b"plain")
+    items = [Item("new.txt"), Item("gone.txt"), Item("doc.txt"), Item("plain.txt")]
+    results = w.rooms.uploads.process_many(items)
+    assert results == [Settled(), Settled(), Conflict(), Settled()]
+    assert ("copy", "new.txt") in w.objects.calls and ("upload", "new.txt") not in w.objects.calls
+    assert w.rooms.deletes.pending() == 1
+    assert w.objects.objects["plain.txt"][0] == b"plain"
+    assert w.objects.objects["doc.txt"][0] == b"v2 local"
+    assert any(".conflict-" in p for p in w.objects.objects)
+
+
+def test_uploads_batch_failures_stay_with_their_paths(make_world: Callable[..., World]) -> None:
+    """One path cut off, one losing a race to another writer: the others are recorded."""
+    w = make_world()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (w.root / name).write_bytes(name.encode())
+    w.objects.fail["a.txt"] = ConnectionError("cut")
+    w.objects.put("b.txt", b"another writer got there first")
+    results = w.rooms.uploads.process_many(
+        [Item("a.txt", "", absent=True), Item("b.txt", "", absent=True), Item("c.txt")]
+    )
+    assert results == [Retry(0.5), Conflict(), Settled()]
+    assert w.store.get("a.txt") is None
+    assert w.objects.objects["c.txt"][0] == b"c.txt"
+    synced = w.store.get("c.txt")
+    assert synced is not None and synced.etag == w.objects.objects["c.txt"][1]
+    copies = [p for p in w.objects.objects if p.startswith("b.conflict-")]
+    assert len(copies) == 1 and w.objects.objects[copies[0]][0] == b"another writer got there first"
+
+
+def test_uploads_batch_file_changed_while_sent_is_sent_again(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world()
+    for name in ("a.txt", "b.txt"):
+        (w.root / name).write_bytes(b"first")
+    upload = w.objects.upload
+    changed: list[str] = []
+
+    def then_changed(path: str, **kw: Any) -> Uploaded:
+        up = upload(path, **kw)
+        if path == "a.txt" and not changed:
+            changed.append(path)
+            (w.root / path).write_bytes(b"second, longer")
+        return up
+
+    w.objects.upload = then_changed  # type: ignore[method-assign]
+    # Queued by a pass that saw no object: once the first send is recorded, the second is
+    # conditional on it, not on there being no object (which would be a conflict with
+    # itself).
+    items = [Item("a.txt", "", absent=True), Item("b.txt", "", absent=True)]
+    assert w.rooms.uploads.process_many(items) == [Settled()] * 2
+    assert not [p for p in w.objects.objects if ".conflict-" in p]
+    assert w.objects.objects["a.txt"][0] == b"second, longer"
+    synced = w.store.get("a.txt")
+    assert synced is not None and synced.size == len(b"second, longer")
+    assert synced.etag == w.objects.objects["a.txt"][1]
+
+
+def test_queue_hands_out_ready_paths_together() -> None:
+    now = [0.0]
+    queue = PathQueue(clock=lambda: now[0])
+    for name in ("a", "b", "c"):
+        queue.put(Item(name))
+    queue.put(Item("later"), delay=5.0)
+    stop = threading.Event()
+    assert [i.path for i in queue.get_many(stop, 2)] == ["a", "b"]
+    assert [i.path for i in queue.get_many(stop, 10)] == ["c"]  # not the delayed one
+    now[0] = 5.0
+    assert [i.path for i in queue.get_many(stop, 10)] == ["later"]
+    assert queue.in_flight == 4
+
+
+def test_reconcile_hands_a_path_the_uploader_holds_back_to_it(
+    make_world: Callable[..., World],
+) -> None:
+    """A pass that lists while an upload is in flight sees the uploader's own PUT as a
+    change in S3, beside the file's own change: no conflict copy, the path goes back to the
+    uploader, which finds nothing left to do once its record is in."""
+    w = make_world()
+    synced_file(w, "a.txt", b"v1")
+    (w.root / "a.txt").write_bytes(b"v2, longer")
+    w.rooms.pending.add([Item("a.txt")])
+    item = w.rooms.pending.take()  # a worker has it in hand ...
+    assert item is not None
+    up = w.objects.upload("a.txt")  # ... its PUT went through, its record is not in yet
+    w.rooms.reconcile.run()  # the first pass walks and lists
+    assert not [p for p in w.objects.objects if ".conflict-" in p]
+    assert not list(w.root.glob("*conflict*"))
+    w.store.put(SyncedEntry("a.txt", up.size, up.mtime_ns, up.etag, T0, up.ino))  # recorded
+    w.rooms.pending.settle("a.txt")
+    again = w.rooms.pending.take()
+    assert again is not None and again.path == "a.txt"
+    uploads = len([c for c in w.objects.calls if c[0] == "upload"])
+    assert w.rooms.uploads.process(again) == Settled()
+    assert len([c for c in w.objects.calls if c[0] == "upload"]) == uploads
+    assert w.store.counters().get("conflicts", 0) == 0

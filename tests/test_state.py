@@ -82,6 +82,20 @@ def test_put_get_delete(store: StateStore) -> None:
     assert store.put_many([]) == 0
 
 
+def test_point_reads_see_what_was_committed(store: StateStore) -> None:
+    """get / get_many / find_by_stat read through their own connection: they see every
+    write committed before them, and run while a commit holds the writer's connection."""
+    store.put_many([entry("a", 1), entry("b", 2), entry("c", 3)])
+    assert store.get_many(["a", "c", "missing"]) == {"a": entry("a", 1), "c": entry("c", 3)}
+    assert store.get_many([]) == {}
+    store.put(entry("a", 4))
+    assert store.get("a") == entry("a", 4)
+    with store._transaction() as conn:  # a write under way, not committed yet
+        conn.execute("DELETE FROM synced WHERE path = 'b'")
+        assert store.get("b") == entry("b", 2)
+    assert store.get("b") is None
+
+
 def test_put_many_is_all_or_nothing(store: StateStore) -> None:
     bad = SyncedEntry("x\udcff", 1, 1, "", 1)  # not valid UTF-8: sqlite3 refuses it
     with pytest.raises(UnicodeEncodeError):

@@ -61,7 +61,17 @@ _FILE_ERRORS: Final = frozenset(
 _TRANSIENT_PREFIXES: Final = ("AWS_IO_SOCKET_", "AWS_IO_DNS_", "AWS_ERROR_HTTP_", "AWS_IO_")
 _PERMANENT_PREFIXES: Final = ("AWS_IO_TLS_", "AWS_ERROR_HTTP_INVALID_")
 _TRANSIENT_CODES: Final = frozenset(
-    {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "InternalError"}
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "InternalError",
+        # The body did not match its CRC: the file changed after it was summed, or the
+        # bytes were damaged in flight.  Sent again, it is read and summed afresh.
+        "BadDigest",
+        "XAmzContentChecksumMismatch",
+    }
 )
 _CRT_NAME = re.compile(r"\((AWS_[A-Z0-9_]+)\)")
 _XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
@@ -241,10 +251,13 @@ class CrtUploader:
             if ca_file:  # the same trust store as boto3 (AWS_CA_BUNDLE, a profile's ca_bundle)
                 options.override_default_trust_store_from_path(ca_filepath=ca_file)
             tls_options = io.ClientTlsContext(options).new_connection_options()
-        # The CRC is computed in C while the file is read and sent as a trailer: one pass.
+        # The CRC is computed in C from the file before it is sent, and goes as a header:
+        # a plain body costs the server less than an aws-chunked one with a trailer (12 %
+        # less CPU per small PUT on SeaweedFS), and a file that changes between the two
+        # reads is refused (BadDigest) instead of stored torn with a CRC that matches.
         self._checksum = (
             s3.S3ChecksumConfig(
-                algorithm=s3.S3ChecksumAlgorithm.CRC32C, location=s3.S3ChecksumLocation.TRAILER
+                algorithm=s3.S3ChecksumAlgorithm.CRC32C, location=s3.S3ChecksumLocation.HEADER
             )
             if checksum
             else None
@@ -392,25 +405,29 @@ class CrtUploader:
     ) -> str:
         """Upload ``path`` to ``bucket/key`` and return the ETag without quotes (blocking).
 
-        ``timeout``: seconds for the whole request; past it the request is cancelled and
-        :class:`CrtTransientError` raised (the CRT has no read timeout of its own, so an
-        endpoint that accepts connections but never answers would hang here).
+        ``timeout``: seconds for the whole request, as :func:`wait`.
 
         >>> up.put_file("b", "dir/a b.txt", "/data/dir/a b.txt", size=3,
         ...             headers={"Content-Type": "text/plain"})  # doctest: +SKIP
         'acbd18db4cc2f85cedef654fccc4a4d8'
         """
-        future = self.submit(bucket, key, path, size=size, headers=headers)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            if future.done():
-                raise  # the CRT's own timeout error, already translated
-            if future.request is not None:
-                future.request.cancel()
-            with contextlib.suppress(Exception):
-                future.result(_SHUTDOWN_TIMEOUT)  # let the cancellation land
-            raise CrtTransientError(0, "Timeout", f"no answer within {timeout:g} s") from None
+        return wait(self.submit(bucket, key, path, size=size, headers=headers), timeout)
+
+
+def wait(future: Upload, timeout: float | None) -> str:
+    """The ETag of a submitted upload.  Past ``timeout`` seconds the request is cancelled
+    and :class:`CrtTransientError` raised (the CRT has no read timeout of its own, so an
+    endpoint that accepts connections but never answers would hang here)."""
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        if future.done():
+            raise  # the CRT's own timeout error, already translated
+        if future.request is not None:
+            future.request.cancel()
+        with contextlib.suppress(Exception):
+            future.result(_SHUTDOWN_TIMEOUT)  # let the cancellation land
+        raise CrtTransientError(0, "Timeout", f"no answer within {timeout:g} s") from None
 
 
 class Upload(Future[str]):

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedE
 from .plan import CONFLICT_STEPS, ConflictStep, same_content
 from .remote import S3Url
 from .spool import Spool
-from .transfer import MULTIPART_THRESHOLD, Objects, Uploaded
+from .transfer import MULTIPART_THRESHOLD, Objects, Started, Uploaded
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ class Recorder(Protocol):
         counters: Mapping[str, int] | None = None,
         journal_id: int | None = None,
     ) -> None: ...
+
+    def synced_many(
+        self, entries: Sequence[SyncedEntry], *, counters: Mapping[str, int] | None = None
+    ) -> None:
+        """Several finished transfers, durable together; ``counters`` are their totals."""
 
     def remember(self, entry: SyncedEntry) -> None: ...
 
@@ -80,6 +85,11 @@ class NullRecorder:
         *,
         counters: Mapping[str, int] | None = None,
         journal_id: int | None = None,
+    ) -> None:
+        pass
+
+    def synced_many(
+        self, entries: Sequence[SyncedEntry], *, counters: Mapping[str, int] | None = None
     ) -> None:
         pass
 
@@ -196,6 +206,13 @@ class Outcome(enum.Enum):
     SAME = "same content: recorded"
     STALE = "changed since planned: left for the next look"
     MISMATCH = "rename source differs or is gone: not copied"
+
+
+class Sent(enum.Enum):
+    """How an upload of :meth:`Executor.send_together` went, other than plainly."""
+
+    NOT = "not sent this way"
+    CHANGED = "sent as read, changed since"
 
 
 @dataclass
@@ -454,6 +471,59 @@ class Executor:
             if expect is not None:
                 expect = up.etag
         raise FileError(path, "kept changing while it was uploaded; will try again later")
+
+    def send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
+        """Plain uploads (a burst's new and changed files), sent side by side from this
+        thread, conditional as in :meth:`upload`, and recorded in one commit.  Per action:
+        the upload as stored; the error of its one attempt; :attr:`Sent.NOT` where it must
+        take :meth:`apply` (a file too large to go this way); or :attr:`Sent.CHANGED`:
+        stored and recorded as it was read, but the file changed or went since."""
+        started: list[Started | Exception | None] = []
+        for action in actions:
+            expect = action.expect if self.conditional else None
+            try:
+                started.append(
+                    self.transfer.start_upload(
+                        action.path, if_match=expect or None, if_none_match=expect == ""
+                    )
+                )
+            except Exception as exc:
+                started.append(exc)
+        results: list[Uploaded | Exception | Sent] = []
+        for sending in started:
+            if sending is None or isinstance(sending, Exception):
+                results.append(Sent.NOT if sending is None else sending)
+                continue
+            try:
+                results.append(sending.result())
+            except Exception as exc:
+                results.append(exc)
+        done = [(a, up) for a, up in zip(actions, results, strict=True) if isinstance(up, Uploaded)]
+        if not done:
+            return results
+        now = int(self.wall() * 1e9)
+        self.recorder.synced_many(
+            [SyncedEntry(a.path, up.size, up.mtime_ns, up.etag, now, up.ino) for a, up in done],
+            counters={
+                "uploaded_files": len(done),
+                "uploaded_bytes": sum(up.size for _, up in done),
+            },
+        )
+        for action, up in done:
+            self.events.finished(action, up.size)
+        for i, outcome in enumerate(results):
+            if isinstance(outcome, Uploaded) and not self._still(actions[i].path, outcome):
+                results[i] = Sent.CHANGED
+        return results
+
+    def _still(self, path: str, up: Uploaded) -> bool:
+        """Whether ``path`` is still the file that was sent as ``up``."""
+        after = stat_entry(self.root, path, follow_symlinks=self.follow)
+        return after is not None and (after.size, after.mtime_ns, after.ino) == (
+            up.size,
+            up.mtime_ns,
+            up.ino or after.ino,
+        )
 
     def _send(self, path: str, expect: str | None) -> Uploaded:
         if not self.conditional or expect is None:

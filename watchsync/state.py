@@ -188,6 +188,10 @@ class StateStore:
         self.is_read_only = read_only
         self._conn = conn
         self._mutex = threading.RLock()
+        # Point reads (a worker's look at one path) go through a connection of their own:
+        # in WAL mode they then run while a commit holds the writer's for its fsync.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_mutex = threading.Lock()
         self._clock = clock
         self._lock_fd: int | None = None
         self._closed = False
@@ -325,6 +329,7 @@ class StateStore:
                 self.flush_journal()
             self._closed = True
             self._conn.close()
+            self._drop_reader()
             if self._lock_fd is not None:
                 # Closing the descriptor drops the flock; the pid left in the file is
                 # harmless because only the flock counts.
@@ -402,6 +407,22 @@ class StateStore:
             self._check_open()
             return self._conn.execute(sql, tuple(params)).fetchall()
 
+    def _read(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        """:meth:`_query` through the reader connection (committed data only)."""
+        if self.is_read_only:
+            return self._query(sql, params)
+        with self._reader_mutex:
+            self._check_open()
+            if self._reader is None:
+                self._reader = _connect(self.db_path, read_only=False)
+            return self._reader.execute(sql, tuple(params)).fetchall()
+
+    def _drop_reader(self) -> None:
+        with self._reader_mutex:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
     def _check_open(self) -> None:
         if self._closed:
             raise WatchsyncError(f"state database {self.db_path} is closed")
@@ -419,15 +440,26 @@ class StateStore:
 
     def get(self, path: str) -> SyncedEntry | None:
         """The entry last synced for ``path``, or None."""
-        rows = self._query(
+        rows = self._read(
             "SELECT path, size, mtime_ns, etag, remote_mtime_ns, ino FROM synced WHERE path = ?",
             (path,),
         )
         return _entry(rows[0]) if rows else None
 
+    def get_many(self, paths: Sequence[str]) -> dict[str, SyncedEntry]:
+        """The entries last synced for ``paths`` (at most 500), by path; missing ones left out."""
+        if not paths:
+            return {}
+        rows = self._read(
+            "SELECT path, size, mtime_ns, etag, remote_mtime_ns, ino FROM synced"
+            f" WHERE path IN ({','.join('?' * len(paths))})",
+            tuple(paths),
+        )
+        return {entry.path: entry for entry in map(_entry, rows)}
+
     def find_by_stat(self, size: int, mtime_ns: int) -> list[SyncedEntry]:
         """Synced entries with exactly this size and mtime (rename candidates)."""
-        rows = self._query(
+        rows = self._read(
             "SELECT path, size, mtime_ns, etag, remote_mtime_ns, ino FROM synced"
             " WHERE size = ? AND mtime_ns = ? LIMIT 16",
             (_int_in(size), _int_in(mtime_ns)),
@@ -578,6 +610,7 @@ class StateStore:
                 ) from exc
             self._conn.close()
             self._conn = conn
+            self._drop_reader()
             self._inode = _inode(self.db_path)
 
     # -- journal -------------------------------------------------------------------------

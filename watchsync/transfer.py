@@ -73,6 +73,14 @@ class Uploaded:
     ino: int = 0  # the file's st_ino, 0 when unknown
 
 
+class Started(Protocol):
+    """An upload under way, from :meth:`Objects.start_upload`."""
+
+    path: str
+
+    def result(self) -> Uploaded: ...
+
+
 class Objects(Protocol):
     """What the executor and the agent's rooms need of S3 and the local root: the surface of
     :class:`Transfer`, so tests can pass a small fake."""
@@ -88,6 +96,10 @@ class Objects(Protocol):
         if_match: str | None = None,
         if_none_match: bool = False,
     ) -> Uploaded: ...
+
+    def start_upload(
+        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> Started | None: ...
 
     def download(
         self,
@@ -229,6 +241,43 @@ class _ProvideSize(BaseSubscriber):
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self._size)
+
+
+class Sending:
+    """A native PUT under way (:meth:`Transfer.start_upload`); :meth:`result` waits for it."""
+
+    def __init__(
+        self,
+        transfer: Transfer,
+        path: str,
+        key: str,
+        future: native.Upload,
+        sent: Uploaded,
+        timeout: float,
+    ) -> None:
+        self._transfer = transfer
+        self.path = path
+        self._key = key
+        self._future = future
+        self._sent = sent  # the file as it was stat'ed before the PUT
+        self._timeout = timeout
+
+    def result(self) -> Uploaded:
+        """The upload as stored; raises as :meth:`Transfer.upload` would on a first attempt."""
+        watch = self._transfer.reachability
+        try:
+            etag = native.wait(self._future, self._timeout)
+        except native.CrtPreconditionFailed as exc:
+            watch.ok()
+            raise PreconditionFailed(self._key) from exc
+        except native.CrtFileChanged as exc:
+            raise FileError(self.path, "changed or unreadable while uploading") from exc
+        except Exception as exc:
+            watch.failed(exc)
+            raise
+        watch.ok()
+        sent = self._sent
+        return Uploaded(sent.size, sent.mtime_ns, etag, sent.ino)
 
 
 class Transfer:
@@ -401,10 +450,7 @@ class Transfer:
         through, every later upload skips the native client."""
         crt = self.crt
         assert crt is not None
-        headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
-        filename = str(self.root / path)
-        # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
-        timeout = self.settings.read_timeout + size / (64 * 1024)
+        headers, filename, timeout = self._native_request(path, size, extra)
 
         def once() -> str:
             try:
@@ -423,6 +469,46 @@ class Transfer:
                 raise  # S3 itself said no: boto3 would hear the same
             self._native_failure = exc
             return None
+
+    def _native_request(
+        self, path: str, size: int, extra: Mapping[str, Any]
+    ) -> tuple[dict[str, str], str, float]:
+        """Headers, file name and timeout of a native PUT of ``path``."""
+        headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
+        # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
+        return headers, os.path.join(self.root, path), self.settings.read_timeout + size / 65536
+
+    def start_upload(
+        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> Sending | None:
+        """Start a native PUT of a small file and return at once, so that many go out
+        side by side from one thread; None when it must take :meth:`upload` (no native
+        client, a large file, or the native client failed before).  The first attempt
+        only: the caller takes :meth:`upload` again for anything but success."""
+        crt = self.crt
+        if crt is None or self._native_failure is not None:
+            return None
+        try:
+            st = os.stat(os.path.join(self.root, path))
+        except OSError as exc:
+            raise FileError(path, exc.strerror or str(exc)) from exc
+        if st.st_size >= self.threshold:
+            return None
+        extra: dict[str, Any] = self.settings.extra_args(path)
+        if if_match:
+            extra["IfMatch"] = f'"{if_match}"'
+        elif if_none_match:
+            extra["IfNoneMatch"] = "*"
+        headers, filename, timeout = self._native_request(path, st.st_size, extra)
+        self.reachability.check()
+        key = self.where.key(path)
+        try:
+            future = crt.submit(self.where.bucket, key, filename, size=st.st_size, headers=headers)
+        except Exception as exc:
+            self.reachability.failed(exc)
+            raise
+        sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino)
+        return Sending(self, path, key, future, sent, timeout)
 
     def _native_unusable(self) -> None:
         """boto3 succeeded where the native client had failed: stop using it."""

@@ -45,7 +45,9 @@ class PathQueue:
     def __init__(self, *, maxsize: int = 10_000, clock: Callable[[], float] = time.monotonic):
         self.maxsize = maxsize
         self.clock = clock
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # workers wait here for a ready item
+        self._room = threading.Condition(lock)  # puts wait here while the queue is full
         self._items: dict[str, tuple[float, Item]] = {}  # path -> (ready_at, item)
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
@@ -82,7 +84,7 @@ class PathQueue:
                 and len(self._items) >= self.maxsize
                 and not (stop is not None and stop.is_set())
             ):
-                self._cond.wait(0.25)
+                self._room.wait(0.25)
             if self._closed or (stop is not None and stop.is_set()):
                 return False
             if item.path in self._active:
@@ -115,10 +117,17 @@ class PathQueue:
         Waits for a put, :meth:`close` or the next delayed item; ``poll`` only bounds how
         late a ``stop`` set without a :meth:`close` is noticed (an idle agent's workers
         must not wake several times a second)."""
+        items = self.get_many(stop, 1, poll=poll)
+        return items[0] if items else None
+
+    def get_many(self, stop: threading.Event, limit: int, *, poll: float = 30.0) -> list[Item]:
+        """As :meth:`get`, but up to ``limit`` items: the first one ready, and those ready
+        with it (never waiting for more); empty once ``stop`` is set."""
         with self._cond:
             while not stop.is_set() and not self._closed:
                 now = self.clock()
-                while self._heap:
+                taken: list[Item] = []
+                while self._heap and len(taken) < limit:
                     ready_at, _, path = self._heap[0]
                     current = self._items.get(path)
                     if current is None or current[0] != ready_at:
@@ -129,11 +138,13 @@ class PathQueue:
                     heapq.heappop(self._heap)
                     del self._items[path]
                     self._active.add(path)
-                    self._cond.notify_all()
-                    return current[1]
+                    taken.append(current[1])
+                if taken:
+                    self._room.notify_all()
+                    return taken
                 wait = poll if not self._heap else min(poll, self._heap[0][0] - now)
                 self._cond.wait(max(wait, 0.001))
-            return None
+            return []
 
     def done(self, path: str) -> bool:
         """The worker finished ``path``; requeue it if it changed meanwhile (returns True)."""
@@ -147,6 +158,11 @@ class PathQueue:
             self._schedule(item, self.clock() + delay)
             return True
 
+    def holds(self, path: str) -> bool:
+        """Whether ``path`` is queued or being worked on."""
+        with self._cond:
+            return path in self._items or path in self._active
+
     def has_again(self, path: str) -> bool:
         """Whether ``path`` was queued again while it was being worked on."""
         with self._cond:
@@ -157,6 +173,7 @@ class PathQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._room.notify_all()
 
     def idle(self) -> bool:
         """Nothing queued and nothing in flight."""

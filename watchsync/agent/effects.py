@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import FileError
 from ..execute import Veto
@@ -62,18 +62,31 @@ class StoreRecorder:
         counters: Mapping[str, int] | None = None,
         journal_id: int | None = None,
     ) -> None:
-        ticket = _Ticket(Recorded(entry, counters, journal_id))
+        self._durable([_Ticket(Recorded(entry, counters, journal_id))])
+
+    def synced_many(
+        self, entries: Sequence[SyncedEntry], *, counters: Mapping[str, int] | None = None
+    ) -> None:
+        if entries:
+            first, *rest = entries
+            tickets = [_Ticket(Recorded(first, counters))]
+            self._durable(tickets + [_Ticket(Recorded(e)) for e in rest])
+
+    def _durable(self, tickets: list[_Ticket]) -> None:
+        """Queue ``tickets`` and return once they are committed: in a commit led by this
+        thread, or in one another thread led meanwhile."""
+        last = tickets[-1]
         with self._cond:
-            self._queue.append(ticket)
-            while not ticket.done and self._committing:
+            self._queue.extend(tickets)
+            while not last.done and self._committing:
                 self._cond.wait()
-            if not ticket.done:  # lead the next commit: everything queued so far
+            if not last.done:  # lead the next commit: everything queued so far
                 self._committing = True
                 batch, self._queue = self._queue, []
-        if not ticket.done:
+        if not last.done:
             self._commit(batch)
-        if ticket.error is not None:
-            raise ticket.error
+        if last.error is not None:
+            raise last.error
 
     def _commit(self, batch: list[_Ticket]) -> None:
         error: BaseException | None = None

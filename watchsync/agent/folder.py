@@ -38,6 +38,7 @@ from ..retry import RetryPolicy, is_transient
 from ..state import StateStore
 from ..transfer import Objects, open_transfer
 from ..watch import ChangeHandler, Debouncer, DebounceThread, start_observer
+from ..workqueue import Item
 from .changes import Changes, Dirty
 from .conflicts import Conflicts
 from .deletes import Deletes
@@ -49,7 +50,7 @@ from .pending import Pending
 from .reconcile import Progress, Reconcile
 from .scope import Scope
 from .status import State, Status
-from .uploads import Retry, Uploads
+from .uploads import SETTLED, Result, Retry, Uploads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -59,6 +60,7 @@ else:
 logger = logging.getLogger(__name__)
 
 _DELETE_WAIT_MAX = 60.0  # longest a delete batch waits for the uploads before it
+_UPLOAD_BATCH = 32  # paths an upload worker takes at once when that many are ready
 _TICK = 1.0  # the runner's longest sleep: status publishing and the root check
 # Connection failures in a row (any thread) after which the agent pauses and probes: a few,
 # so that requests in flight stop retrying each on its own once the endpoint is plainly gone.
@@ -376,19 +378,28 @@ class Folder:
         return not self.stop_event.is_set()
 
     def _upload_worker(self) -> None:
-        while self._wait_for_endpoint() and (item := self.pending.take()) is not None:
+        while self._wait_for_endpoint() and (items := self.pending.take_many(_UPLOAD_BATCH)):
             try:
-                result = self.uploads.process(item)
+                results = self.uploads.process_many(items)
             except Exception:
-                logger.exception("folder %s: unexpected error on %s", self.cfg.name, item.path)
-                self.status.error(f"unexpected error on {item.path}")
-                self.pending.settle(item.path)
-                continue
-            if isinstance(result, Retry):
-                self.metrics.retried()
-                self.pending.retry(item, result.delay)
-            else:
-                self.pending.settle(item.path)
+                logger.exception("folder %s: unexpected error on a batch", self.cfg.name)
+                results = [self._process_alone(item) for item in items]
+            for item, result in zip(items, results, strict=True):
+                if isinstance(result, Retry):
+                    self.metrics.retried()
+                    self.pending.retry(item, result.delay)
+                else:
+                    self.pending.settle(item.path)
+
+    def _process_alone(self, item: Item) -> Result:
+        """One path after its batch failed unexpectedly; a path that fails so too is
+        reported and left to the next walk."""
+        try:
+            return self.uploads.process(item)
+        except Exception:
+            logger.exception("folder %s: unexpected error on %s", self.cfg.name, item.path)
+            self.status.error(f"unexpected error on {item.path}")
+            return SETTLED
 
     def _delete_worker(self) -> None:
         while not self.stop_event.is_set():

@@ -90,6 +90,11 @@ class Pending:
         """The next path to work on (blocks); None once stopped."""
         return self.queue.get(self.stop)
 
+    def take_many(self, limit: int) -> list[Item]:
+        """The next path to work on and up to ``limit - 1`` more ready with it (blocks for
+        the first); empty once stopped."""
+        return self.queue.get_many(self.stop, limit)
+
     def settle(self, path: str) -> None:
         """The worker is done with ``path``: close its journal entry, unless a newer event
         queued it again meanwhile (that entry then stays until that one is done)."""
@@ -114,7 +119,12 @@ class Pending:
 
     def batch(self) -> Batch:
         """A collector that journals and queues items :data:`BATCH` at a time."""
-        return Batch(self.add)
+        return Batch(self.add, moved_on=self._moved_on)
+
+    def _moved_on(self, action: Action) -> bool:
+        """Whether the uploader has ``action``'s path in hand, or recorded it since the
+        plan was made."""
+        return self.queue.holds(action.path) or self.store.get(action.path) != action.synced
 
     def close(self) -> None:
         """Wake every waiter; later adds are dropped (the journal keeps them)."""
@@ -124,8 +134,14 @@ class Pending:
 class Batch:
     """Collects items and hands them on :data:`BATCH` at a time; :meth:`flush` the rest."""
 
-    def __init__(self, sink: Callable[[Sequence[Item]], None]) -> None:
+    def __init__(
+        self,
+        sink: Callable[[Sequence[Item]], None],
+        *,
+        moved_on: Callable[[Action], bool] = lambda _action: False,
+    ) -> None:
         self._sink = sink
+        self._moved_on = moved_on  # the uploader holds the path, or recorded it since
         self._items: list[Item] = []
 
     def add(self, item: Item) -> None:
@@ -136,7 +152,16 @@ class Batch:
     def route(self, action: Action) -> bool:
         """The executor's route in a pass: an upload joins the uploader's queue (so one
         worker owns a path at a time, conditional on the object the pass saw); the rest
-        runs in the pass."""
+        runs in the pass.
+
+        So does a conflict on a path the uploader holds or recorded since the plan: what
+        the pass saw as a change in S3 is most likely the uploader's own PUT, listed before
+        its record was committed.  The worker decides it afresh from the state: its write,
+        conditional on the ETag last synced, still keeps both versions if another writer's
+        is there."""
+        if action.kind is Kind.CONFLICT and self._moved_on(action):
+            self.add(Item(action.path))
+            return True
         if action.kind is not Kind.UPLOAD:
             return False
         rem = action.remote

@@ -1,6 +1,8 @@
-"""Room: one queued path at a time.  Look at the file as it is now and what was last synced,
-ask the planner, and have the executor act: an upload (conditional on the object last
-seen), a server-side copy for a rename, or a delete handed to the delete batches.
+"""Room: the queued paths.  Look at each file as it is now and what was last synced, ask
+the planner, and have the executor act: an upload (conditional on the object last seen), a
+server-side copy for a rename, or a delete handed to the delete batches.  Paths taken
+together (:meth:`Uploads.process_many`, a burst) have their plain uploads sent side by
+side and recorded in one commit; the rest go one at a time.
 
 ``process(item)`` says how it went: :class:`Settled`, :class:`Retry` after a delay (S3
 trouble; each path backs off on its own), or :class:`Conflict` (both versions were kept).
@@ -13,19 +15,21 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..deletions import file_exists
 from ..errors import FileError, PreconditionFailed
-from ..execute import Executor, Outcome
+from ..execute import Executor, Outcome, Sent
 from ..local import stat_entry
 from ..metrics import FolderMetrics
-from ..model import Kind, LocalEntry, SyncedEntry
+from ..model import Action, Kind, LocalEntry, SyncedEntry
 from ..plan import PathOptions, plan_path, plan_rename
 from ..remote import describe, error_code
 from ..retry import is_transient
 from ..state import StateStore
+from ..transfer import Uploaded
 from ..workqueue import Item
 from .changes import Dirty
 from .conflicts import Conflicts, Raced
@@ -125,11 +129,64 @@ class Uploads:
                 result = Conflict()
         except Exception as exc:
             return self._failure(item, exc)
+        self._done(item)
+        return result
+
+    def process_many(self, items: Sequence[Item]) -> list[Result]:
+        """:meth:`process` for several paths at once.  The plain uploads among them (a
+        burst's new and changed files) are sent side by side and recorded in one commit;
+        every other path, and any such upload that does not simply succeed, takes
+        :meth:`process`, which decides it afresh."""
+        if len(items) < 2:
+            return [self.process(item) for item in items]
+        results: dict[int, Result] = {}
+        lane: list[tuple[int, Item, Action]] = []
+        synced = self.store.get_many([item.path for item in items])
+        for i, item in enumerate(items):
+            action = self._plain_upload(item, synced.get(item.path))
+            if action is None:
+                results[i] = self.process(item)
+            else:
+                lane.append((i, item, action))
+        if lane:
+            try:
+                sent = self.executor.send_together([action for _, _, action in lane])
+            except Exception as exc:  # the state could not record them: as process() would
+                for i, item, _ in lane:
+                    results[i] = self._failure(item, exc)
+            else:
+                for (i, item, _), outcome in zip(lane, sent, strict=True):
+                    if isinstance(outcome, Uploaded):
+                        self._done(item)
+                        results[i] = SETTLED
+                    elif outcome is Sent.CHANGED:
+                        # Recorded as sent: what the item expected of S3 is out of date.
+                        results[i] = self.process(Item(item.path, attempt=item.attempt))
+                    elif isinstance(outcome, Exception) and (
+                        no_answer(outcome) or is_transient(outcome)
+                    ):
+                        results[i] = self._failure(item, outcome)  # not one retry after another
+                    else:
+                        results[i] = self.process(item)
+        return [results[i] for i in range(len(items))]
+
+    def _plain_upload(self, item: Item, synced: SyncedEntry | None) -> Action | None:
+        """The upload planned for ``item`` when it is a plain one: no rename to copy, no
+        content check, no delete."""
+        local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
+        if local is None:
+            return None
+        action = plan_path(local, synced, item.hint(), opts=self.opts)
+        if action is None or action.kind is not Kind.UPLOAD or action.verify:
+            return None
+        return None if self._gone(local, set()) else action
+
+    def _done(self, item: Item) -> None:
+        """``item`` went through: its failures are forgotten."""
         self._backoff.pop(item.path, None)
         self._failures.pop(item.path, None)
         self._parked.discard(item.path)
         self.status.s3_ok()
-        return result
 
     def _again(
         self,
