@@ -631,7 +631,7 @@ def main(argv: list[str]) -> int:
                     lat_results = {}
                     for mode in LATENCY_MODES:
                         lat = measure_latency(
-                            client, agent, live, "bench-live", "p", mode=mode, scratch=scratch,
+                            client, agent, live, "bench-live", "p", mode=mode, scratch=live.parent,
                             samples=args.samples, poll=args.poll_ms / 1000, timeout=60.0,
                         )  # fmt: skip
                         lat_results[mode] = _latency_summary(lat, args)
