@@ -172,8 +172,8 @@ class StateStore:
     Writes go through one connection under a lock, so they are serialized; ``iter_sorted``
     reads through its own connection, which in WAL mode sees one consistent snapshot and
     neither blocks nor is blocked by writers, and so do the point reads (:meth:`get`,
-    :meth:`get_many`, :meth:`find_by_stat`) through one more, shared.  Open with :meth:`open` (the agent) or
-    :meth:`read_only` (``watchsync status``).
+    :meth:`get_many`, :meth:`find_by_stat`) through one more, shared.  Open with
+    :meth:`open` (the agent) or :meth:`read_only` (``watchsync status``).
     """
 
     def __init__(

@@ -248,14 +248,14 @@ class Sending:
 
     def __init__(
         self,
-        transfer: Transfer,
+        watch: Reachability,
         path: str,
         key: str,
         future: native.Upload,
         sent: Uploaded,
         timeout: float,
     ) -> None:
-        self._transfer = transfer
+        self._watch = watch  # counts each answer, or its absence
         self.path = path
         self._key = key
         self._future = future
@@ -264,7 +264,7 @@ class Sending:
 
     def result(self) -> Uploaded:
         """The upload as stored; raises as :meth:`Transfer.upload` would on a first attempt."""
-        watch = self._transfer.reachability
+        watch = self._watch
         try:
             etag = native.wait(self._future, self._timeout)
         except native.CrtPreconditionFailed as exc:
@@ -508,7 +508,7 @@ class Transfer:
             self.reachability.failed(exc)
             raise
         sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino)
-        return Sending(self, path, key, future, sent, timeout)
+        return Sending(self.reachability, path, key, future, sent, timeout)
 
     def _native_unusable(self) -> None:
         """boto3 succeeded where the native client had failed: stop using it."""
