@@ -139,7 +139,9 @@ def add_agent_commands(sub: Any) -> None:
     w.add_argument("--state-dir", help="where the state databases live")
     w.add_argument("--ignore-file", help="gitignore-style file (default .watchsyncignore)")
     w.add_argument(
-        "--upload-workers", type=int, help="parallel uploads (16, as many as sync has in flight)"
+        "--upload-workers",
+        type=int,
+        help="upload workers (16); each sends up to 32 files ready together side by side",
     )
     w.add_argument("--drain-timeout", type=float, help="seconds to finish uploads on stop (30)")
     w.add_argument("--log-format", choices=["text", "json"])
