@@ -40,11 +40,10 @@ from .model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedE
 from .plan import CONFLICT_STEPS, ConflictStep, same_content
 from .remote import S3Url
 from .spool import Spool
-from .transfer import MULTIPART_THRESHOLD, Objects, Started, Uploaded
+from .transfer import MULTIPART_THRESHOLD, Objects, Uploaded
+from .uploading import Sent, Uploading
 
 logger = logging.getLogger(__name__)
-
-_RESENDS = 3  # a file still changing after this many uploads is reported, not chased
 
 
 class Recorder(Protocol):
@@ -208,13 +207,6 @@ class Outcome(enum.Enum):
     MISMATCH = "rename source differs or is gone: not copied"
 
 
-class Sent(enum.Enum):
-    """How an upload of :meth:`Executor.send_together` went, other than plainly."""
-
-    NOT = "not sent this way"
-    CHANGED = "sent as read, changed since"
-
-
 @dataclass
 class PassStats:
     """Counts of one :meth:`Executor.run`."""
@@ -283,6 +275,7 @@ class Executor:
         self.wall = wall
         self._lock = threading.Lock()
         self.deletions = Deletions(self)
+        self.uploading = Uploading(self)
 
     @property
     def where(self) -> S3Url:
@@ -450,121 +443,13 @@ class Executor:
         return Outcome.DONE
 
     def upload(self, path: str, expect: str | None, action: Action | None = None) -> Uploaded:
-        """Upload ``path`` (conditional on ``expect`` when writes are conditional), record it,
-        then re-stat: a file that changed while it was read is sent again."""
-        shown = action or Action(Kind.UPLOAD, path, "upload")
-        for _ in range(_RESENDS):
-            up = self._send(path, expect)
-            self.recorder.synced(
-                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.wall() * 1e9), up.ino),
-                counters={"uploaded_files": 1, "uploaded_bytes": up.size},
-            )
-            self.events.finished(shown, up.size)
-            after = stat_entry(self.root, path, follow_symlinks=self.follow)
-            if after is None or (after.size, after.mtime_ns, after.ino) == (
-                up.size,
-                up.mtime_ns,
-                up.ino or after.ino,
-            ):
-                return up
-            logger.info("upload: %s changed while uploading; sending it again", path)
-            if expect is not None:
-                expect = up.etag
-        raise FileError(path, "kept changing while it was uploaded; will try again later")
+        """Upload ``path`` and record it (:meth:`Uploading.upload`)."""
+        return self.uploading.upload(path, expect, action)
 
     def send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
-        """Plain uploads (a burst's new and changed files), sent side by side from this
-        thread, conditional as in :meth:`upload`, and recorded in one commit.  Per action:
-        the upload as stored; the error of its one attempt; :attr:`Sent.NOT` where it must
-        take :meth:`apply` (a file too large to go this way); or :attr:`Sent.CHANGED`:
-        stored and recorded as it was read, but the file changed or went since."""
-        started: list[Started | Exception | None] = []
-        for action in actions:
-            expect = action.expect if self.conditional else None
-            try:
-                started.append(
-                    self.transfer.start_upload(
-                        action.path, if_match=expect or None, if_none_match=expect == ""
-                    )
-                )
-            except Exception as exc:
-                started.append(exc)
-        results: list[Uploaded | Exception | Sent] = []
-        for sending in started:
-            if sending is None or isinstance(sending, Exception):
-                results.append(Sent.NOT if sending is None else sending)
-                continue
-            try:
-                results.append(sending.result())
-            except Exception as exc:
-                results.append(exc)
-        done = [(a, up) for a, up in zip(actions, results, strict=True) if isinstance(up, Uploaded)]
-        if not done:
-            return results
-        now = int(self.wall() * 1e9)
-        self.recorder.synced_many(
-            [SyncedEntry(a.path, up.size, up.mtime_ns, up.etag, now, up.ino) for a, up in done],
-            counters={
-                "uploaded_files": len(done),
-                "uploaded_bytes": sum(up.size for _, up in done),
-            },
-        )
-        for action, up in done:
-            self.events.finished(action, up.size)
-        for i, outcome in enumerate(results):
-            if isinstance(outcome, Uploaded) and not self._still(actions[i].path, outcome):
-                results[i] = Sent.CHANGED
-        return results
-
-    def _still(self, path: str, up: Uploaded) -> bool:
-        """Whether ``path`` is still the file that was sent as ``up``."""
-        after = stat_entry(self.root, path, follow_symlinks=self.follow)
-        return after is not None and (after.size, after.mtime_ns, after.ino) == (
-            up.size,
-            up.mtime_ns,
-            up.ino or after.ino,
-        )
-
-    def _send(self, path: str, expect: str | None) -> Uploaded:
-        if not self.conditional or expect is None:
-            return self.transfer.upload(path)
-        try:
-            return self.transfer.upload(path, if_match=expect or None, if_none_match=expect == "")
-        except PreconditionFailed:
-            mine = self._already_stored(path)
-            if mine is not None:
-                return mine
-            if expect != "" or self.transfer.head(path) is not None:
-                raise
-            # "Only if absent" refused with no object there: a filer-backed server (SeaweedFS)
-            # keeps a directory entry for a key that was a prefix (``a/`` of ``a/b``, even
-            # once empty), so a directory replaced by a file could never be sent.  Another
-            # writer could only have slipped in since the HEAD just now.
-            logger.info("upload: %s is a directory name on the server; sending it anyway", path)
-            return self.transfer.upload(path)
-        except ConditionalWritesUnsupported:
-            logger.warning(
-                "upload: the server rejects conditional writes; "
-                "uploading without overwrite protection"
-            )
-            self.conditional = False
-            return self.transfer.upload(path)
-
-    def _already_stored(self, path: str) -> Uploaded | None:
-        """A conditional write lost to an object holding exactly this file's bytes: most
-        often our own first attempt, stored although its answer was lost before a retry.
-        Then the upload is done (nothing to keep twice)."""
-        before = stat_entry(self.root, path, follow_symlinks=self.follow)
-        head = self.transfer.head(path)
-        if before is None or head is None or head.size != before.size:
-            return None
-        if not self._matches(path, head.etag):
-            return None
-        after = stat_entry(self.root, path, follow_symlinks=self.follow)
-        if after != before:
-            return None
-        logger.info("upload: %s is already stored (an earlier answer was lost)", path)
-        return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
+        """Plain uploads sent side by side, recorded in one commit
+        (:meth:`Uploading.send_together`)."""
+        return self.uploading.send_together(actions)
 
     def download(self, action: Action, *, dest: str | None = None) -> None:
         """Download the action's object to its path (or ``dest``), journaled first."""
@@ -611,7 +496,7 @@ class Executor:
         """A rename: copy the old object server-side once the content hashes agree."""
         loc, old = action.local, action.synced
         assert loc is not None and old is not None
-        if not self._matches(loc.path, old.etag):
+        if not self.content_matches(loc.path, old.etag):
             return Outcome.MISMATCH
         try:
             # Only the version synced: another writer's newer object there is not this file.
@@ -671,9 +556,10 @@ class Executor:
         loc, rem = action.local, action.remote
         if loc is None or rem is None or loc.size != rem.size:
             return False
-        return self._matches(loc.path, rem.etag)
+        return self.content_matches(loc.path, rem.etag)
 
-    def _matches(self, path: str, etag: str) -> bool:
+    def content_matches(self, path: str, etag: str) -> bool:
+        """Whether the file at ``path`` holds the bytes of an object with ``etag``."""
         try:
             return bool(
                 etags.matches(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..deletions import file_exists
 from ..errors import FileError, PreconditionFailed
-from ..execute import Executor, Outcome, Sent
+from ..execute import Executor, Outcome
 from ..local import stat_entry
 from ..metrics import FolderMetrics
 from ..model import Action, Kind, LocalEntry, SyncedEntry
@@ -30,6 +30,7 @@ from ..remote import describe, error_code
 from ..retry import is_transient
 from ..state import StateStore
 from ..transfer import Uploaded
+from ..uploading import Sent
 from ..workqueue import Item
 from .changes import Dirty
 from .conflicts import Conflicts, Raced
