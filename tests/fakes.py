@@ -12,7 +12,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from watchsync.errors import FileError, NotFound, PreconditionFailed
+from watchsync.errors import FileError, NotFound, PathBlocked, PreconditionFailed
 from watchsync.execute import Veto
 from watchsync.model import Action, LocalEntry, RemoteEntry, Skipped
 from watchsync.remote import Fetched, NotModified, S3Url
@@ -112,6 +112,8 @@ class FakeObjects:
             raise PreconditionFailed(path)
         target = self.root / (dest or path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise PathBlocked(dest or path, "a directory is in the way")
         target.write_bytes(body)
         os.utime(target, ns=(mtime, mtime))
         return target

@@ -1523,3 +1523,21 @@ def test_reconcile_hands_a_path_the_uploader_holds_back_to_it(
     assert w.rooms.uploads.process(again) == Settled()
     assert len([c for c in w.objects.calls if c[0] == "upload"]) == uploads
     assert w.store.counters().get("conflicts", 0) == 0
+
+
+def test_reconcile_removes_an_empty_directory_in_the_way_of_a_file(
+    make_world: Callable[..., World],
+) -> None:
+    """A directory that became a file on the other side: once its files are gone here, the
+    empty directory left behind gives way to the file; one that still holds a file stays."""
+    w = make_world()
+    (w.root / "a").mkdir()  # emptied by an earlier type change
+    (w.root / "b").mkdir()
+    (w.root / "b/keep.txt").write_bytes(b"still here")
+    w.objects.put("a", b"a file now")
+    w.objects.put("b", b"a file where a directory with a file is")
+    stats = w.rooms.reconcile.run()
+    assert (w.root / "a").read_bytes() == b"a file now"
+    assert (w.root / "b/keep.txt").read_bytes() == b"still here"
+    assert stats.passed.failed == 1  # b: reported, left as it is
+    assert "directory is in the way" in (w.status.last_error or "")

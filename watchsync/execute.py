@@ -366,13 +366,17 @@ class Executor:
     def _unblock(self, stats: PassStats) -> None:
         """Downloads a file or directory was in the way of, tried once more now that the
         pass's deletes may have cleared it (a type change on the other side: the old file,
-        or the old directory's files, are deleted here).  Still blocked is a file/directory
-        collision (S3 has ``a`` and ``a/b``), reported once per pass; it does not veto the
-        pass's deletes, which would otherwise never run while the collision lasts."""
+        or the old directory's files, are deleted here).  A directory left empty in the way
+        of a file is removed: it holds nothing, and S3 cannot hold it.  Still blocked is a
+        file/directory collision (S3 has ``a`` and ``a/b``), reported once per pass; it
+        does not veto the pass's deletes, which would otherwise never run while the
+        collision lasts."""
         blocked, stats.blocked = stats.blocked, []
         for action in blocked:
             if self.stop.is_set():
                 return
+            if _remove_if_empty_dir(self.root / action.path):
+                logger.info("download: removed the empty directory %s/ in its way", action.path)
             try:
                 self.apply(action)
             except PathBlocked as exc:
@@ -574,6 +578,17 @@ class Executor:
 
     def _now_ns(self) -> int:
         return int(self.wall() * 1e9)
+
+
+def _remove_if_empty_dir(path: Path) -> bool:
+    """Remove ``path`` if it is an empty directory (not a link to one); whether it was."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        path.rmdir()  # refused for a directory that is not empty, even one filled just now
+    except OSError:
+        return False
+    return True
 
 
 def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
