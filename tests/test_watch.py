@@ -467,6 +467,21 @@ def test_burst_of_writes_is_one_ready_path(
     assert w.reported() == ["a.txt"]
 
 
+@pytest.mark.parametrize("force_polling", [False, True], ids=["inotify", "polling"])
+def test_new_mtime_alone_is_reported(make_watcher: WatcherFactory, force_polling: bool) -> None:
+    """``touch`` or a restored backup changes only the mtime: by the sync rules that can be
+    a change to send, so the path is reported like a write."""
+    w = make_watcher(force_polling=force_polling)
+    target = w.root / "a.txt"
+    target.write_text("same bytes")
+    wait_until(lambda: "a.txt" in w.seen(), timeout=5, message="a.txt written")
+    barrier(w)
+    w.clear()
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns - 3_600 * 10**9))
+    wait_until(lambda: "a.txt" in w.seen(), timeout=5, message="a.txt's new mtime reported")
+
+
 @needs_inotify
 def test_close_after_write_shortcuts_the_debounce(make_watcher: WatcherFactory) -> None:
     w = make_watcher(debounce=5.0)

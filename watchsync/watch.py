@@ -36,6 +36,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -409,6 +410,7 @@ WATCHED_EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     DirCreatedEvent,
     FileModifiedEvent,
+    FileAttribEvent,  # a new mtime alone (touch, a restored backup) is a change to sync
     FileMovedEvent,
     DirMovedEvent,
     FileDeletedEvent,
