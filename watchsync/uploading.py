@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ConditionalWritesUnsupported, FileError, PreconditionFailed
 from .local import stat_entry
-from .model import Action, Kind, SyncedEntry
+from .model import Action, Kind, LocalEntry, SyncedEntry
 from .transfer import Started, Uploaded
 
 if TYPE_CHECKING:
@@ -47,12 +47,8 @@ class Uploading:
                 counters={"uploaded_files": 1, "uploaded_bytes": up.size},
             )
             self.ex.events.finished(shown, up.size)
-            after = stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
-            if after is None or (after.size, after.mtime_ns, after.ino) == (
-                up.size,
-                up.mtime_ns,
-                up.ino or after.ino,
-            ):
+            after = self._now(path)
+            if after is None or _as_sent(after, up):
                 return up
             logger.info("upload: %s changed while uploading; sending it again", path)
             if expect is not None:
@@ -105,12 +101,11 @@ class Uploading:
 
     def _still(self, path: str, up: Uploaded) -> bool:
         """Whether ``path`` is still the file that was sent as ``up``."""
-        after = stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
-        return after is not None and (after.size, after.mtime_ns, after.ino) == (
-            up.size,
-            up.mtime_ns,
-            up.ino or after.ino,
-        )
+        after = self._now(path)
+        return after is not None and _as_sent(after, up)
+
+    def _now(self, path: str) -> LocalEntry | None:
+        return stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
 
     def _send(self, path: str, expect: str | None) -> Uploaded:
         if not self.ex.conditional or expect is None:
@@ -143,14 +138,19 @@ class Uploading:
         """A conditional write lost to an object holding exactly this file's bytes: most
         often our own first attempt, stored although its answer was lost before a retry.
         Then the upload is done (nothing to keep twice)."""
-        before = stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
+        before = self._now(path)
         head = self.ex.transfer.head(path)
         if before is None or head is None or head.size != before.size:
             return None
         if not self.ex.content_matches(path, head.etag):
             return None
-        after = stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
-        if after != before:
+        if self._now(path) != before:
             return None
         logger.info("upload: %s is already stored (an earlier answer was lost)", path)
         return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
+
+
+def _as_sent(now: LocalEntry, up: Uploaded) -> bool:
+    """Whether the file as it is ``now`` is the one sent as ``up`` (an upload that read no
+    inode number matches any)."""
+    return (now.size, now.mtime_ns, now.ino) == (up.size, up.mtime_ns, up.ino or now.ino)
