@@ -1120,7 +1120,7 @@ def test_change_the_watcher_missed_is_caught_after_an_overflow(
 ) -> None:
     """Periodic passes trust the watcher and the state; a change inotify never reports (here
     under a followed symlink to a directory outside the folder) waits for a full walk, and
-    an overflow forces one."""
+    an overflow forces one, without a listing of the prefix."""
     outside = tmp_path / "outside"
     write(outside / "f.txt", "v1")
     (root / "linked").symlink_to(outside, target_is_directory=True)
@@ -1133,8 +1133,11 @@ def test_change_the_watcher_missed_is_caught_after_an_overflow(
         passes = agent.reconciles
         wait_until(lambda: agent.reconciles >= passes + 3, timeout=15)
         assert get(s3, bucket, "linked/f.txt") == b"v1"  # the trusted passes did not see it
+        listings = agent.reconcile.listings
         agent.watcher._on_overflow()
         wait_until(lambda: s3_has(s3, bucket, "linked/f.txt", b"v2, behind the symlink"))
+        # Only local events were lost: the walk found the change, S3 was not listed for it.
+        assert agent.reconcile.listings == listings
 
 
 def s3_has(s3: S3Client, bucket: str, path: str, body: bytes) -> bool:

@@ -244,6 +244,12 @@ class Folder:
             listed.invalidate("a full pass was asked for")
         self._reconcile_now.set()
 
+    def request_walk(self) -> None:
+        """Run a pass as soon as possible for what only the local side may have lost (the
+        watcher overflowed): it walks the folder (see ``Dirty.invalidate``) and lists the
+        prefix only if a listing is due anyway."""
+        self._reconcile_now.set()
+
     # -- what callers read ------------------------------------------------------------------
 
     @property
@@ -571,7 +577,8 @@ class _Watcher:
     def _on_overflow(self) -> None:
         self.folder.metrics.overflow()
         self._lost("the watcher overflowed")
-        self.folder.request_reconcile()
+        # Only inotify's events were lost: S3's side is as the feed and the state say.
+        self.folder.request_walk()
 
     def _on_root_gone(self) -> None:
         self._lost("the folder's root went away")

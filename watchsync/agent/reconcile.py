@@ -116,9 +116,9 @@ class Reconcile:
             if self.status.polling:  # a polling observer is not trusted to see every change
                 self.dirty.invalidate("the watcher is polling")
             taken = self.dirty.take()
+        # The two sides are trusted apart: lost inotify events (an overflow) cost a walk of
+        # the folder, not a listing of the prefix, and a due listing does not walk.
         listing = self.listed.take() if self.listed is not None else "no change feed"
-        # A walk of the whole folder goes with a listing: both are the slow, sure path.
-        listing = listing or taken.full
         cpu = time.thread_time()
         try:
             stats = self._run(taken, listing, progress)
@@ -177,19 +177,25 @@ class Reconcile:
         looked: dict[str, LocalEntry | None] = {}
         remote: Iterable[RemoteEntry | Skipped]
         state: Iterable[SyncedEntry]
-        if listing is None:
+        local: Iterable[LocalEntry]
+        if listing is None and taken.full is None:
             # Both sides trusted: only the reported paths, their objects as last synced.
             named = self._synced_at(taken)
             state = named
-            remote = [RemoteEntry(e.path, e.size, e.remote_mtime_ns, e.etag) for e in named]
-            local: Iterable[LocalEntry] = without_skipped(
+            remote = _as_last_synced(named)
+            local = without_skipped(
                 changed_side(self.root, taken, named, options=options, looked=looked), skip
             )
         else:
-            # A key skipped as unsafe stays in the stream: the planner leaves its path
-            # alone, so it is never read as deleted in S3 and need not veto other deletes.
-            remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
             state = self.store.iter_sorted()
+            if listing is None:
+                # S3 trusted, the folder walked: S3's side is the state as last synced.
+                state, synced = itertools.tee(state)
+                remote = _as_last_synced(synced)
+            else:
+                # A key skipped as unsafe stays in the stream: the planner leaves its path
+                # alone, so it is never read as deleted in S3 and need not veto other deletes.
+                remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
             if taken.full is not None:
                 local = without_skipped(walk(self.root, options=options), skip)
                 if self.dirty is not None:
@@ -262,6 +268,11 @@ class Reconcile:
         for top in _outermost(taken.dirs):
             found.update((e.path, e) for e in self.store.iter_sorted(prefix=top.rstrip("/")))
         return sorted(found.values(), key=lambda e: e.path)
+
+
+def _as_last_synced(synced: Iterable[SyncedEntry]) -> Iterator[RemoteEntry]:
+    """S3's side taken from the state: each object as this agent last saw it."""
+    return (RemoteEntry(e.path, e.size, e.remote_mtime_ns, e.etag) for e in synced)
 
 
 def _diverging(
