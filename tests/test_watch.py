@@ -28,6 +28,7 @@ from watchsync.watch import (
     DebounceThread,
     OverflowEvent,
     RootGoneEvent,
+    coalesce_touches,
     is_dir_mark,
     start_observer,
 )
@@ -489,6 +490,52 @@ def test_close_after_write_shortcuts_the_debounce(make_watcher: WatcherFactory) 
     (w.root / "doc.txt").write_text("hello")
     wait_until(lambda: "doc.txt" in w.seen(), timeout=3, message="doc.txt ready early")
     assert time.monotonic() - started < 2.0
+
+
+@needs_inotify
+def test_burst_written_in_place_skips_the_debounce(make_watcher: WatcherFactory) -> None:
+    """Many files written at once land in the same reads: each file's create and modify
+    events are folded into its close, which still cuts the debounce short."""
+    w = make_watcher(debounce=30.0)
+    for i in range(300):
+        (w.root / f"f{i:03d}.bin").write_bytes(b"x" * 100)
+    names = {f"f{i:03d}.bin" for i in range(300)}
+    wait_until(lambda: names <= set(w.seen()), timeout=10, message="every file ready early")
+
+
+IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE = 0x2, 0x4, 0x8, 0x100
+IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, IN_IGNORED, IN_ISDIR = 0x200, 0x40, 0x80, 0x8000, 0x40000000
+
+
+@pytest.mark.parametrize(
+    ("events", "kept"),
+    [
+        # A file written in place: only its close.
+        ([(1, IN_CREATE, 0, b"a"), (1, IN_MODIFY, 0, b"a"), (1, IN_CLOSE_WRITE, 0, b"a")], [2]),
+        # Written again after the close: the last modify, not the close, decides.
+        ([(1, IN_CLOSE_WRITE, 0, b"a"), (1, IN_MODIFY, 0, b"a")], [1]),
+        # Other files and directories are their own runs.
+        ([(1, IN_MODIFY, 0, b"a"), (1, IN_MODIFY, 0, b"b"), (2, IN_MODIFY, 0, b"a")], [0, 1, 2]),
+        # A directory's events are all kept (its watch follows them).
+        ([(1, IN_CREATE | IN_ISDIR, 0, b"d"), (1, IN_ATTRIB | IN_ISDIR, 0, b"d")], [0, 1]),
+        # A move or delete of the name ends its run: what came before still counts.
+        (
+            [
+                (1, IN_MODIFY, 0, b"a"),
+                (1, IN_MOVED_FROM, 9, b"a"),
+                (1, IN_CREATE, 0, b"a"),
+                (1, IN_CLOSE_WRITE, 0, b"a"),
+                (1, IN_DELETE, 0, b"a"),
+            ],
+            [0, 1, 3, 4],
+        ),
+        # An event about a watched directory itself starts every run over.
+        ([(1, IN_MODIFY, 0, b"a"), (1, IN_IGNORED, 0, b""), (1, IN_MODIFY, 0, b"a")], [0, 1, 2]),
+        ([(1, IN_ATTRIB, 0, b"a"), (1, IN_MOVED_TO, 3, b"b"), (1, IN_ATTRIB, 0, b"a")], [1, 2]),
+    ],
+)
+def test_coalesce_touches(events: list[tuple[int, int, int, bytes]], kept: list[int]) -> None:
+    assert coalesce_touches(events) == [events[i] for i in kept]
 
 
 @needs_inotify

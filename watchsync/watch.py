@@ -27,10 +27,10 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -504,6 +504,44 @@ def _identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
+# inotify(7)'s event bits (the kernel's ABI): the events that only say a file's content or
+# attributes changed.  Several of them for one file in one read tell the handler no more
+# than the last one does.
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE, _IN_CREATE = 0x2, 0x4, 0x8, 0x100
+_TOUCHES = frozenset({_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE, _IN_CREATE})
+
+RawEvent = TypeVar("RawEvent", bound=tuple[int, int, int, bytes])  # wd, mask, cookie, name
+
+
+def coalesce_touches(events: Sequence[RawEvent]) -> list[RawEvent]:
+    """The events of one read, minus each file's create/modify/attrib/close events that a
+    later one of the same kind for the same file repeats before anything else happens to
+    that name (a move, a delete) or to its directory.
+
+    A file written in place comes as IN_CREATE, IN_MODIFY and IN_CLOSE_WRITE; the handler
+    only needs the last (it sets the file's debounce deadline), so a burst costs one event
+    a file instead of three.  Directories' events are all kept (their watches follow them).
+
+    >>> coalesce_touches([(1, 0x100, 0, b"a"), (1, 0x2, 0, b"a"), (1, 0x8, 0, b"a")])
+    [(1, 8, 0, b'a')]
+    >>> coalesce_touches([(1, 0x2, 0, b"a"), (1, 0x40, 7, b"a"), (1, 0x8, 0, b"a")])
+    [(1, 2, 0, b'a'), (1, 64, 7, b'a'), (1, 8, 0, b'a')]
+    """
+    keep = [True] * len(events)
+    last: dict[tuple[int, bytes], int] = {}  # a file's latest touch since its last other event
+    for i, (wd, mask, _cookie, name) in enumerate(events):
+        if not name:  # about a watched directory itself (gone, moved, unwatched): start over
+            last.clear()
+        elif mask in _TOUCHES:  # exactly one bit: not a directory's, nor a flagged event
+            before = last.get((wd, name))
+            if before is not None:
+                keep[before] = False
+            last[(wd, name)] = i
+        else:
+            last.pop((wd, name), None)
+    return [e for e, k in zip(events, keep, strict=True) if k]
+
+
 if sys.platform.startswith("linux"):
     try:
         from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
@@ -586,7 +624,8 @@ if HAVE_INOTIFY:
 
         def handle_buffer(self, buffer: bytes) -> None:
             """The events of one read, as watchdog's reader thread would handle them."""
-            for wd, mask, cookie, name in InotifyFD._parse_event_buffer(buffer):
+            events = list(InotifyFD._parse_event_buffer(buffer))
+            for wd, mask, cookie, name in coalesce_touches(events):
                 # The kernel reports IN_Q_OVERFLOW with wd=-1; other global events are not ours.
                 if wd != -1 or mask & InotifyConstants.IN_Q_OVERFLOW:
                     self.handle_event(InotifyEvent(wd, mask, cookie, name))
