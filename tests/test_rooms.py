@@ -1386,6 +1386,42 @@ def test_a_path_left_out_of_sync_is_looked_at_again(
     assert not stats.walked and stats.passed.planned == {Kind.CONFLICT: 1}
 
 
+def test_paths_the_uploader_synced_are_not_looked_at_again(
+    make_world: Callable[..., World],
+) -> None:
+    """A burst's files are reported, uploaded and recorded: the next trusted pass has
+    nothing of them left to look at, except a file reported again since it was sent and a
+    local edit left alone under pull."""
+    w = make_world()
+    dirty = w.rooms.reconcile.dirty
+    assert dirty is not None
+    w.rooms.reconcile.run()
+    names = [f"f{i}.txt" for i in range(5)]
+    for name in names:
+        (w.root / name).write_bytes(name.encode())
+    w.rooms.changes.ready(names)
+    items = w.rooms.pending.take_many(10)
+    assert w.rooms.uploads.process_many(items) == [Settled()] * len(names)
+    (w.root / "f0.txt").write_bytes(b"written again")
+    w.rooms.changes.ready(["f0.txt"])
+    assert dirty.take().paths == {"f0.txt"}
+    # Reported while it was being looked at: the look may have missed that change.
+    mark = dirty.mark()
+    dirty.note(["f1.txt"])
+    dirty.settled(["f1.txt", "f2.txt"], mark)
+    assert dirty.take().paths == {"f1.txt"}
+
+
+def test_a_local_edit_left_under_pull_stays_reported(make_world: Callable[..., World]) -> None:
+    w = make_world(direction=Mode.PULL)
+    synced_file(w, "doc.txt", b"v1")
+    w.rooms.reconcile.run()
+    _silently_changed(w, "doc.txt", b"local edit")
+    w.rooms.changes.ready(["doc.txt"])
+    assert w.rooms.uploads.process(Item("doc.txt")) == Settled()
+    assert w.rooms.reconcile.dirty.take().paths == {"doc.txt"}  # type: ignore[union-attr]
+
+
 # -- paths taken together ---------------------------------------------------------------------
 
 

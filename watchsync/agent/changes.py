@@ -110,7 +110,10 @@ class Dirty:
         self.full_interval = full_interval
         self.clock = clock
         self._lock = threading.Lock()
-        self._paths: set[str] = set()
+        # Each file reported since the last pass, with when (a count of notes): a path the
+        # uploader saw synced after its latest report needs no second look (:meth:`settled`).
+        self._paths: dict[str, int] = {}
+        self._seq = 0
         self._dirs: set[str] = set()
         self._full: str | None = "first pass"
         self._walked_at: float | None = None  # clock time the last full walk began
@@ -125,7 +128,22 @@ class Dirty:
                         self._full = self._full or "the root changed"
                     self._dirs.add(rel)
                 else:
-                    self._paths.add(path)
+                    self._seq += 1
+                    self._paths[path] = self._seq
+
+    def mark(self) -> int:
+        """Where the reports stand now: pass it to :meth:`settled` after looking."""
+        with self._lock:
+            return self._seq
+
+    def settled(self, paths: Iterable[str], mark: int) -> None:
+        """``paths`` were found synced by a look that began at ``mark``: the next pass
+        need not look at them again, unless they were reported since.  (A burst's files
+        are uploaded as they come; without this, the next pass would stat them all again.)"""
+        with self._lock:
+            for path in paths:
+                if self._paths.get(path, mark + 1) <= mark:
+                    del self._paths[path]
 
     def invalidate(self, why: str) -> None:
         """The watcher may have missed something: the next pass walks the whole folder."""
@@ -163,5 +181,7 @@ class Dirty:
         with self._lock:
             if taken.full is not None:
                 self._full = self._full or taken.full
-            self._paths |= taken.paths
+            self._seq += 1  # as if reported now: no earlier mark settles them
+            for path in taken.paths:
+                self._paths.setdefault(path, self._seq)
             self._dirs |= taken.dirs

@@ -105,8 +105,11 @@ class Uploads:
     def process(self, item: Item) -> Result:
         """Decide ``item.path`` from the truth (the file now, the last sync) and act."""
         result: Result = SETTLED
+        mark = self.dirty.mark() if self.dirty is not None else 0
         try:
             self._sync(item)
+            if self._as_recorded(item.path):
+                self._settled([item.path], mark)
         except FileError as exc:
             self.metrics.error("file")
             self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
@@ -142,6 +145,7 @@ class Uploads:
             return [self.process(item) for item in items]
         results: dict[int, Result] = {}
         lane: list[tuple[int, Item, Action]] = []
+        mark = self.dirty.mark() if self.dirty is not None else 0
         synced = self.store.get_many([item.path for item in items])
         for i, item in enumerate(items):
             action = self._plain_upload(item, synced.get(item.path))
@@ -156,6 +160,11 @@ class Uploads:
                 for i, item, _ in lane:
                     results[i] = self._failure(item, exc)
             else:
+                self._settled(
+                    [item.path for (_, item, _), out in zip(lane, sent, strict=True)
+                     if isinstance(out, Uploaded)],
+                    mark,
+                )  # fmt: skip
                 for (i, item, _), outcome in zip(lane, sent, strict=True):
                     if isinstance(outcome, Uploaded):
                         self._done(item)
@@ -219,6 +228,23 @@ class Uploads:
         delay = min(cap, self._backoff[path] * 2) if path in self._backoff else first
         self._backoff[path] = delay
         return Retry(delay)
+
+    def _settled(self, paths: list[str], mark: int) -> None:
+        """``paths`` are as the state records them, as of a look begun at ``mark``."""
+        if self.dirty is not None and paths:
+            self.dirty.settled(paths, mark)
+
+    def _as_recorded(self, path: str) -> bool:
+        """The file is as the state records it (or neither has it): the next pass would
+        plan nothing for it.  Not so for a local edit left alone under pull, a conflict,
+        a delete still to be made."""
+        if self.dirty is None:
+            return False
+        local = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
+        synced = self.store.get(path)
+        if local is None or synced is None:
+            return local is None and synced is None
+        return (local.size, local.mtime_ns) == (synced.size, synced.mtime_ns)
 
     def _look_again(self, path: str) -> None:
         """The next reconcile looks at ``path`` even when it trusts the watcher."""
