@@ -414,6 +414,7 @@ def measure_burst(
     dirs: int,
     timeout: float,
     writer_cpu: int,
+    server_pid: int,
 ) -> dict[str, Any]:
     """Write ``files`` files at once into ``name``; time until all are in S3.
 
@@ -434,6 +435,7 @@ def measure_burst(
         (burst / f"d{d:05d}").mkdir(parents=True)
     time.sleep(1.0)  # the watcher adds the new directories before the clock starts
     ticks0, _, _ = proc_sample(agent.pid)
+    server0, _, _ = proc_sample(server_pid)
     since = log_size(agent.log)
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     home = os.sched_getaffinity(0)
@@ -469,6 +471,7 @@ def measure_burst(
                 raise RuntimeError(f"agent exited with {agent.proc.returncode}\n{agent.log_tail()}")
             time.sleep(0.25)
     ticks1, rss, _ = proc_sample(agent.pid)
+    server1, _, _ = proc_sample(server_pid)
     count = count_objects(client, bucket, f"{prefix}/{name}/")
     if count < files:
         all_in = None  # the log said so, S3 does not
@@ -480,6 +483,8 @@ def measure_burst(
         "visible_count": count,
         "files_per_second": files / all_in if all_in else None,
         "agent_cpu_seconds": (ticks1 - ticks0) / CLK_TCK,
+        # Up to the log read that saw the last upload (at most 0.25 s past it).
+        "server_cpu_seconds": (server1 - server0) / CLK_TCK,
         "agent_rss_mib_after": rss / 1024,
         "agent_peak_rss_mib": vm_hwm_kib(agent.pid) / 1024,
     }
@@ -517,17 +522,27 @@ def read_counters(agent: Agent) -> dict[str, int]:
 
 
 def sync_same_files(
-    src: Path, endpoint: str, client: Any, *, env: dict[str, str], cpu: int, prefix: str
+    src: Path,
+    endpoint: str,
+    client: Any,
+    *,
+    env: dict[str, str],
+    cpu: int,
+    prefix: str,
+    server_pid: int,
 ) -> dict[str, Any]:
     """``watchsync sync`` of the burst's files to a fresh prefix, pinned like the agent."""
     with contextlib.suppress(Exception):  # made by an earlier round
         client.create_bucket(Bucket="bench-sync")
     argv = [_watchsync(), "sync", str(src), f"s3://bench-sync/{prefix}", "--endpoint-url",
             endpoint, "--no-progress"]  # fmt: skip
+    server0, _, _ = proc_sample(server_pid)
     m = run_measured(argv, env=env, cpu=cpu)
+    server1, _, _ = proc_sample(server_pid)
     if m.returncode != 0:
         raise RuntimeError(f"watchsync sync failed: {m.stderr_tail[-1000:]}")
     return {"wall": m.wall, "cpu": m.cpu, "peak_rss_mib": m.peak_rss_mib,
+            "server_cpu": (server1 - server0) / CLK_TCK,
             "objects": count_objects(client, "bench-sync", f"{prefix}/")}  # fmt: skip
 
 
@@ -663,6 +678,7 @@ def main(argv: list[str]) -> int:
                             client, agent, live, "bench-live", "p", name=name,
                             files=args.burst_files, size=args.burst_size, dirs=args.burst_dirs,
                             timeout=args.timeout, writer_cpu=args.client_cpu,
+                            server_pid=server.pid,
                         )  # fmt: skip
                         _print_burst(burst)
                         if burst["all_visible_seconds"] is None:
@@ -673,14 +689,15 @@ def main(argv: list[str]) -> int:
                         if "sync" not in args.skip:
                             burst["sync"] = sync_same_files(
                                 live / name, server.endpoint, client, env=env,
-                                cpu=args.client_cpu, prefix=name,
+                                cpu=args.client_cpu, prefix=name, server_pid=server.pid,
                             )  # fmt: skip
                             agent_s = burst["all_visible_seconds"] or float("nan")
                             sync_s = burst["sync"]["wall"]
                             burst["ratio"] = agent_s / sync_s
                             print(
                                 f"    watchsync sync, same {args.burst_files} files: "
-                                f"{sync_s:.1f} s wall, {burst['sync']['cpu']:.1f} s CPU; "
+                                f"{sync_s:.1f} s wall, {burst['sync']['cpu']:.1f} s CPU, "
+                                f"server {burst['sync']['server_cpu']:.1f} s CPU; "
                                 f"agent/sync = {burst['ratio']:.2f}x"
                             )
                         rounds.append(burst)
@@ -980,6 +997,7 @@ def _print_burst(b: dict[str, Any]) -> None:
                 "all visible s",
                 "files/s",
                 "agent CPU s",
+                "server CPU s",
                 "agent RSS MiB",
                 "agent peak RSS MiB",
             ],
@@ -989,6 +1007,7 @@ def _print_burst(b: dict[str, Any]) -> None:
                     b["all_visible_seconds"],
                     b["files_per_second"],
                     b["agent_cpu_seconds"],
+                    b["server_cpu_seconds"],
                     b["agent_rss_mib_after"],
                     b["agent_peak_rss_mib"],
                 ]
