@@ -14,9 +14,10 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from urllib3.response import HTTPResponse
 
 from watchsync.config import load_config
+from watchsync.downloading import ChecksumMismatch
 from watchsync.errors import FileError
 from watchsync.remote import S3Settings, S3Url, make_client
-from watchsync.transfer import ChecksumMismatch, Transfer
+from watchsync.transfer import Transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -81,11 +82,11 @@ def test_multipart_download_is_checked_against_the_full_object_crc(
         t.upload("big")
         head = s3.head_object(Bucket=bucket, Key="big", ChecksumMode="ENABLED")
         assert head.get("ChecksumCRC32C") == _crc(data)
-        t._verify_download("big", tmp_path / "big")
+        t.downloads._verify_download("big", tmp_path / "big")
         other = tmp_path / "other"
         other.write_bytes(data[:-1] + b"\0")
         with pytest.raises(ChecksumMismatch):
-            t._verify_download("big", other)
+            t.downloads._verify_download("big", other)
 
 
 def test_crc_of_an_unreadable_file_is_a_file_error(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import botocore.exceptions
 import pytest
 
 from watchsync import crt
+from watchsync.reachability import EndpointGone, Reachability
 from watchsync.remote import S3Settings, make_client, unreachable
-from watchsync.transfer import EndpointGone, Reachability
 
 
 class Clock:

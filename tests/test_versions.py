@@ -32,20 +32,22 @@ def root(tmp_path: Path) -> Path:
     return path
 
 
-class EditDuringDownload(Transfer):
+def edit_during_download(transfer: Transfer, *, atomic: bool) -> None:
     """The user saves ``doc.txt`` while its download is in flight (after the check)."""
+    fetch = transfer.downloads._get
+    root = transfer.root
 
-    atomic = False
-
-    def _get(self, key: str, tmp: Path, etag: str) -> None:
-        super()._get(key, tmp, etag)
-        target = self.root / "doc.txt"
-        if self.atomic:  # an editor's save: a new file renamed over the old one
-            (self.root / ".doc.swp").write_bytes(b"edited during the download")
-            os.replace(self.root / ".doc.swp", target)
+    def get_then_edit(key: str, tmp: Path, etag: str) -> None:
+        fetch(key, tmp, etag)
+        target = root / "doc.txt"
+        if atomic:  # an editor's save: a new file renamed over the old one
+            (root / ".doc.swp").write_bytes(b"edited during the download")
+            os.replace(root / ".doc.swp", target)
         else:
             with target.open("ab") as f:
                 f.write(b" + edited during the download")
+
+    transfer.downloads._get = get_then_edit  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("atomic", [False, True], ids=["in-place", "atomic-save"])
@@ -56,8 +58,8 @@ def test_download_keeps_a_local_edit_made_while_it_replaced_the_file(
     s3.put_object(Bucket=bucket, Key="p/doc.txt", Body=b"newer in S3")
     (root / "doc.txt").write_bytes(b"synced version")
     local = stat_entry(root, "doc.txt")
-    transfer = EditDuringDownload(s3, where, root)
-    transfer.atomic = atomic
+    transfer = Transfer(s3, where, root)
+    edit_during_download(transfer, atomic=atomic)
     with transfer:
         remote = transfer.head("doc.txt")
         events = RecordedEvents()

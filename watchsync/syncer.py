@@ -14,9 +14,10 @@ from .filters import Filters
 from .local import WalkOptions, guard_temp_files, walk
 from .model import Action, Direction, Kind, Skipped, without_skipped
 from .plan import SyncOptions, plan_sync
+from .reachability import EndpointGone
 from .remote import S3Settings, S3Url, describe
 from .report import Reporter
-from .transfer import EndpointGone, open_transfer
+from .transfer import open_transfer
 
 # Attempts in a row (over 10 s or more) that found no connection before a run gives up.
 GIVE_UP_AFTER = 8

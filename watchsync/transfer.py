@@ -1,18 +1,17 @@
 """Moving bytes: uploads, downloads, copies and deletes through one shared boto3 client.
 
-Small files go in one ``put_object``/``get_object`` (the cheapest path per file); large ones
-through s3transfer's multipart machinery, which bounds memory and parallelises parts.  Every
-call runs under the one retry policy.  Nothing here decides what to transfer.
+Small files go up in one PUT (through the native client where it serves, else
+``put_object``); large ones through the multipart uploader (multipart.py), which bounds
+memory and parallelises parts.  Downloads are :class:`~.downloading.Downloads`'.  Every call
+runs under the one retry policy, counted by the reachability watch (reachability.py).
+Nothing here decides what to transfer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,31 +21,26 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import boto3
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
-from s3transfer.manager import TransferManager
-from s3transfer.subscribers import BaseSubscriber
 
 from . import crt as native
+from .downloading import Downloads
 from .errors import (
     ConditionalWritesUnsupported,
     FileError,
     NotFound,
-    PathBlocked,
     PreconditionFailed,
-    RemoteError,
 )
-from .local import temp_name
 from .model import LocalEntry, RemoteEntry, Skipped
 from .multipart import Multipart, crc32c_file
 from .ratelimit import RateLimiter, ThrottledReader, shared_limiter
+from .reachability import Reachability, UntilAnswered
 from .remote import (
     S3Settings,
     S3Url,
-    describe,
     list_entries,
     make_client,
     mtime_ns,
     s3_error,
-    unreachable,
 )
 from .retry import RetryPolicy
 
@@ -60,7 +54,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,123 +119,6 @@ class Objects(Protocol):
     def delete_local(self, path: str) -> None: ...
 
 
-class EndpointGone(RemoteError):
-    """The S3 endpoint stopped answering: many attempts in a row found no connection."""
-
-
-class Reachability:
-    """Counts consecutive attempts that found no connection, across every thread of a run.
-
-    With ``give_up_after`` set, that many in a row over at least ``min_seconds`` (so a
-    burst of parallel attempts during a short blip does not count) mean the endpoint is
-    plainly gone: the failing attempt and every later one raise :class:`EndpointGone` (not
-    retried), so a ``sync`` stops within one round of retries instead of failing file after
-    file.  None (the agent): only counted; the agent pauses and probes by itself.
-
-    >>> r = Reachability(2, what="http://x", min_seconds=0)
-    >>> r.failed(ConnectionRefusedError()); r.gone is None
-    True
-    """
-
-    def __init__(
-        self,
-        give_up_after: int | None,
-        *,
-        what: str,
-        min_seconds: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.give_up_after = give_up_after
-        self.what = what
-        self.min_seconds = min_seconds
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._in_a_row = 0
-        self._since = 0.0
-        self.gone: EndpointGone | None = None
-        self.answered = False  # any answer at all, even an S3 error
-
-    def check(self) -> None:
-        """Raise at once once the endpoint was declared gone."""
-        if self.gone is not None:
-            raise self.gone
-
-    def ok(self) -> None:
-        """An attempt got an answer."""
-        with self._lock:
-            self._in_a_row = 0
-            self.answered = True
-
-    def failed(self, exc: BaseException) -> None:
-        """Count ``exc`` when it is a connection failure; raise once there were too many."""
-        if isinstance(exc, EndpointGone) or not unreachable(exc):
-            if isinstance(exc, botocore.exceptions.ClientError):
-                self.answered = True
-            return
-        with self._lock:
-            now = self.clock()
-            if self._in_a_row == 0:
-                self._since = now
-            self._in_a_row += 1
-            if (
-                self.give_up_after is None
-                or self._in_a_row < self.give_up_after
-                or now - self._since < self.min_seconds
-            ):
-                return
-            if self.gone is None:
-                self.gone = EndpointGone(
-                    f"S3 endpoint {self.what} stopped answering ({self._in_a_row} attempts "
-                    f"in a row failed: {describe(exc)}); stopping the run"
-                )
-            gone = self.gone
-        raise gone from exc
-
-    def hold(self, why: str) -> None:
-        """Declare the endpoint gone now (the agent's pause): attempts in flight or queued
-        fail at once instead of each retrying on its own, until :meth:`reset`."""
-        with self._lock:
-            if self.gone is None:
-                self.gone = EndpointGone(why)
-
-    def reset(self) -> None:
-        """The endpoint answers again: count afresh and let attempts through."""
-        with self._lock:
-            self.gone = None
-            self._in_a_row = 0
-            self.answered = True
-
-
-@dataclass(frozen=True)
-class _UntilAnswered(RetryPolicy):
-    """The retry policy, except for connection failures while the endpoint never answered."""
-
-    watch: Reachability | None = None
-
-    def call(self, fn: Callable[[], T], *, what: str = "request") -> T:
-        """``fn`` once while nothing has answered yet; then the usual retries."""
-        if self.watch is None or self.watch.answered:
-            return super().call(fn, what=what)
-        try:
-            result = fn()
-        except Exception as exc:
-            if unreachable(exc):
-                raise
-            return super().call(fn, what=what)
-        self.watch.ok()
-        return result
-
-
-class _ProvideSize(BaseSubscriber):
-    """Hands s3transfer the size from the listing, so it sends no HEAD request."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-
-    def on_queued(self, future: Any, **kwargs: Any) -> None:
-        future.meta.provide_transfer_size(self._size)
-
-
 class Sending:
     """A native PUT under way (:meth:`Transfer.start_upload`); :meth:`result` waits for it."""
 
@@ -305,6 +181,7 @@ class Transfer:
         self.client = client
         self.reachability = Reachability(give_up_after, what=client.meta.endpoint_url)
         self._owns_client = owns_client
+        self._close_lock = threading.Lock()
         # Small uploads go through the native client when there is one and no bandwidth cap
         # applies (the cap is enforced on Python reads, which the native client bypasses).
         self.crt = crt if limiter is None else None
@@ -323,9 +200,17 @@ class Transfer:
             max_bandwidth=int(limiter.rate) if limiter else None,
             use_threads=True,
         )
-        self._manager: TransferManager | None = None
-        self._manager_lock = threading.Lock()
         self._root_real = os.path.realpath(root)
+        self.downloads = Downloads(
+            client,
+            where,
+            root,
+            settings=self.settings,
+            call=self._call,
+            limiter=limiter,
+            threshold=multipart_threshold,
+            config=self._config,
+        )
         self._parts = Multipart(
             client,
             where,
@@ -365,10 +250,8 @@ class Transfer:
 
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
-        with self._manager_lock:
-            if self._manager is not None:
-                self._manager.shutdown()
-                self._manager = None
+        self.downloads.close()
+        with self._close_lock:
             if self._owned_crt is not None:
                 self._owned_crt.close()
                 self._owned_crt = self.crt = None
@@ -381,12 +264,6 @@ class Transfer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _multipart(self) -> TransferManager:
-        with self._manager_lock:
-            if self._manager is None:
-                self._manager = TransferManager(self.client, config=self._config)
-            return self._manager
 
     # -- uploads -------------------------------------------------------------------------
 
@@ -527,11 +404,7 @@ class Transfer:
 
     def local_target(self, path: str) -> Path:
         """The file a relative path maps to, refusing anything that resolves outside root."""
-        target = self.root / path
-        parent = os.path.realpath(target.parent)
-        if parent != self._root_real and not parent.startswith(self._root_real + os.sep):
-            raise FileError(path, "refusing to write outside the destination")
-        return target
+        return self.downloads.local_target(path)
 
     def download(
         self,
@@ -544,125 +417,16 @@ class Transfer:
         replacing: LocalEntry | None = None,
         keep_as: str | None = None,
     ) -> Path:
-        """Download the object at ``path`` to ``root/(dest or path)`` via a temporary file,
-        then set its mtime and atime to LastModified and rename it into place.
-
-        With ``keep_as``, the file being replaced must be ``replacing`` (None: no file):
-        the file there is hard-linked aside just before the rename and compared after it,
-        so an edit that landed after the caller's check (or is still being written through
-        an open handle) is kept at ``root/keep_as`` instead of being lost."""
-        key = self.where.key(path)
-        target_rel = dest if dest is not None else path
-        # Checked before mkdir too: a symlinked directory must not get subdirectories made
-        # outside the destination; checked again after, as mkdir may race with a new link.
-        target = self.local_target(target_rel)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise PathBlocked(target_rel, "a file is in the way of its directory") from exc
-        except OSError as exc:
-            raise FileError(target_rel, exc.strerror or str(exc)) from exc
-        target = self.local_target(target_rel)
-        if target.is_dir() and not target.is_symlink():
-            raise PathBlocked(target_rel, "a directory is in the way")
-        tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
-        try:
-            if size >= self.threshold:
-                self._call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
-            else:
-                self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-            aside = self._link_aside(target) if keep_as is not None else None
-            os.replace(tmp, target)
-            if aside is not None and keep_as is not None:
-                self._keep_if_changed(aside, replacing, keep_as, shown=target_rel)
-        except IsADirectoryError as exc:  # made meanwhile (a download below it, or the user)
-            raise PathBlocked(target_rel, "a directory is in the way") from exc
-        except OSError as exc:
-            raise FileError(target_rel, exc.strerror or str(exc)) from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        return target
-
-    def _link_aside(self, target: Path) -> Path | None:
-        """A second name for the file about to be replaced (None when there is none)."""
-        aside = target.with_name(temp_name(target.name, "old-" + secrets.token_hex(4)))
-        try:
-            os.link(target, aside, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            # A directory made there meanwhile (a download below it): linking it says EPERM.
-            if os.path.isdir(target) and not os.path.islink(target):
-                raise IsADirectoryError(exc.errno, "a directory is in the way") from exc
-            raise
-        return aside
-
-    def _keep_if_changed(
-        self, aside: Path, replacing: LocalEntry | None, keep_as: str, *, shown: str
-    ) -> None:
-        """Drop the replaced file if it is the one expected; else move it to ``keep_as``."""
-        try:
-            st = os.lstat(aside)
-            if replacing is not None and (st.st_size, st.st_mtime_ns) == (
-                replacing.size,
-                replacing.mtime_ns,
-            ):
-                aside.unlink()
-                return
-            logger.warning(
-                "download: %s changed while it was replaced; the local version is kept as %s",
-                shown,
-                keep_as,
-            )
-            os.replace(aside, self.local_target(keep_as))
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                aside.unlink()
-
-    def _get(self, key: str, tmp: Path, etag: str) -> None:
-        kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
-        if etag:
-            kwargs["IfMatch"] = f'"{etag}"'
-        if self.settings.checksum:
-            kwargs["ChecksumMode"] = "ENABLED"  # botocore checks the body against it
-        try:
-            resp = self.client.get_object(**kwargs)
-        except Exception as exc:
-            # 412: the object changed since it was listed; the caller looks again.
-            raise (s3_error(exc, key) or exc) from exc
-        body = resp["Body"]
-        try:
-            with open(tmp, "wb") as out:
-                while chunk := body.read(_CHUNK):
-                    if self.limiter:
-                        self.limiter.take(len(chunk))
-                    out.write(chunk)
-        except botocore.exceptions.FlexibleChecksumError as exc:
-            raise ChecksumMismatch(key, str(exc)) from exc
-        finally:
-            body.close()
-
-    def _get_multipart(self, key: str, tmp: Path, size: int) -> None:
-        future = self._multipart().download(
-            self.where.bucket, key, str(tmp), subscribers=[_ProvideSize(size)]
+        """See :meth:`Downloads.download`."""
+        return self.downloads.download(
+            path,
+            size=size,
+            mtime_ns=mtime_ns,
+            etag=etag,
+            dest=dest,
+            replacing=replacing,
+            keep_as=keep_as,
         )
-        future.result()
-        if self.settings.checksum:
-            self._verify_download(key, tmp)
-
-    def _verify_download(self, key: str, tmp: Path) -> None:
-        """Ranged GETs carry no whole-object checksum: compare the file with the object's
-        full-object CRC32C, where it has one (composite per-part sums are left alone)."""
-        head = self.client.head_object(Bucket=self.where.bucket, Key=key, ChecksumMode="ENABLED")
-        expected = head.get("ChecksumCRC32C", "")
-        if not expected or "-" in expected or head.get("ChecksumType") == "COMPOSITE":
-            return
-        with open(tmp, "rb") as f:
-            actual = crc32c_file(f, str(tmp))
-        if actual != expected:
-            raise ChecksumMismatch(key, f"S3 has CRC32C {expected}, the file {actual}")
 
     # -- metadata, copies and deletes ------------------------------------------------------
 
@@ -673,7 +437,7 @@ class Transfer:
         is not retried: nothing has ever answered there, so the run ends at once."""
         retry = self.retry
         if self.reachability.give_up_after is not None:
-            retry = _UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
+            retry = UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
         return list_entries(self.client, self.where, for_download=for_download, retry=retry)
 
     def head(self, path: str) -> RemoteEntry | None:
@@ -776,20 +540,6 @@ class Transfer:
             raise FileError(path, "is a directory") from exc
         except OSError as exc:
             raise FileError(path, exc.strerror or str(exc)) from exc
-
-
-class ChecksumMismatch(Exception):
-    """The bytes received do not match the CRC32C that S3 stored with the object."""
-
-    transient = True  # damaged in flight: fetching again is right
-
-    def __init__(self, key: str, detail: str) -> None:
-        super().__init__(key, detail)
-        self.key = key
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"checksum mismatch on {self.key}: {self.detail}"
 
 
 # Answers meaning "ask elsewhere" (another region): boto3 follows them, the native client
