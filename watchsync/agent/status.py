@@ -79,9 +79,10 @@ class Status:
         self.publish(force=True)
 
     def pause(self, why: str) -> None:
-        """Paused, with a warning that says why."""
-        self.set(State.PAUSED)
+        """Paused, with a warning that says why (the why first: whoever sees the pause can
+        read it)."""
         self.error(why, level=logging.WARNING, keep_state=True)
+        self.set(State.PAUSED)
 
     def error(
         self,
