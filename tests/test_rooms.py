@@ -1564,6 +1564,30 @@ def test_reconcile_hands_a_path_the_uploader_holds_back_to_it(
     assert w.store.counters().get("conflicts", 0) == 0
 
 
+def test_an_upload_planned_while_the_uploader_sends_it_costs_no_second_request(
+    make_world: Callable[..., World],
+) -> None:
+    """A pass during a burst plans the upload of a new file a worker is sending: once that
+    worker recorded it, the path comes back without the pass's stale view of S3 (no
+    object), so the worker finds it synced instead of losing a conditional write to its own
+    PUT and settling that race."""
+    w = make_world()
+    w.rooms.reconcile.run()
+    (w.root / "n.txt").write_bytes(b"new in a burst")
+    w.rooms.pending.add([Item("n.txt")])
+    item = w.rooms.pending.take()  # a worker has it in hand
+    assert item is not None
+    w.rooms.reconcile.dirty.note(["n.txt"])  # type: ignore[union-attr]
+    assert w.rooms.reconcile.run().passed.planned == {Kind.UPLOAD: 1}  # listed: no object
+    assert w.rooms.uploads.process(item) == Settled()
+    w.rooms.pending.settle("n.txt")
+    again = w.rooms.pending.take()
+    assert again is not None and again.path == "n.txt"
+    calls = len(w.objects.calls)
+    assert w.rooms.uploads.process(again) == Settled()
+    assert w.objects.calls[calls:] == []
+
+
 def test_reconcile_removes_an_empty_directory_in_the_way_of_a_file(
     make_world: Callable[..., World],
 ) -> None:

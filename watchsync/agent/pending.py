@@ -156,13 +156,17 @@ class Batch:
 
         So does a conflict on a path the uploader holds or recorded since the plan: what
         the pass saw as a change in S3 is most likely the uploader's own PUT, listed before
-        its record was committed.  The worker decides it afresh from the state: its write,
-        conditional on the ETag last synced, still keeps both versions if another writer's
-        is there."""
-        if action.kind is Kind.CONFLICT and self._moved_on(action):
+        its record was committed.  Such a path (conflict or upload) goes without the plan's
+        view of S3: the worker decides it afresh from the state, and its write, conditional
+        on the ETag last synced, still keeps both versions if another writer's is there."""
+        if action.kind not in (Kind.CONFLICT, Kind.UPLOAD):
+            return False
+        if self._moved_on(action):
+            # Sent since the plan (a pass during a burst): the plan's view of S3 predates
+            # that PUT, and a write conditional on it would lose to the agent's own object.
             self.add(Item(action.path))
             return True
-        if action.kind is not Kind.UPLOAD:
+        if action.kind is Kind.CONFLICT:
             return False
         rem = action.remote
         self.add(Item(action.path, rem.etag if rem else None, absent=rem is None, remote=rem))
