@@ -419,14 +419,21 @@ WATCHED_EVENTS: list[type[FileSystemEvent]] = [
 ]
 
 
+# One read(2) takes up to this much: 16,384 events (the kernel's default queue) of names up
+# to 47 bytes.  watchdog reads 2,048 events at a time; under a burst each read waits for the
+# GIL, and eight of them could not keep up with the queue.
+_READ_SIZE = 1 << 20
+
+
 class _Outbox:
     """What the inotify reader thread read, handed raw to the observer's dispatcher thread.
 
     The reader only reads: parsing the events, keeping the watches in step, building
     watchdog's events and running the handler all happen on the dispatcher thread, with one
-    queue hand-off per read(2) (up to 2,048 events).  So the kernel's queue (16,384 events
-    by default) is drained as fast as a burst fills it, whatever the agent's other threads
-    are doing.  While ``limit`` bytes wait, the reader waits too: the kernel's queue then
+    queue hand-off per read(2) of up to :data:`_READ_SIZE` bytes: the kernel's whole queue
+    (16,384 events by default) in one read, so a reader that gets the CPU and the GIL
+    only now and then (a burst's writer beside busy upload workers) still drains it before
+    it overflows.  While ``limit`` bytes wait, the reader waits too: the kernel's queue then
     overflows, which the agent answers with a rescan, instead of memory growing without
     bound."""
 
@@ -546,7 +553,6 @@ if sys.platform.startswith("linux"):
     try:
         from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
         from watchdog.observers.inotify_c import (
-            DEFAULT_EVENT_BUFFER_SIZE,
             CallbackId,
             InotifyConstants,
             InotifyEvent,
@@ -618,7 +624,7 @@ if HAVE_INOTIFY:
         def run(self) -> None:
             # Only reads; :meth:`handle_buffer` does the rest on the dispatcher thread.
             while self.should_keep_running():
-                buffer = self._read_event_buffer(DEFAULT_EVENT_BUFFER_SIZE)
+                buffer = self._read_event_buffer(_READ_SIZE)
                 if buffer:
                     self._outbox.hand(buffer)
 
