@@ -1565,27 +1565,53 @@ def test_reconcile_hands_a_path_the_uploader_holds_back_to_it(
 
 
 def test_an_upload_planned_while_the_uploader_sends_it_costs_no_second_request(
-    make_world: Callable[..., World],
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pass during a burst plans the upload of a new file a worker is sending: once that
-    worker recorded it, the path comes back without the pass's stale view of S3 (no
-    object), so the worker finds it synced instead of losing a conditional write to its own
-    PUT and settling that race."""
-    w = make_world()
+    """A pass after an overflow during a burst (a walk; S3 as last synced) plans the upload
+    of a new file that a worker sends and records meanwhile: the path comes back without
+    the pass's stale view of S3 (no object), so the worker finds it synced instead of
+    losing a conditional write to its own PUT and settling that race."""
+    w = _fed_world(make_world, full_list_interval=3600.0)
     w.rooms.reconcile.run()
     (w.root / "n.txt").write_bytes(b"new in a burst")
     w.rooms.pending.add([Item("n.txt")])
     item = w.rooms.pending.take()  # a worker has it in hand
     assert item is not None
-    w.rooms.reconcile.dirty.note(["n.txt"])  # type: ignore[union-attr]
-    assert w.rooms.reconcile.run().passed.planned == {Kind.UPLOAD: 1}  # listed: no object
-    assert w.rooms.uploads.process(item) == Settled()
-    w.rooms.pending.settle("n.txt")
+    rows = w.store.iter_sorted
+
+    def read_then_sent(prefix: str = "", *, batch: int = 1000) -> Iterator[SyncedEntry]:
+        yield from rows(prefix, batch=batch)  # no record of n.txt yet
+        assert w.rooms.uploads.process(item) == Settled()  # sent and recorded meanwhile
+        w.rooms.pending.settle("n.txt")
+
+    monkeypatch.setattr(w.store, "iter_sorted", read_then_sent)
+    w.rooms.reconcile.dirty.invalidate("the watcher overflowed")  # type: ignore[union-attr]
+    stats = w.rooms.reconcile.run()
+    assert stats.walked and not stats.listed and stats.passed.planned == {Kind.UPLOAD: 1}
     again = w.rooms.pending.take()
     assert again is not None and again.path == "n.txt"
     calls = len(w.objects.calls)
     assert w.rooms.uploads.process(again) == Settled()
     assert w.objects.calls[calls:] == []
+
+
+def test_an_object_deleted_in_s3_is_sent_again_even_while_its_path_is_queued(
+    make_world: Callable[..., World],
+) -> None:
+    """The pass saw no object for an unchanged file: the plan's view goes with the path into
+    the queue even when the watcher queued that path already, or the worker, finding the
+    file as last synced, would send nothing."""
+    w = make_world()
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    del w.objects.objects["a.txt"]  # deleted in S3 by another tool
+    w.rooms.pending.add([Item("a.txt")])  # a touch the watcher reported
+    w.rooms.reconcile.dirty.note(["a.txt"])  # type: ignore[union-attr]
+    assert w.rooms.reconcile.run().passed.planned == {Kind.UPLOAD: 1}
+    item = w.rooms.pending.take()
+    assert item is not None and item.absent
+    assert w.rooms.uploads.process(item) == Settled()
+    assert w.objects.objects["a.txt"][0] == b"v1"
 
 
 def test_reconcile_removes_an_empty_directory_in_the_way_of_a_file(

@@ -119,12 +119,11 @@ class Pending:
 
     def batch(self) -> Batch:
         """A collector that journals and queues items :data:`BATCH` at a time."""
-        return Batch(self.add, moved_on=self._moved_on)
+        return Batch(self.add, holds=self.queue.holds, recorded_since=self._recorded_since)
 
-    def _moved_on(self, action: Action) -> bool:
-        """Whether the uploader has ``action``'s path in hand, or recorded it since the
-        plan was made."""
-        return self.queue.holds(action.path) or self.store.get(action.path) != action.synced
+    def _recorded_since(self, action: Action) -> bool:
+        """Whether the uploader recorded ``action``'s path since the plan was made."""
+        return self.store.get(action.path) != action.synced
 
     def close(self) -> None:
         """Wake every waiter; later adds are dropped (the journal keeps them)."""
@@ -138,10 +137,12 @@ class Batch:
         self,
         sink: Callable[[Sequence[Item]], None],
         *,
-        moved_on: Callable[[Action], bool] = lambda _action: False,
+        holds: Callable[[str], bool] = lambda _path: False,
+        recorded_since: Callable[[Action], bool] = lambda _action: False,
     ) -> None:
         self._sink = sink
-        self._moved_on = moved_on  # the uploader holds the path, or recorded it since
+        self._holds = holds  # the uploader has the path queued or in hand
+        self._recorded_since = recorded_since  # ... or recorded it since the plan
         self._items: list[Item] = []
 
     def add(self, item: Item) -> None:
@@ -156,14 +157,16 @@ class Batch:
 
         So does a conflict on a path the uploader holds or recorded since the plan: what
         the pass saw as a change in S3 is most likely the uploader's own PUT, listed before
-        its record was committed.  Such a path (conflict or upload) goes without the plan's
-        view of S3: the worker decides it afresh from the state, and its write, conditional
-        on the ETag last synced, still keeps both versions if another writer's is there."""
+        its record was committed.  Such a conflict, and an upload of a path recorded since
+        the plan (a pass during a burst), go without the plan's view of S3, which predates
+        that PUT (a write conditional on it would lose to the agent's own object): the
+        worker decides afresh from the state, and its write, conditional on the ETag last
+        synced, still keeps both versions if another writer's is there.  An upload of a
+        path merely queued keeps the plan's view (an object deleted in S3 is sent again)."""
         if action.kind not in (Kind.CONFLICT, Kind.UPLOAD):
             return False
-        if self._moved_on(action):
-            # Sent since the plan (a pass during a burst): the plan's view of S3 predates
-            # that PUT, and a write conditional on it would lose to the agent's own object.
+        held = action.kind is Kind.CONFLICT and self._holds(action.path)
+        if held or self._recorded_since(action):
             self.add(Item(action.path))
             return True
         if action.kind is Kind.CONFLICT:
