@@ -190,6 +190,14 @@ def local_changed(loc: LocalEntry, syn: SyncedEntry) -> bool:
     return loc.size != syn.size or loc.mtime_ns != syn.mtime_ns
 
 
+def as_last_synced(loc: LocalEntry | None, syn: SyncedEntry | None) -> bool:
+    """Whether the file is the one last synced, or neither exists: a pass that trusts the
+    state for S3 plans nothing for it."""
+    if loc is None or syn is None:
+        return loc is None and syn is None
+    return not local_changed(loc, syn)
+
+
 def remote_changed(rem: RemoteEntry, syn: SyncedEntry) -> bool:
     """Whether the object differs from the one last synced (by ETag, else by size and time)."""
     if rem.etag and syn.etag:

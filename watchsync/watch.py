@@ -522,8 +522,8 @@ RawEvent = TypeVar("RawEvent", bound=tuple[int, int, int, bytes])  # wd, mask, c
 
 def coalesce_touches(events: Sequence[RawEvent]) -> list[RawEvent]:
     """The events of one read, minus each file's create/modify/attrib/close events that a
-    later one of the same kind for the same file repeats before anything else happens to
-    that name (a move, a delete) or to its directory.
+    later one of those four for the same file makes redundant, as long as nothing else
+    happened to that name (a move, a delete) or to its directory in between.
 
     A file written in place comes as IN_CREATE, IN_MODIFY and IN_CLOSE_WRITE; the handler
     only needs the last (it sets the file's debounce deadline), so a burst costs one event

@@ -40,7 +40,7 @@ from ..model import (
     SyncedEntry,
     without_skipped,
 )
-from ..plan import ReconcileOptions, plan_reconcile
+from ..plan import ReconcileOptions, as_last_synced, plan_reconcile
 from ..state import StateStore
 from ..transfer import Objects
 from .changes import Dirty, Taken
@@ -151,17 +151,11 @@ class Reconcile:
         does not describe them, so the next pass must look again."""
         if self.dirty is None:
             return
-        again = []
-        for path, local in looked.items():
-            if not self.scope.included(path):
-                continue
-            syn = self.store.get(path)
-            if (local is None) != (syn is None) or (
-                local is not None
-                and syn is not None
-                and (local.size, local.mtime_ns) != (syn.size, syn.mtime_ns)
-            ):
-                again.append(path)
+        again = [
+            path
+            for path, local in looked.items()
+            if self.scope.included(path) and not as_last_synced(local, self.store.get(path))
+        ]
         self.dirty.note(again)
 
     def _run(self, taken: Taken, listing: str | None, progress: Progress | None) -> ReconcileStats:

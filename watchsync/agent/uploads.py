@@ -25,7 +25,7 @@ from ..execute import Executor, Outcome
 from ..local import stat_entry
 from ..metrics import FolderMetrics
 from ..model import Action, Kind, LocalEntry, SyncedEntry
-from ..plan import PathOptions, plan_path, plan_rename
+from ..plan import PathOptions, as_last_synced, plan_path, plan_rename
 from ..remote import describe, error_code
 from ..retry import is_transient
 from ..state import StateStore
@@ -241,10 +241,7 @@ class Uploads:
         if self.dirty is None:
             return False
         local = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
-        synced = self.store.get(path)
-        if local is None or synced is None:
-            return local is None and synced is None
-        return (local.size, local.mtime_ns) == (synced.size, synced.mtime_ns)
+        return as_last_synced(local, self.store.get(path))
 
     def _look_again(self, path: str) -> None:
         """The next reconcile looks at ``path`` even when it trusts the watcher."""
