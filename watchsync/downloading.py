@@ -13,7 +13,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
@@ -33,8 +33,6 @@ else:
     S3Client = Any
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _CHUNK = 1024 * 1024
 
