@@ -11,10 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import botocore.exceptions
-
 from .errors import RemoteError
-from .remote import describe, unreachable
+from .remote import describe, s3_answered, unreachable
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -70,7 +68,7 @@ class Reachability:
     def failed(self, exc: BaseException) -> None:
         """Count ``exc`` when it is a connection failure; raise once there were too many."""
         if isinstance(exc, EndpointGone) or not unreachable(exc):
-            if isinstance(exc, botocore.exceptions.ClientError):
+            if s3_answered(exc):
                 self.answered = True
             return
         with self._lock:

@@ -323,6 +323,11 @@ def unreachable(exc: BaseException) -> bool:
     )
 
 
+def s3_answered(exc: BaseException) -> bool:
+    """Whether ``exc`` is an answer from S3 (an error response), not a failure to get one."""
+    return isinstance(exc, botocore.exceptions.ClientError)
+
+
 def error_code(exc: BaseException) -> str:
     """The S3 error code of a ClientError (its HTTP status when the body had none, as for
     HEAD requests), else the native client's code, else the exception's class name."""
