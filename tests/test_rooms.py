@@ -912,6 +912,17 @@ def test_outage_pauses_once_and_probes_with_backoff(caplog: pytest.LogCaptureFix
     assert sum("answers again" in m for m in lines) == 1
 
 
+def test_a_pause_says_why_before_it_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever sees the folder paused (another thread, ``watchsync status``) can read why."""
+    status = Status("f", store=None, metrics=None)
+    seen: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(
+        status, "publish", lambda force=False: seen.append((status.state, status.last_error))
+    )
+    status.pause("S3 unreachable: refused")
+    assert seen and all(why is not None for state, why in seen if state == "paused")
+
+
 def test_outage_counts_an_s3_error_as_an_answer() -> None:
     status = Status("f", store=None, metrics=None)
     outage = Outage("f", status=status, probe=lambda: None, clock=lambda: 10.0)
