@@ -589,6 +589,9 @@ SEEDS = [
     pytest.param(1, 1, 14, id="one-agent-seed-1"),
     pytest.param(2, 1, 14, id="one-agent-seed-2"),
     pytest.param(3, 2, 12, id="two-agents-seed-3"),
+    # A file that became a directory and was emptied again, inside a directory that became a
+    # file on the other side: the empty directories gave way only one level deep.
+    pytest.param(73286858, 2, 25, id="two-agents-nested-empty-directories"),
 ]
 
 

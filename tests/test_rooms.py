@@ -1632,12 +1632,15 @@ def test_reconcile_removes_an_empty_directory_in_the_way_of_a_file(
     empty directory left behind gives way to the file; one that still holds a file stays."""
     w = make_world()
     (w.root / "a").mkdir()  # emptied by an earlier type change
-    (w.root / "b").mkdir()
-    (w.root / "b/keep.txt").write_bytes(b"still here")
+    (w.root / "n/f1.txt/deeper").mkdir(parents=True)  # a file that became a directory, emptied
+    (w.root / "b/sub").mkdir(parents=True)
+    (w.root / "b/sub/keep.txt").write_bytes(b"still here")
     w.objects.put("a", b"a file now")
+    w.objects.put("n", b"a file where empty directories are")
     w.objects.put("b", b"a file where a directory with a file is")
     stats = w.rooms.reconcile.run()
     assert (w.root / "a").read_bytes() == b"a file now"
-    assert (w.root / "b/keep.txt").read_bytes() == b"still here"
+    assert (w.root / "n").read_bytes() == b"a file where empty directories are"
+    assert (w.root / "b/sub/keep.txt").read_bytes() == b"still here"
     assert stats.passed.failed == 1  # b: reported, left as it is
     assert "directory is in the way" in (w.status.last_error or "")

@@ -581,11 +581,23 @@ class Executor:
 
 
 def _remove_if_empty_dir(path: Path) -> bool:
-    """Remove ``path`` if it is an empty directory (not a link to one); whether it was."""
+    """Remove ``path`` if it is a directory (not a link to one) that holds nothing but
+    empty directories (a file that became a directory and was emptied again leaves one
+    inside); whether it was."""
     if path.is_symlink() or not path.is_dir():
         return False
+    dirs: list[str] = []
+
+    def unreadable(exc: OSError) -> None:
+        raise exc
+
     try:
-        path.rmdir()  # refused for a directory that is not empty, even one filled just now
+        for top, subdirs, files in os.walk(path, onerror=unreadable):  # links not followed
+            if files or any(os.path.islink(os.path.join(top, d)) for d in subdirs):
+                return False
+            dirs.append(top)
+        for top in reversed(dirs):  # the deepest first
+            os.rmdir(top)  # refused for a directory that is not empty, even one filled now
     except OSError:
         return False
     return True
