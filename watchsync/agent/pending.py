@@ -121,9 +121,11 @@ class Pending:
         """A collector that journals and queues items :data:`BATCH` at a time."""
         return Batch(self.add, holds=self.queue.holds, recorded_since=self._recorded_since)
 
-    def _recorded_since(self, action: Action) -> bool:
-        """Whether the uploader recorded ``action``'s path since the plan was made."""
-        return self.store.get(action.path) != action.synced
+    def _recorded_since(self, actions: Sequence[Action]) -> set[str]:
+        """The paths of ``actions`` (at most :data:`BATCH`) the uploader recorded since the
+        plan was made: their state is no longer the one the plan saw."""
+        now = self.store.get_many([a.path for a in actions])
+        return {a.path for a in actions if now.get(a.path) != a.synced}
 
     def close(self) -> None:
         """Wake every waiter; later adds are dropped (the journal keeps them)."""
@@ -138,16 +140,17 @@ class Batch:
         sink: Callable[[Sequence[Item]], None],
         *,
         holds: Callable[[str], bool] = lambda _path: False,
-        recorded_since: Callable[[Action], bool] = lambda _action: False,
+        recorded_since: Callable[[Sequence[Action]], set[str]] = lambda _actions: set(),
     ) -> None:
         self._sink = sink
         self._holds = holds  # the uploader has the path queued or in hand
         self._recorded_since = recorded_since  # ... or recorded it since the plan
         self._items: list[Item] = []
+        self._uploads: list[Action] = []  # routed, their state read once per batch
 
     def add(self, item: Item) -> None:
         self._items.append(item)
-        if len(self._items) >= BATCH:
+        if len(self._items) + len(self._uploads) >= BATCH:
             self.flush()
 
     def route(self, action: Action) -> bool:
@@ -163,19 +166,29 @@ class Batch:
         worker decides afresh from the state, and its write, conditional on the ETag last
         synced, still keeps both versions if another writer's is there.  An upload of a
         path merely queued keeps the plan's view (an object deleted in S3 is sent again)."""
-        if action.kind not in (Kind.CONFLICT, Kind.UPLOAD):
-            return False
-        held = action.kind is Kind.CONFLICT and self._holds(action.path)
-        if held or self._recorded_since(action):
+        if action.kind is Kind.CONFLICT:
+            if not (self._holds(action.path) or self._recorded_since([action])):
+                return False
             self.add(Item(action.path))
             return True
-        if action.kind is Kind.CONFLICT:
+        if action.kind is not Kind.UPLOAD:
             return False
-        rem = action.remote
-        self.add(Item(action.path, rem.etag if rem else None, absent=rem is None, remote=rem))
+        self._uploads.append(action)
+        if len(self._items) + len(self._uploads) >= BATCH:
+            self.flush()
         return True
 
     def flush(self) -> None:
+        uploads, self._uploads = self._uploads, []
+        if uploads:
+            moved = self._recorded_since(uploads)
+            for action in uploads:
+                rem = action.remote
+                if action.path in moved:
+                    self._items.append(Item(action.path))
+                else:
+                    etag = rem.etag if rem else None
+                    self._items.append(Item(action.path, etag, absent=rem is None, remote=rem))
         items, self._items = self._items, []
         if items:
             self._sink(items)
