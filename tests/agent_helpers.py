@@ -17,10 +17,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from helpers import wait_until
 
-from watchsync.agent import Folder
-from watchsync.config import FolderConfig, S3Settings
-from watchsync.filters import is_reserved
-from watchsync.state import StateStore, store_name
+from watchsync.agent.config import FolderConfig, S3Settings
+from watchsync.agent.folder import Folder
+from watchsync.core.filters import is_reserved
+from watchsync.state.store import StateStore, store_name
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

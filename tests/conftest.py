@@ -18,6 +18,9 @@ from tlsca import TlsFiles, make_test_ca
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+# The room tests' world (tests/world.py): its ``make_world`` fixture, for every test file.
+pytest_plugins = ["world"]
+
 # Threads that legitimately outlive a test because they belong to a session-wide pool that
 # is created lazily by the first test using it. None are known yet: add a name prefix here
 # only together with the reason it is not a leak.

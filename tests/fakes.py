@@ -1,5 +1,5 @@
 """Small fakes for testing the executor and the agent's rooms without threads or a server:
-an in-memory bucket behind the :class:`~watchsync.transfer.Objects` surface, a pool that runs
+an in-memory bucket behind the :class:`~watchsync.s3.transfer.Objects` surface, a pool that runs
 tasks inline, and an events recorder.  S3 itself is never faked in end-to-end tests."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from watchsync.errors import FileError, NotFound, PathBlocked, PreconditionFailed
-from watchsync.execute import Veto
-from watchsync.model import Action, LocalEntry, RemoteEntry, Skipped
-from watchsync.remote import Fetched, NotModified, S3Url
-from watchsync.transfer import Uploaded
+from watchsync.core.errors import FileError, NotFound, PathBlocked, PreconditionFailed
+from watchsync.core.model import Action, LocalEntry, RemoteEntry, Skipped
+from watchsync.engine.executor import Veto
+from watchsync.s3.location import S3Url
+from watchsync.s3.small_object import Fetched, NotModified
+from watchsync.s3.transfer import Uploaded
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -25,7 +26,7 @@ T0 = 1_700_000_000 * 10**9  # a LastModified in ns, on a whole second
 
 
 class FakeSending:
-    """:class:`~watchsync.transfer.Started` for :class:`FakeObjects`."""
+    """:class:`~watchsync.s3.transfer.Started` for :class:`FakeObjects`."""
 
     def __init__(self, path: str, send: Callable[[], Uploaded]) -> None:
         self.path = path

@@ -37,9 +37,9 @@ from helpers import wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
 
-from watchsync.agent import Folder
-from watchsync.errors import LockedError
-from watchsync.model import Mode
+from watchsync.agent.folder import Folder
+from watchsync.core.errors import LockedError
+from watchsync.core.model import Mode
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -13,11 +13,12 @@ from awscrt import checksums
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from urllib3.response import HTTPResponse
 
-from watchsync.config import load_config
-from watchsync.downloading import ChecksumMismatch
-from watchsync.errors import FileError
-from watchsync.remote import S3Settings, S3Url, make_client
-from watchsync.transfer import Transfer
+from watchsync.agent.config import load_config
+from watchsync.core.errors import FileError
+from watchsync.s3.client import make_client
+from watchsync.s3.downloads import ChecksumMismatch
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.transfer import Transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -90,7 +91,7 @@ def test_multipart_download_is_checked_against_the_full_object_crc(
 
 
 def test_crc_of_an_unreadable_file_is_a_file_error(tmp_path: Path) -> None:
-    from watchsync.multipart import crc32c_file as _crc32c_file
+    from watchsync.s3.multipart import crc32c_file as _crc32c_file
 
     class Broken(io.BytesIO):
         def read(self, size: int | None = -1) -> bytes:

@@ -1,4 +1,4 @@
-"""watchsync.config: parsing, precedence (flag > env > file > default) and error messages."""
+"""watchsync.agent.config: parsing, precedence (flag > env > file > default) and error messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from watchsync.config import (
+from watchsync.agent.config import (
     ENV_KEYS,
     FLAG_KEYS,
     AgentConfig,
@@ -18,9 +18,9 @@ from watchsync.config import (
     load_config,
     parse_size,
 )
-from watchsync.errors import ConfigError, UsageError
-from watchsync.model import Mode
-from watchsync.remote import S3Url
+from watchsync.core.errors import ConfigError, UsageError
+from watchsync.core.model import Mode
+from watchsync.s3.location import S3Url
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -711,8 +711,8 @@ def test_parse_s3_url_rejects(url: str) -> None:
 def test_watch_follow_symlinks_flag_reaches_the_folder(
     tmp_path: Path, flags: list[str], follow: bool
 ) -> None:
-    from watchsync.agent_cli import agent_config
-    from watchsync.cli import build_parser
+    from watchsync.cli.agent_commands import agent_config
+    from watchsync.cli.main import build_parser
 
     argv = ["watch", str(tmp_path), "s3://bucket/p", "--state-dir", str(tmp_path / "s"), *flags]
     args = build_parser().parse_args(argv)

@@ -1,4 +1,4 @@
-"""``watchsync.crt.CrtUploader`` against the real SeaweedFS server."""
+"""``watchsync.s3.native.CrtUploader`` against the real SeaweedFS server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import boto3
 import pytest
 from s3server import SeaweedServer
 
-from watchsync import crt
+from watchsync.s3 import native as crt
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

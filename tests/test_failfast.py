@@ -13,9 +13,10 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from watchsync import crt
-from watchsync.reachability import EndpointGone, Reachability
-from watchsync.remote import S3Settings, make_client, unreachable
+from watchsync.s3 import native as crt
+from watchsync.s3.client import make_client, unreachable
+from watchsync.s3.location import S3Settings
+from watchsync.s3.reachability import EndpointGone, Reachability
 
 
 class Clock:

@@ -32,7 +32,7 @@ from helpers import wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
 
-from watchsync.local import TMP_MARKER
+from watchsync.fs.tempfiles import TMP_MARKER
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -18,15 +18,15 @@ from fakes import FakeFeedObject, FakeObjects, InlinePool
 from helpers import wait_until
 from prometheus_client import CollectorRegistry
 
+from watchsync.agent.config import FolderConfig
 from watchsync.agent.feed import FEED_KEY, Feed
 from watchsync.agent.folder import Rooms, wire
+from watchsync.agent.metrics import Metrics
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
-from watchsync.config import FolderConfig
-from watchsync.filters import is_reserved
-from watchsync.metrics import Metrics
-from watchsync.state import StateStore
-from watchsync.workqueue import Item
+from watchsync.core.filters import is_reserved
+from watchsync.core.model import Item
+from watchsync.state.store import StateStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -292,7 +292,7 @@ def test_rooms_an_upload_on_a_is_downloaded_by_b_through_the_planner(
     assert a.feed is not None and b.feed is not None
     b.feed.poll()
     (tmp_path / "a" / "doc.txt").write_bytes(b"v1")
-    a.uploads.process(Item("doc.txt"))
+    a.uploader.process(Item("doc.txt"))
     a.feed.tick()
     b.feed.poll()
     assert (tmp_path / "b" / "doc.txt").read_bytes() == b"v1"
@@ -309,13 +309,13 @@ def test_rooms_a_delete_on_a_deletes_on_b(
     assert a.feed is not None and b.feed is not None
     for name in ("doc.txt", "keep.txt"):
         (tmp_path / "a" / name).write_bytes(name.encode())
-        a.uploads.process(Item(name))
+        a.uploader.process(Item(name))
     a.feed.tick()
     b.feed.poll()
     assert sorted(os.listdir(tmp_path / "b")) == ["doc.txt", "keep.txt"]
     (tmp_path / "a" / "doc.txt").unlink()
-    a.uploads.process(Item("doc.txt"))
-    a.deletes.run(a.deletes.batcher.ready() or ["doc.txt"], a.executor)
+    a.uploader.process(Item("doc.txt"))
+    a.guards.run(a.guards.batcher.ready() or ["doc.txt"], a.executor)
     a.feed.tick()
     b.feed.poll()
     assert sorted(os.listdir(tmp_path / "b")) == ["keep.txt"]
@@ -411,7 +411,7 @@ def test_periodic_passes_between_listings_trust_the_feed(
 def test_sync_never_lists_copies_or_deletes_the_reserved_key_space(
     tmp_path: Path, s3: S3Client, bucket: str, s3server: Any, aws_env: dict[str, str]
 ) -> None:
-    from watchsync.cli import main
+    from watchsync.cli.main import main
 
     s3.put_object(Bucket=bucket, Key="p/" + FEED_KEY, Body=b"{}")
     s3.put_object(Bucket=bucket, Key="p/old.txt", Body=b"old")

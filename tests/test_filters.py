@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watchsync.filters import Filters, ordered_rules
+from watchsync.core.filters import Filters, ordered_rules
 
 EX, IN = "exclude", "include"
 

@@ -12,8 +12,8 @@ import pytest
 from helpers import wait_until
 
 from watchsync.agent.effects import StoreRecorder
-from watchsync.model import SyncedEntry
-from watchsync.state import Recorded, StateStore
+from watchsync.core.model import SyncedEntry
+from watchsync.state.store import Recorded, StateStore
 
 
 class SlowStore(StateStore):

@@ -7,9 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from watchsync.listpage import ListedObject, read_page
-from watchsync.model import RemoteEntry
-from watchsync.remote import S3Url, list_entries, mtime_ns
+from watchsync.core.model import RemoteEntry
+from watchsync.s3.client import mtime_ns
+from watchsync.s3.listing import list_entries
+from watchsync.s3.listpage import ListedObject, read_page
+from watchsync.s3.location import S3Url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from watchsync import local
-from watchsync.local import WalkOptions, walk
-from watchsync.model import LocalEntry, Skipped
+from watchsync.core.model import LocalEntry, Skipped
+from watchsync.fs import tempfiles
+from watchsync.fs.walk import WalkOptions, walk
 
 Scandir = Callable[[str], Iterator[os.DirEntry[str]]]
 
@@ -123,9 +123,9 @@ def test_non_utf8_name_is_skipped_with_printable_path(tmp_path: Path) -> None:
 
 
 def test_own_temp_files_are_left_out(tmp_path: Path) -> None:
-    make(tmp_path, "a.txt", "d/b", "d/" + local.temp_name("b", "0123abcd"))
-    make(tmp_path, local.temp_name("a.txt", "4567cdef"))
-    assert sorted(os.listdir(tmp_path / "d")) == sorted(["b", local.temp_name("b", "0123abcd")])
+    make(tmp_path, "a.txt", "d/b", "d/" + tempfiles.temp_name("b", "0123abcd"))
+    make(tmp_path, tempfiles.temp_name("a.txt", "4567cdef"))
+    assert sorted(os.listdir(tmp_path / "d")) == sorted(["b", tempfiles.temp_name("b", "0123abcd")])
     assert files(list(walk(tmp_path))) == ["a.txt", "d/b"]
 
 
@@ -201,8 +201,8 @@ def test_prune_skips_subtrees(tmp_path: Path) -> None:
     "name", ["é" * 116, "名" * 84, "a" * 255, "ok.txt"], ids=["2-byte", "3-byte", "ascii", "short"]
 )
 def test_temp_name_fits_in_255_bytes(tmp_path: Path, name: str) -> None:
-    tmp = local.temp_name(name, "0123abcd")
-    assert len(tmp.encode()) <= 255 and local.is_temp_name(tmp)
+    tmp = tempfiles.temp_name(name, "0123abcd")
+    assert len(tmp.encode()) <= 255 and tempfiles.is_temp_name(tmp)
     (tmp_path / tmp).write_bytes(b"")  # the file system takes it
     assert files(list(walk(tmp_path))) == []
 
@@ -217,15 +217,19 @@ def test_remove_temp_files_removes_leftovers_of_dead_writers_only(tmp_path: Path
     live_pid = os.getppid()
     make(
         tmp_path,
-        local.temp_name("a.bin", "0123abcd", pid=gone_pid),
-        "d/" + local.temp_name("b.bin", "89abcdef", pid=os.getpid()),
-        local.temp_name("c.bin", "01010101", pid=live_pid),
+        tempfiles.temp_name("a.bin", "0123abcd", pid=gone_pid),
+        "d/" + tempfiles.temp_name("b.bin", "89abcdef", pid=os.getpid()),
+        tempfiles.temp_name("c.bin", "01010101", pid=live_pid),
         ".user.watchsync-tmp-1234",
         ".old.bin.watchsync-tmp-0a1b2c3d",  # an older version's: no pid, surely dead
         "keep.txt",
     )
-    assert local.remove_temp_files(tmp_path) == 3
+    assert tempfiles.remove_temp_files(tmp_path) == 3
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == sorted(
-        [".user.watchsync-tmp-1234", "keep.txt", local.temp_name("c.bin", "01010101", pid=live_pid)]
+        [
+            ".user.watchsync-tmp-1234",
+            "keep.txt",
+            tempfiles.temp_name("c.bin", "01010101", pid=live_pid),
+        ]
     )

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_rooms import World, make_world  # noqa: F401  (the fixture)
+from world import World
 
-from watchsync.cli import main
-from watchsync.errors import WatchsyncError
-from watchsync.state import StateStore
-from watchsync.workqueue import Item
+from watchsync.cli.main import main
+from watchsync.core.errors import WatchsyncError
+from watchsync.core.model import Item
+from watchsync.state.store import StateStore
 
 
 @pytest.fixture
@@ -93,13 +93,13 @@ def test_debug_after_the_command(
     ],
 )
 def test_agent_reports_local_errors_as_local(
-    make_world: Callable[..., World],  # noqa: F811
+    make_world: Callable[..., World],
     exc: Exception,
 ) -> None:
     w = make_world()
     (w.root / "a.txt").write_bytes(b"x")
     w.objects.fail["a.txt"] = exc
-    w.rooms.uploads.process(Item("a.txt"))
+    w.rooms.uploader.process(Item("a.txt"))
     text = w.status.last_error or ""
     assert text.startswith("local error: "), text
     assert "S3 refused" not in text
@@ -129,8 +129,8 @@ def test_read_only_state_dir(tmp_path: Path) -> None:
     state.mkdir()
     state.chmod(0o555)
     code = (
-        "import sys; from pathlib import Path; from watchsync.state import StateStore\n"
-        "from watchsync.errors import WatchsyncError\n"
+        "import sys; from pathlib import Path; from watchsync.state.store import StateStore\n"
+        "from watchsync.core.errors import WatchsyncError\n"
         "try:\n"
         f"    StateStore.open(Path({str(state)!r}), local_root=Path('/x'), url='s3://bkt/p')\n"
         "except WatchsyncError as exc:\n"

@@ -11,10 +11,11 @@ import boto3
 import pytest
 from s3server import SeaweedServer
 
-from watchsync import crt
-from watchsync.errors import PreconditionFailed
-from watchsync.remote import S3Settings, S3Url, make_client
-from watchsync.transfer import Transfer, native_uploader, open_transfer
+from watchsync.core.errors import PreconditionFailed
+from watchsync.s3 import native as crt
+from watchsync.s3.client import make_client
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.transfer import Transfer, native_uploader, open_transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -34,8 +34,8 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from s3server import SeaweedServer
 
-from watchsync.cli import main
-from watchsync.remote import mtime_ns
+from watchsync.cli.main import main
+from watchsync.s3.client import mtime_ns
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

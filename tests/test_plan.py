@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchsync.filters import Filters
-from watchsync.model import (
+from watchsync.core.filters import Filters
+from watchsync.core.model import (
     Action,
     Direction,
-    Hint,
+    Item,
     Kind,
     LocalEntry,
     Mode,
@@ -26,7 +26,7 @@ from watchsync.model import (
     Skipped,
     SyncedEntry,
 )
-from watchsync.plan import (
+from watchsync.core.plan import (
     CONFLICT_STEPS,
     ConflictStep,
     PathOptions,
@@ -638,8 +638,8 @@ def test_reconcile_property_strategies_cover_every_kind() -> None:
 
 # ---------------------------------------------------------- the agent's single-path decisions
 
-NO_HINT = Hint()
-PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOptions, Any]] = [
+NO_HINT = Item("a")
+PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Item, PathOptions, Any]] = [
     # (id, file now, last synced, hint, options, expected (kind, reason, expect) or None)
     ("new-file", L("a"), None, NO_HINT, PathOptions(), (Kind.UPLOAD, "new local file", "")),
     ("changed", L("a", 2), Y("a"), NO_HINT, PathOptions(), (Kind.UPLOAD, "local changed", "e1")),
@@ -656,7 +656,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOpt
         "hint-etag-wins",
         L("a", 2),
         Y("a"),
-        Hint("e9"),
+        Item("a", "e9"),
         PathOptions(),
         (Kind.UPLOAD, "local changed", "e9"),
     ),
@@ -664,7 +664,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOpt
         "absent-in-s3",
         L("a"),
         Y("a"),
-        Hint(absent=True),
+        Item("a", absent=True),
         PathOptions(),
         (Kind.UPLOAD, "not in S3", ""),
     ),
@@ -687,7 +687,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Hint, PathOpt
     ("loc", "syn", "hint", "opts", "want"), [pytest.param(*r[1:], id=r[0]) for r in PATH_TABLE]
 )
 def test_plan_path(
-    loc: LocalEntry | None, syn: SyncedEntry | None, hint: Hint, opts: PathOptions, want: Any
+    loc: LocalEntry | None, syn: SyncedEntry | None, hint: Item, opts: PathOptions, want: Any
 ) -> None:
     got = plan_path(loc, syn, hint, opts=opts)
     if want is None:
@@ -698,9 +698,9 @@ def test_plan_path(
 
 def test_plan_path_same_size_object_is_verified_first() -> None:
     rem = R("a", 1, T + S, "e7")
-    got = plan_path(L("a"), None, Hint("e7", remote=rem), opts=PathOptions())
+    got = plan_path(L("a"), None, Item("a", "e7", remote=rem), opts=PathOptions())
     assert got is not None and got.verify and got.remote == rem and got.expect == "e7"
-    other = plan_path(L("a", 5), None, Hint("e7", remote=rem), opts=PathOptions())
+    other = plan_path(L("a", 5), None, Item("a", "e7", remote=rem), opts=PathOptions())
     assert other is not None and not other.verify
 
 

@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from watchsync.poll import PresignedGet
-from watchsync.remote import NotModified, SmallObject
+from watchsync.s3.poll import PresignedGet
+from watchsync.s3.small_object import NotModified, SmallObject
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

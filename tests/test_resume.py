@@ -18,11 +18,10 @@ from helpers import wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
 
-from watchsync.agent import Folder
-from watchsync.agent.folder import STALE_UPLOAD_AGE
-from watchsync.remote import S3Settings, S3Url
-from watchsync.retry import RetryPolicy
-from watchsync.transfer import Transfer
+from watchsync.agent.folder import STALE_UPLOAD_AGE, Folder
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.retry import RetryPolicy
+from watchsync.s3.transfer import Transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -180,7 +179,7 @@ def test_conditional_upload_cut_off_resumes_and_keeps_its_condition(
     condition still holds on completion."""
     import botocore.exceptions
 
-    from watchsync.errors import PreconditionFailed
+    from watchsync.core.errors import PreconditionFailed
 
     data = os.urandom(2 * PART + 3 * MiB)  # three parts
     (tmp_path / "big").write_bytes(data)

@@ -25,8 +25,8 @@ from agent_helpers import (
 )
 from helpers import wait_until
 
-from watchsync import local
-from watchsync.cli import main
+from watchsync.cli.main import main
+from watchsync.fs import tempfiles
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,13 +62,15 @@ def sync(aws_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Iterato
 
 def temp_files(root: Path) -> list[str]:
     return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if local.temp_owner(p.name) is not None
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if tempfiles.temp_owner(p.name) is not None
     )
 
 
 def partial_download(root: Path) -> bool:
     return any(
-        local.temp_owner(p.name) is not None and p.stat().st_size > MiB
+        tempfiles.temp_owner(p.name) is not None and p.stat().st_size > MiB
         for p in root.rglob("*")
         if p.is_file()
     )
@@ -80,7 +82,7 @@ def partial_download(root: Path) -> bool:
 def test_sync_removes_leftovers_and_syncs_a_key_named_like_a_temp_file(
     s3: S3Client, bucket: str, root: Path, sync: Any
 ) -> None:
-    leftover = root / "sub" / local.temp_name("big.bin", "0123abcd", pid=DEAD_PID)
+    leftover = root / "sub" / tempfiles.temp_name("big.bin", "0123abcd", pid=DEAD_PID)
     leftover.parent.mkdir()
     leftover.write_bytes(b"half a download")
     s3.put_object(Bucket=bucket, Key=USER_KEY, Body=b"mine")
@@ -119,7 +121,7 @@ def test_agent_removes_leftovers_and_syncs_a_file_named_like_a_temp_file(
     root: Path, tmp_path: Path, s3: S3Client, bucket: str, aws_env: dict[str, str], s3server: Any
 ) -> None:
     url = f"s3://{bucket}/{PREFIX}"
-    (root / local.temp_name("a.bin", "89abcdef", pid=DEAD_PID)).write_bytes(b"half")
+    (root / tempfiles.temp_name("a.bin", "89abcdef", pid=DEAD_PID)).write_bytes(b"half")
     (root / USER_KEY).write_bytes(b"mine")
     cfg = folder_config(root, url, s3server.endpoint)
     with running_agent(cfg, tmp_path / "state") as agent:

@@ -10,16 +10,9 @@ import pytest
 from botocore.stub import Stubber
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from watchsync.remote import (
-    S3Settings,
-    S3Url,
-    keeps_key_order,
-    list_entries,
-    make_client,
-    mtime_ns,
-    parse_timestamp,
-    unsafe_reason,
-)
+from watchsync.s3.client import make_client, mtime_ns, parse_timestamp
+from watchsync.s3.listing import keeps_key_order, list_entries, unsafe_reason
+from watchsync.s3.location import S3Settings, S3Url
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""watchsync.sdnotify against a real AF_UNIX datagram socket, as systemd would listen."""
+"""watchsync.agent.systemd against a real AF_UNIX datagram socket, as systemd would listen."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from watchsync import sdnotify
+from watchsync.agent import systemd as sdnotify
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_no_socket_is_a_noop(env: dict[str, str]) -> None:
 def test_dead_socket_returns_false_and_logs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level("WARNING", logger="watchsync.sdnotify"):
+    with caplog.at_level("WARNING", logger="watchsync.agent.systemd"):
         assert sdnotify.ready(env={"NOTIFY_SOCKET": str(tmp_path / "gone")}) is False
     assert "sdnotify: cannot send to" in caplog.text
 

@@ -28,8 +28,8 @@ from botocore.exceptions import ClientError
 from helpers import wait_until
 from s3server import SeaweedServer
 
-from watchsync.agent_cli import agent_config
-from watchsync.cli import build_parser
+from watchsync.cli.agent_commands import agent_config
+from watchsync.cli.main import build_parser
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -514,7 +514,7 @@ def test_folder_that_cannot_start_does_not_stop_the_others(
     syncs.  (A corrupt one no longer does: it is moved aside.)"""
     import sqlite3
 
-    from watchsync.state import store_name
+    from watchsync.state.store import store_name
 
     one, two, state = dirs
     state.mkdir()

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watchsync.errors import LockedError, WatchsyncError
-from watchsync.model import SyncedEntry
-from watchsync.state import JournalEntry, StateStore, list_stores, store_name
+from watchsync.core.errors import LockedError, WatchsyncError
+from watchsync.core.model import SyncedEntry
+from watchsync.state.store import JournalEntry, StateStore, list_stores, store_name
 
 ROOT_URL = "s3://bucket/prefix"
 
@@ -368,7 +368,7 @@ def test_lock_released_when_holder_is_killed(tmp_path: Path, root: Path) -> None
         """
         import sys, time
         from pathlib import Path
-        from watchsync.state import StateStore
+        from watchsync.state.store import StateStore
         s = StateStore.open(Path(sys.argv[1]), local_root=Path(sys.argv[2]), url=sys.argv[3])
         s.lock()
         print("locked", flush=True)
@@ -397,8 +397,8 @@ def test_lock_released_when_holder_is_killed(tmp_path: Path, root: Path) -> None
 CRASH_WRITER = """
 import sys
 from pathlib import Path
-from watchsync.model import SyncedEntry
-from watchsync.state import StateStore
+from watchsync.core.model import SyncedEntry
+from watchsync.state.store import StateStore
 s = StateStore.open(Path(sys.argv[1]), local_root=Path(sys.argv[2]), url=sys.argv[3])
 s.lock()
 i = 0

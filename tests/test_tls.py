@@ -17,10 +17,10 @@ from awscrt import checksums
 from s3server import SeaweedServer
 from tlsca import TlsFiles
 
-from watchsync import crt
-from watchsync.cli import main
-from watchsync.remote import S3Settings, S3Url
-from watchsync.transfer import open_transfer
+from watchsync.cli.main import main
+from watchsync.s3 import native as crt
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.transfer import open_transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from watchsync.errors import UsageError
-from watchsync.extsort import sorted_stream
-from watchsync.ratelimit import RateLimiter
-from watchsync.remote import S3Url, mtime_ns, unsafe_reason
-from watchsync.spool import Spool
+from watchsync.core.errors import UsageError
+from watchsync.engine.spool import Spool
+from watchsync.s3.bandwidth import RateLimiter
+from watchsync.s3.client import mtime_ns
+from watchsync.s3.extsort import sorted_stream
+from watchsync.s3.listing import unsafe_reason
+from watchsync.s3.location import S3Url
 
 # ------------------------------------------------------------------------------ extsort
 

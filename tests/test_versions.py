@@ -13,13 +13,13 @@ import pytest
 from fakes import InlinePool, RecordedEvents
 from s3server import SeaweedServer
 
-from watchsync.errors import PreconditionFailed
-from watchsync.execute import Executor, NullRecorder, Outcome
-from watchsync.local import stat_entry
-from watchsync.model import Action, Kind
-from watchsync.remote import S3Url
-from watchsync.retry import RetryPolicy
-from watchsync.transfer import Transfer
+from watchsync.core.errors import PreconditionFailed
+from watchsync.core.model import Action, Kind
+from watchsync.engine.executor import Executor, NullRecorder, Outcome
+from watchsync.fs.walk import stat_entry
+from watchsync.s3.location import S3Url
+from watchsync.s3.retry import RetryPolicy
+from watchsync.s3.transfer import Transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -19,17 +19,15 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from watchsync.filters import IgnoreRules, default_ignores
-from watchsync.model import Skipped
-from watchsync.watch import (
+from watchsync.core.filters import IgnoreRules, default_ignores
+from watchsync.core.model import Skipped
+from watchsync.fs.debounce import Debouncer, DebounceThread, is_dir_mark
+from watchsync.fs.watcher import (
     HAVE_INOTIFY,
     ChangeHandler,
-    Debouncer,
-    DebounceThread,
     OverflowEvent,
     RootGoneEvent,
     coalesce_touches,
-    is_dir_mark,
     start_observer,
 )
 
@@ -776,7 +774,7 @@ def test_real_queue_overflow_calls_on_overflow(
     handler = ChangeHandler(root, debouncer, on_overflow=lambda: overflows.append(1))
 
     def tiny_queue_observer() -> BaseObserver:
-        from watchsync.watch import TrackingInotifyObserver
+        from watchsync.fs.watcher import TrackingInotifyObserver
 
         # The queue size is fixed when the inotify instance is created.
         with sysctl("max_queued_events", 16):

@@ -1,16 +1,22 @@
 """The watch agent, as rooms: each a small synchronous object with one concern.
 
 ``supervisor`` (the process: folders, signals, reload, systemd) runs one ``folder`` per
-configured pair; the folder owns the threads and wires the rest: ``scope`` (what takes
-part), ``pending`` (the queue and its journal), ``uploads`` (one path at a time),
-``changes`` (watcher paths into work), ``reconcile`` (the full pass), ``deletes`` (batches
-and guards), ``conflicts`` (names and
-lost races), ``status`` (state and errors) and ``effects`` (what the executor's work means
-to the state, the logs and the metrics).  Decisions come from :mod:`watchsync.plan`;
-effects go through :class:`watchsync.execute.Executor`.
+configured pair; the folder owns the threads and wires the rest:
+
+* ``scope``: what takes part (ignore rules and filters);
+* ``upload_queue``: the paths waiting for the uploader, and their journal;
+* ``uploader``: a queued path looked at, planned and acted on;
+* ``local_changes``: what the watcher reported, turned into work;
+* ``list_schedule``: when a pass must list the prefix, and when the feed is trusted;
+* ``feed``: the change feed between agents on one prefix;
+* ``reconcile``: the periodic three-way pass;
+* ``delete_guards``: delete batches, the guards every delete passes, refusals;
+* ``conflicts``: conflict names and lost races;
+* ``outage``: the endpoint gone: pause, probe, resume;
+* ``status``: the folder's state and errors; ``effects``: what the executor's work means
+  to the state, the logs and the metrics.
+
+Beside them: ``config`` (the TOML file, the environment and flags), ``metrics``,
+``progress`` and ``systemd``.  Decisions come from :mod:`watchsync.core.plan`; effects go
+through :class:`watchsync.engine.executor.Executor`.
 """
-
-from .folder import Folder
-from .supervisor import Supervisor
-
-__all__ = ["Folder", "Supervisor"]

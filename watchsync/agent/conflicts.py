@@ -1,7 +1,7 @@
 """Room: conflicts.  Where the other version of a conflicting path is kept (its name), and
 what to do when a conditional upload lost a race (ask the planner, then the executor).
 
-Must not touch: threads, the SDK (S3 goes through :class:`~watchsync.transfer.Transfer`).
+Must not touch: threads, the SDK (S3 goes through :class:`~watchsync.s3.transfer.Transfer`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PreconditionFailed
-from ..execute import Executor
-from ..local import NAME_MAX, cut_utf8, stat_entry
-from ..model import Kind, Mode
-from ..plan import plan_raced
-from ..state import StateStore
-from ..transfer import Objects
+from watchsync.core.errors import PreconditionFailed
+from watchsync.core.model import Kind, Mode
+from watchsync.core.plan import plan_raced
+from watchsync.engine.executor import Executor
+from watchsync.fs.tempfiles import NAME_MAX, cut_utf8
+from watchsync.fs.walk import stat_entry
+from watchsync.s3.transfer import Objects
+from watchsync.state.store import StateStore
 
 _EXT_MAX = 32  # bytes; a longer "extension" is part of the name, shortened with it
 

@@ -12,14 +12,15 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from ..errors import FileError
-from ..execute import Veto
-from ..metrics import FolderMetrics
-from ..model import Action, Kind, SyncedEntry
-from ..remote import S3Url, describe, error_code
-from ..state import Recorded, StateStore
-from .outage import Outage, no_answer
-from .status import Status
+from watchsync.agent.metrics import FolderMetrics
+from watchsync.agent.outage import Outage, no_answer
+from watchsync.agent.status import Status
+from watchsync.core.errors import FileError
+from watchsync.core.model import Action, Kind, SyncedEntry
+from watchsync.engine.executor import Veto
+from watchsync.s3.client import describe, error_code
+from watchsync.s3.location import S3Url
+from watchsync.state.store import Recorded, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class _Ticket:
 
 
 class StoreRecorder:
-    """The executor's :class:`~watchsync.execute.Recorder` backed by the state database.
+    """The executor's :class:`~watchsync.engine.executor.Recorder` backed by the state database.
 
     Finished transfers are group-committed: a caller returns only once its record is in a
     committed transaction (so a crash never loses a transfer that was reported done, nor
@@ -131,7 +132,8 @@ class StoreRecorder:
 
 
 class AgentEvents:
-    """The executor's :class:`~watchsync.execute.Events` as log lines, metrics and status."""
+    """The executor's :class:`~watchsync.engine.executor.Events` as log lines, metrics
+    and status."""
 
     def __init__(
         self,

@@ -29,16 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import ConditionalWritesUnsupported, PreconditionFailed
-from ..execute import Executor
-from ..local import stat_entry
-from ..model import LocalEntry, Mode, RemoteEntry, SyncedEntry
-from ..plan import ReconcileOptions, plan_reconcile
-from ..remote import Fetched, NotModified, unsafe_reason
-from ..state import StateStore
-from ..transfer import Objects
-from .pending import Pending
-from .scope import Scope
+from watchsync.agent.scope import Scope
+from watchsync.agent.upload_queue import Pending
+from watchsync.core.errors import ConditionalWritesUnsupported, PreconditionFailed
+from watchsync.core.model import LocalEntry, Mode, RemoteEntry, SyncedEntry
+from watchsync.core.plan import ReconcileOptions, plan_reconcile
+from watchsync.engine.executor import Executor
+from watchsync.fs.walk import stat_entry
+from watchsync.s3.listing import unsafe_reason
+from watchsync.s3.small_object import Fetched, NotModified
+from watchsync.s3.transfer import Objects
+from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ _ATTEMPTS = 5  # conditional writes tried per publish before waiting for the nex
 
 
 class FeedObject(Protocol):
-    """The one object of the feed (:class:`watchsync.remote.SmallObject`)."""
+    """The one object of the feed (:class:`watchsync.s3.client.SmallObject`)."""
 
     def get(self, *, if_none_match: str | None) -> Fetched | None: ...
 

@@ -3,11 +3,12 @@ them and their one stop event, wires the other rooms together, and runs the sche
 (first pass, periodic passes, passes asked for after an overflow, a pause while the folder
 is missing).
 
-Threads: the watchdog observer and the debouncer (watch.py), ``upload_workers`` uploaders
-(each calls :meth:`Uploads.process`), a delete thread (:meth:`Deletes.run`) and a runner
-(:meth:`Reconcile.run`); the executor has its own transfer pool.  Every loop waits on the
-stop event or on a queue that :meth:`Folder.stop` wakes.  While the endpoint does not answer
-(outage.py) the workers wait and the runner only probes.
+Threads: the watchdog observer and the debouncer (fs/watcher.py, fs/debounce.py),
+``upload_workers`` uploaders (each calls :meth:`Uploader.process_many`), a delete thread
+(:meth:`DeleteGuards.run`) and a runner (:meth:`Reconcile.run`); the executor has its own
+transfer pool.  Every loop waits on the stop event or on a queue that :meth:`Folder.stop`
+wakes.  While the endpoint does not answer (outage.py) the workers wait and the runner only
+probes.
 
 Events are only hints: every path is decided from what the file system, the state and (on
 reconcile) the listing say when it is looked at.
@@ -24,38 +25,34 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import FolderConfig
-from ..errors import RemoteError, WatchsyncError
-from ..execute import Executor, PoolFactory, thread_pool
-from ..local import remove_temp_files
-from ..metrics import FolderMetrics, Metrics
-from ..model import Mode, Skipped
-from ..plan import PathOptions
-from ..remote import SmallObject, describe, error_code
-from ..retry import RetryPolicy, is_transient
-from ..state import StateStore
-from ..transfer import Objects, open_transfer
-from ..watch import ChangeHandler, Debouncer, DebounceThread, start_observer
-from ..workqueue import Item
-from .changes import Changes, Dirty
-from .conflicts import Conflicts
-from .deletes import Deletes
-from .effects import AgentEvents, StoreRecorder
-from .feed import FEED_KEY, Feed, FeedObject, Recheck
-from .listing import Listed
-from .outage import Outage, no_answer
-from .pending import Pending
-from .reconcile import Progress, Reconcile
-from .scope import Scope
-from .status import State, Status
-from .uploads import SETTLED, Result, Retry, Uploads
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-else:
-    S3Client = Any
+from watchsync.agent.config import FolderConfig
+from watchsync.agent.conflicts import Conflicts
+from watchsync.agent.delete_guards import DeleteGuards
+from watchsync.agent.effects import AgentEvents, StoreRecorder
+from watchsync.agent.feed import FEED_KEY, Feed, FeedObject, Recheck
+from watchsync.agent.list_schedule import ListSchedule
+from watchsync.agent.local_changes import Dirty, LocalChanges
+from watchsync.agent.metrics import FolderMetrics, Metrics
+from watchsync.agent.outage import Outage, no_answer
+from watchsync.agent.reconcile import Progress, Reconcile
+from watchsync.agent.scope import Scope
+from watchsync.agent.status import State, Status
+from watchsync.agent.upload_queue import Pending
+from watchsync.agent.uploader import SETTLED, Result, Retry, Uploader
+from watchsync.core.errors import RemoteError, WatchsyncError
+from watchsync.core.model import Item, Mode, Skipped
+from watchsync.core.plan import PathOptions
+from watchsync.engine.executor import Executor, PoolFactory, thread_pool
+from watchsync.fs.debounce import Debouncer, DebounceThread
+from watchsync.fs.tempfiles import remove_temp_files
+from watchsync.fs.watcher import ChangeHandler, start_observer
+from watchsync.s3.client import S3Client, describe, error_code
+from watchsync.s3.retry import RetryPolicy, is_transient
+from watchsync.s3.small_object import SmallObject
+from watchsync.s3.transfer import Objects, open_transfer
+from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +159,8 @@ class Folder:
             outage=self.outage,
         )
         self.feed = rooms.feed
-        self.pending, self.deletes, self.executor = rooms.pending, rooms.deletes, rooms.executor
-        self.uploads, self.reconcile = rooms.uploads, rooms.reconcile
+        self.pending, self.guards, self.executor = rooms.pending, rooms.guards, rooms.executor
+        self.uploader, self.reconcile = rooms.uploader, rooms.reconcile
         self.changes = rooms.changes
         store.set_status(
             state=State.STARTING.value,
@@ -175,7 +172,7 @@ class Folder:
         if store.recovered:
             # The state is gone: the first pass meets the pair as new (sync rules), and no
             # delete runs until a whole pass has rebuilt the state.
-            self.executor.policy = _HeldDeletes(rooms.deletes)
+            self.executor.policy = _HeldDeletes(rooms.guards)
             self.status.error(
                 f"{store.recovered}; starting again as on a first meeting, "
                 "with no deletes until a full pass has rebuilt the state",
@@ -208,7 +205,7 @@ class Folder:
         self.debouncer.wake()
         if self.store is not None:
             self.pending.close()
-            self.deletes.batcher.wake()
+            self.guards.batcher.wake()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the threads (in-flight transfers drain) up to ``timeout``; True if done.
@@ -283,7 +280,7 @@ class Folder:
         """Paths debouncing, queued or waiting to be deleted."""
         if self.store is None:
             return self.debouncer.pending()
-        return len(self.pending) + self.deletes.pending() + self.debouncer.pending()
+        return len(self.pending) + self.guards.pending() + self.debouncer.pending()
 
     def idle(self) -> bool:
         """Nothing debouncing, being handed over, queued, in flight or waiting to be deleted."""
@@ -291,7 +288,7 @@ class Folder:
         return (
             self._watch_settled()
             and self.pending.idle()
-            and self.deletes.pending() == 0
+            and self.guards.pending() == 0
             and not self._deleting.is_set()
         )
 
@@ -386,7 +383,7 @@ class Folder:
     def _upload_worker(self) -> None:
         while self._wait_for_endpoint() and (items := self.pending.take_many(_UPLOAD_BATCH)):
             try:
-                results = self.uploads.process_many(items)
+                results = self.uploader.process_many(items)
             except Exception:
                 logger.exception("folder %s: unexpected error on a batch", self.cfg.name)
                 results = [self._process_alone(item) for item in items]
@@ -401,7 +398,7 @@ class Folder:
         """One path after its batch failed unexpectedly; a path that fails so too is
         reported and left to the next walk."""
         try:
-            return self.uploads.process(item)
+            return self.uploader.process(item)
         except Exception:
             logger.exception("folder %s: unexpected error on %s", self.cfg.name, item.path)
             self.status.error(f"unexpected error on {item.path}")
@@ -409,7 +406,7 @@ class Folder:
 
     def _delete_worker(self) -> None:
         while not self.stop_event.is_set():
-            batch = self.deletes.take(self.stop_event)
+            batch = self.guards.take(self.stop_event)
             if not batch:
                 continue
             self._deleting.set()
@@ -419,7 +416,7 @@ class Folder:
                 self._wait_for_uploads()
                 if self.stop_event.is_set():
                     return
-                self.deletes.run(batch, self.executor)
+                self.guards.run(batch, self.executor)
             except Exception as exc:
                 self.status.error(f"delete failed: {describe(exc)}")
             finally:
@@ -593,7 +590,7 @@ class _Watcher:
 class _HeldDeletes:
     """The delete policy while a lost state is rebuilt: every delete is refused."""
 
-    def __init__(self, guards: Deletes) -> None:
+    def __init__(self, guards: DeleteGuards) -> None:
         self.guards = guards
 
     def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
@@ -619,12 +616,12 @@ class Rooms:
     """The rooms of one folder, wired to one state, one transfer and one executor."""
 
     pending: Pending
-    deletes: Deletes
+    guards: DeleteGuards
     conflicts: Conflicts
     executor: Executor
-    uploads: Uploads
+    uploader: Uploader
     reconcile: Reconcile
-    changes: Changes
+    changes: LocalChanges
     feed: Feed | None = None
 
 
@@ -648,12 +645,12 @@ def wire(
     """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
 
     >>> rooms = wire(cfg, store=store, transfer=fake, ...)  # doctest: +SKIP
-    >>> rooms.uploads.process(Item("a.txt"))  # doctest: +SKIP
+    >>> rooms.uploader.process(Item("a.txt"))  # doctest: +SKIP
     Settled()
     """
     root = cfg.path
     pending = Pending(store, included=scope.included, stop=stop, clock=clock)
-    deletes = Deletes(
+    deletes = DeleteGuards(
         root=root,
         store=store,
         scope=scope,
@@ -689,15 +686,15 @@ def wire(
         wall=wall,
     )
     dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
-    listed = Listed(full_interval=cfg.full_list_interval, clock=clock)
+    listed = ListSchedule(full_interval=cfg.full_list_interval, clock=clock)
     if feed_object is None and cfg.direction is not Mode.PUSH:
         listed.untrusted = lambda: "no change feed"
-    uploads = Uploads(
+    uploads = Uploader(
         root=root,
         store=store,
         executor=executor,
         conflicts=conflicts,
-        deletes=deletes,
+        guards=deletes,
         status=status,
         metrics=metrics,
         opts=PathOptions(mode=cfg.direction, delete=cfg.delete),
@@ -723,7 +720,7 @@ def wire(
         wall=wall,
         clock=clock,
     )
-    changes = Changes(
+    changes = LocalChanges(
         root=root, scope=scope, store=store, pending=pending, on_skip=on_skip, dirty=dirty
     )
     feed = None

@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..remote import describe, unreachable
-from .status import State, Status
+from watchsync.agent.status import State, Status
+from watchsync.s3.client import describe, unreachable
 
 logger = logging.getLogger(__name__)
 

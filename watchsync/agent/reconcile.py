@@ -5,11 +5,12 @@ path at a time), deletes run last and only if nothing in the pass failed and the
 agree.
 
 Each side is looked at whole only when it must be.  While the watcher can be trusted (see
-:class:`~.changes.Dirty`) the local side is the paths it reported, every other path taken
-from the state as last synced.  While S3 can be trusted (see :class:`~.listing.Listed`: the
-change feed brings the other agents' changes as they happen) the prefix is not listed and
-only the reported paths are planned, their objects taken from the state; a pass with both
-sides trusted costs O(changes), not O(files), and one with nothing reported costs nothing.
+:class:`~.local_changes.Dirty`) the local side is the paths it reported, every other path
+taken from the state as last synced.  While S3 can be trusted (see
+:class:`~.list_schedule.ListSchedule`: the change feed brings the other agents' changes as
+they happen) the prefix is not listed and only the reported paths are planned, their objects
+taken from the state; a pass with both sides trusted costs O(changes), not O(files), and one
+with nothing reported costs nothing.
 
 Must not touch: threads (the folder's runner calls :meth:`Reconcile.run`), the SDK.
 """
@@ -27,11 +28,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..execute import Executor, PassStats, Skips
-from ..filters import is_reserved
-from ..local import WalkOptions, is_temp_name, walk
-from ..metrics import FolderMetrics
-from ..model import (
+from watchsync.agent.list_schedule import ListSchedule
+from watchsync.agent.local_changes import Dirty, Taken
+from watchsync.agent.metrics import FolderMetrics
+from watchsync.agent.scope import Scope
+from watchsync.agent.status import State, Status
+from watchsync.agent.upload_queue import Pending
+from watchsync.core.filters import is_reserved
+from watchsync.core.model import (
     Action,
     LocalEntry,
     Mode,
@@ -40,14 +44,12 @@ from ..model import (
     SyncedEntry,
     without_skipped,
 )
-from ..plan import ReconcileOptions, as_last_synced, plan_reconcile
-from ..state import StateStore
-from ..transfer import Objects
-from .changes import Dirty, Taken
-from .listing import Listed
-from .pending import Pending
-from .scope import Scope
-from .status import State, Status
+from watchsync.core.plan import ReconcileOptions, as_last_synced, plan_reconcile
+from watchsync.engine.executor import Executor, PassStats, Skips
+from watchsync.fs.tempfiles import is_temp_name
+from watchsync.fs.walk import WalkOptions, walk
+from watchsync.s3.transfer import Objects
+from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class Reconcile:
         delete: bool,
         on_skip: Callable[[Skipped], None],
         dirty: Dirty | None = None,
-        listed: Listed | None = None,
+        listed: ListSchedule | None = None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

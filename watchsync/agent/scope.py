@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import FolderConfig
-from ..filters import Filters, IgnoreRules
-from ..local import WalkOptions
+from watchsync.agent.config import FolderConfig
+from watchsync.core.filters import Filters, IgnoreRules
+from watchsync.fs.walk import WalkOptions
 
 
 class Scope:

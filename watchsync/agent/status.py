@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..metrics import FolderMetrics
-from ..state import StateStore
+from watchsync.agent.metrics import FolderMetrics
+from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 

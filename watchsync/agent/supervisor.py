@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 
-from .. import sdnotify
-from ..config import AgentConfig, FolderConfig
-from ..errors import LockedError, WatchsyncError
-from ..metrics import Metrics
-from ..report import ReconcileProgress
-from .folder import Folder
-from .status import State
+from watchsync.agent import systemd as sdnotify
+from watchsync.agent.config import AgentConfig, FolderConfig
+from watchsync.agent.folder import Folder
+from watchsync.agent.metrics import Metrics
+from watchsync.agent.progress import ReconcileProgress
+from watchsync.agent.status import State
+from watchsync.core.errors import LockedError, WatchsyncError
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,58 @@
+"""The import contract (pyproject.toml, import-linter): layers import only downward, only
+watchsync.s3 imports the SDK, no import circles.  Checked on the real tree, and shown to
+fail on a copy with one wrong-way import, so a broken contract cannot pass unnoticed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LINT = [str(Path(sys.executable).parent / "lint-imports")]
+
+
+def _lint(package_parent: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    return subprocess.run(
+        [*LINT, "--config", str(REPO / "pyproject.toml"), "--no-cache"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "watchsync", copy / "watchsync", ignore=ignore)
+    return copy
+
+
+def test_the_tree_keeps_the_import_contract(tmp_path: Path) -> None:
+    done = _lint(REPO, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "BROKEN" not in done.stdout
+
+
+def test_a_wrong_way_import_breaks_the_contract(tmp_path: Path) -> None:
+    copy = _copy(tmp_path)
+    plan = copy / "watchsync" / "core" / "plan.py"
+    plan.write_text(plan.read_text() + "\nfrom watchsync.agent import folder  # the wrong way\n")
+    done = _lint(copy, tmp_path)
+    assert done.returncode != 0
+    assert "Layers import only downward BROKEN" in done.stdout
+    assert "watchsync.core.plan -> watchsync.agent.folder" in done.stdout
+
+
+def test_the_sdk_outside_s3_breaks_the_contract(tmp_path: Path) -> None:
+    copy = _copy(tmp_path)
+    status = copy / "watchsync" / "agent" / "status.py"
+    status.write_text(status.read_text() + "\nimport botocore.exceptions  # SDK outside s3/\n")
+    done = _lint(copy, tmp_path)
+    assert done.returncode != 0
+    assert "Only watchsync.s3 imports the SDK BROKEN" in done.stdout

@@ -1,0 +1,265 @@
+"""The executor (engine) without a server: the delete veto, re-checks before acting, conditional
+remote deletes, a write landing after a download or delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakeObjects, InlinePool, RecordedEvents
+from world import (
+    World,
+    synced_file,
+)
+
+from watchsync.agent.uploader import Settled
+from watchsync.core.errors import ConditionalWritesUnsupported
+from watchsync.core.model import Action, Item, Kind, LocalEntry, Skipped, SyncedEntry
+from watchsync.engine.executor import Executor, NullRecorder, Skips
+from watchsync.s3.transfer import Uploaded
+
+
+class Refuse:
+    def __init__(self, why: str | None) -> None:
+        self.why = why
+
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
+        return self.why
+
+
+@pytest.mark.parametrize(
+    ("fail", "skipped", "refusal", "deleted"),
+    [
+        pytest.param(False, 0, None, True, id="clean-pass-deletes"),
+        pytest.param(True, 0, None, False, id="failed-transfer-vetoes"),
+        pytest.param(False, 1, None, False, id="skipped-path-vetoes"),
+        pytest.param(False, 0, "guard says no", False, id="policy-refuses"),
+        pytest.param(True, 2, "guard says no", False, id="everything-wrong"),
+    ],
+)
+def test_executor_delete_veto(
+    tmp_path: Path, fail: bool, skipped: int, refusal: str | None, deleted: bool
+) -> None:
+    objects = FakeObjects(tmp_path)
+    objects.put("gone.txt", b"g")
+    (tmp_path / "a.txt").write_bytes(b"a")
+    if fail:
+        objects.fail["a.txt"] = ConnectionError("cut")
+    events = RecordedEvents()
+    executor = Executor(
+        objects, recorder=NullRecorder(), events=events, policy=Refuse(refusal), pool=InlinePool
+    )
+    actions = [
+        Action(Kind.DELETE_REMOTE, "gone.txt", "not in source"),
+        Action(Kind.UPLOAD, "a.txt", "new", LocalEntry("a.txt", 1, 0)),
+    ]
+    stats = executor.run(actions, skipped=lambda: skipped)
+    assert ("gone.txt" not in objects.objects) is deleted
+    assert (stats.vetoed is None) is deleted
+    if not deleted:
+        assert events.vetoes and events.vetoes[0].count == 1
+
+
+def test_executor_never_deletes_a_file_that_came_back(tmp_path: Path) -> None:
+    objects = FakeObjects(tmp_path)
+    objects.put("back.txt", b"b")
+    (tmp_path / "back.txt").write_bytes(b"b")  # reappeared after the plan
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    executor.run([Action(Kind.DELETE_REMOTE, "back.txt", "not in source")])
+    assert "back.txt" in objects.objects
+
+
+def test_executor_upload_resends_a_file_that_changed_while_read(tmp_path: Path) -> None:
+    objects = FakeObjects(tmp_path)
+    target = tmp_path / "grow.log"
+    target.write_bytes(b"1")
+    upload = objects.upload
+
+    def growing(path: str, **kw: Any) -> Uploaded:
+        up = upload(path, **kw)
+        if len(target.read_bytes()) < 3:
+            with target.open("ab") as f:
+                f.write(b"+")
+        return up
+
+    objects.upload = growing  # type: ignore[method-assign]
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    executor.apply(Action(Kind.UPLOAD, "grow.log", "new", LocalEntry("grow.log", 1, 0)))
+    assert objects.objects["grow.log"][0] == target.read_bytes() == b"1++"
+
+
+def test_executor_skipped_directory_vetoes_only_deletes_under_it(tmp_path: Path) -> None:
+    objects = FakeObjects(tmp_path)
+    for key in ("locked/a.txt", "locked-not/b.txt", "elsewhere.txt"):
+        objects.put(key, b"x")
+    skips = Skips()
+    skips.add(Skipped("locked", "directory is not readable: Permission denied"))
+    events = RecordedEvents()
+    executor = Executor(objects, recorder=NullRecorder(), events=events, pool=InlinePool)
+    stats = executor.run(
+        [Action(Kind.DELETE_REMOTE, k, "not in source") for k in sorted(objects.objects)],
+        skipped=skips,
+    )
+    assert sorted(objects.objects) == ["locked/a.txt"]
+    assert stats.vetoed is not None and stats.vetoed.scoped and stats.vetoed.count == 1
+    # A plain count (``watchsync sync``) keeps the whole-pass veto; so does a failure.
+    objects.put("elsewhere.txt", b"x")
+    stats = executor.run(
+        [Action(Kind.DELETE_REMOTE, "elsewhere.txt", "not in source")], skipped=lambda: 1
+    )
+    assert "elsewhere.txt" in objects.objects and stats.vetoed is not None
+
+
+@pytest.mark.parametrize(
+    ("skipped", "path", "held"),
+    [
+        ("locked", "locked/a/b.txt", True),
+        ("locked", "locked", True),  # an unreadable file: its own delete waits
+        ("locked", "locked-b/x", False),
+        ("locked", "lock", False),
+        (".", "anything/at/all", True),  # the root itself could not be read
+        ("", "a.txt", False),  # a key at the prefix itself (a marker) holds nothing back
+    ],
+)
+def test_skips_cover_what_lies_under_them(skipped: str, path: str, held: bool) -> None:
+    skips = Skips()
+    skips.add(Skipped(skipped, "why"))
+    assert skips.covers(path) is held and skips() == 1
+
+
+class IgnoresConditions(FakeObjects):
+    """A server that ignores a delete's ETag condition: only the check before protects."""
+
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        return super().delete_remote(paths)
+
+
+class RejectsConditions(FakeObjects):
+    """A server that refuses a delete's ETag condition (NotImplemented)."""
+
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        if etags:
+            raise ConditionalWritesUnsupported("delete")
+        return super().delete_remote(paths)
+
+
+@pytest.mark.parametrize("server", [FakeObjects, IgnoresConditions, RejectsConditions])
+def test_executor_stale_remote_delete_loses_to_a_newer_object(
+    tmp_path: Path, server: type[FakeObjects]
+) -> None:
+    """Deleted here, changed in S3 meanwhile: the change wins and is downloaded."""
+    objects = server(tmp_path)
+    old = objects.put("a04.txt", b"v1")
+    objects.put("other.txt", b"o")
+    objects.put("a04.txt", b"v2 from elsewhere")
+    executor = Executor(
+        objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool,
+        conditional=True,
+    )  # fmt: skip
+    synced = [SyncedEntry(p, 1, 0, e.etag, e.mtime_ns) for p, e in
+              (("a04.txt", old), ("other.txt", objects.entry("other.txt")))]  # fmt: skip
+    executor.delete(Action(Kind.DELETE_REMOTE, s.path, "deleted locally", synced=s) for s in synced)
+    assert objects.objects["a04.txt"][0] == b"v2 from elsewhere"
+    assert (tmp_path / "a04.txt").read_bytes() == b"v2 from elsewhere"
+    assert "other.txt" not in objects.objects  # unchanged: deleted
+
+
+def test_executor_remote_delete_race_after_the_check_is_caught_by_the_condition(
+    tmp_path: Path,
+) -> None:
+    """Written between the check and the delete: the server's condition catches it."""
+    objects = FakeObjects(tmp_path)
+    old = objects.put("a.txt", b"v1")
+    delete = objects.delete_remote
+
+    def racing(paths: Iterable[str], *, etags: Mapping[str, str] | None = None) -> Any:
+        objects.put("a.txt", b"v2 just now")
+        return delete(paths, etags=etags)
+
+    objects.delete_remote = racing  # type: ignore[method-assign]
+    executor = Executor(
+        objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool,
+        conditional=True,
+    )  # fmt: skip
+    syn = SyncedEntry("a.txt", 2, 0, old.etag, old.mtime_ns)
+    executor.delete([Action(Kind.DELETE_REMOTE, "a.txt", "deleted locally", synced=syn)])
+    assert objects.objects["a.txt"][0] == b"v2 just now"
+    assert (tmp_path / "a.txt").read_bytes() == b"v2 just now"
+
+
+def test_directories_emptied_by_a_propagated_delete_are_removed(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world(delete=True)
+    for name in ("old/a.txt", "old/sub/b.txt", "busy/c.txt", "busy/d.txt", "keep.txt"):
+        synced_file(w, name, name.encode())
+    (w.root / "busy/.notes.swp").write_bytes(b"an ignored file still holds the directory")
+    (w.root / "mine").mkdir()  # made empty on purpose by the user
+    for name in ("old/a.txt", "old/sub/b.txt", "busy/c.txt", "busy/d.txt"):
+        del w.objects.objects[name]  # deleted on the other side
+    assert w.rooms.reconcile.run().passed.vetoed is None
+    assert not (w.root / "old").exists()
+    assert (w.root / "busy").is_dir() and (w.root / "mine").is_dir()
+    assert (w.root / "keep.txt").exists()
+
+
+def test_download_record_does_not_absorb_a_write_right_after_it(
+    make_world: Callable[..., World],
+) -> None:
+    """The user writes the file between the download's rename and the executor's stat: the
+    state must keep what the download wrote, so the write is still seen and uploaded."""
+    w = make_world()
+    synced_file(w, "doc.txt", b"v1 synced")
+    w.objects.put("doc.txt", b"v2 from S3")
+    download = w.objects.download
+
+    def then_user_writes(path: str, **kw: Any) -> Path:
+        target = download(path, **kw)
+        target.write_bytes(b"v3 the user")  # same size as v2, lands before the stat
+        return target
+
+    w.objects.download = then_user_writes  # type: ignore[method-assign]
+    w.rooms.reconcile.run()
+    w.objects.download = download  # type: ignore[method-assign]
+    assert (w.root / "doc.txt").read_bytes() == b"v3 the user"
+    w.rooms.reconcile.dirty.note(["doc.txt"])  # type: ignore[union-attr]  # as the watcher would
+    w.rooms.reconcile.run()
+    assert len(w.rooms.pending) == 1  # the write is seen: queued for the uploader
+    assert w.rooms.uploader.process(Item("doc.txt")) == Settled()
+    assert w.objects.objects["doc.txt"][0] == b"v3 the user"
+
+
+def test_local_delete_keeps_an_append_landing_after_the_recheck(tmp_path: Path) -> None:
+    """An append between the local delete's re-check and the unlink is not lost: the file
+    stays (it changed, so the change beats the delete)."""
+    objects = FakeObjects(tmp_path)
+    target = tmp_path / "log.txt"
+    target.write_bytes(b"v1")
+    st = target.stat()
+    delete_local = objects.delete_local
+
+    def after_an_append(path: str) -> None:
+        with (tmp_path / path).open("ab") as f:
+            f.write(b"+ appended")
+        delete_local(path)
+
+    objects.delete_local = after_an_append  # type: ignore[method-assign]
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    executor.delete(
+        [
+            Action(
+                Kind.DELETE_LOCAL,
+                "log.txt",
+                "deleted in S3",
+                LocalEntry("log.txt", st.st_size, st.st_mtime_ns),
+            )
+        ]
+    )
+    assert target.read_bytes() == b"v1+ appended"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]

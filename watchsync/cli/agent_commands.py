@@ -1,0 +1,284 @@
+"""The agent's commands: ``watch``, ``status`` and ``check``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from watchsync.agent.config import (
+    FLAG_KEYS,
+    AgentConfig,
+    FolderConfig,
+    default_state_dir,
+    load_config,
+)
+from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
+from watchsync.core.filters import ordered_rules
+from watchsync.s3.client import make_client, probe_bucket
+from watchsync.state.store import COUNTERS, DB_SUFFIX, StateStore, list_stores, store_name
+
+logger = logging.getLogger(__name__)
+
+
+def run_agent_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Dispatch ``status``/``check`` (``watch`` goes through :func:`run_watch`)."""
+    if args.command == "status":
+        return _status(args)
+    return _check(args)
+
+
+def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
+    """Flags (those given) over environment over file over defaults."""
+    if (args.local is None) != (args.url is None):
+        raise ConfigError("watch needs both LOCAL_DIR and S3_URL, or --config FILE")
+    if args.local is None and args.config is None:
+        raise ConfigError("watch needs LOCAL_DIR and S3_URL, or --config FILE")
+    if args.url is not None and not args.url.startswith("s3://"):
+        raise ConfigError(f"not an S3 URL: {args.url!r} (expected s3://bucket[/prefix])")
+    flags: dict[str, object] = {
+        "path": args.local,
+        "url": args.url,
+        "direction": args.direction,
+        "delete": args.delete,
+        "max_delete": args.max_delete,
+        "force_delete": args.force_delete,
+        "debounce": args.debounce,
+        "reconcile_interval": args.reconcile_interval,
+        "full_walk_interval": args.full_walk_interval,
+        "full_list_interval": args.full_list_interval,
+        "state_dir": args.state_dir,
+        "ignore_file": args.ignore_file,
+        "follow_symlinks": args.follow_symlinks,
+        "upload_workers": args.upload_workers,
+        "drain_timeout": args.drain_timeout,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+        "metrics_addr": args.metrics_addr,
+        "endpoint_url": args.endpoint_url,
+        "profile": args.profile,
+        "region": args.region,
+        "sse": args.sse,
+        "sse_kms_key_id": args.sse_kms_key_id,
+        "storage_class": args.storage_class,
+        "max_concurrency": args.max_concurrency,
+        "bwlimit": args.bwlimit,
+        "checksum": args.checksum,
+    }
+    rules = ordered_rules(argv)
+    if rules:
+        flags["filters"] = rules
+    assert set(flags) <= FLAG_KEYS
+    return load_config(args.config, flags=flags)
+
+
+def run_watch(config: AgentConfig, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Serve ``config`` until stopped (logging is already configured by the caller)."""
+    from watchsync.agent.supervisor import Supervisor
+
+    supervisor = Supervisor(
+        config,
+        reload=(lambda: agent_config(args, argv)) if args.config else None,
+        force_polling=args.force_polling,
+        debug=args.debug,
+    )
+    supervisor.install_signal_handlers()
+    return supervisor.run()
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def folder_status(db: Path, now: float) -> dict[str, Any]:
+    """Everything ``watchsync status`` shows for one state database."""
+    with StateStore.read_only(db) as store:
+        meta = store.meta()
+        status = store.get_status()
+        counters = store.counters()
+        journal = store.journal_count()
+        oldest = store.journal_oldest_age(now)
+    pid = status.get("pid")
+    state = str(status.get("state") or "unknown")
+    # The pid is only trusted while the folder says it runs: a folder removed on reload
+    # leaves "stopped" behind in a process that is still alive.
+    alive = state != "stopped" and isinstance(pid, int | str) and _pid_alive(int(pid))
+    if not alive and state != "unknown":
+        state = "stopped"
+    return {
+        "folder": meta.get("local_root"),
+        "url": meta.get("url"),
+        "state": state,
+        "running": alive,
+        "pid": int(pid) if alive and pid is not None else None,
+        "pending": max(int(status.get("pending") or 0), journal) if alive else journal,
+        "in_flight": int(status.get("in_flight") or 0) if alive else 0,
+        "oldest_pending_seconds": round(oldest, 1) if oldest is not None else None,
+        "last_reconcile_at": status.get("last_reconcile_at"),
+        "last_reconcile_duration": status.get("last_reconcile_duration"),
+        "last_error": status.get("last_error"),
+        "last_error_at": status.get("last_error_at"),
+        "polling": bool(status.get("polling")),
+        "totals": counters,
+        "state_db": str(db),
+    }
+
+
+def _unreadable_status(
+    db: Path, *, folder: str | None, url: str | None, state: str, error: str | None
+) -> dict[str, Any]:
+    """A row for a folder whose state cannot be shown: never started, or unreadable."""
+    return {
+        "folder": folder,
+        "url": url,
+        "state": state,
+        "running": False,
+        "pid": None,
+        "pending": 0,
+        "in_flight": 0,
+        "oldest_pending_seconds": None,
+        "last_reconcile_at": None,
+        "last_reconcile_duration": None,
+        "last_error": error,
+        "last_error_at": None,
+        "polling": False,
+        "totals": dict.fromkeys(COUNTERS, 0),
+        "state_db": str(db),
+    }
+
+
+def _safe_status(
+    db: Path, now: float, *, folder: str | None = None, url: str | None = None
+) -> dict[str, Any]:
+    """``folder_status``, or an error row: one bad database must not hide the others."""
+    if not db.is_file():
+        return _unreadable_status(db, folder=folder, url=url, state="never started", error=None)
+    try:
+        row = folder_status(db, now)
+    except (sqlite3.Error, OSError, WatchsyncError) as exc:
+        return _unreadable_status(
+            db, folder=folder, url=url, state="error", error=f"cannot read state {db}: {exc}"
+        )
+    if folder is not None:
+        row["folder"] = folder  # as configured, even if the database predates a rename
+    return row
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _status(args: argparse.Namespace) -> int:
+    now = time.time()
+    if args.config is not None:
+        config = load_config(args.config, flags={"state_dir": args.state_dir})
+        rows = [
+            _safe_status(
+                config.state_dir / (store_name(f.path, f.url) + DB_SUFFIX),
+                now,
+                folder=str(f.path),
+                url=f.url,
+            )
+            for f in config.folders
+        ]
+    else:
+        state_dir = args.state_dir or default_state_dir()
+        rows = [_safe_status(db, now) for db in list_stores(state_dir)]
+    if args.json:
+        print(json.dumps({"folders": rows}, indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no folders have been synced yet")
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['folder']} <-> {r['url']}")
+        print(f"  state:          {r['state']}" + (f" (pid {r['pid']})" if r["pid"] else ""))
+        if r["state"] == "never started":
+            continue
+        print(
+            f"  pending:        {r['pending']} ({r['in_flight']} in flight)"
+            + (f", oldest {r['oldest_pending_seconds']}s" if r["oldest_pending_seconds"] else "")
+        )
+        print(f"  last reconcile: {_when(r['last_reconcile_at'], now)}")
+        if r["last_error"]:
+            print(f"  last error:     {r['last_error']} ({_when(r['last_error_at'], now)})")
+        t = r["totals"]
+        print(
+            f"  totals:         {t.get('uploaded_files', 0)} uploaded, "
+            f"{t.get('downloaded_files', 0)} downloaded, "
+            f"{t.get('deleted_remote', 0) + t.get('deleted_local', 0)} deleted, "
+            f"{t.get('conflicts', 0)} conflicts, {t.get('errors', 0)} errors"
+        )
+    return EXIT_OK
+
+
+def _when(stamp: object, now: float) -> str:
+    if stamp is None:
+        return "never"
+    try:
+        ago = now - float(str(stamp))
+    except ValueError:
+        return str(stamp)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(str(stamp))))
+    return f"{text} ({ago:.0f}s ago)"
+
+
+# -- check --------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config, flags={})
+    print(f"config: {args.config}: ok ({len(config.folders)} folders)")
+    failures = 0
+    limit = _inotify_limit()
+    for cfg in config.folders:
+        problems = check_folder(cfg, inotify_limit=limit)
+        verdict = "ok" if not problems else "FAIL: " + "; ".join(problems)
+        print(f"folder {cfg.path} <-> {cfg.url}: {verdict}")
+        failures += bool(problems)
+    return EXIT_OK if not failures else EXIT_PARTIAL
+
+
+def check_folder(cfg: FolderConfig, *, inotify_limit: int | None) -> list[str]:
+    """Problems that would stop this folder from syncing (empty when it is fine)."""
+    problems: list[str] = []
+    if not cfg.path.is_dir():
+        problems.append(f"{cfg.path} is not a directory")
+    elif inotify_limit is not None:
+        dirs = sum(1 for _ in _dirs(cfg.path))
+        if dirs > inotify_limit:
+            problems.append(
+                f"{dirs} directories exceed fs.inotify.max_user_watches={inotify_limit}; raise it "
+                "(sysctl -w fs.inotify.max_user_watches=524288) or the agent will poll"
+            )
+    where = cfg.where
+    client = make_client(replace(cfg.s3, connect_timeout=5, read_timeout=15))
+    try:
+        problems += probe_bucket(client, where)
+    finally:
+        client.close()
+    return problems
+
+
+def _dirs(root: Path) -> Any:
+    for dirpath, _dirnames, _files in os.walk(root):
+        yield dirpath
+
+
+def _inotify_limit() -> int | None:
+    try:
+        return int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,206 @@
+"""``watchsync sync``: wire the scanners, the planner and the executor together, and print
+what happens in ``aws s3 sync``'s format."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from watchsync.cli.output import Reporter
+from watchsync.core.errors import FileError, UsageError
+from watchsync.core.filters import Filters
+from watchsync.core.model import Action, Direction, Kind, Skipped, without_skipped
+from watchsync.core.plan import SyncOptions, plan_sync
+from watchsync.engine.executor import Executor, NullRecorder, Veto
+from watchsync.fs.tempfiles import guard_temp_files
+from watchsync.fs.walk import WalkOptions, walk
+from watchsync.s3.client import describe
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.reachability import EndpointGone
+from watchsync.s3.transfer import open_transfer
+
+# Attempts in a row (over 10 s or more) that found no connection before a run gives up.
+GIVE_UP_AFTER = 8
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """One ``watchsync sync`` invocation, already validated."""
+
+    local: str  # as the user typed it, for output lines
+    url: S3Url
+    direction: Direction
+    delete: bool = False
+    dry_run: bool = False
+    size_only: bool = False
+    exact_timestamps: bool = False
+    follow_symlinks: bool = True
+    filters: Filters = field(default_factory=Filters)
+    s3: S3Settings = field(default_factory=S3Settings)
+
+
+@dataclass(frozen=True)
+class Display:
+    """How paths are printed: the local root as the user typed it, and the S3 location."""
+
+    local_root: str
+    where: S3Url
+
+    def local(self, path: str) -> str:
+        return os.path.join(self.local_root, path) if self.local_root else path
+
+    def remote(self, path: str) -> str:
+        return self.where.url(path)
+
+    def describe(self, action: Action) -> str:
+        """The aws-format line of an action, e.g. ``upload: dir/a.txt to s3://b/p/a.txt``."""
+        path = action.path
+        if action.kind is Kind.UPLOAD:
+            return f"upload: {self.local(path)} to {self.remote(path)}"
+        if action.kind is Kind.DOWNLOAD:
+            return f"download: {self.remote(path)} to {self.local(path)}"
+        if action.kind is Kind.DELETE_REMOTE:
+            return f"delete: {self.remote(path)}"
+        if action.kind is Kind.DELETE_LOCAL:
+            return f"delete: {self.local(path)}"
+        return f"{action.kind.value}: {path}"
+
+
+class SyncEvents:
+    """The executor's events as ``aws s3 sync`` prints them, counted in the run's totals."""
+
+    def __init__(
+        self, reporter: Reporter, display: Display, stop: threading.Event | None = None
+    ) -> None:
+        self.reporter = reporter
+        self.display = display
+        self.stop = stop or threading.Event()
+
+    def started(self, action: Action) -> None:
+        self.reporter.planned(_size(action))
+
+    def settled(self, action: Action) -> None:
+        self.reporter.done(_size(action))
+
+    def finished(self, action: Action, nbytes: int) -> None:
+        totals = self.reporter.totals
+        with totals.lock:
+            totals.bytes += nbytes
+            if action.kind is Kind.UPLOAD:
+                totals.uploaded += 1
+            else:
+                totals.downloaded += 1
+        self.reporter.line(self.display.describe(action))
+
+    def deleted(self, action: Action) -> None:
+        with self.reporter.totals.lock:
+            self.reporter.totals.deleted += 1
+        self.reporter.line(self.display.describe(action))
+
+    def failed(self, action: Action, exc: Exception) -> None:
+        with self.reporter.totals.lock:
+            self.reporter.totals.failed += 1
+        if isinstance(exc, EndpointGone):
+            self.stop.set()  # the run ends with the one line that says so
+            return
+        verb = "delete" if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE) else None
+        verb = verb or ("upload" if action.kind is Kind.UPLOAD else "download")
+        line = self.display.describe(action).split(": ", 1)[1]
+        reason = exc.reason if isinstance(exc, FileError) else describe(exc)
+        self.reporter.problem(f"{verb} failed: {line} {reason}")
+
+    def vetoed(self, veto: Veto) -> None:
+        self.reporter.problem(
+            f"warning: {veto.count} deletes not done because "
+            f"{veto.failed} transfers failed and {veto.skipped} paths were skipped"
+            + (" and the run was interrupted" if veto.stopped else "")
+        )
+
+    def would(self, action: Action) -> None:
+        self.reporter.line("(dryrun) " + self.display.describe(action))
+
+    def conflict(self, action: Action, name: str) -> None:  # pragma: no cover - never planned
+        raise AssertionError("watchsync sync plans no conflicts")
+
+
+def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> None:
+    """Run one sync; per-file problems are counted in ``reporter.totals``.
+
+    >>> req = SyncRequest("dir", S3Url.parse("s3://bucket/p"), Direction.UP)
+    >>> run_sync(req, Reporter())  # doctest: +SKIP
+    """
+    root = Path(req.local)
+    if req.direction is Direction.UP and not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a directory"
+        raise UsageError(f"source directory {req.local!r} {what}")
+    if req.direction is Direction.DOWN and root.exists() and not root.is_dir():
+        raise UsageError(f"destination {req.local!r} is not a directory")
+    display = Display(req.local.rstrip("/") or "/", req.url)
+    if not req.dry_run:
+        guard_temp_files(root)  # partial downloads of a killed run go; ours go on SIGTERM
+
+    def on_skip(item: Skipped, remote_side: bool) -> None:
+        with reporter.totals.lock:
+            reporter.totals.skipped += 1
+        shown = display.remote(item.path) if remote_side else display.local(item.path)
+        reporter.problem(f"warning: Skipping file {_one_line(shown)}. {item.reason}.")
+
+    opts = SyncOptions(
+        direction=req.direction,
+        delete=req.delete,
+        size_only=req.size_only,
+        exact_timestamps=req.exact_timestamps,
+        filters=req.filters,
+    )
+    stop = stop or threading.Event()
+    with open_transfer(
+        req.s3, req.url, root, native_ok=not req.dry_run, give_up_after=GIVE_UP_AFTER
+    ) as transfer:
+        local = without_skipped(
+            walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
+            lambda s: on_skip(s, False),
+        )
+        remote = without_skipped(
+            transfer.listing(for_download=req.direction is Direction.DOWN),
+            lambda s: on_skip(s, True),
+        )
+        if req.direction is Direction.DOWN and not req.dry_run:
+            try:
+                os.makedirs(root, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot create destination directory {req.local!r}: {exc.strerror or exc}"
+                ) from exc
+        executor = Executor(
+            transfer,
+            recorder=NullRecorder(),
+            events=SyncEvents(reporter, display, stop),
+            max_concurrency=req.s3.max_concurrency,
+            follow_symlinks=req.follow_symlinks,
+            dry_run=req.dry_run,
+            stop=stop,
+        )
+        executor.run(plan_sync(local, remote, opts=opts), skipped=lambda: reporter.totals.skipped)
+        if transfer.reachability.gone is not None:
+            raise transfer.reachability.gone
+
+
+def _size(action: Action) -> int:
+    entry = action.local if action.kind is Kind.UPLOAD else action.remote
+    return entry.size if entry is not None else 0
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped, so a warning stays on one line.
+
+    >>> _one_line("a\\nb\\x00")
+    'a\\\\nb\\\\x00'
+    """
+    if not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if ord(c) < 0x20 or ord(c) == 0x7F else c
+        for c in text
+    )

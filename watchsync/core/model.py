@@ -1,0 +1,136 @@
+"""Plain, hashable values passed between scanners, the planner and the executors.
+
+Paths are relative, ``/``-separated and valid UTF-8 on both sides, so that one string order
+(code points, which equals S3's UTF-8 byte order) sorts the local walk, the S3 listing and
+the state alike.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+E = TypeVar("E")
+
+
+class Direction(enum.Enum):
+    """Which way a one-shot sync copies."""
+
+    UP = "up"  # local -> S3
+    DOWN = "down"  # S3 -> local
+
+
+class Mode(enum.Enum):
+    """What the watch agent may write: ``push`` never writes the folder, ``pull`` never S3."""
+
+    BOTH = "both"
+    PUSH = "push"
+    PULL = "pull"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEntry:
+    """A regular file under the local root, e.g. ``LocalEntry("a/b.txt", 12, 17 * 10**17)``."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    # The file's identity (st_ino), 0 when unknown: two same-size files written within the
+    # file system's time granularity carry one mtime, and one renamed over the other is
+    # told apart only by this.
+    ino: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """An object under the S3 prefix; ``path`` is the key with the prefix removed."""
+
+    path: str
+    size: int
+    mtime_ns: int  # LastModified
+    etag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedEntry:
+    """What the agent last synced for a path: the local file and the object as they were then."""
+
+    path: str
+    size: int
+    mtime_ns: int  # local mtime when synced
+    etag: str
+    remote_mtime_ns: int  # LastModified when synced
+    ino: int = field(default=0, compare=False)  # st_ino when synced, 0 when unknown
+
+
+class Kind(enum.Enum):
+    """What an action does."""
+
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+    DELETE_REMOTE = "delete-remote"
+    DELETE_LOCAL = "delete-local"
+    COPY = "copy"  # a file renamed locally: copy its old object server-side
+    CONFLICT = "conflict"  # both sides changed: keep both versions
+    RECORD = "record"  # both sides already equal: only remember it as synced
+    FORGET = "forget"  # gone from both sides: drop it from the state
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One decision of the planner, with the reason it was taken.
+
+    ``expect`` makes an upload or a remote delete conditional: the ETag the object must
+    still have, ``""`` when there must be none (uploads), None for a plain overwrite or
+    delete (``watchsync sync``).  ``verify``: the
+    sides may already hold the same bytes, so compare content hashes before moving any; if
+    they agree, only record the pair as synced.  For :attr:`Kind.COPY`, ``synced`` is the
+    entry of the path the file was renamed from.
+    """
+
+    kind: Kind
+    path: str
+    reason: str
+    local: LocalEntry | None = None
+    remote: RemoteEntry | None = None
+    synced: SyncedEntry | None = None
+    expect: str | None = None
+    verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A path a scanner could not use, e.g. an unreadable file or a key that escapes the root."""
+
+    path: str
+    reason: str
+
+
+def without_skipped(
+    stream: Iterable[E | Skipped], on_skip: Callable[[Skipped], None]
+) -> Iterator[E]:
+    """Pass a scanner's entries through, handing each :class:`Skipped` to ``on_skip``."""
+    for item in stream:
+        if isinstance(item, Skipped):
+            on_skip(item)
+        else:
+            yield item
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A path queued for the agent's uploader, and what was known of S3 when it was queued.
+
+    ``expect_etag``: the ETag the object had then (None: not known); ``absent``: a
+    reconcile saw no object, so the file is sent (``If-None-Match``) even when it is
+    unchanged since the last sync; ``remote``: the object a reconcile saw (a same-size one
+    may already hold the file's bytes); ``attempt``: how many tries came before.
+    """
+
+    path: str
+    expect_etag: str | None = None
+    attempt: int = 0
+    absent: bool = False
+    remote: RemoteEntry | None = None  # the object a reconcile saw, for a content check

@@ -1,0 +1,463 @@
+"""The decision core: sorted streams in, actions with reasons out.  Pure: no clock, no I/O.
+
+``plan_sync`` is ``watchsync sync`` (one direction, the ``aws s3 sync`` rules);
+``plan_reconcile`` is the agent's three-way merge of the folder, the bucket and what was
+last synced, which is what lets it tell a delete from a file that is new on the other side.
+The agent's single-path decisions live here too: ``plan_path`` (a path the watcher
+reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
+conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
+object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
+Executors ask; they never decide.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from watchsync.core.filters import Filters
+from watchsync.core.model import (
+    Action,
+    Direction,
+    Item,
+    Kind,
+    LocalEntry,
+    Mode,
+    RemoteEntry,
+    Skipped,
+    SyncedEntry,
+)
+
+
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+E = TypeVar("E", bound=_HasPath)
+
+_NS_PER_US = 1000
+_NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What ``watchsync sync`` was asked to do."""
+
+    direction: Direction
+    delete: bool = False
+    size_only: bool = False
+    exact_timestamps: bool = False
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    """What the agent may do in one reconcile pass."""
+
+    mode: Mode = Mode.BOTH
+    delete: bool = False
+    included: Callable[[str], bool] = lambda _path: True
+
+
+def join(*streams: Iterable[E]) -> Iterator[tuple[str, list[E | None]]]:
+    """Merge sorted streams by path: one row per path, ``None`` where a stream lacks it.
+
+    >>> a, b = LocalEntry("a", 1, 0), LocalEntry("b", 1, 0)
+    >>> [(p, [e is not None for e in row]) for p, row in join([a], [a, b])]
+    [('a', [True, True]), ('b', [False, True])]
+    """
+    iters = [iter(s) for s in streams]
+    heads: list[E | None] = [next(it, None) for it in iters]
+    while True:
+        live = [h.path for h in heads if h is not None]
+        if not live:
+            return
+        path = min(live)
+        row: list[E | None] = []
+        for i, head in enumerate(heads):
+            if head is not None and head.path == path:
+                row.append(head)
+                nxt = next(iters[i], None)
+                if nxt is not None and nxt.path <= path:
+                    raise ValueError(f"stream {i} is not sorted: {nxt.path!r} after {path!r}")
+                heads[i] = nxt
+            else:
+                row.append(None)
+        yield path, row
+
+
+def local_newer(local: LocalEntry, remote: RemoteEntry) -> bool:
+    """aws's upload test: the file's mtime (to the microsecond) is after LastModified."""
+    return (local.mtime_ns + _NS_PER_US // 2) // _NS_PER_US > remote.mtime_ns // _NS_PER_US
+
+
+def remote_newer(local: LocalEntry, remote: RemoteEntry) -> bool:
+    """The download test: LastModified is in a later second than the file's mtime.
+
+    Whole seconds, because S3 keeps LastModified to the second and some file systems keep
+    mtimes coarser than nanoseconds; finer would re-download forever.
+    """
+    return remote.mtime_ns // _NS_PER_S > local.mtime_ns // _NS_PER_S
+
+
+def same_time(local: LocalEntry, remote: RemoteEntry) -> bool:
+    """Whether the file's mtime is LastModified, as a download leaves it."""
+    return remote.mtime_ns // _NS_PER_S == local.mtime_ns // _NS_PER_S
+
+
+def plan_sync(
+    local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], *, opts: SyncOptions
+) -> Iterator[Action]:
+    """Decide ``watchsync sync`` from the sorted local walk and the sorted listing.
+
+    >>> [a.kind for a in plan_sync([LocalEntry("x", 1, 0)], [], opts=SyncOptions(Direction.UP))]
+    [<Kind.UPLOAD: 'upload'>]
+    """
+    up = opts.direction is Direction.UP
+    for path, (lo, ro) in join(local, remote):
+        if opts.filters and not opts.filters.included(path):
+            continue
+        loc = lo if isinstance(lo, LocalEntry) else None
+        rem = ro if isinstance(ro, RemoteEntry) else None
+        src_present = (loc if up else rem) is not None
+        dst_present = (rem if up else loc) is not None
+        if src_present and not dst_present:
+            yield Action(Kind.UPLOAD if up else Kind.DOWNLOAD, path, "new", loc, rem)
+            continue
+        if not src_present:
+            if opts.delete:
+                kind = Kind.DELETE_REMOTE if up else Kind.DELETE_LOCAL
+                yield Action(kind, path, "not in source", loc, rem)
+            continue
+        assert loc is not None and rem is not None
+        reason = _copy_reason(loc, rem, opts)
+        if reason:
+            yield Action(Kind.UPLOAD if up else Kind.DOWNLOAD, path, reason, loc, rem)
+
+
+def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:
+    """Why an existing destination is out of date, or "" when it is current."""
+    if loc.size != rem.size:
+        return "size differs"
+    if opts.size_only:
+        return ""
+    if opts.direction is Direction.UP:
+        return "local newer" if local_newer(loc, rem) else ""
+    if opts.exact_timestamps:
+        return "" if same_time(loc, rem) else "timestamps differ"
+    return "remote newer" if remote_newer(loc, rem) else ""
+
+
+def plan_reconcile(
+    local: Iterable[LocalEntry],
+    remote: Iterable[RemoteEntry | Skipped],
+    synced: Iterable[SyncedEntry],
+    *,
+    opts: ReconcileOptions,
+) -> Iterator[Action]:
+    """Decide one agent reconcile pass from the folder, the bucket and the last-synced state.
+
+    A side "changed" when it differs from what was last synced; a path missing on one side
+    but synced before was deleted there.  Changes beat deletes; a change on both sides is a
+    conflict, resolved by keeping both versions.  A key the listing skipped (unsafe as a
+    file name) exists in S3 but cannot be compared: its path is left alone, never read as
+    deleted there.
+
+    >>> s = SyncedEntry("x", 1, 5, "e", 5)
+    >>> r, o = RemoteEntry("x", 1, 5, "e"), ReconcileOptions(delete=True)
+    >>> [a.kind for a in plan_reconcile([], [r], [s], opts=o)]
+    [<Kind.DELETE_REMOTE: 'delete-remote'>]
+    """
+    for path, (lo, ro, so) in join(local, remote, synced):
+        if not opts.included(path) or isinstance(ro, Skipped):
+            continue
+        loc = lo if isinstance(lo, LocalEntry) else None
+        rem = ro if isinstance(ro, RemoteEntry) else None
+        syn = so if isinstance(so, SyncedEntry) else None
+        action = _reconcile_one(path, loc, rem, syn, opts)
+        if action is not None:
+            yield action
+
+
+def local_changed(loc: LocalEntry, syn: SyncedEntry) -> bool:
+    """Whether the file differs from the one last synced (by size and time, and by identity
+    where both are known: another file renamed over it may have the same size and time)."""
+    if loc.ino and syn.ino and loc.ino != syn.ino:
+        return True
+    return loc.size != syn.size or loc.mtime_ns != syn.mtime_ns
+
+
+def as_last_synced(loc: LocalEntry | None, syn: SyncedEntry | None) -> bool:
+    """Whether the file is the one last synced, or neither exists: a pass that trusts the
+    state for S3 plans nothing for it."""
+    if loc is None or syn is None:
+        return loc is None and syn is None
+    return not local_changed(loc, syn)
+
+
+def remote_changed(rem: RemoteEntry, syn: SyncedEntry) -> bool:
+    """Whether the object differs from the one last synced (by ETag, else by size and time)."""
+    if rem.etag and syn.etag:
+        return rem.etag != syn.etag or rem.size != syn.size
+    return rem.size != syn.size or rem.mtime_ns != syn.remote_mtime_ns
+
+
+def _reconcile_one(
+    path: str,
+    loc: LocalEntry | None,
+    rem: RemoteEntry | None,
+    syn: SyncedEntry | None,
+    opts: ReconcileOptions,
+) -> Action | None:
+    """The three-way decision for one path."""
+    push, pull = opts.mode is not Mode.PULL, opts.mode is not Mode.PUSH
+
+    def act(kind: Kind, reason: str) -> Action:
+        # Uploads are conditional on the object the listing showed; a same-size pair may
+        # already hold the same bytes, so it is compared before anything moves.
+        # Remote deletes are conditional too: on the object the listing showed.
+        expect = (rem.etag if rem is not None else "") if kind is Kind.UPLOAD else None
+        if kind is Kind.DELETE_REMOTE and rem is not None and rem.etag:
+            expect = rem.etag
+        verify = (
+            kind in _VERIFIABLE and loc is not None and rem is not None and loc.size == rem.size
+        )
+        return Action(kind, path, reason, loc, rem, syn, expect=expect, verify=verify)
+
+    if loc is None and rem is None:
+        return act(Kind.FORGET, "gone from both sides") if syn is not None else None
+    if loc is not None and rem is not None:
+        if syn is None:
+            return _first_meeting(loc, rem, opts, act)
+        lc, rc = local_changed(loc, syn), remote_changed(rem, syn)
+        if lc and rc:
+            return act(Kind.CONFLICT, "changed on both sides")
+        if lc:
+            return act(Kind.UPLOAD, "local changed") if push else None
+        if rc:
+            return act(Kind.DOWNLOAD, "remote changed") if pull else None
+        return None
+    if loc is not None:  # not in S3
+        if syn is None:
+            return act(Kind.UPLOAD, "new local file") if push else None
+        if local_changed(loc, syn):
+            return act(Kind.UPLOAD, "local changed, remote deleted") if push else None
+        if opts.delete and opts.mode is not Mode.PUSH:
+            return act(Kind.DELETE_LOCAL, "deleted in S3")
+        return act(Kind.UPLOAD, "missing in S3") if push else None
+    assert rem is not None  # only in S3
+    if syn is None:
+        return act(Kind.DOWNLOAD, "new in S3") if pull else None
+    if remote_changed(rem, syn):
+        return act(Kind.DOWNLOAD, "remote changed, local deleted") if pull else None
+    if opts.delete and opts.mode is not Mode.PULL:
+        return act(Kind.DELETE_REMOTE, "deleted locally")
+    return act(Kind.DOWNLOAD, "missing locally") if pull else None
+
+
+_VERIFIABLE = frozenset({Kind.UPLOAD, Kind.DOWNLOAD, Kind.CONFLICT})
+
+
+def _first_meeting(
+    loc: LocalEntry,
+    rem: RemoteEntry,
+    opts: ReconcileOptions,
+    act: Callable[[Kind, str], Action],
+) -> Action:
+    """Both sides have a path never synced (first run, or the state was lost).
+
+    Same size and the object's exact time (what a download sets): already equal; the same
+    second only is compared by content under ``both`` and ``pull``.  Under ``push``, same
+    size and a file not newer than the object: equal by aws's upload rule (recorded without
+    hashing, so adopting a bucket filled by an earlier sync is cheap).  Same size, other
+    times: most often the same
+    content (an earlier ``aws s3 sync``), so the action is verified: the executor compares
+    content hashes before moving any byte and only records the pair when they agree.
+    Otherwise ``push`` copies its way (the ``watchsync sync`` rule; it never writes the
+    folder, so nothing local is at stake); ``both`` cannot know which version the user
+    wants and keeps both, whatever the sizes (a newer time is no proof of the wanted
+    version); ``pull`` never overwrites a local file without a copy, so it keeps both too
+    (the local file moves to the conflict name).
+    """
+    if loc.size == rem.size:
+        if loc.mtime_ns == rem.mtime_ns or (opts.mode is Mode.PUSH and same_time(loc, rem)):
+            return act(Kind.RECORD, "already equal")
+        if same_time(loc, rem):
+            # Only a download sets a file's time to LastModified exactly; a file written in
+            # the object's second (the state lost in a crash) may hold other bytes.
+            return act(Kind.CONFLICT, "same size and second, never synced")
+        if opts.mode is Mode.PUSH and not local_newer(loc, rem):
+            return act(Kind.RECORD, "same size, local not newer")
+        if opts.mode is Mode.PUSH:
+            return act(Kind.UPLOAD, "same size, times differ")
+        return act(Kind.CONFLICT, "same size, times differ, never synced")
+    if opts.mode is Mode.PUSH:
+        return act(Kind.UPLOAD, "size differs")
+    return act(Kind.CONFLICT, "differs on both sides, never synced")
+
+
+# -- the agent's single-path decisions ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """What the agent's uploader may do with one path."""
+
+    mode: Mode = Mode.BOTH
+    delete: bool = False
+
+
+def plan_path(
+    local: LocalEntry | None,
+    synced: SyncedEntry | None,
+    item: Item,
+    *,
+    opts: PathOptions,
+) -> Action | None:
+    """Decide a path the watcher (or a reconcile) queued, from the file as it is now and
+    what was last synced; None when there is nothing to do.
+
+    >>> plan_path(LocalEntry("a", 1, 5), None, Item("a"), opts=PathOptions()).reason
+    'new local file'
+    >>> plan_path(None, SyncedEntry("a", 1, 5, "e", 5), Item("a"), opts=PathOptions()) is None
+    True
+    """
+    if local is None:
+        if synced is not None and opts.delete and opts.mode is not Mode.PULL:
+            return Action(
+                Kind.DELETE_REMOTE,
+                synced.path,
+                "deleted locally",
+                synced=synced,
+                expect=synced.etag or None,
+            )
+        return None
+    if opts.mode is Mode.PULL:
+        return None
+    path = local.path
+    if item.absent:
+        return Action(Kind.UPLOAD, path, "not in S3", local, synced=synced, expect="")
+    if synced is not None and not local_changed(local, synced):
+        return None  # e.g. the agent's own download landing
+    expect = item.expect_etag or (synced.etag if synced is not None else "")
+    reason = "local changed" if synced is not None else "new local file"
+    rem = item.remote
+    verify = rem is not None and rem.size == local.size
+    return Action(Kind.UPLOAD, path, reason, local, rem, synced, expect=expect, verify=verify)
+
+
+def plan_rename(action: Action, gone: Iterable[SyncedEntry]) -> Action:
+    """A new file (no object expected) with the size and mtime of a synced file that is
+    gone locally is most likely that file renamed: copy the old object server-side, once
+    the content hashes agree (``verify``).  Any other upload stays as it is.
+
+    ``gone`` are synced entries whose files no longer exist (the caller looked).
+
+    >>> up = Action(Kind.UPLOAD, "new", "new local file", LocalEntry("new", 3, 7), expect="")
+    >>> plan_rename(up, [SyncedEntry("old", 3, 7, "e", 9)]).reason
+    'renamed from old'
+    """
+    loc = action.local
+    if action.kind is not Kind.UPLOAD or loc is None or action.expect != "":
+        return action
+    if action.synced is not None:
+        return action
+    for cand in gone:
+        if cand.path != loc.path and (cand.size, cand.mtime_ns) == (loc.size, loc.mtime_ns):
+            return Action(
+                Kind.COPY, loc.path, f"renamed from {cand.path}", loc, synced=cand, verify=True
+            )
+    return action
+
+
+def plan_raced(
+    local: LocalEntry | None, remote: RemoteEntry | None, synced: SyncedEntry | None
+) -> Action | None:
+    """A conditional upload lost: someone else wrote (or deleted) the object meanwhile.
+
+    A change beats a delete (the file is sent again, to a key that must not exist); a
+    change on both sides keeps both versions.
+
+    >>> plan_raced(LocalEntry("a", 1, 5), None, None).reason
+    'deleted in S3 while it changed here'
+    """
+    if local is None:
+        return None
+    if remote is None:
+        return Action(
+            Kind.UPLOAD, local.path, "deleted in S3 while it changed here", local, expect=""
+        )
+    return Action(
+        Kind.CONFLICT,
+        local.path,
+        "S3 object changed meanwhile",
+        local,
+        remote,
+        synced,
+        verify=local.size == remote.size,
+    )
+
+
+def plan_delete_lost(
+    path: str, remote: RemoteEntry | None, synced: SyncedEntry | None, *, mode: Mode
+) -> Action | None:
+    """A remote delete found the object other than last synced (its conditional delete
+    failed, or the check right before it): someone wrote a newer version meanwhile.
+
+    The change beats the delete: it is downloaded (not under ``push``, which never writes
+    the folder; the object then simply stays).  An object already gone is forgotten.
+
+    >>> plan_delete_lost("a", RemoteEntry("a", 1, 5, "e2"), None, mode=Mode.BOTH).reason
+    'changed in S3 since synced: the change beats the delete'
+    """
+    if remote is None:
+        return Action(Kind.FORGET, path, "already gone from S3", synced=synced)
+    if mode is Mode.PUSH:
+        return None
+    return Action(
+        Kind.DOWNLOAD,
+        path,
+        "changed in S3 since synced: the change beats the delete",
+        remote=remote,
+        synced=synced,
+    )
+
+
+def same_content(action: Action) -> Action:
+    """What an action becomes once its ``verify`` check found equal bytes on both sides:
+    only a record that the pair is synced (nothing is transferred).
+
+    >>> a = Action(Kind.DOWNLOAD, "a", "remote changed", verify=True)
+    >>> same_content(a).kind, same_content(a).reason
+    (<Kind.RECORD: 'record'>, 'same content')
+    """
+    return Action(
+        Kind.RECORD, action.path, "same content", action.local, action.remote, action.synced
+    )
+
+
+class ConflictStep(enum.Enum):
+    """One step of keeping both versions of a path that changed on both sides."""
+
+    COPY_REMOTE_ASIDE = "copy the S3 version to the conflict name, server-side"
+    DOWNLOAD_REMOTE_ASIDE = "download the S3 version to the conflict name"
+    UPLOAD_ASIDE = "upload the conflict copy"
+    MOVE_LOCAL_ASIDE = "rename the local file to the conflict name"
+    UPLOAD_LOCAL = "upload the local file over the S3 version it saw"
+    DOWNLOAD_REMOTE = "download the S3 version to the path"
+
+
+#: How each mode keeps both versions.  The local file keeps the name, except under ``pull``
+#: (which never writes S3), where the local version moves aside and S3's takes the name.
+CONFLICT_STEPS: Mapping[Mode, tuple[ConflictStep, ...]] = {
+    Mode.BOTH: (
+        ConflictStep.DOWNLOAD_REMOTE_ASIDE,
+        ConflictStep.UPLOAD_ASIDE,
+        ConflictStep.UPLOAD_LOCAL,
+    ),
+    Mode.PUSH: (ConflictStep.COPY_REMOTE_ASIDE, ConflictStep.UPLOAD_LOCAL),
+    Mode.PULL: (ConflictStep.MOVE_LOCAL_ASIDE, ConflictStep.DOWNLOAD_REMOTE),
+}

@@ -1,0 +1,622 @@
+"""The one executor: carries out the planner's actions for ``watchsync sync`` and the agent.
+
+Effects only, no decisions: each action is re-checked against the file as it is now (a file
+that changed since the plan looked is left to the next look), the planner's same-content
+shortcut is taken where it asked for one, bytes move through the injected
+:class:`~watchsync.s3.transfer.Transfer`, and what was done is handed to the injected
+:class:`Recorder` (the agent's state; nothing for ``sync``) and :class:`Events` (aws-format
+lines for ``sync``; logs and metrics for the agent).
+
+Deletes wait until every transfer of the pass is done, are spooled to disk meanwhile, and
+are vetoed entirely when anything failed or was skipped, so a half-read side can never turn
+into a mass delete (rclone's ``--delete-after``); the injected :class:`DeletePolicy` may
+refuse them too (the agent's guards).  Dry-run reports the same plan instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from watchsync.core.errors import (
+    ConditionalWritesUnsupported,
+    FileError,
+    NotFound,
+    PathBlocked,
+    PreconditionFailed,
+)
+from watchsync.core.model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
+from watchsync.core.plan import CONFLICT_STEPS, ConflictStep, same_content
+from watchsync.engine.deleter import Deleter, expected_etag
+from watchsync.engine.sender import Sender, Sent
+from watchsync.engine.spool import Spool
+from watchsync.fs import etag as etags
+from watchsync.fs.walk import stat_entry
+from watchsync.s3.location import S3Url
+from watchsync.s3.transfer import MULTIPART_THRESHOLD, Objects, Uploaded
+
+logger = logging.getLogger(__name__)
+
+
+class Recorder(Protocol):
+    """Where finished work is remembered (the agent's state; nothing for ``sync``)."""
+
+    def synced(
+        self,
+        entry: SyncedEntry,
+        *,
+        counters: Mapping[str, int] | None = None,
+        journal_id: int | None = None,
+    ) -> None: ...
+
+    def synced_many(
+        self, entries: Sequence[SyncedEntry], *, counters: Mapping[str, int] | None = None
+    ) -> None:
+        """Several finished transfers, durable together; ``counters`` are their totals."""
+
+    def remember(self, entry: SyncedEntry) -> None: ...
+
+    def forget(self, path: str, *, counter: str | None = None) -> None: ...
+
+    def journal(self, kind: str, path: str, detail: str) -> int | None: ...
+
+    def unjournal(self, journal_id: int | None) -> None: ...
+
+    def count(self, counter: str, n: int = 1) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class NullRecorder:
+    """``watchsync sync`` keeps no state."""
+
+    def synced(
+        self,
+        entry: SyncedEntry,
+        *,
+        counters: Mapping[str, int] | None = None,
+        journal_id: int | None = None,
+    ) -> None:
+        pass
+
+    def synced_many(
+        self, entries: Sequence[SyncedEntry], *, counters: Mapping[str, int] | None = None
+    ) -> None:
+        pass
+
+    def remember(self, entry: SyncedEntry) -> None:
+        pass
+
+    def forget(self, path: str, *, counter: str | None = None) -> None:
+        pass
+
+    def journal(self, kind: str, path: str, detail: str) -> int | None:
+        return None
+
+    def unjournal(self, journal_id: int | None) -> None:
+        pass
+
+    def count(self, counter: str, n: int = 1) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Veto:
+    """Why a pass's deletes (``count`` of them) were not run.
+
+    ``scoped``: only the deletes under skipped paths were held back; the others ran."""
+
+    count: int
+    failed: int
+    skipped: int
+    stopped: bool
+    refusal: str | None = None
+    scoped: bool = False
+
+
+class Skips:
+    """The paths the scanners could not read in one pass, for a veto scoped to them.
+
+    A skipped path holds back every delete at or under it (an unreadable directory looks
+    empty, so everything below it would look deleted); deletes elsewhere may run.  Past
+    ``limit`` skipped paths, or with the root itself skipped, every delete is held back.
+
+    >>> skips = Skips(); skips.add(Skipped("photos/2019", "directory is not readable"))
+    >>> skips.covers("photos/2019/a.jpg"), skips.covers("photos/2019-b.jpg")
+    (True, False)
+    """
+
+    def __init__(self, *, limit: int = 10_000) -> None:
+        self.count = 0
+        self.limit = limit
+        self._paths: set[str] = set()
+        self._all = False
+        self._lock = threading.Lock()
+
+    def add(self, item: Skipped) -> None:
+        with self._lock:
+            self.count += 1
+            path = item.path.strip("/")
+            if item.path == "." or len(self._paths) >= self.limit:
+                self._all = True  # the local root itself, or too many to track
+            elif path:  # an empty path (a key at the prefix itself) is no file's parent
+                self._paths.add(path)
+
+    def __call__(self) -> int:
+        return self.count
+
+    def covers(self, path: str) -> bool:
+        """Whether a delete of ``path`` must wait for a pass that could read it."""
+        with self._lock:
+            if self._all:
+                return True
+            parts = path.split("/")
+            return any("/".join(parts[:i]) in self._paths for i in range(1, len(parts) + 1))
+
+
+class Events(Protocol):
+    """What the executor tells the world (lines, logs, metrics, progress)."""
+
+    def started(self, action: Action) -> None: ...
+
+    def settled(self, action: Action) -> None: ...
+
+    def finished(self, action: Action, nbytes: int) -> None: ...
+
+    def deleted(self, action: Action) -> None: ...
+
+    def failed(self, action: Action, exc: Exception) -> None: ...
+
+    def vetoed(self, veto: Veto) -> None: ...
+
+    def would(self, action: Action) -> None: ...
+
+    def conflict(self, action: Action, name: str) -> None: ...
+
+
+class DeletePolicy(Protocol):
+    """The guards a pass's deletes must pass (the agent's); None means they may run."""
+
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None: ...
+
+
+class NoGuards:
+    """``watchsync sync``: deletes are vetoed only by failures and skips."""
+
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
+        return None
+
+
+class Outcome(enum.Enum):
+    """What :meth:`Executor.apply` did with one action."""
+
+    DONE = "done"
+    SAME = "same content: recorded"
+    STALE = "changed since planned: left for the next look"
+    MISMATCH = "rename source differs or is gone: not copied"
+
+
+@dataclass
+class PassStats:
+    """Counts of one :meth:`Executor.run`."""
+
+    planned: dict[Kind, int] = field(default_factory=dict)
+    failed: int = 0
+    vetoed: Veto | None = None
+    blocked: list[Action] = field(default_factory=list)  # tried again after the deletes
+    stale: list[str] = field(default_factory=list)  # the file changed since it was planned
+
+    def describe(self) -> str:
+        return ", ".join(f"{k.value} {n}" for k, n in self.planned.items()) or "no changes"
+
+
+PoolFactory = Callable[[int], futures.Executor]
+
+
+def thread_pool(workers: int) -> futures.Executor:
+    """The default pool: ``workers`` threads."""
+    return futures.ThreadPoolExecutor(workers, thread_name_prefix="watchsync-xfer")
+
+
+class Executor:
+    """Runs actions: a pass through :meth:`run`, or one action through :meth:`apply`.
+
+    >>> ex = Executor(transfer, recorder=NullRecorder(), events=events)  # doctest: +SKIP
+    >>> ex.run(plan_sync(local, remote, opts=opts))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        transfer: Objects,
+        *,
+        recorder: Recorder,
+        events: Events,
+        policy: DeletePolicy | None = None,
+        pool: PoolFactory = thread_pool,
+        max_concurrency: int = 16,
+        mode: Mode = Mode.BOTH,
+        conditional: bool = False,
+        conflict_name: Callable[[str], str] | None = None,
+        follow_symlinks: bool = True,
+        prune_emptied_dirs: bool = False,
+        retry_blocked: bool = False,
+        dry_run: bool = False,
+        stop: threading.Event | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.transfer = transfer
+        self.root: Path = transfer.root
+        self.recorder = recorder
+        self.events = events
+        self.policy = policy or NoGuards()
+        self.pool = pool
+        self.max_concurrency = max_concurrency
+        self.mode = mode
+        self.conditional = conditional  # cleared if the server rejects conditional writes
+        # Remote deletes are conditional on the ETag last synced (and checked first).
+        self.guarded_deletes = conditional
+        self.conflict_name = conflict_name
+        self.follow = follow_symlinks
+        self.prune_emptied_dirs = prune_emptied_dirs  # the agent's; aws sync leaves them
+        self.retry_blocked = retry_blocked  # the agent's; for sync a blocked download fails
+        self.dry_run = dry_run
+        self.stop = stop or threading.Event()
+        self.wall = wall
+        self._lock = threading.Lock()
+        self.deleter = Deleter(self)
+        self.sender = Sender(self)
+
+    @property
+    def where(self) -> S3Url:
+        return self.transfer.where
+
+    # -- a pass -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        actions: Iterable[Action],
+        *,
+        skipped: Callable[[], int] | Skips = lambda: 0,
+        route: Callable[[Action], bool] | None = None,
+    ) -> PassStats:
+        """Execute a plan: transfers in a bounded pool, then the deletes, unless vetoed.
+
+        ``route`` may take an action over (the agent queues its uploads); ``skipped`` says
+        how many paths the scanners could not read in this pass: any skip vetoes every delete
+        (``sync``), unless it is a :class:`Skips`, which vetoes only the deletes under the
+        skipped paths (the agent).  A failed transfer always vetoes every delete.
+        Per-action failures are reported and counted, not raised.
+        """
+        stats = PassStats()
+        slots = threading.BoundedSemaphore(self.max_concurrency * 2)
+        with Spool() as deletes, self.pool(self.max_concurrency) as pool:
+            try:
+                for action in actions:
+                    if self.stop.is_set():
+                        break
+                    stats.planned[action.kind] = stats.planned.get(action.kind, 0) + 1
+                    if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE):
+                        deletes.add(_spooled(action))
+                    elif route is not None and route(action):
+                        continue
+                    elif self.dry_run:
+                        if action.kind in (Kind.UPLOAD, Kind.DOWNLOAD):
+                            self.events.would(action)
+                    elif action.kind in (Kind.RECORD, Kind.FORGET):
+                        self._guarded(action, stats)  # cheap and local: no pool hop
+                    else:
+                        slots.acquire()
+                        self.events.started(action)
+                        fut = pool.submit(self._guarded, action, stats)
+                        fut.add_done_callback(self._releaser(slots, action))
+            except BaseException:
+                # The plan broke off (a listing failed, Ctrl-C): no deletes, nothing queued
+                # runs; what is in flight finishes.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
+            self.recorder.flush()
+            if deletes.count:
+                self._deletes(deletes, stats, skipped)
+            self._unblock(stats)
+        return stats
+
+    def _deletes(
+        self, deletes: Spool, stats: PassStats, skipped: Callable[[], int] | Skips
+    ) -> None:
+        """The pass's deletes, unless vetoed: all of them by a failure, a stop or a skip
+        (a plain count), only those under a skipped path (:class:`Skips`)."""
+        veto = Veto(deletes.count, stats.failed, skipped(), self.stop.is_set())
+        held = 0
+        if veto.failed or veto.stopped or (veto.skipped and not isinstance(skipped, Skips)):
+            stats.vetoed = veto
+        elif veto.skipped and isinstance(skipped, Skips):
+            held = sum(1 for a in _unspooled(deletes) if skipped.covers(a.path))
+            if held:
+                stats.vetoed = Veto(held, 0, veto.skipped, False, scoped=True)
+                self.events.vetoed(stats.vetoed)
+        if stats.vetoed is None or stats.vetoed.scoped:
+            count = deletes.count - held
+            if not count:
+                return
+            covered = skipped.covers if isinstance(skipped, Skips) else None
+
+            def kept() -> Iterator[Action]:
+                return (a for a in _unspooled(deletes) if covered is None or not covered(a.path))
+
+            paths = (a.path for a in kept())
+            if not self.dry_run and (why := self.policy.refusal(count, paths)):
+                stats.vetoed = Veto(count, 0, 0, False, why)
+            else:
+                self.delete(kept())
+                return
+        self.events.vetoed(stats.vetoed)
+
+    def _unblock(self, stats: PassStats) -> None:
+        """Downloads a file or directory was in the way of, tried once more now that the
+        pass's deletes may have cleared it (a type change on the other side: the old file,
+        or the old directory's files, are deleted here).  A directory left empty in the way
+        of a file is removed: it holds nothing, and S3 cannot hold it.  Still blocked is a
+        file/directory collision (S3 has ``a`` and ``a/b``), reported once per pass; it
+        does not veto the pass's deletes, which would otherwise never run while the
+        collision lasts."""
+        blocked, stats.blocked = stats.blocked, []
+        for action in blocked:
+            if self.stop.is_set():
+                return
+            if _remove_if_empty_dir(self.root / action.path):
+                logger.info("download: removed the empty directory %s/ in its way", action.path)
+            try:
+                self.apply(action)
+            except PathBlocked as exc:
+                with self._lock:
+                    stats.failed += 1
+                why = f"{exc.reason}; left as it is (S3 has both a file and a directory there?)"
+                self.events.failed(action, PathBlocked(exc.path, why))
+            except Exception as exc:
+                with self._lock:
+                    stats.failed += 1
+                self.events.failed(action, exc)
+
+    def _releaser(
+        self, slots: threading.BoundedSemaphore, action: Action
+    ) -> Callable[[futures.Future[None]], None]:
+        def release(_fut: futures.Future[None]) -> None:
+            slots.release()
+            self.events.settled(action)
+
+        return release
+
+    def _guarded(self, action: Action, stats: PassStats) -> None:
+        try:
+            if self.apply(action) is Outcome.STALE:
+                with self._lock:
+                    stats.stale.append(action.path)
+        except PathBlocked as exc:
+            with self._lock:
+                if self.retry_blocked:
+                    stats.blocked.append(action)
+                    return
+                stats.failed += 1
+            self.events.failed(action, exc)
+        except Exception as exc:
+            with self._lock:
+                stats.failed += 1
+            self.events.failed(action, exc)
+            logger.debug("execute: %s %s failed", action.kind.value, action.path, exc_info=True)
+
+    # -- one action -------------------------------------------------------------------------
+
+    def apply(self, action: Action) -> Outcome:
+        """Carry out one action now, in this thread; errors are raised to the caller."""
+        kind = action.kind
+        if kind is Kind.RECORD:
+            assert action.local is not None and action.remote is not None
+            self.recorder.remember(_pair(action.path, action.local, action.remote))
+            return Outcome.DONE
+        if kind is Kind.FORGET:
+            self.recorder.forget(action.path)
+            return Outcome.DONE
+        if kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE):
+            self.delete([action])
+            return Outcome.DONE
+        if kind is Kind.COPY:
+            return self._copy(action)
+        if kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self.unchanged_since_plan(action):
+            return Outcome.STALE
+        if action.verify and self._same(action):
+            self.apply(same_content(action))
+            return Outcome.SAME
+        if kind is Kind.UPLOAD:
+            self.upload(action.path, action.expect, action)
+        elif kind is Kind.DOWNLOAD:
+            self.download(action)
+        else:
+            self._keep_both(action)
+        return Outcome.DONE
+
+    def upload(self, path: str, expect: str | None, action: Action | None = None) -> Uploaded:
+        """Upload ``path`` and record it (:meth:`Sender.upload`)."""
+        return self.sender.upload(path, expect, action)
+
+    def send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
+        """Plain uploads sent side by side, recorded in one commit
+        (:meth:`Sender.send_together`)."""
+        return self.sender.send_together(actions)
+
+    def download(self, action: Action, *, dest: str | None = None) -> None:
+        """Download the action's object to its path (or ``dest``), journaled first."""
+        rem = action.remote
+        assert rem is not None
+        target = dest or action.path
+        # The agent never loses a local version: a file edited after the plan looked (up to
+        # the rename) is kept under a conflict name.
+        keep_as = self.conflict_name(target) if self.conflict_name and dest is None else None
+        jid = self.recorder.journal("download", target, rem.etag)
+        try:
+            written = self.transfer.download(
+                action.path,
+                size=rem.size,
+                mtime_ns=rem.mtime_ns,
+                etag=rem.etag,
+                dest=dest,
+                replacing=action.local,
+                keep_as=keep_as,
+            )
+            st = written.stat()
+        except BaseException:
+            self.recorder.unjournal(jid)
+            raise
+        if keep_as is not None and os.path.lexists(self.root / keep_as):
+            self.events.conflict(action, keep_as)
+            self.recorder.count("conflicts")
+        size, mtime, ino = st.st_size, st.st_mtime_ns, st.st_ino
+        if (size, mtime) != (rem.size, rem.mtime_ns):
+            # Not what the download wrote (its mtime was set to LastModified): the user
+            # wrote the file after the rename (or the file system rounds times: then a
+            # content check settles it once).  Record what was written, so such a write
+            # still counts as a local change.
+            size, mtime, ino = rem.size, rem.mtime_ns, 0
+        self.recorder.synced(
+            SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns, ino),
+            counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
+            journal_id=jid,
+        )
+        shown = action if dest is None else Action(Kind.DOWNLOAD, dest, action.reason, remote=rem)
+        self.events.finished(shown, rem.size)
+
+    def _copy(self, action: Action) -> Outcome:
+        """A rename: copy the old object server-side once the content hashes agree."""
+        loc, old = action.local, action.synced
+        assert loc is not None and old is not None
+        if not self.content_matches(loc.path, old.etag):
+            return Outcome.MISMATCH
+        try:
+            # Only the version synced: another writer's newer object there is not this file.
+            try:
+                etag = self.transfer.copy(old.path, loc.path, if_match=old.etag or None)
+            except ConditionalWritesUnsupported:
+                etag = self.transfer.copy(old.path, loc.path)
+        except (NotFound, PreconditionFailed):
+            return Outcome.MISMATCH
+        entry = SyncedEntry(
+            loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns(), loc.ino
+        )
+        self.recorder.synced(entry, counters={"copied_files": 1})
+        self.events.finished(action, 0)
+        return Outcome.DONE
+
+    def _keep_both(self, action: Action) -> None:
+        """Both sides changed: keep both versions, the steps as the planner lists them."""
+        rem = action.remote
+        assert rem is not None and self.conflict_name is not None
+        name = self.conflict_name(action.path)
+        self.events.conflict(action, name)
+        self.recorder.count("conflicts")
+        for step in CONFLICT_STEPS[self.mode]:
+            if step is ConflictStep.COPY_REMOTE_ASIDE:
+                self.transfer.copy(action.path, name)
+            elif step is ConflictStep.DOWNLOAD_REMOTE_ASIDE:
+                self.download(action, dest=name)
+            elif step is ConflictStep.UPLOAD_ASIDE:
+                self.upload(name, "")
+            elif step is ConflictStep.MOVE_LOCAL_ASIDE:
+                try:
+                    os.replace(self.root / action.path, self.root / name)
+                except OSError as exc:
+                    raise FileError(action.path, exc.strerror or str(exc)) from exc
+            elif step is ConflictStep.UPLOAD_LOCAL:
+                self.upload(action.path, rem.etag, action)
+            else:
+                self.download(action)
+
+    # -- deletes ----------------------------------------------------------------------------
+
+    def delete(self, actions: Iterable[Action]) -> None:
+        """Run deletes now (the caller applied the policy); see :class:`Deleter`."""
+        self.deleter.delete(actions)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def unchanged_since_plan(self, action: Action) -> bool:
+        now = stat_entry(self.root, action.path, follow_symlinks=self.follow)
+        was = action.local
+        if now is None or was is None:
+            return now is None and was is None
+        return (now.size, now.mtime_ns) == (was.size, was.mtime_ns)
+
+    def _same(self, action: Action) -> bool:
+        loc, rem = action.local, action.remote
+        if loc is None or rem is None or loc.size != rem.size:
+            return False
+        return self.content_matches(loc.path, rem.etag)
+
+    def content_matches(self, path: str, etag: str) -> bool:
+        """Whether the file at ``path`` holds the bytes of an object with ``etag``."""
+        try:
+            return bool(
+                etags.matches(
+                    self.root / path,
+                    etag,
+                    part_size=MULTIPART_THRESHOLD,
+                    threshold=MULTIPART_THRESHOLD,
+                )
+            )
+        except OSError:
+            return False
+
+    def _now_ns(self) -> int:
+        return int(self.wall() * 1e9)
+
+
+def _remove_if_empty_dir(path: Path) -> bool:
+    """Remove ``path`` if it is a directory (not a link to one) that holds nothing but
+    empty directories (a file that became a directory and was emptied again leaves one
+    inside); whether it was."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    dirs: list[str] = []
+
+    def unreadable(exc: OSError) -> None:
+        raise exc
+
+    try:
+        for top, subdirs, files in os.walk(path, onerror=unreadable):  # links not followed
+            if files or any(os.path.islink(os.path.join(top, d)) for d in subdirs):
+                return False
+            dirs.append(top)
+        for top in reversed(dirs):  # the deepest first
+            os.rmdir(top)  # refused for a directory that is not empty, even one filled now
+    except OSError:
+        return False
+    return True
+
+
+def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
+    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns, loc.ino)
+
+
+def _spooled(action: Action) -> str:
+    """A delete as one spool line: kind, path, the file as the plan saw it, and the ETag
+    the object must still have."""
+    loc = action.local
+    stat = f"{loc.size}\0{loc.mtime_ns}" if loc is not None else "\0"
+    return f"{action.kind.value}\0{action.path}\0{stat}\0{expected_etag(action)}"
+
+
+def _unspooled(spool: Spool) -> Iterator[Action]:
+    for line in spool:
+        kind, path, size, mtime, etag = line.split("\0")
+        loc = LocalEntry(path, int(size), int(mtime)) if size else None
+        yield Action(Kind(kind), path, "not in source", local=loc, expect=etag or None)

@@ -1,0 +1,156 @@
+"""The upload side of one executor: a file sent (conditional on the object last seen, when
+writes are conditional), recorded, and sent again if it changed while it was read; or the
+plain uploads of a batch, sent side by side from one thread and recorded in one commit."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from watchsync.core.errors import ConditionalWritesUnsupported, FileError, PreconditionFailed
+from watchsync.core.model import Action, Kind, LocalEntry, SyncedEntry
+from watchsync.fs.walk import stat_entry
+from watchsync.s3.transfer import Started, Uploaded
+
+if TYPE_CHECKING:
+    from watchsync.engine.executor import Executor
+
+logger = logging.getLogger(__name__)
+
+_RESENDS = 3  # a file still changing after this many uploads is reported, not chased
+
+
+class Sent(enum.Enum):
+    """How an upload of :meth:`Executor.send_together` went, other than plainly."""
+
+    NOT = "not sent this way"
+    CHANGED = "sent as read, changed since"
+
+
+class Sender:
+    """The upload side of one executor (it shares the executor's transfer, recorder, events
+    and its knowledge of whether the server takes conditional writes)."""
+
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
+
+    def upload(self, path: str, expect: str | None, action: Action | None = None) -> Uploaded:
+        """Upload ``path`` (conditional on ``expect`` when writes are conditional), record it,
+        then re-stat: a file that changed while it was read is sent again."""
+        shown = action or Action(Kind.UPLOAD, path, "upload")
+        for _ in range(_RESENDS):
+            up = self._send(path, expect)
+            self.ex.recorder.synced(
+                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.ex.wall() * 1e9), up.ino),
+                counters={"uploaded_files": 1, "uploaded_bytes": up.size},
+            )
+            self.ex.events.finished(shown, up.size)
+            after = self._now(path)
+            if after is None or _as_sent(after, up):
+                return up
+            logger.info("upload: %s changed while uploading; sending it again", path)
+            if expect is not None:
+                expect = up.etag
+        raise FileError(path, "kept changing while it was uploaded; will try again later")
+
+    def send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
+        """Plain uploads (a burst's new and changed files), sent side by side from this
+        thread, conditional as in :meth:`upload`, and recorded in one commit.  Per action:
+        the upload as stored; the error of its one attempt; :attr:`Sent.NOT` where it must
+        take :meth:`apply` (a file too large to go this way); or :attr:`Sent.CHANGED`:
+        stored and recorded as it was read, but the file changed or went since."""
+        started: list[Started | Exception | None] = []
+        for action in actions:
+            expect = action.expect if self.ex.conditional else None
+            try:
+                started.append(
+                    self.ex.transfer.start_upload(
+                        action.path, if_match=expect or None, if_none_match=expect == ""
+                    )
+                )
+            except Exception as exc:
+                started.append(exc)
+        results: list[Uploaded | Exception | Sent] = []
+        for sending in started:
+            if sending is None or isinstance(sending, Exception):
+                results.append(Sent.NOT if sending is None else sending)
+                continue
+            try:
+                results.append(sending.result())
+            except Exception as exc:
+                results.append(exc)
+        done = [(a, up) for a, up in zip(actions, results, strict=True) if isinstance(up, Uploaded)]
+        if not done:
+            return results
+        now = int(self.ex.wall() * 1e9)
+        self.ex.recorder.synced_many(
+            [SyncedEntry(a.path, up.size, up.mtime_ns, up.etag, now, up.ino) for a, up in done],
+            counters={
+                "uploaded_files": len(done),
+                "uploaded_bytes": sum(up.size for _, up in done),
+            },
+        )
+        for action, up in done:
+            self.ex.events.finished(action, up.size)
+        for i, outcome in enumerate(results):
+            if isinstance(outcome, Uploaded) and not self._still(actions[i].path, outcome):
+                results[i] = Sent.CHANGED
+        return results
+
+    def _still(self, path: str, up: Uploaded) -> bool:
+        """Whether ``path`` is still the file that was sent as ``up``."""
+        after = self._now(path)
+        return after is not None and _as_sent(after, up)
+
+    def _now(self, path: str) -> LocalEntry | None:
+        return stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
+
+    def _send(self, path: str, expect: str | None) -> Uploaded:
+        if not self.ex.conditional or expect is None:
+            return self.ex.transfer.upload(path)
+        try:
+            return self.ex.transfer.upload(
+                path, if_match=expect or None, if_none_match=expect == ""
+            )
+        except PreconditionFailed:
+            mine = self._already_stored(path)
+            if mine is not None:
+                return mine
+            if expect != "" or self.ex.transfer.head(path) is not None:
+                raise
+            # "Only if absent" refused with no object there: a filer-backed server (SeaweedFS)
+            # keeps a directory entry for a key that was a prefix (``a/`` of ``a/b``, even
+            # once empty), so a directory replaced by a file could never be sent.  Another
+            # writer could only have slipped in since the HEAD just now.
+            logger.info("upload: %s is a directory name on the server; sending it anyway", path)
+            return self.ex.transfer.upload(path)
+        except ConditionalWritesUnsupported:
+            logger.warning(
+                "upload: the server rejects conditional writes; "
+                "uploading without overwrite protection"
+            )
+            self.ex.conditional = False
+            return self.ex.transfer.upload(path)
+
+    def _already_stored(self, path: str) -> Uploaded | None:
+        """A conditional write lost to an object holding exactly this file's bytes: most
+        often our own first attempt, stored although its answer was lost before a retry.
+        Then the upload is done (nothing to keep twice)."""
+        before = self._now(path)
+        head = self.ex.transfer.head(path)
+        if before is None or head is None or head.size != before.size:
+            return None
+        if not self.ex.content_matches(path, head.etag):
+            return None
+        if self._now(path) != before:
+            return None
+        logger.info("upload: %s is already stored (an earlier answer was lost)", path)
+        return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
+
+
+def _as_sent(now: LocalEntry, up: Uploaded) -> bool:
+    """Whether the file as it is ``now`` is the one sent as ``up`` (an upload that read no
+    inode number matches any)."""
+    return (now.size, now.mtime_ns, now.ino) == (up.size, up.mtime_ns, up.ino or now.ino)

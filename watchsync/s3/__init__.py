@@ -1,0 +1,8 @@
+"""S3, and the only code that imports boto3, botocore, s3transfer or awscrt.
+
+``location`` (URLs and settings: plain values), ``client`` (the shared client, errors
+described), ``listing`` and ``listpage`` (streaming listings), ``transfer`` (bytes in and
+out), ``multipart``, ``native`` (the CRT's small-file uploads), ``downloads``,
+``small_object`` and ``poll`` (the change feed's object), ``retry``, ``reachability``,
+``bandwidth`` and ``extsort`` (listings sorted in bounded memory).
+"""

@@ -1,0 +1,197 @@
+"""S3 locations, the shared client, and streaming listings.  No decisions are made here."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+import botocore.session
+from botocore.config import Config
+from botocore.utils import parse_timestamp as botocore_parse_timestamp
+
+from watchsync.core.errors import (
+    ConditionalWritesUnsupported,
+    NotFound,
+    PreconditionFailed,
+    UsageError,
+    WatchsyncError,
+)
+from watchsync.s3.location import S3Settings, S3Url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client as S3Client
+else:
+    S3Client = Any
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def make_client(settings: S3Settings) -> S3Client:
+    """One client shared by every thread, its connection pool sized to the concurrency.
+
+    botocore's own retries are switched off: transient errors are retried once, by the
+    caller's tenacity policy, so attempts do not multiply.
+    """
+    core = botocore.session.get_session()
+    # Listings carry a LastModified per object; botocore's default parser (dateutil) was
+    # over half the CPU of a no-op reconcile.
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
+    )
+    try:
+        session = boto3.session.Session(
+            botocore_session=core, profile_name=settings.profile, region_name=settings.region
+        )
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise UsageError(str(exc)) from exc
+    config = Config(
+        max_pool_connections=settings.max_concurrency + 4,
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        tcp_keepalive=True,
+        # TCP's 16-bit sum lets damaged bytes through and plain http has nothing else, so
+        # bodies carry a CRC both ways unless turned off (``--no-checksum``).
+        request_checksum_calculation="when_supported" if settings.checksum else "when_required",
+        response_checksum_validation="when_supported" if settings.checksum else "when_required",
+    )
+    try:
+        client: S3Client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    except botocore.exceptions.InvalidRegionError as exc:
+        raise UsageError(f"invalid region {session.region_name!r}: {exc}") from exc
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        raise UsageError(
+            f"invalid endpoint URL {settings.endpoint_url!r} (expected http(s)://host[:port])"
+        ) from exc
+    return client
+
+
+def parse_timestamp(value: str) -> datetime:
+    """A response's timestamp: ISO 8601 as listings send it (``2026-12-02T01:00:00.000Z``)
+    at C speed, anything else (HTTP dates of HEAD answers, epoch seconds) as botocore does.
+
+    >>> parse_timestamp("2026-12-02T01:00:00.000Z")
+    datetime.datetime(2026, 12, 2, 1, 0, tzinfo=datetime.timezone.utc)
+    """
+    try:
+        when = datetime.fromisoformat(value)
+    except (ValueError, TypeError):
+        return botocore_parse_timestamp(value)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def mtime_ns(when: datetime) -> int:
+    """LastModified as integer nanoseconds since the epoch (no float rounding)."""
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an S3 or connection error, without request signatures."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "?")
+        msg = err.get("Message") or ""
+        return f"{code}: {msg}".rstrip(": ") if msg else str(code)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in text:
+        text += " (a private CA: point AWS_CA_BUNDLE or the profile's ca_bundle at it)"
+    return text
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means no answer came at all: refused, reset, timed out, DNS.
+
+    >>> unreachable(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
+    True
+    """
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    if getattr(exc, "transient", False) and getattr(exc, "status", None) == 0:
+        return True  # the native client's: no HTTP response
+    return isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectTimeoutError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.ConnectionClosedError
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
+def s3_answered(exc: BaseException) -> bool:
+    """Whether ``exc`` is an answer from S3 (an error response), not a failure to get one."""
+    return isinstance(exc, botocore.exceptions.ClientError)
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a ClientError (its HTTP status when the body had none, as for
+    HEAD requests), else the native client's code, else the exception's class name."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        return str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    code = getattr(exc, "code", None)  # the native client's errors carry S3's code too
+    if isinstance(code, str) and code:
+        return code
+    return type(exc).__name__
+
+
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "501"})
+
+
+def s3_error(exc: BaseException, what: str) -> WatchsyncError | None:
+    """The errors.py type of an S3 answer the callers act on, or None for any other error.
+
+    >>> s3_error(ValueError("x"), "k") is None
+    True
+    """
+    code = error_code(exc)
+    if code in _PRECONDITION_CODES:
+        return PreconditionFailed(what)
+    if code in _NOT_FOUND_CODES:
+        return NotFound(what)
+    if code in _NOT_IMPLEMENTED_CODES:
+        return ConditionalWritesUnsupported(what)
+    return None
+
+
+def probe_bucket(client: S3Client, where: S3Url) -> list[str]:
+    """Exists, can be listed, can be written: in that order, as the agent needs them.
+
+    HeadBucket comes first because some servers (SeaweedFS) create a missing bucket on the
+    first PutObject, which would hide a typo in the bucket name.
+    """
+    errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+    try:
+        client.head_bucket(Bucket=where.bucket)
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return [f"bucket {where.bucket} does not exist (NoSuchBucket)"]
+        if code in ("403", "AccessDenied"):
+            return [f"no access to bucket {where.bucket} (AccessDenied)"]
+        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
+    except botocore.exceptions.BotoCoreError as exc:
+        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
+    try:
+        client.list_objects_v2(Bucket=where.bucket, Prefix=where.key(""), MaxKeys=1)
+    except errors as exc:
+        return [f"cannot list {where.url()}: {describe(exc)}"]
+    probe = where.key(f".watchsync-probe-{secrets.token_hex(6)}")
+    try:
+        client.put_object(Bucket=where.bucket, Key=probe, Body=b"watchsync check")
+        client.delete_object(Bucket=where.bucket, Key=probe)
+    except errors as exc:
+        return [f"cannot write {where.url()}: {describe(exc)}"]
+    return []
+
+

@@ -1,0 +1,248 @@
+"""Downloads: an object into the local root through a temporary file, checked against its
+CRC32C where S3 keeps one, given its LastModified as mtime, and renamed into place without
+losing an edit that landed meanwhile.  Small objects come in one ``get_object``; large ones
+through s3transfer's ranged GETs.  Nothing here decides what to download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from s3transfer.manager import TransferManager
+from s3transfer.subscribers import BaseSubscriber
+
+from watchsync.core.errors import FileError, PathBlocked
+from watchsync.core.model import LocalEntry
+from watchsync.fs.tempfiles import temp_name
+from watchsync.s3.bandwidth import RateLimiter
+from watchsync.s3.client import s3_error
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.multipart import crc32c_file
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+
+
+class ChecksumMismatch(Exception):
+    """The bytes received do not match the CRC32C that S3 stored with the object."""
+
+    transient = True  # damaged in flight: fetching again is right
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(key, detail)
+        self.key = key
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"checksum mismatch on {self.key}: {self.detail}"
+
+
+class Downloads:
+    """Objects of one bucket/prefix into one local root (:class:`~.transfer.Transfer`'s
+    download side), each request under the caller's retry policy (``call``).
+
+    >>> d = Downloads(client, where, Path("/data"), settings=s, call=call, limiter=None,
+    ...               threshold=8 << 20, config=TransferConfig())  # doctest: +SKIP
+    >>> d.download("a.txt", size=5, mtime_ns=0)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        where: S3Url,
+        root: Path,
+        *,
+        settings: S3Settings,
+        call: Callable[..., Any],
+        limiter: RateLimiter | None,
+        threshold: int,
+        config: TransferConfig,
+    ) -> None:
+        self.client = client
+        self.where = where
+        self.root = root
+        self.settings = settings
+        self._call = call
+        self.limiter = limiter
+        self.threshold = threshold
+        self._config = config
+        self._root_real = os.path.realpath(root)
+        self._transfers: TransferManager | None = None
+        self._lock = threading.Lock()
+
+    def _manager(self) -> TransferManager:
+        with self._lock:
+            if self._transfers is None:
+                self._transfers = TransferManager(self.client, config=self._config)
+            return self._transfers
+
+    def close(self) -> None:
+        """Shut down s3transfer's machinery, where started."""
+        with self._lock:
+            if self._transfers is not None:
+                self._transfers.shutdown()
+                self._transfers = None
+
+    def local_target(self, path: str) -> Path:
+        """The file a relative path maps to, refusing anything that resolves outside root."""
+        target = self.root / path
+        parent = os.path.realpath(target.parent)
+        if parent != self._root_real and not parent.startswith(self._root_real + os.sep):
+            raise FileError(path, "refusing to write outside the destination")
+        return target
+
+    def download(
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
+    ) -> Path:
+        """Download the object at ``path`` to ``root/(dest or path)`` via a temporary file,
+        then set its mtime and atime to LastModified and rename it into place.
+
+        With ``keep_as``, the file being replaced must be ``replacing`` (None: no file):
+        the file there is hard-linked aside just before the rename and compared after it,
+        so an edit that landed after the caller's check (or is still being written through
+        an open handle) is kept at ``root/keep_as`` instead of being lost."""
+        key = self.where.key(path)
+        target_rel = dest if dest is not None else path
+        # Checked before mkdir too: a symlinked directory must not get subdirectories made
+        # outside the destination; checked again after, as mkdir may race with a new link.
+        target = self.local_target(target_rel)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise PathBlocked(target_rel, "a file is in the way of its directory") from exc
+        except OSError as exc:
+            raise FileError(target_rel, exc.strerror or str(exc)) from exc
+        target = self.local_target(target_rel)
+        if target.is_dir() and not target.is_symlink():
+            raise PathBlocked(target_rel, "a directory is in the way")
+        tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
+        try:
+            if size >= self.threshold:
+                self._call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
+            else:
+                self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            aside = self._link_aside(target) if keep_as is not None else None
+            os.replace(tmp, target)
+            if aside is not None and keep_as is not None:
+                self._keep_if_changed(aside, replacing, keep_as, shown=target_rel)
+        except IsADirectoryError as exc:  # made meanwhile (a download below it, or the user)
+            raise PathBlocked(target_rel, "a directory is in the way") from exc
+        except OSError as exc:
+            raise FileError(target_rel, exc.strerror or str(exc)) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return target
+
+    def _link_aside(self, target: Path) -> Path | None:
+        """A second name for the file about to be replaced (None when there is none)."""
+        aside = target.with_name(temp_name(target.name, "old-" + secrets.token_hex(4)))
+        try:
+            os.link(target, aside, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            # A directory made there meanwhile (a download below it): linking it says EPERM.
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise IsADirectoryError(exc.errno, "a directory is in the way") from exc
+            raise
+        return aside
+
+    def _keep_if_changed(
+        self, aside: Path, replacing: LocalEntry | None, keep_as: str, *, shown: str
+    ) -> None:
+        """Drop the replaced file if it is the one expected; else move it to ``keep_as``."""
+        try:
+            st = os.lstat(aside)
+            if replacing is not None and (st.st_size, st.st_mtime_ns) == (
+                replacing.size,
+                replacing.mtime_ns,
+            ):
+                aside.unlink()
+                return
+            logger.warning(
+                "download: %s changed while it was replaced; the local version is kept as %s",
+                shown,
+                keep_as,
+            )
+            os.replace(aside, self.local_target(keep_as))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                aside.unlink()
+
+    def _get(self, key: str, tmp: Path, etag: str) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        if self.settings.checksum:
+            kwargs["ChecksumMode"] = "ENABLED"  # botocore checks the body against it
+        try:
+            resp = self.client.get_object(**kwargs)
+        except Exception as exc:
+            # 412: the object changed since it was listed; the caller looks again.
+            raise (s3_error(exc, key) or exc) from exc
+        body = resp["Body"]
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := body.read(_CHUNK):
+                    if self.limiter:
+                        self.limiter.take(len(chunk))
+                    out.write(chunk)
+        except botocore.exceptions.FlexibleChecksumError as exc:
+            raise ChecksumMismatch(key, str(exc)) from exc
+        finally:
+            body.close()
+
+    def _get_multipart(self, key: str, tmp: Path, size: int) -> None:
+        future = self._manager().download(
+            self.where.bucket, key, str(tmp), subscribers=[_ProvideSize(size)]
+        )
+        future.result()
+        if self.settings.checksum:
+            self._verify_download(key, tmp)
+
+    def _verify_download(self, key: str, tmp: Path) -> None:
+        """Ranged GETs carry no whole-object checksum: compare the file with the object's
+        full-object CRC32C, where it has one (composite per-part sums are left alone)."""
+        head = self.client.head_object(Bucket=self.where.bucket, Key=key, ChecksumMode="ENABLED")
+        expected = head.get("ChecksumCRC32C", "")
+        if not expected or "-" in expected or head.get("ChecksumType") == "COMPOSITE":
+            return
+        with open(tmp, "rb") as f:
+            actual = crc32c_file(f, str(tmp))
+        if actual != expected:
+            raise ChecksumMismatch(key, f"S3 has CRC32C {expected}, the file {actual}")
+
+
+class _ProvideSize(BaseSubscriber):
+    """Hands s3transfer the size from the listing, so it sends no HEAD request."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self._size)

@@ -1,0 +1,646 @@
+"""Moving bytes: uploads, downloads, copies and deletes through one shared boto3 client.
+
+Small files go up in one PUT (through the native client where it serves, else
+``put_object``); large ones through the multipart uploader (multipart.py), which bounds
+memory and parallelises parts.  Downloads are :class:`~.downloads.Downloads`'.  Every call
+runs under the one retry policy, counted by the reachability watch (reachability.py).
+Nothing here decides what to transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from watchsync.core.errors import (
+    ConditionalWritesUnsupported,
+    FileError,
+    NotFound,
+    PreconditionFailed,
+)
+from watchsync.core.model import LocalEntry, RemoteEntry, Skipped
+from watchsync.s3 import native as native
+from watchsync.s3.bandwidth import RateLimiter, ThrottledReader, shared_limiter
+from watchsync.s3.client import make_client, mtime_ns, s3_error
+from watchsync.s3.downloads import Downloads
+from watchsync.s3.listing import list_entries
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.multipart import Multipart, crc32c_file
+from watchsync.s3.reachability import Reachability, UntilAnswered
+from watchsync.s3.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """What an upload put in S3: the file as it was opened, and the new object's ETag."""
+
+    size: int
+    mtime_ns: int
+    etag: str
+    ino: int = 0  # the file's st_ino, 0 when unknown
+
+
+class Started(Protocol):
+    """An upload under way, from :meth:`Objects.start_upload`."""
+
+    path: str
+
+    def result(self) -> Uploaded: ...
+
+
+class Objects(Protocol):
+    """What the executor and the agent's rooms need of S3 and the local root: the surface of
+    :class:`Transfer`, so tests can pass a small fake."""
+
+    root: Path
+    where: S3Url
+
+    def upload(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> Uploaded: ...
+
+    def start_upload(
+        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> Started | None: ...
+
+    def download(
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
+    ) -> Path: ...
+
+    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str: ...
+
+    def head(self, path: str) -> RemoteEntry | None: ...
+
+    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
+
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]: ...
+
+    def delete_local(self, path: str) -> None: ...
+
+
+class Sending:
+    """A native PUT under way (:meth:`Transfer.start_upload`); :meth:`result` waits for it."""
+
+    def __init__(
+        self,
+        watch: Reachability,
+        path: str,
+        key: str,
+        future: native.Upload,
+        sent: Uploaded,
+        timeout: float,
+    ) -> None:
+        self._watch = watch  # counts each answer, or its absence
+        self.path = path
+        self._key = key
+        self._future = future
+        self._sent = sent  # the file as it was stat'ed before the PUT
+        self._timeout = timeout
+
+    def result(self) -> Uploaded:
+        """The upload as stored; raises as :meth:`Transfer.upload` would on a first attempt."""
+        watch = self._watch
+        try:
+            etag = native.wait(self._future, self._timeout)
+        except native.CrtPreconditionFailed as exc:
+            watch.ok()
+            raise PreconditionFailed(self._key) from exc
+        except native.CrtFileChanged as exc:
+            raise FileError(self.path, "changed or unreadable while uploading") from exc
+        except Exception as exc:
+            watch.failed(exc)
+            raise
+        watch.ok()
+        sent = self._sent
+        return Uploaded(sent.size, sent.mtime_ns, etag, sent.ino)
+
+
+class Transfer:
+    """S3 object operations for one bucket/prefix and one local root.
+
+    >>> t = Transfer(client, S3Url.parse("s3://bucket/p"), Path("/data"))  # doctest: +SKIP
+    >>> t.upload("a.txt")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        where: S3Url,
+        root: Path,
+        *,
+        settings: S3Settings | None = None,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        max_concurrency: int = 16,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        crt: native.CrtUploader | None = None,
+        owns_client: bool = False,
+        give_up_after: int | None = None,
+    ) -> None:
+        self.client = client
+        self.reachability = Reachability(give_up_after, what=client.meta.endpoint_url)
+        self._owns_client = owns_client
+        self._close_lock = threading.Lock()
+        # Small uploads go through the native client when there is one and no bandwidth cap
+        # applies (the cap is enforced on Python reads, which the native client bypasses).
+        self.crt = crt if limiter is None else None
+        self._owned_crt = crt
+        self._native_failure: Exception | None = None
+        self.where = where
+        self.root = root
+        self.settings = settings or S3Settings()
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter
+        self.threshold = multipart_threshold
+        self._config = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold, 8 * 1024 * 1024),
+            max_concurrency=max(2, min(max_concurrency, 10)),
+            max_bandwidth=int(limiter.rate) if limiter else None,
+            use_threads=True,
+        )
+        self._root_real = os.path.realpath(root)
+        self.downloads = Downloads(
+            client,
+            where,
+            root,
+            settings=self.settings,
+            call=self._call,
+            limiter=limiter,
+            threshold=multipart_threshold,
+            config=self._config,
+        )
+        self._parts = Multipart(
+            client,
+            where,
+            settings=self.settings,
+            call=self._call,
+            limiter=limiter,
+            part_size=self._config.multipart_chunksize,
+            concurrency=self._config.max_request_concurrency,
+        )
+
+    def _call(self, fn: Callable[[], T], *, what: str) -> T:
+        """``fn`` under the retry policy, each attempt counted by the reachability watch."""
+        watch = self.reachability
+
+        def attempt() -> T:
+            watch.check()
+            try:
+                result = fn()
+            except Exception as exc:
+                watch.failed(exc)
+                raise
+            watch.ok()
+            return result
+
+        return self.retry.call(attempt, what=what)
+
+    def probe(self) -> None:
+        """One cheap request (a one-key listing of the prefix), not retried and not held
+        back by the reachability watch: raises when nothing answered.  An answer that is an
+        S3 error (access denied, no such bucket) still means the endpoint is there."""
+        try:
+            self.client.list_objects_v2(
+                Bucket=self.where.bucket, Prefix=self.where.key(""), MaxKeys=1
+            )
+        except botocore.exceptions.ClientError:
+            return
+
+    def close(self) -> None:
+        """Shut down the multipart machinery and the native client, where started."""
+        self.downloads.close()
+        with self._close_lock:
+            if self._owned_crt is not None:
+                self._owned_crt.close()
+                self._owned_crt = self.crt = None
+            if self._owns_client:
+                self._owns_client = False
+                self.client.close()
+
+    def __enter__(self) -> Transfer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- uploads -------------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> Uploaded:
+        """Upload ``root/path`` to its key; a conditional write that loses raises
+        :class:`PreconditionFailed`.  Local read errors become :class:`FileError`."""
+        key = key if key is not None else self.where.key(path)
+        extra: dict[str, Any] = self.settings.extra_args(path)
+        try:
+            f = open(os.path.join(self.root, path), "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise FileError(path, exc.strerror or str(exc)) from exc
+        with f:
+            st = os.fstat(f.fileno())
+            etag: str | None
+            if st.st_size >= self.threshold:
+                if self.settings.checksum:
+                    # Given up front, s3transfer makes it a FULL_OBJECT checksum that S3
+                    # checks on completion, besides each part's own CRC.
+                    extra["ChecksumCRC32C"] = crc32c_file(f, path, st.st_size)
+                conditions = {"IfMatch": f'"{if_match}"'} if if_match else {}
+                if if_none_match and not if_match:
+                    conditions = {"IfNoneMatch": "*"}
+                etag = self._parts.upload(f, key, st.st_size, extra, conditions)
+            else:
+                if if_match:
+                    extra["IfMatch"] = f'"{if_match}"'
+                elif if_none_match:
+                    extra["IfNoneMatch"] = "*"
+                etag = self._put_native(path, key, st.st_size, extra) if self.crt else None
+                if etag is None:
+                    if self.settings.checksum:
+                        extra["ChecksumAlgorithm"] = "CRC32C"
+                    etag = self._put(f, key, extra)
+                    self._native_unusable()
+        return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
+
+    def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
+        body: Any = ThrottledReader(f, self.limiter) if self.limiter else f
+
+        def once() -> str:
+            f.seek(0)
+            try:
+                resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
+            except Exception as exc:
+                raise (s3_error(exc, key) or exc) from exc
+            return resp.get("ETag", "").strip('"')
+
+        return self._call(once, what=f"upload {key}")
+
+    def _put_native(self, path: str, key: str, size: int, extra: dict[str, Any]) -> str | None:
+        """One PUT through the native client.  None when it failed below S3 (TLS, proxies,
+        redirects it does not follow): the caller then tries boto3, and if boto3 gets
+        through, every later upload skips the native client."""
+        crt = self.crt
+        assert crt is not None
+        headers, filename, timeout = self._native_request(path, size, extra)
+
+        def once() -> str:
+            try:
+                return crt.put_file(
+                    self.where.bucket, key, filename, size=size, headers=headers, timeout=timeout
+                )
+            except native.CrtPreconditionFailed as exc:
+                raise PreconditionFailed(key) from exc
+            except native.CrtFileChanged as exc:
+                raise FileError(path, "changed or unreadable while uploading") from exc
+
+        try:
+            return self._call(once, what=f"upload {key}")
+        except native.CrtError as exc:
+            if exc.status >= 400 and exc.code not in _REDIRECTS:
+                raise  # S3 itself said no: boto3 would hear the same
+            self._native_failure = exc
+            return None
+
+    def _native_request(
+        self, path: str, size: int, extra: Mapping[str, Any]
+    ) -> tuple[dict[str, str], str, float]:
+        """Headers, file name and timeout of a native PUT of ``path``."""
+        headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
+        # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
+        return headers, os.path.join(self.root, path), self.settings.read_timeout + size / 65536
+
+    def start_upload(
+        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> Sending | None:
+        """Start a native PUT of a small file and return at once, so that many go out
+        side by side from one thread; None when it must take :meth:`upload` (no native
+        client, a large file, or the native client failed before).  The first attempt
+        only: the caller takes :meth:`upload` again for anything but success."""
+        crt = self.crt
+        if crt is None or self._native_failure is not None:
+            return None
+        try:
+            st = os.stat(os.path.join(self.root, path))
+        except OSError as exc:
+            raise FileError(path, exc.strerror or str(exc)) from exc
+        if st.st_size >= self.threshold:
+            return None
+        extra: dict[str, Any] = self.settings.extra_args(path)
+        if if_match:
+            extra["IfMatch"] = f'"{if_match}"'
+        elif if_none_match:
+            extra["IfNoneMatch"] = "*"
+        headers, filename, timeout = self._native_request(path, st.st_size, extra)
+        self.reachability.check()
+        key = self.where.key(path)
+        try:
+            future = crt.submit(self.where.bucket, key, filename, size=st.st_size, headers=headers)
+        except Exception as exc:
+            self.reachability.failed(exc)
+            raise
+        sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino)
+        return Sending(self.reachability, path, key, future, sent, timeout)
+
+    def _native_unusable(self) -> None:
+        """boto3 succeeded where the native client had failed: stop using it."""
+        if self._native_failure is not None and self.crt is not None:
+            logger.warning(
+                "upload: native client fails here (%s); using boto3", self._native_failure
+            )
+            self.crt = None
+
+    def abort_stale_uploads(self, *, older_than: float, now: float | None = None) -> int:
+        """Abort this prefix's multipart uploads older than ``older_than`` seconds (see
+        :meth:`Multipart.abort_stale`); returns how many were aborted."""
+        return self._parts.abort_stale(older_than=older_than, now=now)
+
+    # -- downloads -----------------------------------------------------------------------
+
+    def local_target(self, path: str) -> Path:
+        """The file a relative path maps to, refusing anything that resolves outside root."""
+        return self.downloads.local_target(path)
+
+    def download(
+        self,
+        path: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        etag: str = "",
+        dest: str | None = None,
+        replacing: LocalEntry | None = None,
+        keep_as: str | None = None,
+    ) -> Path:
+        """See :meth:`Downloads.download`."""
+        return self.downloads.download(
+            path,
+            size=size,
+            mtime_ns=mtime_ns,
+            etag=etag,
+            dest=dest,
+            replacing=replacing,
+            keep_as=keep_as,
+        )
+
+    # -- metadata, copies and deletes ------------------------------------------------------
+
+    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
+        """The objects under the prefix in key order (see :func:`remote.list_entries`).
+
+        Under a give-up limit (``sync``), a first request that finds no connection at all
+        is not retried: nothing has ever answered there, so the run ends at once."""
+        retry = self.retry
+        if self.reachability.give_up_after is not None:
+            retry = UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
+        return list_entries(self.client, self.where, for_download=for_download, retry=retry)
+
+    def head(self, path: str) -> RemoteEntry | None:
+        """The object at ``path`` as a listing would show it, or None when there is none."""
+        key = self.where.key(path)
+
+        def once() -> RemoteEntry | None:
+            try:
+                resp = self.client.head_object(Bucket=self.where.bucket, Key=key)
+            except Exception as exc:
+                if isinstance(s3_error(exc, key), NotFound):
+                    return None
+                raise
+            etag = resp.get("ETag", "").strip('"')
+            return RemoteEntry(path, resp["ContentLength"], mtime_ns(resp["LastModified"]), etag)
+
+        return self._call(once, what=f"head {key}")
+
+    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str:
+        """Server-side copy of one object under the prefix; returns the new ETag.  A source
+        that is gone raises :class:`NotFound`; with ``if_match``, a source with another ETag
+        raises :class:`PreconditionFailed`."""
+        src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
+        dst = self.where.key(dst_path)
+        extra: dict[str, Any] = self.settings.extra_args(dst_path)
+        if if_match:
+            extra["CopySourceIfMatch"] = f'"{if_match}"'
+
+        def once() -> str:
+            try:
+                resp = self.client.copy_object(
+                    Bucket=self.where.bucket,
+                    Key=dst,
+                    CopySource=src,  # type: ignore[arg-type]
+                    MetadataDirective="REPLACE" if "ContentType" in extra else "COPY",
+                    **extra,
+                )
+            except Exception as exc:
+                raise (s3_error(exc, src["Key"]) or exc) from exc
+            return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
+
+        return self._call(once, what=f"copy {dst}")
+
+    def delete_remote(
+        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """Delete objects in batches of 1000; returns (path, error code) for each that
+        failed.  A path in ``etags`` is deleted only if its object still has that ETag
+        (DeleteObjects' per-object condition); one that lost fails with
+        ``PreconditionFailed``.  A server that rejects the condition raises
+        :class:`ConditionalWritesUnsupported`."""
+        failed: list[tuple[str, str]] = []
+        batch: list[str] = []
+        for path in paths:
+            batch.append(path)
+            if len(batch) == 1000:
+                failed += self._delete_batch(batch, etags or {})
+                batch = []
+        if batch:
+            failed += self._delete_batch(batch, etags or {})
+        return failed
+
+    def _delete_batch(self, paths: list[str], etags: Mapping[str, str]) -> list[tuple[str, str]]:
+        by_key = {self.where.key(p): p for p in paths}
+        objects: list[Any] = [
+            {"Key": k, "ETag": f'"{etags[p]}"'} if etags.get(p) else {"Key": k}
+            for k, p in by_key.items()
+        ]
+
+        def once() -> list[tuple[str, str]]:
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.where.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            except Exception as exc:
+                mapped = s3_error(exc, self.where.url())
+                if isinstance(mapped, ConditionalWritesUnsupported):
+                    raise mapped from exc
+                raise
+            return [
+                (by_key.get(e.get("Key", ""), e.get("Key", "")), e.get("Code", "error"))
+                for e in resp.get("Errors", [])
+            ]
+
+        return self._call(once, what=f"delete {len(paths)} objects")
+
+    def delete_local(self, path: str) -> None:
+        """Remove one file under the root (never a directory tree, never through a
+        symlinked directory: the file there is another path's, which may be kept)."""
+        target = self.local_target(path)
+        head = os.path.dirname(path)
+        lexical = os.path.join(self._root_real, head) if head else self._root_real
+        if os.path.realpath(target.parent) != os.path.normpath(lexical):
+            raise FileError(path, "refusing to delete through a symlinked directory")
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError as exc:
+            raise FileError(path, "is a directory") from exc
+        except OSError as exc:
+            raise FileError(path, exc.strerror or str(exc)) from exc
+
+
+# Answers meaning "ask elsewhere" (another region): boto3 follows them, the native client
+# does not, so they send the upload (and the rest) back to boto3.
+_REDIRECTS = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed"})
+
+# boto3 ExtraArgs -> the HTTP headers the native client sends.
+_HEADERS = {
+    "ContentType": "Content-Type",
+    "ServerSideEncryption": "x-amz-server-side-encryption",
+    "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
+    "StorageClass": "x-amz-storage-class",
+    "IfMatch": "If-Match",
+    "IfNoneMatch": "If-None-Match",
+}
+
+
+def open_transfer(
+    settings: S3Settings,
+    where: S3Url,
+    root: Path,
+    *,
+    client: S3Client | None = None,
+    native_ok: bool = True,
+    retry: RetryPolicy | None = None,
+    give_up_after: int | None = None,
+) -> Transfer:
+    """The one way both commands get a :class:`Transfer`, with the one native-client rule.
+
+    The native uploader is used only when this call makes the client (an injected client is
+    the whole S3 connection: tests, proxies), no bandwidth cap applies (it is enforced on
+    Python reads) and the caller allows it (not for a dry run).
+
+    >>> t = open_transfer(S3Settings(), S3Url.parse("s3://b"), Path("."))  # doctest: +SKIP
+    """
+    owns = client is None
+    s3 = client if client is not None else make_client(settings)
+    uploader = (
+        native_uploader(settings, s3) if owns and native_ok and not settings.bwlimit else None
+    )
+    return Transfer(
+        s3,
+        where,
+        root,
+        settings=settings,
+        retry=retry,
+        limiter=shared_limiter(settings.bwlimit) if settings.bwlimit else None,
+        max_concurrency=settings.max_concurrency,
+        crt=uploader,
+        owns_client=owns,
+        give_up_after=give_up_after,
+    )
+
+
+def native_uploader(settings: S3Settings, client: S3Client) -> native.CrtUploader | None:
+    """The native small-file uploader, aimed where ``client`` goes (its endpoint and region,
+    so ``AWS_ENDPOINT_URL`` and profiles count the same), or None where it is unavailable
+    (``WATCHSYNC_NATIVE=0``, no awscrt, no credentials): boto3 then does every upload."""
+    if os.environ.get("WATCHSYNC_NATIVE", "1") == "0" or not native.available():
+        return None
+    try:
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        if session.get_credentials() is None:
+            return None
+        region = client.meta.region_name or "us-east-1"
+        endpoint, why_not = native_endpoint(client, region)
+        if why_not:
+            logger.debug("upload: native client not used: %s", why_not)
+            return None
+        return native.CrtUploader(
+            endpoint_url=endpoint,
+            region=region,
+            session=session,
+            max_concurrency=max(64, settings.max_concurrency * 2),
+            checksum=settings.checksum,
+            # botocore's resolution of AWS_CA_BUNDLE and the profile's ca_bundle
+            ca_file=session._session.get_config_variable("ca_bundle"),
+        )
+    except Exception as exc:  # any trouble here only costs speed
+        logger.debug("upload: native client unavailable: %s", exc)
+        return None
+
+
+def native_endpoint(client: S3Client, region: str) -> tuple[str | None, str]:
+    """Where the native client may go: ``(endpoint_url, "")``, with None meaning AWS's plain
+    regional endpoint (its own virtual-hosted addressing), or ``(None, why_not)``.
+
+    The native client only knows the plain ``{bucket}.s3.{region}.amazonaws.com``: where
+    botocore resolved anything else on AWS (FIPS, dualstack, accelerate, a VPC endpoint or
+    access point URL) it would bypass that choice, so boto3 keeps every upload there.
+
+    >>> native_endpoint(boto3.client("s3", region_name="eu-west-1"), "eu-west-1")  # doctest: +SKIP
+    (None, '')
+    """
+    endpoint = client.meta.endpoint_url
+    host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
+    if not host.endswith(".amazonaws.com"):
+        return endpoint, ""  # an S3-compatible server: path-style to exactly this URL
+    config: Any = client.meta.config  # the stubs lack the resolved endpoint options
+    s3_options = config.s3 or {}
+    if config.use_fips_endpoint or "fips" in host:
+        return None, "FIPS endpoint"
+    if config.use_dualstack_endpoint or s3_options.get("use_dualstack_endpoint"):
+        return None, "dualstack endpoint"
+    if s3_options.get("use_accelerate_endpoint"):
+        return None, "accelerate endpoint"
+    if host not in (f"s3.{region}.amazonaws.com", "s3.amazonaws.com"):
+        return None, f"endpoint {host} is not the plain regional one"
+    return None, ""
