@@ -3,6 +3,7 @@ remote deletes, a write landing after a download or delete."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from world import (
 from watchsync.agent.uploader import Settled
 from watchsync.core.errors import ConditionalWritesUnsupported
 from watchsync.core.model import Action, Item, Kind, LocalEntry, Skipped, SyncedEntry
-from watchsync.engine.executor import Executor, NullRecorder, Skips
+from watchsync.engine.executor import Executor, NullRecorder, Outcome, Skips
 from watchsync.s3.transfer import Uploaded
 
 
@@ -263,3 +264,25 @@ def test_local_delete_keeps_an_append_landing_after_the_recheck(tmp_path: Path) 
     )
     assert target.read_bytes() == b"v1+ appended"
     assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+
+
+def test_a_file_replaced_by_one_of_the_same_size_and_time_is_not_what_was_planned(
+    tmp_path: Path,
+) -> None:
+    """Another file renamed over the planned one carries its size and mtime; only its
+    inode tells it apart.  A download over it, or its delete, waits for the next look."""
+    objects = FakeObjects(tmp_path)
+    objects.put("doc.txt", b"v2 from S3")
+    target = tmp_path / "doc.txt"
+    target.write_bytes(b"v1 seen")
+    st = target.stat()
+    planned = LocalEntry("doc.txt", st.st_size, st.st_mtime_ns, st.st_ino)
+    other = tmp_path / "other.txt"
+    other.write_bytes(b"v1 user")  # same size
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, target)  # a new inode at the path
+    executor = Executor(objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool)
+    down = Action(Kind.DOWNLOAD, "doc.txt", "remote changed", planned, objects.entry("doc.txt"))
+    assert executor.apply(down) is Outcome.STALE
+    executor.delete([Action(Kind.DELETE_LOCAL, "doc.txt", "deleted in S3", planned)])
+    assert target.read_bytes() == b"v1 user"

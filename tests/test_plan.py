@@ -40,6 +40,7 @@ from watchsync.core.plan import (
     plan_rename,
     plan_sync,
     same_content,
+    same_file,
 )
 
 S = 1_000_000_000  # ns per second
@@ -769,6 +770,46 @@ def test_plan_delete_lost(rem: RemoteEntry | None, mode: Mode, want: Any) -> Non
     assert (None if got is None else (got.kind, got.reason)) == want
     if got is not None and got.kind is DWN:
         assert got.remote == rem
+
+
+# --------------------------------------------------------------------------------- same_file
+
+# Each caller's two looks: a walk or stat (LocalEntry), a record (SyncedEntry), an upload
+# (Uploaded: size, mtime_ns, ino); ino 0 means the look did not learn the file's identity.
+SAME_FILE_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, bool]] = [
+    ("neither-exists", None, None, True),
+    ("gone-since", None, Y("a"), False),
+    ("new-since", L("a"), None, False),
+    ("same-size-and-time", L("a"), Y("a"), True),
+    ("size-differs", L("a", size=2), Y("a"), False),
+    ("time-differs-by-a-nanosecond", L("a", mtime=T + 1), Y("a"), False),
+    ("same-inode", LocalEntry("a", 1, T, ino=7), SyncedEntry("a", 1, T, "e1", T, ino=7), True),
+    (
+        "another-file-renamed-over-it",
+        LocalEntry("a", 1, T, ino=7),
+        SyncedEntry("a", 1, T, "e1", T, ino=8),
+        False,
+    ),
+    ("inode-known-on-one-side-only", LocalEntry("a", 1, T, ino=7), Y("a"), True),
+    ("inode-unknown-here", L("a"), SyncedEntry("a", 1, T, "e1", T, ino=8), True),
+    (
+        "same-inode-other-size",
+        LocalEntry("a", 2, T, ino=7),
+        SyncedEntry("a", 1, T, "e1", T, ino=7),
+        False,
+    ),
+    ("the-object-side-is-not-compared", L("a"), Y("a", etag="e2", rmtime=T + S), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("loc", "syn", "same"),
+    [row[1:] for row in SAME_FILE_TABLE],
+    ids=[r[0] for r in SAME_FILE_TABLE],
+)
+def test_same_file(loc: LocalEntry | None, syn: SyncedEntry | None, same: bool) -> None:
+    assert same_file(loc, syn) is same
+    assert same_file(syn, loc) is same  # the order of the looks does not matter
 
 
 def test_same_content_becomes_a_record() -> None:

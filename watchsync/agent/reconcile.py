@@ -44,7 +44,7 @@ from watchsync.core.model import (
     SyncedEntry,
     without_skipped,
 )
-from watchsync.core.plan import ReconcileOptions, as_last_synced, plan_reconcile
+from watchsync.core.plan import ReconcileOptions, plan_reconcile, same_file
 from watchsync.engine.executor import Executor, PassStats, Skips
 from watchsync.fs.tempfiles import is_temp_name
 from watchsync.fs.walk import WalkOptions, walk
@@ -156,7 +156,7 @@ class Reconcile:
         again = [
             path
             for path, local in looked.items()
-            if self.scope.included(path) and not as_last_synced(local, self.store.get(path))
+            if self.scope.included(path) and not same_file(local, self.store.get(path))
         ]
         self.dirty.note(again)
 
@@ -285,7 +285,7 @@ def _diverging(
             looked[syn.path] = None
             syn = next(it, None)
         if syn is not None and syn.path == entry.path:
-            if (syn.size, syn.mtime_ns) != (entry.size, entry.mtime_ns):
+            if not same_file(entry, syn):
                 looked[entry.path] = entry
             syn = next(it, None)
         else:
@@ -372,7 +372,7 @@ def _stat_one(root: Path, path: str, follow: bool) -> LocalEntry | Skipped | str
         return None  # not following: links are left out, like the walk does
     if not stat.S_ISREG(st.st_mode):
         return Skipped(path, "not a regular file")
-    return LocalEntry(path, st.st_size, st.st_mtime_ns)
+    return LocalEntry(path, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _outermost(dirs: Iterable[str]) -> list[str]:

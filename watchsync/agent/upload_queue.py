@@ -22,7 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from watchsync.core.model import Action, Item, Kind
+from watchsync.core.model import Action, Item, Kind, SyncedEntry
+from watchsync.core.plan import same_file
 from watchsync.state.store import JournalEntry, StateStore
 
 
@@ -299,11 +300,20 @@ class Pending:
         """The paths of ``actions`` (at most :data:`BATCH`) the uploader recorded since the
         plan was made: their state is no longer the one the plan saw."""
         now = self.store.get_many([a.path for a in actions])
-        return {a.path for a in actions if now.get(a.path) != a.synced}
+        return {a.path for a in actions if not _same_record(now.get(a.path), a.synced)}
 
     def close(self) -> None:
         """Wake every waiter; later adds are dropped (the journal keeps them)."""
         self.queue.close()
+
+
+def _same_record(a: SyncedEntry | None, b: SyncedEntry | None) -> bool:
+    """Whether two reads of a path's record found the same record: the same file, and the
+    same object too (the uploader sending a file the state already describes, as for an
+    object deleted in S3, changes only the record's object side)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return same_file(a, b) and (a.etag, a.remote_mtime_ns) == (b.etag, b.remote_mtime_ns)
 
 
 class Batch:

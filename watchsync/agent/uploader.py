@@ -28,7 +28,7 @@ from watchsync.agent.outage import Outage, no_answer
 from watchsync.agent.status import Status
 from watchsync.core.errors import FileError, PreconditionFailed
 from watchsync.core.model import Action, Item, Kind, LocalEntry, SyncedEntry
-from watchsync.core.plan import PathOptions, as_last_synced, plan_path, plan_rename
+from watchsync.core.plan import PathOptions, plan_path, plan_rename, same_file
 from watchsync.engine.deleter import file_exists
 from watchsync.engine.executor import Executor, Outcome
 from watchsync.engine.sender import Sent
@@ -241,7 +241,7 @@ class Uploader:
         if self.dirty is None:
             return False
         local = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
-        return as_last_synced(local, self.store.get(path))
+        return same_file(local, self.store.get(path))
 
     def _look_again(self, path: str) -> None:
         """The next reconcile looks at ``path`` even when it trusts the watcher."""

@@ -7,7 +7,9 @@ The agent's single-path decisions live here too: ``plan_path`` (a path the watch
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
 object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
-Executors ask; they never decide.
+``same_file`` is the one answer to "is this still the file that was looked at?", wherever
+it is asked (the planner, the executor's re-checks, a download or delete keeping a late
+write).  Executors ask; they never decide.
 """
 
 from __future__ import annotations
@@ -182,20 +184,34 @@ def plan_reconcile(
             yield action
 
 
-def local_changed(loc: LocalEntry, syn: SyncedEntry) -> bool:
-    """Whether the file differs from the one last synced (by size and time, and by identity
-    where both are known: another file renamed over it may have the same size and time)."""
-    if loc.ino and syn.ino and loc.ino != syn.ino:
-        return True
-    return loc.size != syn.size or loc.mtime_ns != syn.mtime_ns
+class FileLook(Protocol):
+    """One look at a file: what :func:`same_file` compares (an entry, a record, an upload)."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime_ns(self) -> int: ...
+
+    @property
+    def ino(self) -> int: ...
 
 
-def as_last_synced(loc: LocalEntry | None, syn: SyncedEntry | None) -> bool:
-    """Whether the file is the one last synced, or neither exists: a pass that trusts the
-    state for S3 plans nothing for it."""
-    if loc is None or syn is None:
-        return loc is None and syn is None
-    return not local_changed(loc, syn)
+def same_file(a: FileLook | None, b: FileLook | None) -> bool:
+    """Whether two looks at one path saw the same file: both saw none, or both saw one of
+    the same size and mtime and, where both know it (non-zero), the same inode (a file
+    renamed over another may carry its size and mtime; only its identity tells it apart).
+
+    >>> same_file(LocalEntry("a", 1, 5, ino=7), SyncedEntry("a", 1, 5, "e", 5, ino=8))
+    False
+    >>> same_file(LocalEntry("a", 1, 5, ino=7), SyncedEntry("a", 1, 5, "e", 5))
+    True
+    """
+    if a is None or b is None:
+        return a is None and b is None
+    if a.ino and b.ino and a.ino != b.ino:
+        return False
+    return a.size == b.size and a.mtime_ns == b.mtime_ns
 
 
 def remote_changed(rem: RemoteEntry, syn: SyncedEntry) -> bool:
@@ -232,7 +248,7 @@ def _reconcile_one(
     if loc is not None and rem is not None:
         if syn is None:
             return _first_meeting(loc, rem, opts, act)
-        lc, rc = local_changed(loc, syn), remote_changed(rem, syn)
+        lc, rc = not same_file(loc, syn), remote_changed(rem, syn)
         if lc and rc:
             return act(Kind.CONFLICT, "changed on both sides")
         if lc:
@@ -243,7 +259,7 @@ def _reconcile_one(
     if loc is not None:  # not in S3
         if syn is None:
             return act(Kind.UPLOAD, "new local file") if push else None
-        if local_changed(loc, syn):
+        if not same_file(loc, syn):
             return act(Kind.UPLOAD, "local changed, remote deleted") if push else None
         if opts.delete and opts.mode is not Mode.PUSH:
             return act(Kind.DELETE_LOCAL, "deleted in S3")
@@ -340,7 +356,7 @@ def plan_path(
     path = local.path
     if item.absent:
         return Action(Kind.UPLOAD, path, "not in S3", local, synced=synced, expect="")
-    if synced is not None and not local_changed(local, synced):
+    if synced is not None and same_file(local, synced):
         return None  # e.g. the agent's own download landing
     expect = item.expect_etag or (synced.etag if synced is not None else "")
     reason = "local changed" if synced is not None else "new local file"

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from watchsync.core.errors import ConditionalWritesUnsupported, FileError
 from watchsync.core.model import Action, Kind, RemoteEntry
-from watchsync.core.plan import plan_delete_lost
+from watchsync.core.plan import plan_delete_lost, same_file
 from watchsync.fs.tempfiles import temp_name
+from watchsync.fs.walk import entry_of
 
 if TYPE_CHECKING:
     from watchsync.engine.executor import Executor
@@ -171,8 +172,7 @@ class Deleter:
         was = action.local
         assert was is not None
         try:
-            st = os.lstat(aside)
-            if (st.st_size, st.st_mtime_ns) == (was.size, was.mtime_ns):
+            if same_file(entry_of(action.path, os.lstat(aside)), was):
                 return False
             target = self.ex.root / action.path
             keep = target

@@ -34,7 +34,7 @@ from watchsync.core.errors import (
     PreconditionFailed,
 )
 from watchsync.core.model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
-from watchsync.core.plan import CONFLICT_STEPS, ConflictStep, same_content
+from watchsync.core.plan import CONFLICT_STEPS, ConflictStep, same_content, same_file
 from watchsync.engine.deleter import Deleter, expected_etag
 from watchsync.engine.sender import Sender, Sent
 from watchsync.engine.spool import Spool
@@ -551,10 +551,7 @@ class Executor:
 
     def unchanged_since_plan(self, action: Action) -> bool:
         now = stat_entry(self.root, action.path, follow_symlinks=self.follow)
-        was = action.local
-        if now is None or was is None:
-            return now is None and was is None
-        return (now.size, now.mtime_ns) == (was.size, was.mtime_ns)
+        return same_file(now, action.local)
 
     def _same(self, action: Action) -> bool:
         loc, rem = action.local, action.remote

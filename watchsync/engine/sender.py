@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from watchsync.core.errors import ConditionalWritesUnsupported, FileError, PreconditionFailed
 from watchsync.core.model import Action, Kind, LocalEntry, SyncedEntry
+from watchsync.core.plan import same_file
 from watchsync.fs.walk import stat_entry
 from watchsync.s3.transfer import Started, Uploaded
 
@@ -48,7 +49,7 @@ class Sender:
             )
             self.ex.events.finished(shown, up.size)
             after = self._now(path)
-            if after is None or _as_sent(after, up):
+            if after is None or same_file(after, up):
                 return up
             logger.info("upload: %s changed while uploading; sending it again", path)
             if expect is not None:
@@ -102,7 +103,7 @@ class Sender:
     def _still(self, path: str, up: Uploaded) -> bool:
         """Whether ``path`` is still the file that was sent as ``up``."""
         after = self._now(path)
-        return after is not None and _as_sent(after, up)
+        return after is not None and same_file(after, up)
 
     def _now(self, path: str) -> LocalEntry | None:
         return stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
@@ -144,13 +145,7 @@ class Sender:
             return None
         if not self.ex.content_matches(path, head.etag):
             return None
-        if self._now(path) != before:
+        if not same_file(self._now(path), before):
             return None
         logger.info("upload: %s is already stored (an earlier answer was lost)", path)
         return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
-
-
-def _as_sent(now: LocalEntry, up: Uploaded) -> bool:
-    """Whether the file as it is ``now`` is the one sent as ``up`` (an upload that read no
-    inode number matches any)."""
-    return (now.size, now.mtime_ns, now.ino) == (up.size, up.mtime_ns, up.ino or now.ino)

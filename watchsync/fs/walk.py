@@ -139,7 +139,7 @@ def _file_entry(entry: os.DirEntry[str], relpath: str, follow: bool) -> LocalEnt
         return Skipped(relpath, f"cannot stat: {exc.strerror or exc}")
     if not stat.S_ISREG(st.st_mode):
         return Skipped(relpath, f"not a regular file ({_kind(st.st_mode)})")
-    return LocalEntry(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
+    return entry_of(relpath, st)
 
 
 def stat_entry(root: Path, relpath: str, *, follow_symlinks: bool = True) -> LocalEntry | None:
@@ -151,6 +151,11 @@ def stat_entry(root: Path, relpath: str, *, follow_symlinks: bool = True) -> Loc
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
+    return entry_of(relpath, st)
+
+
+def entry_of(relpath: str, st: os.stat_result) -> LocalEntry:
+    """The entry a stat of ``relpath`` describes (its identity included)."""
     return LocalEntry(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
 
 

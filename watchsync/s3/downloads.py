@@ -22,7 +22,9 @@ from s3transfer.subscribers import BaseSubscriber
 
 from watchsync.core.errors import FileError, PathBlocked
 from watchsync.core.model import LocalEntry
+from watchsync.core.plan import same_file
 from watchsync.fs.tempfiles import temp_name
+from watchsync.fs.walk import entry_of
 from watchsync.s3.bandwidth import RateLimiter
 from watchsync.s3.client import s3_error
 from watchsync.s3.location import S3Settings, S3Url
@@ -177,11 +179,7 @@ class Downloads:
     ) -> None:
         """Drop the replaced file if it is the one expected; else move it to ``keep_as``."""
         try:
-            st = os.lstat(aside)
-            if replacing is not None and (st.st_size, st.st_mtime_ns) == (
-                replacing.size,
-                replacing.mtime_ns,
-            ):
+            if replacing is not None and same_file(entry_of(shown, os.lstat(aside)), replacing):
                 aside.unlink()
                 return
             logger.warning(
