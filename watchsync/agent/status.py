@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from watchsync.agent.metrics import FolderMetrics
-from watchsync.state.store import StateStore
+from watchsync.state.store import StateStore, StatusValue
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Status:
         self._state = State.STARTING
         self._last_error: str | None = None
         self._error_from_s3 = False
-        self._published: dict[str, str | int] = {}
+        self._published: dict[str, StatusValue] = {}
         self._oldest = 0.0  # age of the oldest journal entry when last read
 
     @property
@@ -122,19 +122,29 @@ class Status:
 
     def publish(self, *, force: bool = False) -> None:
         """Write the status to the state database when it changed (or ``force``), and the
-        queue sizes to the metrics."""
+        same numbers to the metrics: ``watchsync status`` and the metrics read one truth.
+
+        The journal's held-back closes are committed first, so that a path settled on an
+        idle agent (no later write carries them) does not linger as pending in the file.
+        """
         store = self.store
         if store is None:
             return
-        status: dict[str, str | int] = {"state": self.state.value, "polling": int(self.polling)}
+        status: dict[str, StatusValue] = {"state": self.state.value, "polling": int(self.polling)}
         if self.sizes is not None:
             pending, in_flight = self.sizes()
-            status.update(pending=pending, in_flight=in_flight)
+            with contextlib.suppress(Exception):
+                store.flush_journal()
+            # Read only while there is work (a query a second is an idle agent's cost).
+            busy = pending or in_flight or self._oldest
+            oldest = (store.journal_oldest_age(self.wall()) or 0.0) if busy else 0.0
+            self._oldest = oldest
+            status.update(
+                pending=pending,
+                in_flight=in_flight,
+                oldest_pending_at=round(self.wall() - oldest, 1) if oldest else None,
+            )
             if self.metrics is not None:
-                # Read only while there is work (a query a second is an idle agent's cost).
-                busy = pending or in_flight or self._oldest
-                oldest = (store.journal_oldest_age(self.wall()) or 0.0) if busy else 0.0
-                self._oldest = oldest
                 self.metrics.queue(pending, in_flight, oldest)
         if force or status != self._published:
             self._published = status

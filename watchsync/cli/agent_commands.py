@@ -111,13 +111,21 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
     alive = state != "stopped" and isinstance(pid, int | str) and _pid_alive(int(pid))
     if not alive and state != "unknown":
         state = "stopped"
+    if alive:
+        # What the agent published, as its metrics say: the journal may hold closes that
+        # only its next write commits.
+        pending = int(status.get("pending") or 0)
+        since = status.get("oldest_pending_at")
+        oldest = max(0.0, now - float(since)) if since is not None else None
+    else:
+        pending = journal  # what the next start takes up again
     return {
         "folder": meta.get("local_root"),
         "url": meta.get("url"),
         "state": state,
         "running": alive,
         "pid": int(pid) if alive and pid is not None else None,
-        "pending": max(int(status.get("pending") or 0), journal) if alive else journal,
+        "pending": pending,
         "in_flight": int(status.get("in_flight") or 0) if alive else 0,
         "oldest_pending_seconds": round(oldest, 1) if oldest is not None else None,
         "last_reconcile_at": status.get("last_reconcile_at"),
