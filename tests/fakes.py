@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from watchsync.core.errors import FileError, NotFound, PathBlocked, PreconditionFailed
-from watchsync.core.model import Action, LocalEntry, RemoteEntry, Skipped
+from watchsync.core.model import Action, Condition, LocalEntry, RemoteEntry, Skipped
 from watchsync.engine.executor import Veto
 from watchsync.s3.location import S3Url
 from watchsync.s3.small_object import Fetched, NotModified
@@ -67,12 +67,7 @@ class FakeObjects:
             raise self.fail[path]
 
     def upload(
-        self,
-        path: str,
-        *,
-        key: str | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        self, path: str, *, key: str | None = None, condition: Condition | None = None
     ) -> Uploaded:
         self._call("upload", path)
         try:
@@ -81,20 +76,14 @@ class FakeObjects:
         except OSError as exc:
             raise FileError(path, str(exc)) from exc
         current = self.objects.get(path)
-        if if_none_match and current is not None:
-            raise PreconditionFailed(path)
-        if if_match and (current is None or current[1] != if_match):
+        if condition is not None and condition.etag != (current[1] if current else ""):
             raise PreconditionFailed(path)
         self.put(path, data)
         return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1], st.st_ino)
 
-    def start_upload(
-        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
-    ) -> FakeSending:
+    def start_upload(self, path: str, *, condition: Condition | None = None) -> FakeSending:
         """An upload the caller waits for: sent when its result is asked for."""
-        return FakeSending(
-            path, lambda: self.upload(path, if_match=if_match, if_none_match=if_none_match)
-        )
+        return FakeSending(path, lambda: self.upload(path, condition=condition))
 
     def download(
         self,
@@ -119,11 +108,11 @@ class FakeObjects:
         os.utime(target, ns=(mtime, mtime))
         return target
 
-    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str:
+    def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str:
         self._call("copy", dst_path)
         if src_path not in self.objects:
             raise NotFound(src_path)
-        if if_match and self.objects[src_path][1] != if_match:
+        if condition is not None and self.objects[src_path][1] != condition.etag:
             raise PreconditionFailed(src_path)
         self.put(dst_path, self.objects[src_path][0])
         return self.objects[dst_path][1]
@@ -138,13 +127,13 @@ class FakeObjects:
             yield self.entry(path)
 
     def delete_remote(
-        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+        self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
     ) -> list[tuple[str, str]]:
         failed: list[tuple[str, str]] = []
         for path in paths:
             self._call("delete", path)
-            want = (etags or {}).get(path)
-            if want and (path not in self.objects or self.objects[path][1] != want):
+            want = (conditions or {}).get(path)
+            if want and (path not in self.objects or self.objects[path][1] != want.etag):
                 failed.append((path, "PreconditionFailed"))
                 continue
             self.objects.pop(path, None)
@@ -224,8 +213,8 @@ class FakeFeedObject:
         assert self.etag is not None
         return Fetched(self.body, self.etag)
 
-    def put(self, body: bytes, *, if_match: str | None) -> str:
-        if if_match != self.etag:  # also If-None-Match: * on an existing object
+    def put(self, body: bytes, *, condition: Condition) -> str:
+        if condition.etag != (self.etag or ""):  # also "absent" on an existing object
             self.calls.append("put-412")
             raise PreconditionFailed("feed")
         self.calls.append("put")

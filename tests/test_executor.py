@@ -17,7 +17,7 @@ from world import (
 
 from watchsync.agent.uploader import Settled
 from watchsync.core.errors import ConditionalWritesUnsupported
-from watchsync.core.model import Action, Item, Kind, LocalEntry, Skipped, SyncedEntry
+from watchsync.core.model import Action, Condition, Item, Kind, LocalEntry, Skipped, SyncedEntry
 from watchsync.engine.executor import Executor, NullRecorder, Outcome, Skips
 from watchsync.s3.transfer import Uploaded
 
@@ -134,7 +134,7 @@ class IgnoresConditions(FakeObjects):
     """A server that ignores a delete's ETag condition: only the check before protects."""
 
     def delete_remote(
-        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+        self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
     ) -> list[tuple[str, str]]:
         return super().delete_remote(paths)
 
@@ -143,9 +143,9 @@ class RejectsConditions(FakeObjects):
     """A server that refuses a delete's ETag condition (NotImplemented)."""
 
     def delete_remote(
-        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+        self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
     ) -> list[tuple[str, str]]:
-        if etags:
+        if conditions:
             raise ConditionalWritesUnsupported("delete")
         return super().delete_remote(paths)
 
@@ -179,9 +179,9 @@ def test_executor_remote_delete_race_after_the_check_is_caught_by_the_condition(
     old = objects.put("a.txt", b"v1")
     delete = objects.delete_remote
 
-    def racing(paths: Iterable[str], *, etags: Mapping[str, str] | None = None) -> Any:
+    def racing(paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None) -> Any:
         objects.put("a.txt", b"v2 just now")
-        return delete(paths, etags=etags)
+        return delete(paths, conditions=conditions)
 
     objects.delete_remote = racing  # type: ignore[method-assign]
     executor = Executor(

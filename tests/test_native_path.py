@@ -12,6 +12,7 @@ import pytest
 from s3server import SeaweedServer
 
 from watchsync.core.errors import PreconditionFailed
+from watchsync.core.model import Condition
 from watchsync.s3 import native as crt
 from watchsync.s3.client import make_client
 from watchsync.s3.location import S3Settings, S3Url
@@ -147,8 +148,8 @@ def test_uploads_started_together_from_one_thread(
     with Transfer(
         client, S3Url.parse(f"s3://{bucket}/p"), tmp_path, crt=uploader, multipart_threshold=64
     ) as t:
-        started = [t.start_upload(name, if_none_match=True) for name in names]
-        taken = t.start_upload("taken.txt", if_none_match=True)
+        started = [t.start_upload(name, condition=Condition.ABSENT) for name in names]
+        taken = t.start_upload("taken.txt", condition=Condition.ABSENT)
         assert t.start_upload("big.bin") is None  # at the threshold: upload() sends it
         results = [s.result() for s in started if s is not None]
         assert taken is not None

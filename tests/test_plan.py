@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from watchsync.core.filters import Filters
 from watchsync.core.model import (
     Action,
+    Condition,
     Direction,
     Item,
     Kind,
@@ -49,6 +50,7 @@ US = 1_000
 T = 1_700_000_000 * S  # a whole second
 
 UP, DOWN = Direction.UP, Direction.DOWN
+C, ABSENT = Condition, Condition.ABSENT
 BOTH, PUSH, PULL = Mode.BOTH, Mode.PUSH, Mode.PULL
 
 Row = tuple[Kind, str, str]
@@ -641,9 +643,9 @@ def test_reconcile_property_strategies_cover_every_kind() -> None:
 
 NO_HINT = Item("a")
 PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Item, PathOptions, Any]] = [
-    # (id, file now, last synced, hint, options, expected (kind, reason, expect) or None)
-    ("new-file", L("a"), None, NO_HINT, PathOptions(), (Kind.UPLOAD, "new local file", "")),
-    ("changed", L("a", 2), Y("a"), NO_HINT, PathOptions(), (Kind.UPLOAD, "local changed", "e1")),
+    # (id, file now, last synced, hint, options, expected (kind, reason, condition) or None)
+    ("new-file", L("a"), None, NO_HINT, PathOptions(), (Kind.UPLOAD, "new local file", ABSENT)),
+    ("changed", L("a", 2), Y("a"), NO_HINT, PathOptions(), (Kind.UPLOAD, "local changed", C("e1"))),
     ("unchanged", L("a"), Y("a"), NO_HINT, PathOptions(), None),
     (
         "other-file-same-stat",
@@ -651,7 +653,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Item, PathOpt
         SyncedEntry("a", 1, T, "e1", T, ino=6),
         NO_HINT,
         PathOptions(),
-        (Kind.UPLOAD, "local changed", "e1"),
+        (Kind.UPLOAD, "local changed", C("e1")),
     ),
     (
         "hint-etag-wins",
@@ -659,7 +661,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Item, PathOpt
         Y("a"),
         Item("a", "e9"),
         PathOptions(),
-        (Kind.UPLOAD, "local changed", "e9"),
+        (Kind.UPLOAD, "local changed", C("e9")),
     ),
     (
         "absent-in-s3",
@@ -667,7 +669,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Item, PathOpt
         Y("a"),
         Item("a", absent=True),
         PathOptions(),
-        (Kind.UPLOAD, "not in S3", ""),
+        (Kind.UPLOAD, "not in S3", ABSENT),
     ),
     ("pull-never-uploads", L("a", 2), Y("a"), NO_HINT, PathOptions(PULL), None),
     ("deleted-no-flag", None, Y("a"), NO_HINT, PathOptions(), None),
@@ -677,7 +679,7 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Item, PathOpt
         Y("a"),
         NO_HINT,
         PathOptions(delete=True),
-        (Kind.DELETE_REMOTE, "deleted locally", "e1"),  # only if still the synced object
+        (Kind.DELETE_REMOTE, "deleted locally", C("e1")),  # only if still the synced object
     ),
     ("deleted-pull", None, Y("a"), NO_HINT, PathOptions(PULL, delete=True), None),
     ("never-synced-gone", None, None, NO_HINT, PathOptions(delete=True), None),
@@ -694,18 +696,18 @@ def test_plan_path(
     if want is None:
         assert got is None
     else:
-        assert got is not None and (got.kind, got.reason, got.expect) == want
+        assert got is not None and (got.kind, got.reason, got.condition) == want
 
 
 def test_plan_path_same_size_object_is_verified_first() -> None:
     rem = R("a", 1, T + S, "e7")
     got = plan_path(L("a"), None, Item("a", "e7", remote=rem), opts=PathOptions())
-    assert got is not None and got.verify and got.remote == rem and got.expect == "e7"
+    assert got is not None and got.verify and got.remote == rem and got.condition == C("e7")
     other = plan_path(L("a", 5), None, Item("a", "e7", remote=rem), opts=PathOptions())
     assert other is not None and not other.verify
 
 
-NEW = Action(Kind.UPLOAD, "new", "new local file", L("new"), expect="")
+NEW = Action(Kind.UPLOAD, "new", "new local file", L("new"), condition=ABSENT)
 RENAME_TABLE: list[tuple[str, Action, list[SyncedEntry], Kind]] = [
     ("same-size-and-time", NEW, [Y("old")], Kind.COPY),
     ("other-size", NEW, [Y("old", 2)], Kind.UPLOAD),
@@ -714,13 +716,13 @@ RENAME_TABLE: list[tuple[str, Action, list[SyncedEntry], Kind]] = [
     ("itself", NEW, [Y("new")], Kind.UPLOAD),
     (
         "object-expected",
-        Action(Kind.UPLOAD, "new", "x", L("new"), expect="e1"),
+        Action(Kind.UPLOAD, "new", "x", L("new"), condition=C("e1")),
         [Y("old")],
         Kind.UPLOAD,
     ),
     (
         "synced-before",
-        Action(Kind.UPLOAD, "new", "x", L("new"), synced=Y("new"), expect=""),
+        Action(Kind.UPLOAD, "new", "x", L("new"), synced=Y("new"), condition=ABSENT),
         [Y("old")],
         Kind.UPLOAD,
     ),
@@ -741,13 +743,13 @@ def test_plan_rename(action: Action, gone: list[SyncedEntry], kind: Kind) -> Non
     ("loc", "rem", "want"),
     [
         pytest.param(None, R("a"), None, id="file-gone-meanwhile"),
-        pytest.param(L("a"), None, (Kind.UPLOAD, ""), id="deleted-in-s3-change-wins"),
+        pytest.param(L("a"), None, (Kind.UPLOAD, ABSENT), id="deleted-in-s3-change-wins"),
         pytest.param(L("a", 2), R("a"), (Kind.CONFLICT, None), id="both-changed"),
     ],
 )
 def test_plan_raced(loc: LocalEntry | None, rem: RemoteEntry | None, want: Any) -> None:
     got = plan_raced(loc, rem, Y("a"))
-    assert (None if got is None else (got.kind, got.expect)) == want
+    assert (None if got is None else (got.kind, got.condition)) == want
 
 
 @pytest.mark.parametrize(
@@ -842,10 +844,10 @@ def test_conflict_steps_per_mode(mode: Mode, steps: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("loc", "rem", "syn", "kind", "expect", "verify"),
+    ("loc", "rem", "syn", "kind", "condition", "verify"),
     [
-        pytest.param(L("a", 2), R("a"), Y("a"), Kind.UPLOAD, "e1", False, id="upload-if-match"),
-        pytest.param(L("a"), None, None, Kind.UPLOAD, "", False, id="upload-if-none-match"),
+        pytest.param(L("a", 2), R("a"), Y("a"), Kind.UPLOAD, C("e1"), False, id="upload-if-match"),
+        pytest.param(L("a"), None, None, Kind.UPLOAD, ABSENT, False, id="upload-if-none-match"),
         pytest.param(
             L("a", mtime=T + 5 * S),
             R("a"),
@@ -882,7 +884,9 @@ def test_conflict_steps_per_mode(mode: Mode, steps: list[str]) -> None:
             True,
             id="conflict-verified",
         ),
-        pytest.param(None, R("a"), Y("a"), Kind.DELETE_REMOTE, "e1", False, id="delete-if-match"),
+        pytest.param(
+            None, R("a"), Y("a"), Kind.DELETE_REMOTE, C("e1"), False, id="delete-if-match"
+        ),
     ],
 )
 def test_plan_reconcile_conditions_and_checks(
@@ -890,11 +894,11 @@ def test_plan_reconcile_conditions_and_checks(
     rem: RemoteEntry | None,
     syn: SyncedEntry | None,
     kind: Kind,
-    expect: str | None,
+    condition: Condition | None,
     verify: bool,
 ) -> None:
     opts = ReconcileOptions(mode=BOTH, delete=True)
     [action] = plan_reconcile(
         [loc] if loc else [], [rem] if rem else [], [syn] if syn else [], opts=opts
     )
-    assert (action.kind, action.expect, action.verify) == (kind, expect, verify)
+    assert (action.kind, action.condition, action.verify) == (kind, condition, verify)

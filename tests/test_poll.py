@@ -9,6 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from watchsync.core.model import Condition
 from watchsync.s3.poll import PresignedGet
 from watchsync.s3.small_object import NotModified, SmallObject
 
@@ -50,7 +51,7 @@ def test_a_rejected_url_falls_back_to_boto3_which_explains(
 def test_small_object_polls_through_it(s3: S3Client, bucket: str) -> None:
     obj = SmallObject(s3, bucket, KEY)
     assert obj.get(if_none_match=None) is None
-    etag = obj.put(b'{"v": 2}', if_match=None)
+    etag = obj.put(b'{"v": 2}', condition=Condition.ABSENT)
     got = obj.get(if_none_match=None)
     assert got is not None and (got.body, got.etag) == (b'{"v": 2}', etag)
     with pytest.raises(NotModified):

@@ -19,6 +19,7 @@ from netproxy import NetProxy
 from s3server import SeaweedServer
 
 from watchsync.agent.folder import STALE_UPLOAD_AGE, Folder
+from watchsync.core.model import Condition
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.retry import RetryPolicy
 from watchsync.s3.transfer import Transfer
@@ -195,13 +196,13 @@ def test_conditional_upload_cut_off_resumes_and_keeps_its_condition(
     once = RetryPolicy(attempts=1)
     with Transfer(s3, where, tmp_path, retry=once) as t:
         with pytest.raises(botocore.exceptions.EndpointConnectionError):
-            t.upload("big", if_none_match=True)
+            t.upload("big", condition=Condition.ABSENT)
         assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # left to resume
         sent = _sent_parts(s3)
-        up = t.upload("big", if_none_match=True)
+        up = t.upload("big", condition=Condition.ABSENT)
         assert sent == [3]  # parts 1 and 2 were kept
         assert s3.get_object(Bucket=bucket, Key="p/big")["Body"].read() == data
         assert up.etag == s3.head_object(Bucket=bucket, Key="p/big")["ETag"].strip('"')
         with pytest.raises(PreconditionFailed):  # now there is an object: create-only loses
-            t.upload("big", if_none_match=True)
+            t.upload("big", condition=Condition.ABSENT)
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -16,7 +16,7 @@ from world import (
 
 from watchsync.agent.uploader import Conflict, Retry, Settled
 from watchsync.core.errors import PreconditionFailed
-from watchsync.core.model import Item
+from watchsync.core.model import Condition, Item
 from watchsync.s3.transfer import Uploaded
 
 
@@ -97,17 +97,12 @@ class RefusingObjects(FakeObjects):
     """SeaweedFS with a directory where a file now is: PUT If-None-Match gives 412, HEAD 404."""
 
     def upload(
-        self,
-        path: str,
-        *,
-        key: str | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        self, path: str, *, key: str | None = None, condition: Condition | None = None
     ) -> Uploaded:
-        if path == "d" and if_none_match:
+        if path == "d" and condition is not None and condition.absent:
             self.calls.append(("upload", path))
             raise PreconditionFailed(path)
-        return super().upload(path, key=key, if_match=if_match, if_none_match=if_none_match)
+        return super().upload(path, key=key, condition=condition)
 
 
 def test_uploads_refused_create_with_no_object_is_sent_once(

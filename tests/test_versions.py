@@ -14,7 +14,7 @@ from fakes import InlinePool, RecordedEvents
 from s3server import SeaweedServer
 
 from watchsync.core.errors import PreconditionFailed
-from watchsync.core.model import Action, Kind
+from watchsync.core.model import Action, Condition, Kind
 from watchsync.engine.executor import Executor, NullRecorder, Outcome
 from watchsync.fs.walk import stat_entry
 from watchsync.s3.location import S3Url
@@ -140,7 +140,7 @@ def test_retry_after_a_lost_answer_is_recorded_not_a_conflict(
             conflict_name=lambda p: "a.conflict-1.txt",
         )
         local = stat_entry(root, "a.txt")
-        action = Action(Kind.UPLOAD, "a.txt", "local changed", local, expect=etag)
+        action = Action(Kind.UPLOAD, "a.txt", "local changed", local, condition=Condition(etag))
         assert executor.apply(action) is Outcome.DONE
     assert len(seen) == 2  # the retry happened, and met our own object
     assert os.listdir(root) == ["a.txt"]
@@ -163,7 +163,7 @@ def test_multipart_upload_is_conditional(
     (root / "big.bin").write_bytes(data)
     with Transfer(s3, where, root) as transfer:
         if condition == "if-match-current":
-            up = transfer.upload("big.bin", if_match=first)
+            up = transfer.upload("big.bin", condition=Condition(first))
             head = s3.head_object(Bucket=bucket, Key="p/big.bin")
             assert up.etag == head["ETag"].strip('"') and up.etag.endswith("-2")
             assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == data
@@ -171,9 +171,9 @@ def test_multipart_upload_is_conditional(
         s3.put_object(Bucket=bucket, Key="p/big.bin", Body=b"theirs, newer")
         with pytest.raises(PreconditionFailed):
             if condition == "if-none-match":
-                transfer.upload("big.bin", if_none_match=True)
+                transfer.upload("big.bin", condition=Condition.ABSENT)
             else:
-                transfer.upload("big.bin", if_match=first)
+                transfer.upload("big.bin", condition=Condition(first))
     assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == b"theirs, newer"
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # aborted
 
@@ -192,7 +192,7 @@ def test_multipart_retry_after_a_lost_answer_is_recorded(
             transfer, recorder=NullRecorder(), events=RecordedEvents(), conditional=True
         )
         local = stat_entry(root, "big.bin")
-        action = Action(Kind.UPLOAD, "big.bin", "new local file", local, expect="")
+        action = Action(Kind.UPLOAD, "big.bin", "new local file", local, condition=Condition.ABSENT)
         assert executor.apply(action) is Outcome.DONE
     assert len(seen) == 2
     assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == data

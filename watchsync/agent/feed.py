@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from watchsync.agent.scope import Scope
 from watchsync.agent.upload_queue import Pending
 from watchsync.core.errors import ConditionalWritesUnsupported, PreconditionFailed
-from watchsync.core.model import LocalEntry, Mode, RemoteEntry, SyncedEntry
+from watchsync.core.model import Condition, LocalEntry, Mode, RemoteEntry, SyncedEntry
 from watchsync.core.plan import ReconcileOptions, plan_reconcile
 from watchsync.engine.executor import Executor
 from watchsync.fs.walk import stat_entry
@@ -59,7 +59,7 @@ class FeedObject(Protocol):
 
     def get(self, *, if_none_match: str | None) -> Fetched | None: ...
 
-    def put(self, body: bytes, *, if_match: str | None) -> str: ...
+    def put(self, body: bytes, *, condition: Condition) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class Feed:
             new = {**doc, "entries": self._compact([*entries, entry])}
             body = json.dumps(new, separators=(",", ":"), ensure_ascii=False).encode()
             try:
-                etag = self.obj.put(body, if_match=self.etag)
+                etag = self.obj.put(body, condition=Condition(self.etag or ""))
             except PreconditionFailed:
                 self._read()  # another writer won: apply its entries, then try again
                 continue

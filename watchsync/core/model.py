@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 E = TypeVar("E")
 
@@ -79,15 +79,43 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Condition:
+    """What must be at a key for a write or a delete to go ahead: the object with ``etag``
+    (the version last seen), or no object at all (:attr:`ABSENT`, an empty ``etag``).  The
+    adapters in ``s3/`` turn it into the request's condition; a write that loses raises
+    :class:`~watchsync.core.errors.PreconditionFailed`.
+
+    >>> Condition("e1").absent, Condition.ABSENT.absent, Condition.on(None) == Condition.ABSENT
+    (False, True, True)
+    """
+
+    etag: str = ""
+
+    ABSENT: ClassVar[Condition]
+
+    @property
+    def absent(self) -> bool:
+        """No object may be there."""
+        return not self.etag
+
+    @staticmethod
+    def on(remote: RemoteEntry | None) -> Condition:
+        """The object as ``remote`` shows it: that version, or none when there is none."""
+        return Condition(remote.etag) if remote is not None else Condition.ABSENT
+
+
+Condition.ABSENT = Condition()
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     """One decision of the planner, with the reason it was taken.
 
-    ``expect`` makes an upload or a remote delete conditional: the ETag the object must
-    still have, ``""`` when there must be none (uploads), None for a plain overwrite or
-    delete (``watchsync sync``).  ``verify``: the
-    sides may already hold the same bytes, so compare content hashes before moving any; if
-    they agree, only record the pair as synced.  For :attr:`Kind.COPY`, ``synced`` is the
-    entry of the path the file was renamed from.
+    ``condition`` makes an upload or a remote delete conditional on what S3 holds (see
+    :class:`Condition`); None overwrites or deletes whatever is there (``watchsync sync``).
+    ``verify``: the sides may already hold the same bytes, so compare content hashes before
+    moving any; if they agree, only record the pair as synced.  For :attr:`Kind.COPY`,
+    ``synced`` is the entry of the path the file was renamed from.
     """
 
     kind: Kind
@@ -96,7 +124,7 @@ class Action:
     local: LocalEntry | None = None
     remote: RemoteEntry | None = None
     synced: SyncedEntry | None = None
-    expect: str | None = None
+    condition: Condition | None = None
     verify: bool = False
 
 

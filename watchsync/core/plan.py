@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 from watchsync.core.filters import Filters
 from watchsync.core.model import (
     Action,
+    Condition,
     Direction,
     Item,
     Kind,
@@ -235,13 +236,13 @@ def _reconcile_one(
         # Uploads are conditional on the object the listing showed; a same-size pair may
         # already hold the same bytes, so it is compared before anything moves.
         # Remote deletes are conditional too: on the object the listing showed.
-        expect = (rem.etag if rem is not None else "") if kind is Kind.UPLOAD else None
+        condition = Condition.on(rem) if kind is Kind.UPLOAD else None
         if kind is Kind.DELETE_REMOTE and rem is not None and rem.etag:
-            expect = rem.etag
+            condition = Condition(rem.etag)
         verify = (
             kind in _VERIFIABLE and loc is not None and rem is not None and loc.size == rem.size
         )
-        return Action(kind, path, reason, loc, rem, syn, expect=expect, verify=verify)
+        return Action(kind, path, reason, loc, rem, syn, condition=condition, verify=verify)
 
     if loc is None and rem is None:
         return act(Kind.FORGET, "gone from both sides") if syn is not None else None
@@ -348,21 +349,23 @@ def plan_path(
                 synced.path,
                 "deleted locally",
                 synced=synced,
-                expect=synced.etag or None,
+                condition=Condition(synced.etag) if synced.etag else None,
             )
         return None
     if opts.mode is Mode.PULL:
         return None
     path = local.path
     if item.absent:
-        return Action(Kind.UPLOAD, path, "not in S3", local, synced=synced, expect="")
+        return Action(
+            Kind.UPLOAD, path, "not in S3", local, synced=synced, condition=Condition.ABSENT
+        )
     if synced is not None and same_file(local, synced):
         return None  # e.g. the agent's own download landing
-    expect = item.expect_etag or (synced.etag if synced is not None else "")
+    condition = Condition(item.expect_etag or (synced.etag if synced is not None else ""))
     reason = "local changed" if synced is not None else "new local file"
     rem = item.remote
     verify = rem is not None and rem.size == local.size
-    return Action(Kind.UPLOAD, path, reason, local, rem, synced, expect=expect, verify=verify)
+    return Action(Kind.UPLOAD, path, reason, local, rem, synced, condition=condition, verify=verify)
 
 
 def plan_rename(action: Action, gone: Iterable[SyncedEntry]) -> Action:
@@ -372,12 +375,13 @@ def plan_rename(action: Action, gone: Iterable[SyncedEntry]) -> Action:
 
     ``gone`` are synced entries whose files no longer exist (the caller looked).
 
-    >>> up = Action(Kind.UPLOAD, "new", "new local file", LocalEntry("new", 3, 7), expect="")
+    >>> new = LocalEntry("new", 3, 7)
+    >>> up = Action(Kind.UPLOAD, "new", "new local file", new, condition=Condition.ABSENT)
     >>> plan_rename(up, [SyncedEntry("old", 3, 7, "e", 9)]).reason
     'renamed from old'
     """
     loc = action.local
-    if action.kind is not Kind.UPLOAD or loc is None or action.expect != "":
+    if action.kind is not Kind.UPLOAD or loc is None or action.condition != Condition.ABSENT:
         return action
     if action.synced is not None:
         return action
@@ -404,7 +408,11 @@ def plan_raced(
         return None
     if remote is None:
         return Action(
-            Kind.UPLOAD, local.path, "deleted in S3 while it changed here", local, expect=""
+            Kind.UPLOAD,
+            local.path,
+            "deleted in S3 while it changed here",
+            local,
+            condition=Condition.ABSENT,
         )
     return Action(
         Kind.CONFLICT,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watchsync.core.errors import ConditionalWritesUnsupported, FileError
-from watchsync.core.model import Action, Kind, RemoteEntry
+from watchsync.core.model import Action, Condition, Kind, RemoteEntry
 from watchsync.core.plan import plan_delete_lost, same_file
 from watchsync.fs.tempfiles import temp_name
 from watchsync.fs.walk import entry_of
@@ -63,14 +63,16 @@ class Deleter:
         """Delete objects; under guarded deletes only those still as last synced: each is
         checked right before (for servers that ignore the condition) and deleted with its
         ETag as a condition (closing the window after the check where it is honoured)."""
-        expect: dict[str, str] = {}
+        conditions: dict[str, Condition] = {}
         if self.ex.guarded_deletes:
-            expect = {a.path: e for a in batch if (e := expected_etag(a))}
-            batch = [a for a in batch if a.path not in expect or self._still_synced(a, expect)]
+            conditions = {a.path: c for a in batch if (c := delete_condition(a)) is not None}
+            batch = [
+                a for a in batch if a.path not in conditions or self._still_synced(a, conditions)
+            ]
             if not batch:
                 return
         try:
-            failed = dict(self._delete_objects(batch, expect))
+            failed = dict(self._delete_objects(batch, conditions))
         except Exception as exc:
             for action in batch:
                 self.ex.events.failed(action, exc)
@@ -87,12 +89,14 @@ class Deleter:
                 self.ex.recorder.forget(action.path, counter="deleted_remote")
                 self.ex.events.deleted(action)
 
-    def _delete_objects(self, batch: list[Action], expect: dict[str, str]) -> list[tuple[str, str]]:
+    def _delete_objects(
+        self, batch: list[Action], conditions: dict[str, Condition]
+    ) -> list[tuple[str, str]]:
         paths = [a.path for a in batch]
-        if not self._delete_condition or not expect:
+        if not self._delete_condition or not conditions:
             return self.ex.transfer.delete_remote(paths)
         try:
-            return self.ex.transfer.delete_remote(paths, etags=expect)
+            return self.ex.transfer.delete_remote(paths, conditions=conditions)
         except ConditionalWritesUnsupported:
             logger.warning(
                 "delete: the server rejects conditional deletes; deleting after an ETag check only"
@@ -100,14 +104,14 @@ class Deleter:
             self._delete_condition = False
             return self.ex.transfer.delete_remote(paths)
 
-    def _still_synced(self, action: Action, expect: Mapping[str, str]) -> bool:
+    def _still_synced(self, action: Action, conditions: Mapping[str, Condition]) -> bool:
         """The check right before a delete: the object still has the ETag last synced."""
         try:
             head = self.ex.transfer.head(action.path)
         except Exception as exc:
             self.ex.events.failed(action, exc)
             return False
-        if head is not None and head.etag == expect[action.path]:
+        if head is not None and head.etag == conditions[action.path].etag:
             return True
         self._delete_lost(action, head)
         return False
@@ -217,9 +221,11 @@ def file_exists(path: Path) -> bool:
     return os.path.lexists(path) and not os.path.isdir(path)
 
 
-def expected_etag(action: Action) -> str:
-    """The ETag a remote delete is conditional on: the planner's, else the one last synced;
-    "" when none is known."""
-    if action.expect is not None:
-        return action.expect
-    return action.synced.etag if action.synced is not None else ""
+def delete_condition(action: Action) -> Condition | None:
+    """What a remote delete is conditional on: the planner's condition, else the object
+    last synced; None when no version is known."""
+    if action.condition is not None:
+        return action.condition
+    if action.synced is not None and action.synced.etag:
+        return Condition(action.synced.etag)
+    return None

@@ -33,9 +33,18 @@ from watchsync.core.errors import (
     PathBlocked,
     PreconditionFailed,
 )
-from watchsync.core.model import Action, Kind, LocalEntry, Mode, RemoteEntry, Skipped, SyncedEntry
+from watchsync.core.model import (
+    Action,
+    Condition,
+    Kind,
+    LocalEntry,
+    Mode,
+    RemoteEntry,
+    Skipped,
+    SyncedEntry,
+)
 from watchsync.core.plan import CONFLICT_STEPS, ConflictStep, same_content, same_file
-from watchsync.engine.deleter import Deleter, expected_etag
+from watchsync.engine.deleter import Deleter, delete_condition
 from watchsync.engine.sender import Sender, Sent
 from watchsync.engine.spool import Spool
 from watchsync.fs import etag as etags
@@ -439,16 +448,18 @@ class Executor:
             self.apply(same_content(action))
             return Outcome.SAME
         if kind is Kind.UPLOAD:
-            self.upload(action.path, action.expect, action)
+            self.upload(action.path, action.condition, action)
         elif kind is Kind.DOWNLOAD:
             self.download(action)
         else:
             self._keep_both(action)
         return Outcome.DONE
 
-    def upload(self, path: str, expect: str | None, action: Action | None = None) -> Uploaded:
+    def upload(
+        self, path: str, condition: Condition | None, action: Action | None = None
+    ) -> Uploaded:
         """Upload ``path`` and record it (:meth:`Sender.upload`)."""
-        return self.sender.upload(path, expect, action)
+        return self.sender.upload(path, condition, action)
 
     def send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
         """Plain uploads sent side by side, recorded in one commit
@@ -505,7 +516,8 @@ class Executor:
         try:
             # Only the version synced: another writer's newer object there is not this file.
             try:
-                etag = self.transfer.copy(old.path, loc.path, if_match=old.etag or None)
+                source = Condition(old.etag) if old.etag else None
+                etag = self.transfer.copy(old.path, loc.path, condition=source)
             except ConditionalWritesUnsupported:
                 etag = self.transfer.copy(old.path, loc.path)
         except (NotFound, PreconditionFailed):
@@ -530,14 +542,14 @@ class Executor:
             elif step is ConflictStep.DOWNLOAD_REMOTE_ASIDE:
                 self.download(action, dest=name)
             elif step is ConflictStep.UPLOAD_ASIDE:
-                self.upload(name, "")
+                self.upload(name, Condition.ABSENT)
             elif step is ConflictStep.MOVE_LOCAL_ASIDE:
                 try:
                     os.replace(self.root / action.path, self.root / name)
                 except OSError as exc:
                     raise FileError(action.path, exc.strerror or str(exc)) from exc
             elif step is ConflictStep.UPLOAD_LOCAL:
-                self.upload(action.path, rem.etag, action)
+                self.upload(action.path, Condition(rem.etag), action)
             else:
                 self.download(action)
 
@@ -605,15 +617,17 @@ def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
 
 
 def _spooled(action: Action) -> str:
-    """A delete as one spool line: kind, path, the file as the plan saw it, and the ETag
-    the object must still have."""
+    """A delete as one spool line: kind, path, the file as the plan saw it (its identity
+    too), and the ETag the object must still have."""
     loc = action.local
-    stat = f"{loc.size}\0{loc.mtime_ns}" if loc is not None else "\0"
-    return f"{action.kind.value}\0{action.path}\0{stat}\0{expected_etag(action)}"
+    stat = f"{loc.size}\0{loc.mtime_ns}\0{loc.ino}" if loc is not None else "\0\0"
+    condition = delete_condition(action)
+    return f"{action.kind.value}\0{action.path}\0{stat}\0{condition.etag if condition else ''}"
 
 
 def _unspooled(spool: Spool) -> Iterator[Action]:
     for line in spool:
-        kind, path, size, mtime, etag = line.split("\0")
-        loc = LocalEntry(path, int(size), int(mtime)) if size else None
-        yield Action(Kind(kind), path, "not in source", local=loc, expect=etag or None)
+        kind, path, size, mtime, ino, etag = line.split("\0")
+        loc = LocalEntry(path, int(size), int(mtime), int(ino)) if size else None
+        condition = Condition(etag) if etag else None
+        yield Action(Kind(kind), path, "not in source", local=loc, condition=condition)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from watchsync.core.errors import ConditionalWritesUnsupported, FileError, PreconditionFailed
-from watchsync.core.model import Action, Kind, LocalEntry, SyncedEntry
+from watchsync.core.model import Action, Condition, Kind, LocalEntry, SyncedEntry
 from watchsync.core.plan import same_file
 from watchsync.fs.walk import stat_entry
 from watchsync.s3.transfer import Started, Uploaded
@@ -37,12 +37,14 @@ class Sender:
     def __init__(self, ex: Executor) -> None:
         self.ex = ex
 
-    def upload(self, path: str, expect: str | None, action: Action | None = None) -> Uploaded:
-        """Upload ``path`` (conditional on ``expect`` when writes are conditional), record it,
+    def upload(
+        self, path: str, condition: Condition | None, action: Action | None = None
+    ) -> Uploaded:
+        """Upload ``path`` (under ``condition`` when writes are conditional), record it,
         then re-stat: a file that changed while it was read is sent again."""
         shown = action or Action(Kind.UPLOAD, path, "upload")
         for _ in range(_RESENDS):
-            up = self._send(path, expect)
+            up = self._send(path, condition)
             self.ex.recorder.synced(
                 SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.ex.wall() * 1e9), up.ino),
                 counters={"uploaded_files": 1, "uploaded_bytes": up.size},
@@ -52,8 +54,8 @@ class Sender:
             if after is None or same_file(after, up):
                 return up
             logger.info("upload: %s changed while uploading; sending it again", path)
-            if expect is not None:
-                expect = up.etag
+            if condition is not None:
+                condition = Condition(up.etag)
         raise FileError(path, "kept changing while it was uploaded; will try again later")
 
     def send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
@@ -64,13 +66,9 @@ class Sender:
         stored and recorded as it was read, but the file changed or went since."""
         started: list[Started | Exception | None] = []
         for action in actions:
-            expect = action.expect if self.ex.conditional else None
+            condition = action.condition if self.ex.conditional else None
             try:
-                started.append(
-                    self.ex.transfer.start_upload(
-                        action.path, if_match=expect or None, if_none_match=expect == ""
-                    )
-                )
+                started.append(self.ex.transfer.start_upload(action.path, condition=condition))
             except Exception as exc:
                 started.append(exc)
         results: list[Uploaded | Exception | Sent] = []
@@ -108,18 +106,16 @@ class Sender:
     def _now(self, path: str) -> LocalEntry | None:
         return stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
 
-    def _send(self, path: str, expect: str | None) -> Uploaded:
-        if not self.ex.conditional or expect is None:
+    def _send(self, path: str, condition: Condition | None) -> Uploaded:
+        if not self.ex.conditional or condition is None:
             return self.ex.transfer.upload(path)
         try:
-            return self.ex.transfer.upload(
-                path, if_match=expect or None, if_none_match=expect == ""
-            )
+            return self.ex.transfer.upload(path, condition=condition)
         except PreconditionFailed:
             mine = self._already_stored(path)
             if mine is not None:
                 return mine
-            if expect != "" or self.ex.transfer.head(path) is not None:
+            if not condition.absent or self.ex.transfer.head(path) is not None:
                 raise
             # "Only if absent" refused with no object there: a filer-backed server (SeaweedFS)
             # keeps a directory entry for a key that was a prefix (``a/`` of ``a/b``, even

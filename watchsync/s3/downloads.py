@@ -21,12 +21,13 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from watchsync.core.errors import FileError, PathBlocked
-from watchsync.core.model import LocalEntry
+from watchsync.core.model import Condition, LocalEntry
 from watchsync.core.plan import same_file
 from watchsync.fs.tempfiles import temp_name
 from watchsync.fs.walk import entry_of
 from watchsync.s3.bandwidth import RateLimiter
 from watchsync.s3.client import s3_error
+from watchsync.s3.conditions import condition_args
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import crc32c_file
 
@@ -195,7 +196,7 @@ class Downloads:
     def _get(self, key: str, tmp: Path, etag: str) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
         if etag:
-            kwargs["IfMatch"] = f'"{etag}"'
+            kwargs.update(condition_args(Condition(etag)))
         if self.settings.checksum:
             kwargs["ChecksumMode"] = "ENABLED"  # botocore checks the body against it
         try:

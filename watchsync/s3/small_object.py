@@ -9,7 +9,9 @@ import botocore.exceptions
 import botocore.session
 
 from watchsync.core.errors import NotFound
+from watchsync.core.model import Condition
 from watchsync.s3.client import error_code, s3_error
+from watchsync.s3.conditions import condition_args
 from watchsync.s3.poll import PresignedGet
 
 if TYPE_CHECKING:
@@ -72,18 +74,16 @@ class SmallObject:
             body.close()
         return Fetched(data, resp.get("ETag", "").strip('"'))
 
-    def put(self, body: bytes, *, if_match: str | None) -> str:
-        """Write the object if it is still the version read; returns the new ETag."""
+    def put(self, body: bytes, *, condition: Condition) -> str:
+        """Write the object if it is still the version read (or still absent); returns the
+        new ETag."""
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": self.key,
             "Body": body,
             "ContentType": "application/json",
+            **condition_args(condition),
         }
-        if if_match:
-            kwargs["IfMatch"] = f'"{if_match}"'
-        else:
-            kwargs["IfNoneMatch"] = "*"
         try:
             resp = self.client.put_object(**kwargs)
         except botocore.exceptions.ClientError as exc:

@@ -28,10 +28,11 @@ from watchsync.core.errors import (
     NotFound,
     PreconditionFailed,
 )
-from watchsync.core.model import LocalEntry, RemoteEntry, Skipped
+from watchsync.core.model import Condition, LocalEntry, RemoteEntry, Skipped
 from watchsync.s3 import native as native
 from watchsync.s3.bandwidth import RateLimiter, ThrottledReader, shared_limiter
 from watchsync.s3.client import make_client, mtime_ns, s3_error
+from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloads
 from watchsync.s3.listing import list_entries
 from watchsync.s3.location import S3Settings, S3Url
@@ -77,17 +78,10 @@ class Objects(Protocol):
     where: S3Url
 
     def upload(
-        self,
-        path: str,
-        *,
-        key: str | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        self, path: str, *, key: str | None = None, condition: Condition | None = None
     ) -> Uploaded: ...
 
-    def start_upload(
-        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
-    ) -> Started | None: ...
+    def start_upload(self, path: str, *, condition: Condition | None = None) -> Started | None: ...
 
     def download(
         self,
@@ -101,14 +95,14 @@ class Objects(Protocol):
         keep_as: str | None = None,
     ) -> Path: ...
 
-    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str: ...
+    def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str: ...
 
     def head(self, path: str) -> RemoteEntry | None: ...
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
 
     def delete_remote(
-        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+        self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
     ) -> list[tuple[str, str]]: ...
 
     def delete_local(self, path: str) -> None: ...
@@ -263,15 +257,10 @@ class Transfer:
     # -- uploads -------------------------------------------------------------------------
 
     def upload(
-        self,
-        path: str,
-        *,
-        key: str | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        self, path: str, *, key: str | None = None, condition: Condition | None = None
     ) -> Uploaded:
-        """Upload ``root/path`` to its key; a conditional write that loses raises
-        :class:`PreconditionFailed`.  Local read errors become :class:`FileError`."""
+        """Upload ``root/path`` to its key; a write whose ``condition`` does not hold
+        raises :class:`PreconditionFailed`.  Local read errors become :class:`FileError`."""
         key = key if key is not None else self.where.key(path)
         extra: dict[str, Any] = self.settings.extra_args(path)
         try:
@@ -286,15 +275,9 @@ class Transfer:
                     # Given up front, s3transfer makes it a FULL_OBJECT checksum that S3
                     # checks on completion, besides each part's own CRC.
                     extra["ChecksumCRC32C"] = crc32c_file(f, path, st.st_size)
-                conditions = {"IfMatch": f'"{if_match}"'} if if_match else {}
-                if if_none_match and not if_match:
-                    conditions = {"IfNoneMatch": "*"}
-                etag = self._parts.upload(f, key, st.st_size, extra, conditions)
+                etag = self._parts.upload(f, key, st.st_size, extra, condition_args(condition))
             else:
-                if if_match:
-                    extra["IfMatch"] = f'"{if_match}"'
-                elif if_none_match:
-                    extra["IfNoneMatch"] = "*"
+                extra.update(condition_args(condition))
                 etag = self._put_native(path, key, st.st_size, extra) if self.crt else None
                 if etag is None:
                     if self.settings.checksum:
@@ -350,9 +333,7 @@ class Transfer:
         # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
         return headers, os.path.join(self.root, path), self.settings.read_timeout + size / 65536
 
-    def start_upload(
-        self, path: str, *, if_match: str | None = None, if_none_match: bool = False
-    ) -> Sending | None:
+    def start_upload(self, path: str, *, condition: Condition | None = None) -> Sending | None:
         """Start a native PUT of a small file and return at once, so that many go out
         side by side from one thread; None when it must take :meth:`upload` (no native
         client, a large file, or the native client failed before).  The first attempt
@@ -366,11 +347,7 @@ class Transfer:
             raise FileError(path, exc.strerror or str(exc)) from exc
         if st.st_size >= self.threshold:
             return None
-        extra: dict[str, Any] = self.settings.extra_args(path)
-        if if_match:
-            extra["IfMatch"] = f'"{if_match}"'
-        elif if_none_match:
-            extra["IfNoneMatch"] = "*"
+        extra: dict[str, Any] = self.settings.extra_args(path) | condition_args(condition)
         headers, filename, timeout = self._native_request(path, st.st_size, extra)
         self.reachability.check()
         key = self.where.key(path)
@@ -451,15 +428,13 @@ class Transfer:
 
         return self._call(once, what=f"head {key}")
 
-    def copy(self, src_path: str, dst_path: str, *, if_match: str | None = None) -> str:
+    def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str:
         """Server-side copy of one object under the prefix; returns the new ETag.  A source
-        that is gone raises :class:`NotFound`; with ``if_match``, a source with another ETag
-        raises :class:`PreconditionFailed`."""
+        that is gone raises :class:`NotFound`; one other than ``condition`` names raises
+        :class:`PreconditionFailed`."""
         src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
         dst = self.where.key(dst_path)
-        extra: dict[str, Any] = self.settings.extra_args(dst_path)
-        if if_match:
-            extra["CopySourceIfMatch"] = f'"{if_match}"'
+        extra: dict[str, Any] = self.settings.extra_args(dst_path) | source_args(condition)
 
         def once() -> str:
             try:
@@ -477,11 +452,11 @@ class Transfer:
         return self._call(once, what=f"copy {dst}")
 
     def delete_remote(
-        self, paths: Iterable[str], *, etags: Mapping[str, str] | None = None
+        self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
     ) -> list[tuple[str, str]]:
         """Delete objects in batches of 1000; returns (path, error code) for each that
-        failed.  A path in ``etags`` is deleted only if its object still has that ETag
-        (DeleteObjects' per-object condition); one that lost fails with
+        failed.  A path in ``conditions`` is deleted only if its object is still the version
+        named (DeleteObjects' per-object ETag); one that lost fails with
         ``PreconditionFailed``.  A server that rejects the condition raises
         :class:`ConditionalWritesUnsupported`."""
         failed: list[tuple[str, str]] = []
@@ -489,18 +464,17 @@ class Transfer:
         for path in paths:
             batch.append(path)
             if len(batch) == 1000:
-                failed += self._delete_batch(batch, etags or {})
+                failed += self._delete_batch(batch, conditions or {})
                 batch = []
         if batch:
-            failed += self._delete_batch(batch, etags or {})
+            failed += self._delete_batch(batch, conditions or {})
         return failed
 
-    def _delete_batch(self, paths: list[str], etags: Mapping[str, str]) -> list[tuple[str, str]]:
+    def _delete_batch(
+        self, paths: list[str], conditions: Mapping[str, Condition]
+    ) -> list[tuple[str, str]]:
         by_key = {self.where.key(p): p for p in paths}
-        objects: list[Any] = [
-            {"Key": k, "ETag": f'"{etags[p]}"'} if etags.get(p) else {"Key": k}
-            for k, p in by_key.items()
-        ]
+        objects: list[Any] = [delete_object(k, conditions.get(p)) for k, p in by_key.items()]
 
         def once() -> list[tuple[str, str]]:
             try:
