@@ -3,6 +3,10 @@
 Most tests run a :class:`Folder` in-process with a tiny debounce; crash and signal
 tests run ``python -m watchsync watch`` as a real process.  Each ends by checking that the
 bucket holds exactly the folder (keys and content hashes).
+
+Each test runs twice: on Linux's own paths, and on the paths macOS and Windows take
+(``WATCHSYNC_PORTABLE=1``, see watchsync/fs/platform.py: watchdog's generic observer, no
+``/proc``, no SIGHUP, no ``pread``), bar the few in :data:`NOT_PORTABLE`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,27 @@ if TYPE_CHECKING:
 
 PREFIX = "data"
 CONFLICT_RE = re.compile(r"^(?P<stem>.+)\.conflict-\d{8}-\d{6}(?:-\d+)?(?P<ext>\.[^.]+)?$")
+
+
+# Left out of the portable run, with the reason.
+NOT_PORTABLE = {
+    "test_watch_limit_falls_back_to_polling": "inotify's watch limit exists on Linux only",
+    "test_force_polling_still_syncs": "polling is one path on every OS: run once is enough",
+    "test_burst_of_2000_files_converges": "time; the generic observer's bursts: test_platform",
+    "test_kill_9_during_burst_then_restart_converges": "time; crash recovery is the journal's",
+}
+
+
+@pytest.fixture(autouse=True, params=["linux", "portable"])
+def platform_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Linux's own paths, or the portable ones macOS and Windows take (agents started as
+    processes inherit the environment)."""
+    if request.param == "portable":
+        reason = NOT_PORTABLE.get(request.function.__name__)
+        if reason:
+            pytest.skip(f"not run on the portable paths: {reason}")
+        monkeypatch.setenv("WATCHSYNC_PORTABLE", "1")
+    return str(request.param)
 
 
 @pytest.fixture

@@ -215,6 +215,7 @@ def dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
 # -- reload ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["sighup", "reload-command"])
 def test_sighup_adds_and_removes_folders(
     s3server: SeaweedServer,
     s3: S3Client,
@@ -222,12 +223,23 @@ def test_sighup_adds_and_removes_folders(
     tmp_path: Path,
     dirs: tuple[Path, Path, Path],
     spawn: Callable[..., Agent],
+    how: str,
 ) -> None:
+    """SIGHUP, or where there is none (Windows; WATCHSYNC_PORTABLE=1 here) ``watchsync
+    reload``, re-reads the file."""
     one, two, state = dirs
     cfg = tmp_path / "config.toml"
     one_url, two_url = f"s3://{bucket}/one", f"s3://{bucket}/two"
     write_config(cfg, state_dir=state, endpoint=s3server.endpoint, folders=[(one, one_url)])
-    agent = spawn("watch", "--config", str(cfg))
+    env = agent_env(s3server, tmp_path, **({"WATCHSYNC_PORTABLE": "1"} if how != "sighup" else {}))
+    agent = spawn("watch", "--config", str(cfg), env=env)
+
+    def reload() -> None:
+        if how == "sighup":
+            agent.signal(signal.SIGHUP)
+        else:
+            out = run_cli("reload", "--config", str(cfg), env=env)
+            assert out.returncode == 0 and "reload requested" in out.stdout, out
     wait_until(lambda: watching(agent, 1), STARTUP, 0.1, "first reconcile")
     (one / "a.txt").write_text("a")
     wait_for_key(s3, bucket, "one/a.txt")
@@ -239,7 +251,7 @@ def test_sighup_adds_and_removes_folders(
         endpoint=s3server.endpoint,
         folders=[(one, one_url), (two, two_url)],
     )
-    agent.signal(signal.SIGHUP)
+    reload()
     wait_until(lambda: watching(agent, 2), STARTUP, 0.1, "the added folder's reconcile")
     (two / "b.txt").write_text("b")
     wait_for_key(s3, bucket, "two/b.txt")
@@ -247,7 +259,7 @@ def test_sighup_adds_and_removes_folders(
     # Remove the first one: it stops syncing, the second goes on.
     reloads = agent.count(lambda r: r.get("event") == "reload")
     write_config(cfg, state_dir=state, endpoint=s3server.endpoint, folders=[(two, two_url)])
-    agent.signal(signal.SIGHUP)
+    reload()
     wait_until(
         lambda: agent.count(lambda r: r.get("event") == "reload") > reloads,
         SYNC,

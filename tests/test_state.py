@@ -13,6 +13,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -501,9 +502,7 @@ def test_corrupt_database_of_a_running_agent_is_not_touched(tmp_path: Path, root
     db = _damaged(tmp_path, root, "garbage")
     fd = os.open(db.with_suffix(".lock"), os.O_RDWR | os.O_CREAT)
     try:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert filelock.lock_descriptor(fd, blocking=False)
         with pytest.raises(LockedError):
             StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL)
         assert db.exists()

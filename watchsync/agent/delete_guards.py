@@ -19,6 +19,7 @@ from watchsync.agent.status import Status
 from watchsync.core.model import Action, Kind
 from watchsync.engine.deleter import file_exists
 from watchsync.engine.executor import Executor
+from watchsync.fs.platform import mount_points
 from watchsync.state.store import StateStore
 
 DELETE_WINDOW = 3600.0  # --max-delete also holds for every rolling window this long (seconds)
@@ -116,32 +117,6 @@ def delete_refusal(
             "pass --force-delete once to allow them"
         )
     return None
-
-
-def mount_points(root: Path) -> list[str]:
-    """The mount points strictly below ``root``, relative to it (from /proc/self/mountinfo;
-    empty where that cannot be read).
-
-    >>> mount_points(Path("/nonexistent"))
-    []
-    """
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    base = os.path.realpath(root)
-    found = []
-    for line in lines:
-        fields = line.split(" ")
-        if len(fields) < 5:
-            continue
-        # mountinfo escapes space, tab, newline and backslash as octal: \040 etc.
-        point = fields[4].encode("latin-1", "surrogateescape").decode("unicode_escape")
-        rel = os.path.relpath(point, base)
-        if rel != "." and not rel.startswith(".."):
-            found.append(rel)
-    return sorted(set(found))
 
 
 def ancestors(paths: Iterable[str]) -> list[str]:

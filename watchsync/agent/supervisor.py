@@ -33,6 +33,7 @@ from watchsync.agent.metrics import Metrics
 from watchsync.agent.progress import ReconcileProgress
 from watchsync.agent.status import State
 from watchsync.core.errors import LockedError, WatchsyncError
+from watchsync.fs import platform
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +91,13 @@ class Supervisor:
     # -- signals ---------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop (twice: exit now); SIGHUP reloads.  Main thread only."""
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, lambda _s, _f: self.reload_requested.set())
+        """SIGTERM/SIGINT (and Windows' SIGBREAK) stop, twice: exit now; SIGHUP reloads where
+        there is one (a reload request file does everywhere).  Main thread only."""
+        for signum in platform.stop_signals():
+            signal.signal(signum, self._on_stop_signal)
+        hup = platform.reload_signal()
+        if hup is not None:
+            signal.signal(hup, lambda _s, _f: self.reload_requested.set())
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -351,7 +355,9 @@ class Supervisor:
             if self.stop.wait(tick):
                 return
             self._ping(force=True)
-            if self.reload_requested.is_set():
+            if self.reload_requested.is_set() or platform.take_reload_request(
+                self.config.state_dir
+            ):
                 self.reload_requested.clear()
                 self.reload()
             self._retry_failed()

@@ -75,7 +75,7 @@ def watchdog_ping(*, env: Mapping[str, str] = os.environ) -> bool:
 
 def reloading(*, env: Mapping[str, str] = os.environ) -> bool:
     """A reload (SIGHUP) started; send ``ready()`` when it is done."""
-    monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    monotonic_usec = time.monotonic_ns() // 1000  # CLOCK_MONOTONIC on Linux
     return notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec}", env=env)
 
 

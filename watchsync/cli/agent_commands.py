@@ -1,4 +1,4 @@
-"""The agent's commands: ``watch``, ``status`` and ``check``."""
+"""The agent's commands: ``watch``, ``status``, ``reload`` and ``check``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from watchsync.agent.config import (
 )
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
 from watchsync.core.filters import ordered_rules
+from watchsync.fs.platform import inotify_watch_limit, pid_alive, request_reload
 from watchsync.s3.client import make_client, probe_bucket
 from watchsync.state.store import COUNTERS, DB_SUFFIX, StateStore, list_stores, store_name
 
@@ -29,9 +30,11 @@ logger = logging.getLogger(__name__)
 
 
 def run_agent_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Dispatch ``status``/``check`` (``watch`` goes through :func:`run_watch`)."""
+    """Dispatch ``status``/``reload``/``check`` (``watch`` goes through :func:`run_watch`)."""
     if args.command == "status":
         return _status(args)
+    if args.command == "reload":
+        return _reload(args)
     return _check(args)
 
 
@@ -108,7 +111,7 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
     state = str(status.get("state") or "unknown")
     # The pid is only trusted while the folder says it runs: a folder removed on reload
     # leaves "stopped" behind in a process that is still alive.
-    alive = state != "stopped" and isinstance(pid, int | str) and _pid_alive(int(pid))
+    alive = state != "stopped" and isinstance(pid, int | str) and pid_alive(int(pid))
     if not alive and state != "unknown":
         state = "stopped"
     if alive:
@@ -178,16 +181,6 @@ def _safe_status(
     return row
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _status(args: argparse.Namespace) -> int:
     now = time.time()
     if args.config is not None:
@@ -243,6 +236,20 @@ def _when(stamp: object, now: float) -> str:
     return f"{text} ({ago:.0f}s ago)"
 
 
+# -- reload -------------------------------------------------------------------------------
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Leave a reload request in the agent's state directory; it looks every second."""
+    if args.config is not None:
+        state_dir = load_config(args.config, flags={"state_dir": args.state_dir}).state_dir
+    else:
+        state_dir = args.state_dir or default_state_dir()
+    request_reload(state_dir)
+    print(f"reload requested: the agent using {state_dir} re-reads its config within a second")
+    return EXIT_OK
+
+
 # -- check --------------------------------------------------------------------------------
 
 
@@ -250,7 +257,7 @@ def _check(args: argparse.Namespace) -> int:
     config = load_config(args.config, flags={})
     print(f"config: {args.config}: ok ({len(config.folders)} folders)")
     failures = 0
-    limit = _inotify_limit()
+    limit = inotify_watch_limit()
     for cfg in config.folders:
         problems = check_folder(cfg, inotify_limit=limit)
         verdict = "ok" if not problems else "FAIL: " + "; ".join(problems)
@@ -284,9 +291,3 @@ def _dirs(root: Path) -> Any:
     for dirpath, _dirnames, _files in os.walk(root):
         yield dirpath
 
-
-def _inotify_limit() -> int | None:
-    try:
-        return int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
-    except (OSError, ValueError):
-        return None

@@ -1,4 +1,4 @@
-"""Command line: ``watchsync sync|watch|status|check``.
+"""Command line: ``watchsync sync|watch|status|reload|check``.
 
 The only module that configures logging handlers and turns errors into exit codes.
 """
@@ -161,6 +161,13 @@ def add_agent_commands(sub: Any) -> None:
     s.add_argument("--config", type=Path)
     s.add_argument("--state-dir", type=Path)
     s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    r = sub.add_parser(
+        "reload",
+        help="make a running agent re-read its config file (SIGHUP's equivalent, every OS)",
+    )
+    r.add_argument("--config", type=Path, help="the agent's config file (for its state_dir)")
+    r.add_argument("--state-dir", type=Path, help="the agent's state directory")
 
     c = sub.add_parser("check", help="validate a config and test each folder's bucket")
     c.add_argument("--config", type=Path, required=True)

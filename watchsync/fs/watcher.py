@@ -54,6 +54,7 @@ from watchdog.observers.polling import PollingObserver
 
 from watchsync.core.filters import DEFAULT_IGNORES, IgnoreRules
 from watchsync.core.model import Skipped
+from watchsync.fs import platform
 from watchsync.fs.debounce import Debouncer
 
 logger = logging.getLogger(__name__)
@@ -627,8 +628,9 @@ if HAVE_INOTIFY:
 
 
 def _native_observer(timeout: float) -> BaseObserver:
-    """The tracking inotify observer on Linux, watchdog's native observer elsewhere."""
-    if HAVE_INOTIFY:
+    """The tracking inotify observer on Linux, watchdog's native observer elsewhere (and
+    under ``WATCHSYNC_PORTABLE=1``)."""
+    if HAVE_INOTIFY and platform.linux():
         return TrackingInotifyObserver(timeout=timeout)
     from watchdog.observers import Observer
 

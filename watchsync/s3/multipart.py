@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import botocore.exceptions
 
 from watchsync.core.errors import FileError, PreconditionFailed
+from watchsync.fs.platform import read_at
 from watchsync.s3.bandwidth import RateLimiter
 from watchsync.s3.client import describe, error_code, s3_error
 from watchsync.s3.location import S3Settings, S3Url
@@ -288,8 +288,8 @@ class Multipart:
 
 
 def _read_range(f: Any, offset: int, length: int) -> bytes:
-    """``length`` bytes of an open file at ``offset``, from any thread (pread)."""
-    data = os.pread(f.fileno(), length, offset)
+    """``length`` bytes of an open file at ``offset``, from any thread."""
+    data = read_at(f.fileno(), length, offset)
     if len(data) != length:
         raise OSError(5, "file shrank while it was uploaded")
     return data

@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -40,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import filelock
 
 from watchsync.core.errors import LockedError, WatchsyncError
 from watchsync.core.model import SyncedEntry
@@ -842,22 +843,27 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
 
 
 def _take_lock(lock_path: Path) -> int:
-    """The pair's lock, taken now or :class:`LockedError` (as :meth:`StateStore.lock`)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """The pair's lock, taken now or :class:`LockedError` (as :meth:`StateStore.lock`).
+
+    filelock's descriptor lock: ``flock`` on POSIX, ``LockFileEx`` on byte 0 on Windows; the
+    OS drops it with the descriptor, so when the process dies too.  Our pid follows byte 0,
+    where Windows lets another process read it."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        taken = filelock.lock_descriptor(fd, blocking=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not taken:
         holder = _read_pid(fd)
         os.close(fd)
         raise LockedError(
             f"another watchsync agent (pid {holder or 'unknown'}) already serves "
             f"this folder pair (lock {lock_path})"
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
+        )
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f" {os.getpid()}\n".encode())
     return fd
 
 
@@ -878,9 +884,15 @@ def _quarantine(db_path: Path, now: float) -> Path:
 
 
 def _read_pid(fd: int) -> int | None:
-    """The pid the lock holder wrote into the lock file, if readable."""
-    try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-        return int(text) if text else None
-    except (OSError, ValueError):
-        return None
+    """The pid the lock holder wrote into the lock file, if readable (from byte 1 where
+    Windows keeps byte 0 locked)."""
+    for start in (0, 1):
+        try:
+            os.lseek(fd, start, os.SEEK_SET)
+            text = os.read(fd, 64).decode("ascii", "replace").strip()
+            return int(text) if text else None
+        except ValueError:
+            return None
+        except OSError:
+            continue
+    return None
