@@ -184,7 +184,7 @@ def running_agent(
 
 def counters(agent: Folder) -> dict[str, int]:
     """The running agent's counters."""
-    counts: dict[str, int] = agent.store_().counters()
+    counts: dict[str, int] = agent.store_().status.counters()
     return counts
 
 
@@ -209,7 +209,7 @@ def read_state(state_dir: Path, root: Path, url: str) -> tuple[dict[str, Any], d
         return {}, {}
     try:
         with StateStore.read_only(db) as store:
-            return dict(store.get_status()), store.counters()
+            return dict(store.status.fields()), store.status.counters()
     except sqlite3.OperationalError:  # created but its schema not yet committed
         return {}, {}
 

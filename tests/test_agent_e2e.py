@@ -239,7 +239,7 @@ def test_delete_directory(
         shutil.rmtree(root / "tree")
         assert_in_sync(s3, bucket, PREFIX, root, timeout=20)
         wait_until(lambda: counters(agent)["deleted_remote"] == 20, timeout=10)
-        assert agent.store_().count() == 1
+        assert agent.store_().synced.count() == 1
 
 
 def test_editor_atomic_save(
@@ -283,7 +283,7 @@ def test_burst_of_2000_files_converges(
         c = counters(agent)
         assert c["errors"] == 0
         assert 2000 <= c["uploaded_files"] <= 2000 + cfg.upload_workers
-        pending = agent.store_().journal_pending()
+        pending = agent.store_().journal.pending()
         assert not pending, pending
     print(f"burst of 2000 files converged in {elapsed:.1f}s")
 
@@ -540,7 +540,7 @@ def test_max_delete_refuses_and_records_error(
         for i in range(8):
             (root / f"f{i}.txt").unlink()
         wait_until(
-            lambda: "max-delete" in str(agent.store_().get_status().get("last_error") or ""),
+            lambda: "max-delete" in str(agent.store_().status.fields().get("last_error") or ""),
             timeout=15,
         )
         wait_idle(agent)
@@ -686,7 +686,7 @@ def test_force_polling_still_syncs(
     cfg = folder_config(root, url, endpoint, delete=True)
     with running_agent(cfg, state_dir, force_polling=True) as agent:
         assert agent.polling
-        assert agent.store_().get_status()["polling"] == 1
+        assert agent.store_().status.fields()["polling"] == 1
         write(root / "b/c.txt", "c")
         write(root / "a.txt", "a2")
         assert_in_sync(s3, bucket, PREFIX, root, timeout=20)
@@ -1103,7 +1103,7 @@ def test_type_change_converges_on_both_sides(
         wait_idle(agent_b)
         assert tree_snapshot(a) == tree_snapshot(b) == bucket_snapshot(s3, bucket, PREFIX)
         for agent in (agent_a, agent_b):
-            assert not agent.store_().get_status().get("last_error"), agent.cfg.name
+            assert not agent.store_().status.fields().get("last_error"), agent.cfg.name
 
 
 def test_file_and_directory_keys_together_are_reported_and_the_rest_synced(

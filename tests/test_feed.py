@@ -256,7 +256,7 @@ def two_folders(tmp_path: Path) -> Iterator[Callable[..., tuple[Rooms, Rooms, Fa
             cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, **overrides)
             store = StateStore.open(tmp_path / f"state-{name}", local_root=root, url=cfg.url)
             stores.append(store)
-            store.set_meta("root_dev", str(os.stat(root).st_dev))
+            store.status.set_meta("root_dev", str(os.stat(root).st_dev))
             metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
             objects = FakeObjects(root)
             if shared is None:
@@ -296,7 +296,7 @@ def test_rooms_an_upload_on_a_is_downloaded_by_b_through_the_planner(
     a.feed.tick()
     b.feed.poll()
     assert (tmp_path / "b" / "doc.txt").read_bytes() == b"v1"
-    synced = b.executor.recorder.store.get("doc.txt")  # type: ignore[attr-defined]
+    synced = b.executor.recorder.store.synced.get("doc.txt")  # type: ignore[attr-defined]
     assert synced is not None and synced.etag == bucket.objects["doc.txt"][1]
     b.feed.tick()
     assert a.feed.writes == 1 and b.feed.writes == 0  # b's download is not published back

@@ -46,7 +46,7 @@ def test_transfers_finishing_during_a_commit_share_the_next_one(tmp_path: Path) 
     store = open_slow(tmp_path)
     try:
         recorder = StoreRecorder(store)
-        ids = store.journal_add_many("upload", [entry(i).path for i in range(10)])
+        ids = store.journal.add_many("upload", [entry(i).path for i in range(10)])
         returned: list[int] = []
 
         def finish(i: int) -> None:
@@ -66,10 +66,10 @@ def test_transfers_finishing_during_a_commit_share_the_next_one(tmp_path: Path) 
             t.join(10)
         assert store.commits == [1, 9] and recorder.commits == 2
         assert sorted(returned) == list(range(10))
-        assert [e.path for e in store.iter_sorted()] == [entry(i).path for i in range(10)]
-        assert store.get("f03") == entry(3)
-        assert store.journal_count() == 0
-        assert store.counters()["uploaded_files"] == 10
+        assert [e.path for e in store.synced.iter_sorted()] == [entry(i).path for i in range(10)]
+        assert store.synced.get("f03") == entry(3)
+        assert store.journal.count() == 0
+        assert store.status.counters()["uploaded_files"] == 10
     finally:
         store.close()
 

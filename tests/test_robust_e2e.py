@@ -170,7 +170,7 @@ def test_agent_starts_again_after_a_corrupt_state_database(
         assert (root / "remote.txt").read_bytes() == b"there"
         assert_in_sync(s3, bucket, PREFIX, root)
         assert [p.name for p in db.parent.iterdir() if ".corrupt-" in p.name]
-        status = agent.store_().get_status()
+        status = agent.store_().status.fields()
         assert "corrupt" in str(status.get("last_error"))
 
 

@@ -131,7 +131,7 @@ def test_deletes_refused_below_a_directory_whose_device_changed(
     deletes.stat = _on_device(4242, w.root / "photos")
     deletes.mounts = lambda root: ["photos"]
     deletes.survey()
-    assert w.store.dir_devices() == {"photos": "4242"}
+    assert w.store.guards.dir_devices() == {"photos": "4242"}
     # Unmounted: the mount point is an empty directory on the root's device.
     deletes.stat, deletes.mounts = os.stat, lambda root: []
     for i in range(3):

@@ -60,7 +60,7 @@ def test_reconcile_same_content_is_recorded_not_moved(make_world: Callable[..., 
     os.utime(w.root / "same.txt", ns=(T0, T0 - 50 * 10**9))  # older than the object
     w.objects.put("same.txt", b"same bytes")
     w.rooms.reconcile.run()
-    assert w.store.get("same.txt") is not None
+    assert w.store.synced.get("same.txt") is not None
     assert [c for c in w.objects.calls if c[0] in ("download", "upload")] == []
 
 
@@ -81,7 +81,7 @@ base = Path(sys.argv[1])
 root = base / "root"
 cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, delete=True)
 store = StateStore.open(base / "state", local_root=root, url=cfg.url)
-store.set_meta("root_dev", str(os.stat(root).st_dev))
+store.status.set_meta("root_dev", str(os.stat(root).st_dev))
 metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
 status = Status(cfg.name, store=store, metrics=metrics)
 objects = FakeObjects(root)
@@ -91,7 +91,7 @@ rooms = wire(cfg, store=store, transfer=objects, scope=Scope(cfg, state_dir=base
 for path in ("locked/x.txt", "gone-in-s3.txt", "keep.txt"):
     rem = objects.put(path, b"body")
     st = (root / path).stat()
-    store.put(SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns))
+    store.synced.put_many([SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns)])
 del objects.objects["gone-in-s3.txt"]
 os.chmod(root / "locked", 0)
 for _ in range(2):
@@ -467,14 +467,15 @@ def test_reconcile_hands_a_path_the_uploader_holds_back_to_it(
     w.rooms.reconcile.run()  # the first pass walks and lists
     assert not [p for p in w.objects.objects if ".conflict-" in p]
     assert not list(w.root.glob("*conflict*"))
-    w.store.put(SyncedEntry("a.txt", up.size, up.mtime_ns, up.etag, T0, up.ino))  # recorded
+    recorded = SyncedEntry("a.txt", up.size, up.mtime_ns, up.etag, T0, up.ino)
+    w.store.synced.put_many([recorded])  # recorded
     w.rooms.pending.settle("a.txt")
     again = w.rooms.pending.take()
     assert again is not None and again.path == "a.txt"
     uploads = len([c for c in w.objects.calls if c[0] == "upload"])
     assert w.rooms.uploader.process(again) == Settled()
     assert len([c for c in w.objects.calls if c[0] == "upload"]) == uploads
-    assert w.store.counters().get("conflicts", 0) == 0
+    assert w.store.status.counters().get("conflicts", 0) == 0
 
 
 def test_an_upload_planned_while_the_uploader_sends_it_costs_no_second_request(
@@ -490,14 +491,14 @@ def test_an_upload_planned_while_the_uploader_sends_it_costs_no_second_request(
     w.rooms.pending.add([Item("n.txt")])
     item = w.rooms.pending.take()  # a worker has it in hand
     assert item is not None
-    rows = w.store.iter_sorted
+    rows = w.store.synced.iter_sorted
 
     def read_then_sent(prefix: str = "", *, batch: int = 1000) -> Iterator[SyncedEntry]:
         yield from rows(prefix, batch=batch)  # no record of n.txt yet
         assert w.rooms.uploader.process(item) == Settled()  # sent and recorded meanwhile
         w.rooms.pending.settle("n.txt")
 
-    monkeypatch.setattr(w.store, "iter_sorted", read_then_sent)
+    monkeypatch.setattr(w.store.synced, "iter_sorted", read_then_sent)
     w.rooms.reconcile.dirty.invalidate("the watcher overflowed")  # type: ignore[union-attr]
     stats = w.rooms.reconcile.run()
     assert stats.walked and not stats.listed and stats.passed.planned == {Kind.UPLOAD: 1}

@@ -17,25 +17,25 @@ def test_pending_journal_entry_lives_until_settled(make_world: Callable[..., Wor
     w = make_world()
     pending = w.rooms.pending
     pending.add([Item("a.txt"), Item("b.txt"), Item("a.txt")])
-    assert sorted(e.path for e in w.store.journal_pending()) == ["a.txt", "b.txt"]
+    assert sorted(e.path for e in w.store.journal.pending()) == ["a.txt", "b.txt"]
     item = pending.take()
     assert item is not None
     pending.add([Item(item.path)])  # a new event while a worker holds the path
     pending.settle(item.path)
-    assert item.path in [e.path for e in w.store.journal_pending()]  # still owed a look
+    assert item.path in [e.path for e in w.store.journal.pending()]  # still owed a look
     rest = [pending.take(), pending.take()]
     assert sorted(i.path for i in rest if i is not None) == ["a.txt", "b.txt"]
     for i in rest:
         assert i is not None
         pending.settle(i.path)
-    assert w.store.journal_pending() == [] and pending.idle()
+    assert w.store.journal.pending() == [] and pending.idle()
 
 
 def test_pending_resume_keeps_one_entry_per_path(make_world: Callable[..., World]) -> None:
     w = make_world()
-    w.store.journal_add_many("sync", ["a.txt", "a.txt", "b.swp"])
-    w.rooms.pending.resume(w.store.journal_pending())
-    assert [e.path for e in w.store.journal_pending()] == ["a.txt"]  # b.swp is ignored
+    w.store.journal.add_many("sync", ["a.txt", "a.txt", "b.swp"])
+    w.rooms.pending.resume(w.store.journal.pending())
+    assert [e.path for e in w.store.journal.pending()] == ["a.txt"]  # b.swp is ignored
     assert len(w.rooms.pending) == 1
 
 

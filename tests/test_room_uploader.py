@@ -25,7 +25,7 @@ def test_uploads_new_file_is_sent_and_recorded(make_world: Callable[..., World])
     (w.root / "a.txt").write_bytes(b"hello")
     assert w.rooms.uploader.process(Item("a.txt")) == Settled()
     assert w.objects.objects["a.txt"][0] == b"hello"
-    synced = w.store.get("a.txt")
+    synced = w.store.synced.get("a.txt")
     assert synced is not None and synced.etag == w.objects.objects["a.txt"][1]
     assert w.rooms.uploader.process(Item("a.txt")) == Settled()  # unchanged: nothing sent
     assert [c for c in w.objects.calls if c[0] == "upload"] == [("upload", "a.txt")]
@@ -55,7 +55,7 @@ def test_uploads_lost_race_keeps_both_versions(make_world: Callable[..., World])
     assert w.objects.objects[copies[0]][0] == b"v2 from elsewhere"
     assert (w.root / copies[0]).read_bytes() == b"v2 from elsewhere"
     assert w.objects.objects["doc.txt"][0] == b"v2 local edit"
-    assert w.store.counters()["conflicts"] == 1
+    assert w.store.status.counters()["conflicts"] == 1
 
 
 def test_uploads_rename_is_a_server_side_copy(make_world: Callable[..., World]) -> None:
@@ -90,7 +90,7 @@ def test_uploads_local_delete_goes_to_the_batch(make_world: Callable[..., World]
     w.now[0] += 1.0  # the batch's grace period is over
     batch = w.rooms.guards.batcher.ready()
     w.rooms.guards.run(batch, w.rooms.executor)
-    assert "a.txt" not in w.objects.objects and w.store.get("a.txt") is None
+    assert "a.txt" not in w.objects.objects and w.store.synced.get("a.txt") is None
 
 
 class RefusingObjects(FakeObjects):
@@ -144,7 +144,7 @@ def test_uploads_file_dated_after_2262_is_recorded_once(make_world: Callable[...
         pytest.skip("the file system cannot hold such a time")
     far = target.stat().st_mtime_ns
     assert w.rooms.uploader.process(Item("future.txt", absent=True)) == Settled()
-    synced = w.store.get("future.txt")
+    synced = w.store.synced.get("future.txt")
     assert synced is not None and synced.mtime_ns == far
     assert w.rooms.uploader.process(Item("future.txt")) == Settled()  # unchanged: not sent again
     assert [c for c in w.objects.calls if c[0] == "upload"] == [("upload", "future.txt")]
@@ -191,7 +191,7 @@ def test_uploads_file_moved_away_during_its_first_upload_is_deleted_in_s3(
     assert w.rooms.guards.pending() == 1
     w.now[0] += 1.0
     w.rooms.guards.run(w.rooms.guards.batcher.ready(), w.rooms.executor)
-    assert "a/x.txt" not in w.objects.objects and w.store.get("a/x.txt") is None
+    assert "a/x.txt" not in w.objects.objects and w.store.synced.get("a/x.txt") is None
 
 
 def test_uploads_rename_copies_only_the_version_synced(make_world: Callable[..., World]) -> None:
@@ -219,9 +219,9 @@ def test_uploads_burst_is_sent_together_and_recorded_in_one_commit(
     assert results == [Settled()] * len(names)
     assert _commits(w) == before + 1
     for name in names:
-        synced = w.store.get(name)
+        synced = w.store.synced.get(name)
         assert synced is not None and synced.etag == w.objects.objects[name][1]
-    assert w.store.counters()["uploaded_files"] == len(names)
+    assert w.store.status.counters()["uploaded_files"] == len(names)
     # Sent again unchanged: nothing goes out.
     calls = len(w.objects.calls)
     assert w.rooms.uploader.process_many([Item(n) for n in names]) == [Settled()] * len(names)
@@ -262,9 +262,9 @@ def test_uploads_batch_failures_stay_with_their_paths(make_world: Callable[..., 
         [Item("a.txt", "", absent=True), Item("b.txt", "", absent=True), Item("c.txt")]
     )
     assert results == [Retry(0.5), Conflict(), Settled()]
-    assert w.store.get("a.txt") is None
+    assert w.store.synced.get("a.txt") is None
     assert w.objects.objects["c.txt"][0] == b"c.txt"
-    synced = w.store.get("c.txt")
+    synced = w.store.synced.get("c.txt")
     assert synced is not None and synced.etag == w.objects.objects["c.txt"][1]
     copies = [p for p in w.objects.objects if p.startswith("b.conflict-")]
     assert len(copies) == 1 and w.objects.objects[copies[0]][0] == b"another writer got there first"
@@ -294,6 +294,6 @@ def test_uploads_batch_file_changed_while_sent_is_sent_again(
     assert w.rooms.uploader.process_many(items) == [Settled()] * 2
     assert not [p for p in w.objects.objects if ".conflict-" in p]
     assert w.objects.objects["a.txt"][0] == b"second, longer"
-    synced = w.store.get("a.txt")
+    synced = w.store.synced.get("a.txt")
     assert synced is not None and synced.size == len(b"second, longer")
     assert synced.etag == w.objects.objects["a.txt"][1]

@@ -20,13 +20,22 @@ from hypothesis import strategies as st
 
 from watchsync.core.errors import LockedError, WatchsyncError
 from watchsync.core.model import SyncedEntry
-from watchsync.state.store import JournalEntry, StateStore, list_stores, store_name
+from watchsync.state.journal import JournalEntry
+from watchsync.state.store import Recorded, StateStore, list_stores, store_name
 
 ROOT_URL = "s3://bucket/prefix"
 
 
 def entry(path: str, size: int = 1) -> SyncedEntry:
     return SyncedEntry(path, size, size * 1000, f"etag-{size}", size * 2000)
+
+
+def integrity(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -46,20 +55,21 @@ def test_open_creates_wal_db_named_by_pair(tmp_path: Path, root: Path) -> None:
     clock = iter([1000.0, 1001.0]).__next__
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL, clock=clock) as s:
         assert s.db_path.name == store_name(root, ROOT_URL) + ".db"
-        assert s.lock_path == s.db_path.with_suffix(".lock")
-        meta = s.meta()
+        s.lock()
+        assert s.db_path.with_suffix(".lock").read_text().strip() == str(os.getpid())
+        meta = s.status.meta()
         assert meta == {
             "local_root": str(root.resolve()),
             "url": ROOT_URL,
             "root_dev": str(root.stat().st_dev),
             "created": "1000.0",
         }
-        assert s.integrity_check() == "ok"
+        assert integrity(s.db_path) == "ok"
     # Another URL or root is another database; reopening keeps the first meta.
     assert store_name(root, ROOT_URL) != store_name(root, ROOT_URL + "2")
     assert store_name(root, ROOT_URL) == store_name(root / "." / "x" / "..", ROOT_URL)
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
-        assert s.meta()["created"] == "1000.0"
+        assert s.status.meta()["created"] == "1000.0"
     conn = sqlite3.connect(tmp_path / "state" / (store_name(root, ROOT_URL) + ".db"))
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -72,52 +82,47 @@ def test_open_creates_wal_db_named_by_pair(tmp_path: Path, root: Path) -> None:
 
 
 def test_put_get_delete(store: StateStore) -> None:
-    assert store.get("a") is None
-    store.put(entry("a", 1))
-    store.put(entry("a", 2))
-    assert store.get("a") == entry("a", 2)
-    assert store.count() == 1
-    assert store.delete("a") is True
-    assert store.delete("a") is False
-    assert store.get("a") is None
-    assert store.put_many([]) == 0
+    assert store.synced.get("a") is None
+    store.synced.put_many([entry("a", 1)])
+    store.synced.put_many([entry("a", 2)])
+    assert store.synced.get("a") == entry("a", 2)
+    assert store.synced.count() == 1
+    assert store.synced.delete("a") is True
+    assert store.synced.delete("a") is False
+    assert store.synced.get("a") is None
+    assert store.synced.put_many([]) == 0
 
 
 def test_point_reads_see_what_was_committed(store: StateStore) -> None:
     """get / get_many / find_by_stat read through their own connection: they see every
     write committed before them, and run while a commit holds the writer's connection."""
-    store.put_many([entry("a", 1), entry("b", 2), entry("c", 3)])
-    assert store.get_many(["a", "c", "missing"]) == {"a": entry("a", 1), "c": entry("c", 3)}
-    assert store.get_many([]) == {}
-    store.put(entry("a", 4))
-    assert store.get("a") == entry("a", 4)
-    with store._transaction() as conn:  # a write under way, not committed yet
+    store.synced.put_many([entry("a", 1), entry("b", 2), entry("c", 3)])
+    assert store.synced.get_many(["a", "c", "missing"]) == {"a": entry("a", 1), "c": entry("c", 3)}
+    assert store.synced.get_many([]) == {}
+    store.synced.put_many([entry("a", 4)])
+    assert store.synced.get("a") == entry("a", 4)
+    with store._db.transaction() as conn:  # a write under way, not committed yet
         conn.execute("DELETE FROM synced WHERE path = 'b'")
-        assert store.get("b") == entry("b", 2)
-    assert store.get("b") is None
+        assert store.synced.get("b") == entry("b", 2)
+    assert store.synced.get("b") is None
 
 
 def test_put_many_is_all_or_nothing(store: StateStore) -> None:
     bad = SyncedEntry("x\udcff", 1, 1, "", 1)  # not valid UTF-8: sqlite3 refuses it
     with pytest.raises(UnicodeEncodeError):
-        store.put_many([entry("ok1"), bad, entry("ok2")])
-    assert store.count() == 0
+        store.synced.put_many([entry("ok1"), bad, entry("ok2")])
+    assert store.synced.count() == 0
 
 
-def test_delete_prefix_uses_ranges_not_like(store: StateStore) -> None:
+def test_paths_below_a_directory_are_ranges_not_like(store: StateStore) -> None:
     paths = ["a", "a b/x", "a%/x", "a-b/x", "a.b", "a/", "a/b", "a/b/c", "a/z", "a0", "a_/x", "ab"]
-    store.put_many(entry(p) for p in paths)
-    assert [e.path for e in store.iter_sorted("a")] == ["a/", "a/b", "a/b/c", "a/z"]
-    assert [e.path for e in store.iter_sorted("a%")] == ["a%/x"]
-    assert store.delete_prefix("a/") == 4
-    assert [e.path for e in store.iter_sorted()] == sorted(
-        set(paths) - {"a/", "a/b", "a/b/c", "a/z"}
-    )
-    assert store.delete_prefix("a_") == 1  # "_" is no wildcard here
-    assert store.get("a b/x") is not None
-    remaining = store.count()
-    assert store.delete_prefix("") == remaining
-    assert store.count() == 0
+    store.synced.put_many(entry(p) for p in paths)
+    assert [e.path for e in store.synced.iter_sorted("a")] == ["a/", "a/b", "a/b/c", "a/z"]
+    assert [e.path for e in store.synced.iter_sorted("a/")] == ["a/", "a/b", "a/b/c", "a/z"]
+    assert [e.path for e in store.synced.iter_sorted("a%")] == ["a%/x"]  # "%" is no wildcard
+    assert [e.path for e in store.synced.iter_sorted("a_")] == ["a_/x"]  # nor is "_"
+    assert store.synced.count_under("a") == 4 and store.synced.count_under("a_") == 1
+    assert store.synced.count_under("") == store.synced.count() == len(paths)
 
 
 ORDER_SAMPLE = [
@@ -147,8 +152,8 @@ ORDER_SAMPLE = [
 
 def test_iter_sorted_matches_python_str_order(store: StateStore) -> None:
     # U+FFFF < U+10000 in code points (and UTF-8), but not in UTF-16 order.
-    store.put_many(entry(p) for p in reversed(ORDER_SAMPLE))
-    got = [e.path for e in store.iter_sorted(batch=3)]
+    store.synced.put_many(entry(p) for p in reversed(ORDER_SAMPLE))
+    got = [e.path for e in store.synced.iter_sorted(batch=3)]
     assert got == sorted(ORDER_SAMPLE)
     assert got == sorted(ORDER_SAMPLE, key=lambda s: s.encode("utf-8"))
 
@@ -169,26 +174,29 @@ paths_strategy = st.lists(
 )
 @given(paths=paths_strategy)
 def test_iter_sorted_order_property(store: StateStore, paths: list[str]) -> None:
-    store.delete_prefix("")
-    store.put_many(entry(p) for p in paths)
-    assert [e.path for e in store.iter_sorted(batch=7)] == sorted(paths)
+    for old in store.synced.iter_sorted():
+        store.synced.delete(old.path)
+    store.synced.put_many(entry(p) for p in paths)
+    assert [e.path for e in store.synced.iter_sorted(batch=7)] == sorted(paths)
 
 
 def test_iter_sorted_streams_while_other_threads_write(store: StateStore) -> None:
-    store.put_many(entry(f"f{i:05d}") for i in range(3000))
-    it = store.iter_sorted(batch=100)
+    store.synced.put_many(entry(f"f{i:05d}") for i in range(3000))
+    it = store.synced.iter_sorted(batch=100)
     first = next(it)
     assert first.path == "f00000"
     # Writes during the iteration neither block nor show up in its snapshot.
-    writer = threading.Thread(target=lambda: store.put_many(entry(f"g{i}") for i in range(50)))
+    writer = threading.Thread(
+        target=lambda: store.synced.put_many(entry(f"g{i}") for i in range(50))
+    )
     writer.start()
     writer.join(timeout=10)
     assert not writer.is_alive()
-    store.delete("f02999")
+    store.synced.delete("f02999")
     rest = list(it)
     assert len(rest) == 2999
     assert rest[-1].path == "f02999"
-    assert store.count() == 3000 - 1 + 50
+    assert store.synced.count() == 3000 - 1 + 50
 
 
 def _is_open(conn: sqlite3.Connection) -> bool:
@@ -204,7 +212,7 @@ def test_iter_sorted_closed_early_releases_connection(
 ) -> None:
     # Python 3.11's sqlite3 says nothing about a connection collected unclosed, so record
     # the connections the iterator opens and look at them directly.
-    store.put_many(entry(f"p{i}") for i in range(10))
+    store.synced.put_many(entry(f"p{i}") for i in range(10))
     opened: list[sqlite3.Connection] = []
     real_connect = sqlite3.connect
 
@@ -215,14 +223,14 @@ def test_iter_sorted_closed_early_releases_connection(
 
     monkeypatch.setattr(sqlite3, "connect", recording_connect)
     try:
-        it = store.iter_sorted(batch=2)
+        it = store.synced.iter_sorted(batch=2)
         assert isinstance(it, Generator)  # closable, as its docstring promises
         assert next(it).path == "p0"
         assert len(opened) == 1, "iter_sorted reads through a connection of its own"
         assert _is_open(opened[0])
         it.close()
         assert not _is_open(opened[0]), "closing the iterator early leaves its connection open"
-        assert store.count() == 10  # the store's own connection is untouched
+        assert store.synced.count() == 10  # the store's own connection is untouched
     finally:
         for conn in opened:
             conn.close()
@@ -234,11 +242,11 @@ def test_concurrent_writers_are_serialized(store: StateStore) -> None:
     def work(n: int) -> None:
         try:
             for i in range(100):
-                store.put(entry(f"t{n}/{i}"))
-                op = store.journal_add("upload", f"t{n}/{i}")
-                store.incr("uploaded_files")
-                store.journal_done(op)
-                _ = store.get(f"t{n}/{i}")
+                store.synced.put_many([entry(f"t{n}/{i}")])
+                op = store.journal.add("upload", f"t{n}/{i}")
+                store.status.incr("uploaded_files")
+                store.journal.done(op)
+                _ = store.synced.get(f"t{n}/{i}")
         except BaseException as exc:
             errors.append(exc)
 
@@ -248,85 +256,93 @@ def test_concurrent_writers_are_serialized(store: StateStore) -> None:
     for t in threads:
         t.join(timeout=60)
     assert not errors
-    assert store.count() == 600
-    assert store.journal_count() == 0
-    assert store.counters()["uploaded_files"] == 600
+    assert store.synced.count() == 600
+    assert store.journal.count() == 0
+    assert store.status.counters()["uploaded_files"] == 600
 
 
 def test_journal(tmp_path: Path, root: Path) -> None:
     now = [100.0]
     with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL, clock=lambda: now[0]) as s:
-        assert s.journal_pending() == []
-        assert s.journal_oldest_age(200.0) is None
-        a = s.journal_add("upload", "a.txt")
+        assert s.journal.pending() == []
+        assert s.journal.oldest_age(200.0) is None
+        a = s.journal.add("upload", "a.txt")
         now[0] = 150.0
-        b = s.journal_add("delete-remote", "b.txt", "etag=x")
-        assert s.journal_pending() == [
+        b = s.journal.add("delete-remote", "b.txt", "etag=x")
+        assert s.journal.pending() == [
             JournalEntry(a, "upload", "a.txt", "", 100.0),
             JournalEntry(b, "delete-remote", "b.txt", "etag=x", 150.0),
         ]
-        assert s.journal_count() == 2
-        assert s.journal_oldest_age(160.0) == 60.0
-        s.journal_done(a)
-        assert [j.id for j in s.journal_pending()] == [b]
-        assert s.journal_oldest_age(160.0) == 10.0
+        assert s.journal.count() == 2
+        assert s.journal.oldest_age(160.0) == 60.0
+        s.journal.done(a)
+        assert [j.id for j in s.journal.pending()] == [b]
+        assert s.journal.oldest_age(160.0) == 10.0
     # The journal survives a restart.
     with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as s:
-        assert [j.path for j in s.journal_pending()] == ["b.txt"]
+        assert [j.path for j in s.journal.pending()] == ["b.txt"]
 
 
 def test_record_writes_entry_counters_and_journal_together(store: StateStore) -> None:
-    ids = store.journal_add_many("sync", ["a", "b"])
-    assert len(ids) == 2 and store.journal_count() == 2
-    store.record(
-        entry("a", 7), counters={"uploaded_files": 1, "uploaded_bytes": 7}, journal_id=ids[0]
+    ids = store.journal.add_many("sync", ["a", "b"])
+    assert len(ids) == 2 and store.journal.count() == 2
+    store.record_many(
+        [
+            Recorded(entry("a", 7), {"uploaded_files": 1, "uploaded_bytes": 7}, ids[0]),
+            Recorded(entry("c", 2), {"uploaded_files": 1, "uploaded_bytes": 2}),
+        ]
     )
-    assert store.get("a") == entry("a", 7)
-    assert store.counters()["uploaded_bytes"] == 7
-    assert [j.path for j in store.journal_pending()] == ["b"]
+    assert store.synced.get("a") == entry("a", 7) and store.synced.get("c") == entry("c", 2)
+    assert store.status.counters()["uploaded_bytes"] == 9
+    assert [j.path for j in store.journal.pending()] == ["b"]
+    bad = Recorded(SyncedEntry("x\udcff", 1, 1, "", 1), {"uploaded_files": 1}, ids[1])
+    with pytest.raises(UnicodeEncodeError):  # one bad row: nothing of the batch is written
+        store.record_many([Recorded(entry("d"), {"uploaded_files": 1}), bad])
+    assert store.synced.get("d") is None and store.status.counters()["uploaded_files"] == 2
+    assert [j.path for j in store.journal.pending()] == ["b"]
 
 
 def test_find_by_stat_finds_rename_candidates(store: StateStore) -> None:
-    store.put(SyncedEntry("old/name", 5, 123, "e", 9))
-    store.put(SyncedEntry("other", 5, 124, "e", 9))
-    assert [e.path for e in store.find_by_stat(5, 123)] == ["old/name"]
-    assert store.find_by_stat(6, 123) == []
+    store.synced.put_many([SyncedEntry("old/name", 5, 123, "e", 9)])
+    store.synced.put_many([SyncedEntry("other", 5, 124, "e", 9)])
+    assert [e.path for e in store.synced.find_by_stat(5, 123)] == ["old/name"]
+    assert store.synced.find_by_stat(6, 123) == []
 
 
 def test_status_and_counters_visible_to_read_only_reader(store: StateStore) -> None:
     store.lock()
-    store.set_status(state="watching", pid=1234, last_reconcile_duration=1.5, last_error=None)
-    store.incr("uploaded_bytes", 100)
-    store.incr("uploaded_bytes", 23)
-    store.incr("custom")
+    store.status.set(state="watching", pid=1234, last_reconcile_duration=1.5, last_error=None)
+    store.status.incr("uploaded_bytes", 100)
+    store.status.incr("uploaded_bytes", 23)
+    store.status.incr("custom")
     with StateStore.read_only(store.db_path) as reader:
-        assert reader.get_status() == {
+        assert reader.status.fields() == {
             "last_error": None,
             "last_reconcile_duration": 1.5,
             "pid": 1234,
             "state": "watching",
         }
-        counters = reader.counters()
+        counters = reader.status.counters()
         assert counters["uploaded_bytes"] == 123
         assert counters["custom"] == 1
         assert counters["deleted_local"] == 0
         # The reader sees later commits and cannot write.
-        store.set_status(state="reconciling")
-        assert reader.get_status()["state"] == "reconciling"
+        store.status.set(state="reconciling")
+        assert reader.status.fields()["state"] == "reconciling"
         with pytest.raises(sqlite3.OperationalError):
-            reader.set_status(state="x")
-        assert reader.meta()["url"] == ROOT_URL
+            reader.status.set(state="x")
+        assert reader.status.meta()["url"] == ROOT_URL
     # The writer was never blocked.
-    store.put(entry("after"))
+    store.synced.put_many([entry("after")])
 
 
 def test_read_only_opens_cleanly_closed_db(tmp_path: Path, root: Path) -> None:
     with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as s:
-        s.put(entry("x"))
+        s.synced.put_many([entry("x")])
         path = s.db_path
     with StateStore.read_only(path) as reader:
-        assert reader.get("x") == entry("x")
-        assert [e.path for e in reader.iter_sorted()] == ["x"]
+        assert reader.synced.get("x") == entry("x")
+        assert [e.path for e in reader.synced.iter_sorted()] == ["x"]
     with pytest.raises(WatchsyncError):
         StateStore.read_only(tmp_path / "s" / "nope.db")
 
@@ -335,21 +351,19 @@ def test_closed_store_refuses_use(store: StateStore) -> None:
     store.close()
     store.close()
     with pytest.raises(WatchsyncError):
-        store.get("a")
+        store.synced.get("a")
 
 
 def test_lock_is_exclusive_and_names_holder(tmp_path: Path, root: Path) -> None:
     with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as first:
         first.lock()
         first.lock()  # idempotent
-        assert first.locked
         with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as second:
             with pytest.raises(LockedError, match=rf"pid {os.getpid()}\b"):
                 second.lock()
-            assert not second.locked
             # A status reader does not need the lock.
             with StateStore.read_only(second.db_path) as reader:
-                assert reader.count() == 0
+                assert reader.synced.count() == 0
     with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as third:
         third.lock()  # released on close
 
@@ -404,12 +418,12 @@ s = StateStore.open(Path(sys.argv[1]), local_root=Path(sys.argv[2]), url=sys.arg
 s.lock()
 i = 0
 while True:
-    op = s.journal_add("upload", f"f{i:06d}")
-    s.put(SyncedEntry(f"f{i:06d}", i, i, "e", i))
-    s.journal_done(op)
+    op = s.journal.add("upload", f"f{i:06d}")
+    s.synced.put_many([SyncedEntry(f"f{i:06d}", i, i, "e", i)])
+    s.journal.done(op)
     # A batch that must land all or nothing.
-    s.put_many(SyncedEntry(f"batch{i:06d}/{j:03d}", j, j, "e", j) for j in range(200))
-    s.incr("uploaded_files")
+    s.synced.put_many(SyncedEntry(f"batch{i:06d}/{j:03d}", j, j, "e", j) for j in range(200))
+    s.status.incr("uploaded_files")
     print(i, flush=True)
     i += 1
 """
@@ -435,16 +449,16 @@ def test_kill_9_mid_write_leaves_consistent_db(tmp_path: Path, root: Path, kill_
     assert done >= kill_after - 1
     with StateStore.open(tmp_path / "s", local_root=root, url=ROOT_URL) as s:
         s.lock()  # the dead writer's lock is gone
-        assert s.integrity_check() == "ok"
+        assert integrity(s.db_path) == "ok"
         # Everything reported as committed is there.
         for i in range(done + 1):
-            assert s.get(f"f{i:06d}") == SyncedEntry(f"f{i:06d}", i, i, "e", i)
-            assert len(list(s.iter_sorted(f"batch{i:06d}"))) == 200
+            assert s.synced.get(f"f{i:06d}") == SyncedEntry(f"f{i:06d}", i, i, "e", i)
+            assert len(list(s.synced.iter_sorted(f"batch{i:06d}"))) == 200
         # The interrupted iteration left at most one pending op, for the next file.
-        pending = s.journal_pending()
+        pending = s.journal.pending()
         assert [j.path for j in pending] in ([], [f"f{done + 1:06d}"])
         # Batches are all or nothing, and no file beyond the next one exists.
-        paths = [e.path for e in s.iter_sorted()]
+        paths = [e.path for e in s.synced.iter_sorted()]
         batch_sizes: dict[str, int] = {}
         for p in paths:
             if p.startswith("batch"):
@@ -453,18 +467,20 @@ def test_kill_9_mid_write_leaves_consistent_db(tmp_path: Path, root: Path, kill_
         assert set(batch_sizes.values()) <= {200}
         files = [p for p in paths if p.startswith("f")]
         assert len(files) in (done + 1, done + 2)
-        assert s.counters()["uploaded_files"] in (done + 1, done + 2)
+        assert s.status.counters()["uploaded_files"] in (done + 1, done + 2)
 
 
 @pytest.mark.parametrize("mtime_ns", [2**63, 2**64 + 123_456_789, -(2**63) - 1, 2**63 - 1], ids=str)
 def test_times_beyond_64_bits_are_stored_exactly(store: StateStore, mtime_ns: int) -> None:
     """A file dated after 2262 (or before 1678): its mtime_ns does not fit SQLite's INTEGER."""
     far = SyncedEntry("future.txt", 3, mtime_ns, "etag", mtime_ns + 1)
-    store.put(far)
-    store.record(SyncedEntry("recorded.txt", 3, mtime_ns, "e2", 7), counters={"uploaded_files": 1})
-    assert store.get("future.txt") == far
-    assert list(store.iter_sorted()) == [far, SyncedEntry("recorded.txt", 3, mtime_ns, "e2", 7)]
-    assert [e.path for e in store.find_by_stat(3, mtime_ns)] == ["future.txt", "recorded.txt"]
+    store.synced.put_many([far])
+    recorded = SyncedEntry("recorded.txt", 3, mtime_ns, "e2", 7)
+    store.record_many([Recorded(recorded, counters={"uploaded_files": 1})])
+    assert store.synced.get("future.txt") == far
+    assert list(store.synced.iter_sorted()) == [far, recorded]
+    found = store.synced.find_by_stat(3, mtime_ns)
+    assert [e.path for e in found] == ["future.txt", "recorded.txt"]
 
 
 def _damaged(tmp_path: Path, root: Path, how: str) -> Path:
@@ -475,7 +491,7 @@ def _damaged(tmp_path: Path, root: Path, how: str) -> Path:
         db.write_bytes(os.urandom(8192))
         return db
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
-        s.put_many(entry(f"dir{i % 50}/file-{i:05}.txt", i) for i in range(3000))
+        s.synced.put_many(entry(f"dir{i % 50}/file-{i:05}.txt", i) for i in range(3000))
     with open(db, "r+b") as f:
         f.truncate(os.path.getsize(db) // 2)
     return db
@@ -488,14 +504,16 @@ def test_corrupt_database_is_moved_aside_and_started_again(
     db = _damaged(tmp_path, root, how)
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
         assert s.recovered is not None and "corrupt" in s.recovered
-        assert s.count() == 0 and s.integrity_check() == "ok"
+        assert s.synced.count() == 0 and integrity(s.db_path) == "ok"
         aside = [p for p in db.parent.iterdir() if ".db.corrupt-" in p.name]
-        assert len(aside) == 1 and s.meta()["recovered_from"] == str(aside[0])
-        assert s.locked  # moved aside under the pair's lock
-        s.put(entry("a"))
+        assert len(aside) == 1 and s.status.meta()["recovered_from"] == str(aside[0])
+        other = StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL)
+        with other, pytest.raises(LockedError):  # moved aside under the pair's lock, kept
+            other.lock()
+        s.synced.put_many([entry("a")])
     assert list_stores(tmp_path / "state") == [db]
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
-        assert s.recovered is None and s.get("a") == entry("a")
+        assert s.recovered is None and s.synced.get("a") == entry("a")
 
 
 def test_corrupt_database_of_a_running_agent_is_not_touched(tmp_path: Path, root: Path) -> None:
@@ -513,14 +531,14 @@ def test_corrupt_database_of_a_running_agent_is_not_touched(tmp_path: Path, root
 def test_database_removed_while_in_use_is_written_back(tmp_path: Path, root: Path) -> None:
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
         s.lock()
-        s.put_many(entry(p) for p in ("a", "b"))
+        s.synced.put_many(entry(p) for p in ("a", "b"))
         for suffix in ("", "-wal", "-shm"):
             Path(f"{s.db_path}{suffix}").unlink(missing_ok=True)
-        assert [e.path for e in s.iter_sorted()] == ["a", "b"]
-        s.put(entry("c"))
-        assert [e.path for e in s.iter_sorted()] == ["a", "b", "c"]
+        assert [e.path for e in s.synced.iter_sorted()] == ["a", "b"]
+        s.synced.put_many([entry("c")])
+        assert [e.path for e in s.synced.iter_sorted()] == ["a", "b", "c"]
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
-        assert s.count() == 3  # durable again
+        assert s.synced.count() == 3  # durable again
 
 
 def test_file_identity_is_kept_and_added_to_an_older_database(tmp_path: Path, root: Path) -> None:
@@ -528,8 +546,8 @@ def test_file_identity_is_kept_and_added_to_an_older_database(tmp_path: Path, ro
     unknown, for its rows) and older writers, naming their columns, can still add rows."""
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
         db = s.db_path
-        s.put(SyncedEntry("a", 1, 5, "e", 5, ino=42))
-        got = s.get("a")
+        s.synced.put_many([SyncedEntry("a", 1, 5, "e", 5, ino=42)])
+        got = s.synced.get("a")
         assert got is not None and got.ino == 42
     conn = sqlite3.connect(db)
     conn.executescript(
@@ -538,8 +556,8 @@ def test_file_identity_is_kept_and_added_to_an_older_database(tmp_path: Path, ro
     )
     conn.close()
     with StateStore.open(tmp_path / "state", local_root=root, url=ROOT_URL) as s:
-        got = s.get("a")
+        got = s.synced.get("a")
         assert got is not None and got.ino == 0 and got.size == 1
-        s.put(SyncedEntry("b", 2, 6, "f", 6, ino=43))
-        got = s.get("b")
+        s.synced.put_many([SyncedEntry("b", 2, 6, "f", 6, ino=43)])
+        got = s.synced.get("b")
         assert got is not None and got.ino == 43

@@ -41,7 +41,7 @@ def test_pending_goes_back_to_zero_after_an_upload_on_an_idle_agent(
         wait_until(lambda: agent.reconciles >= 1, 60, 0.05, "the first reconcile")
         (root / "one.txt").write_text("one")
         wait_until(
-            lambda: agent.store_().counters()["uploaded_files"] == 1, 20, 0.05, "the upload"
+            lambda: agent.store_().status.counters()["uploaded_files"] == 1, 20, 0.05, "the upload"
         )
         wait_idle(agent)
         db = state_db(state, root, url)

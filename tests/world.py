@@ -46,7 +46,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, **overrides)
         store = StateStore.open(tmp_path / "state", local_root=root, url=cfg.url)
         stores.append(store)
-        store.set_meta("root_dev", str(os.stat(root).st_dev))
+        store.status.set_meta("root_dev", str(os.stat(root).st_dev))
         metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
         status = Status(cfg.name, store=store, metrics=metrics)
         now = [100.0]
@@ -79,7 +79,8 @@ def synced_file(world: World, path: str, body: bytes) -> None:
     target.write_bytes(body)
     rem = world.objects.put(path, body)
     st = target.stat()
-    world.store.put(SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns))
+    synced = SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns)
+    world.store.synced.put_many([synced])
 
 
 def _silently_changed(world: World, path: str, body: bytes) -> None:

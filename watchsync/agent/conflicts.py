@@ -96,7 +96,7 @@ class Conflicts:
         changed: keep both)."""
         remote = self.transfer.head(path)
         local = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
-        action = plan_raced(local, remote, self.store.get(path))
+        action = plan_raced(local, remote, self.store.synced.get(path))
         if action is None:
             return Raced()
         try:

@@ -212,7 +212,7 @@ class DeleteGuards:
     def survey(self) -> None:
         """Record the device of each mount point below the root not recorded yet, so that
         a disk unmounted later is told from a directory whose files were deleted."""
-        known = self.store.dir_devices()
+        known = self.store.guards.dir_devices()
         for rel in self.mounts(self.root):
             if rel in known:
                 continue
@@ -220,7 +220,7 @@ class DeleteGuards:
                 dev = str(self.stat(self.root / rel).st_dev)
             except OSError:
                 continue
-            self.store.set_dir_device(rel, dev)
+            self.store.guards.set_dir_device(rel, dev)
 
     def add(self, path: str) -> None:
         """A synced file is gone locally: delete its object with the next batch."""
@@ -240,8 +240,8 @@ class DeleteGuards:
             why = delete_refusal(
                 self.root,
                 count=count,
-                synced=self.store.count,
-                root_dev=self.store.meta().get("root_dev", ""),
+                synced=self.store.synced.count,
+                root_dev=self.store.status.meta().get("root_dev", ""),
                 ignored=self.scope.ignored,
                 max_delete=self.max_delete,
                 force=self.force,
@@ -256,18 +256,19 @@ class DeleteGuards:
         """The per-directory guards (skipped when forced; the devices seen then are kept)."""
         self.survey()
         dirs = ancestors(paths)
-        recorded = self.store.dir_devices()
+        guards = self.store.guards
+        recorded = guards.dir_devices()
         if self.force:
             for rel in dirs:
                 if rel in recorded:
                     with contextlib.suppress(OSError):
-                        self.store.set_dir_device(rel, str(self.stat(self.root / rel).st_dev))
+                        guards.set_dir_device(rel, str(self.stat(self.root / rel).st_dev))
             return None
         return directory_refusal(
             self.root,
             dirs,
             recorded=recorded,
-            synced_under=self.store.count_under,
+            synced_under=self.store.synced.count_under,
             ignored=self.scope.ignored,
             stat=self.stat,
         )
@@ -275,13 +276,13 @@ class DeleteGuards:
     def _windowed(self, count: int) -> str | None:
         """``--max-delete`` over the rolling window; an allowed pass is counted in it."""
         now = self.wall()
-        recent = self.store.deletes_since(now - self.window)
+        recent = self.store.guards.deletes_since(now - self.window)
         if not self.force and recent + count > self.max_delete:
             return (
                 f"{count} deletes after {recent} in the last {self.window / 60:.0f} min exceed "
                 f"--max-delete {self.max_delete}; pass --force-delete once to allow them"
             )
-        self.store.log_deletes(now, count, keep_after=now - self.window)
+        self.store.guards.log_deletes(now, count, keep_after=now - self.window)
         return None
 
     def run(self, batch: list[str], executor: Executor) -> None:
@@ -293,6 +294,7 @@ class DeleteGuards:
         if why:
             self.status.error(f"delete: refused {len(gone)} deletes in S3: {why}")
             return
+        synced = self.store.synced
         executor.delete(
-            Action(Kind.DELETE_REMOTE, p, "deleted locally", synced=self.store.get(p)) for p in gone
+            Action(Kind.DELETE_REMOTE, p, "deleted locally", synced=synced.get(p)) for p in gone
         )

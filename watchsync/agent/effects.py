@@ -113,22 +113,22 @@ class StoreRecorder:
         with self._lock:
             batch, self._batch = self._batch, []
         if batch:
-            self.store.put_many(batch)
+            self.store.synced.put_many(batch)
 
     def forget(self, path: str, *, counter: str | None = None) -> None:
-        self.store.delete(path)
+        self.store.synced.delete(path)
         if counter is not None:
-            self.store.incr(counter)
+            self.store.status.incr(counter)
 
     def journal(self, kind: str, path: str, detail: str) -> int | None:
-        return self.store.journal_add(kind, path, detail)
+        return self.store.journal.add(kind, path, detail)
 
     def unjournal(self, journal_id: int | None) -> None:
         if journal_id is not None:
-            self.store.journal_done(journal_id)
+            self.store.journal.done(journal_id)
 
     def count(self, counter: str, n: int = 1) -> None:
-        self.store.incr(counter, n)
+        self.store.status.incr(counter, n)
 
 
 class AgentEvents:

@@ -417,7 +417,7 @@ class Recheck:
             loc = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
             if loc is not None:
                 local.append(loc)
-            syn = self.store.get(path)
+            syn = self.store.synced.get(path)
             if syn is not None:
                 synced.append(syn)
         opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)

@@ -162,7 +162,7 @@ class Folder:
         self.pending, self.guards, self.executor = rooms.pending, rooms.guards, rooms.executor
         self.uploader, self.reconcile = rooms.uploader, rooms.reconcile
         self.changes = rooms.changes
-        store.set_status(
+        store.status.set(
             state=State.STARTING.value,
             pid=os.getpid(),
             folder=str(self.root),
@@ -308,15 +308,15 @@ class Folder:
                 return
             store = self.store_()
             remove_temp_files(self.root)  # partial downloads of a run that was killed
-            if not store.meta().get("root_dev"):
-                store.set_meta("root_dev", str(self.root.stat().st_dev))
+            if not store.status.meta().get("root_dev"):
+                store.status.set_meta("root_dev", str(self.root.stat().st_dev))
             self.watcher.start()
             self.status.set(State.RECONCILING)
             self.ready.set()
             for _ in range(self.cfg.upload_workers):
                 self._spawn(self._upload_worker, "upload")
             self._spawn(self._delete_worker, "delete")
-            left_over = store.journal_pending()
+            left_over = store.journal.pending()
             self.passes.abort_stale_uploads()
             self.passes.reconcile()
             self.pending.resume(left_over)

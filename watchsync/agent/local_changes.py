@@ -66,7 +66,7 @@ class LocalChanges:
                 batch.add(Item(entry.path))
         elif os.path.lexists(self.root / rel) and self.scope.included(rel):
             batch.add(Item(rel))
-        for syn in self.store.iter_sorted(prefix=rel + "/"):
+        for syn in self.store.synced.iter_sorted(prefix=rel + "/"):
             if not os.path.lexists(self.root / syn.path):
                 batch.add(Item(syn.path))
         batch.flush()

@@ -156,7 +156,7 @@ class Reconcile:
         again = [
             path
             for path, local in looked.items()
-            if self.scope.included(path) and not same_file(local, self.store.get(path))
+            if self.scope.included(path) and not same_file(local, self.store.synced.get(path))
         ]
         self.dirty.note(again)
 
@@ -183,7 +183,7 @@ class Reconcile:
                 changed_side(self.root, taken, named, options=options, looked=looked), skip
             )
         else:
-            state = self.store.iter_sorted()
+            state = self.store.synced.iter_sorted()
             if listing is None:
                 # S3 trusted, the folder walked: S3's side is the state as last synced.
                 state, synced = itertools.tee(state)
@@ -227,7 +227,7 @@ class Reconcile:
             progress(self.name, scanned[0], sum(passed.planned.values()), True)
         self.count += 1
         self.listings += listing is not None
-        self.store.set_status(
+        self.store.status.set(
             last_reconcile_at=started + duration, last_reconcile_duration=round(duration, 3)
         )
         self.metrics.reconciled(started + duration, duration)
@@ -258,11 +258,11 @@ class Reconcile:
         directories, in key order."""
         found: dict[str, SyncedEntry] = {}
         for path in taken.paths | taken.dirs:
-            entry = self.store.get(path)
+            entry = self.store.synced.get(path)
             if entry is not None:
                 found[path] = entry
         for top in _outermost(taken.dirs):
-            found.update((e.path, e) for e in self.store.iter_sorted(prefix=top.rstrip("/")))
+            found.update((e.path, e) for e in self.store.synced.iter_sorted(prefix=top.rstrip("/")))
         return sorted(found.values(), key=lambda e: e.path)
 
 

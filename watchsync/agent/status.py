@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 
 from watchsync.agent.metrics import FolderMetrics
-from watchsync.state.store import StateStore, StatusValue
+from watchsync.state.status import StatusValue
+from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class Status:
         )
         if self.store is not None:
             with contextlib.suppress(Exception):
-                self.store.set_status(last_error=text, last_error_at=self.wall())
-                self.store.incr("errors")
+                self.store.status.set(last_error=text, last_error_at=self.wall())
+                self.store.status.incr("errors")
         self.publish(force=True)
 
     def s3_ok(self) -> None:
@@ -134,10 +135,10 @@ class Status:
         if self.sizes is not None:
             pending, in_flight = self.sizes()
             with contextlib.suppress(Exception):
-                store.flush_journal()
+                store.journal.flush()
             # Read only while there is work (a query a second is an idle agent's cost).
             busy = pending or in_flight or self._oldest
-            oldest = (store.journal_oldest_age(self.wall()) or 0.0) if busy else 0.0
+            oldest = (store.journal.oldest_age(self.wall()) or 0.0) if busy else 0.0
             self._oldest = oldest
             status.update(
                 pending=pending,
@@ -149,4 +150,4 @@ class Status:
         if force or status != self._published:
             self._published = status
             with contextlib.suppress(Exception):
-                store.set_status(**status)
+                store.status.set(**status)

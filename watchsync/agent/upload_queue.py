@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from watchsync.core.model import Action, Item, Kind, SyncedEntry
 from watchsync.core.plan import same_file
-from watchsync.state.store import JournalEntry, StateStore
+from watchsync.state.journal import JournalEntry
+from watchsync.state.store import StateStore
 
 
 class PathQueue:
@@ -240,7 +241,7 @@ class Pending:
         with self._lock:
             new = list(dict.fromkeys(i.path for i in items if i.path not in self._journal))
             if new:
-                ids = self.store.journal_add_many(_JOURNAL_KIND, new)
+                ids = self.store.journal.add_many(_JOURNAL_KIND, new)
                 self._journal.update(zip(new, ids, strict=True))
         for item in items:
             self.queue.put(item, stop=self.stop)
@@ -249,16 +250,16 @@ class Pending:
         """Queue again what a previous run left in the journal (one entry per path kept)."""
         for entry in entries:
             if entry.kind != _JOURNAL_KIND:
-                self.store.journal_done(entry.id)  # a download cut short: the reconcile redoes it
+                self.store.journal.done(entry.id)  # a download cut short: the reconcile redoes it
                 continue
             if not self.included(entry.path):
-                self.store.journal_done(entry.id)
+                self.store.journal.done(entry.id)
                 continue
             with self._lock:
                 if entry.path not in self._journal:
                     self._journal[entry.path] = entry.id
                 elif entry.id != self._journal[entry.path]:
-                    self.store.journal_done(entry.id)
+                    self.store.journal.done(entry.id)
             self.queue.put(Item(entry.path), stop=self.stop)
 
     def take(self) -> Item | None:
@@ -280,10 +281,10 @@ class Pending:
                 if jid is not None:
                     # The path's outcome is durable already (recorded, or found in step):
                     # closing its entry need not cost a commit of its own.
-                    self.store.journal_done_later(jid)
+                    self.store.journal.done_later(jid)
             # Released last, so the path never looks idle before its entry is closed.
             if self.queue.done(path) and not again:
-                self._journal[path] = self.store.journal_add(_JOURNAL_KIND, path)
+                self._journal[path] = self.store.journal.add(_JOURNAL_KIND, path)
 
     def retry(self, item: Item, delay: float) -> None:
         """Try ``item`` again after ``delay`` seconds; its journal entry stays open."""
@@ -299,7 +300,7 @@ class Pending:
     def _recorded_since(self, actions: Sequence[Action]) -> set[str]:
         """The paths of ``actions`` (at most :data:`BATCH`) the uploader recorded since the
         plan was made: their state is no longer the one the plan saw."""
-        now = self.store.get_many([a.path for a in actions])
+        now = self.store.synced.get_many([a.path for a in actions])
         return {a.path for a in actions if not _same_record(now.get(a.path), a.synced)}
 
     def close(self) -> None:

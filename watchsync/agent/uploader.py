@@ -146,7 +146,7 @@ class Uploader:
         results: dict[int, Result] = {}
         lane: list[tuple[int, Item, Action]] = []
         mark = self.dirty.mark() if self.dirty is not None else 0
-        synced = self.store.get_many([item.path for item in items])
+        synced = self.store.synced.get_many([item.path for item in items])
         for i, item in enumerate(items):
             action = self._plain_upload(item, synced.get(item.path))
             if action is None:
@@ -241,7 +241,7 @@ class Uploader:
         if self.dirty is None:
             return False
         local = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
-        return same_file(local, self.store.get(path))
+        return same_file(local, self.store.synced.get(path))
 
     def _look_again(self, path: str) -> None:
         """The next reconcile looks at ``path`` even when it trusts the watcher."""
@@ -250,7 +250,7 @@ class Uploader:
 
     def _sync(self, item: Item) -> None:
         local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
-        synced = self.store.get(item.path)
+        synced = self.store.synced.get(item.path)
         action = plan_path(local, synced, item, opts=self.opts)
         if action is None:
             return
@@ -269,7 +269,7 @@ class Uploader:
         if stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks) is None:
             # Moved or deleted while it was sent: its key is recorded only now, after the
             # watcher's rescan of a vanished directory found nothing synced there; look again.
-            after = plan_path(None, self.store.get(item.path), item, opts=self.opts)
+            after = plan_path(None, self.store.synced.get(item.path), item, opts=self.opts)
             gone = not file_exists(self.root / item.path)
             if after is not None and after.kind is Kind.DELETE_REMOTE and gone:
                 self.guards.add(item.path)
@@ -278,7 +278,7 @@ class Uploader:
         """Synced files with this file's size and mtime that are gone (rename sources)."""
         return [
             cand
-            for cand in self.store.find_by_stat(local.size, local.mtime_ns)
+            for cand in self.store.synced.find_by_stat(local.size, local.mtime_ns)
             if cand.path != local.path
             and cand.path not in tried
             and not os.path.lexists(self.root / cand.path)

@@ -24,7 +24,8 @@ from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncE
 from watchsync.core.filters import ordered_rules
 from watchsync.fs.platform import inotify_watch_limit, pid_alive, request_reload
 from watchsync.s3.client import make_client, probe_bucket
-from watchsync.state.store import COUNTERS, DB_SUFFIX, StateStore, list_stores, store_name
+from watchsync.state.status import COUNTERS
+from watchsync.state.store import DB_SUFFIX, StateStore, list_stores, store_name
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +103,11 @@ def run_watch(config: AgentConfig, args: argparse.Namespace, argv: Sequence[str]
 def folder_status(db: Path, now: float) -> dict[str, Any]:
     """Everything ``watchsync status`` shows for one state database."""
     with StateStore.read_only(db) as store:
-        meta = store.meta()
-        status = store.get_status()
-        counters = store.counters()
-        journal = store.journal_count()
-        oldest = store.journal_oldest_age(now)
+        meta = store.status.meta()
+        status = store.status.fields()
+        counters = store.status.counters()
+        journal = store.journal.count()
+        oldest = store.journal.oldest_age(now)
     pid = status.get("pid")
     state = str(status.get("state") or "unknown")
     # The pid is only trusted while the folder says it runs: a folder removed on reload

@@ -15,7 +15,7 @@ Everything here works on Linux, macOS and Windows; Linux only refines some of it
   :mod:`watchsync.fs.watcher`, which asks :func:`linux`).
 
 The state lock is :mod:`filelock`'s descriptor lock on every OS (see
-:mod:`watchsync.state.store`); nothing in watchsync imports ``fcntl``.
+:mod:`watchsync.state.lock`); nothing in watchsync imports ``fcntl``.
 
 ``WATCHSYNC_PORTABLE=1`` forces the portable defaults on Linux too, so that the paths macOS
 and Windows take run in this project's tests: watchdog's generic observer, no ``/proc``, no
