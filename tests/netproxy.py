@@ -17,6 +17,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from types import TracebackType
 from typing import Self
 
@@ -57,6 +58,7 @@ class NetProxy:
         self._ids = itertools.count(1)
         self._accepted = 0
         self._sent = 0  # bytes forwarded from clients to the target
+        self._first_byte: float | None = None  # time.monotonic() of the first byte forwarded
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self.port = 0
@@ -83,6 +85,13 @@ class NetProxy:
         """How many bytes were forwarded from clients to the target so far."""
         with self._lock:
             return self._sent
+
+    @property
+    def first_byte_at(self) -> float | None:
+        """When (``time.monotonic()``) the first byte went through, either way; None
+        before any did.  A client's start-up (building its SDK objects) ends here."""
+        with self._lock:
+            return self._first_byte
 
     @property
     def open_links(self) -> int:
@@ -247,6 +256,9 @@ class NetProxy:
             cut = self._cut
         if cut:  # data that was in flight when the network went down is lost
             raise ConnectionAbortedError("network cut")
+        with self._lock:
+            if self._first_byte is None:
+                self._first_byte = time.monotonic()
         target.sendall(data)
         if upstream:
             with self._lock:

@@ -190,9 +190,17 @@ class FakeClock:
         self.now += seconds
 
 
+def test_ratelimiter_starts_empty() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1000, burst=500, clock=clock, sleep=clock.sleep)
+    limiter.take(100)  # the cap holds from the first byte: no burst at the start
+    assert clock.slept == pytest.approx([0.1])
+
+
 def test_ratelimiter_burst_then_debt() -> None:
     clock = FakeClock()
     limiter = RateLimiter(1000, burst=500, clock=clock, sleep=clock.sleep)
+    clock.now += 0.5  # idle: the burst filled up
     limiter.take(300)
     limiter.take(200)  # the burst: no sleeping
     assert clock.slept == []
@@ -205,7 +213,6 @@ def test_ratelimiter_burst_then_debt() -> None:
 def test_ratelimiter_refills_up_to_burst() -> None:
     clock = FakeClock()
     limiter = RateLimiter(1000, burst=500, clock=clock, sleep=clock.sleep)
-    limiter.take(500)
     clock.now += 60  # idle for a minute: refilled to the burst, not 60000
     limiter.take(500)
     assert clock.slept == []
@@ -219,13 +226,24 @@ def test_ratelimiter_average_rate() -> None:
     start = clock.now
     for _ in range(100):
         limiter.take(400)
-    # 40000 bytes at 2000 B/s, less the initial burst
-    assert clock.now - start == pytest.approx((40_000 - 100) / 2000)
+    # 40000 bytes at 2000 B/s, from an empty bucket
+    assert clock.now - start == pytest.approx(40_000 / 2000)
+
+
+def test_ratelimiter_debt_is_shared_by_later_takers() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1000, burst=100, clock=clock, sleep=lambda s: clock.slept.append(s))
+    limiter.take(1000)  # a large request: one second of debt
+    limiter.take(10)  # the next waits for that debt and its own bytes (the clock stood still)
+    assert clock.slept == pytest.approx([1.0, 1.01])
+    limiter.take(-50)  # a rewind (a retried range) costs nothing, gives nothing back
+    limiter.take(0)
+    assert len(clock.slept) == 2
 
 
 def test_ratelimiter_default_burst_and_bad_rate() -> None:
-    assert RateLimiter(1024).burst == 64 * 1024
-    assert RateLimiter(4 * 1024 * 1024).burst == 1024 * 1024
+    assert RateLimiter(1024).burst == 16 * 1024
+    assert RateLimiter(4 * 1024 * 1024).burst == pytest.approx(4 * 1024 * 1024 / 20)
     with pytest.raises(ValueError, match="rate must be positive"):
         RateLimiter(0)
 

@@ -1,4 +1,13 @@
-"""A shared token bucket that caps the total transfer rate (``--bwlimit``)."""
+"""A shared token bucket that caps the total transfer rate (``--bwlimit``).
+
+The cap is applied to what is sent and received, once per byte.  An upload through boto3
+(a file of 1 MiB or more, a part of a large one) reads its body through a
+:class:`PacedReader` as it sends it: the SDK is given the checksum and an unsigned payload,
+so the send is its only read, and a read of bytes already read is not charged again.  A
+smaller file through the native client takes its bytes from the bucket just before its
+request goes out.  A download takes what it received as it reads the body.  The bucket
+starts empty, so the cap holds from the first byte.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,10 @@ from typing import IO
 
 class RateLimiter:
     """Thread-safe token bucket in bytes per second; ``take(n)`` blocks until ``n`` are allowed.
+
+    It starts empty and refills at ``rate``, holding at most ``burst`` bytes after an idle
+    spell; a taker may go into debt (a request larger than the burst), which the next takers
+    wait out, so the long-run rate is exactly ``rate`` however the requests are sized.
 
     >>> RateLimiter(1024 * 1024).take(10)
     """
@@ -25,15 +38,19 @@ class RateLimiter:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
-        self.burst = burst if burst is not None else max(rate / 4, 64 * 1024)
+        # A twentieth of a second's worth: enough that small requests after a pause do not
+        # wait, small enough that a short transfer does not run measurably above the cap.
+        self.burst = burst if burst is not None else max(rate / 20, 16 * 1024)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._tokens = self.burst
+        self._tokens = 0.0
         self._stamp = clock()
 
     def take(self, n: int) -> None:
         """Consume ``n`` bytes of allowance, sleeping (outside the lock) while in debt."""
+        if n <= 0:
+            return
         with self._lock:
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
@@ -44,17 +61,30 @@ class RateLimiter:
             self._sleep(debt / self.rate)
 
 
-class ThrottledReader:
-    """A read-only file wrapper whose reads are paced by a :class:`RateLimiter`."""
+class PacedReader:
+    """A read-only file wrapper that takes each byte from a :class:`RateLimiter` the first
+    time it is read: the sender is paced as it reads, and a second pass over the body (a
+    retry's rewind, an SDK summing it) costs nothing more.
+
+    >>> import io
+    >>> body = PacedReader(io.BytesIO(b"abcdef"), RateLimiter(1 << 30))
+    >>> body.read(4), body.seek(0), body.read(), body.charged
+    (b'abcd', 0, b'abcdef', 6)
+    """
 
     def __init__(self, raw: IO[bytes], limiter: RateLimiter) -> None:
         self._raw = raw
         self._limiter = limiter
+        self._start = raw.tell()
+        self.charged = 0  # bytes past the start taken from the limiter so far
 
     def read(self, n: int = -1) -> bytes:
+        at = self._raw.tell() - self._start
         data = self._raw.read(n)
-        if data:
-            self._limiter.take(len(data))
+        fresh = at + len(data) - self.charged
+        if fresh > 0:
+            self._limiter.take(fresh)
+            self.charged += fresh
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:

@@ -22,6 +22,7 @@ from watchsync.core.errors import (
 from watchsync.s3.location import S3Settings, S3Url
 
 if TYPE_CHECKING:
+    from botocore.config import _S3Dict
     from mypy_boto3_s3 import S3Client as S3Client
 else:
     S3Client = Any
@@ -53,7 +54,7 @@ def make_client(settings: S3Settings) -> S3Client:
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
-        s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        s3=_s3_options(settings),
         tcp_keepalive=True,
         # TCP's 16-bit sum lets damaged bytes through and plain http has nothing else, so
         # bodies carry a CRC both ways unless turned off (``--no-checksum``).
@@ -69,6 +70,17 @@ def make_client(settings: S3Settings) -> S3Client:
             f"invalid endpoint URL {settings.endpoint_url!r} (expected http(s)://host[:port])"
         ) from exc
     return client
+
+
+def _s3_options(settings: S3Settings) -> _S3Dict:
+    """botocore's S3 options.  Under ``--bwlimit`` payloads go unsigned, as the native
+    client's always do: botocore would otherwise read each body once more to hash it before
+    sending it, and the pacing (which charges the first read) would then run ahead of the
+    wire.  What protects the bytes is the CRC32C every upload carries."""
+    options: _S3Dict = {"addressing_style": "path" if settings.endpoint_url else "auto"}
+    if settings.bwlimit:
+        options["payload_signing_enabled"] = False
+    return options
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -193,5 +205,3 @@ def probe_bucket(client: S3Client, where: S3Url) -> list[str]:
     except errors as exc:
         return [f"cannot write {where.url()}: {describe(exc)}"]
     return []
-
-

@@ -217,9 +217,10 @@ class Downloads:
             body.close()
 
     def _get_multipart(self, key: str, tmp: Path, size: int) -> None:
-        future = self._manager().download(
-            self.where.bucket, key, str(tmp), subscribers=[_ProvideSize(size)]
-        )
+        subscribers: list[BaseSubscriber] = [_ProvideSize(size)]
+        if self.limiter is not None:
+            subscribers.append(_Paced(self.limiter))
+        future = self._manager().download(self.where.bucket, key, str(tmp), subscribers=subscribers)
         future.result()
         if self.settings.checksum:
             self._verify_download(key, tmp)
@@ -245,3 +246,16 @@ class _ProvideSize(BaseSubscriber):
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self._size)
+
+
+class _Paced(BaseSubscriber):
+    """Paces s3transfer's ranged GETs by the shared ``--bwlimit`` budget: its progress
+    callbacks run in the thread reading each body, as the bytes arrive, so taking them from
+    the limiter there slows the reading (and TCP the sender) to the cap.  A retried range
+    reports its bytes back as a negative amount, which costs nothing."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._limiter.take(bytes_transferred)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import botocore.exceptions
 
 from watchsync.core.errors import FileError, PreconditionFailed
 from watchsync.fs.platform import read_at
-from watchsync.s3.bandwidth import RateLimiter
+from watchsync.s3.bandwidth import PacedReader, RateLimiter
 from watchsync.s3.client import describe, error_code, s3_error
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.retry import is_transient
@@ -245,11 +246,12 @@ class Multipart:
             crcs[number] = _crc32c_bytes(data)
             if number in kept:
                 return
-            if self.limiter:
-                self.limiter.take(len(data))
             extra: dict[str, Any] = {"ChecksumCRC32C": crcs[number]} if checksum else {}
+            # Under --bwlimit the part is paced as it is sent (its sum is given, its payload
+            # unsigned, so the send is the only read of it).
+            body: Any = PacedReader(io.BytesIO(data), self.limiter) if self.limiter else data
             resp = self.client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **extra
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **extra
             )
             etags[number] = resp.get("ETag", "").strip('"')
 

@@ -30,7 +30,7 @@ from watchsync.core.errors import (
 )
 from watchsync.core.model import Condition, LocalEntry, RemoteEntry, Skipped
 from watchsync.s3 import native as native
-from watchsync.s3.bandwidth import RateLimiter, ThrottledReader, shared_limiter
+from watchsync.s3.bandwidth import PacedReader, RateLimiter, shared_limiter
 from watchsync.s3.client import make_client, mtime_ns, s3_error
 from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloads
@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+# Under --bwlimit, files from this size up go through boto3, paced as they are sent.
+PACED_WHOLE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,9 @@ class Transfer:
         self.reachability = Reachability(give_up_after, what=client.meta.endpoint_url)
         self._owns_client = owns_client
         self._close_lock = threading.Lock()
-        # Small uploads go through the native client when there is one and no bandwidth cap
-        # applies (the cap is enforced on Python reads, which the native client bypasses).
-        self.crt = crt if limiter is None else None
+        # Small uploads go through the native client when there is one; a bandwidth cap
+        # holds there too, as each request takes its bytes from the limiter before it goes.
+        self.crt = crt
         self._owned_crt = crt
         self._native_failure: Exception | None = None
         self.where = where
@@ -186,7 +188,7 @@ class Transfer:
             multipart_threshold=multipart_threshold,
             multipart_chunksize=max(multipart_threshold, 8 * 1024 * 1024),
             max_concurrency=max(2, min(max_concurrency, 10)),
-            max_bandwidth=int(limiter.rate) if limiter else None,
+            # Not s3transfer's own limiter: the shared one paces its downloads (Downloads).
             use_threads=True,
         )
         self._root_real = os.path.realpath(root)
@@ -278,19 +280,23 @@ class Transfer:
                 etag = self._parts.upload(f, key, st.st_size, extra, condition_args(condition))
             else:
                 extra.update(condition_args(condition))
-                etag = self._put_native(path, key, st.st_size, extra) if self.crt else None
+                native_ok = self.crt is not None and self._native_serves(st.st_size)
+                etag = self._put_native(path, key, st.st_size, extra) if native_ok else None
                 if etag is None:
-                    if self.settings.checksum:
+                    if self.settings.checksum and self.limiter is not None:
+                        # Summed here, so the paced send is the SDK's only read of the body.
+                        extra["ChecksumCRC32C"] = crc32c_file(f, path, st.st_size)
+                    elif self.settings.checksum:
                         extra["ChecksumAlgorithm"] = "CRC32C"
                     etag = self._put(f, key, extra)
                     self._native_unusable()
         return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
 
     def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
-        body: Any = ThrottledReader(f, self.limiter) if self.limiter else f
-
         def once() -> str:
             f.seek(0)
+            # A fresh reader per attempt: a retry sends (and is charged for) the bytes again.
+            body: Any = PacedReader(f, self.limiter) if self.limiter else f
             try:
                 resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
             except Exception as exc:
@@ -308,6 +314,7 @@ class Transfer:
         headers, filename, timeout = self._native_request(path, size, extra)
 
         def once() -> str:
+            self._pace(size)
             try:
                 return crt.put_file(
                     self.where.bucket, key, filename, size=size, headers=headers, timeout=timeout
@@ -324,6 +331,20 @@ class Transfer:
                 raise  # S3 itself said no: boto3 would hear the same
             self._native_failure = exc
             return None
+
+    def _native_serves(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes (under the multipart threshold) may go through
+        the native client: always, except a large one under ``--bwlimit``.  The native
+        client reads the whole file before it sends it, so it can only be paced a request
+        at a time; past :data:`PACED_WHOLE` that would send the file in one burst after
+        its wait, and boto3 sends it paced as it reads it instead."""
+        return self.limiter is None or size < PACED_WHOLE
+
+    def _pace(self, nbytes: int) -> None:
+        """Under ``--bwlimit``, wait until the budget covers a native request's body
+        (charged once per attempt, before it goes)."""
+        if self.limiter is not None:
+            self.limiter.take(nbytes)
 
     def _native_request(
         self, path: str, size: int, extra: Mapping[str, Any]
@@ -345,12 +366,13 @@ class Transfer:
             st = os.stat(os.path.join(self.root, path))
         except OSError as exc:
             raise FileError(path, exc.strerror or str(exc)) from exc
-        if st.st_size >= self.threshold:
+        if st.st_size >= self.threshold or not self._native_serves(st.st_size):
             return None
         extra: dict[str, Any] = self.settings.extra_args(path) | condition_args(condition)
         headers, filename, timeout = self._native_request(path, st.st_size, extra)
         self.reachability.check()
         key = self.where.key(path)
+        self._pace(st.st_size)
         try:
             future = crt.submit(self.where.bucket, key, filename, size=st.st_size, headers=headers)
         except Exception as exc:
@@ -539,16 +561,14 @@ def open_transfer(
     """The one way both commands get a :class:`Transfer`, with the one native-client rule.
 
     The native uploader is used only when this call makes the client (an injected client is
-    the whole S3 connection: tests, proxies), no bandwidth cap applies (it is enforced on
-    Python reads) and the caller allows it (not for a dry run).
+    the whole S3 connection: tests, proxies) and the caller allows it (not for a dry run);
+    a bandwidth cap paces it like boto3 (each request waits for its bytes).
 
     >>> t = open_transfer(S3Settings(), S3Url.parse("s3://b"), Path("."))  # doctest: +SKIP
     """
     owns = client is None
     s3 = client if client is not None else make_client(settings)
-    uploader = (
-        native_uploader(settings, s3) if owns and native_ok and not settings.bwlimit else None
-    )
+    uploader = native_uploader(settings, s3) if owns and native_ok else None
     return Transfer(
         s3,
         where,
