@@ -43,10 +43,8 @@ def _cap(text: str) -> int:
 def _rate(s3server: SeaweedServer, nbytes: int, *argv: str) -> float:
     """Bytes per second of one ``sync``, from its first byte on the wire to its end."""
     with NetProxy("127.0.0.1", s3server.port) as proxy:
-        code = main(
-            ["sync", "--no-progress", "--only-show-errors", "--endpoint-url", proxy.endpoint]
-            + list(argv)
-        )
+        flags = ["--no-progress", "--only-show-errors", "--endpoint-url", proxy.endpoint]
+        code = main(["sync", *flags, *argv])
         ended = time.monotonic()
         started = proxy.first_byte_at
     assert code == 0 and started is not None
