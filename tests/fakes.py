@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from watchsync.core.errors import FileError, NotFound, PathBlocked, PreconditionFailed
 from watchsync.core.model import Action, Condition, LocalEntry, RemoteEntry, Skipped
-from watchsync.engine.executor import Veto
+from watchsync.engine.reporting import Veto
 from watchsync.s3.location import S3Url
 from watchsync.s3.small_object import Fetched, NotModified
 from watchsync.s3.transfer import Uploaded

@@ -18,7 +18,10 @@ from world import (
 from watchsync.agent.uploader import Settled
 from watchsync.core.errors import ConditionalWritesUnsupported
 from watchsync.core.model import Action, Condition, Item, Kind, LocalEntry, Skipped, SyncedEntry
-from watchsync.engine.executor import Executor, NullRecorder, Outcome, Skips
+from watchsync.engine.executor import Executor, Outcome, Skips
+from watchsync.engine.policy import ExecPolicy
+from watchsync.engine.reporting import NullRecorder
+from watchsync.s3.capabilities import Capabilities
 from watchsync.s3.transfer import Uploaded
 
 
@@ -50,7 +53,7 @@ def test_executor_delete_veto(
         objects.fail["a.txt"] = ConnectionError("cut")
     events = RecordedEvents()
     executor = Executor(
-        objects, recorder=NullRecorder(), events=events, policy=Refuse(refusal), pool=InlinePool
+        objects, recorder=NullRecorder(), events=events, guards=Refuse(refusal), pool=InlinePool
     )
     actions = [
         Action(Kind.DELETE_REMOTE, "gone.txt", "not in source"),
@@ -161,7 +164,7 @@ def test_executor_stale_remote_delete_loses_to_a_newer_object(
     objects.put("a04.txt", b"v2 from elsewhere")
     executor = Executor(
         objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool,
-        conditional=True,
+        policy=ExecPolicy.AGENT,
     )  # fmt: skip
     synced = [SyncedEntry(p, 1, 0, e.etag, e.mtime_ns) for p, e in
               (("a04.txt", old), ("other.txt", objects.entry("other.txt")))]  # fmt: skip
@@ -186,7 +189,7 @@ def test_executor_remote_delete_race_after_the_check_is_caught_by_the_condition(
     objects.delete_remote = racing  # type: ignore[method-assign]
     executor = Executor(
         objects, recorder=NullRecorder(), events=RecordedEvents(), pool=InlinePool,
-        conditional=True,
+        policy=ExecPolicy.AGENT,
     )  # fmt: skip
     syn = SyncedEntry("a.txt", 2, 0, old.etag, old.mtime_ns)
     executor.delete([Action(Kind.DELETE_REMOTE, "a.txt", "deleted locally", synced=syn)])
@@ -286,3 +289,56 @@ def test_a_file_replaced_by_one_of_the_same_size_and_time_is_not_what_was_planne
     assert executor.apply(down) is Outcome.STALE
     executor.delete([Action(Kind.DELETE_LOCAL, "doc.txt", "deleted in S3", planned)])
     assert target.read_bytes() == b"v1 user"
+
+
+class RefusesConditionalWrites(FakeObjects):
+    """A server that answers NotImplemented to any conditional write or copy."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.refusals = 0
+
+    def upload(
+        self, path: str, *, key: str | None = None, condition: Condition | None = None
+    ) -> Uploaded:
+        if condition is not None:
+            self.refusals += 1
+            raise ConditionalWritesUnsupported(path)
+        return super().upload(path, key=key)
+
+    def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str:
+        if condition is not None:
+            self.refusals += 1
+            raise ConditionalWritesUnsupported(src_path)
+        return super().copy(src_path, dst_path)
+
+
+def test_a_refused_feature_is_learnt_once_for_every_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One refusal teaches the executor (and whoever shares what the server takes): later
+    uploads and copies go without a condition, and the warning is logged once."""
+    objects = RefusesConditionalWrites(tmp_path)
+    server = Capabilities()
+    executor = Executor(
+        objects,
+        recorder=NullRecorder(),
+        events=RecordedEvents(),
+        policy=ExecPolicy.AGENT,
+        server=server,
+        pool=InlinePool,
+    )
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_bytes(name.encode())
+        local = LocalEntry(name, 5, (tmp_path / name).stat().st_mtime_ns)
+        executor.apply(Action(Kind.UPLOAD, name, "new", local, condition=Condition.ABSENT))
+    (tmp_path / "c.txt").write_bytes(b"a.txt")  # a.txt renamed
+    st = (tmp_path / "c.txt").stat()
+    old = SyncedEntry("a.txt", 5, st.st_mtime_ns, objects.objects["a.txt"][1], 0)
+    rename = Action(
+        Kind.COPY, "c.txt", "renamed", LocalEntry("c.txt", 5, st.st_mtime_ns), synced=old
+    )
+    assert executor.apply(rename) is Outcome.DONE
+    assert sorted(objects.objects) == ["a.txt", "b.txt", "c.txt"]
+    assert objects.refusals == 1 and not server.conditional_writes
+    assert caplog.text.count("rejects conditional writes") == 1

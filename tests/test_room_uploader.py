@@ -111,10 +111,8 @@ def test_uploads_refused_create_with_no_object_is_sent_once(
     """A filer-backed server refuses "only if absent" for a former directory name although
     HEAD finds no object: the file is sent without the condition, once, not retried in a
     loop."""
-    w = make_world()
-    w.rooms.uploader.conflicts.transfer = RefusingObjects(w.root)
-    w.rooms.uploader.executor.transfer = w.rooms.uploader.conflicts.transfer
-    objects = w.rooms.uploader.conflicts.transfer
+    w = make_world(bucket=RefusingObjects)
+    objects = w.objects
     (w.root / "d").write_bytes(b"a file where a directory was")
     assert w.rooms.uploader.process(Item("d", absent=True)) == Settled()
     assert isinstance(objects, FakeObjects)

@@ -15,7 +15,9 @@ from s3server import SeaweedServer
 
 from watchsync.core.errors import PreconditionFailed
 from watchsync.core.model import Action, Condition, Kind
-from watchsync.engine.executor import Executor, NullRecorder, Outcome
+from watchsync.engine.executor import Executor, Outcome
+from watchsync.engine.policy import ExecPolicy
+from watchsync.engine.reporting import NullRecorder
 from watchsync.fs.walk import stat_entry
 from watchsync.s3.location import S3Url
 from watchsync.s3.retry import RetryPolicy
@@ -68,7 +70,7 @@ def test_download_keeps_a_local_edit_made_while_it_replaced_the_file(
             recorder=NullRecorder(),
             events=events,
             pool=InlinePool,
-            conditional=True,
+            policy=ExecPolicy.AGENT,
             conflict_name=lambda p: "doc.conflict-1.txt",
         )
         action = Action(Kind.DOWNLOAD, "doc.txt", "remote changed", local, remote)
@@ -136,7 +138,7 @@ def test_retry_after_a_lost_answer_is_recorded_not_a_conflict(
             recorder=NullRecorder(),
             events=events,
             pool=InlinePool,
-            conditional=True,
+            policy=ExecPolicy.AGENT,
             conflict_name=lambda p: "a.conflict-1.txt",
         )
         local = stat_entry(root, "a.txt")
@@ -189,7 +191,7 @@ def test_multipart_retry_after_a_lost_answer_is_recorded(
     seen = lose_first_answer(s3, "CompleteMultipartUpload")
     with Transfer(s3, S3Url(bucket, "p/"), root, retry=RetryPolicy(initial=0.01)) as transfer:
         executor = Executor(
-            transfer, recorder=NullRecorder(), events=RecordedEvents(), conditional=True
+            transfer, recorder=NullRecorder(), events=RecordedEvents(), policy=ExecPolicy.AGENT
         )
         local = stat_entry(root, "big.bin")
         action = Action(Kind.UPLOAD, "big.bin", "new local file", local, condition=Condition.ABSENT)

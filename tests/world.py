@@ -40,7 +40,11 @@ class World:
 def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
     stores: list[StateStore] = []
 
-    def make(feed_object: FakeFeedObject | None = None, **overrides: Any) -> World:
+    def make(
+        feed_object: FakeFeedObject | None = None,
+        bucket: Callable[[Path], FakeObjects] = FakeObjects,
+        **overrides: Any,
+    ) -> World:
         root = tmp_path / "root"
         root.mkdir(exist_ok=True)
         cfg = FolderConfig(path=root, url="s3://bucket/p", debounce=0.1, **overrides)
@@ -50,7 +54,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
         status = Status(cfg.name, store=store, metrics=metrics)
         now = [100.0]
-        objects = FakeObjects(root)
+        objects = bucket(root)
         rooms = wire(
             cfg,
             store=store,

@@ -177,7 +177,8 @@ class DeleteGuards:
     """The delete guards of one folder, and the batches of deletes the watcher saw.
 
     ``--max-delete`` holds for one pass and for every ``window`` seconds (kept in the state,
-    so a restart does not reset it): ``rm -rf`` in slices adds up.
+    so a restart does not reset it): ``rm -rf`` in slices adds up.  ``rebuilding``: the
+    state was lost, so no delete may run until a full pass has rebuilt it (:meth:`rebuilt`).
     """
 
     def __init__(
@@ -195,6 +196,7 @@ class DeleteGuards:
         window: float = DELETE_WINDOW,
         stat: Stat = os.stat,
         mounts: Callable[[Path], list[str]] = mount_points,
+        rebuilding: bool = False,
     ) -> None:
         self.root = root
         self.store = store
@@ -207,6 +209,9 @@ class DeleteGuards:
         self.window = window
         self.stat = stat
         self.mounts = mounts
+        self._rebuilding = threading.Event()
+        if rebuilding:
+            self._rebuilding.set()
         self.survey()
 
     def survey(self) -> None:
@@ -234,8 +239,10 @@ class DeleteGuards:
 
     def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
         """Why ``count`` deletes (of ``paths``) must not run now, or None when they may (the
-        executor's :class:`~watchsync.engine.executor.DeletePolicy`); deletes allowed are counted in
-        the rolling window."""
+        executor's :class:`~watchsync.engine.policy.DeletePolicy`); deletes allowed are counted
+        in the rolling window."""
+        if self._rebuilding.is_set():
+            return "the state was lost (corrupt database); no deletes until a full pass rebuilt it"
         try:
             why = delete_refusal(
                 self.root,
@@ -251,6 +258,10 @@ class DeleteGuards:
         if why is None:
             why = self._windowed(count)
         return why
+
+    def rebuilt(self) -> None:
+        """A full pass rebuilt a lost state: deletes are judged as usual again."""
+        self._rebuilding.clear()
 
     def _directories(self, paths: Iterable[str]) -> str | None:
         """The per-directory guards (skipped when forced; the devices seen then are kept)."""

@@ -17,7 +17,7 @@ from watchsync.agent.outage import Outage, no_answer
 from watchsync.agent.status import Status
 from watchsync.core.errors import FileError
 from watchsync.core.model import Action, Kind, SyncedEntry
-from watchsync.engine.executor import Veto
+from watchsync.engine.reporting import Veto
 from watchsync.s3.client import describe, error_code
 from watchsync.s3.location import S3Url
 from watchsync.state.store import Recorded, StateStore
@@ -39,7 +39,7 @@ class _Ticket:
 
 
 class StoreRecorder:
-    """The executor's :class:`~watchsync.engine.executor.Recorder` backed by the state database.
+    """The executor's :class:`~watchsync.engine.reporting.Recorder` backed by the state database.
 
     Finished transfers are group-committed: a caller returns only once its record is in a
     committed transaction (so a crash never loses a transfer that was reported done, nor
@@ -132,7 +132,7 @@ class StoreRecorder:
 
 
 class AgentEvents:
-    """The executor's :class:`~watchsync.engine.executor.Events` as log lines, metrics
+    """The executor's :class:`~watchsync.engine.reporting.Events` as log lines, metrics
     and status."""
 
     def __init__(

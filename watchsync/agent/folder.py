@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +45,7 @@ from watchsync.core.errors import RemoteError, WatchsyncError
 from watchsync.core.model import Item, Mode, Skipped
 from watchsync.core.plan import PathOptions
 from watchsync.engine.executor import Executor, PoolFactory, thread_pool
+from watchsync.engine.policy import ExecPolicy
 from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
 from watchsync.fs.watcher import ChangeHandler, start_observer
@@ -171,8 +172,7 @@ class Folder:
         )
         if store.recovered:
             # The state is gone: the first pass meets the pair as new (sync rules), and no
-            # delete runs until a whole pass has rebuilt the state.
-            self.executor.policy = _HeldDeletes(rooms.guards)
+            # delete runs until a whole pass has rebuilt the state (the guards hold them).
             self.status.error(
                 f"{store.recovered}; starting again as on a first meeting, "
                 "with no deletes until a full pass has rebuilt the state",
@@ -482,8 +482,7 @@ class _Passes:
         progress = f.on_progress if f.reconcile.count == 0 else None
         try:
             f.reconcile.run(progress=progress)
-            if isinstance(f.executor.policy, _HeldDeletes):
-                f.executor.policy = f.executor.policy.guards  # the state is rebuilt
+            f.guards.rebuilt()
         except Exception as exc:
             if not no_answer(exc):
                 self._failed(exc)
@@ -587,16 +586,6 @@ class _Watcher:
         self.folder.request_reconcile()
 
 
-class _HeldDeletes:
-    """The delete policy while a lost state is rebuilt: every delete is refused."""
-
-    def __init__(self, guards: DeleteGuards) -> None:
-        self.guards = guards
-
-    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
-        return "the state was lost (corrupt database); no deletes until a full pass rebuilt it"
-
-
 def _skipped_in(name: str) -> Callable[[Skipped], None]:
     """How a folder reports a path it cannot sync."""
 
@@ -659,6 +648,7 @@ def wire(
         force=cfg.force_delete,
         grace=2 * cfg.debounce,
         clock=clock,
+        rebuilding=store.recovered is not None,
     )
     conflicts = Conflicts(
         root=root,
@@ -673,15 +663,12 @@ def wire(
         transfer,
         recorder=StoreRecorder(store),
         events=events,
-        policy=deletes,
-        pool=pool,
-        max_concurrency=cfg.s3.max_concurrency,
-        mode=cfg.direction,
-        conditional=True,
+        policy=replace(ExecPolicy.AGENT, mode=cfg.direction),
+        guards=deletes,
         conflict_name=conflicts.name,
         follow_symlinks=cfg.follow_symlinks,
-        prune_emptied_dirs=True,
-        retry_blocked=True,
+        pool=pool,
+        max_concurrency=cfg.s3.max_concurrency,
         stop=stop,
         wall=wall,
     )

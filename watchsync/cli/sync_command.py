@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from watchsync.cli.output import Reporter
@@ -13,7 +13,9 @@ from watchsync.core.errors import FileError, UsageError
 from watchsync.core.filters import Filters
 from watchsync.core.model import Action, Direction, Kind, Skipped, without_skipped
 from watchsync.core.plan import SyncOptions, plan_sync
-from watchsync.engine.executor import Executor, NullRecorder, Veto
+from watchsync.engine.executor import Executor
+from watchsync.engine.policy import ExecPolicy
+from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import guard_temp_files
 from watchsync.fs.walk import WalkOptions, walk
 from watchsync.s3.client import describe
@@ -177,9 +179,9 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
             transfer,
             recorder=NullRecorder(),
             events=SyncEvents(reporter, display, stop),
+            policy=replace(ExecPolicy.SYNC, dry_run=req.dry_run),
             max_concurrency=req.s3.max_concurrency,
             follow_symlinks=req.follow_symlinks,
-            dry_run=req.dry_run,
             stop=stop,
         )
         executor.run(plan_sync(local, remote, opts=opts), skipped=lambda: reporter.totals.skipped)

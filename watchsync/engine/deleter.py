@@ -1,9 +1,9 @@
-"""Deletes for the :class:`~watchsync.engine.executor.Executor`: effects only, each re-checked
-first.  Remote deletes are conditional on the ETag last synced (checked right before, and
-sent as a condition where the server honours it), and one that loses goes back to the
-planner (the change wins); a local delete keeps a second name for the file until it is gone,
-so a write landing after the re-check is put back, never lost; directories a propagated
-delete emptied go too.
+"""The delete side of the executor: effects only, each re-checked first.  A remote delete
+with a condition (the object last synced) is checked right before and sent with that
+condition while the server takes it; one that loses goes back to the planner (the change
+wins), whose decision the executor carries out.  A local delete keeps a second name for the
+file until it is gone, so a write landing after the re-check is put back, never lost;
+directories a propagated delete emptied go too (where the policy says so).
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from watchsync.core.errors import ConditionalWritesUnsupported, FileError
 from watchsync.core.model import Action, Condition, Kind, RemoteEntry
 from watchsync.core.plan import plan_delete_lost, same_file
+from watchsync.engine.local_files import LocalFiles
+from watchsync.engine.policy import ExecPolicy
+from watchsync.engine.reporting import Events, Recorder
 from watchsync.fs.tempfiles import temp_name
 from watchsync.fs.walk import entry_of
-
-if TYPE_CHECKING:
-    from watchsync.engine.executor import Executor
+from watchsync.s3.capabilities import Capabilities, Feature
+from watchsync.s3.transfer import Objects
 
 logger = logging.getLogger(__name__)
 
@@ -33,136 +34,158 @@ _ALREADY_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 class Deleter:
-    """The delete side of one executor (it shares the executor's transfer, recorder and
-    events, and asks it to apply what the planner decides when a delete loses)."""
+    """Deletes through ``transfer`` and in ``files``, recorded in ``recorder`` and told to
+    ``events``; remote conditions are sent while ``server`` takes them; a late write is
+    kept under ``conflict_name`` when its path was taken meanwhile."""
 
-    def __init__(self, ex: Executor) -> None:
-        self.ex = ex
-        self._delete_condition = ex.conditional  # cleared if the server rejects it
+    def __init__(
+        self,
+        transfer: Objects,
+        *,
+        files: LocalFiles,
+        recorder: Recorder,
+        events: Events,
+        server: Capabilities,
+        policy: ExecPolicy,
+        conflict_name: Callable[[str], str] | None = None,
+    ) -> None:
+        self.transfer = transfer
+        self.files = files
+        self.root = files.root
+        self.recorder = recorder
+        self.events = events
+        self.server = server
+        self.policy = policy
+        self.conflict_name = conflict_name
 
-    def delete(self, actions: Iterable[Action]) -> None:
-        """Run deletes now (the caller applied the policy), each re-checked first: a file
-        that came back, or changed since the plan, is not deleted (a change beats a delete)."""
+    def delete(self, actions: Iterable[Action]) -> list[Action]:
+        """Run deletes now (the caller applied the guards), each re-checked first: a file
+        that came back, or changed since the plan, is not deleted (a change beats a delete).
+        Returns what the planner decided for the objects found changed instead (a download
+        of the newer version, or forgetting one already gone), for the caller to apply."""
+        after: list[Action] = []
         batch: list[Action] = []
         for action in actions:
-            if self.ex.dry_run:
-                self.ex.events.would(action)
-            elif action.kind is Kind.DELETE_REMOTE:
-                if file_exists(self.ex.root / action.path):
+            if action.kind is Kind.DELETE_REMOTE:
+                if file_exists(self.root / action.path):
                     continue
                 batch.append(action)
                 if len(batch) >= _DELETE_BATCH:
-                    self._delete_remote(batch)
+                    after += self._delete_remote(batch)
                     batch = []
             else:
                 self._delete_local(action)
         if batch:
-            self._delete_remote(batch)
+            after += self._delete_remote(batch)
+        return after
 
-    def _delete_remote(self, batch: list[Action]) -> None:
-        """Delete objects; under guarded deletes only those still as last synced: each is
-        checked right before (for servers that ignore the condition) and deleted with its
+    def _delete_remote(self, batch: list[Action]) -> list[Action]:
+        """Delete objects; one with a condition only while it is still that version: each
+        is checked right before (for servers that ignore the condition) and deleted with its
         ETag as a condition (closing the window after the check where it is honoured)."""
-        conditions: dict[str, Condition] = {}
-        if self.ex.guarded_deletes:
-            conditions = {a.path: c for a in batch if (c := delete_condition(a)) is not None}
+        after: list[Action] = []
+        conditions = {a.path: c for a in batch if (c := delete_condition(a)) is not None}
+        if conditions:
             batch = [
-                a for a in batch if a.path not in conditions or self._still_synced(a, conditions)
+                a
+                for a in batch
+                if a.path not in conditions or self._still_synced(a, conditions, after)
             ]
             if not batch:
-                return
+                return after
         try:
             failed = dict(self._delete_objects(batch, conditions))
         except Exception as exc:
             for action in batch:
-                self.ex.events.failed(action, exc)
-            return
+                self.events.failed(action, exc)
+            return after
         for action in batch:
             code = failed.get(action.path)
             if code in _LOST_CONDITION:
-                self._lost(action)
+                self._lost(action, after)
             elif code in _ALREADY_GONE:
-                self.ex.recorder.forget(action.path)
+                self.recorder.forget(action.path)
             elif code is not None:
-                self.ex.events.failed(action, FileError(action.path, code))
+                self.events.failed(action, FileError(action.path, code))
             else:
-                self.ex.recorder.forget(action.path, counter="deleted_remote")
-                self.ex.events.deleted(action)
+                self.recorder.forget(action.path, counter="deleted_remote")
+                self.events.deleted(action)
+        return after
 
     def _delete_objects(
         self, batch: list[Action], conditions: dict[str, Condition]
     ) -> list[tuple[str, str]]:
         paths = [a.path for a in batch]
-        if not self._delete_condition or not conditions:
-            return self.ex.transfer.delete_remote(paths)
+        if not conditions or not self.server.conditional_deletes:
+            return self.transfer.delete_remote(paths)
         try:
-            return self.ex.transfer.delete_remote(paths, conditions=conditions)
+            return self.transfer.delete_remote(paths, conditions=conditions)
         except ConditionalWritesUnsupported:
-            logger.warning(
-                "delete: the server rejects conditional deletes; deleting after an ETag check only"
-            )
-            self._delete_condition = False
-            return self.ex.transfer.delete_remote(paths)
+            if self.server.refused(Feature.CONDITIONAL_DELETES):
+                logger.warning(
+                    "delete: the server rejects conditional deletes; "
+                    "deleting after an ETag check only"
+                )
+            return self.transfer.delete_remote(paths)
 
-    def _still_synced(self, action: Action, conditions: Mapping[str, Condition]) -> bool:
-        """The check right before a delete: the object still has the ETag last synced."""
+    def _still_synced(
+        self, action: Action, conditions: Mapping[str, Condition], after: list[Action]
+    ) -> bool:
+        """The check right before a delete: the object is still the version named."""
         try:
-            head = self.ex.transfer.head(action.path)
+            head = self.transfer.head(action.path)
         except Exception as exc:
-            self.ex.events.failed(action, exc)
+            self.events.failed(action, exc)
             return False
         if head is not None and head.etag == conditions[action.path].etag:
             return True
-        self._delete_lost(action, head)
+        self._delete_lost(action, head, after)
         return False
 
-    def _lost(self, action: Action) -> None:
+    def _lost(self, action: Action, after: list[Action]) -> None:
         """A conditional delete failed: look at what S3 holds now."""
         try:
-            head = self.ex.transfer.head(action.path)
+            head = self.transfer.head(action.path)
         except Exception as exc:
-            self.ex.events.failed(action, exc)
+            self.events.failed(action, exc)
             return
-        self._delete_lost(action, head)
+        self._delete_lost(action, head, after)
 
-    def _delete_lost(self, action: Action, remote: RemoteEntry | None) -> None:
+    def _delete_lost(self, action: Action, remote: RemoteEntry | None, after: list[Action]) -> None:
         """The object is not the one last synced: ask the planner (the change wins)."""
-        after = plan_delete_lost(action.path, remote, action.synced, mode=self.ex.mode)
-        if after is None:
+        decided = plan_delete_lost(action.path, remote, action.synced, mode=self.policy.mode)
+        if decided is None:
             return
-        if after.kind is Kind.DOWNLOAD:
+        if decided.kind is Kind.DOWNLOAD:
             logger.info(
                 "delete: %s changed in S3 meanwhile; not deleted, downloading it", action.path
             )
-        try:
-            self.ex.apply(after)
-        except Exception as exc:
-            self.ex.events.failed(after, exc)
+        after.append(decided)
 
     def _delete_local(self, action: Action) -> None:
-        if action.local is not None and not self.ex.unchanged_since_plan(action):
+        if action.local is not None and not self.files.still(action.path, action.local):
             return
         # A second name for the file, so a write landing between the re-check above and
         # the unlink (or still arriving through an open handle) is not lost with it.
         aside = self._link_aside(action.path) if action.local is not None else None
         try:
-            self.ex.transfer.delete_local(action.path)
+            self.transfer.delete_local(action.path)
         except FileError as exc:
-            self.ex.events.failed(action, exc)
+            self.events.failed(action, exc)
             return
         finally:
             if aside is not None:
                 changed = self._changed_aside(aside, action)
         if aside is not None and changed:
             return
-        self.ex.recorder.forget(action.path, counter="deleted_local")
-        self.ex.events.deleted(action)
-        if self.ex.prune_emptied_dirs:
+        self.recorder.forget(action.path, counter="deleted_local")
+        self.events.deleted(action)
+        if self.policy.prune_emptied_dirs:
             self._remove_emptied_dirs(action.path)
 
     def _link_aside(self, path: str) -> Path | None:
         """A hard link to ``path`` beside it (None when it cannot be made)."""
-        target = self.ex.root / path
+        target = self.root / path
         aside = target.with_name(temp_name(target.name, "del-" + secrets.token_hex(4)))
         try:
             os.link(target, aside, follow_symlinks=False)
@@ -178,17 +201,17 @@ class Deleter:
         try:
             if same_file(entry_of(action.path, os.lstat(aside)), was):
                 return False
-            target = self.ex.root / action.path
+            target = self.root / action.path
             keep = target
-            if os.path.lexists(target) and self.ex.conflict_name is not None:
-                keep = self.ex.root / self.ex.conflict_name(action.path)
+            if os.path.lexists(target) and self.conflict_name is not None:
+                keep = self.root / self.conflict_name(action.path)
             elif os.path.lexists(target):
                 return True  # something is there again: leave it, drop the link
             os.rename(aside, keep)
             logger.warning(
                 "delete: %s changed while it was deleted; kept as %s",
                 action.path,
-                keep.relative_to(self.ex.root).as_posix(),
+                keep.relative_to(self.root).as_posix(),
             )
             return True
         except OSError:
@@ -204,7 +227,7 @@ class Deleter:
         parent = path.rpartition("/")[0]
         while parent:
             try:
-                os.rmdir(self.ex.root / parent)
+                os.rmdir(self.root / parent)
             except OSError:
                 return
             logger.debug("execute: removed %s/, emptied by a delete", parent)

@@ -4,13 +4,18 @@ Effects only, no decisions: each action is re-checked against the file as it is 
 that changed since the plan looked is left to the next look), the planner's same-content
 shortcut is taken where it asked for one, bytes move through the injected
 :class:`~watchsync.s3.transfer.Transfer`, and what was done is handed to the injected
-:class:`Recorder` (the agent's state; nothing for ``sync``) and :class:`Events` (aws-format
-lines for ``sync``; logs and metrics for the agent).
+:class:`~.reporting.Recorder` (the agent's state; nothing for ``sync``) and
+:class:`~.reporting.Events` (aws-format lines for ``sync``; logs and metrics for the agent).
+Uploads go through its upload side (:class:`~.sender.Sender`), deletes through its delete
+side (:class:`~.deleter.Deleter`); the executor builds both from its own collaborators (the
+transfer, the local files, the recorder, the events, what the server can do), never handing
+them itself.  How it acts per command is an :class:`~.policy.ExecPolicy` preset.
 
 Deletes wait until every transfer of the pass is done, are spooled to disk meanwhile, and
 are vetoed entirely when anything failed or was skipped, so a half-read side can never turn
-into a mass delete (rclone's ``--delete-after``); the injected :class:`DeletePolicy` may
-refuse them too (the agent's guards).  Dry-run reports the same plan instead.
+into a mass delete (rclone's ``--delete-after``); the injected guards
+(:class:`~.policy.DeletePolicy`) may refuse them too (the agent's).  Dry-run reports the
+same plan instead.
 """
 
 from __future__ import annotations
@@ -20,14 +25,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from watchsync.core.errors import (
-    ConditionalWritesUnsupported,
     FileError,
     NotFound,
     PathBlocked,
@@ -38,100 +41,22 @@ from watchsync.core.model import (
     Condition,
     Kind,
     LocalEntry,
-    Mode,
     RemoteEntry,
     Skipped,
     SyncedEntry,
 )
-from watchsync.core.plan import CONFLICT_STEPS, ConflictStep, same_content, same_file
+from watchsync.core.plan import CONFLICT_STEPS, ConflictStep, same_content
 from watchsync.engine.deleter import Deleter, delete_condition
+from watchsync.engine.local_files import LocalFiles
+from watchsync.engine.policy import DeletePolicy, ExecPolicy, NoGuards
+from watchsync.engine.reporting import Events, Recorder, Veto
 from watchsync.engine.sender import Sender, Sent
 from watchsync.engine.spool import Spool
-from watchsync.fs import etag as etags
-from watchsync.fs.walk import stat_entry
+from watchsync.s3.capabilities import Capabilities
 from watchsync.s3.location import S3Url
-from watchsync.s3.transfer import MULTIPART_THRESHOLD, Objects, Uploaded
+from watchsync.s3.transfer import Objects, Uploaded
 
 logger = logging.getLogger(__name__)
-
-
-class Recorder(Protocol):
-    """Where finished work is remembered (the agent's state; nothing for ``sync``)."""
-
-    def synced(
-        self,
-        entry: SyncedEntry,
-        *,
-        counters: Mapping[str, int] | None = None,
-        journal_id: int | None = None,
-    ) -> None: ...
-
-    def synced_many(
-        self, entries: Sequence[SyncedEntry], *, counters: Mapping[str, int] | None = None
-    ) -> None:
-        """Several finished transfers, durable together; ``counters`` are their totals."""
-
-    def remember(self, entry: SyncedEntry) -> None: ...
-
-    def forget(self, path: str, *, counter: str | None = None) -> None: ...
-
-    def journal(self, kind: str, path: str, detail: str) -> int | None: ...
-
-    def unjournal(self, journal_id: int | None) -> None: ...
-
-    def count(self, counter: str, n: int = 1) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-class NullRecorder:
-    """``watchsync sync`` keeps no state."""
-
-    def synced(
-        self,
-        entry: SyncedEntry,
-        *,
-        counters: Mapping[str, int] | None = None,
-        journal_id: int | None = None,
-    ) -> None:
-        pass
-
-    def synced_many(
-        self, entries: Sequence[SyncedEntry], *, counters: Mapping[str, int] | None = None
-    ) -> None:
-        pass
-
-    def remember(self, entry: SyncedEntry) -> None:
-        pass
-
-    def forget(self, path: str, *, counter: str | None = None) -> None:
-        pass
-
-    def journal(self, kind: str, path: str, detail: str) -> int | None:
-        return None
-
-    def unjournal(self, journal_id: int | None) -> None:
-        pass
-
-    def count(self, counter: str, n: int = 1) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class Veto:
-    """Why a pass's deletes (``count`` of them) were not run.
-
-    ``scoped``: only the deletes under skipped paths were held back; the others ran."""
-
-    count: int
-    failed: int
-    skipped: int
-    stopped: bool
-    refusal: str | None = None
-    scoped: bool = False
 
 
 class Skips:
@@ -174,39 +99,6 @@ class Skips:
             return any("/".join(parts[:i]) in self._paths for i in range(1, len(parts) + 1))
 
 
-class Events(Protocol):
-    """What the executor tells the world (lines, logs, metrics, progress)."""
-
-    def started(self, action: Action) -> None: ...
-
-    def settled(self, action: Action) -> None: ...
-
-    def finished(self, action: Action, nbytes: int) -> None: ...
-
-    def deleted(self, action: Action) -> None: ...
-
-    def failed(self, action: Action, exc: Exception) -> None: ...
-
-    def vetoed(self, veto: Veto) -> None: ...
-
-    def would(self, action: Action) -> None: ...
-
-    def conflict(self, action: Action, name: str) -> None: ...
-
-
-class DeletePolicy(Protocol):
-    """The guards a pass's deletes must pass (the agent's); None means they may run."""
-
-    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None: ...
-
-
-class NoGuards:
-    """``watchsync sync``: deletes are vetoed only by failures and skips."""
-
-    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
-        return None
-
-
 class Outcome(enum.Enum):
     """What :meth:`Executor.apply` did with one action."""
 
@@ -241,6 +133,11 @@ def thread_pool(workers: int) -> futures.Executor:
 class Executor:
     """Runs actions: a pass through :meth:`run`, or one action through :meth:`apply`.
 
+    ``policy`` is :attr:`ExecPolicy.SYNC` or :attr:`ExecPolicy.AGENT` (with the agent's
+    mode); ``guards`` may refuse a pass's deletes; ``server`` is what the server is known to
+    take (shared with whoever else sends conditions); ``conflict_name`` names the place of
+    the other version of a conflicting path (the agent's).
+
     >>> ex = Executor(transfer, recorder=NullRecorder(), events=events)  # doctest: +SKIP
     >>> ex.run(plan_sync(local, remote, opts=opts))  # doctest: +SKIP
     """
@@ -251,16 +148,13 @@ class Executor:
         *,
         recorder: Recorder,
         events: Events,
-        policy: DeletePolicy | None = None,
-        pool: PoolFactory = thread_pool,
-        max_concurrency: int = 16,
-        mode: Mode = Mode.BOTH,
-        conditional: bool = False,
+        policy: ExecPolicy = ExecPolicy.SYNC,
+        guards: DeletePolicy | None = None,
+        server: Capabilities | None = None,
         conflict_name: Callable[[str], str] | None = None,
         follow_symlinks: bool = True,
-        prune_emptied_dirs: bool = False,
-        retry_blocked: bool = False,
-        dry_run: bool = False,
+        pool: PoolFactory = thread_pool,
+        max_concurrency: int = 16,
         stop: threading.Event | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -268,23 +162,33 @@ class Executor:
         self.root: Path = transfer.root
         self.recorder = recorder
         self.events = events
-        self.policy = policy or NoGuards()
+        self.policy = policy
+        self.guards = guards or NoGuards()
+        self.server = server or Capabilities()
+        self.conflict_name = conflict_name
         self.pool = pool
         self.max_concurrency = max_concurrency
-        self.mode = mode
-        self.conditional = conditional  # cleared if the server rejects conditional writes
-        # Remote deletes are conditional on the ETag last synced (and checked first).
-        self.guarded_deletes = conditional
-        self.conflict_name = conflict_name
-        self.follow = follow_symlinks
-        self.prune_emptied_dirs = prune_emptied_dirs  # the agent's; aws sync leaves them
-        self.retry_blocked = retry_blocked  # the agent's; for sync a blocked download fails
-        self.dry_run = dry_run
         self.stop = stop or threading.Event()
         self.wall = wall
         self._lock = threading.Lock()
-        self.deleter = Deleter(self)
-        self.sender = Sender(self)
+        self.files = LocalFiles(self.root, follow_symlinks=follow_symlinks)
+        self.sender = Sender(
+            transfer,
+            files=self.files,
+            recorder=recorder,
+            events=events,
+            server=self.server,
+            wall=wall,
+        )
+        self.deleter = Deleter(
+            transfer,
+            files=self.files,
+            recorder=recorder,
+            events=events,
+            server=self.server,
+            policy=policy,
+            conflict_name=conflict_name,
+        )
 
     @property
     def where(self) -> S3Url:
@@ -319,7 +223,7 @@ class Executor:
                         deletes.add(_spooled(action))
                     elif route is not None and route(action):
                         continue
-                    elif self.dry_run:
+                    elif self.policy.dry_run:
                         if action.kind in (Kind.UPLOAD, Kind.DOWNLOAD):
                             self.events.would(action)
                     elif action.kind in (Kind.RECORD, Kind.FORGET):
@@ -365,7 +269,7 @@ class Executor:
                 return (a for a in _unspooled(deletes) if covered is None or not covered(a.path))
 
             paths = (a.path for a in kept())
-            if not self.dry_run and (why := self.policy.refusal(count, paths)):
+            if not self.policy.dry_run and (why := self.guards.refusal(count, paths)):
                 stats.vetoed = Veto(count, 0, 0, False, why)
             else:
                 self.delete(kept())
@@ -414,7 +318,7 @@ class Executor:
                     stats.stale.append(action.path)
         except PathBlocked as exc:
             with self._lock:
-                if self.retry_blocked:
+                if self.policy.retry_blocked:
                     stats.blocked.append(action)
                     return
                 stats.failed += 1
@@ -442,7 +346,10 @@ class Executor:
             return Outcome.DONE
         if kind is Kind.COPY:
             return self._copy(action)
-        if kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self.unchanged_since_plan(action):
+        stale = kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self.files.still(
+            action.path, action.local
+        )
+        if stale:
             return Outcome.STALE
         if action.verify and self._same(action):
             self.apply(same_content(action))
@@ -511,15 +418,11 @@ class Executor:
         """A rename: copy the old object server-side once the content hashes agree."""
         loc, old = action.local, action.synced
         assert loc is not None and old is not None
-        if not self.content_matches(loc.path, old.etag):
+        if not self.files.holds(loc.path, old.etag):
             return Outcome.MISMATCH
         try:
             # Only the version synced: another writer's newer object there is not this file.
-            try:
-                source = Condition(old.etag) if old.etag else None
-                etag = self.transfer.copy(old.path, loc.path, condition=source)
-            except ConditionalWritesUnsupported:
-                etag = self.transfer.copy(old.path, loc.path)
+            etag = self.sender.copy(old.path, loc.path, Condition(old.etag) if old.etag else None)
         except (NotFound, PreconditionFailed):
             return Outcome.MISMATCH
         entry = SyncedEntry(
@@ -536,7 +439,7 @@ class Executor:
         name = self.conflict_name(action.path)
         self.events.conflict(action, name)
         self.recorder.count("conflicts")
-        for step in CONFLICT_STEPS[self.mode]:
+        for step in CONFLICT_STEPS[self.policy.mode]:
             if step is ConflictStep.COPY_REMOTE_ASIDE:
                 self.transfer.copy(action.path, name)
             elif step is ConflictStep.DOWNLOAD_REMOTE_ASIDE:
@@ -556,34 +459,25 @@ class Executor:
     # -- deletes ----------------------------------------------------------------------------
 
     def delete(self, actions: Iterable[Action]) -> None:
-        """Run deletes now (the caller applied the policy); see :class:`Deleter`."""
-        self.deleter.delete(actions)
+        """Run deletes now (the caller applied the guards); see :class:`Deleter`.  What the
+        planner decided for an object found changed instead is carried out here."""
+        if self.policy.dry_run:
+            for action in actions:
+                self.events.would(action)
+            return
+        for after in self.deleter.delete(actions):
+            try:
+                self.apply(after)
+            except Exception as exc:
+                self.events.failed(after, exc)
 
     # -- checks -----------------------------------------------------------------------------
-
-    def unchanged_since_plan(self, action: Action) -> bool:
-        now = stat_entry(self.root, action.path, follow_symlinks=self.follow)
-        return same_file(now, action.local)
 
     def _same(self, action: Action) -> bool:
         loc, rem = action.local, action.remote
         if loc is None or rem is None or loc.size != rem.size:
             return False
-        return self.content_matches(loc.path, rem.etag)
-
-    def content_matches(self, path: str, etag: str) -> bool:
-        """Whether the file at ``path`` holds the bytes of an object with ``etag``."""
-        try:
-            return bool(
-                etags.matches(
-                    self.root / path,
-                    etag,
-                    part_size=MULTIPART_THRESHOLD,
-                    threshold=MULTIPART_THRESHOLD,
-                )
-            )
-        except OSError:
-            return False
+        return self.files.holds(loc.path, rem.etag)
 
     def _now_ns(self) -> int:
         return int(self.wall() * 1e9)

@@ -1,22 +1,22 @@
-"""The upload side of one executor: a file sent (conditional on the object last seen, when
-writes are conditional), recorded, and sent again if it changed while it was read; or the
-plain uploads of a batch, sent side by side from one thread and recorded in one commit."""
+"""The upload side of the executor: a file sent (under the planner's condition on the object
+last seen, while the server takes conditional writes), recorded, and sent again if it
+changed while it was read; or the plain uploads of a batch, sent side by side from one
+thread and recorded in one commit."""
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable, Sequence
 
 from watchsync.core.errors import ConditionalWritesUnsupported, FileError, PreconditionFailed
-from watchsync.core.model import Action, Condition, Kind, LocalEntry, SyncedEntry
+from watchsync.core.model import Action, Condition, Kind, SyncedEntry
 from watchsync.core.plan import same_file
-from watchsync.fs.walk import stat_entry
-from watchsync.s3.transfer import Started, Uploaded
-
-if TYPE_CHECKING:
-    from watchsync.engine.executor import Executor
+from watchsync.engine.local_files import LocalFiles
+from watchsync.engine.reporting import Events, Recorder
+from watchsync.s3.capabilities import Capabilities, Feature
+from watchsync.s3.transfer import Objects, Started, Uploaded
 
 logger = logging.getLogger(__name__)
 
@@ -24,33 +24,47 @@ _RESENDS = 3  # a file still changing after this many uploads is reported, not c
 
 
 class Sent(enum.Enum):
-    """How an upload of :meth:`Executor.send_together` went, other than plainly."""
+    """How an upload of :meth:`Sender.send_together` went, other than plainly."""
 
     NOT = "not sent this way"
     CHANGED = "sent as read, changed since"
 
 
 class Sender:
-    """The upload side of one executor (it shares the executor's transfer, recorder, events
-    and its knowledge of whether the server takes conditional writes)."""
+    """Sends files through ``transfer``, re-checked in ``files``, recorded in ``recorder``,
+    told to ``events``; conditions are sent while ``server`` takes them."""
 
-    def __init__(self, ex: Executor) -> None:
-        self.ex = ex
+    def __init__(
+        self,
+        transfer: Objects,
+        *,
+        files: LocalFiles,
+        recorder: Recorder,
+        events: Events,
+        server: Capabilities,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.transfer = transfer
+        self.files = files
+        self.recorder = recorder
+        self.events = events
+        self.server = server
+        self.wall = wall
 
     def upload(
         self, path: str, condition: Condition | None, action: Action | None = None
     ) -> Uploaded:
-        """Upload ``path`` (under ``condition`` when writes are conditional), record it,
+        """Upload ``path`` (under ``condition``, where the server takes one), record it,
         then re-stat: a file that changed while it was read is sent again."""
         shown = action or Action(Kind.UPLOAD, path, "upload")
         for _ in range(_RESENDS):
             up = self._send(path, condition)
-            self.ex.recorder.synced(
-                SyncedEntry(path, up.size, up.mtime_ns, up.etag, int(self.ex.wall() * 1e9), up.ino),
+            self.recorder.synced(
+                SyncedEntry(path, up.size, up.mtime_ns, up.etag, self._now_ns(), up.ino),
                 counters={"uploaded_files": 1, "uploaded_bytes": up.size},
             )
-            self.ex.events.finished(shown, up.size)
-            after = self._now(path)
+            self.events.finished(shown, up.size)
+            after = self.files.now(path)
             if after is None or same_file(after, up):
                 return up
             logger.info("upload: %s changed while uploading; sending it again", path)
@@ -62,13 +76,14 @@ class Sender:
         """Plain uploads (a burst's new and changed files), sent side by side from this
         thread, conditional as in :meth:`upload`, and recorded in one commit.  Per action:
         the upload as stored; the error of its one attempt; :attr:`Sent.NOT` where it must
-        take :meth:`apply` (a file too large to go this way); or :attr:`Sent.CHANGED`:
+        take :meth:`upload` (a file too large to go this way); or :attr:`Sent.CHANGED`:
         stored and recorded as it was read, but the file changed or went since."""
         started: list[Started | Exception | None] = []
+        conditional = self.server.conditional_writes
         for action in actions:
-            condition = action.condition if self.ex.conditional else None
+            condition = action.condition if conditional else None
             try:
-                started.append(self.ex.transfer.start_upload(action.path, condition=condition))
+                started.append(self.transfer.start_upload(action.path, condition=condition))
             except Exception as exc:
                 started.append(exc)
         results: list[Uploaded | Exception | Sent] = []
@@ -83,8 +98,8 @@ class Sender:
         done = [(a, up) for a, up in zip(actions, results, strict=True) if isinstance(up, Uploaded)]
         if not done:
             return results
-        now = int(self.ex.wall() * 1e9)
-        self.ex.recorder.synced_many(
+        now = self._now_ns()
+        self.recorder.synced_many(
             [SyncedEntry(a.path, up.size, up.mtime_ns, up.etag, now, up.ino) for a, up in done],
             counters={
                 "uploaded_files": len(done),
@@ -92,56 +107,70 @@ class Sender:
             },
         )
         for action, up in done:
-            self.ex.events.finished(action, up.size)
+            self.events.finished(action, up.size)
         for i, outcome in enumerate(results):
             if isinstance(outcome, Uploaded) and not self._still(actions[i].path, outcome):
                 results[i] = Sent.CHANGED
         return results
 
+    def copy(self, src_path: str, dst_path: str, condition: Condition | None) -> str:
+        """Server-side copy of the object at ``src_path`` to ``dst_path`` (only while the
+        source is as ``condition`` says, where the server takes conditions); its ETag."""
+        if condition is None or not self.server.conditional_writes:
+            return self.transfer.copy(src_path, dst_path)
+        try:
+            return self.transfer.copy(src_path, dst_path, condition=condition)
+        except ConditionalWritesUnsupported:
+            self._refused()
+            return self.transfer.copy(src_path, dst_path)
+
     def _still(self, path: str, up: Uploaded) -> bool:
         """Whether ``path`` is still the file that was sent as ``up``."""
-        after = self._now(path)
+        after = self.files.now(path)
         return after is not None and same_file(after, up)
 
-    def _now(self, path: str) -> LocalEntry | None:
-        return stat_entry(self.ex.root, path, follow_symlinks=self.ex.follow)
-
     def _send(self, path: str, condition: Condition | None) -> Uploaded:
-        if not self.ex.conditional or condition is None:
-            return self.ex.transfer.upload(path)
+        if condition is None or not self.server.conditional_writes:
+            return self.transfer.upload(path)
         try:
-            return self.ex.transfer.upload(path, condition=condition)
+            return self.transfer.upload(path, condition=condition)
         except PreconditionFailed:
             mine = self._already_stored(path)
             if mine is not None:
                 return mine
-            if not condition.absent or self.ex.transfer.head(path) is not None:
+            if not condition.absent or self.transfer.head(path) is not None:
                 raise
             # "Only if absent" refused with no object there: a filer-backed server (SeaweedFS)
             # keeps a directory entry for a key that was a prefix (``a/`` of ``a/b``, even
             # once empty), so a directory replaced by a file could never be sent.  Another
             # writer could only have slipped in since the HEAD just now.
             logger.info("upload: %s is a directory name on the server; sending it anyway", path)
-            return self.ex.transfer.upload(path)
+            return self.transfer.upload(path)
         except ConditionalWritesUnsupported:
+            self._refused()
+            return self.transfer.upload(path)
+
+    def _refused(self) -> None:
+        if self.server.refused(Feature.CONDITIONAL_WRITES):
             logger.warning(
                 "upload: the server rejects conditional writes; "
                 "uploading without overwrite protection"
             )
-            self.ex.conditional = False
-            return self.ex.transfer.upload(path)
 
     def _already_stored(self, path: str) -> Uploaded | None:
         """A conditional write lost to an object holding exactly this file's bytes: most
         often our own first attempt, stored although its answer was lost before a retry.
         Then the upload is done (nothing to keep twice)."""
-        before = self._now(path)
-        head = self.ex.transfer.head(path)
+        before = self.files.now(path)
+        head = self.transfer.head(path)
         if before is None or head is None or head.size != before.size:
             return None
-        if not self.ex.content_matches(path, head.etag):
+        if not self.files.holds(path, head.etag):
             return None
-        if not same_file(self._now(path), before):
+        if not self.files.still(path, before):
             return None
         logger.info("upload: %s is already stored (an earlier answer was lost)", path)
         return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
+
+    def _now_ns(self) -> int:
+        return int(self.wall() * 1e9)

@@ -3,6 +3,8 @@
 ``location`` (URLs and settings: plain values), ``client`` (the shared client, errors
 described), ``listing`` and ``listpage`` (streaming listings), ``transfer`` (bytes in and
 out), ``multipart``, ``native`` (the CRT's small-file uploads), ``downloads``,
-``small_object`` and ``poll`` (the change feed's object), ``retry``, ``reachability``,
-``bandwidth`` and ``extsort`` (listings sorted in bounded memory).
+``small_object`` and ``poll`` (the change feed's object), ``conditions`` (a condition as
+request parameters), ``capabilities`` (what the server takes, learnt as it answers),
+``retry``, ``reachability``, ``bandwidth`` and ``extsort`` (listings sorted in bounded
+memory).
 """
