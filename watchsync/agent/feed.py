@@ -120,8 +120,6 @@ class Feed:
         self._unapplied: set[str] = set()  # named by others, not yet re-checked (S3 trouble)
         self._lock = threading.Lock()
         self._next_poll = clock()
-        self.polls = 0
-        self.writes = 0
 
     # -- this agent's changes ------------------------------------------------------------------
 
@@ -198,7 +196,6 @@ class Feed:
             except PreconditionFailed:
                 self._read()  # another writer won: apply its entries, then try again
                 continue
-            self.writes += 1
             # Everything before this entry was read (a lost race reads again first).
             self.etag, self.doc, self.newer = etag, new, False
             self.epoch, self.seq = new["epoch"], seq
@@ -229,7 +226,6 @@ class Feed:
 
     def poll(self) -> None:
         """One conditional GET; new entries from other writers are re-checked."""
-        self.polls += 1
         self._read()
 
     def _read(self) -> None:

@@ -26,10 +26,6 @@ from watchsync.agent.progress import stderr_console
 class Totals:
     """Counters of one run; ``failed`` and ``skipped`` decide the exit code."""
 
-    uploaded: int = 0
-    downloaded: int = 0
-    deleted: int = 0
-    bytes: int = 0
     failed: int = 0
     skipped: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

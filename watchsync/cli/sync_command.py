@@ -71,7 +71,8 @@ class Display:
 
 
 class SyncEvents:
-    """The executor's events as ``aws s3 sync`` prints them, counted in the run's totals."""
+    """The executor's events as ``aws s3 sync`` prints them; failures counted in the run's
+    totals."""
 
     def __init__(
         self, reporter: Reporter, display: Display, stop: threading.Event | None = None
@@ -87,18 +88,9 @@ class SyncEvents:
         self.reporter.done(_size(action))
 
     def finished(self, action: Action, nbytes: int) -> None:
-        totals = self.reporter.totals
-        with totals.lock:
-            totals.bytes += nbytes
-            if action.kind is Kind.UPLOAD:
-                totals.uploaded += 1
-            else:
-                totals.downloaded += 1
         self.reporter.line(self.display.describe(action))
 
     def deleted(self, action: Action) -> None:
-        with self.reporter.totals.lock:
-            self.reporter.totals.deleted += 1
         self.reporter.line(self.display.describe(action))
 
     def failed(self, action: Action, exc: Exception) -> None:
