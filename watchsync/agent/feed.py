@@ -74,8 +74,27 @@ class _Entry:
 class Feed:
     """Publishes this agent's changes and applies the other agents' ones.
 
-    >>> feed = Feed("docs", obj=obj, apply=recheck.run, full=reconcile_soon)  # doctest: +SKIP
-    >>> feed.note("a.txt"); feed.tick()  # doctest: +SKIP
+    Two agents on one prefix, over an object in memory with S3's conditional GET and PUT:
+
+    >>> import hashlib
+    >>> class Memory:
+    ...     body, etag = b"", None
+    ...     def get(self, *, if_none_match):
+    ...         if self.etag is not None and if_none_match == self.etag:
+    ...             raise NotModified("feed")
+    ...         return None if self.etag is None else Fetched(self.body, self.etag)
+    ...     def put(self, body, *, condition):
+    ...         if condition.etag != (self.etag or ""):
+    ...             raise PreconditionFailed("feed")
+    ...         self.body, self.etag = body, hashlib.md5(body).hexdigest()
+    ...         return self.etag
+    >>> obj, rechecked, fulls = Memory(), [], []
+    >>> a = Feed("docs", obj=obj, apply=print, full=lambda: None, poll_interval=0)
+    >>> b = Feed("docs", obj=obj, apply=rechecked.extend, full=lambda: fulls.append(1),
+    ...          poll_interval=0)
+    >>> b.tick(); a.note("a.txt"); a.tick(); b.tick()
+    >>> rechecked, fulls
+    (['a.txt'], [])
     """
 
     def __init__(

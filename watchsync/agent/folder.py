@@ -71,8 +71,9 @@ STALE_UPLOAD_AGE = 24 * 3600.0
 class Folder:
     """Keeps ``cfg.path`` and ``cfg.url`` in sync until stopped.
 
-    >>> with Folder(cfg, state_dir=Path("~/.local/state/watchsync")) as folder:  # doctest: +SKIP
-    ...     stop.wait()
+    Used as a context manager: entering opens and locks the state and starts the threads;
+    leaving stops them, draining in-flight transfers when left normally and cancelling them
+    when left on an error.  The supervisor builds one per configured folder.
     """
 
     def __init__(
@@ -633,9 +634,9 @@ def wire(
 ) -> Rooms:
     """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
 
-    >>> rooms = wire(cfg, store=store, transfer=fake, ...)  # doctest: +SKIP
-    >>> rooms.uploader.process(Item("a.txt"))  # doctest: +SKIP
-    Settled()
+    The room tests (``tests/world.py``) wire a folder over a state in a temporary directory
+    and an in-memory bucket, then drive each room by hand: ``rooms.uploader.process(item)``
+    uploads one queued path and says how it settled.
     """
     root = cfg.path
     pending = Pending(store, included=scope.included, stop=stop, clock=clock)

@@ -42,9 +42,15 @@ def no_answer(exc: BaseException) -> bool:
 class Outage:
     """The folder's view of the endpoint: up, or paused and probing.
 
-    >>> o = Outage("docs", status=status, probe=transfer.probe)  # doctest: +SKIP
-    >>> o.down(ConnectionRefusedError()); o.is_down  # doctest: +SKIP
-    True
+    >>> now = [0.0]
+    >>> status = Status("docs", store=None, metrics=None)
+    >>> o = Outage("docs", status=status, probe=lambda: None, clock=lambda: now[0])
+    >>> o.down(ConnectionRefusedError()); o.is_down, status.state
+    (True, <State.PAUSED: 'paused'>)
+    >>> o.tick()  # the first probe is due a second later
+    False
+    >>> now[0] = 1.0; o.tick(), o.is_down, o.probes
+    (True, False, 1)
     """
 
     def __init__(

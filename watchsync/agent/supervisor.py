@@ -55,8 +55,9 @@ class _Failed:
 class Supervisor:
     """Runs every folder of an :class:`AgentConfig` until stopped.
 
-    >>> Supervisor(load_config(...)).run()  # doctest: +SKIP
-    0
+    ``watchsync watch`` builds one from the loaded configuration and calls :meth:`run`,
+    which starts the folders and returns the exit code once SIGTERM or SIGINT stops it
+    (``tests/test_service_e2e.py`` runs it as a real process).
     """
 
     def __init__(

@@ -201,9 +201,17 @@ BATCH = 500  # paths journaled per transaction when many are queued at once
 class Pending:
     """The uploader's queue with its write-ahead journal.
 
-    >>> pending = Pending(store, included=bool, stop=threading.Event())  # doctest: +SKIP
-    >>> pending.add([Item("a.txt")])  # doctest: +SKIP
-    >>> pending.settle(pending.take().path)  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as d, StateStore.open(
+    ...     Path(d) / "state", local_root=Path(d), url="s3://bucket/prefix"
+    ... ) as store:
+    ...     pending = Pending(store, included=bool, stop=threading.Event())
+    ...     pending.add([Item("a.txt")])
+    ...     print([e.path for e in store.journal.pending()], end=" ")  # journaled first
+    ...     pending.settle(pending.take().path)
+    ...     print(store.journal.pending(), pending.idle())
+    ['a.txt'] [] True
     """
 
     def __init__(

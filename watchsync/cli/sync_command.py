@@ -122,8 +122,13 @@ class SyncEvents:
 def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> None:
     """Run one sync; per-file problems are counted in ``reporter.totals``.
 
-    >>> req = SyncRequest("dir", S3Url.parse("s3://bucket/p"), Direction.UP)
-    >>> run_sync(req, Reporter())  # doctest: +SKIP
+    A missing source is refused before S3 is asked anything:
+
+    >>> req = SyncRequest("no-such-dir", S3Url.parse("s3://bucket/p"), Direction.UP)
+    >>> run_sync(req, Reporter())
+    Traceback (most recent call last):
+    ...
+    watchsync.core.errors.UsageError: source directory 'no-such-dir' does not exist
     """
     root = Path(req.local)
     if req.direction is Direction.UP and not root.is_dir():

@@ -138,8 +138,9 @@ class Executor:
     take (shared with whoever else sends conditions); ``conflict_name`` names the place of
     the other version of a conflicting path (the agent's).
 
-    >>> ex = Executor(transfer, recorder=NullRecorder(), events=events)  # doctest: +SKIP
-    >>> ex.run(plan_sync(local, remote, opts=opts))  # doctest: +SKIP
+    ``watchsync sync`` gives :meth:`run` the actions of ``plan_sync`` over its transfer,
+    with a recorder that keeps nothing; the agent gives it a pass of ``plan_reconcile``, or
+    one action at a time, with the state database as its recorder.
     """
 
     def __init__(

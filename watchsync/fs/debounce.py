@@ -154,8 +154,13 @@ class DebounceThread(threading.Thread):
     *and* wakes the thread at once, so the poll can be long and an idle agent quiet.  An
     exception from ``on_ready`` is logged and the thread goes on.
 
-    >>> t = DebounceThread(Debouncer(0.5), print, threading.Event())  # doctest: +SKIP
-    >>> t.start(); ...; t.stop(); t.join()  # doctest: +SKIP
+    >>> import queue
+    >>> released: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
+    >>> t = DebounceThread(Debouncer(0.01), released.put, threading.Event())
+    >>> t.start(); t.debouncer.touch("a.txt")
+    >>> released.get(timeout=10)  # once a.txt was quiet for 0.01 s
+    ['a.txt']
+    >>> t.stop(); t.join()
     """
 
     def __init__(

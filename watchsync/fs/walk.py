@@ -40,7 +40,12 @@ def walk(
     Paths that cannot be synced are yielded as :class:`Skipped` with a reason; a file or
     directory that vanishes mid-walk is silently left out.
 
-    >>> [e.path for e in walk(Path("tree")) if isinstance(e, LocalEntry)]  # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for name in ("a/x", "a-b", "a0"):
+    ...         (Path(d) / name).parent.mkdir(exist_ok=True)
+    ...         _ = (Path(d) / name).write_text("x")
+    ...     print([e.path for e in walk(Path(d)) if isinstance(e, LocalEntry)])
     ['a-b', 'a/x', 'a0']
     """
     base = os.fspath(root)

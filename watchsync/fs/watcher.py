@@ -672,8 +672,12 @@ def start_observer(
     ``polling_interval`` seconds instead.  Other errors (the root is missing) are raised.
     The caller stops and joins the observer.
 
-    >>> observer, polling = start_observer(root, handler)  # doctest: +SKIP
-    >>> ...; observer.stop(); observer.join()  # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     observer, polling = start_observer(Path(d), FileSystemEventHandler())
+    ...     observer.stop(); observer.join()
+    >>> polling  # inotify was there (Linux)
+    False
     """
     path = os.path.abspath(root)
     if not os.path.isdir(path):

@@ -59,9 +59,8 @@ class Downloads:
     """Objects of one bucket/prefix into one local root (:class:`~.transfer.Transfer`'s
     download side), each request under the caller's retry policy (``call``).
 
-    >>> d = Downloads(client, where, Path("/data"), settings=s, call=call, limiter=None,
-    ...               threshold=8 << 20, config=TransferConfig())  # doctest: +SKIP
-    >>> d.download("a.txt", size=5, mtime_ns=0)  # doctest: +SKIP
+    The transfer builds one over its client; ``download(path, size=, mtime_ns=)`` writes
+    ``root/path`` through a temporary name and sets its mtime to the object's.
     """
 
     def __init__(

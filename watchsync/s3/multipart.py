@@ -45,10 +45,8 @@ class Call(Protocol):
 
 class Multipart:
     """Multipart operations on one bucket/prefix; ``call`` runs one request under the
-    transfer's retry policy and reachability watch.
-
-    >>> parts = Multipart(client, where, settings=s, call=retry, limiter=None,  # doctest: +SKIP
-    ...                   part_size=8 << 20, concurrency=10)
+    transfer's retry policy and reachability watch.  The transfer builds one for the
+    files at or above its multipart threshold.
     """
 
     def __init__(
@@ -137,11 +135,8 @@ class Multipart:
         Only age tells a dead upload from a live one: another agent or ``sync`` on the same
         prefix may be uploading right now, and its upload looks the same as ours.  Younger
         ones are left for :meth:`_resume` (and for their owners).  A server
-        without the listing (NotImplemented, AccessDenied) is left alone.
-
-        >>> parts.abort_stale(older_than=86400)  # doctest: +SKIP
-        0
-        """
+        without the listing (NotImplemented, AccessDenied) is left alone.  The agent
+        calls it at start with a day (``older_than=86400``)."""
         bucket, prefix = self.where.bucket, self.where.key("")
         cutoff = (time.time() if now is None else now) - older_than
         stale: list[tuple[str, str]] = []

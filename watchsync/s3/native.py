@@ -5,10 +5,8 @@ signing and HTTP; the CRT signs, reads the file and speaks HTTP in C, leaving Py
 short callbacks per object.  s3transfer's CRT manager rejects custom endpoints, so this
 module drives ``awscrt.s3.S3Client`` directly.  It only moves bytes: retries belong to the
 caller's policy (the CRT's own retries are off by default so attempts don't multiply).
-
->>> with CrtUploader(endpoint_url="http://127.0.0.1:8333", region="us-east-1",
-...                  session=boto3.Session()) as up:  # doctest: +SKIP
-...     etag = up.put_file("bucket", "a b.txt", "/data/a b.txt", size=4096, headers={})
+:func:`watchsync.s3.transfer.native_uploader` builds the one uploader a transfer uses, and
+``tests/test_crt.py`` runs it against the real server.
 
 Threading: ``submit`` returns at once; the CRT completes the returned future on one of its
 native event-loop threads, so done-callbacks added by the caller run there and must be
@@ -208,11 +206,8 @@ class CrtUploader:
 
     For full throughput from few threads use :meth:`submit` and keep up to
     ``max_concurrency`` futures in flight; :meth:`put_file` blocks a thread per object.
-
-    >>> up = CrtUploader(endpoint_url=None, region="eu-west-1",
-    ...                  session=boto3.Session())  # doctest: +SKIP
-    >>> up.submit("b", "k", "/tmp/f", size=3, headers={}).result()  # doctest: +SKIP
-    'acbd18db4cc2f85cedef654fccc4a4d8'
+    Either gives the object's ETag without quotes (for a 3-byte ``foo``,
+    ``acbd18db4cc2f85cedef654fccc4a4d8``).
     """
 
     def __init__(
@@ -405,12 +400,9 @@ class CrtUploader:
     ) -> str:
         """Upload ``path`` to ``bucket/key`` and return the ETag without quotes (blocking).
 
-        ``timeout``: seconds for the whole request, as :func:`wait`.
-
-        >>> up.put_file("b", "dir/a b.txt", "/data/dir/a b.txt", size=3,
-        ...             headers={"Content-Type": "text/plain"})  # doctest: +SKIP
-        'acbd18db4cc2f85cedef654fccc4a4d8'
-        """
+        ``timeout``: seconds for the whole request, as :func:`wait`.  ``headers`` are sent
+        as they are (e.g. ``{"Content-Type": "text/plain"}``); the key may hold any
+        character (``dir/a b.txt``), it is escaped here."""
         return wait(self.submit(bucket, key, path, size=size, headers=headers), timeout)
 
 

@@ -39,9 +39,9 @@ class Answer:
 class PresignedGet:
     """GET ``bucket/key`` with ``If-None-Match``, without boto3's per-request work.
 
-    >>> get = PresignedGet(client, "b", "p/.watchsync/feed.json")  # doctest: +SKIP
-    >>> get(if_none_match="abc").status  # doctest: +SKIP
-    304
+    Called with the ETag last read, it answers 304 while the object is unchanged, 200 with
+    the new body and ETag, 404 when there is none, and None when boto3 should be asked
+    instead (``tests/test_poll.py`` runs it against the real server).
     """
 
     def __init__(

@@ -36,10 +36,8 @@ class SmallObject:
     """One small object read and written whole, with conditional requests (the agents'
     change feed): a GET ``If-None-Match`` the ETag held (304 raises :class:`NotModified`),
     a PUT ``If-Match`` the ETag read or ``If-None-Match: *`` when there was none (a lost
-    race raises :class:`~watchsync.core.errors.PreconditionFailed`).
-
-    >>> obj = SmallObject(client, "bucket", "p/.watchsync/feed.json")  # doctest: +SKIP
-    >>> obj.get(if_none_match=None).etag  # doctest: +SKIP
+    race raises :class:`~watchsync.core.errors.PreconditionFailed`).  The change feed's
+    object is ``SmallObject(client, bucket, "PREFIX/.watchsync/feed.json")``.
     """
 
     def __init__(self, client: S3Client, bucket: str, key: str) -> None:

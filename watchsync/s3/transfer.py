@@ -150,8 +150,9 @@ class Sending:
 class Transfer:
     """S3 object operations for one bucket/prefix and one local root.
 
-    >>> t = Transfer(client, S3Url.parse("s3://bucket/p"), Path("/data"))  # doctest: +SKIP
-    >>> t.upload("a.txt")  # doctest: +SKIP
+    Both commands get theirs from :func:`open_transfer`; ``upload("a.txt")`` then sends
+    ``/data/a.txt`` to ``s3://bucket/p/a.txt`` for a transfer of ``s3://bucket/p`` and
+    ``/data``.
     """
 
     def __init__(
@@ -562,9 +563,8 @@ def open_transfer(
 
     The native uploader is used only when this call makes the client (an injected client is
     the whole S3 connection: tests, proxies) and the caller allows it (not for a dry run);
-    a bandwidth cap paces it like boto3 (each request waits for its bytes).
-
-    >>> t = open_transfer(S3Settings(), S3Url.parse("s3://b"), Path("."))  # doctest: +SKIP
+    a bandwidth cap paces it like boto3 (each request waits for its bytes).  The caller
+    closes the transfer (it is a context manager), which closes the client it made.
     """
     owns = client is None
     s3 = client if client is not None else make_client(settings)
@@ -620,8 +620,19 @@ def native_endpoint(client: S3Client, region: str) -> tuple[str | None, str]:
     botocore resolved anything else on AWS (FIPS, dualstack, accelerate, a VPC endpoint or
     access point URL) it would bypass that choice, so boto3 keeps every upload there.
 
-    >>> native_endpoint(boto3.client("s3", region_name="eu-west-1"), "eu-west-1")  # doctest: +SKIP
+    >>> aws = boto3.client(
+    ...     "s3", region_name="eu-west-1", endpoint_url="https://s3.eu-west-1.amazonaws.com"
+    ... )
+    >>> native_endpoint(aws, "eu-west-1")
     (None, '')
+    >>> fips = boto3.client(
+    ...     "s3", region_name="us-east-1", endpoint_url="https://s3-fips.us-east-1.amazonaws.com"
+    ... )
+    >>> native_endpoint(fips, "us-east-1")
+    (None, 'FIPS endpoint')
+    >>> local = boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:8333")
+    >>> native_endpoint(local, "us-east-1")
+    ('http://127.0.0.1:8333', '')
     """
     endpoint = client.meta.endpoint_url
     host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
