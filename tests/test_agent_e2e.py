@@ -4,9 +4,10 @@ Most tests run a :class:`Folder` in-process with a tiny debounce; crash and sign
 tests run ``python -m watchsync watch`` as a real process.  Each ends by checking that the
 bucket holds exactly the folder (keys and content hashes).
 
-Each test runs twice: on Linux's own paths, and on the paths macOS and Windows take
-(``WATCHSYNC_PORTABLE=1``, see watchsync/fs/platform.py: watchdog's generic observer, no
-``/proc``, no SIGHUP, no ``pread``), bar the few in :data:`NOT_PORTABLE`.
+Each test runs twice: on the OS's own paths (``native``: inotify here), and on the paths
+macOS and Windows take (``portable``: ``WATCHSYNC_PORTABLE=1``, see watchsync/fs/platform.py:
+watchdog's generic observer, no ``/proc``, no SIGHUP, no ``pread``), bar the few in
+:data:`NOT_PORTABLE`.
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ NOT_PORTABLE = {
 }
 
 
-@pytest.fixture(autouse=True, params=["linux", "portable"])
+@pytest.fixture(autouse=True, params=["native", "portable"])
 def platform_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Linux's own paths, or the portable ones macOS and Windows take (agents started as
-    processes inherit the environment)."""
+    """The OS's own paths (inotify here), or the portable ones macOS and Windows take
+    (agents started as processes inherit the environment)."""
     if request.param == "portable":
         reason = NOT_PORTABLE.get(request.function.__name__)
         if reason:

@@ -1,13 +1,16 @@
 """scripts/install-service, staged into a temporary root with --prefix.
 
-``--no-venv`` skips the venv + pip step (it would need the network for the dependencies);
-everything else - unit files, sample config, idempotence, systemctl detection - is real.
+``--no-venv`` skips the venv + pip step here; unit files, sample config, idempotence and
+systemctl detection are real.  The venv step, staged and then moved, is tested with the
+built wheel in tests/test_packaging.py.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,31 @@ def _run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
+def assert_commented_out_sample(config: Path) -> None:
+    """Every line of the installed sample is a comment: nothing syncs (least of all deletes)
+    until the admin says what; yet uncommented it is the example, every key documented."""
+    text = config.read_text()
+    assert all(not line or line.startswith("#") for line in text.splitlines())
+    assert tomllib.loads(text) == {}
+    example = (REPO / "examples/config.toml").read_text().splitlines()
+    uncommented = [line[2:] if line.startswith("# ") else line for line in text.splitlines()]
+    for line in example:
+        assert line in uncommented or line.startswith("#")
+
+
+def test_sample_config_refuses_to_start(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _run("--prefix", str(root), "--no-venv", home=tmp_path)
+    config = root / "etc/watchsync/config.toml"
+    out = subprocess.run(
+        [sys.executable, "-m", "watchsync", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "no [[folder]] tables" in out.stderr
+
+
 def test_script_is_executable_bash() -> None:
     assert os.access(SCRIPT, os.X_OK)
     assert SCRIPT.read_text().startswith("#!/usr/bin/env bash\n")
@@ -39,7 +67,7 @@ def test_system_install_is_idempotent(tmp_path: Path) -> None:
 
     first = _run("--prefix", str(root), "--no-venv", home=tmp_path)
     assert unit.read_bytes() == (REPO / "systemd/watchsync.service").read_bytes()
-    assert config.read_bytes() == (REPO / "examples/config.toml").read_bytes()
+    assert_commented_out_sample(config)
     assert config.stat().st_mode & 0o777 == 0o640
     assert "config: installing sample" in first.stdout
     assert "skipped daemon-reload (--prefix)" in first.stdout
@@ -68,6 +96,7 @@ def test_user_install_is_idempotent(tmp_path: Path) -> None:
 
     first = _run("--user", "--prefix", str(root), "--no-venv", home=home)
     assert unit.read_bytes() == (REPO / "systemd/watchsync@.service").read_bytes()
+    assert_commented_out_sample(config)
     assert config.stat().st_mode & 0o777 == 0o600
     assert "systemctl --user enable --now watchsync@default" in first.stdout
 

@@ -1,4 +1,4 @@
-"""Command line: ``watchsync sync|watch|status|reload|check``.
+"""Command line: ``watchsync sync|watch|status|reload|check|completion|manpage``.
 
 The only module that configures logging handlers and turns errors into exit codes.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from watchsync import __version__
 from watchsync.cli.agent_commands import agent_config, run_agent_command, run_watch
 from watchsync.cli.output import Reporter
+from watchsync.cli.shell import add_shell_commands, completion_script, man_page
 from watchsync.cli.sync_command import SyncRequest, run_sync
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, WatchsyncError
 from watchsync.core.filters import Filters, ordered_rules
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_debug_option(s)
 
     add_agent_commands(sub)
+    add_shell_commands(sub)
     return parser
 
 
@@ -183,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "completion":
+        print(completion_script(parser, args.shell), end="")
+        return EXIT_OK
+    if args.command == "manpage":
+        print(man_page(parser), end="")
+        return EXIT_OK
     configure_logging(debug=args.debug, fmt=getattr(args, "log_format", None) or "text")
     try:
         if args.command == "sync":

@@ -1,0 +1,54 @@
+"""``watchsync completion SHELL`` and ``watchsync manpage``: both generated from the parser
+itself (shtab and argparse-manpage), so they never drift from the options.
+
+    watchsync completion bash > ~/.local/share/bash-completion/completions/watchsync
+    watchsync completion zsh  > "${fpath[1]}/_watchsync"
+    watchsync completion fish > ~/.config/fish/completions/watchsync.fish
+    watchsync manpage > ~/.local/share/man/man1/watchsync.1
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from watchsync import __version__
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def add_shell_commands(sub: Any) -> None:
+    """Register ``completion`` and ``manpage`` on the main parser."""
+    c = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
+    c.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
+    sub.add_parser("manpage", help="print the manual page (roff): watchsync manpage | man -l -")
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """The completion script of ``parser`` for ``shell``.
+
+    >>> p = argparse.ArgumentParser(prog="demo")
+    >>> _ = p.add_argument("--verbose")
+    >>> "--verbose" in completion_script(p, "bash")
+    True
+    """
+    import shtab
+
+    script: str = shtab.complete(parser, shell=shell)
+    return script
+
+
+def man_page(parser: argparse.ArgumentParser) -> str:
+    """The manual page of ``parser``, section 1, in roff.
+
+    >>> p = argparse.ArgumentParser(prog="demo", description="Does things.")
+    >>> man_page(p).startswith(".TH DEMO")
+    True
+    """
+    from argparse_manpage.manpage import Manpage
+
+    page = Manpage(parser)
+    page.source = f"watchsync {__version__}"
+    page.manual = "User Commands"
+    page.description = "keep a local folder and an S3 bucket in sync"
+    return str(page)
