@@ -32,6 +32,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from watchsync.fs.platform import pid_alive
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -162,13 +164,7 @@ def pid_is_weed(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True  # No /proc (macOS): trust the pid file.
+        return pid_alive(pid)  # No /proc (macOS): trust the pid file.
     return b"weed" in cmdline.split(b"\0", 1)[0]
 
 

@@ -204,3 +204,22 @@ def test_burst_through_the_generic_observer(
                 path.parent.mkdir(exist_ok=True)
                 path.write_text(f"{d}/{i}")
         assert_in_sync(s3, bucket, "data", root, timeout=60)
+
+
+def test_liveness_is_asked_only_of_the_seam() -> None:
+    """``os.kill(pid, 0)`` asks whether a process lives on POSIX and *terminates* it on
+    Windows: only the platform seam may call it (where it is kept off Windows)."""
+    import ast
+
+    package = Path(platform.__file__).resolve().parent.parent
+    callers = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and ast.unparse(node.func) == "os.kill"
+                and len(node.args) == 2
+                and ast.unparse(node.args[1]) == "0"
+            ):
+                callers.append(path.relative_to(package).as_posix())
+    assert callers == ["fs/platform.py"]

@@ -211,8 +211,9 @@ def read_at(fd: int, length: int, offset: int) -> bytes:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (on Windows asked of the process table: there
-    ``os.kill`` terminates the process whatever the signal).
+    """Whether a process ``pid`` exists, or may (one we may not ask about, or a number no
+    pid can be); on Windows asked of the process table, as there ``os.kill`` terminates the
+    process whatever the signal.
 
     >>> pid_alive(os.getpid())
     True
@@ -225,7 +226,7 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     except OSError:
         return False

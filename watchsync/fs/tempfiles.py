@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from watchsync.fs.platform import pid_alive
+
 logger = logging.getLogger(__name__)
 
 
@@ -105,13 +107,7 @@ def _gone_or_me(pid: int) -> bool:
     """Whether temp files written by ``pid`` are leftovers: it is us, or no such process."""
     if pid == 0 or pid == os.getpid() & 0xFFFFFFFF:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
-        return False
-    return False
+    return not pid_alive(pid)
 
 
 def guard_temp_files(root: Path) -> None:
