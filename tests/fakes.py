@@ -12,7 +12,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from watchsync.core.errors import FileError, NotFound, PathBlocked, PreconditionFailed
+from watchsync.core.errors import Failure, FailureKind, FileError, PathBlocked
 from watchsync.core.model import Action, Condition, LocalEntry, RemoteEntry, Skipped
 from watchsync.engine.reporting import Veto
 from watchsync.s3.location import S3Url
@@ -23,6 +23,26 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 T0 = 1_700_000_000 * 10**9  # a LastModified in ns, on a whole second
+
+
+def failure(kind: FailureKind, code: str, what: str = "") -> Failure:
+    """A failure as the adapters in watchsync/s3/ raise it."""
+    return Failure(kind, code, f"{code}: {what}" if what else code)
+
+
+def lost(what: str) -> Failure:
+    """A conditional write, copy or delete that lost to another version."""
+    return failure(FailureKind.PRECONDITION, "PreconditionFailed", what)
+
+
+def refused(code: str = "AccessDenied") -> Failure:
+    """A permanent no from S3."""
+    return failure(FailureKind.REFUSED, code, "Access Denied")
+
+
+def cut(what: str = "cut") -> Failure:
+    """No answer at all: the connection was refused, reset or timed out."""
+    return failure(FailureKind.UNREACHABLE, "EndpointConnectionError", what)
 
 
 class FakeSending:
@@ -77,7 +97,7 @@ class FakeObjects:
             raise FileError(path, str(exc)) from exc
         current = self.objects.get(path)
         if condition is not None and condition.etag != (current[1] if current else ""):
-            raise PreconditionFailed(path)
+            raise lost(path)
         self.put(path, data)
         return Uploaded(st.st_size, st.st_mtime_ns, self.objects[path][1], st.st_ino)
 
@@ -99,7 +119,7 @@ class FakeObjects:
         self._call("download", path)
         body, current, mtime = self.objects[path]
         if etag and etag != current:
-            raise PreconditionFailed(path)
+            raise lost(path)
         target = self.root / (dest or path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
@@ -111,9 +131,9 @@ class FakeObjects:
     def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str:
         self._call("copy", dst_path)
         if src_path not in self.objects:
-            raise NotFound(src_path)
+            raise failure(FailureKind.NOT_FOUND, "NoSuchKey", src_path)
         if condition is not None and self.objects[src_path][1] != condition.etag:
-            raise PreconditionFailed(src_path)
+            raise lost(src_path)
         self.put(dst_path, self.objects[src_path][0])
         return self.objects[dst_path][1]
 
@@ -128,13 +148,13 @@ class FakeObjects:
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
-    ) -> list[tuple[str, str]]:
-        failed: list[tuple[str, str]] = []
+    ) -> list[tuple[str, Failure]]:
+        failed: list[tuple[str, Failure]] = []
         for path in paths:
             self._call("delete", path)
             want = (conditions or {}).get(path)
             if want and (path not in self.objects or self.objects[path][1] != want.etag):
-                failed.append((path, "PreconditionFailed"))
+                failed.append((path, lost(path)))
                 continue
             self.objects.pop(path, None)
         return failed
@@ -216,7 +236,7 @@ class FakeFeedObject:
     def put(self, body: bytes, *, condition: Condition) -> str:
         if condition.etag != (self.etag or ""):  # also "absent" on an existing object
             self.calls.append("put-412")
-            raise PreconditionFailed("feed")
+            raise lost("feed")
         self.calls.append("put")
         self.body = body
         assert self.etag is not None

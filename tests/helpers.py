@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
+import pytest
+
+from watchsync.core.errors import Failure, FailureKind
+
 T = TypeVar("T")
+
+
+@contextmanager
+def fails_with(kind: FailureKind) -> Iterator[None]:
+    """The block raises a :class:`Failure` of ``kind``, as the adapters raise them."""
+    with pytest.raises(Failure) as info:
+        yield
+    assert info.value.kind is kind, repr(info.value)
 
 
 def wait_until(

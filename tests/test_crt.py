@@ -15,7 +15,9 @@ import boto3
 import pytest
 from s3server import SeaweedServer
 
+from watchsync.core.errors import FailureKind
 from watchsync.s3 import native as crt
+from watchsync.s3.failures import classify
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -98,7 +100,7 @@ def test_shrunk_file_fails_without_object(
     path = _file(tmp_path, "f", b"0123")
     with pytest.raises(crt.CrtFileChanged) as info:
         uploader.put_file(bucket, "k", path, size=10, headers={})
-    assert not info.value.transient
+    assert classify(info.value).kind is FailureKind.LOCAL
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
 
 
@@ -114,15 +116,13 @@ def test_conditional_writes(
     second = _file(tmp_path, "b", b"second")
     etag = uploader.put_file(bucket, "k", first, size=5, headers={"If-None-Match": "*"})
 
-    with pytest.raises(crt.CrtPreconditionFailed) as info:
+    with pytest.raises(crt.CrtError) as info:
         uploader.put_file(bucket, "k", second, size=6, headers={"If-None-Match": "*"})
-    assert (info.value.status, info.value.code, info.value.transient) == (
-        412,
-        "PreconditionFailed",
-        False,
-    )
-    with pytest.raises(crt.CrtPreconditionFailed):
+    assert (info.value.status, info.value.code) == (412, "PreconditionFailed")
+    assert classify(info.value).kind is FailureKind.PRECONDITION
+    with pytest.raises(crt.CrtError) as info:
         uploader.put_file(bucket, "k", second, size=6, headers={"If-Match": '"' + "0" * 32 + '"'})
+    assert classify(info.value).kind is FailureKind.PRECONDITION
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"
 
     new = uploader.put_file(bucket, "k", second, size=6, headers={"If-Match": f'"{etag}"'})
@@ -151,7 +151,7 @@ def test_wrong_secret_is_permanent(s3server: SeaweedServer, bucket: str, tmp_pat
         up.put_file(bucket, "k", path, size=1, headers={})
     assert info.value.status == 403
     assert info.value.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId")
-    assert not info.value.transient
+    assert classify(info.value).kind is FailureKind.REFUSED
 
 
 def test_connection_refused_is_transient_and_fast(s3server: SeaweedServer, tmp_path: Path) -> None:
@@ -163,10 +163,10 @@ def test_connection_refused_is_transient_and_fast(s3server: SeaweedServer, tmp_p
             region=s3server.region,
             session=_session(s3server),
         ) as up,
-        pytest.raises(crt.CrtTransientError) as info,
+        pytest.raises(crt.CrtError) as info,
     ):
         up.put_file("b", "k", path, size=1, headers={})
-    assert info.value.transient
+    assert classify(info.value).kind is FailureKind.UNREACHABLE
     assert info.value.status == 0
     assert "CONNECTION_REFUSED" in info.value.code
     assert time.monotonic() - started < 5
@@ -236,15 +236,20 @@ def test_https_endpoint_builds_tls_client(s3server: SeaweedServer) -> None:
         (
             412,
             b"<Error><Code>PreconditionFailed</Code></Error>",
-            "precondition",
+            FailureKind.PRECONDITION,
             "PreconditionFailed",
         ),
-        (503, b"<Error><Code>SlowDown</Code><Message>m</Message></Error>", "transient", "SlowDown"),
-        (500, b"", "transient", "500"),
-        (404, b"<Error><Code>NoSuchBucket</Code></Error>", "permanent", "NoSuchBucket"),
+        (
+            503,
+            b"<Error><Code>SlowDown</Code><Message>m</Message></Error>",
+            FailureKind.TRANSIENT,
+            "SlowDown",
+        ),
+        (500, b"", FailureKind.TRANSIENT, "500"),
+        (404, b"<Error><Code>NoSuchBucket</Code></Error>", FailureKind.REFUSED, "NoSuchBucket"),
     ],
 )
-def test_response_errors_classified(status: int, body: bytes, kind: str, code: str) -> None:
+def test_response_errors_classified(status: int, body: bytes, kind: FailureKind, code: str) -> None:
     from awscrt.s3 import S3ResponseError
 
     err = crt._error_from_crt(
@@ -257,13 +262,9 @@ def test_response_errors_classified(status: int, body: bytes, kind: str, code: s
             body=body,
         )
     )
-    expected = {
-        "precondition": crt.CrtPreconditionFailed,
-        "transient": crt.CrtTransientError,
-        "permanent": crt.CrtError,
-    }[kind]
-    assert type(err) is expected
+    assert type(err) is crt.CrtError
     assert (err.status, err.code) == (status, code)
+    assert classify(err).kind is kind
 
 
 def test_refreshable_credentials_are_asked_per_request(

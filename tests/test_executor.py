@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeObjects, InlinePool, RecordedEvents
+from fakes import FakeObjects, InlinePool, RecordedEvents, cut, failure
 from world import (
     World,
     synced_file,
 )
 
 from watchsync.agent.uploader import Settled
-from watchsync.core.errors import ConditionalWritesUnsupported
+from watchsync.core.errors import Failure, FailureKind
 from watchsync.core.model import Action, Condition, Item, Kind, LocalEntry, Skipped, SyncedEntry
 from watchsync.engine.executor import Executor, Outcome, Skips
 from watchsync.engine.policy import ExecPolicy
@@ -50,7 +50,7 @@ def test_executor_delete_veto(
     objects.put("gone.txt", b"g")
     (tmp_path / "a.txt").write_bytes(b"a")
     if fail:
-        objects.fail["a.txt"] = ConnectionError("cut")
+        objects.fail["a.txt"] = cut()
     events = RecordedEvents()
     executor = Executor(
         objects, recorder=NullRecorder(), events=events, guards=Refuse(refusal), pool=InlinePool
@@ -138,7 +138,7 @@ class IgnoresConditions(FakeObjects):
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, Failure]]:
         return super().delete_remote(paths)
 
 
@@ -147,9 +147,9 @@ class RejectsConditions(FakeObjects):
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, Failure]]:
         if conditions:
-            raise ConditionalWritesUnsupported("delete")
+            raise Failure(FailureKind.UNSUPPORTED, "NotImplemented", "NotImplemented: delete")
         return super().delete_remote(paths)
 
 
@@ -303,13 +303,13 @@ class RefusesConditionalWrites(FakeObjects):
     ) -> Uploaded:
         if condition is not None:
             self.refusals += 1
-            raise ConditionalWritesUnsupported(path)
+            raise failure(FailureKind.UNSUPPORTED, "NotImplemented", path)
         return super().upload(path, key=key)
 
     def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str:
         if condition is not None:
             self.refusals += 1
-            raise ConditionalWritesUnsupported(src_path)
+            raise failure(FailureKind.UNSUPPORTED, "NotImplemented", src_path)
         return super().copy(src_path, dst_path)
 
 

@@ -13,8 +13,10 @@ import boto3
 import botocore.exceptions
 import pytest
 
+from watchsync.core.errors import FailureKind
 from watchsync.s3 import native as crt
-from watchsync.s3.client import make_client, unreachable
+from watchsync.s3.client import make_client
+from watchsync.s3.failures import classify
 from watchsync.s3.location import S3Settings
 from watchsync.s3.reachability import EndpointGone, Reachability
 
@@ -27,7 +29,7 @@ class Clock:
         return self.now
 
 
-REFUSED = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+REFUSED = classify(botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
 
 
 def test_gone_after_enough_failures_over_enough_time() -> None:
@@ -53,8 +55,8 @@ def test_a_success_or_an_s3_answer_resets_or_does_not_count() -> None:
     assert r.gone is None
     denied = botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "PutObject")
     r2 = Reachability(1, what="e", min_seconds=0, clock=clock)
-    r2.failed(denied)
-    r2.failed(ValueError("local"))
+    r2.failed(classify(denied))
+    r2.failed(classify(ValueError("local")))
     assert r2.gone is None
 
 
@@ -68,16 +70,16 @@ def test_without_a_limit_it_never_gives_up() -> None:
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (REFUSED, True),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="x"), True),
         (botocore.exceptions.ReadTimeoutError(endpoint_url="x"), True),
         (ConnectionResetError(), True),
-        (crt.CrtTransientError(0, "AWS_IO_SOCKET_CLOSED", "closed"), True),
-        (crt.CrtTransientError(503, "SlowDown", "busy"), False),
+        (crt.CrtError(0, "AWS_IO_SOCKET_CLOSED", "closed"), True),
+        (crt.CrtError(503, "SlowDown", "busy"), False),
         (OSError(28, "No space left on device"), False),
     ],
 )
 def test_unreachable(exc: BaseException, expected: bool) -> None:
-    assert unreachable(exc) is expected
+    assert (classify(exc).kind is FailureKind.UNREACHABLE) is expected
 
 
 def test_client_timeouts_are_short() -> None:
@@ -125,6 +127,6 @@ def test_native_upload_times_out_on_a_silent_endpoint(silent_server: int, tmp_pa
         crt.CrtUploader(
             endpoint_url=f"http://127.0.0.1:{silent_server}", region="us-east-1", session=session
         ) as up,
-        pytest.raises(crt.CrtTransientError, match="Timeout"),
+        pytest.raises(crt.CrtError, match="Timeout"),
     ):
         up.put_file("bkt", "f", str(tmp_path / "f"), size=1, headers={}, timeout=0.5)

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 import boto3
 import pytest
+from helpers import fails_with
 from s3server import SeaweedServer
 
-from watchsync.core.errors import PreconditionFailed
+from watchsync.core.errors import FailureKind
 from watchsync.core.model import Condition
 from watchsync.s3 import native as crt
 from watchsync.s3.client import make_client
@@ -153,7 +154,7 @@ def test_uploads_started_together_from_one_thread(
         assert t.start_upload("big.bin") is None  # at the threshold: upload() sends it
         results = [s.result() for s in started if s is not None]
         assert taken is not None
-        with pytest.raises(PreconditionFailed):
+        with fails_with(FailureKind.PRECONDITION):
             taken.result()
     assert len(results) == len(names)
     for name, up in zip(names, results, strict=True):

@@ -14,7 +14,7 @@ import pytest
 from agent_helpers import folder_config
 from awscrt import checksums
 from botocore.config import Config
-from helpers import wait_until
+from helpers import fails_with, wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
 
@@ -180,7 +180,7 @@ def test_conditional_upload_cut_off_resumes_and_keeps_its_condition(
     condition still holds on completion."""
     import botocore.exceptions
 
-    from watchsync.core.errors import PreconditionFailed
+    from watchsync.core.errors import FailureKind
 
     data = os.urandom(2 * PART + 3 * MiB)  # three parts
     (tmp_path / "big").write_bytes(data)
@@ -195,7 +195,7 @@ def test_conditional_upload_cut_off_resumes_and_keeps_its_condition(
     where = S3Url.parse(f"s3://{bucket}/p")
     once = RetryPolicy(attempts=1)
     with Transfer(s3, where, tmp_path, retry=once) as t:
-        with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        with fails_with(FailureKind.UNREACHABLE):
             t.upload("big", condition=Condition.ABSENT)
         assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # left to resume
         sent = _sent_parts(s3)
@@ -203,6 +203,6 @@ def test_conditional_upload_cut_off_resumes_and_keeps_its_condition(
         assert sent == [3]  # parts 1 and 2 were kept
         assert s3.get_object(Bucket=bucket, Key="p/big")["Body"].read() == data
         assert up.etag == s3.head_object(Bucket=bucket, Key="p/big")["ETag"].strip('"')
-        with pytest.raises(PreconditionFailed):  # now there is an object: create-only loses
+        with fails_with(FailureKind.PRECONDITION):  # now there is an object: create-only loses
             t.upload("big", condition=Condition.ABSENT)
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from fakes import cut, refused
 
 from watchsync.agent.outage import Outage, no_answer
 from watchsync.agent.status import Status
@@ -18,7 +19,7 @@ def test_outage_pauses_once_and_probes_with_backoff(caplog: pytest.LogCaptureFix
 
     def probe() -> None:
         if not answers[0]:
-            raise ConnectionRefusedError("refused")
+            raise cut("refused")
 
     status = Status("f", store=None, metrics=None)
     outage = Outage(
@@ -29,8 +30,8 @@ def test_outage_pauses_once_and_probes_with_backoff(caplog: pytest.LogCaptureFix
         release=lambda: released.append(True),
         clock=lambda: now[0],
     )
-    outage.down(ConnectionResetError("reset"))
-    outage.down(ConnectionResetError("again"))  # every worker may say so; logged once
+    outage.down(cut("reset"))
+    outage.down(cut("again"))  # every worker may say so; logged once
     assert outage.is_down and status.state == "paused"
     assert "S3 unreachable" in str(status.last_error) and len(held) == 1
     probed_at: list[float] = []
@@ -66,8 +67,8 @@ def test_a_pause_says_why_before_it_shows(monkeypatch: pytest.MonkeyPatch) -> No
 def test_outage_counts_an_s3_error_as_an_answer() -> None:
     status = Status("f", store=None, metrics=None)
     outage = Outage("f", status=status, probe=lambda: None, clock=lambda: 10.0)
-    assert no_answer(ConnectionRefusedError()) and not no_answer(FileNotFoundError())
-    outage.down(ConnectionRefusedError())
+    assert no_answer(cut()) and not no_answer(refused()) and not no_answer(FileNotFoundError())
+    outage.down(cut())
     assert outage.tick() is False  # not due yet
     outage.clock = lambda: 11.0
     assert outage.tick() is True

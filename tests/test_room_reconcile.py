@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import T0, FakeFeedObject
+from fakes import T0, FakeFeedObject, cut, refused
 from world import (
     World,
     _drain,
@@ -33,7 +33,7 @@ def test_reconcile_failed_transfer_vetoes_the_pass_deletes(
     synced_file(w, "keep.txt", b"k")
     (w.root / "gone.txt").unlink()
     w.objects.put("changed.txt", b"v2 in S3")
-    w.objects.fail["changed.txt"] = ConnectionError("download cut")
+    w.objects.fail["changed.txt"] = cut("download cut")
     stats = w.rooms.reconcile.run()
     assert stats.passed.failed == 1 and stats.passed.vetoed is not None
     assert "gone.txt" in w.objects.objects
@@ -280,7 +280,7 @@ def test_a_listing_pass_that_failed_lists_again(make_world: Callable[..., World]
     w = _fed_world(make_world)
     synced_file(w, "a.txt", b"v1")
     w.objects.put("a.txt", b"v2 before the agent started")
-    w.objects.fail["a.txt"] = ConnectionError("cut")
+    w.objects.fail["a.txt"] = cut()
     assert w.rooms.reconcile.run().passed.failed
     del w.objects.fail["a.txt"]
     w.now[0] += 300.0
@@ -383,12 +383,10 @@ def test_failed_pass_gives_its_paths_to_the_next(make_world: Callable[..., World
 def test_parked_path_is_looked_at_by_the_next_trusted_pass(
     make_world: Callable[..., World],
 ) -> None:
-    from watchsync.core.errors import RemoteError
-
     w = make_world()
     w.rooms.reconcile.run()  # the first, full pass: nothing yet
     (w.root / "a.txt").write_bytes(b"x")
-    w.objects.fail["a.txt"] = RemoteError("AccessDenied")
+    w.objects.fail["a.txt"] = refused()
     for _ in range(5):
         w.rooms.uploader.process(Item("a.txt"))  # parked at the fifth refusal
     del w.objects.fail["a.txt"]

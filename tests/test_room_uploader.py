@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakes import FakeObjects
+from fakes import FakeObjects, cut, lost, refused
 from world import (
     World,
     _commits,
@@ -15,7 +15,6 @@ from world import (
 )
 
 from watchsync.agent.uploader import Conflict, Retry, Settled
-from watchsync.core.errors import PreconditionFailed
 from watchsync.core.model import Condition, Item
 from watchsync.s3.transfer import Uploaded
 
@@ -34,13 +33,13 @@ def test_uploads_new_file_is_sent_and_recorded(make_world: Callable[..., World])
 def test_uploads_transient_errors_back_off_per_path(make_world: Callable[..., World]) -> None:
     w = make_world()
     (w.root / "a.txt").write_bytes(b"x")
-    w.objects.fail["a.txt"] = ConnectionError("cut")
+    w.objects.fail["a.txt"] = cut()
     delays = [w.rooms.uploader.process(Item("a.txt")) for _ in range(4)]
     assert delays == [Retry(0.5), Retry(1.0), Retry(2.0), Retry(4.0)]
     assert "S3 unreachable" in (w.status.last_error or "")
     del w.objects.fail["a.txt"]
     assert w.rooms.uploader.process(Item("a.txt")) == Settled()
-    w.objects.fail["a.txt"] = ConnectionError("cut again")
+    w.objects.fail["a.txt"] = cut("cut again")
     assert w.rooms.uploader.process(Item("a.txt", attempt=0)) == Settled()  # unchanged
 
 
@@ -101,7 +100,7 @@ class RefusingObjects(FakeObjects):
     ) -> Uploaded:
         if path == "d" and condition is not None and condition.absent:
             self.calls.append(("upload", path))
-            raise PreconditionFailed(path)
+            raise lost(path)
         return super().upload(path, key=key, condition=condition)
 
 
@@ -121,11 +120,9 @@ def test_uploads_refused_create_with_no_object_is_sent_once(
 
 
 def test_uploads_permanent_refusal_is_parked(make_world: Callable[..., World]) -> None:
-    from watchsync.core.errors import RemoteError
-
     w = make_world()
     (w.root / "a.txt").write_bytes(b"x")
-    w.objects.fail["a.txt"] = RemoteError("AccessDenied")
+    w.objects.fail["a.txt"] = refused()
     results = [w.rooms.uploader.process(Item("a.txt")) for _ in range(5)]
     assert [type(r) for r in results] == [Retry] * 4 + [Settled]
     assert "parked" in (w.status.last_error or "")
@@ -254,7 +251,7 @@ def test_uploads_batch_failures_stay_with_their_paths(make_world: Callable[..., 
     w = make_world()
     for name in ("a.txt", "b.txt", "c.txt"):
         (w.root / name).write_bytes(name.encode())
-    w.objects.fail["a.txt"] = ConnectionError("cut")
+    w.objects.fail["a.txt"] = cut()
     w.objects.put("b.txt", b"another writer got there first")
     results = w.rooms.uploader.process_many(
         [Item("a.txt", "", absent=True), Item("b.txt", "", absent=True), Item("c.txt")]

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from fakes import InlinePool, RecordedEvents
+from helpers import fails_with
 from s3server import SeaweedServer
 
-from watchsync.core.errors import PreconditionFailed
+from watchsync.core.errors import FailureKind
 from watchsync.core.model import Action, Condition, Kind
 from watchsync.engine.executor import Executor, Outcome
 from watchsync.engine.policy import ExecPolicy
@@ -171,7 +172,7 @@ def test_multipart_upload_is_conditional(
             assert s3.get_object(Bucket=bucket, Key="p/big.bin")["Body"].read() == data
             return
         s3.put_object(Bucket=bucket, Key="p/big.bin", Body=b"theirs, newer")
-        with pytest.raises(PreconditionFailed):
+        with fails_with(FailureKind.PRECONDITION):
             if condition == "if-none-match":
                 transfer.upload("big.bin", condition=Condition.ABSENT)
             else:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchsync.core.errors import PreconditionFailed
+from watchsync.core.errors import Failure, FailureKind
 from watchsync.core.model import Kind, Mode
 from watchsync.core.plan import plan_raced
 from watchsync.engine.executor import Executor
@@ -101,7 +101,9 @@ class Conflicts:
             return Raced()
         try:
             executor.apply(action)
-        except PreconditionFailed:
+        except Failure as exc:
+            if exc.kind is not FailureKind.PRECONDITION:
+                raise
             if remote is None and action.kind is Kind.UPLOAD and self.transfer.head(path) is None:
                 # "Only if absent" refused while nothing is there: not a race the next look
                 # can win.  SeaweedFS does this when a directory of that name holds objects

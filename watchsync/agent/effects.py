@@ -3,6 +3,8 @@ finished work to the state (records batched; transfers group-committed, each wit
 counters and journal entry in the same transaction); :class:`AgentEvents` turns it into
 log lines, metrics and status.
 
+A failure is told apart by its :class:`~watchsync.core.errors.Failure` kind alone.
+
 Must not touch: files, S3, threads.
 """
 
@@ -13,12 +15,11 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from watchsync.agent.metrics import FolderMetrics
-from watchsync.agent.outage import Outage, no_answer
+from watchsync.agent.outage import Outage
 from watchsync.agent.status import Status
-from watchsync.core.errors import FileError
+from watchsync.core.errors import FailureKind, FileError, failure_of
 from watchsync.core.model import Action, Kind, SyncedEntry
 from watchsync.engine.reporting import Veto
-from watchsync.s3.client import describe, error_code
 from watchsync.s3.location import S3Url
 from watchsync.state.store import Recorded, StateStore
 
@@ -199,11 +200,12 @@ class AgentEvents:
             self.metrics.error("file")
             self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
             return
-        self.metrics.error(error_code(exc) or "s3")
-        if self.outage is not None and no_answer(exc):
-            self.outage.down(exc)  # one line for the outage, none per path
+        failure = failure_of(exc)
+        self.metrics.error(failure.code or "s3")
+        if self.outage is not None and failure.kind is FailureKind.UNREACHABLE:
+            self.outage.down(failure)  # one line for the outage, none per path
             return
-        self.status.error(f"{action.kind.value} {action.path} failed: {describe(exc)}", s3=True)
+        self.status.error(f"{action.kind.value} {action.path} failed: {failure.text}", s3=True)
 
     def vetoed(self, veto: Veto) -> None:
         why = veto.refusal or (

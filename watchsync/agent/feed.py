@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from watchsync.agent.scope import Scope
 from watchsync.agent.upload_queue import Pending
-from watchsync.core.errors import ConditionalWritesUnsupported, PreconditionFailed
+from watchsync.core.errors import Failure, FailureKind
 from watchsync.core.model import Condition, LocalEntry, Mode, RemoteEntry, SyncedEntry
 from watchsync.core.plan import ReconcileOptions, plan_reconcile
 from watchsync.engine.executor import Executor
@@ -85,7 +85,7 @@ class Feed:
     ...         return None if self.etag is None else Fetched(self.body, self.etag)
     ...     def put(self, body, *, condition):
     ...         if condition.etag != (self.etag or ""):
-    ...             raise PreconditionFailed("feed")
+    ...             raise Failure(FailureKind.PRECONDITION, "PreconditionFailed", "lost")
     ...         self.body, self.etag = body, hashlib.md5(body).hexdigest()
     ...         return self.etag
     >>> obj, rechecked, fulls = Memory(), [], []
@@ -165,15 +165,15 @@ class Feed:
         try:
             if self._append(paths):
                 return
-        except ConditionalWritesUnsupported:
-            logger.warning(
-                "feed: %s: the server refuses conditional writes; not publishing changes "
-                "(other agents see them at their full reconcile)",
-                self.name,
-            )
-            self.publishing = self.conditional = False
-            return
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, Failure) and exc.kind is FailureKind.UNSUPPORTED:
+                logger.warning(
+                    "feed: %s: the server refuses conditional writes; not publishing changes "
+                    "(other agents see them at their full reconcile)",
+                    self.name,
+                )
+                self.publishing = self.conditional = False
+                return
             self._keep(paths)
             raise
         self._keep(paths)
@@ -212,7 +212,9 @@ class Feed:
             body = json.dumps(new, separators=(",", ":"), ensure_ascii=False).encode()
             try:
                 etag = self.obj.put(body, condition=Condition(self.etag or ""))
-            except PreconditionFailed:
+            except Failure as exc:
+                if exc.kind is not FailureKind.PRECONDITION:
+                    raise
                 self._read()  # another writer won: apply its entries, then try again
                 continue
             # Everything before this entry was read (a lost race reads again first).

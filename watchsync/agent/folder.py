@@ -41,7 +41,7 @@ from watchsync.agent.scope import Scope
 from watchsync.agent.status import State, Status
 from watchsync.agent.upload_queue import Pending
 from watchsync.agent.uploader import SETTLED, Result, Retry, Uploader
-from watchsync.core.errors import RemoteError, WatchsyncError
+from watchsync.core.errors import Failure, WatchsyncError, failure_of
 from watchsync.core.model import Item, Mode, Skipped
 from watchsync.core.plan import PathOptions
 from watchsync.engine.executor import Executor, PoolFactory, thread_pool
@@ -49,8 +49,8 @@ from watchsync.engine.policy import ExecPolicy
 from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
 from watchsync.fs.watcher import ChangeHandler, start_observer
-from watchsync.s3.client import S3Client, describe, error_code
-from watchsync.s3.retry import RetryPolicy, is_transient
+from watchsync.s3.client import S3Client
+from watchsync.s3.retry import RetryPolicy
 from watchsync.s3.small_object import SmallObject
 from watchsync.s3.transfer import Objects, open_transfer
 from watchsync.state.store import StateStore
@@ -419,7 +419,7 @@ class Folder:
                     return
                 self.guards.run(batch, self.executor)
             except Exception as exc:
-                self.status.error(f"delete failed: {describe(exc)}")
+                self.status.error(f"delete failed: {failure_of(exc).text}")
             finally:
                 self._deleting.clear()
 
@@ -454,7 +454,7 @@ class _Passes:
             if no_answer(exc):
                 f.outage.down(exc)
                 return
-            why = describe(exc)
+            why = failure_of(exc).text
             if why != self.feed_error:  # once per distinct trouble, not every second
                 logger.warning("feed: %s: %s", f.cfg.name, why)
             self.feed_error = why
@@ -473,7 +473,7 @@ class _Passes:
             if no_answer(exc):
                 f.outage.down(exc)
             else:
-                logger.warning("folder %s: stale uploads: %s", f.cfg.name, describe(exc))
+                logger.warning("folder %s: stale uploads: %s", f.cfg.name, failure_of(exc).text)
 
     def reconcile(self) -> None:
         """One full pass now, unless the folder is missing or S3 does not answer."""
@@ -494,20 +494,18 @@ class _Passes:
 
     def _failed(self, exc: Exception) -> None:
         f = self.folder
-        if isinstance(exc, WatchsyncError):  # e.g. RemoteError: the listing failed
-            f.metrics.healthy(False)
-            f.metrics.error(error_code(exc.__cause__) if exc.__cause__ else "reconcile")
-            f.status.error(str(exc), s3=isinstance(exc, RemoteError))
-            self._later()
+        f.metrics.healthy(False)
+        if isinstance(exc, Failure):  # S3 refused or failed, e.g. the listing
+            f.metrics.error(exc.code or "reconcile")
+            f.status.error(str(exc), s3=True)
+        elif isinstance(exc, WatchsyncError):
+            f.metrics.error("reconcile")
+            f.status.error(str(exc))
         else:
-            f.metrics.healthy(False)
-            f.metrics.error(error_code(exc) or "reconcile")
-            if is_transient(exc):
-                f.status.error(f"reconcile failed: {describe(exc)}", s3=True)
-            else:
-                logger.error("folder %s: reconcile failed", f.cfg.name, exc_info=exc)
-                f.status.error(f"reconcile failed: {exc}")
-            self._later()
+            f.metrics.error(failure_of(exc).code)
+            logger.error("folder %s: reconcile failed", f.cfg.name, exc_info=exc)
+            f.status.error(f"reconcile failed: {exc}")
+        self._later()
 
     def _later(self) -> None:
         """After a failed pass, try again soon rather than at the full interval (the

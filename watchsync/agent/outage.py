@@ -8,6 +8,9 @@ off from 1 s to 30 s.  When the endpoint answers again, requests flow, the queue
 out and the runner starts a full reconcile.  One log line when it goes, one when it is back;
 meanwhile the status shows ``paused`` with the reason.
 
+Decides on a :class:`~watchsync.core.errors.Failure`'s kind alone (``UNREACHABLE``: no
+answer at all); the adapters classified it.
+
 Must not touch: the SDK (the probe, hold and release are injected), threads (the runner
 calls :meth:`Outage.tick`; workers wait on :attr:`Outage.up`).
 """
@@ -18,25 +21,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeGuard
 
 from watchsync.agent.status import State, Status
-from watchsync.s3.client import describe, unreachable
+from watchsync.core.errors import Failure, FailureKind
 
 logger = logging.getLogger(__name__)
 
 PROBE_BACKOFF = (1.0, 30.0)  # first and longest wait between probes
 
 
-def no_answer(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) means the endpoint did not answer at all."""
-    seen: BaseException | None = exc
-    for _ in range(4):  # EndpointGone from the held watch, RemoteError wrapping a reset, ...
-        if seen is None:
-            return False
-        if unreachable(seen) or type(seen).__name__ == "EndpointGone":
-            return True
-        seen = seen.__cause__
-    return False
+def no_answer(exc: BaseException) -> TypeGuard[Failure]:
+    """Whether ``exc`` means the endpoint did not answer at all.
+
+    >>> no_answer(Failure(FailureKind.UNREACHABLE, "EndpointConnectionError", "refused"))
+    True
+    >>> no_answer(Failure(FailureKind.REFUSED, "AccessDenied", "AccessDenied"))
+    False
+    """
+    return isinstance(exc, Failure) and exc.kind is FailureKind.UNREACHABLE
 
 
 class Outage:
@@ -45,7 +48,8 @@ class Outage:
     >>> now = [0.0]
     >>> status = Status("docs", store=None, metrics=None)
     >>> o = Outage("docs", status=status, probe=lambda: None, clock=lambda: now[0])
-    >>> o.down(ConnectionRefusedError()); o.is_down, status.state
+    >>> o.down(Failure(FailureKind.UNREACHABLE, "EndpointConnectionError", "refused"))
+    >>> o.is_down, status.state
     (True, <State.PAUSED: 'paused'>)
     >>> o.tick()  # the first probe is due a second later
     False
@@ -85,7 +89,7 @@ class Outage:
     def is_down(self) -> bool:
         return not self.up.is_set()
 
-    def down(self, exc: BaseException) -> None:
+    def down(self, failure: Failure) -> None:
         """A request found no endpoint: pause (logged once per outage)."""
         with self._lock:
             if not self.up.is_set():
@@ -94,9 +98,7 @@ class Outage:
             self._since = self.clock()
             self._delay = self.backoff[0]
             self._next_probe = self._since + self._delay
-        why = describe(
-            exc.__cause__ if type(exc).__name__ == "EndpointGone" and exc.__cause__ else exc
-        )
+        why = failure.text
         where = f" {self.endpoint}" if self.endpoint else ""
         text = f"S3 unreachable: endpoint{where} does not answer ({why}); paused, probing"
         self.hold(text)

@@ -111,7 +111,8 @@ class Reconcile:
         self.listings = 0  # ... of which listed the whole prefix
 
     def run(self, *, progress: Progress | None = None) -> ReconcileStats:
-        """One pass; listing errors (RemoteError) are raised, per-file ones reported."""
+        """One pass; a failed listing is raised (a :class:`~watchsync.core.errors.Failure`
+        saying ``cannot list ...``), per-file failures reported."""
         if self.dirty is None:
             taken = Taken("no watcher")
         else:

@@ -7,6 +7,9 @@ side and recorded in one commit; the rest go one at a time.
 ``process(item)`` says how it went: :class:`Settled`, :class:`Retry` after a delay (S3
 trouble; each path backs off on its own), or :class:`Conflict` (both versions were kept).
 
+S3 trouble is told apart by its :class:`~watchsync.core.errors.Failure` kind alone; an
+error that is no Failure came from our own side (the file, the state database).
+
 Must not touch: threads (the folder's upload workers call :meth:`Uploader.process_many`),
 the SDK.
 """
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +26,15 @@ from watchsync.agent.conflicts import Conflicts, Raced
 from watchsync.agent.delete_guards import DeleteGuards
 from watchsync.agent.local_changes import Dirty
 from watchsync.agent.metrics import FolderMetrics
-from watchsync.agent.outage import Outage, no_answer
+from watchsync.agent.outage import Outage
 from watchsync.agent.status import Status
-from watchsync.core.errors import FileError, PreconditionFailed
+from watchsync.core.errors import Failure, FailureKind, FileError, failure_of
 from watchsync.core.model import Action, Item, Kind, LocalEntry, SyncedEntry
 from watchsync.core.plan import PathOptions, plan_path, plan_rename, same_file
 from watchsync.engine.deleter import file_exists
 from watchsync.engine.executor import Executor, Outcome
 from watchsync.engine.sender import Sent
 from watchsync.fs.walk import stat_entry
-from watchsync.s3.client import describe, error_code
-from watchsync.s3.retry import is_transient
 from watchsync.s3.transfer import Uploaded
 from watchsync.state.store import StateStore
 
@@ -114,25 +114,25 @@ class Uploader:
             self.metrics.error("file")
             self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
             self._look_again(item.path)
-        except PreconditionFailed:
+        except Exception as exc:
+            if not _lost(exc):
+                return self._failure(item, exc)
             try:
                 raced = self.conflicts.raced(item.path, self.executor)
-            except FileError as exc:
+            except FileError as again:
                 self.metrics.error("file")
-                self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
+                self.status.error(f"{again.path}: {again.reason}", level=logging.WARNING)
                 return SETTLED
-            except PreconditionFailed:  # S3 changed again while the race was settled
-                raced = Raced(retry_in=1.0)
-            except Exception as exc:
-                return self._failure(item, exc)
+            except Exception as again:
+                if not _lost(again):
+                    return self._failure(item, again)
+                raced = Raced(retry_in=1.0)  # S3 changed again while the race was settled
             if raced.retry_in is not None:
                 why = raced.refused or "lost a conditional write again"
                 park = _PARK_AFTER_REFUSED if raced.refused else _PARK_AFTER
                 return self._again(item.path, _RACE_BACKOFF, raced.retry_in, why, park_after=park)
             if raced.conflict:
                 result = Conflict()
-        except Exception as exc:
-            return self._failure(item, exc)
         self._done(item)
         return result
 
@@ -172,9 +172,7 @@ class Uploader:
                     elif outcome is Sent.CHANGED:
                         # Recorded as sent: what the item expected of S3 is out of date.
                         results[i] = self.process(Item(item.path, attempt=item.attempt))
-                    elif isinstance(outcome, Exception) and (
-                        no_answer(outcome) or is_transient(outcome)
-                    ):
+                    elif isinstance(outcome, Failure) and outcome.kind.retried:
                         results[i] = self._failure(item, outcome)  # not one retry after another
                     else:
                         results[i] = self.process(item)
@@ -289,25 +287,24 @@ class Uploader:
         errors) retry slowly, and a path that keeps failing is parked.  The agent keeps
         watching.  No answer at all pauses the folder (outage.py): the path waits with the
         others, and no line is logged for it."""
-        if self.outage is not None and no_answer(exc):
+        failure = failure_of(exc)
+        if self.outage is not None and failure.kind is FailureKind.UNREACHABLE:
             self.metrics.error("transient")
-            self.outage.down(exc)
+            self.outage.down(failure)
             return Retry(_AFTER_OUTAGE)
-        transient = is_transient(exc)
+        transient = failure.kind.retried
         # Our own side (the file, the state database) failing is no answer from S3.
-        local = not transient and isinstance(exc, OSError | sqlite3.Error | OverflowError)
-        self.metrics.error(
-            "transient" if transient else "local" if local else error_code(exc) or "s3"
-        )
+        local = failure.kind is FailureKind.LOCAL
+        self.metrics.error("transient" if transient else "local" if local else failure.code or "s3")
         if not transient:
             what = "local error" if local else "S3 refused"
             first_time = item.path not in self._failures and item.path not in self._parked
             result = self._again(
-                item.path, _PERMANENT_BACKOFF, _PERMANENT_BACKOFF[0], f"{what}: {describe(exc)}"
+                item.path, _PERMANENT_BACKOFF, _PERMANENT_BACKOFF[0], f"{what}: {failure.text}"
             )
             if first_time and isinstance(result, Retry):
                 self.status.error(
-                    f"{what}: {describe(exc)} ({item.path}; retrying in {result.delay:.0f}s)",
+                    f"{what}: {failure.text} ({item.path}; retrying in {result.delay:.0f}s)",
                     s3=not local,
                 )
             return result
@@ -315,8 +312,13 @@ class Uploader:
         delay = min(cap, self._backoff.get(item.path, first / 2) * 2)
         self._backoff[item.path] = delay
         self.status.error(
-            f"S3 unreachable: {describe(exc)} ({item.path}; retrying in {delay:.0f}s)",
+            f"S3 unreachable: {failure.text} ({item.path}; retrying in {delay:.0f}s)",
             level=logging.WARNING,
             s3=True,
         )
         return Retry(delay)
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a conditional write or delete that lost to another version."""
+    return isinstance(exc, Failure) and exc.kind is FailureKind.PRECONDITION

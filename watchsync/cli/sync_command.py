@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from watchsync.cli.output import Reporter
-from watchsync.core.errors import FileError, UsageError
+from watchsync.core.errors import FailureKind, FileError, UsageError, failure_of
 from watchsync.core.filters import Filters
 from watchsync.core.model import Action, Direction, Kind, Skipped, without_skipped
 from watchsync.core.plan import SyncOptions, plan_sync
@@ -18,9 +19,7 @@ from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import guard_temp_files
 from watchsync.fs.walk import WalkOptions, walk
-from watchsync.s3.client import describe
 from watchsync.s3.location import S3Settings, S3Url
-from watchsync.s3.reachability import EndpointGone
 from watchsync.s3.transfer import open_transfer
 
 # Attempts in a row (over 10 s or more) that found no connection before a run gives up.
@@ -72,14 +71,21 @@ class Display:
 
 class SyncEvents:
     """The executor's events as ``aws s3 sync`` prints them; failures counted in the run's
-    totals."""
+    totals.  ``gone`` says whether the endpoint was declared gone (the run then stops, and
+    its one last line says so instead of a line per file)."""
 
     def __init__(
-        self, reporter: Reporter, display: Display, stop: threading.Event | None = None
+        self,
+        reporter: Reporter,
+        display: Display,
+        stop: threading.Event | None = None,
+        *,
+        gone: Callable[[], bool] = lambda: False,
     ) -> None:
         self.reporter = reporter
         self.display = display
         self.stop = stop or threading.Event()
+        self.gone = gone
 
     def started(self, action: Action) -> None:
         self.reporter.planned(_size(action))
@@ -96,13 +102,14 @@ class SyncEvents:
     def failed(self, action: Action, exc: Exception) -> None:
         with self.reporter.totals.lock:
             self.reporter.totals.failed += 1
-        if isinstance(exc, EndpointGone):
+        failure = failure_of(exc)
+        if failure.kind is FailureKind.UNREACHABLE and self.gone():
             self.stop.set()  # the run ends with the one line that says so
             return
         verb = "delete" if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE) else None
         verb = verb or ("upload" if action.kind is Kind.UPLOAD else "download")
         line = self.display.describe(action).split(": ", 1)[1]
-        reason = exc.reason if isinstance(exc, FileError) else describe(exc)
+        reason = exc.reason if isinstance(exc, FileError) else failure.text
         self.reporter.problem(f"{verb} failed: {line} {reason}")
 
     def vetoed(self, veto: Veto) -> None:
@@ -175,7 +182,9 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         executor = Executor(
             transfer,
             recorder=NullRecorder(),
-            events=SyncEvents(reporter, display, stop),
+            events=SyncEvents(
+                reporter, display, stop, gone=lambda: transfer.reachability.gone is not None
+            ),
             policy=replace(ExecPolicy.SYNC, dry_run=req.dry_run),
             max_concurrency=req.s3.max_concurrency,
             follow_symlinks=req.follow_symlinks,

@@ -82,8 +82,8 @@ class Kind(enum.Enum):
 class Condition:
     """What must be at a key for a write or a delete to go ahead: the object with ``etag``
     (the version last seen), or no object at all (:attr:`ABSENT`, an empty ``etag``).  The
-    adapters in ``s3/`` turn it into the request's condition; a write that loses raises
-    :class:`~watchsync.core.errors.PreconditionFailed`.
+    adapters in ``s3/`` turn it into the request's condition; a write that loses raises a
+    :class:`~watchsync.core.errors.Failure` of kind ``PRECONDITION``.
 
     >>> Condition("e1").absent, Condition.ABSENT.absent, Condition.on(None) == Condition.ABSENT
     (False, True, True)

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from watchsync.core.errors import ConditionalWritesUnsupported, FileError
+from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.core.model import Action, Condition, Kind, RemoteEntry
 from watchsync.core.plan import plan_delete_lost, same_file
 from watchsync.engine.local_files import LocalFiles
@@ -29,8 +29,6 @@ from watchsync.s3.transfer import Objects
 logger = logging.getLogger(__name__)
 
 _DELETE_BATCH = 1000  # DeleteObjects' limit
-_LOST_CONDITION = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
-_ALREADY_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 class Deleter:
@@ -100,13 +98,14 @@ class Deleter:
                 self.events.failed(action, exc)
             return after
         for action in batch:
-            code = failed.get(action.path)
-            if code in _LOST_CONDITION:
+            failure = failed.get(action.path)
+            kind = failure.kind if failure is not None else None
+            if kind is FailureKind.PRECONDITION:
                 self._lost(action, after)
-            elif code in _ALREADY_GONE:
+            elif kind is FailureKind.NOT_FOUND:
                 self.recorder.forget(action.path)
-            elif code is not None:
-                self.events.failed(action, FileError(action.path, code))
+            elif failure is not None:
+                self.events.failed(action, FileError(action.path, failure.code))
             else:
                 self.recorder.forget(action.path, counter="deleted_remote")
                 self.events.deleted(action)
@@ -114,13 +113,15 @@ class Deleter:
 
     def _delete_objects(
         self, batch: list[Action], conditions: dict[str, Condition]
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, Failure]]:
         paths = [a.path for a in batch]
         if not conditions or not self.server.conditional_deletes:
             return self.transfer.delete_remote(paths)
         try:
             return self.transfer.delete_remote(paths, conditions=conditions)
-        except ConditionalWritesUnsupported:
+        except Failure as exc:
+            if exc.kind is not FailureKind.UNSUPPORTED:
+                raise
             if self.server.refused(Feature.CONDITIONAL_DELETES):
                 logger.warning(
                     "delete: the server rejects conditional deletes; "

@@ -30,12 +30,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from watchsync.core.errors import (
-    FileError,
-    NotFound,
-    PathBlocked,
-    PreconditionFailed,
-)
+from watchsync.core.errors import Failure, FailureKind, FileError, PathBlocked
 from watchsync.core.model import (
     Action,
     Condition,
@@ -424,7 +419,9 @@ class Executor:
         try:
             # Only the version synced: another writer's newer object there is not this file.
             etag = self.sender.copy(old.path, loc.path, Condition(old.etag) if old.etag else None)
-        except (NotFound, PreconditionFailed):
+        except Failure as exc:
+            if exc.kind not in (FailureKind.NOT_FOUND, FailureKind.PRECONDITION):
+                raise
             return Outcome.MISMATCH
         entry = SyncedEntry(
             loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns(), loc.ino

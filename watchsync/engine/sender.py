@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from watchsync.core.errors import ConditionalWritesUnsupported, FileError, PreconditionFailed
+from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.core.model import Action, Condition, Kind, SyncedEntry
 from watchsync.core.plan import same_file
 from watchsync.engine.local_files import LocalFiles
@@ -120,7 +120,9 @@ class Sender:
             return self.transfer.copy(src_path, dst_path)
         try:
             return self.transfer.copy(src_path, dst_path, condition=condition)
-        except ConditionalWritesUnsupported:
+        except Failure as exc:
+            if exc.kind is not FailureKind.UNSUPPORTED:
+                raise
             self._refused()
             return self.transfer.copy(src_path, dst_path)
 
@@ -134,7 +136,12 @@ class Sender:
             return self.transfer.upload(path)
         try:
             return self.transfer.upload(path, condition=condition)
-        except PreconditionFailed:
+        except Failure as exc:
+            if exc.kind is FailureKind.UNSUPPORTED:
+                self._refused()
+                return self.transfer.upload(path)
+            if exc.kind is not FailureKind.PRECONDITION:
+                raise
             mine = self._already_stored(path)
             if mine is not None:
                 return mine
@@ -145,9 +152,6 @@ class Sender:
             # once empty), so a directory replaced by a file could never be sent.  Another
             # writer could only have slipped in since the HEAD just now.
             logger.info("upload: %s is a directory name on the server; sending it anyway", path)
-            return self.transfer.upload(path)
-        except ConditionalWritesUnsupported:
-            self._refused()
             return self.transfer.upload(path)
 
     def _refused(self) -> None:

@@ -12,13 +12,8 @@ import botocore.session
 from botocore.config import Config
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from watchsync.core.errors import (
-    ConditionalWritesUnsupported,
-    NotFound,
-    PreconditionFailed,
-    UsageError,
-    WatchsyncError,
-)
+from watchsync.core.errors import FailureKind, UsageError
+from watchsync.s3.failures import classify
 from watchsync.s3.location import S3Settings, S3Url
 
 if TYPE_CHECKING:
@@ -102,106 +97,41 @@ def mtime_ns(when: datetime) -> int:
     return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
-def describe(exc: BaseException) -> str:
-    """One line for an S3 or connection error, without request signatures."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        err = exc.response.get("Error", {})
-        code = err.get("Code", "?")
-        msg = err.get("Message") or ""
-        return f"{code}: {msg}".rstrip(": ") if msg else str(code)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in text:
-        text += " (a private CA: point AWS_CA_BUNDLE or the profile's ca_bundle at it)"
-    return text
-
-
-def unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` means no answer came at all: refused, reset, timed out, DNS.
-
-    >>> unreachable(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
-    True
-    """
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return False
-    if getattr(exc, "transient", False) and getattr(exc, "status", None) == 0:
-        return True  # the native client's: no HTTP response
-    return isinstance(
-        exc,
-        botocore.exceptions.EndpointConnectionError
-        | botocore.exceptions.ConnectTimeoutError
-        | botocore.exceptions.ReadTimeoutError
-        | botocore.exceptions.ConnectionClosedError
-        | ConnectionError
-        | TimeoutError,
-    )
-
-
-def s3_answered(exc: BaseException) -> bool:
-    """Whether ``exc`` is an answer from S3 (an error response), not a failure to get one."""
-    return isinstance(exc, botocore.exceptions.ClientError)
-
-
-def error_code(exc: BaseException) -> str:
-    """The S3 error code of a ClientError (its HTTP status when the body had none, as for
-    HEAD requests), else the native client's code, else the exception's class name."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = exc.response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
-        return str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    code = getattr(exc, "code", None)  # the native client's errors carry S3's code too
-    if isinstance(code, str) and code:
-        return code
-    return type(exc).__name__
-
-
-_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "501"})
-
-
-def s3_error(exc: BaseException, what: str) -> WatchsyncError | None:
-    """The errors.py type of an S3 answer the callers act on, or None for any other error.
-
-    >>> s3_error(ValueError("x"), "k") is None
-    True
-    """
-    code = error_code(exc)
-    if code in _PRECONDITION_CODES:
-        return PreconditionFailed(what)
-    if code in _NOT_FOUND_CODES:
-        return NotFound(what)
-    if code in _NOT_IMPLEMENTED_CODES:
-        return ConditionalWritesUnsupported(what)
-    return None
-
-
 def probe_bucket(client: S3Client, where: S3Url) -> list[str]:
     """Exists, can be listed, can be written: in that order, as the agent needs them.
 
     HeadBucket comes first because some servers (SeaweedFS) create a missing bucket on the
     first PutObject, which would hide a typo in the bucket name.
     """
-    errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
     try:
         client.head_bucket(Bucket=where.bucket)
-    except botocore.exceptions.ClientError as exc:
-        code = error_code(exc)
-        if code in ("404", "NoSuchBucket", "NotFound"):
+    except Exception as exc:
+        failure = classify(exc)
+        if failure.kind is FailureKind.LOCAL:
+            raise
+        if failure.kind is FailureKind.NOT_FOUND or failure.code == "NoSuchBucket":
             return [f"bucket {where.bucket} does not exist (NoSuchBucket)"]
-        if code in ("403", "AccessDenied"):
+        if failure.code in ("403", "AccessDenied"):
             return [f"no access to bucket {where.bucket} (AccessDenied)"]
-        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
-    except botocore.exceptions.BotoCoreError as exc:
-        return [f"cannot reach bucket {where.bucket}: {describe(exc)}"]
-    try:
-        client.list_objects_v2(Bucket=where.bucket, Prefix=where.key(""), MaxKeys=1)
-    except errors as exc:
-        return [f"cannot list {where.url()}: {describe(exc)}"]
-    probe = where.key(f".watchsync-probe-{secrets.token_hex(6)}")
-    try:
-        client.put_object(Bucket=where.bucket, Key=probe, Body=b"watchsync check")
-        client.delete_object(Bucket=where.bucket, Key=probe)
-    except errors as exc:
-        return [f"cannot write {where.url()}: {describe(exc)}"]
+        return [f"cannot reach bucket {where.bucket}: {failure.text}"]
+    for what, step in (("cannot list", _list_one), ("cannot write", _write_probe)):
+        try:
+            step(client, where)
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.kind is FailureKind.LOCAL:
+                raise
+            return [f"{what} {where.url()}: {failure.text}"]
     return []
+
+
+def _list_one(client: S3Client, where: S3Url) -> None:
+    """One key of the prefix, to see that it can be listed."""
+    client.list_objects_v2(Bucket=where.bucket, Prefix=where.key(""), MaxKeys=1)
+
+
+def _write_probe(client: S3Client, where: S3Url) -> None:
+    """A throwaway object written and deleted, to see that the prefix can be written."""
+    probe = where.key(f".watchsync-probe-{secrets.token_hex(6)}")
+    client.put_object(Bucket=where.bucket, Key=probe, Body=b"watchsync check")
+    client.delete_object(Bucket=where.bucket, Key=probe)

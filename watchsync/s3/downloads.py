@@ -20,13 +20,12 @@ from boto3.s3.transfer import TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from watchsync.core.errors import FileError, PathBlocked
+from watchsync.core.errors import Failure, FailureKind, FileError, PathBlocked
 from watchsync.core.model import Condition, LocalEntry
 from watchsync.core.plan import same_file
 from watchsync.fs.tempfiles import temp_name
 from watchsync.fs.walk import entry_of
 from watchsync.s3.bandwidth import RateLimiter
-from watchsync.s3.client import s3_error
 from watchsync.s3.conditions import condition_args
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import crc32c_file
@@ -41,23 +40,21 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 
 
-class ChecksumMismatch(Exception):
-    """The bytes received do not match the CRC32C that S3 stored with the object."""
-
-    transient = True  # damaged in flight: fetching again is right
+class ChecksumMismatch(Failure):
+    """The bytes received do not match the CRC32C that S3 stored with the object: damaged
+    in flight, so :attr:`FailureKind.TRANSIENT` (fetching again is right)."""
 
     def __init__(self, key: str, detail: str) -> None:
-        super().__init__(key, detail)
+        text = f"checksum mismatch on {key}: {detail}"
+        super().__init__(FailureKind.TRANSIENT, "ChecksumMismatch", text)
         self.key = key
         self.detail = detail
-
-    def __str__(self) -> str:
-        return f"checksum mismatch on {self.key}: {self.detail}"
 
 
 class Downloads:
     """Objects of one bucket/prefix into one local root (:class:`~.transfer.Transfer`'s
-    download side), each request under the caller's retry policy (``call``).
+    download side), each request under the caller's retry policy (``call``, which also
+    turns S3's and the connection's errors into :class:`Failure`).
 
     The transfer builds one over its client; ``download(path, size=, mtime_ns=)`` writes
     ``root/path`` through a temporary name and sets its mtime to the object's.
@@ -198,11 +195,8 @@ class Downloads:
             kwargs.update(condition_args(Condition(etag)))
         if self.settings.checksum:
             kwargs["ChecksumMode"] = "ENABLED"  # botocore checks the body against it
-        try:
-            resp = self.client.get_object(**kwargs)
-        except Exception as exc:
-            # 412: the object changed since it was listed; the caller looks again.
-            raise (s3_error(exc, key) or exc) from exc
+        # A 412 (the object changed since it was listed) leaves as a PRECONDITION failure.
+        resp = self.client.get_object(**kwargs)
         body = resp["Body"]
         try:
             with open(tmp, "wb") as out:

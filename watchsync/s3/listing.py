@@ -8,14 +8,12 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import botocore.exceptions
-import botocore.session
-
-from watchsync.core.errors import RemoteError
+from watchsync.core.errors import Failure, FailureKind
 from watchsync.core.filters import is_reserved
 from watchsync.core.model import RemoteEntry, Skipped
-from watchsync.s3.client import describe, mtime_ns, parse_timestamp
+from watchsync.s3.client import mtime_ns, parse_timestamp
 from watchsync.s3.extsort import sorted_stream
+from watchsync.s3.failures import classify
 from watchsync.s3.listpage import list_page
 from watchsync.s3.location import S3Url
 from watchsync.s3.retry import RetryPolicy
@@ -65,7 +63,8 @@ def list_entries(
 
     Directory markers (keys ending in ``/``) are left out.  With ``for_download``, keys that
     cannot be written safely under a local root come out as :class:`Skipped`.  Each page is
-    one request under the retry policy.
+    one request under the retry policy; one that fails raises a
+    :class:`~watchsync.core.errors.Failure` that says ``cannot list URL: ...``.
     """
     policy = retry or RetryPolicy()
 
@@ -79,8 +78,12 @@ def list_entries(
         while True:
             try:
                 got = policy.call(lambda: list_page(client, request), what=f"list {where.url()}")
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-                raise RemoteError(f"cannot list {where.url()}: {describe(exc)}") from exc
+            except Exception as exc:
+                failed = classify(exc)
+                if failed.kind is FailureKind.LOCAL:
+                    raise
+                message = f"cannot list {where.url()}: {failed.text}"
+                raise Failure(failed.kind, failed.code, failed.text, message=message) from exc
             for obj in got.objects:
                 key = obj.key
                 path = key[cut:]

@@ -17,14 +17,11 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import botocore.exceptions
-
-from watchsync.core.errors import FileError, PreconditionFailed
+from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.fs.platform import read_at
 from watchsync.s3.bandwidth import PacedReader, RateLimiter
-from watchsync.s3.client import describe, error_code, s3_error
+from watchsync.s3.failures import classify
 from watchsync.s3.location import S3Settings, S3Url
-from watchsync.s3.retry import is_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -38,7 +35,8 @@ _CHUNK = 1024 * 1024
 
 
 class Call(Protocol):
-    """Runs one request under the transfer's retry policy and reachability watch."""
+    """Runs one request under the transfer's retry policy and reachability watch; S3's and
+    the connection's errors leave it as :class:`Failure`."""
 
     def __call__(self, fn: Callable[[], T], *, what: str) -> T: ...
 
@@ -104,7 +102,9 @@ class Multipart:
         bucket = self.where.bucket
         try:
             pending = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
-        except botocore.exceptions.ClientError:
+        except Exception as exc:
+            if not _answered(classify(exc)):
+                raise
             return None  # not offered by this server: upload afresh
         uploads = sorted(
             (u for u in pending.get("Uploads", []) if u.get("Key") == key),
@@ -119,10 +119,11 @@ class Multipart:
             part_size, parts = kept
             try:
                 return self._finish(f, key, upload_id, size, part_size, parts, None, conditions)
-            except botocore.exceptions.ClientError as exc:
-                if is_transient(exc):
-                    raise
-                logger.warning("upload: cannot resume %s (%s); starting again", key, describe(exc))
+            except Exception as exc:
+                failure = classify(exc)
+                if failure.kind is not FailureKind.REFUSED:
+                    raise  # worth another attempt, or a lost condition: not this upload's
+                logger.warning("upload: cannot resume %s (%s); starting again", key, failure.text)
                 with contextlib.suppress(Exception):
                     self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
                 return None
@@ -166,13 +167,15 @@ class Multipart:
 
                 try:
                     self._call(abort, what=f"abort upload {key}")
-                except botocore.exceptions.ClientError as exc:
-                    if error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                except Failure as exc:
+                    if exc.code != "NoSuchUpload":  # finished or aborted meanwhile
                         raise
                 else:
                     aborted += 1
-        except botocore.exceptions.ClientError as exc:
-            logger.info("upload: pending uploads not cleaned up (%s)", describe(exc))
+        except Failure as exc:
+            if not _answered(exc):
+                raise
+            logger.info("upload: pending uploads not cleaned up (%s)", exc.text)
             return 0
         if aborted:
             logger.info(
@@ -228,7 +231,8 @@ class Multipart:
         """Send the parts that are missing, then complete the upload under ``conditions``;
         returns the ETag.  ``full``: the whole file's CRC32C when already known.  Memory is
         bounded: each worker reads its own part when it sends it.  A lost condition aborts
-        the upload (it is obsolete) and raises :class:`PreconditionFailed`."""
+        the upload (it is obsolete) and raises (a ``PRECONDITION`` :class:`Failure`, once
+        the caller's ``call`` has classified it)."""
         bucket = self.where.bucket
         count = -(-size // part_size)
         checksum = self.settings.checksum
@@ -276,12 +280,16 @@ class Multipart:
                 **whole,
             )
         except Exception as exc:
-            mapped = s3_error(exc, key)
-            if isinstance(mapped, PreconditionFailed):
+            if classify(exc).kind is FailureKind.PRECONDITION:
                 with contextlib.suppress(Exception):
                     self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            raise (mapped or exc) from exc
+            raise
         return str(resp.get("ETag", "")).strip('"')
+
+
+def _answered(failure: Failure) -> bool:
+    """Whether S3 answered, with an error (not: no connection, or our own side)."""
+    return failure.kind not in (FailureKind.UNREACHABLE, FailureKind.LOCAL)
 
 
 def _read_range(f: Any, offset: int, length: int) -> bytes:

@@ -29,10 +29,9 @@ if TYPE_CHECKING:
     import boto3
 
 __all__ = [
+    "TIMEOUT",
     "CrtError",
     "CrtFileChanged",
-    "CrtPreconditionFailed",
-    "CrtTransientError",
     "CrtUploader",
     "Upload",
     "address",
@@ -55,22 +54,7 @@ _FILE_ERRORS: Final = frozenset(
         "AWS_IO_STREAM_READ_FAILED",
     }
 )
-# Network-level failures that are worth another attempt; TLS/cert problems are not.
-_TRANSIENT_PREFIXES: Final = ("AWS_IO_SOCKET_", "AWS_IO_DNS_", "AWS_ERROR_HTTP_", "AWS_IO_")
-_PERMANENT_PREFIXES: Final = ("AWS_IO_TLS_", "AWS_ERROR_HTTP_INVALID_")
-_TRANSIENT_CODES: Final = frozenset(
-    {
-        "SlowDown",
-        "RequestTimeout",
-        "Throttling",
-        "ThrottlingException",
-        "InternalError",
-        # The body did not match its CRC: the file changed after it was summed, or the
-        # bytes were damaged in flight.  Sent again, it is read and summed afresh.
-        "BadDigest",
-        "XAmzContentChecksumMismatch",
-    }
-)
+TIMEOUT: Final = "Timeout"  # the code of a request that got no answer in time
 _CRT_NAME = re.compile(r"\((AWS_[A-Z0-9_]+)\)")
 _XML_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 
@@ -79,10 +63,9 @@ class CrtError(Exception):
     """An upload through the CRT failed.
 
     ``status`` is the HTTP status (0 when no response arrived), ``code`` the S3 error code
-    from the XML body (or the CRT error name), ``transient`` whether trying again may help.
+    from the XML body (or the CRT error name).  What it means (worth another attempt, no
+    answer at all, a lost condition) is decided in failures.py, as for boto3's errors.
     """
-
-    transient: bool = False
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(status, code, message)
@@ -96,16 +79,6 @@ class CrtError(Exception):
             if self.status
             else (f"{self.code}: {self.message}")
         )
-
-
-class CrtPreconditionFailed(CrtError):
-    """HTTP 412: If-Match / If-None-Match did not hold (code ``PreconditionFailed``)."""
-
-
-class CrtTransientError(CrtError):
-    """No usable response (connection refused/reset, timeout) or a 5xx/SlowDown answer."""
-
-    transient = True
 
 
 class CrtFileChanged(CrtError):
@@ -169,19 +142,10 @@ def _error_from_crt(exc: BaseException) -> CrtError:
         fields = dict(_XML_FIELD.findall(exc.body or b""))
         code = fields.get(b"Code", b"").decode("utf-8", "replace") or str(status)
         message = fields.get(b"Message", b"").decode("utf-8", "replace") or exc.name
-        if status == 412:
-            return CrtPreconditionFailed(status, "PreconditionFailed", message)
-        if status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
-            return CrtTransientError(status, code, message)
         return CrtError(status, code, message)
     if isinstance(exc, AwsCrtError):
-        if exc.name in _FILE_ERRORS:
-            return CrtFileChanged(0, exc.name, exc.message)
-        if exc.name.startswith(_TRANSIENT_PREFIXES) and not exc.name.startswith(
-            _PERMANENT_PREFIXES
-        ):
-            return CrtTransientError(0, exc.name, exc.message)
-        return CrtError(0, exc.name, exc.message)
+        kind = CrtFileChanged if exc.name in _FILE_ERRORS else CrtError
+        return kind(0, exc.name, exc.message)
     named = _CRT_NAME.search(str(exc)) if isinstance(exc, RuntimeError) else None
     if named:  # raised synchronously by make_request, e.g. "44 (AWS_ERROR_FILE_INVALID_PATH)"
         name = named.group(1)
@@ -408,8 +372,9 @@ class CrtUploader:
 
 def wait(future: Upload, timeout: float | None) -> str:
     """The ETag of a submitted upload.  Past ``timeout`` seconds the request is cancelled
-    and :class:`CrtTransientError` raised (the CRT has no read timeout of its own, so an
-    endpoint that accepts connections but never answers would hang here)."""
+    and a :class:`CrtError` with code :data:`TIMEOUT` raised (the CRT has no read timeout
+    of its own, so an endpoint that accepts connections but never answers would hang
+    here)."""
     try:
         return future.result(timeout)
     except TimeoutError:
@@ -419,7 +384,7 @@ def wait(future: Upload, timeout: float | None) -> str:
             future.request.cancel()
         with contextlib.suppress(Exception):
             future.result(_SHUTDOWN_TIMEOUT)  # let the cancellation land
-        raise CrtTransientError(0, "Timeout", f"no answer within {timeout:g} s") from None
+        raise CrtError(0, TIMEOUT, f"no answer within {timeout:g} s") from None
 
 
 class Upload(Future[str]):

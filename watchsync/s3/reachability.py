@@ -11,15 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from watchsync.core.errors import RemoteError
-from watchsync.s3.client import describe, s3_answered, unreachable
+from watchsync.core.errors import Failure, FailureKind
+from watchsync.s3.failures import EndpointGone, classify
 from watchsync.s3.retry import RetryPolicy
+
+__all__ = ["EndpointGone", "Reachability", "UntilAnswered"]
 
 T = TypeVar("T")
 
-
-class EndpointGone(RemoteError):
-    """The S3 endpoint stopped answering: many attempts in a row found no connection."""
+_UNREACHABLE = FailureKind.UNREACHABLE
 
 
 class Reachability:
@@ -32,7 +32,7 @@ class Reachability:
     file.  None (the agent): only counted; the agent pauses and probes by itself.
 
     >>> r = Reachability(2, what="http://x", min_seconds=0)
-    >>> r.failed(ConnectionRefusedError()); r.gone is None
+    >>> r.failed(classify(ConnectionRefusedError())); r.gone is None
     True
     """
 
@@ -65,11 +65,13 @@ class Reachability:
             self._in_a_row = 0
             self.answered = True
 
-    def failed(self, exc: BaseException) -> None:
-        """Count ``exc`` when it is a connection failure; raise once there were too many."""
-        if isinstance(exc, EndpointGone) or not unreachable(exc):
-            if s3_answered(exc):
-                self.answered = True
+    def failed(self, failure: Failure) -> None:
+        """Count ``failure`` when nothing answered; raise once there were too many."""
+        if isinstance(failure, EndpointGone):
+            return  # counted when it was declared
+        if failure.kind is not _UNREACHABLE:
+            if failure.kind is not FailureKind.LOCAL:
+                self.answered = True  # S3 said no, or something answered on its behalf
             return
         with self._lock:
             now = self.clock()
@@ -85,10 +87,11 @@ class Reachability:
             if self.gone is None:
                 self.gone = EndpointGone(
                     f"S3 endpoint {self.what} stopped answering ({self._in_a_row} attempts "
-                    f"in a row failed: {describe(exc)}); stopping the run"
+                    f"in a row failed: {failure.text}); stopping the run",
+                    failure,
                 )
             gone = self.gone
-        raise gone from exc
+        raise gone from failure
 
     def hold(self, why: str) -> None:
         """Declare the endpoint gone now (the agent's pause): attempts in flight or queued
@@ -118,7 +121,7 @@ class UntilAnswered(RetryPolicy):
         try:
             result = fn()
         except Exception as exc:
-            if unreachable(exc):
+            if classify(exc).kind is _UNREACHABLE:
                 raise
             return super().call(fn, what=what)
         self.watch.ok()

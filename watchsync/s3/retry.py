@@ -1,4 +1,5 @@
-"""The one retry policy: tenacity, exponential backoff with jitter, transient errors only."""
+"""The one retry policy: tenacity, exponential backoff with jitter, and only what failures.py
+says may pass (no answer, transient)."""
 
 from __future__ import annotations
 
@@ -8,54 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import botocore.exceptions
 import tenacity
-from urllib3.exceptions import HTTPError as Urllib3Error
+
+from watchsync.s3.failures import classify, retried
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_TRANSIENT_CODES = frozenset(
-    {
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "InternalError",
-        "ServiceUnavailable",
-        "BadDigest",  # body changed or was damaged in flight: sending again is right
-        "IncompleteBody",
-    }
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether trying again later may succeed: connection trouble, timeouts, 5xx, throttling."""
-    if getattr(exc, "transient", False) is True:  # the native client's own verdict
-        return True
-    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        return False  # an untrusted certificate stays untrusted
-    if isinstance(exc, botocore.exceptions.ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return err.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
-    return isinstance(
-        exc,
-        botocore.exceptions.ConnectionError
-        | botocore.exceptions.HTTPClientError
-        | botocore.exceptions.ReadTimeoutError
-        | botocore.exceptions.ResponseStreamingError
-        | Urllib3Error
-        | ConnectionError
-        | TimeoutError,
-    )
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -72,14 +32,14 @@ class RetryPolicy:
         try:
             return fn()
         except Exception as exc:
-            if self.attempts <= 1 or not is_transient(exc):
+            if self.attempts <= 1 or not retried(exc):
                 raise
             self._log(what, exc, 1)
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts - 1),
             # Doubled: its first wait is the policy's second.
             wait=tenacity.wait_exponential_jitter(multiplier=2 * self.initial, max=self.max_wait),
-            retry=tenacity.retry_if_exception(is_transient),
+            retry=tenacity.retry_if_exception(retried),
             before_sleep=lambda rs: self._log(
                 what, rs.outcome.exception() if rs.outcome else None, rs.attempt_number + 1
             ),
@@ -95,9 +55,5 @@ class RetryPolicy:
 
 
 def _short(exc: BaseException | None) -> str:
-    """A one-line description for the retry log."""
-    if exc is None:
-        return "?"
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", type(exc).__name__))
-    return type(exc).__name__
+    """A one-line description for the retry log: S3's error code, or what failed."""
+    return "?" if exc is None else classify(exc).code

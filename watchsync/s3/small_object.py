@@ -5,13 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import botocore.exceptions
-import botocore.session
-
-from watchsync.core.errors import NotFound
+from watchsync.core.errors import FailureKind
 from watchsync.core.model import Condition
-from watchsync.s3.client import error_code, s3_error
 from watchsync.s3.conditions import condition_args
+from watchsync.s3.failures import classify, reraise
 from watchsync.s3.poll import PresignedGet
 
 if TYPE_CHECKING:
@@ -36,8 +33,9 @@ class SmallObject:
     """One small object read and written whole, with conditional requests (the agents'
     change feed): a GET ``If-None-Match`` the ETag held (304 raises :class:`NotModified`),
     a PUT ``If-Match`` the ETag read or ``If-None-Match: *`` when there was none (a lost
-    race raises :class:`~watchsync.core.errors.PreconditionFailed`).  The change feed's
-    object is ``SmallObject(client, bucket, "PREFIX/.watchsync/feed.json")``.
+    race raises a :class:`~watchsync.core.errors.Failure` of kind ``PRECONDITION``; any
+    other error leaves as a Failure too).  The change feed's object is
+    ``SmallObject(client, bucket, "PREFIX/.watchsync/feed.json")``.
     """
 
     def __init__(self, client: S3Client, bucket: str, key: str) -> None:
@@ -58,18 +56,18 @@ class SmallObject:
             kwargs["IfNoneMatch"] = f'"{if_none_match}"'
         try:
             resp = self.client.get_object(**kwargs)
-        except botocore.exceptions.ClientError as exc:
-            code = error_code(exc)
-            if code in ("304", "NotModified"):
+            body = resp["Body"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.code in ("304", "NotModified"):
                 raise NotModified(self.key) from None
-            if isinstance(s3_error(exc, self.key), NotFound):
+            if failure.kind is FailureKind.NOT_FOUND:
                 return None
-            raise
-        body = resp["Body"]
-        try:
-            data = body.read()
-        finally:
-            body.close()
+            reraise(exc)
         return Fetched(data, resp.get("ETag", "").strip('"'))
 
     def put(self, body: bytes, *, condition: Condition) -> str:
@@ -84,9 +82,6 @@ class SmallObject:
         }
         try:
             resp = self.client.put_object(**kwargs)
-        except botocore.exceptions.ClientError as exc:
-            mapped = s3_error(exc, self.key)
-            if mapped is not None:
-                raise mapped from exc
-            raise
+        except Exception as exc:
+            reraise(exc)
         return resp.get("ETag", "").strip('"')

@@ -5,6 +5,10 @@ Small files go up in one PUT (through the native client where it serves, else
 memory and parallelises parts.  Downloads are :class:`~.downloads.Downloads`'.  Every call
 runs under the one retry policy, counted by the reachability watch (reachability.py).
 Nothing here decides what to transfer.
+
+Errors leave as :class:`~watchsync.core.errors.Failure` (classified in failures.py: a lost
+condition, a missing object, a server without conditional requests, no answer, ...) or, for
+the local file, :class:`~watchsync.core.errors.FileError`; never as the SDK's exceptions.
 """
 
 from __future__ import annotations
@@ -19,21 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
-import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from watchsync.core.errors import (
-    ConditionalWritesUnsupported,
-    FileError,
-    NotFound,
-    PreconditionFailed,
-)
+from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.core.model import Condition, LocalEntry, RemoteEntry, Skipped
 from watchsync.s3 import native as native
 from watchsync.s3.bandwidth import PacedReader, RateLimiter, shared_limiter
-from watchsync.s3.client import make_client, mtime_ns, s3_error
+from watchsync.s3.client import make_client, mtime_ns
 from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloads
+from watchsync.s3.failures import answer, classify
 from watchsync.s3.listing import list_entries
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import Multipart, crc32c_file
@@ -105,7 +104,7 @@ class Objects(Protocol):
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
-    ) -> list[tuple[str, str]]: ...
+    ) -> list[tuple[str, Failure]]: ...
 
     def delete_local(self, path: str) -> None: ...
 
@@ -134,14 +133,17 @@ class Sending:
         watch = self._watch
         try:
             etag = native.wait(self._future, self._timeout)
-        except native.CrtPreconditionFailed as exc:
-            watch.ok()
-            raise PreconditionFailed(self._key) from exc
         except native.CrtFileChanged as exc:
             raise FileError(self.path, "changed or unreadable while uploading") from exc
         except Exception as exc:
-            watch.failed(exc)
-            raise
+            failure = classify(exc)
+            if failure.kind is FailureKind.PRECONDITION:
+                watch.ok()
+            else:
+                watch.failed(failure)
+            if failure.kind is FailureKind.LOCAL:
+                raise
+            raise failure from exc
         watch.ok()
         sent = self._sent
         return Uploaded(sent.size, sent.mtime_ns, etag, sent.ino)
@@ -214,7 +216,9 @@ class Transfer:
         )
 
     def _call(self, fn: Callable[[], T], *, what: str) -> T:
-        """``fn`` under the retry policy, each attempt counted by the reachability watch."""
+        """``fn`` under the retry policy, each attempt counted by the reachability watch.
+        S3's and the connection's errors leave each attempt as :class:`Failure`; our own
+        side's (a file, a bug) as they are, for the caller to wrap at the file boundary."""
         watch = self.reachability
 
         def attempt() -> T:
@@ -222,8 +226,11 @@ class Transfer:
             try:
                 result = fn()
             except Exception as exc:
-                watch.failed(exc)
-                raise
+                failure = classify(exc)
+                watch.failed(failure)
+                if failure is exc or failure.kind is FailureKind.LOCAL:
+                    raise
+                raise failure from exc
             watch.ok()
             return result
 
@@ -232,13 +239,18 @@ class Transfer:
     def probe(self) -> None:
         """One cheap request (a one-key listing of the prefix), not retried and not held
         back by the reachability watch: raises when nothing answered.  An answer that is an
-        S3 error (access denied, no such bucket) still means the endpoint is there."""
+        S3 error (access denied, no such bucket) still means the endpoint is there: only an
+        ``UNREACHABLE`` :class:`Failure` (or our own side's error) is raised."""
         try:
             self.client.list_objects_v2(
                 Bucket=self.where.bucket, Prefix=self.where.key(""), MaxKeys=1
             )
-        except botocore.exceptions.ClientError:
-            return
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.kind is FailureKind.LOCAL:
+                raise
+            if failure.kind is FailureKind.UNREACHABLE:
+                raise failure from exc
 
     def close(self) -> None:
         """Shut down the multipart machinery and the native client, where started."""
@@ -262,8 +274,9 @@ class Transfer:
     def upload(
         self, path: str, *, key: str | None = None, condition: Condition | None = None
     ) -> Uploaded:
-        """Upload ``root/path`` to its key; a write whose ``condition`` does not hold
-        raises :class:`PreconditionFailed`.  Local read errors become :class:`FileError`."""
+        """Upload ``root/path`` to its key; a write whose ``condition`` does not hold raises
+        a ``PRECONDITION`` :class:`Failure`, one the server rejects an ``UNSUPPORTED`` one.
+        Local read errors become :class:`FileError`."""
         key = key if key is not None else self.where.key(path)
         extra: dict[str, Any] = self.settings.extra_args(path)
         try:
@@ -298,10 +311,7 @@ class Transfer:
             f.seek(0)
             # A fresh reader per attempt: a retry sends (and is charged for) the bytes again.
             body: Any = PacedReader(f, self.limiter) if self.limiter else f
-            try:
-                resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
-            except Exception as exc:
-                raise (s3_error(exc, key) or exc) from exc
+            resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
             return resp.get("ETag", "").strip('"')
 
         return self._call(once, what=f"upload {key}")
@@ -320,15 +330,16 @@ class Transfer:
                 return crt.put_file(
                     self.where.bucket, key, filename, size=size, headers=headers, timeout=timeout
                 )
-            except native.CrtPreconditionFailed as exc:
-                raise PreconditionFailed(key) from exc
             except native.CrtFileChanged as exc:
                 raise FileError(path, "changed or unreadable while uploading") from exc
 
         try:
             return self._call(once, what=f"upload {key}")
-        except native.CrtError as exc:
-            if exc.status >= 400 and exc.code not in _REDIRECTS:
+        except Failure as failure:
+            exc = failure.__cause__
+            if not isinstance(exc, native.CrtError) or (
+                exc.status >= 400 and exc.code not in _REDIRECTS
+            ):
                 raise  # S3 itself said no: boto3 would hear the same
             self._native_failure = exc
             return None
@@ -376,9 +387,14 @@ class Transfer:
         self._pace(st.st_size)
         try:
             future = crt.submit(self.where.bucket, key, filename, size=st.st_size, headers=headers)
+        except native.CrtFileChanged as exc:
+            raise FileError(path, "changed or unreadable while uploading") from exc
         except Exception as exc:
-            self.reachability.failed(exc)
-            raise
+            failure = classify(exc)
+            self.reachability.failed(failure)
+            if failure.kind is FailureKind.LOCAL:
+                raise
+            raise failure from exc
         sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino)
         return Sending(self.reachability, path, key, future, sent, timeout)
 
@@ -443,7 +459,7 @@ class Transfer:
             try:
                 resp = self.client.head_object(Bucket=self.where.bucket, Key=key)
             except Exception as exc:
-                if isinstance(s3_error(exc, key), NotFound):
+                if classify(exc).kind is FailureKind.NOT_FOUND:
                     return None
                 raise
             etag = resp.get("ETag", "").strip('"')
@@ -453,36 +469,34 @@ class Transfer:
 
     def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str:
         """Server-side copy of one object under the prefix; returns the new ETag.  A source
-        that is gone raises :class:`NotFound`; one other than ``condition`` names raises
-        :class:`PreconditionFailed`."""
+        that is gone raises a ``NOT_FOUND`` :class:`Failure`; one other than ``condition``
+        names a ``PRECONDITION`` one (``UNSUPPORTED`` where the server rejects the
+        condition)."""
         src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
         dst = self.where.key(dst_path)
         extra: dict[str, Any] = self.settings.extra_args(dst_path) | source_args(condition)
 
         def once() -> str:
-            try:
-                resp = self.client.copy_object(
-                    Bucket=self.where.bucket,
-                    Key=dst,
-                    CopySource=src,  # type: ignore[arg-type]
-                    MetadataDirective="REPLACE" if "ContentType" in extra else "COPY",
-                    **extra,
-                )
-            except Exception as exc:
-                raise (s3_error(exc, src["Key"]) or exc) from exc
+            resp = self.client.copy_object(
+                Bucket=self.where.bucket,
+                Key=dst,
+                CopySource=src,  # type: ignore[arg-type]
+                MetadataDirective="REPLACE" if "ContentType" in extra else "COPY",
+                **extra,
+            )
             return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
 
         return self._call(once, what=f"copy {dst}")
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
-    ) -> list[tuple[str, str]]:
-        """Delete objects in batches of 1000; returns (path, error code) for each that
-        failed.  A path in ``conditions`` is deleted only if its object is still the version
-        named (DeleteObjects' per-object ETag); one that lost fails with
-        ``PreconditionFailed``.  A server that rejects the condition raises
-        :class:`ConditionalWritesUnsupported`."""
-        failed: list[tuple[str, str]] = []
+    ) -> list[tuple[str, Failure]]:
+        """Delete objects in batches of 1000; returns (path, failure) for each that failed.
+        A path in ``conditions`` is deleted only if its object is still the version named
+        (DeleteObjects' per-object ETag); one that lost fails with a ``PRECONDITION``
+        failure, one already gone with ``NOT_FOUND``.  A server that rejects the condition
+        raises an ``UNSUPPORTED`` :class:`Failure`."""
+        failed: list[tuple[str, Failure]] = []
         batch: list[str] = []
         for path in paths:
             batch.append(path)
@@ -495,22 +509,19 @@ class Transfer:
 
     def _delete_batch(
         self, paths: list[str], conditions: Mapping[str, Condition]
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, Failure]]:
         by_key = {self.where.key(p): p for p in paths}
         objects: list[Any] = [delete_object(k, conditions.get(p)) for k, p in by_key.items()]
 
-        def once() -> list[tuple[str, str]]:
-            try:
-                resp = self.client.delete_objects(
-                    Bucket=self.where.bucket, Delete={"Objects": objects, "Quiet": True}
-                )
-            except Exception as exc:
-                mapped = s3_error(exc, self.where.url())
-                if isinstance(mapped, ConditionalWritesUnsupported):
-                    raise mapped from exc
-                raise
+        def once() -> list[tuple[str, Failure]]:
+            resp = self.client.delete_objects(
+                Bucket=self.where.bucket, Delete={"Objects": objects, "Quiet": True}
+            )
             return [
-                (by_key.get(e.get("Key", ""), e.get("Key", "")), e.get("Code", "error"))
+                (
+                    by_key.get(e.get("Key", ""), e.get("Key", "")),
+                    answer(e.get("Code", "error"), e.get("Message", "")),
+                )
                 for e in resp.get("Errors", [])
             ]
 
