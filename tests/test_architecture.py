@@ -1,6 +1,7 @@
 """The import contract (pyproject.toml, import-linter): layers import only downward, only
-watchsync.s3 imports the SDK, no import circles.  Checked on the real tree, and shown to
-fail on a copy with one wrong-way import, so a broken contract cannot pass unnoticed."""
+watchsync.s3 imports the SDK and classifies its errors, no import circles.  Checked on the
+real tree, and shown to fail on a copy with one wrong-way import, so a broken contract
+cannot pass unnoticed."""
 
 from __future__ import annotations
 
@@ -56,3 +57,14 @@ def test_the_sdk_outside_s3_breaks_the_contract(tmp_path: Path) -> None:
     done = _lint(copy, tmp_path)
     assert done.returncode != 0
     assert "Only watchsync.s3 imports the SDK BROKEN" in done.stdout
+
+
+def test_classifying_failures_outside_s3_breaks_the_contract(tmp_path: Path) -> None:
+    copy = _copy(tmp_path)
+    uploader = copy / "watchsync" / "agent" / "uploader.py"
+    wrong = "\nfrom watchsync.s3.failures import classify  # SDK shapes outside s3/\n"
+    uploader.write_text(uploader.read_text() + wrong)
+    done = _lint(copy, tmp_path)
+    assert done.returncode != 0
+    assert "Only watchsync.s3 classifies failures BROKEN" in done.stdout
+    assert "watchsync.agent.uploader -> watchsync.s3.failures" in done.stdout
