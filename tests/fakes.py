@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from watchsync.core.errors import Failure, FailureKind, FileError, PathBlocked
 from watchsync.core.model import Action, Condition, LocalEntry, RemoteEntry, Skipped
 from watchsync.engine.reporting import Veto
+from watchsync.s3.downloads import Downloaded
 from watchsync.s3.location import S3Url
 from watchsync.s3.small_object import Fetched, NotModified
 from watchsync.s3.transfer import Uploaded
@@ -115,7 +116,7 @@ class FakeObjects:
         dest: str | None = None,
         replacing: LocalEntry | None = None,
         keep_as: str | None = None,
-    ) -> Path:
+    ) -> Downloaded:
         self._call("download", path)
         body, current, mtime = self.objects[path]
         if etag and etag != current:
@@ -126,7 +127,7 @@ class FakeObjects:
             raise PathBlocked(dest or path, "a directory is in the way")
         target.write_bytes(body)
         os.utime(target, ns=(mtime, mtime))
-        return target
+        return Downloaded(target, mtime)
 
     def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str:
         self._call("copy", dst_path)

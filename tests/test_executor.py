@@ -22,6 +22,7 @@ from watchsync.engine.executor import Executor, Outcome, Skips
 from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.reporting import NullRecorder
 from watchsync.s3.capabilities import Capabilities
+from watchsync.s3.downloads import Downloaded
 from watchsync.s3.transfer import Uploaded
 
 
@@ -223,10 +224,10 @@ def test_download_record_does_not_absorb_a_write_right_after_it(
     w.objects.put("doc.txt", b"v2 from S3")
     download = w.objects.download
 
-    def then_user_writes(path: str, **kw: Any) -> Path:
-        target = download(path, **kw)
-        target.write_bytes(b"v3 the user")  # same size as v2, lands before the stat
-        return target
+    def then_user_writes(path: str, **kw: Any) -> Downloaded:
+        written = download(path, **kw)
+        written.path.write_bytes(b"v3 the user")  # same size as v2, lands before the stat
+        return written
 
     w.objects.download = then_user_writes  # type: ignore[method-assign]
     w.rooms.reconcile.run()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from watchsync.core.model import (
     Mode,
     RemoteEntry,
     Skipped,
+    StoredMtime,
     SyncedEntry,
 )
 from watchsync.core.plan import (
@@ -40,8 +41,11 @@ from watchsync.core.plan import (
     plan_reconcile,
     plan_rename,
     plan_sync,
+    restored_mode,
+    restored_mtime,
     same_content,
     same_file,
+    settle_by_stored_mtime,
 )
 
 S = 1_000_000_000  # ns per second
@@ -185,6 +189,113 @@ def test_plan_sync_future_mtime_uploads_every_run() -> None:
     assert rows(list(plan_sync([loc], [uploaded], opts=SyncOptions(UP)))) == [
         (Kind.UPLOAD, "a", "local newer")
     ]
+
+
+# ------------------------------------------------------------- the object's kept mtime
+
+NEWER, DIFFER = StoredMtime.SOURCE_NEWER, StoredMtime.TIMES_DIFFER
+
+# Which copies plan_sync leaves to the object's kept mtime (a HEAD in the executor): only
+# same-size ones chosen by the times, as the listing carries LastModified alone.
+KEPT_RULE_TABLE: list[tuple[str, LocalEntry | None, RemoteEntry, SyncOptions, object]] = [
+    ("up-same-size-local-newer", L("a", mtime=T + S), R("a"), SyncOptions(UP), NEWER),
+    ("up-size-differs", L("a", 2, T + S), R("a"), SyncOptions(UP), None),
+    ("up-new", L("a"), R("b"), SyncOptions(UP), None),
+    ("down-same-size-remote-newer", L("a"), R("a", mtime=T + S), SyncOptions(DOWN), NEWER),
+    ("down-exact-timestamps-differ", L("a", mtime=T + S), R("a"),
+     SyncOptions(DOWN, exact_timestamps=True), DIFFER),
+    ("down-size-differs", L("a", 2), R("a", mtime=T + S), SyncOptions(DOWN), None),
+    ("down-new", None, R("a"), SyncOptions(DOWN), None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("loc", "rem", "opts", "rule"),
+    [pytest.param(*row[1:], id=row[0]) for row in KEPT_RULE_TABLE],
+)
+def test_plan_sync_leaves_same_size_copies_to_the_kept_mtime(
+    loc: LocalEntry | None, rem: RemoteEntry, opts: SyncOptions, rule: object
+) -> None:
+    [action] = plan_sync([loc] if loc else [], [rem], opts=opts)
+    assert action.by_stored_mtime is rule
+
+
+_LISTED = R("a", mtime=T + 10 * S)  # the object as the listing showed it
+
+
+def _kept(mtime: int | None, etag: str = "e1") -> RemoteEntry:
+    """The object as a HEAD finds it, keeping ``mtime`` (None: nothing kept)."""
+    return replace(_LISTED, stored_mtime_ns=mtime, etag=etag)
+
+
+_UP_A = Action(Kind.UPLOAD, "a", "local newer", L("a", mtime=T + 9 * S), _LISTED,
+               by_stored_mtime=NEWER)
+_DOWN_A = Action(Kind.DOWNLOAD, "a", "remote newer", L("a", mtime=T), _LISTED,
+                 by_stored_mtime=NEWER)
+_EXACT_A = replace(_DOWN_A, reason="timestamps differ", by_stored_mtime=DIFFER)
+
+# (name, action, the object as a HEAD found it, what is done: (kind, reason) or None)
+SETTLE_TABLE: list[tuple[str, Action, RemoteEntry | None, tuple[Kind, str] | None]] = [
+    ("up-kept-is-the-file", _UP_A, _kept(T + 9 * S), None),
+    ("up-future-mtime-kept", replace(_UP_A, local=L("a", mtime=T + 99 * S)),
+     _kept(T + 99 * S), None),
+    ("up-newer-by-a-microsecond", _UP_A, _kept(T + 9 * S - US),
+     (Kind.UPLOAD, "local newer than its kept mtime")),
+    ("up-newer-within-the-microsecond", replace(_UP_A, local=L("a", mtime=T + 9 * S + 999)),
+     _kept(T + 9 * S), None),
+    ("up-kept-newer", _UP_A, _kept(T + 20 * S), None),
+    ("up-nothing-kept", _UP_A, _kept(None), (Kind.UPLOAD, "local newer")),
+    ("up-object-gone", _UP_A, None, (Kind.UPLOAD, "local newer")),
+    ("up-object-changed-since-listed", _UP_A, _kept(T + 9 * S, "e2"),
+     (Kind.UPLOAD, "local newer")),
+    ("down-kept-is-the-file", _DOWN_A, _kept(T), None),
+    ("down-kept-later-second", _DOWN_A, _kept(T + S),
+     (Kind.DOWNLOAD, "kept mtime newer")),
+    ("down-kept-same-second", _DOWN_A, _kept(T + 900 * MS), None),
+    ("down-kept-older", _DOWN_A, _kept(T - S), None),
+    ("down-nothing-kept", _DOWN_A, _kept(None), (Kind.DOWNLOAD, "remote newer")),
+    ("exact-kept-older", _EXACT_A, _kept(T - S),
+     (Kind.DOWNLOAD, "kept mtime differs")),
+    ("exact-kept-same-second", _EXACT_A, _kept(T + 300 * MS), None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("action", "head", "want"), [pytest.param(*row[1:], id=row[0]) for row in SETTLE_TABLE]
+)
+def test_settle_by_stored_mtime(
+    action: Action, head: RemoteEntry | None, want: tuple[Kind, str] | None
+) -> None:
+    got = settle_by_stored_mtime(action, head)
+    assert ((got.kind, got.reason) if got else None) == want
+    if got is not None:
+        assert got.by_stored_mtime is None  # settled: the executor does not ask again
+
+
+def test_settle_leaves_other_actions_alone() -> None:
+    plain = Action(Kind.UPLOAD, "a", "new", L("a"))
+    assert settle_by_stored_mtime(plain, None) is plain
+
+
+@pytest.mark.parametrize(
+    ("last_modified", "kept", "want"), [(T, None, T), (T, T - 5 * S, T - 5 * S), (T, -S, -S)]
+)
+def test_restored_mtime(last_modified: int, kept: int | None, want: int) -> None:
+    assert restored_mtime(last_modified, kept) == want
+
+
+@pytest.mark.parametrize(
+    ("kept", "keep", "want"),
+    [
+        (0o100755, True, 0o755),
+        (0o104755, True, 0o755),  # setuid is never restored from metadata
+        (0o101777, True, 0o777),  # nor sticky
+        (0o100755, False, None),  # not opted in: the umask's default
+        (None, True, None),  # nothing kept
+    ],
+)
+def test_restored_mode(kept: int | None, keep: bool, want: int | None) -> None:
+    assert restored_mode(kept, keep_mode=keep) == want
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ upload whose first answer was lost.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,8 @@ def edit_during_download(transfer: Transfer, *, atomic: bool) -> None:
     fetch = transfer.downloads._get
     root = transfer.root
 
-    def get_then_edit(key: str, tmp: Path, etag: str) -> None:
-        fetch(key, tmp, etag)
+    def get_then_edit(key: str, tmp: Path, etag: str) -> Mapping[str, str]:
+        kept = fetch(key, tmp, etag)
         target = root / "doc.txt"
         if atomic:  # an editor's save: a new file renamed over the old one
             (root / ".doc.swp").write_bytes(b"edited during the download")
@@ -49,6 +50,7 @@ def edit_during_download(transfer: Transfer, *, atomic: bool) -> None:
         else:
             with target.open("ab") as f:
                 f.write(b" + edited during the download")
+        return kept
 
     transfer.downloads._get = get_then_edit  # type: ignore[method-assign]
 

@@ -149,6 +149,7 @@ _S3_KEYS = (
     "storage_class",
     "bwlimit",
     "checksum",
+    "keep_mode",
 )
 _GLOBAL_ONLY_KEYS = ("state_dir", "log_format", "log_level", "metrics_addr")
 _FOLDER_ONLY_KEYS = ("path", "url")
@@ -421,6 +422,7 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "storage_class": _p_storage_class,
     "bwlimit": _p_bwlimit,
     "checksum": _p_bool,
+    "keep_mode": _p_bool,
     "state_dir": _p_path,
     "log_format": _p_choice("text", "json", fold=True),
     "log_level": _p_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True),

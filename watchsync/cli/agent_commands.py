@@ -75,6 +75,7 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         "max_concurrency": args.max_concurrency,
         "bwlimit": args.bwlimit,
         "checksum": args.checksum,
+        "keep_mode": args.keep_mode,
     }
     rules = ordered_rules(argv)
     if rules:

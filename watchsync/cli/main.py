@@ -43,6 +43,18 @@ def add_s3_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="send and verify no CRC32C of the bytes (faster; TCP/TLS only)",
     )
+    add_metadata_options(g)
+
+
+def add_metadata_options(g: Any) -> None:
+    """What of a file besides its bytes an object keeps (its mtime always)."""
+    g.add_argument(
+        "--keep-mode",
+        action="store_true",
+        default=None,
+        help="keep each file's permission bits in its object's metadata and restore them "
+        "on download (X-Amz-Meta-Mode, as rclone's --metadata); mtimes are always kept",
+    )
 
 
 def add_debug_option(p: argparse.ArgumentParser) -> None:
@@ -255,6 +267,7 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
             storage_class=args.storage_class,
             bwlimit=bwlimit,
             checksum=args.checksum is not False,
+            keep_mode=bool(args.keep_mode),
         ),
     )
 

@@ -51,6 +51,9 @@ class RemoteEntry:
     size: int
     mtime_ns: int  # LastModified
     etag: str = ""
+    # The file's mtime kept in the object's metadata (rclone's ``mtime``), when it was read
+    # (a HEAD or a GET; listings do not carry it): None when unknown or not kept.
+    stored_mtime_ns: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,14 @@ class Condition:
 Condition.ABSENT = Condition()
 
 
+class StoredMtime(enum.Enum):
+    """How a same-size copy is settled once the object's kept mtime is read (a HEAD): a
+    listing carries only LastModified, which says little of a file whose time was kept."""
+
+    SOURCE_NEWER = "copy when the source's mtime is newer"
+    TIMES_DIFFER = "copy unless the mtimes are equal"
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """One decision of the planner, with the reason it was taken.
@@ -114,8 +125,10 @@ class Action:
     ``condition`` makes an upload or a remote delete conditional on what S3 holds (see
     :class:`Condition`); None overwrites or deletes whatever is there (``watchsync sync``).
     ``verify``: the sides may already hold the same bytes, so compare content hashes before
-    moving any; if they agree, only record the pair as synced.  For :attr:`Kind.COPY`,
-    ``synced`` is the entry of the path the file was renamed from.
+    moving any; if they agree, only record the pair as synced.  ``by_stored_mtime``: the
+    copy was chosen by LastModified alone; the object's kept mtime, when it has one, decides
+    instead (see :func:`~watchsync.core.plan.settle_by_stored_mtime`).  For
+    :attr:`Kind.COPY`, ``synced`` is the entry of the path the file was renamed from.
     """
 
     kind: Kind
@@ -126,6 +139,7 @@ class Action:
     synced: SyncedEntry | None = None
     condition: Condition | None = None
     verify: bool = False
+    by_stored_mtime: StoredMtime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from watchsync.core.filters import Filters
@@ -30,6 +30,7 @@ from watchsync.core.model import (
     Mode,
     RemoteEntry,
     Skipped,
+    StoredMtime,
     SyncedEntry,
 )
 
@@ -138,7 +139,10 @@ def plan_sync(
         assert loc is not None and rem is not None
         reason = _copy_reason(loc, rem, opts)
         if reason:
-            yield Action(Kind.UPLOAD if up else Kind.DOWNLOAD, path, reason, loc, rem)
+            kind = Kind.UPLOAD if up else Kind.DOWNLOAD
+            # Chosen by the times alone: a kept mtime, where the object has one, decides.
+            rule = _STORED_RULE[opts.exact_timestamps] if loc.size == rem.size else None
+            yield Action(kind, path, reason, loc, rem, by_stored_mtime=rule)
 
 
 def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:
@@ -152,6 +156,72 @@ def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:
     if opts.exact_timestamps:
         return "" if same_time(loc, rem) else "timestamps differ"
     return "remote newer" if remote_newer(loc, rem) else ""
+
+
+# Under --exact-timestamps a download is due whenever the times differ (aws's meaning).
+_STORED_RULE = {False: StoredMtime.SOURCE_NEWER, True: StoredMtime.TIMES_DIFFER}
+
+
+def settle_by_stored_mtime(action: Action, head: RemoteEntry | None) -> Action | None:
+    """A same-size copy chosen by LastModified, decided again from the object's kept mtime
+    (``head``: the object as a HEAD found it): None when the kept mtime says the
+    destination is current.  An object that keeps no mtime (written by another tool), or
+    that changed or went since it was listed, leaves the action as the listing decided it.
+
+    An upload is due when the file's mtime is later than the kept one (to the microsecond:
+    the file the upload read has exactly the kept time); a download when the kept mtime is
+    in a later second than the file's, or under ``--exact-timestamps`` in another second
+    (whole seconds, as for LastModified: a file system that keeps coarser times than the
+    object would otherwise be downloaded on every run).
+
+    >>> loc, rem = LocalEntry("a", 3, 5 * 10**9), RemoteEntry("a", 3, 9 * 10**9)
+    >>> up = Action(Kind.UPLOAD, "a", "local newer", loc, rem,
+    ...             by_stored_mtime=StoredMtime.SOURCE_NEWER)
+    >>> settle_by_stored_mtime(up, replace(rem, stored_mtime_ns=5 * 10**9)) is None
+    True
+    """
+    rule, loc, was = action.by_stored_mtime, action.local, action.remote
+    if rule is None or loc is None or was is None:
+        return action
+    unsettled = replace(action, by_stored_mtime=None)
+    if head is None or (head.size, head.etag) != (was.size, was.etag):
+        return unsettled
+    kept = head.stored_mtime_ns
+    if kept is None:
+        return unsettled
+    if action.kind is Kind.UPLOAD:
+        if loc.mtime_ns // _NS_PER_US <= kept // _NS_PER_US:
+            return None
+        return replace(unsettled, reason="local newer than its kept mtime")
+    local_s, kept_s = loc.mtime_ns // _NS_PER_S, kept // _NS_PER_S
+    if rule is StoredMtime.TIMES_DIFFER:
+        return replace(unsettled, reason="kept mtime differs") if kept_s != local_s else None
+    return replace(unsettled, reason="kept mtime newer") if kept_s > local_s else None
+
+
+def restored_mtime(last_modified_ns: int, kept_ns: int | None) -> int:
+    """The mtime a downloaded file is given: the file's own, kept in the object's metadata
+    (ours or rclone's), else LastModified (aws's way: the next run in either direction then
+    sees the two as equal).
+
+    >>> restored_mtime(9, 5), restored_mtime(9, None)
+    (5, 9)
+    """
+    return kept_ns if kept_ns is not None else last_modified_ns
+
+
+def restored_mode(kept_mode: int | None, *, keep_mode: bool) -> int | None:
+    """The permission bits a downloaded file is given under ``--keep-mode``: those kept in
+    the object's metadata, without setuid, setgid and sticky (metadata anyone with write
+    access to the bucket can set is not trusted with those, as rclone does); None leaves
+    the file as the umask makes it.
+
+    >>> oct(restored_mode(0o104755, keep_mode=True) or 0), restored_mode(0o100755, keep_mode=False)
+    ('0o755', None)
+    """
+    if not keep_mode or kept_mode is None:
+        return None
+    return kept_mode & 0o777
 
 
 def plan_reconcile(

@@ -40,7 +40,12 @@ from watchsync.core.model import (
     Skipped,
     SyncedEntry,
 )
-from watchsync.core.plan import CONFLICT_STEPS, ConflictStep, same_content
+from watchsync.core.plan import (
+    CONFLICT_STEPS,
+    ConflictStep,
+    same_content,
+    settle_by_stored_mtime,
+)
 from watchsync.engine.deleter import Deleter, delete_condition
 from watchsync.engine.local_files import LocalFiles
 from watchsync.engine.policy import DeletePolicy, ExecPolicy, NoGuards
@@ -101,6 +106,7 @@ class Outcome(enum.Enum):
     SAME = "same content: recorded"
     STALE = "changed since planned: left for the next look"
     MISMATCH = "rename source differs or is gone: not copied"
+    CURRENT = "the object's kept mtime says it is current: nothing to copy"
 
 
 @dataclass
@@ -220,8 +226,9 @@ class Executor:
                     elif route is not None and route(action):
                         continue
                     elif self.policy.dry_run:
-                        if action.kind in (Kind.UPLOAD, Kind.DOWNLOAD):
-                            self.events.would(action)
+                        shown = self.by_kept_mtime(action)  # a dry run asks S3 the same
+                        if shown is not None and shown.kind in (Kind.UPLOAD, Kind.DOWNLOAD):
+                            self.events.would(shown)
                     elif action.kind in (Kind.RECORD, Kind.FORGET):
                         self._guarded(action, stats)  # cheap and local: no pool hop
                     else:
@@ -347,6 +354,10 @@ class Executor:
         )
         if stale:
             return Outcome.STALE
+        settled = self.by_kept_mtime(action)
+        if settled is None:
+            return Outcome.CURRENT
+        action = settled
         if action.verify and self._same(action):
             self.apply(same_content(action))
             return Outcome.SAME
@@ -388,7 +399,7 @@ class Executor:
                 replacing=action.local,
                 keep_as=keep_as,
             )
-            st = written.stat()
+            st = written.path.stat()
         except BaseException:
             self.recorder.unjournal(jid)
             raise
@@ -396,12 +407,12 @@ class Executor:
             self.events.conflict(action, keep_as)
             self.recorder.count("conflicts")
         size, mtime, ino = st.st_size, st.st_mtime_ns, st.st_ino
-        if (size, mtime) != (rem.size, rem.mtime_ns):
-            # Not what the download wrote (its mtime was set to LastModified): the user
-            # wrote the file after the rename (or the file system rounds times: then a
-            # content check settles it once).  Record what was written, so such a write
-            # still counts as a local change.
-            size, mtime, ino = rem.size, rem.mtime_ns, 0
+        if (size, mtime) != (rem.size, written.mtime_ns):
+            # Not what the download wrote (its mtime was set to the kept mtime or
+            # LastModified): the user wrote the file after the rename (or the file system
+            # rounds times: then a content check settles it once).  Record what was
+            # written, so such a write still counts as a local change.
+            size, mtime, ino = rem.size, written.mtime_ns, 0
         self.recorder.synced(
             SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns, ino),
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
@@ -470,6 +481,13 @@ class Executor:
                 self.events.failed(after, exc)
 
     # -- checks -----------------------------------------------------------------------------
+
+    def by_kept_mtime(self, action: Action) -> Action | None:
+        """The action as the object's kept mtime settles it (one HEAD), where the planner
+        left it to that (:func:`settle_by_stored_mtime`); None: nothing to copy."""
+        if action.by_stored_mtime is None:
+            return action
+        return settle_by_stored_mtime(action, self.transfer.head(action.path))
 
     def _same(self, action: Action) -> bool:
         loc, rem = action.local, action.remote

@@ -1,7 +1,8 @@
 """Downloads: an object into the local root through a temporary file, checked against its
-CRC32C where S3 keeps one, given its LastModified as mtime, and renamed into place without
-losing an edit that landed meanwhile.  Small objects come in one ``get_object``; large ones
-through s3transfer's ranged GETs.  Nothing here decides what to download.
+CRC32C where S3 keeps one, given the mtime its metadata keeps (else LastModified), and
+renamed into place without losing an edit that landed meanwhile.  Small objects come in one
+``get_object``; large ones through s3transfer's ranged GETs.  Nothing here decides what to
+download.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +24,12 @@ from s3transfer.subscribers import BaseSubscriber
 
 from watchsync.core.errors import Failure, FailureKind, FileError, PathBlocked
 from watchsync.core.model import Condition, LocalEntry
-from watchsync.core.plan import same_file
+from watchsync.core.plan import restored_mode, restored_mtime, same_file
 from watchsync.fs.tempfiles import temp_name
 from watchsync.fs.walk import entry_of
 from watchsync.s3.bandwidth import RateLimiter
 from watchsync.s3.conditions import condition_args
+from watchsync.s3.file_metadata import stored_mode, stored_mtime
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import crc32c_file
 
@@ -38,6 +41,15 @@ else:
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """Where a download went, and the mtime it gave the file (the kept one, or
+    LastModified): what the file looks like as the download left it."""
+
+    path: Path
+    mtime_ns: int
 
 
 class ChecksumMismatch(Failure):
@@ -115,9 +127,11 @@ class Downloads:
         dest: str | None = None,
         replacing: LocalEntry | None = None,
         keep_as: str | None = None,
-    ) -> Path:
+    ) -> Downloaded:
         """Download the object at ``path`` to ``root/(dest or path)`` via a temporary file,
-        then set its mtime and atime to LastModified and rename it into place.
+        then give it the mtime kept in the object's metadata (else LastModified), and its
+        mode too under ``keep_mode``, and rename it into place; returns where it went and
+        the mtime it was given.
 
         With ``keep_as``, the file being replaced must be ``replacing`` (None: no file):
         the file there is hard-linked aside just before the rename and compared after it,
@@ -140,10 +154,15 @@ class Downloads:
         tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
         try:
             if size >= self.threshold:
-                self._call(lambda: self._get_multipart(key, tmp, size), what=f"download {key}")
+                meta = self._call(
+                    lambda: self._get_multipart(key, tmp, size), what=f"download {key}"
+                )
             else:
-                self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+                meta = self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
+            mtime, mode = self._kept(mtime_ns, meta)
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.utime(tmp, ns=(mtime, mtime))
             aside = self._link_aside(target) if keep_as is not None else None
             os.replace(tmp, target)
             if aside is not None and keep_as is not None:
@@ -155,7 +174,13 @@ class Downloads:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        return target
+        return Downloaded(target, mtime)
+
+    def _kept(self, last_modified_ns: int, meta: Mapping[str, str]) -> tuple[int, int | None]:
+        """The mtime and mode (None: as the umask makes it) a downloaded file is given,
+        from what the object's metadata keeps (:func:`restored_mtime`)."""
+        mode = restored_mode(stored_mode(meta), keep_mode=self.settings.keep_mode)
+        return restored_mtime(last_modified_ns, stored_mtime(meta)), mode
 
     def _link_aside(self, target: Path) -> Path | None:
         """A second name for the file about to be replaced (None when there is none)."""
@@ -189,7 +214,8 @@ class Downloads:
             with contextlib.suppress(FileNotFoundError):
                 aside.unlink()
 
-    def _get(self, key: str, tmp: Path, etag: str) -> None:
+    def _get(self, key: str, tmp: Path, etag: str) -> Mapping[str, str]:
+        """One GET into ``tmp``; returns the object's user metadata."""
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
         if etag:
             kwargs.update(condition_args(Condition(etag)))
@@ -208,20 +234,30 @@ class Downloads:
             raise ChecksumMismatch(key, str(exc)) from exc
         finally:
             body.close()
+        return resp.get("Metadata", {})
 
-    def _get_multipart(self, key: str, tmp: Path, size: int) -> None:
+    def _get_multipart(self, key: str, tmp: Path, size: int) -> Mapping[str, str]:
+        """Ranged GETs into ``tmp`` (s3transfer), then one HEAD for what they do not carry:
+        the whole object's checksum and its user metadata."""
         subscribers: list[BaseSubscriber] = [_ProvideSize(size)]
         if self.limiter is not None:
             subscribers.append(_Paced(self.limiter))
         future = self._manager().download(self.where.bucket, key, str(tmp), subscribers=subscribers)
         future.result()
+        checksum: dict[str, Any] = {"ChecksumMode": "ENABLED"} if self.settings.checksum else {}
+        head = self.client.head_object(Bucket=self.where.bucket, Key=key, **checksum)
         if self.settings.checksum:
-            self._verify_download(key, tmp)
+            self._verify_download(key, tmp, head)
+        return head.get("Metadata", {})
 
-    def _verify_download(self, key: str, tmp: Path) -> None:
+    def _verify_download(self, key: str, tmp: Path, head: Mapping[str, Any] | None = None) -> None:
         """Ranged GETs carry no whole-object checksum: compare the file with the object's
-        full-object CRC32C, where it has one (composite per-part sums are left alone)."""
-        head = self.client.head_object(Bucket=self.where.bucket, Key=key, ChecksumMode="ENABLED")
+        full-object CRC32C, where it has one (composite per-part sums are left alone);
+        ``head``: the object's HEAD with its checksum, when already asked for."""
+        if head is None:
+            head = self.client.head_object(
+                Bucket=self.where.bucket, Key=key, ChecksumMode="ENABLED"
+            )
         expected = head.get("ChecksumCRC32C", "")
         if not expected or "-" in expected or head.get("ChecksumType") == "COMPOSITE":
             return

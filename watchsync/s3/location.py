@@ -76,8 +76,9 @@ class S3Settings:
     ``None`` means boto3's own default chain.  ``bwlimit`` is bytes per second (None:
     unlimited); ``sse`` is ``"AES256"`` or ``"aws:kms"``.  ``checksum``: every upload carries
     a full-object CRC32C that S3 checks before storing, and downloads verify it.
-    Credentials are never configured here: boto3's chain finds them (``profile``,
-    environment, instance role).
+    ``keep_mode``: each upload keeps the file's mode in the object's metadata (its mtime is
+    always kept), and downloads restore it.  Credentials are never configured here: boto3's
+    chain finds them (``profile``, environment, instance role).
     """
 
     endpoint_url: str | None = None
@@ -91,6 +92,7 @@ class S3Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     checksum: bool = True
+    keep_mode: bool = False
 
     def extra_args(self, path: str) -> dict[str, str]:
         """The boto3 ExtraArgs of one uploaded object (content type, encryption, class)."""

@@ -13,6 +13,7 @@ the local file, :class:`~watchsync.core.errors.FileError`; never as the SDK's ex
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -31,8 +32,9 @@ from watchsync.s3 import native as native
 from watchsync.s3.bandwidth import PacedReader, RateLimiter, shared_limiter
 from watchsync.s3.client import make_client, mtime_ns
 from watchsync.s3.conditions import condition_args, delete_object, source_args
-from watchsync.s3.downloads import Downloads
+from watchsync.s3.downloads import Downloaded, Downloads
 from watchsync.s3.failures import answer, classify
+from watchsync.s3.file_metadata import keep_file_metadata, metadata_headers, stored_mtime
 from watchsync.s3.listing import list_entries
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import Multipart, crc32c_file
@@ -94,7 +96,7 @@ class Objects(Protocol):
         dest: str | None = None,
         replacing: LocalEntry | None = None,
         keep_as: str | None = None,
-    ) -> Path: ...
+    ) -> Downloaded: ...
 
     def copy(self, src_path: str, dst_path: str, *, condition: Condition | None = None) -> str: ...
 
@@ -285,6 +287,7 @@ class Transfer:
             raise FileError(path, exc.strerror or str(exc)) from exc
         with f:
             st = os.fstat(f.fileno())
+            self._keep_file_metadata(extra, st)
             etag: str | None
             if st.st_size >= self.threshold:
                 if self.settings.checksum:
@@ -344,6 +347,11 @@ class Transfer:
             self._native_failure = exc
             return None
 
+    def _keep_file_metadata(self, extra: dict[str, Any], st: os.stat_result) -> None:
+        """The file's mtime (and mode, under ``keep_mode``) into an upload's metadata."""
+        mode = st.st_mode if self.settings.keep_mode else None
+        keep_file_metadata(extra, mtime_ns=st.st_mtime_ns, mode=mode)
+
     def _native_serves(self, size: int) -> bool:
         """Whether a file of ``size`` bytes (under the multipart threshold) may go through
         the native client: always, except a large one under ``--bwlimit``.  The native
@@ -363,6 +371,7 @@ class Transfer:
     ) -> tuple[dict[str, str], str, float]:
         """Headers, file name and timeout of a native PUT of ``path``."""
         headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
+        headers.update(metadata_headers(extra.get("Metadata") or {}))
         # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
         return headers, os.path.join(self.root, path), self.settings.read_timeout + size / 65536
 
@@ -381,6 +390,7 @@ class Transfer:
         if st.st_size >= self.threshold or not self._native_serves(st.st_size):
             return None
         extra: dict[str, Any] = self.settings.extra_args(path) | condition_args(condition)
+        self._keep_file_metadata(extra, st)
         headers, filename, timeout = self._native_request(path, st.st_size, extra)
         self.reachability.check()
         key = self.where.key(path)
@@ -427,7 +437,7 @@ class Transfer:
         dest: str | None = None,
         replacing: LocalEntry | None = None,
         keep_as: str | None = None,
-    ) -> Path:
+    ) -> Downloaded:
         """See :meth:`Downloads.download`."""
         return self.downloads.download(
             path,
@@ -452,7 +462,8 @@ class Transfer:
         return list_entries(self.client, self.where, for_download=for_download, retry=retry)
 
     def head(self, path: str) -> RemoteEntry | None:
-        """The object at ``path`` as a listing would show it, or None when there is none."""
+        """The object at ``path`` as a listing would show it, with the mtime its metadata
+        keeps (which a listing does not carry), or None when there is none."""
         key = self.where.key(path)
 
         def once() -> RemoteEntry | None:
@@ -463,7 +474,9 @@ class Transfer:
                     return None
                 raise
             etag = resp.get("ETag", "").strip('"')
-            return RemoteEntry(path, resp["ContentLength"], mtime_ns(resp["LastModified"]), etag)
+            kept = stored_mtime(resp.get("Metadata"))
+            when = mtime_ns(resp["LastModified"])
+            return RemoteEntry(path, resp["ContentLength"], when, etag, stored_mtime_ns=kept)
 
         return self._call(once, what=f"head {key}")
 
@@ -475,13 +488,19 @@ class Transfer:
         src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
         dst = self.where.key(dst_path)
         extra: dict[str, Any] = self.settings.extra_args(dst_path) | source_args(condition)
+        replace = "ContentType" in extra
+        if replace:
+            # New metadata replaces the source's: the copy keeps the time of the file it
+            # stands for (a rename's), where that file is here.
+            with contextlib.suppress(OSError):
+                self._keep_file_metadata(extra, os.stat(os.path.join(self.root, dst_path)))
 
         def once() -> str:
             resp = self.client.copy_object(
                 Bucket=self.where.bucket,
                 Key=dst,
                 CopySource=src,  # type: ignore[arg-type]
-                MetadataDirective="REPLACE" if "ContentType" in extra else "COPY",
+                MetadataDirective="REPLACE" if replace else "COPY",
                 **extra,
             )
             return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
