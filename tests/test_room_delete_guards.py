@@ -228,6 +228,7 @@ def test_max_delete_holds_for_a_rolling_window_across_passes_and_restarts(
         max_delete=5,
         force=False,
         grace=0.1,
+        refused=w.rooms.refused,
         wall=lambda: now[0],
     )
     assert again.refusal(2) is not None and again.refusal(1) is None

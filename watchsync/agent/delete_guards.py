@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from watchsync.agent.refused import RefusedDeletes
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.core.model import Action, Kind
@@ -112,10 +113,7 @@ def delete_refusal(
     if empty and synced() > 0:
         return f"folder {root} is empty while {synced()} files were synced"
     if count > max_delete and not force:
-        return (
-            f"{count} deletes exceed --max-delete {max_delete}; "
-            "pass --force-delete once to allow them"
-        )
+        return f"{count} deletes exceed --max-delete {max_delete}"
     return None
 
 
@@ -168,7 +166,7 @@ def directory_refusal(
         if empty and (n := synced_under(rel)) >= many:
             return (
                 f"directory {rel} is empty while {n} files under it were synced "
-                "(unmounted? remove the directory, or pass --force-delete once)"
+                "(unmounted? or remove the directory)"
             )
     return None
 
@@ -191,6 +189,7 @@ class DeleteGuards:
         max_delete: int,
         force: bool,
         grace: float,
+        refused: RefusedDeletes,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         window: float = DELETE_WINDOW,
@@ -204,6 +203,7 @@ class DeleteGuards:
         self.status = status
         self.max_delete = max_delete
         self.force = force
+        self.refused = refused
         self.batcher = DeleteBatcher(grace, clock=clock)
         self.wall = wall
         self.window = window
@@ -239,37 +239,59 @@ class DeleteGuards:
 
     def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
         """Why ``count`` deletes (of ``paths``) must not run now, or None when they may (the
-        executor's :class:`~watchsync.engine.policy.DeletePolicy`); deletes allowed are counted
-        in the rolling window."""
+        executor's :class:`~watchsync.engine.policy.DeletePolicy`, for a pass's deletes);
+        deletes allowed are counted in the rolling window."""
+        return self._judge(count, paths, origin="pass")
+
+    def _judge(self, count: int, paths: Iterable[str], *, origin: str) -> str | None:
+        """:meth:`refusal`; a refusal a person may overrule is kept in :attr:`refused`,
+        and deletes approved there pass as if forced."""
         if self._rebuilding.is_set():
             return "the state was lost (corrupt database); no deletes until a full pass rebuilt it"
-        try:
-            why = delete_refusal(
+        listed = list(paths)
+        forced = self.force or (bool(listed) and self.refused.approved(listed))
+
+        def guards(force: bool) -> str | None:
+            return delete_refusal(
                 self.root,
                 count=count,
                 synced=self.store.synced.count,
                 root_dev=self.store.status.meta().get("root_dev", ""),
                 ignored=self.scope.ignored,
                 max_delete=self.max_delete,
-                force=self.force,
-            ) or self._directories(paths)
+                force=force,
+            )
+
+        try:
+            # The folder's own guards (missing, another device, emptied): nothing overrules them.
+            own = guards(True)
+            why = own or (None if forced else guards(False)) or self._directories(listed, forced)
         except OSError as exc:
             return f"folder {self.root} cannot be read: {exc.strerror or exc}"
         if why is None:
-            why = self._windowed(count)
-        return why
+            why = self._windowed(count, forced)
+        if why is None:
+            self.refused.used(listed)
+            return None
+        if own is not None or not listed:
+            return why
+        batch = self.refused.add(listed, why=why, origin=origin)
+        return (
+            f"{why}; see them with `watchsync ctl deletes`, then `watchsync ctl deletes "
+            f"approve {batch.id}` runs them once or `reject {batch.id}` gives them up"
+        )
 
     def rebuilt(self) -> None:
         """A full pass rebuilt a lost state: deletes are judged as usual again."""
         self._rebuilding.clear()
 
-    def _directories(self, paths: Iterable[str]) -> str | None:
+    def _directories(self, paths: Iterable[str], forced: bool) -> str | None:
         """The per-directory guards (skipped when forced; the devices seen then are kept)."""
         self.survey()
         dirs = ancestors(paths)
         guards = self.store.guards
         recorded = guards.dir_devices()
-        if self.force:
+        if forced:
             for rel in dirs:
                 if rel in recorded:
                     with contextlib.suppress(OSError):
@@ -284,14 +306,14 @@ class DeleteGuards:
             stat=self.stat,
         )
 
-    def _windowed(self, count: int) -> str | None:
+    def _windowed(self, count: int, forced: bool) -> str | None:
         """``--max-delete`` over the rolling window; an allowed pass is counted in it."""
         now = self.wall()
         recent = self.store.guards.deletes_since(now - self.window)
-        if not self.force and recent + count > self.max_delete:
+        if not forced and recent + count > self.max_delete:
             return (
                 f"{count} deletes after {recent} in the last {self.window / 60:.0f} min exceed "
-                f"--max-delete {self.max_delete}; pass --force-delete once to allow them"
+                f"--max-delete {self.max_delete}"
             )
         self.store.guards.log_deletes(now, count, keep_after=now - self.window)
         return None
@@ -301,9 +323,9 @@ class DeleteGuards:
         gone = [p for p in batch if not file_exists(self.root / p) and self.scope.included(p)]
         if not gone:
             return
-        why = self.refusal(len(gone), gone)
+        why = self._judge(len(gone), gone, origin="watch")
         if why:
-            self.status.error(f"delete: refused {len(gone)} deletes in S3: {why}")
+            self.status.refused(f"delete: refused {len(gone)} deletes in S3: {why}")
             return
         synced = self.store.synced
         executor.delete(

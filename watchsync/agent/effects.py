@@ -208,7 +208,10 @@ class AgentEvents:
         self.status.error(f"{action.kind.value} {action.path} failed: {failure.text}", s3=True)
 
     def vetoed(self, veto: Veto) -> None:
-        why = veto.refusal or (
+        if veto.refusal is not None:
+            self.status.refused(f"delete: refused {veto.count} deletes: {veto.refusal}")
+            return
+        why = (
             f"{veto.failed} transfers failed and {veto.skipped} paths were skipped in this pass"
             if not veto.stopped
             else "the pass was interrupted"

@@ -37,6 +37,7 @@ from watchsync.agent.local_changes import Dirty, LocalChanges
 from watchsync.agent.metrics import FolderMetrics, Metrics
 from watchsync.agent.outage import Outage, no_answer
 from watchsync.agent.reconcile import Progress, Reconcile
+from watchsync.agent.refused import RefusedBatch, RefusedDeletes
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import State, Status
 from watchsync.agent.upload_queue import Pending
@@ -494,7 +495,6 @@ class _Passes:
 
     def _failed(self, exc: Exception) -> None:
         f = self.folder
-        f.metrics.healthy(False)
         if isinstance(exc, Failure):  # S3 refused or failed, e.g. the listing
             f.metrics.error(exc.code or "reconcile")
             f.status.error(str(exc), s3=True)
@@ -610,6 +610,7 @@ class Rooms:
     uploader: Uploader
     reconcile: Reconcile
     changes: LocalChanges
+    refused: RefusedDeletes
     feed: Feed | None = None
 
 
@@ -638,6 +639,31 @@ def wire(
     """
     root = cfg.path
     pending = Pending(store, included=scope.included, stop=stop, clock=clock)
+    dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
+    listed = ListSchedule(full_interval=cfg.full_list_interval, clock=clock)
+
+    def approved(batch: RefusedBatch) -> None:
+        if batch.origin == "watch":  # the watcher's batch goes through its delete thread
+            for path in batch.remote:
+                deletes.add(path)
+        else:  # a pass's deletes: the next pass plans them again
+            request_reconcile()
+
+    def rejected(batch: RefusedBatch) -> None:
+        # Forgotten, each path's remaining copy is new to the next pass, which copies it back.
+        for path in batch.paths:
+            store.synced.delete(path)
+        dirty.note(batch.paths)
+        request_reconcile()
+
+    refused = RefusedDeletes(
+        cfg.name,
+        status=status,
+        exists=lambda path: os.path.lexists(root / path),
+        on_approved=approved,
+        on_rejected=rejected,
+        wall=wall,
+    )
     deletes = DeleteGuards(
         root=root,
         store=store,
@@ -646,6 +672,7 @@ def wire(
         max_delete=cfg.max_delete,
         force=cfg.force_delete,
         grace=2 * cfg.debounce,
+        refused=refused,
         clock=clock,
         rebuilding=store.recovered is not None,
     )
@@ -671,8 +698,6 @@ def wire(
         stop=stop,
         wall=wall,
     )
-    dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
-    listed = ListSchedule(full_interval=cfg.full_list_interval, clock=clock)
     if feed_object is None and cfg.direction is not Mode.PUSH:
         listed.untrusted = lambda: "no change feed"
     uploads = Uploader(
@@ -739,4 +764,6 @@ def wire(
         )
         events.on_changed = feed.note
         listed.untrusted = feed.untrusted
-    return Rooms(pending, deletes, conflicts, executor, uploads, reconcile, changes, feed)
+    return Rooms(
+        pending, deletes, conflicts, executor, uploads, reconcile, changes, refused, feed
+    )

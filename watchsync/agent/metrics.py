@@ -13,6 +13,9 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+# The values of ``watchsync_folder_state``'s state label (agent/status.py's states).
+STATES = ("starting", "reconciling", "watching", "paused", "error", "stopped")
+
 
 class Metrics:
     """All metric families of one process."""
@@ -67,7 +70,29 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800),
         )
         self.up = Gauge(
-            "watchsync_folder_up", "1 when the folder syncs, 0 on error", ["folder"], registry=r
+            "watchsync_folder_up",
+            "1 while the folder syncs (starting, reconciling, watching); 0 when paused, in "
+            "error or stopped",
+            ["folder"],
+            registry=r,
+        )
+        self.state = Gauge(
+            "watchsync_folder_state",
+            "1 for the state the folder is in, 0 for the others",
+            ["folder", "state"],
+            registry=r,
+        )
+        self.state_since = Gauge(
+            "watchsync_folder_state_since_timestamp_seconds",
+            "When the folder entered its current state (e.g. paused since)",
+            ["folder"],
+            registry=r,
+        )
+        self.refused = Gauge(
+            "watchsync_deletes_refused",
+            "Deletes refused by the guards, waiting for `watchsync ctl deletes approve|reject`",
+            ["folder"],
+            registry=r,
         )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -104,9 +129,14 @@ class Metrics:
             self.last_reconcile,
             self.last_duration,
             self.up,
+            self.state_since,
+            self.refused,
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(name)
+        for state in STATES:
+            with contextlib.suppress(KeyError):
+                self.state.remove(name, state)
 
 
 class FolderMetrics:
@@ -124,6 +154,7 @@ class FolderMetrics:
         m.retries.labels(name)
         m.overflows.labels(name)
         m.conflicts.labels(name)
+        m.refused.labels(name)
 
     def transferred(self, direction: str, nbytes: int) -> None:
         self.m.files.labels(self.name, direction).inc()
@@ -154,5 +185,12 @@ class FolderMetrics:
         self.m.last_duration.labels(self.name).set(duration)
         self.m.reconcile_duration.labels(self.name).observe(duration)
 
-    def healthy(self, ok: bool) -> None:
-        self.m.up.labels(self.name).set(1 if ok else 0)
+    def state(self, state: str, *, since: float, up: bool) -> None:
+        """The folder is in ``state`` since ``since`` (wall clock); ``up``: it syncs."""
+        for each in STATES:
+            self.m.state.labels(self.name, each).set(1 if each == state else 0)
+        self.m.state_since.labels(self.name).set(since)
+        self.m.up.labels(self.name).set(1 if up else 0)
+
+    def refused(self, waiting: int) -> None:
+        self.m.refused.labels(self.name).set(waiting)

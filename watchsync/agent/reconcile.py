@@ -232,7 +232,6 @@ class Reconcile:
             last_reconcile_at=started + duration, last_reconcile_duration=round(duration, 3)
         )
         self.metrics.reconciled(started + duration, duration)
-        self.metrics.healthy(True)
         logger.info(
             "reconcile: %s done in %.2fs (planned: %s; local side: %s; S3 side: %s)",
             self.name,

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from watchsync.agent.metrics import FolderMetrics
+from watchsync.agent.metrics import STATES, FolderMetrics
 from watchsync.state.status import StatusValue
 from watchsync.state.store import StateStore
 
@@ -29,6 +29,13 @@ class State(enum.StrEnum):
     PAUSED = "paused"
     ERROR = "error"
     STOPPED = "stopped"
+
+
+assert {s.value for s in State} == set(STATES)
+
+# The states in which a folder syncs (``watchsync_folder_up`` 1); paused, error and stopped
+# are not.
+_UP = frozenset({State.STARTING, State.RECONCILING, State.WATCHING})
 
 
 class Status:
@@ -56,6 +63,9 @@ class Status:
         self.sizes: Callable[[], tuple[int, int]] | None = None
         self._lock = threading.Lock()
         self._state = State.STARTING
+        self._since = self.wall()  # when the state was entered (wall clock)
+        self._reason: str | None = None  # why it is paused, while it is
+        self._refused = 0  # deletes refused and waiting for a decision (refused.py)
         self._last_error: str | None = None
         self._error_from_s3 = False
         self._published: dict[str, StatusValue] = {}
@@ -71,19 +81,67 @@ class Status:
         with self._lock:
             return self._last_error
 
-    def set(self, state: State, *, only_from: State | None = None) -> None:
-        """Enter ``state`` (only when currently ``only_from``, if given)."""
+    @property
+    def since(self) -> float:
+        """When the current state was entered (wall clock)."""
+        with self._lock:
+            return self._since
+
+    @property
+    def reason(self) -> str | None:
+        """Why the folder is paused, while it is."""
+        with self._lock:
+            return self._reason
+
+    def set(
+        self, state: State, *, only_from: State | None = None, reason: str | None = None
+    ) -> None:
+        """Enter ``state`` (only when currently ``only_from``, if given); ``reason`` says
+        why a pause happens."""
         with self._lock:
             if only_from is not None and self._state is not only_from:
                 return
-            self._state = state
+            self._enter(state, reason)
+        self._show_state()
         self.publish(force=True)
 
     def pause(self, why: str) -> None:
         """Paused, with a warning that says why (the why first: whoever sees the pause can
         read it)."""
         self.error(why, level=logging.WARNING, keep_state=True)
-        self.set(State.PAUSED)
+        self.set(State.PAUSED, reason=why)
+
+    def refused(self, text: str, *, waiting: int | None = None) -> None:
+        """Deletes were refused by a guard: an error, counted as such in the metrics;
+        ``waiting``: how many refused deletes now wait for a decision (``ctl deletes``)."""
+        if self.metrics is not None:
+            self.metrics.error("delete_refused")
+        if waiting is not None:
+            self.waiting(waiting)
+        self.error(text)
+
+    def waiting(self, refused: int) -> None:
+        """How many refused deletes wait for a decision (after one was approved or
+        rejected, or a refusal was recorded)."""
+        with self._lock:
+            self._refused = refused
+        if self.metrics is not None:
+            self.metrics.refused(refused)
+        self.publish(force=True)
+
+    def _enter(self, state: State, reason: str | None) -> None:
+        """Change state (the caller holds the lock); the time is kept only on a change."""
+        if state is not self._state:
+            self._since = self.wall()
+        self._state = state
+        self._reason = reason if state is State.PAUSED else None
+
+    def _show_state(self) -> None:
+        """The state to the metrics: one gauge per state, up, and since when."""
+        if self.metrics is not None:
+            with self._lock:
+                state, since = self._state, self._since
+            self.metrics.state(state.value, since=since, up=state in _UP)
 
     def error(
         self,
@@ -97,8 +155,9 @@ class Status:
         success clears it (``s3``: S3 trouble, which the next good S3 call clears)."""
         with self._lock:
             self._last_error = text
-            if level >= logging.ERROR and not keep_state:
-                self._state = State.ERROR
+            entered = level >= logging.ERROR and not keep_state
+            if entered:
+                self._enter(State.ERROR, None)
                 self._error_from_s3 = s3
         logger.log(
             level,
@@ -107,6 +166,8 @@ class Status:
             text,
             extra={"folder": self.name, "event": "error", "error": text},
         )
+        if entered:
+            self._show_state()
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.status.set(last_error=text, last_error_at=self.wall())
@@ -118,7 +179,8 @@ class Status:
         with self._lock:
             if self._state is not State.ERROR or not self._error_from_s3:
                 return
-            self._state = State.WATCHING
+            self._enter(State.WATCHING, None)
+        self._show_state()
         self.publish(force=True)
 
     def publish(self, *, force: bool = False) -> None:
@@ -131,7 +193,14 @@ class Status:
         store = self.store
         if store is None:
             return
-        status: dict[str, StatusValue] = {"state": self.state.value, "polling": int(self.polling)}
+        with self._lock:
+            status: dict[str, StatusValue] = {
+                "state": self._state.value,
+                "state_since": self._since,
+                "state_reason": self._reason,
+                "refused_deletes": self._refused,
+                "polling": int(self.polling),
+            }
         if self.sizes is not None:
             pending, in_flight = self.sizes()
             with contextlib.suppress(Exception):

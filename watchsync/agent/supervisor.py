@@ -167,7 +167,7 @@ class Supervisor:
         self.failed[cfg.name] = _Failed(cfg, text, attempts, self.clock() + delay)
         fm = self.metrics.folder(cfg.name)
         fm.error("start")
-        fm.healthy(False)
+        fm.state(State.ERROR.value, since=time.time(), up=False)
         logger.error(
             "folder %s: cannot start: %s; retrying in %.0fs",
             cfg.name,
