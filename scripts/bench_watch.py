@@ -426,7 +426,7 @@ def measure_burst(
     listing at the end checks that every object is there."""
     burst = root / name
     upload_line = re.compile(
-        rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ \S+ upload: ("
+        rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ \S+ upload: \S+: ("
         + re.escape(name.encode())
         + rb"/\S+)",
         re.M,

@@ -52,6 +52,11 @@ NOT_RUN = {
     "tests/test_service_recipes.py runs the job's command as launchd would",
     "docker build -t watchsync -f Containerfile .": "needs a container engine: "
     "tests/test_service_recipes.py builds and runs the image where one answers",
+    "watchsync ctl --config /etc/watchsync/config.toml status   # what each folder does now": (
+        "steers a running service: tests/test_control.py runs ctl against a real agent "
+        "process (pause, resume, deletes approve) and tests/test_status_truth.py finds a "
+        "unit-started one from its config"
+    ),
 }
 
 

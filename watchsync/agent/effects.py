@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from watchsync.agent.metrics import FolderMetrics
 from watchsync.agent.outage import Outage
+from watchsync.agent.recent import Recent
 from watchsync.agent.status import Status
 from watchsync.core.errors import FailureKind, FileError, failure_of
 from watchsync.core.model import Action, Kind, SyncedEntry
@@ -144,9 +145,11 @@ class AgentEvents:
         status: Status,
         metrics: FolderMetrics,
         outage: Outage | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self.name = name
         self.outage = outage
+        self.recent = recent or Recent()
         self.where = where
         self.status = status
         self.metrics = metrics
@@ -164,8 +167,10 @@ class AgentEvents:
             self.on_changed(action.path)
         if action.kind is Kind.COPY:
             assert action.synced is not None
+            self.recent.add("copy", action.path, action.synced.path)
             logger.info(
-                "copy: %s -> %s (renamed)",
+                "copy: %s: %s -> %s (renamed)",
+                self.name,
                 action.synced.path,
                 action.path,
                 extra={"folder": self.name, "event": "copy", "path": action.path},
@@ -173,9 +178,11 @@ class AgentEvents:
             return
         verb = "upload" if action.kind in (Kind.UPLOAD, Kind.CONFLICT) else "download"
         self.metrics.transferred("up" if verb == "upload" else "down", nbytes)
+        self.recent.add(verb, action.path)
         logger.info(
-            "%s: %s",
+            "%s: %s: %s",
             verb,
+            self.name,
             action.path,
             extra={"folder": self.name, "event": verb, "path": action.path, "bytes": nbytes},
         )
@@ -185,8 +192,10 @@ class AgentEvents:
         if remote:
             self.on_changed(action.path)
         self.metrics.deleted("remote" if remote else "local")
+        self.recent.add("delete-remote" if remote else "delete-local", action.path)
         logger.info(
-            "delete: %s",
+            "delete: %s: %s",
+            self.name,
             self.where.url(action.path) if remote else action.path,
             extra={
                 "folder": self.name,
@@ -225,8 +234,10 @@ class AgentEvents:
         self.on_changed(name)
         self.on_changed(action.path)
         self.metrics.conflict()
+        self.recent.add("conflict", action.path, name)
         logger.warning(
-            "conflict: %s changed on both sides; the S3 version is kept as %s",
+            "conflict: %s: %s changed on both sides; the S3 version is kept as %s",
+            self.name,
             action.path,
             name,
             extra={"folder": self.name, "event": "conflict", "path": action.path},

@@ -36,10 +36,12 @@ from watchsync.agent.list_schedule import ListSchedule
 from watchsync.agent.local_changes import Dirty, LocalChanges
 from watchsync.agent.metrics import FolderMetrics, Metrics
 from watchsync.agent.outage import Outage, no_answer
+from watchsync.agent.recent import Recent
 from watchsync.agent.reconcile import Progress, Reconcile
 from watchsync.agent.refused import RefusedBatch, RefusedDeletes
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import State, Status
+from watchsync.agent.steering import Steering
 from watchsync.agent.upload_queue import Pending
 from watchsync.agent.uploader import SETTLED, Result, Retry, Uploader
 from watchsync.core.errors import Failure, WatchsyncError, failure_of
@@ -125,6 +127,8 @@ class Folder:
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
         self.store: StateStore | None = None
         self._reconcile_now = threading.Event()
+        self._going = threading.Event()  # clear while paused by the control channel
+        self._going.set()
         self._deleting = threading.Event()  # a delete batch is being sent
         self._threads: list[threading.Thread] = []
         self.watcher = _Watcher(self)
@@ -165,6 +169,18 @@ class Folder:
         self.pending, self.guards, self.executor = rooms.pending, rooms.guards, rooms.executor
         self.uploader, self.reconcile = rooms.uploader, rooms.reconcile
         self.changes = rooms.changes
+        self.refused = rooms.refused
+        self.steering = Steering(
+            self.cfg,
+            status=self.status,
+            store=store,
+            refused=rooms.refused,
+            recent=rooms.recent,
+            sizes=self._sizes,
+            going=self._going,
+            wake=self._reconcile_now.set,
+            rescan=self.rescan,
+        )
         store.status.set(
             state=State.STARTING.value,
             pid=os.getpid(),
@@ -242,6 +258,12 @@ class Folder:
         if listed is not None:
             listed.invalidate("a full pass was asked for")
         self._reconcile_now.set()
+
+    def rescan(self) -> None:
+        """A full pass now: the folder walked and the prefix listed."""
+        if self.store is not None:
+            self.watcher.lost("a rescan was asked for")
+        self.request_reconcile()
 
     def request_walk(self) -> None:
         """Run a pass as soon as possible for what only the local side may have lost (the
@@ -335,6 +357,8 @@ class Folder:
         next_at = self.clock() + self.cfg.reconcile_interval
         while not self.stop_event.wait(min(_TICK, max(0.0, next_at - self.clock()))):
             self.status.publish()
+            if not self._going.is_set():
+                continue  # paused by ctl: events are still collected, nothing is sent
             if not self.root.is_dir():
                 self._pause_until_root_returns()
                 next_at = self.clock()
@@ -376,14 +400,17 @@ class Folder:
     # -- workers ------------------------------------------------------------------------------
 
     def _wait_for_endpoint(self) -> bool:
-        """Wait while the endpoint does not answer; False once stopping."""
-        while not self.outage.up.wait(_TICK):
+        """Wait while the endpoint does not answer or the folder is paused; False once
+        stopping."""
+        while not (self._going.wait(_TICK) and self.outage.up.wait(_TICK)):
             if self.stop_event.is_set():
                 return False
         return not self.stop_event.is_set()
 
     def _upload_worker(self) -> None:
         while self._wait_for_endpoint() and (items := self.pending.take_many(_UPLOAD_BATCH)):
+            if not self._wait_for_endpoint():  # paused (or cut off) while waiting for work
+                return  # stopping: the journal keeps the paths taken
             try:
                 results = self.uploader.process_many(items)
             except Exception:
@@ -479,7 +506,7 @@ class _Passes:
     def reconcile(self) -> None:
         """One full pass now, unless the folder is missing or S3 does not answer."""
         f = self.folder
-        if not f.root.is_dir() or f.outage.is_down:
+        if not f.root.is_dir() or f.outage.is_down or not f._going.is_set():
             return
         progress = f.on_progress if f.reconcile.count == 0 else None
         try:
@@ -544,7 +571,7 @@ class _Watcher:
             f.root,
             time.monotonic() - t0,
         )
-        self._lost("the watcher (re)started")
+        self.lost("the watcher (re)started")
         if self._debounce is None:
             self._debounce = DebounceThread(
                 f.debouncer, f.changes.ready, f.stop_event, name=f"watchsync-debounce-{f.cfg.name}"
@@ -563,7 +590,7 @@ class _Watcher:
         """Ready paths are being handed to the queue right now."""
         return self._debounce is not None and self._debounce.busy.is_set()
 
-    def _lost(self, why: str) -> None:
+    def lost(self, why: str) -> None:
         """Events may have been lost: the next pass walks the whole folder."""
         dirty = self.folder.reconcile.dirty
         if dirty is not None:
@@ -571,17 +598,17 @@ class _Watcher:
 
     def _on_overflow(self) -> None:
         self.folder.metrics.overflow()
-        self._lost("the watcher overflowed")
+        self.lost("the watcher overflowed")
         # Only inotify's events were lost: S3's side is as the feed and the state say.
         self.folder.request_walk()
 
     def _on_root_gone(self) -> None:
-        self._lost("the folder's root went away")
+        self.lost("the folder's root went away")
         self.folder.request_reconcile()
 
     def _on_ignore_changed(self) -> None:
         self.folder.scope.reload()
-        self._lost("the ignore rules changed")
+        self.lost("the ignore rules changed")
         self.folder.request_reconcile()
 
 
@@ -611,6 +638,7 @@ class Rooms:
     reconcile: Reconcile
     changes: LocalChanges
     refused: RefusedDeletes
+    recent: Recent
     feed: Feed | None = None
 
 
@@ -684,7 +712,10 @@ def wire(
         follow_symlinks=cfg.follow_symlinks,
         wall=wall,
     )
-    events = AgentEvents(cfg.name, cfg.where, status=status, metrics=metrics, outage=outage)
+    recent = Recent(wall=wall)
+    events = AgentEvents(
+        cfg.name, cfg.where, status=status, metrics=metrics, outage=outage, recent=recent
+    )
     executor = Executor(
         transfer,
         recorder=StoreRecorder(store),
@@ -765,5 +796,5 @@ def wire(
         events.on_changed = feed.note
         listed.untrusted = feed.untrusted
     return Rooms(
-        pending, deletes, conflicts, executor, uploads, reconcile, changes, refused, feed
+        pending, deletes, conflicts, executor, uploads, reconcile, changes, refused, recent, feed
     )

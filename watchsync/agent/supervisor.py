@@ -10,7 +10,8 @@ unreadable, another agent holds it) is logged, counted and retried with backoff 
 others sync; faults once running (a missing folder, a refused bucket) are the folder's own
 business (it pauses or retries) and show in ``watchsync status``.
 
-Must not touch: files, S3, the state (each folder owns its own).
+Must not touch: files, S3, the state (each folder owns its own); the control socket only
+through control_socket.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from types import FrameType
 
 from watchsync.agent import systemd as sdnotify
 from watchsync.agent.config import AgentConfig, FolderConfig
+from watchsync.agent.control import Control
+from watchsync.agent.control_socket import ControlServer, remove_stale, socket_path
 from watchsync.agent.folder import Folder
 from watchsync.agent.metrics import Metrics
 from watchsync.agent.progress import ReconcileProgress
@@ -85,6 +88,12 @@ class Supervisor:
         self.metrics = Metrics()
         self.folders: dict[str, Folder] = {}
         self.failed: dict[str, _Failed] = {}
+        # The control channel's commands (ctl and the status page), over the running folders.
+        self.control = Control(
+            folders=lambda: {name: f.steering for name, f in dict(self.folders).items()},
+            failing=lambda: {name: f.error for name, f in dict(self.failed).items()},
+        )
+        self._control_server: ControlServer | None = None
         self._signals = 0
         self._watchdog = sdnotify.watchdog_interval(self.env)
         self._last_ping = 0.0
@@ -263,6 +272,9 @@ class Supervisor:
                 self.metrics.forget(name)
         self.config = new
         self._apply_globals(old, new)
+        if new.state_dir != old.state_dir:
+            self._close_control()
+            self._serve_control()
         added = 0
         for name, cfg in wanted.items():
             if name not in self.folders:
@@ -307,12 +319,36 @@ class Supervisor:
             ) from None
         logger.info("metrics: serving on http://%s/metrics", addr)
 
+    def _serve_control(self) -> None:
+        """The control socket in the state directory; without it the agent still runs."""
+        state_dir = self.config.state_dir
+        server = ControlServer(socket_path(state_dir, os.getpid()), self.control.handle)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale(state_dir, platform.pid_alive)
+            server.start()
+        except OSError as exc:
+            logger.warning(
+                "control: cannot listen on %s (%s); `watchsync ctl` will not reach this agent",
+                server.path,
+                exc.strerror or exc,
+            )
+            return
+        self._control_server = server
+        logger.debug("control: listening on %s", server.path)
+
+    def _close_control(self) -> None:
+        server, self._control_server = self._control_server, None
+        if server is not None:
+            server.close()
+
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until stopped; returns the exit code."""
         if self.config.metrics_addr:
             self._serve_metrics(self.config.metrics_addr)
+        self._serve_control()
         try:
             self.start_all()
             if not self.folders and self.config.folders:
@@ -332,6 +368,7 @@ class Supervisor:
             sdnotify.stopping(env=self.env)
             self._stop_folders(list(self.folders))
             self.metrics.close()
+            self._close_control()
             logger.info("watch: stopped", extra={"event": "stop"})
         return 0
 

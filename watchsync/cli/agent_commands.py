@@ -1,4 +1,4 @@
-"""The agent's commands: ``watch``, ``status``, ``reload`` and ``check``."""
+"""The agent's commands: ``watch``, ``status``, ``reload``, ``check`` and ``ctl``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from watchsync.agent.config import (
     default_state_dir,
     load_config,
 )
+from watchsync.cli.ctl_command import run_ctl
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
 from watchsync.core.filters import ordered_rules
 from watchsync.fs.platform import inotify_watch_limit, pid_alive, request_reload
@@ -31,11 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 def run_agent_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Dispatch ``status``/``reload``/``check`` (``watch`` goes through :func:`run_watch`)."""
+    """Dispatch ``status``/``reload``/``check``/``ctl`` (``watch`` goes through
+    :func:`run_watch`)."""
     if args.command == "status":
         return _status(args)
     if args.command == "reload":
         return _reload(args)
+    if args.command == "ctl":
+        return run_ctl(args)
     return _check(args)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``watchsync sync|watch|status|reload|check|completion|manpage``.
+"""Command line: ``watchsync sync|watch|status|reload|check|ctl|completion|manpage``.
 
 The only module that configures logging handlers and turns errors into exit codes.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from watchsync import __version__
 from watchsync.cli.agent_commands import agent_config, run_agent_command, run_watch
+from watchsync.cli.ctl_command import add_ctl_command
 from watchsync.cli.output import Reporter
 from watchsync.cli.shell import add_shell_commands, completion_script, man_page
 from watchsync.cli.sync_command import SyncRequest, run_sync
@@ -187,6 +188,7 @@ def add_agent_commands(sub: Any) -> None:
     c.add_argument("--config", type=Path, required=True)
     add_debug_option(s)
     add_debug_option(c)
+    add_ctl_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
