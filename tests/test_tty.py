@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import sys
@@ -76,7 +77,33 @@ def test_sync_shows_a_progress_bar_on_a_terminal(
     )
     text = out.decode("utf-8", "replace")
     assert "300/300 files" in text  # the bar's counter reached the total
+    # The plan is read ahead: the bar shows a fraction only once the walk and the listing
+    # have ended, and then of the whole plan (never "12/40 files" with a total still growing).
+    totals = {int(total) for _done, total in re.findall(r"(\d+)/(\d+) files", text)}
+    assert totals == {300}, totals
+    assert re.search(r"\d+\.\d (KiB|MiB)/s", text)  # a rate, in --bwlimit's binary units
     assert text.count("upload: ") == 300  # and every aws-format line is still there
+    # A closing line once the bar has gone: counts, bytes, time and rate.
+    assert re.search(
+        r"Completed 300 uploads: 600\.0 KiB in \d+\.\ds \(\d+(\.\d)? (B|KiB|MiB)/s\)", text
+    )
+
+
+def test_sync_on_a_terminal_is_quiet_about_progress_when_asked(
+    s3server: SeaweedServer, bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src, 3)
+    watchsync = [sys.executable, "-m", "watchsync"]
+    out = run_in_pty(
+        [*watchsync, "sync", str(src), f"s3://{bucket}/p", "--no-progress"],
+        _env(s3server, tmp_path),
+        until=b"\x00never",
+    )
+    text = out.decode("utf-8", "replace")
+    assert text.count("upload: ") == 3
+    assert not re.search(r"\d+/\d+\+? files", text)  # no bar
+    assert "Completed" not in text  # and no summary line
 
 
 def test_first_reconcile_shows_progress_on_a_terminal(

@@ -58,6 +58,17 @@ def add_metadata_options(g: Any) -> None:
     )
 
 
+def add_output_option(p: argparse.ArgumentParser) -> None:
+    """``--output json``: the run's summary as one JSON object, the last line on stdout."""
+    p.add_argument(
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="json: end with a summary object for scripts (counts, bytes, seconds, exit "
+        "code), printed even with --quiet",
+    )
+
+
 def add_debug_option(p: argparse.ArgumentParser) -> None:
     """``--debug`` after the command too; SUPPRESS keeps one given before it."""
     p.add_argument(
@@ -110,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--quiet", action="store_true", help="print nothing")
     s.add_argument("--only-show-errors", action="store_true", help="print errors only")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--no-progress", action="store_true", help="no progress bar and no summary line"
+    )
+    add_output_option(s)
     add_filter_options(s)
     add_s3_options(s)
     add_debug_option(s)
@@ -224,12 +238,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _sync(args: argparse.Namespace, argv: Sequence[str]) -> int:
     req = sync_request(args, argv)
-    progress = not (args.no_progress or args.quiet or args.only_show_errors) and sys.stdout.isatty()
-    reporter = Reporter(quiet=args.quiet, only_show_errors=args.only_show_errors, progress=progress)
-    with reporter:
-        run_sync(req, reporter)
+    # The bar, and the summary line that replaces it at the end, are for a person at a
+    # terminal; a pipe gets the aws-format lines alone (or the JSON summary it asks for).
+    shown = not (args.no_progress or args.quiet or args.only_show_errors) and sys.stdout.isatty()
+    reporter = Reporter(
+        quiet=args.quiet,
+        only_show_errors=args.only_show_errors,
+        progress=shown,
+        summary=shown,
+        json_summary=args.output == "json",
+    )
+    try:
+        with reporter:
+            run_sync(req, reporter)
+    except WatchsyncError as exc:
+        reporter.summary(exit_code=exc.exit_code, dry_run=req.dry_run, error=str(exc))
+        raise
     t = reporter.totals
-    return EXIT_PARTIAL if (t.failed or t.skipped) else EXIT_OK
+    code = EXIT_PARTIAL if (t.failed or t.skipped) else EXIT_OK
+    reporter.summary(exit_code=code, dry_run=req.dry_run)
+    return code
 
 
 def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:

@@ -1,38 +1,106 @@
 """What a run tells the user: aws-format action lines on stdout, one-line problems on stderr,
-and a progress bar on a terminal."""
+a progress bar on a terminal, and a closing summary (a line, or one JSON object for
+scripts).  Sizes and rates are in binary units, as ``--bwlimit`` counts them."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from rich.console import Console
+from rich.filesize import pick_unit_and_suffix
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
-    TransferSpeedColumn,
+    TimeRemainingColumn,
 )
+from rich.text import Text
 
 from watchsync.agent.progress import stderr_console
+
+_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+
+
+def binary_size(nbytes: float) -> str:
+    """A byte count in powers of 1024, as ``--bwlimit`` reads them.
+
+    >>> binary_size(0), binary_size(1023), binary_size(1536), binary_size(3_774_873)
+    ('0 B', '1023 B', '1.5 KiB', '3.6 MiB')
+    """
+    unit, suffix = pick_unit_and_suffix(int(nbytes), _UNITS, 1024)
+    return f"{int(nbytes)} B" if unit == 1 else f"{nbytes / unit:.1f} {suffix}"
 
 
 @dataclass
 class Totals:
-    """Counters of one run; ``failed`` and ``skipped`` decide the exit code."""
+    """Counters of one run, for its summary (in a dry run: what would be done);
+    ``failed`` and ``skipped`` decide the exit code."""
 
+    uploaded: int = 0
+    downloaded: int = 0
+    deleted: int = 0
+    bytes: int = 0  # of the files copied
     failed: int = 0
     skipped: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
+@dataclass
+class PlanProgress:
+    """The bar's numbers: the plan's transfers as far as it is known, and how far they got.
+
+    ``planning`` stays true until the walk and the listing have ended; until then the totals
+    are only a floor and the bar shows no fraction.
+    """
+
+    planning: bool = True
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+
+    def describe(self) -> str:
+        """The bar's label.
+
+        >>> PlanProgress(True, 12, 0, 3, 0).describe(), PlanProgress(False, 12, 0, 3).describe()
+        ('planning… 3/12+ files', '3/12 files')
+        """
+        if self.planning:
+            return f"planning… {self.files_done}/{self.files_total}+ files"
+        return f"{self.files_done}/{self.files_total} files"
+
+
+class _Bytes(ProgressColumn):
+    """Bytes moved, and of how many once the plan is known (binary units)."""
+
+    def render(self, task: Task) -> Text:
+        done = binary_size(task.completed)
+        if task.total is None or not task.fields.get("by_bytes", True):
+            return Text(done, style="progress.download")
+        return Text(f"{done}/{binary_size(task.total)}", style="progress.download")
+
+
+class _Rate(ProgressColumn):
+    """The recent transfer rate in binary units (rich's own column counts in 1000s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed if task.fields.get("by_bytes", True) else None
+        return Text(f"{binary_size(speed)}/s" if speed else "", style="progress.data.speed")
+
+
 class Reporter:
-    """Thread-safe printer of the lines scripts parse, with an optional rich progress bar.
+    """Thread-safe printer of the lines scripts parse, with an optional rich progress bar
+    and a closing summary.
 
     >>> Reporter(out=sys.stdout, err=sys.stderr).line("upload: a to s3://b/a")
     upload: a to s3://b/a
@@ -46,30 +114,45 @@ class Reporter:
         quiet: bool = False,
         only_show_errors: bool = False,
         progress: bool = False,
+        summary: bool = False,
+        json_summary: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.quiet = quiet
         self.only_errors = only_show_errors
         self.totals = Totals()
+        self.plan = PlanProgress()
+        self.summary_line = summary and not (quiet or only_show_errors)
+        self.json_summary = json_summary
+        self._clock = clock
+        self._started = clock()
         # Flush per line only for a person watching; a pipe gets block-buffered output.
         self._ttys = [s for s in (self.out, self.err) if self._interactive(s)]
         self._lock = threading.Lock()
         self._progress: Progress | None = None
-        self._files_total = self._files_done = 0
-        if progress and not quiet:
+        if progress and not (quiet or only_show_errors):
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
+                _Bytes(),
+                _Rate(),
+                TimeRemainingColumn(),
                 TimeElapsedColumn(),
                 console=Console(file=self.out),
                 transient=True,
+                speed_estimate_period=10.0,
             )
-            self._task = self._progress.add_task("0/0 files", total=0)
+            self._task = self._progress.add_task(self.plan.describe(), total=None)
+
+    @property
+    def wants_plan_totals(self) -> bool:
+        """Whether a bar shows the plan's totals: the plan is then read ahead to count them."""
+        return self._progress is not None
 
     def __enter__(self) -> Reporter:
+        self._started = self._clock()
         if self._progress is not None:
             self._progress.start()
         return self
@@ -78,23 +161,60 @@ class Reporter:
         if self._progress is not None:
             self._progress.stop()
 
+    # -- the bar -----------------------------------------------------------------------------
+
     def planned(self, nbytes: int) -> None:
-        """One more transfer was planned; grows the bar's totals."""
-        if self._progress is not None:
-            with self._lock:
-                self._files_total += 1
-                total = (self._progress.tasks[0].total or 0) + nbytes
-                self._progress.update(self._task, total=total, description=self._describe())
+        """One more transfer of ``nbytes`` found in the plan."""
+        with self._lock:
+            self.plan.files_total += 1
+            self.plan.bytes_total += nbytes
+            self._show()
 
-    def done(self, nbytes: int) -> None:
-        """One planned transfer finished (well or not)."""
-        if self._progress is not None:
-            with self._lock:
-                self._files_done += 1
-                self._progress.update(self._task, advance=nbytes, description=self._describe())
+    def planned_all(self) -> None:
+        """The walk and the listing have ended: the plan's totals are known."""
+        with self._lock:
+            self.plan.planning = False
+            self._show()
 
-    def _describe(self) -> str:
-        return f"{self._files_done}/{self._files_total} files"
+    def moved(self, nbytes: int) -> None:
+        """``nbytes`` more went up or came down."""
+        with self._lock:
+            self.plan.bytes_done += nbytes
+            self._show()
+
+    def settled(self, nbytes: int, *, needed: bool = True) -> None:
+        """One planned transfer of ``nbytes`` is over (done or failed); ``needed`` false:
+        it turned out to be current (the object's kept mtime said so), so the plan was
+        smaller than it looked."""
+        with self._lock:
+            if needed:
+                self.plan.files_done += 1
+            else:
+                self.plan.files_total -= 1
+                self.plan.bytes_total -= nbytes
+            self._show()
+
+    def _show(self) -> None:
+        """Bring the bar up to date (the caller holds the lock).  It counts bytes, or files
+        when the plan moves none (only empty files)."""
+        if self._progress is None:
+            return
+        plan = self.plan
+        by_bytes = plan.planning or plan.bytes_total > 0
+        if plan.planning:
+            total: int | None = None
+        else:
+            total = plan.bytes_total if by_bytes else max(plan.files_total, 1)
+        done = plan.bytes_done if by_bytes else plan.files_done
+        self._progress.update(
+            self._task,
+            description=plan.describe(),
+            total=total,
+            completed=min(done, total) if total is not None else done,
+            by_bytes=by_bytes,
+        )
+
+    # -- lines -------------------------------------------------------------------------------
 
     def line(self, text: str) -> None:
         """An action line on stdout (suppressed by ``--quiet`` and ``--only-show-errors``)."""
@@ -108,6 +228,28 @@ class Reporter:
             return
         self._print(self.err, text)
 
+    def summary(self, *, exit_code: int, dry_run: bool = False, error: str | None = None) -> None:
+        """The run's closing summary, once the bar is gone: a line (unless silenced), and
+        with ``--output json`` one JSON object, the last line on stdout.  A run ended by an
+        error (``error``) has no summary line (its one-line error says it), only JSON."""
+        seconds = self._clock() - self._started
+        t = self.totals
+        if self.json_summary:
+            report = {
+                "uploaded": t.uploaded,
+                "downloaded": t.downloaded,
+                "deleted": t.deleted,
+                "bytes": t.bytes,
+                "failed": t.failed,
+                "skipped": t.skipped,
+                "seconds": round(seconds, 3),
+                "dryrun": dry_run,
+                "exit_code": exit_code,
+            } | ({"error": error} if error is not None else {})
+            self._print(self.out, json.dumps(report))
+        elif self.summary_line and error is None:
+            self._print(self.out, summary_line(t, seconds, dry_run=dry_run))
+
     @staticmethod
     def _interactive(stream: TextIO) -> bool:
         """Whether a person is probably reading ``stream`` live."""
@@ -118,12 +260,40 @@ class Reporter:
 
     def _print(self, stream: TextIO, text: str) -> None:
         with self._lock:
-            if self._progress is not None:
+            if self._progress is not None and self._progress.live.is_started:
                 self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
             else:
                 stream.write(text + "\n")
                 if stream in self._ttys:
                     stream.flush()
+
+
+def summary_line(t: Totals, seconds: float, *, dry_run: bool = False) -> str:
+    """The human closing line: what was done, how much, how long, and what went wrong.
+
+    >>> summary_line(Totals(uploaded=900, deleted=8, bytes=3_774_873), 10.2)
+    'Completed 900 uploads, 8 deletes: 3.6 MiB in 10.2s (361.4 KiB/s)'
+    >>> summary_line(Totals(downloaded=1, failed=2, skipped=1, bytes=10), 0.5)
+    'Completed 1 download: 10 B in 0.5s (20 B/s); 2 failed, 1 skipped'
+    >>> summary_line(Totals(), 0.81), summary_line(Totals(uploaded=3, bytes=2048), 1, dry_run=True)
+    ('Completed: nothing to do (0.8s)', '(dryrun) Would do 3 uploads: 2.0 KiB')
+    """
+    counts = [
+        f"{n} {word}{'' if n == 1 else 's'}"
+        for n, word in ((t.uploaded, "upload"), (t.downloaded, "download"), (t.deleted, "delete"))
+        if n
+    ]
+    problems = [f"{n} {word}" for n, word in ((t.failed, "failed"), (t.skipped, "skipped")) if n]
+    tail = f"; {', '.join(problems)}" if problems else ""
+    if dry_run:
+        return f"(dryrun) Would do {', '.join(counts) or 'nothing'}: {binary_size(t.bytes)}{tail}"
+    if not counts:
+        return f"Completed: nothing to do ({seconds:.1f}s){tail}"
+    rate = binary_size(t.bytes / seconds) if seconds > 0 else binary_size(t.bytes)
+    return (
+        f"Completed {', '.join(counts)}: {binary_size(t.bytes)} in {seconds:.1f}s "
+        f"({rate}/s){tail}"
+    )
 
 
 class ConsoleLogHandler(logging.Handler):
@@ -135,5 +305,3 @@ class ConsoleLogHandler(logging.Handler):
             stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
         except Exception:
             self.handleError(record)
-
-

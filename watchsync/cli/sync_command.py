@@ -3,9 +3,10 @@ what happens in ``aws s3 sync``'s format."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from watchsync.core.filters import Filters
 from watchsync.core.model import Action, Direction, Kind, Skipped, without_skipped
 from watchsync.core.plan import SyncOptions, plan_sync
 from watchsync.engine.executor import Executor
+from watchsync.engine.lookahead import Lookahead
 from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import guard_temp_files
@@ -86,20 +88,40 @@ class SyncEvents:
         self.display = display
         self.stop = stop or threading.Event()
         self.gone = gone
+        # Transfers that moved or failed, until they settle: one that settles without
+        # either turned out to be current (the object's kept mtime said so).
+        self._ended: set[str] = set()
+        self._lock = threading.Lock()
 
     def started(self, action: Action) -> None:
-        self.reporter.planned(_size(action))
+        pass  # the bar counts the plan as it is read (Lookahead), not as it starts
 
     def settled(self, action: Action) -> None:
-        self.reporter.done(_size(action))
+        with self._lock:
+            needed = action.path in self._ended
+            self._ended.discard(action.path)
+        self.reporter.settled(_size(action), needed=needed)
 
     def finished(self, action: Action, nbytes: int) -> None:
+        totals = self.reporter.totals
+        with totals.lock:
+            totals.bytes += nbytes
+            if action.kind is Kind.UPLOAD:
+                totals.uploaded += 1
+            else:
+                totals.downloaded += 1
+        with self._lock:
+            self._ended.add(action.path)
         self.reporter.line(self.display.describe(action))
 
     def deleted(self, action: Action) -> None:
+        with self.reporter.totals.lock:
+            self.reporter.totals.deleted += 1
         self.reporter.line(self.display.describe(action))
 
     def failed(self, action: Action, exc: Exception) -> None:
+        with self._lock:
+            self._ended.add(action.path)
         with self.reporter.totals.lock:
             self.reporter.totals.failed += 1
         failure = failure_of(exc)
@@ -120,6 +142,15 @@ class SyncEvents:
         )
 
     def would(self, action: Action) -> None:
+        totals = self.reporter.totals
+        with totals.lock:
+            if action.kind is Kind.UPLOAD:
+                totals.uploaded += 1
+            elif action.kind is Kind.DOWNLOAD:
+                totals.downloaded += 1
+            else:
+                totals.deleted += 1
+            totals.bytes += _size(action) if action.kind in _COPIES else 0
         self.reporter.line("(dryrun) " + self.display.describe(action))
 
     def conflict(self, action: Action, name: str) -> None:  # pragma: no cover - never planned
@@ -162,7 +193,12 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
     )
     stop = stop or threading.Event()
     with open_transfer(
-        req.s3, req.url, root, native_ok=not req.dry_run, give_up_after=GIVE_UP_AFTER
+        req.s3,
+        req.url,
+        root,
+        native_ok=not req.dry_run,
+        give_up_after=GIVE_UP_AFTER,
+        on_bytes=reporter.moved,
     ) as transfer:
         local = without_skipped(
             walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
@@ -190,9 +226,28 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
             follow_symlinks=req.follow_symlinks,
             stop=stop,
         )
-        executor.run(plan_sync(local, remote, opts=opts), skipped=lambda: reporter.totals.skipped)
+        plan: Iterable[Action] = plan_sync(local, remote, opts=opts)
+        with contextlib.ExitStack() as ahead:
+            if reporter.wants_plan_totals:
+                # The bar's totals are known once the walk and the listing end, long before
+                # the transfers do: the plan is read ahead (to disk past a few batches).
+                plan = ahead.enter_context(
+                    Lookahead(
+                        plan, on_item=lambda a: _count(reporter, a), on_end=reporter.planned_all
+                    )
+                )
+            executor.run(plan, skipped=lambda: reporter.totals.skipped)
         if transfer.reachability.gone is not None:
             raise transfer.reachability.gone
+
+
+_COPIES = frozenset({Kind.UPLOAD, Kind.DOWNLOAD})
+
+
+def _count(reporter: Reporter, action: Action) -> None:
+    """A planned action as the bar counts it: transfers only (deletes run last, quickly)."""
+    if action.kind in _COPIES:
+        reporter.planned(_size(action))
 
 
 def _size(action: Action) -> int:

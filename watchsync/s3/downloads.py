@@ -83,6 +83,7 @@ class Downloads:
         limiter: RateLimiter | None,
         threshold: int,
         config: TransferConfig,
+        on_bytes: Callable[[int], None] = lambda _n: None,
     ) -> None:
         self.client = client
         self.where = where
@@ -90,6 +91,7 @@ class Downloads:
         self.settings = settings
         self._call = call
         self.limiter = limiter
+        self.on_bytes = on_bytes  # the bytes of each body as they are read
         self.threshold = threshold
         self._config = config
         self._root_real = os.path.realpath(root)
@@ -229,6 +231,7 @@ class Downloads:
                 while chunk := body.read(_CHUNK):
                     if self.limiter:
                         self.limiter.take(len(chunk))
+                    self.on_bytes(len(chunk))
                     out.write(chunk)
         except botocore.exceptions.FlexibleChecksumError as exc:
             raise ChecksumMismatch(key, str(exc)) from exc
@@ -239,7 +242,7 @@ class Downloads:
     def _get_multipart(self, key: str, tmp: Path, size: int) -> Mapping[str, str]:
         """Ranged GETs into ``tmp`` (s3transfer), then one HEAD for what they do not carry:
         the whole object's checksum and its user metadata."""
-        subscribers: list[BaseSubscriber] = [_ProvideSize(size)]
+        subscribers: list[BaseSubscriber] = [_ProvideSize(size), _Told(self.on_bytes)]
         if self.limiter is not None:
             subscribers.append(_Paced(self.limiter))
         future = self._manager().download(self.where.bucket, key, str(tmp), subscribers=subscribers)
@@ -288,3 +291,15 @@ class _Paced(BaseSubscriber):
 
     def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
         self._limiter.take(bytes_transferred)
+
+
+class _Told(BaseSubscriber):
+    """Tells ``on_bytes`` of the bytes s3transfer's ranged GETs read (a retried range's
+    rewind, a negative amount, is not passed on)."""
+
+    def __init__(self, on_bytes: Callable[[int], None]) -> None:
+        self._on_bytes = on_bytes
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        if bytes_transferred > 0:
+            self._on_bytes(bytes_transferred)

@@ -57,6 +57,7 @@ class Multipart:
         limiter: RateLimiter | None,
         part_size: int,
         concurrency: int,
+        on_bytes: Callable[[int], None] = lambda _n: None,
     ) -> None:
         self.client = client
         self.where = where
@@ -65,6 +66,7 @@ class Multipart:
         self.limiter = limiter
         self.part_size = part_size
         self.concurrency = concurrency
+        self.on_bytes = on_bytes  # each part sent, as it is stored
 
     def upload(
         self, f: Any, key: str, size: int, extra: dict[str, Any], conditions: dict[str, str]
@@ -253,6 +255,7 @@ class Multipart:
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **extra
             )
             etags[number] = resp.get("ETag", "").strip('"')
+            self.on_bytes(len(data))
 
         if kept:
             logger.info("upload: resuming %s, %d of %d parts already sent", key, len(kept), count)

@@ -173,6 +173,7 @@ class Transfer:
         crt: native.CrtUploader | None = None,
         owns_client: bool = False,
         give_up_after: int | None = None,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.client = client
         self.reachability = Reachability(give_up_after, what=client.meta.endpoint_url)
@@ -188,6 +189,9 @@ class Transfer:
         self.settings = settings or S3Settings()
         self.retry = retry or RetryPolicy()
         self.limiter = limiter
+        # Told of the bytes of each upload and download as they go (a progress display):
+        # a small upload's when it is stored, a large one's part by part, downloads as read.
+        self.on_bytes = on_bytes or _nothing
         self.threshold = multipart_threshold
         self._config = TransferConfig(
             multipart_threshold=multipart_threshold,
@@ -206,6 +210,7 @@ class Transfer:
             limiter=limiter,
             threshold=multipart_threshold,
             config=self._config,
+            on_bytes=self.on_bytes,
         )
         self._parts = Multipart(
             client,
@@ -215,6 +220,7 @@ class Transfer:
             limiter=limiter,
             part_size=self._config.multipart_chunksize,
             concurrency=self._config.max_request_concurrency,
+            on_bytes=self.on_bytes,
         )
 
     def _call(self, fn: Callable[[], T], *, what: str) -> T:
@@ -307,6 +313,7 @@ class Transfer:
                         extra["ChecksumAlgorithm"] = "CRC32C"
                     etag = self._put(f, key, extra)
                     self._native_unusable()
+                self.on_bytes(st.st_size)
         return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
 
     def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
@@ -579,6 +586,10 @@ _HEADERS = {
 }
 
 
+def _nothing(_nbytes: int) -> None:
+    """No one is told of the bytes moved."""
+
+
 def open_transfer(
     settings: S3Settings,
     where: S3Url,
@@ -588,6 +599,7 @@ def open_transfer(
     native_ok: bool = True,
     retry: RetryPolicy | None = None,
     give_up_after: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> Transfer:
     """The one way both commands get a :class:`Transfer`, with the one native-client rule.
 
@@ -595,6 +607,7 @@ def open_transfer(
     the whole S3 connection: tests, proxies) and the caller allows it (not for a dry run);
     a bandwidth cap paces it like boto3 (each request waits for its bytes).  The caller
     closes the transfer (it is a context manager), which closes the client it made.
+    ``on_bytes`` is told of the bytes moved (see :class:`Transfer`).
     """
     owns = client is None
     s3 = client if client is not None else make_client(settings)
@@ -610,6 +623,7 @@ def open_transfer(
         crt=uploader,
         owns_client=owns,
         give_up_after=give_up_after,
+        on_bytes=on_bytes,
     )
 
 
