@@ -31,12 +31,12 @@ from pathlib import Path
 from watchsync.agent.list_schedule import ListSchedule
 from watchsync.agent.local_changes import Dirty, Taken
 from watchsync.agent.metrics import FolderMetrics
+from watchsync.agent.progress import PassProgress, PassWatch
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import State, Status
 from watchsync.agent.upload_queue import Pending
 from watchsync.core.filters import is_reserved
 from watchsync.core.model import (
-    Action,
     LocalEntry,
     Mode,
     RemoteEntry,
@@ -109,6 +109,16 @@ class Reconcile:
         self.clock = clock
         self.count = 0  # passes completed
         self.listings = 0  # ... of which listed the whole prefix
+        # The current (or last) pass's progress; an INFO line every this many seconds while
+        # a pass lasts longer.
+        self.watch: PassWatch | None = None
+        self.progress_every = 5.0
+
+    def progress(self) -> PassProgress | None:
+        """How far the current pass has got (``finished``: the last pass, over), or None
+        before the first: what ``watchsync status`` shows of a long first pass."""
+        watch = self.watch
+        return watch.snapshot() if watch is not None else None
 
     def run(self, *, progress: Progress | None = None) -> ReconcileStats:
         """One pass; a failed listing is raised (a :class:`~watchsync.core.errors.Failure`
@@ -206,13 +216,14 @@ class Reconcile:
                     changed_side(self.root, taken, synced, options=options, looked=looked),
                     skip,
                 )
-        scanned = [0]
-        if progress is not None:
-            local = _counted(local, scanned)
+        watch = self.watch = PassWatch(
+            self.name, every=self.progress_every, show=progress, clock=self.clock, wall=self.wall
+        )
+        # Counted only where a side is read whole (a side taken from the state is not news).
+        local = watch.local(local) if taken.full is not None else local
+        remote = watch.remote(remote) if listing is not None else remote
         opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
-        plan: Iterable[Action] = plan_reconcile(local, remote, state, opts=opts)
-        if progress is not None:
-            plan = _reported(plan, lambda n: progress(self.name, scanned[0], n, False))
+        plan = watch.plan(plan_reconcile(local, remote, state, opts=opts))
         queue = self.pending.batch()
         try:
             passed = self.executor.run(plan, skipped=skipped, route=queue.route)
@@ -224,8 +235,7 @@ class Reconcile:
             # watcher did not report): the next pass looks at it as it is.
             self.dirty.note(passed.stale)
         duration = self.clock() - t0
-        if progress is not None:
-            progress(self.name, scanned[0], sum(passed.planned.values()), True)
+        watch.finish()
         self.count += 1
         self.listings += listing is not None
         self.store.status.set(
@@ -401,18 +411,3 @@ def _reporting(
         if isinstance(item, Skipped):
             on_skip(item)
         yield item
-
-
-def _counted(stream: Iterable[LocalEntry], box: list[int]) -> Iterator[LocalEntry]:
-    """Count entries as they stream past (for the progress display)."""
-    for entry in stream:
-        box[0] += 1
-        yield entry
-
-
-def _reported(plan: Iterable[Action], report: Callable[[int], None]) -> Iterator[Action]:
-    """Report the number of planned actions every 200 (for the progress display)."""
-    for n, action in enumerate(plan, 1):
-        if n % 200 == 0:
-            report(n)
-        yield action
