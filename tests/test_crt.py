@@ -230,43 +230,6 @@ def test_https_endpoint_builds_tls_client(s3server: SeaweedServer) -> None:
         pass
 
 
-@pytest.mark.parametrize(
-    ("status", "body", "kind", "code"),
-    [
-        (
-            412,
-            b"<Error><Code>PreconditionFailed</Code></Error>",
-            FailureKind.PRECONDITION,
-            "PreconditionFailed",
-        ),
-        (
-            503,
-            b"<Error><Code>SlowDown</Code><Message>m</Message></Error>",
-            FailureKind.TRANSIENT,
-            "SlowDown",
-        ),
-        (500, b"", FailureKind.TRANSIENT, "500"),
-        (404, b"<Error><Code>NoSuchBucket</Code></Error>", FailureKind.REFUSED, "NoSuchBucket"),
-    ],
-)
-def test_response_errors_classified(status: int, body: bytes, kind: FailureKind, code: str) -> None:
-    from awscrt.s3 import S3ResponseError
-
-    err = crt._error_from_crt(
-        S3ResponseError(
-            code=14343,
-            name="AWS_ERROR_S3_INVALID_RESPONSE_STATUS",
-            message="m",
-            status_code=status,
-            headers=[],
-            body=body,
-        )
-    )
-    assert type(err) is crt.CrtError
-    assert (err.status, err.code) == (status, code)
-    assert classify(err).kind is kind
-
-
 def test_refreshable_credentials_are_asked_per_request(
     s3server: SeaweedServer, s3: S3Client, bucket: str, tmp_path: Path
 ) -> None:

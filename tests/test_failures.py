@@ -87,11 +87,16 @@ CERT = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
         (botocore.exceptions.SSLError(endpoint_url=URL, error=OSError(CERT)), K.REFUSED, None),
         (botocore.exceptions.NoCredentialsError(), K.REFUSED, None),
         (crt_answer(403, b"<Error><Code>AccessDenied</Code></Error>"), K.REFUSED, "AccessDenied"),
+        (crt_answer(404, b"<Error><Code>NoSuchBucket</Code></Error>"), K.REFUSED, "NoSuchBucket"),
         (crt_error("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE"), K.REFUSED, None),
         # a conditional request lost
         (client_error(412, "PreconditionFailed"), K.PRECONDITION, "PreconditionFailed"),
         (client_error(409, "ConditionalRequestConflict"), K.PRECONDITION, None),
-        (crt_answer(412, b"<Error><Code>PreconditionFailed</Code></Error>"), K.PRECONDITION, None),
+        (
+            crt_answer(412, b"<Error><Code>PreconditionFailed</Code></Error>"),
+            K.PRECONDITION,
+            "PreconditionFailed",
+        ),
         # gone
         (client_error(404, "NoSuchKey", op="GetObject"), K.NOT_FOUND, "NoSuchKey"),
         (client_error(404, "404", "Not Found", op="HeadObject"), K.NOT_FOUND, "404"),
