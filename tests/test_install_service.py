@@ -20,7 +20,7 @@ SCRIPT = REPO / "scripts" / "install-service"
 
 
 def _run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOME": str(home)}
+    env = {k: v for k, v in os.environ.items() if k != "XDG_STATE_HOME"} | {"HOME": str(home)}
     proc = subprocess.run(
         [str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=60, check=False
     )
@@ -29,12 +29,15 @@ def _run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
-def assert_commented_out_sample(config: Path) -> None:
-    """Every line of the installed sample is a comment: nothing syncs (least of all deletes)
-    until the admin says what; yet uncommented it is the example, every key documented."""
+def assert_commented_out_sample(config: Path, state_dir: str) -> None:
+    """Every line of the installed sample but the state directory is a comment: nothing
+    syncs (least of all deletes) until the admin says what; yet uncommented it is the
+    example, every key documented.  The state directory is the unit's, so that
+    ``watchsync status --config`` finds the service."""
     text = config.read_text()
-    assert all(not line or line.startswith("#") for line in text.splitlines())
-    assert tomllib.loads(text) == {}
+    active = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert active == [f'state_dir = "{state_dir}"']
+    assert tomllib.loads(text) == {"state_dir": state_dir}
     example = (REPO / "examples/config.toml").read_text().splitlines()
     uncommented = [line[2:] if line.startswith("# ") else line for line in text.splitlines()]
     for line in example:
@@ -67,7 +70,7 @@ def test_system_install_is_idempotent(tmp_path: Path) -> None:
 
     first = _run("--prefix", str(root), "--no-venv", home=tmp_path)
     assert unit.read_bytes() == (REPO / "systemd/watchsync.service").read_bytes()
-    assert_commented_out_sample(config)
+    assert_commented_out_sample(config, "/var/lib/watchsync")
     assert config.stat().st_mode & 0o777 == 0o640
     assert "config: installing sample" in first.stdout
     assert "skipped daemon-reload (--prefix)" in first.stdout
@@ -80,6 +83,7 @@ def test_system_install_is_idempotent(tmp_path: Path) -> None:
     second = _run("--prefix", str(root), "--no-venv", home=tmp_path)
     assert config.read_text() == "# edited by the admin\n"
     assert f"config: kept existing {config}" in second.stdout
+    assert 'has no state_dir; add state_dir = "/var/lib/watchsync"' in second.stdout
     assert unit.read_bytes() == (REPO / "systemd/watchsync.service").read_bytes()
 
     third = _run("--prefix", str(root), "--no-venv", home=tmp_path)
@@ -96,7 +100,7 @@ def test_user_install_is_idempotent(tmp_path: Path) -> None:
 
     first = _run("--user", "--prefix", str(root), "--no-venv", home=home)
     assert unit.read_bytes() == (REPO / "systemd/watchsync@.service").read_bytes()
-    assert_commented_out_sample(config)
+    assert_commented_out_sample(config, f"{home}/.local/state/watchsync")
     assert config.stat().st_mode & 0o777 == 0o600
     assert "systemctl --user enable --now watchsync@default" in first.stdout
 

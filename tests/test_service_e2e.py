@@ -220,8 +220,8 @@ def test_status_while_running_and_after_stop(
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
     )
+    assert by_dir.returncode == 3  # not running
     assert {r["folder"] for r in json.loads(by_dir.stdout)["folders"]} == {str(one), str(two)}
 
 

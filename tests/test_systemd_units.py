@@ -122,7 +122,7 @@ COMMON = {
 }
 SYSTEM_ONLY = {
     "Service.ExecStart": "/opt/watchsync/venv/bin/watchsync watch --config "
-    "/etc/watchsync/config.toml --state-dir ${STATE_DIRECTORY}",
+    "/etc/watchsync/config.toml",
     "Service.User": "watchsync",
     "Service.ProtectSystem": "strict",
     "Service.ProtectHome": "read-only",
@@ -140,7 +140,7 @@ SYSTEM_ONLY = {
 }
 USER_ONLY = {
     "Service.ExecStart": "%h/.local/share/watchsync/venv/bin/watchsync watch --config "
-    "%h/.config/watchsync/%i.toml --state-dir ${STATE_DIRECTORY}",
+    "%h/.config/watchsync/%i.toml",
     "Install.WantedBy": "default.target",
 }
 

@@ -70,10 +70,13 @@ class FolderConfig:
     excludes then all the includes, so ``exclude = ["*"], include = ["*.txt"]`` means "only
     .txt files"; the CLI can pass the interleaved command-line order as the ``filters`` flag.
 
-    ``name`` is derived from ``path`` and ``url``: stable, filesystem-safe, e.g.
-    ``"Documents-1f3a9c0e7b2d"``; use it for state file names and log prefixes.
+    ``id`` is derived from ``path`` and ``url``: stable, unique, filesystem-safe, e.g.
+    ``"Documents-1f3a9c0e7b2d"``.  ``name`` is what people see (status, logs, metrics
+    labels, ``watchsync ctl``): the ``name`` key when given, else the id.
 
     >>> FolderConfig(path=Path("/srv/docs"), url="s3://bucket/docs").name
+    'docs-8920324e7f30'
+    >>> FolderConfig(path=Path("/srv/docs"), url="s3://bucket/docs", name="docs").id
     'docs-8920324e7f30'
     """
 
@@ -95,12 +98,15 @@ class FolderConfig:
     upload_workers: int = 16
     drain_timeout: float = 30.0
     s3: S3Settings = field(default_factory=S3Settings)
-    name: str = field(init=False)
+    name: str = ""
+    id: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.filters and (self.exclude or self.include):
             object.__setattr__(self, "filters", _default_filters(self.exclude, self.include))
-        object.__setattr__(self, "name", _folder_name(self.path, self.url))
+        object.__setattr__(self, "id", _folder_name(self.path, self.url))
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
 
     @property
     def where(self) -> S3Url:
@@ -117,6 +123,7 @@ class AgentConfig:
     log_format: LogFormat = "text"
     log_level: str = "INFO"
     metrics_addr: str | None = None
+    page_actions: bool = False  # the status page offers pause, resume, approve ... (token)
     source: Path | None = None
 
 
@@ -151,11 +158,12 @@ _S3_KEYS = (
     "checksum",
     "keep_mode",
 )
-_GLOBAL_ONLY_KEYS = ("state_dir", "log_format", "log_level", "metrics_addr")
-_FOLDER_ONLY_KEYS = ("path", "url")
+_GLOBAL_ONLY_KEYS = ("state_dir", "log_format", "log_level", "metrics_addr", "page_actions")
+_FOLDER_ONLY_KEYS = ("path", "url", "name")
+_REQUIRED_KEYS = ("path", "url")
 _FOLDER_KEYS = tuple(_FOLDER_DEFAULTS)
 _FLAG_ONLY_KEYS = ("filters",)
-_NOT_FROM_ENV = frozenset({"path", "url", "exclude", "include", "filters"})
+_NOT_FROM_ENV = frozenset({"path", "url", "name", "exclude", "include", "filters"})
 
 #: Keys ``load_config`` accepts in ``flags`` (None values are ignored).
 FLAG_KEYS = frozenset(
@@ -360,6 +368,19 @@ def _p_url(value: object, text: bool) -> str:
     return where.url().rstrip("/")
 
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _p_name(value: object, text: bool) -> str:
+    name = _p_str(value, text)
+    if not _NAME_RE.match(name):
+        raise _Invalid(
+            f"must be up to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
+            f"digit), got {name!r}"
+        )
+    return name
+
+
 def _p_endpoint(value: object, text: bool) -> str:
     url = _p_str(value, text).strip()
     parts = urlsplit(url)
@@ -427,8 +448,10 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "log_format": _p_choice("text", "json", fold=True),
     "log_level": _p_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True),
     "metrics_addr": _p_addr,
+    "page_actions": _p_bool,
     "path": _p_path,
     "url": _p_url,
+    "name": _p_name,
     "direction": _p_mode,
     "delete": _p_bool,
     "max_delete": _p_int(0),
@@ -462,11 +485,17 @@ def _folder_name(path: Path, url: str) -> str:
 
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """``$XDG_STATE_HOME/watchsync``, else ``~/.local/state/watchsync`` (XDG base dir spec).
+    """``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``, the first if several), else
+    ``$XDG_STATE_HOME/watchsync``, else ``~/.local/state/watchsync`` (XDG base dir spec).
 
     >>> default_state_dir({"XDG_STATE_HOME": "/tmp/st"})
     PosixPath('/tmp/st/watchsync')
+    >>> default_state_dir({"STATE_DIRECTORY": "/var/lib/watchsync", "XDG_STATE_HOME": "/tmp/st"})
+    PosixPath('/var/lib/watchsync')
     """
+    unit = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if unit and os.path.isabs(unit):
+        return Path(unit)
     xdg = env.get("XDG_STATE_HOME", "")
     if xdg and os.path.isabs(xdg):  # the spec says to ignore relative values
         return Path(xdg) / "watchsync"
@@ -597,12 +626,12 @@ def load_config(
             _table_layer(t, file=file, scope=f"folder[{i}].") for i, t in enumerate(tables)
         ]
         for i, layer in enumerate(folder_layers):
-            for key in _FOLDER_ONLY_KEYS:
+            for key in _REQUIRED_KEYS:
                 if key not in layer:
                     raise ConfigError(f"{file}: folder[{i}].{key}: missing")
 
     if "path" in flag_layer or "url" in flag_layer:
-        for key in _FOLDER_ONLY_KEYS:
+        for key in _REQUIRED_KEYS:
             if key not in flag_layer:
                 raise ConfigError(f"{_flag_name(key)}: missing (a folder needs both path and url)")
         if folder_layers:
@@ -639,7 +668,8 @@ def load_config(
     assert log_format == "text" or log_format == "json"
     log_level = simple("log_level", "INFO")
     metrics_addr = simple("metrics_addr", None)
-    assert isinstance(log_level, str)
+    page_actions = simple("page_actions", False)
+    assert isinstance(log_level, str) and isinstance(page_actions, bool)
     assert metrics_addr is None or isinstance(metrics_addr, str)
     return AgentConfig(
         folders=tuple(f for f, _ in folders),
@@ -647,6 +677,7 @@ def load_config(
         log_format=log_format,
         log_level=log_level,
         metrics_addr=metrics_addr,
+        page_actions=page_actions,
         source=source,
     )
 
@@ -697,13 +728,18 @@ def _build_folder(
             values.get("include", ()),  # type: ignore[arg-type]
         )
     folder = FolderConfig(path=root, url=url_v.value, s3=s3, **values)  # type: ignore[arg-type]
-    return folder, {"path": path_v.where, "url": url_v.where}
+    name_v = _pick("name", *layers)
+    where = {"path": path_v.where, "url": url_v.where}
+    return folder, where | {"name": name_v.where if name_v else where["path"]}
 
 
 def _check_overlaps(folders: list[tuple[FolderConfig, dict[str, str]]]) -> None:
-    """Reject a folder watched twice or inside another, and S3 locations that overlap."""
+    """Reject a folder watched twice or inside another, S3 locations that overlap, and a
+    name given twice."""
     for j, (b, b_where) in enumerate(folders):
         for i, (a, _) in enumerate(folders[:j]):
+            if a.name == b.name:
+                raise ConfigError(f"{b_where['name']}: {b.name!r} already names folder[{i}]")
             if a.path == b.path:
                 raise ConfigError(f"{b_where['path']}: same folder as folder[{i}] ({a.path})")
             if b.path.is_relative_to(a.path):

@@ -184,6 +184,7 @@ class Folder:
         store.status.set(
             state=State.STARTING.value,
             pid=os.getpid(),
+            name=self.cfg.name,
             folder=str(self.root),
             url=self.cfg.url,
             last_error=None,

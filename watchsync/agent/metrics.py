@@ -2,16 +2,16 @@
 
 Every folder agent gets a :class:`FolderMetrics` view with its label bound, so code that
 counts does not repeat label plumbing.  With no address given the registry exists but is
-never served, which costs next to nothing.
+never served, which costs next to nothing; with one, the status page (page.py) serves
+``/metrics`` beside itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from wsgiref.simple_server import WSGIServer
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 # The values of ``watchsync_folder_state``'s state label (agent/status.py's states).
 STATES = ("starting", "reconciling", "watching", "paused", "error", "stopped")
@@ -94,26 +94,10 @@ class Metrics:
             ["folder"],
             registry=r,
         )
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def serve(self, addr: str) -> None:
-        """Serve ``/metrics`` on ``host:port`` from a daemon thread."""
-        host, _, port = addr.rpartition(":")
-        server, thread = start_http_server(
-            int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry
-        )
-        self._server, self._thread = server, thread
-
-    def close(self) -> None:
-        """Stop serving, if serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(5)
-            self._server = None
-            self._thread = None
+    def wsgi_app(self) -> Any:
+        """``/metrics`` as a WSGI app (the status page serves it beside itself)."""
+        return make_wsgi_app(self.registry)
 
     def folder(self, name: str) -> FolderMetrics:
         """The metrics of folder ``name``, label bound."""

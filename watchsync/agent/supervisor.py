@@ -26,13 +26,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
+from watchsync.agent import page
 from watchsync.agent import systemd as sdnotify
 from watchsync.agent.config import AgentConfig, FolderConfig
 from watchsync.agent.control import Control
 from watchsync.agent.control_socket import ControlServer, remove_stale, socket_path
 from watchsync.agent.folder import Folder
 from watchsync.agent.metrics import Metrics
+from watchsync.agent.page import StatusPage, page_token
 from watchsync.agent.progress import ReconcileProgress
 from watchsync.agent.status import State
 from watchsync.core.errors import LockedError, WatchsyncError
@@ -94,6 +97,7 @@ class Supervisor:
             failing=lambda: {name: f.error for name, f in dict(self.failed).items()},
         )
         self._control_server: ControlServer | None = None
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
         self._signals = 0
         self._watchdog = sdnotify.watchdog_interval(self.env)
         self._last_ping = 0.0
@@ -303,7 +307,7 @@ class Supervisor:
                 extra={"event": "reload"},
             )
         if new.metrics_addr != old.metrics_addr:
-            self.metrics.close()
+            self._close_http()
             if new.metrics_addr:
                 try:
                     self._serve_metrics(new.metrics_addr)
@@ -311,13 +315,30 @@ class Supervisor:
                     logger.error("reload: %s", exc, extra={"event": "reload", "error": str(exc)})
 
     def _serve_metrics(self, addr: str) -> None:
+        """``/metrics`` and the status page beside it (page.py)."""
+        app = StatusPage(self.control, metrics=self.metrics.wsgi_app(), token=self._page_token)
         try:
-            self.metrics.serve(addr)
+            self._http = page.serve(addr, app)
         except OSError as exc:
             raise WatchsyncError(
                 f"metrics: cannot listen on {addr}: {exc.strerror or exc}"
             ) from None
-        logger.info("metrics: serving on http://%s/metrics", addr)
+        logger.info("metrics: serving on http://%s/metrics, the status page on /", addr)
+
+    def _close_http(self) -> None:
+        served, self._http = self._http, None
+        if served is not None:
+            server, thread = served
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+    def _page_token(self) -> str | None:
+        """The status page's actions' token (None: the page is read-only): the
+        ``page-token`` file in the state directory, made (0600) when missing."""
+        if not self.config.page_actions:
+            return None
+        return page_token(self.config.state_dir)
 
     def _serve_control(self) -> None:
         """The control socket in the state directory; without it the agent still runs."""
@@ -367,7 +388,7 @@ class Supervisor:
             logger.info("watch: stopping; draining in-flight transfers", extra={"event": "stop"})
             sdnotify.stopping(env=self.env)
             self._stop_folders(list(self.folders))
-            self.metrics.close()
+            self._close_http()
             self._close_control()
             logger.info("watch: stopped", extra={"event": "stop"})
         return 0

@@ -21,6 +21,7 @@ from watchsync.agent.config import (
     load_config,
 )
 from watchsync.cli.ctl_command import run_ctl
+from watchsync.cli.health import verdict
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
 from watchsync.core.filters import ordered_rules
 from watchsync.fs.platform import inotify_watch_limit, pid_alive, request_reload
@@ -92,6 +93,15 @@ def run_watch(config: AgentConfig, args: argparse.Namespace, argv: Sequence[str]
     """Serve ``config`` until stopped (logging is already configured by the caller)."""
     from watchsync.agent.supervisor import Supervisor
 
+    unit = default_state_dir()  # systemd's StateDirectory=, when it set one
+    if os.environ.get("STATE_DIRECTORY") and unit.resolve() != config.state_dir.resolve():
+        logger.warning(
+            "state: the state dir %s is not the unit's StateDirectory %s (its sandbox may "
+            "not let the agent write there); set state_dir in the config to match",
+            config.state_dir,
+            unit,
+        )
+
     supervisor = Supervisor(
         config,
         reload=(lambda: agent_config(args, argv)) if args.config else None,
@@ -129,9 +139,13 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
     else:
         pending = journal  # what the next start takes up again
     return {
+        "name": status.get("name"),
         "folder": meta.get("local_root"),
         "url": meta.get("url"),
         "state": state,
+        "state_since": status.get("state_since") if alive else None,
+        "state_reason": status.get("state_reason") if alive else None,
+        "refused_deletes": int(status.get("refused_deletes") or 0) if alive else 0,
         "running": alive,
         "pid": int(pid) if alive and pid is not None else None,
         "pending": pending,
@@ -148,13 +162,23 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
 
 
 def _unreadable_status(
-    db: Path, *, folder: str | None, url: str | None, state: str, error: str | None
+    db: Path,
+    *,
+    name: str | None,
+    folder: str | None,
+    url: str | None,
+    state: str,
+    error: str | None,
 ) -> dict[str, Any]:
     """A row for a folder whose state cannot be shown: never started, or unreadable."""
     return {
+        "name": name,
         "folder": folder,
         "url": url,
         "state": state,
+        "state_since": None,
+        "state_reason": None,
+        "refused_deletes": 0,
         "running": False,
         "pid": None,
         "pending": 0,
@@ -171,19 +195,26 @@ def _unreadable_status(
 
 
 def _safe_status(
-    db: Path, now: float, *, folder: str | None = None, url: str | None = None
+    db: Path,
+    now: float,
+    *,
+    name: str | None = None,
+    folder: str | None = None,
+    url: str | None = None,
 ) -> dict[str, Any]:
     """``folder_status``, or an error row: one bad database must not hide the others."""
+    where = {"name": name, "folder": folder, "url": url}
     if not db.is_file():
-        return _unreadable_status(db, folder=folder, url=url, state="never started", error=None)
+        return _unreadable_status(db, **where, state="never started", error=None)
     try:
         row = folder_status(db, now)
     except (sqlite3.Error, OSError, WatchsyncError) as exc:
-        return _unreadable_status(
-            db, folder=folder, url=url, state="error", error=f"cannot read state {db}: {exc}"
-        )
+        error = f"cannot read state {db}: {exc}"
+        return _unreadable_status(db, **where, state="error", error=error)
     if folder is not None:
         row["folder"] = folder  # as configured, even if the database predates a rename
+    if name is not None:
+        row["name"] = name
     return row
 
 
@@ -195,6 +226,7 @@ def _status(args: argparse.Namespace) -> int:
             _safe_status(
                 config.state_dir / (store_name(f.path, f.url) + DB_SUFFIX),
                 now,
+                name=f.name,
                 folder=str(f.path),
                 url=f.url,
             )
@@ -203,15 +235,21 @@ def _status(args: argparse.Namespace) -> int:
     else:
         state_dir = args.state_dir or default_state_dir()
         rows = [_safe_status(db, now) for db in list_stores(state_dir)]
+    code = verdict(rows)
     if args.json:
-        print(json.dumps({"folders": rows}, indent=2, default=str))
-        return EXIT_OK
+        print(json.dumps({"folders": rows, "exit_code": code}, indent=2, default=str))
+        return code
     if not rows:
         print("no folders have been synced yet")
-        return EXIT_OK
+        return code
     for r in rows:
-        print(f"{r['folder']} <-> {r['url']}")
-        print(f"  state:          {r['state']}" + (f" (pid {r['pid']})" if r["pid"] else ""))
+        print(f"{r['name'] or r['folder']}: {r['folder']} <-> {r['url']}")
+        state = r["state"]
+        if r.get("state_since") and r["running"]:
+            state += f" since {_when(r['state_since'], now)}"
+        if r.get("state_reason") and r["running"]:
+            state += f": {r['state_reason']}"
+        print(f"  state:          {state}" + (f" (pid {r['pid']})" if r["pid"] else ""))
         if r["state"] == "never started":
             continue
         print(
@@ -219,6 +257,11 @@ def _status(args: argparse.Namespace) -> int:
             + (f", oldest {r['oldest_pending_seconds']}s" if r["oldest_pending_seconds"] else "")
         )
         print(f"  last reconcile: {_when(r['last_reconcile_at'], now)}")
+        if r.get("refused_deletes"):
+            print(
+                f"  refused:        {r['refused_deletes']} deletes wait for a decision "
+                "(watchsync ctl deletes)"
+            )
         if r["last_error"]:
             print(f"  last error:     {r['last_error']} ({_when(r['last_error_at'], now)})")
         t = r["totals"]
@@ -228,7 +271,7 @@ def _status(args: argparse.Namespace) -> int:
             f"{t.get('deleted_remote', 0) + t.get('deleted_local', 0)} deleted, "
             f"{t.get('conflicts', 0)} conflicts, {t.get('errors', 0)} errors"
         )
-    return EXIT_OK
+    return code
 
 
 def _when(stamp: object, now: float) -> str:

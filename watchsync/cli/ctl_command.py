@@ -11,11 +11,10 @@ from typing import Any
 
 from watchsync.agent.config import default_state_dir, load_config
 from watchsync.agent.control_socket import ask, listening
+from watchsync.cli.health import EXIT_NOT_RUNNING
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, WatchsyncError
 from watchsync.fs.platform import pid_alive
 from watchsync.state.store import DB_SUFFIX, StateStore, store_name
-
-EXIT_NOT_RUNNING = 3  # as `watchsync status`: no agent serves the folders
 
 
 class NotRunning(WatchsyncError):
