@@ -132,6 +132,10 @@ class StoreRecorder:
     def count(self, counter: str, n: int = 1) -> None:
         self.store.status.incr(counter, n)
 
+    def recorded(self, path: str, etag: str) -> bool:
+        entry = self.store.synced.get(path)
+        return entry is not None and entry.etag == etag
+
 
 class AgentEvents:
     """The executor's :class:`~watchsync.engine.reporting.Events` as log lines, metrics

@@ -44,7 +44,7 @@ from watchsync.agent.status import State, Status
 from watchsync.agent.steering import Steering
 from watchsync.agent.upload_queue import Pending
 from watchsync.agent.uploader import SETTLED, Result, Retry, Uploader
-from watchsync.core.errors import Failure, WatchsyncError, failure_of
+from watchsync.core.errors import Failure, FailureKind, WatchsyncError, failure_of
 from watchsync.core.model import Item, Mode, Skipped
 from watchsync.core.plan import PathOptions
 from watchsync.engine.executor import Executor, PoolFactory, thread_pool
@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 _DELETE_WAIT_MAX = 60.0  # longest a delete batch waits for the uploads before it
 _UPLOAD_BATCH = 32  # paths an upload worker takes at once when that many are ready
+ROOT_REMINDER = 600.0  # seconds between warnings while the folder is missing
 _TICK = 1.0  # the runner's longest sleep: status publishing and the root check
 # Connection failures in a row (any thread) after which the agent pauses and probes: a few,
 # so that requests in flight stop retrying each on its own once the endpoint is plainly gone.
@@ -377,23 +378,27 @@ class Folder:
                 next_at = self.clock() + self.cfg.reconcile_interval
             self.passes.feed_tick()
 
-    def _wait_for_root(self) -> None:
-        warned = False
+    def _wait_for_root(self, what: str = "does not exist") -> None:
+        """Pause while the root is missing, saying so now and every ``ROOT_REMINDER`` s (a
+        disk mounted late, a network share down: someone should hear of it)."""
+        said_at: float | None = None
         while not self.stop_event.is_set() and not self.root.is_dir():
-            if not warned:
-                self.status.pause(f"folder {self.root} is missing; waiting for it")
-                warned = True
+            if said_at is None or self.clock() - said_at >= ROOT_REMINDER:
+                text = (
+                    f"folder {self.root} {what} (a disk not mounted yet?); waiting for it, "
+                    "nothing is synced or deleted meanwhile"
+                )
+                if said_at is None:
+                    self.status.pause(text)
+                else:
+                    logger.warning("folder %s: %s", self.cfg.name, text)
+                said_at = self.clock()
             self.ready.set()
             self.stop_event.wait(_TICK)
 
     def _pause_until_root_returns(self) -> None:
-        logger.warning(
-            "folder %s: %s disappeared; pausing (no deletes) until it returns",
-            self.cfg.name,
-            self.root,
-        )
         self.watcher.stop()
-        self._wait_for_root()
+        self._wait_for_root("disappeared")
         if not self.stop_event.is_set():
             logger.info("folder %s: %s is back; rescanning", self.cfg.name, self.root)
             self.watcher.start()
@@ -499,10 +504,19 @@ class _Passes:
         try:
             f.transfer.abort_stale_uploads(older_than=STALE_UPLOAD_AGE, now=f.wall())
         except Exception as exc:
+            failure = failure_of(exc)
             if no_answer(exc):
-                f.outage.down(exc)
+                f.outage.down(failure)
+            elif failure.kind is FailureKind.REFUSED:  # the first S3 request: say it clearly
+                logger.warning(
+                    "folder %s: S3 refused %s: %s (does the bucket exist, and may this agent "
+                    "use it?); nothing is synced until it does",
+                    f.cfg.name,
+                    f.cfg.url,
+                    failure.text,
+                )
             else:
-                logger.warning("folder %s: stale uploads: %s", f.cfg.name, failure_of(exc).text)
+                logger.warning("folder %s: stale uploads: %s", f.cfg.name, failure.text)
 
     def reconcile(self) -> None:
         """One full pass now, unless the folder is missing or S3 does not answer."""

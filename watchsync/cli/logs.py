@@ -15,8 +15,16 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from typing import IO
 
-__all__ = ["JsonFormatter", "TextFormatter", "redact"]
+__all__ = [
+    "JournalFormatter",
+    "JsonFormatter",
+    "TextFormatter",
+    "redact",
+    "syslog_priority",
+    "under_journald",
+]
 
 # Fields the agent attaches with ``extra=`` that are worth keeping in the object.
 _FIELDS = ("folder", "event", "path", "bytes", "duration", "error")
@@ -84,3 +92,59 @@ class JsonFormatter(logging.Formatter):
             obj.setdefault("error", redact(f"{type(exc).__name__}: {exc}"))
             obj["traceback"] = redact(self.formatException(record.exc_info))
         return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (journald reads it from a ``<N>`` prefix).
+
+    >>> [syslog_priority(n) for n in (logging.DEBUG, logging.INFO, logging.WARNING)]
+    [7, 6, 4]
+    >>> syslog_priority(logging.ERROR), syslog_priority(logging.CRITICAL)
+    (3, 2)
+    """
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    return 6 if levelno >= logging.INFO else 7
+
+
+def under_journald(env: Mapping[str, str], stream: IO[str]) -> bool:
+    """Whether ``stream`` is the one systemd connected to the journal: ``JOURNAL_STREAM``
+    names its device and inode (a stderr redirected elsewhere by the service keeps the
+    variable but is another file, and gets ordinary lines).
+
+    >>> import sys
+    >>> under_journald({}, sys.stderr)
+    False
+    """
+    dev, _, ino = env.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stream with no descriptor
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: each one prefixed with its syslog priority (``<4>``), so that
+    ``journalctl -p warning`` filters, around another formatter's text (which, for text
+    lines, leaves out the time: the journal keeps its own).
+
+    >>> rec = logging.LogRecord("watchsync", logging.WARNING, "", 0, "careful", (), None)
+    >>> JournalFormatter(TextFormatter("%(levelname)s %(message)s")).format(rec)
+    '<4>WARNING careful'
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        # A traceback's lines too: each line is an entry of its own in the journal.
+        return "\n".join(prefix + line for line in self.inner.format(record).splitlines() or [""])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -304,19 +305,25 @@ def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
 
 def configure_logging(*, debug: bool, fmt: str, level: str = "INFO") -> None:
     """Handlers live here only: text lines on stderr, or JSON objects (``--log-format json``).
+    Under systemd (stderr is the journal's stream) each line starts with its syslog priority
+    and text lines leave the time to the journal.
 
     Called again by ``watch`` once its configuration file has said what it wants."""
-    from watchsync.cli.logs import JsonFormatter, TextFormatter
+    from watchsync.cli.logs import JournalFormatter, JsonFormatter, TextFormatter, under_journald
     from watchsync.cli.output import ConsoleLogHandler
 
+    journal = under_journald(os.environ, sys.stderr)
     handler: logging.Handler
+    formatter: logging.Formatter
     if fmt == "json":
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
+        formatter = JsonFormatter()
     else:
         # On a terminal, through the rich console so a progress display stays intact.
         handler = ConsoleLogHandler() if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        when = "" if journal else "%(asctime)s "
+        formatter = TextFormatter(when + "%(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JournalFormatter(formatter) if journal else formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else level)

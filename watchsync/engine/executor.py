@@ -118,9 +118,24 @@ class PassStats:
     vetoed: Veto | None = None
     blocked: list[Action] = field(default_factory=list)  # tried again after the deletes
     stale: list[str] = field(default_factory=list)  # the file changed since it was planned
+    # Planned with a content check that found both sides equal: only recorded, so a
+    # "conflict" or a transfer that did not happen is not reported as one.
+    identical: dict[Kind, int] = field(default_factory=dict)
 
     def describe(self) -> str:
-        return ", ".join(f"{k.value} {n}" for k, n in self.planned.items()) or "no changes"
+        """What the pass did, by kind: ``upload 2, identical 5 (recorded)``.
+
+        >>> PassStats({Kind.CONFLICT: 5, Kind.UPLOAD: 2}, identical={Kind.CONFLICT: 5}).describe()
+        'upload 2, identical 5 (recorded)'
+        """
+        parts = [
+            f"{k.value} {n - self.identical.get(k, 0)}"
+            for k, n in self.planned.items()
+            if n > self.identical.get(k, 0)
+        ]
+        if same := sum(self.identical.values()):
+            parts.append(f"identical {same} (recorded)")
+        return ", ".join(parts) or "no changes"
 
 
 PoolFactory = Callable[[int], futures.Executor]
@@ -316,9 +331,13 @@ class Executor:
 
     def _guarded(self, action: Action, stats: PassStats) -> None:
         try:
-            if self.apply(action) is Outcome.STALE:
+            outcome = self.apply(action)
+            if outcome is Outcome.STALE:
                 with self._lock:
                     stats.stale.append(action.path)
+            elif outcome is Outcome.SAME:
+                with self._lock:
+                    stats.identical[action.kind] = stats.identical.get(action.kind, 0) + 1
         except PathBlocked as exc:
             with self._lock:
                 if self.policy.retry_blocked:

@@ -40,6 +40,10 @@ class Recorder(Protocol):
 
     def flush(self) -> None: ...
 
+    def recorded(self, path: str, etag: str) -> bool:
+        """Whether ``path`` is already recorded as synced with the object ``etag`` (then a
+        send found stored is not counted again)."""
+
 
 class NullRecorder:
     """``watchsync sync`` keeps no state."""
@@ -75,6 +79,9 @@ class NullRecorder:
 
     def flush(self) -> None:
         pass
+
+    def recorded(self, path: str, etag: str) -> bool:
+        return False
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,13 @@ class Sender:
         then re-stat: a file that changed while it was read is sent again."""
         shown = action or Action(Kind.UPLOAD, path, "upload")
         for _ in range(_RESENDS):
-            up = self._send(path, condition)
+            up, counted = self._send(path, condition)
             self.recorder.synced(
                 SyncedEntry(path, up.size, up.mtime_ns, up.etag, self._now_ns(), up.ino),
-                counters={"uploaded_files": 1, "uploaded_bytes": up.size},
+                counters=None if counted else {"uploaded_files": 1, "uploaded_bytes": up.size},
             )
-            self.events.finished(shown, up.size)
+            if not counted:  # an upload is told and counted once
+                self.events.finished(shown, up.size)
             after = self.files.now(path)
             if after is None or same_file(after, up):
                 return up
@@ -131,20 +132,22 @@ class Sender:
         after = self.files.now(path)
         return after is not None and same_file(after, up)
 
-    def _send(self, path: str, condition: Condition | None) -> Uploaded:
+    def _send(self, path: str, condition: Condition | None) -> tuple[Uploaded, bool]:
+        """The upload as stored, and whether it was already counted: sent and recorded
+        before (a second send of the same bytes, e.g. a pass's stale plan, found it stored)."""
         if condition is None or not self.server.conditional_writes:
-            return self.transfer.upload(path)
+            return self.transfer.upload(path), False
         try:
-            return self.transfer.upload(path, condition=condition)
+            return self.transfer.upload(path, condition=condition), False
         except Failure as exc:
             if exc.kind is FailureKind.UNSUPPORTED:
                 self._refused()
-                return self.transfer.upload(path)
+                return self.transfer.upload(path), False
             if exc.kind is not FailureKind.PRECONDITION:
                 raise
             mine = self._already_stored(path)
             if mine is not None:
-                return mine
+                return mine, self.recorder.recorded(path, mine.etag)
             if not condition.absent or self.transfer.head(path) is not None:
                 raise
             # "Only if absent" refused with no object there: a filer-backed server (SeaweedFS)
@@ -152,7 +155,7 @@ class Sender:
             # once empty), so a directory replaced by a file could never be sent.  Another
             # writer could only have slipped in since the HEAD just now.
             logger.info("upload: %s is a directory name on the server; sending it anyway", path)
-            return self.transfer.upload(path)
+            return self.transfer.upload(path), False
 
     def _refused(self) -> None:
         if self.server.refused(Feature.CONDITIONAL_WRITES):
@@ -173,7 +176,8 @@ class Sender:
             return None
         if not self.files.still(path, before):
             return None
-        logger.info("upload: %s is already stored (an earlier answer was lost)", path)
+        # Its upload line follows (or came with the send that stored it): one line per upload.
+        logger.debug("upload: %s is already stored (an earlier answer was lost)", path)
         return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
 
     def _now_ns(self) -> int:

@@ -175,7 +175,8 @@ class Multipart:
                 else:
                     aborted += 1
         except Failure as exc:
-            if not _answered(exc):
+            # A refusal (no such bucket, no permission) is the caller's to report loudly.
+            if not _answered(exc) or exc.kind is FailureKind.REFUSED:
                 raise
             logger.info("upload: pending uploads not cleaned up (%s)", exc.text)
             return 0
