@@ -158,19 +158,24 @@ def wait_for_key(s3: S3Client, bucket: str, key: str, timeout: float = SYNC) -> 
     wait_until(lambda: key_exists(s3, bucket, key), timeout, 0.1, f"s3://{bucket}/{key}")
 
 
-def status_json(config: Path, env: dict[str, str], *extra: str) -> dict[str, dict[str, Any]]:
-    """``watchsync status --json --config``, keyed by local folder."""
+def status_answer(config: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """``watchsync status --json --config``: its exit code and its answer."""
     out = subprocess.run(
-        [sys.executable, "-m", "watchsync", "status", "--json", "--config", str(config), *extra],
+        [sys.executable, "-m", "watchsync", "status", "--json", "--config", str(config)],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    answer = json.loads(out.stdout)
+    answer: dict[str, Any] = json.loads(out.stdout)
     # The exit code says how the folders are (0 healthy, 3 not running, 4 paused, 5 error).
     assert out.returncode == answer["exit_code"] and out.returncode in (0, 3, 4, 5), out
-    return {row["folder"]: row for row in answer["folders"]}
+    return out.returncode, answer
+
+
+def status_json(config: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``watchsync status --json --config``, keyed by local folder."""
+    return {row["folder"]: row for row in status_answer(config, env)[1]["folders"]}
 
 
 def watching(agent: Agent, n: int) -> bool:

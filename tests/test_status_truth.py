@@ -4,7 +4,6 @@ use, and the state of a service found from its configuration file."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -13,14 +12,22 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from agent_helpers import folder_config, state_db, wait_idle
 from helpers import wait_until
 from prometheus_client import CollectorRegistry
 from s3server import SeaweedServer
-from service_helpers import STARTUP, SYNC, Agent, agent_env, spawn, watching, write_config
+from service_helpers import (
+    STARTUP,
+    SYNC,
+    Agent,
+    agent_env,
+    spawn,
+    status_answer,
+    watching,
+    write_config,
+)
 
 from watchsync.agent.folder import Folder
 from watchsync.agent.metrics import Metrics
@@ -81,18 +88,6 @@ def _directive(unit: Path, key: str) -> str:
     return line.partition("=")[2]
 
 
-def status(config: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "watchsync", "status", "--json", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return done.returncode, answer
-
-
 def test_status_config_finds_a_unit_started_agent_and_exits_as_it_is(
     s3server: SeaweedServer, bucket: str, tmp_path: Path, spawn: Callable[..., Agent]
 ) -> None:
@@ -139,7 +134,7 @@ def test_status_config_finds_a_unit_started_agent_and_exits_as_it_is(
     wait_until(lambda: watching(agent, 1), STARTUP, 0.1, "the first reconcile")
 
     # An admin's shell (no STATE_DIRECTORY) finds it from the config file.
-    code, answer = status(cfg, env)
+    code, answer = status_answer(cfg, env)
     [row] = answer["folders"]
     assert (code, row["state"], row["running"], row["name"]) == (0, "watching", True, "docs")
     assert row["pid"] == agent.proc.pid and Path(row["state_db"]).parent == here
@@ -155,16 +150,16 @@ def test_status_config_finds_a_unit_started_agent_and_exits_as_it_is(
     # Paused: exit 4, and the state says since when and why.
     ctl = [sys.executable, "-m", "watchsync", "ctl", "--config", str(cfg)]
     subprocess.run([*ctl, "pause"], env=env, check=True, capture_output=True, timeout=60)
-    code, answer = status(cfg, env)
+    code, answer = status_answer(cfg, env)
     [row] = answer["folders"]
     assert code == 4 and row["state"] == "paused" and "control channel" in row["state_reason"]
     assert row["state_since"] is not None
     subprocess.run([*ctl, "resume"], env=env, check=True, capture_output=True, timeout=60)
-    wait_until(lambda: status(cfg, env)[0] == 0, SYNC, 0.2, "healthy again")
+    wait_until(lambda: status_answer(cfg, env)[0] == 0, SYNC, 0.2, "healthy again")
 
     # Not running: exit 3.
     assert agent.stop() == 0
-    code, answer = status(cfg, env)
+    code, answer = status_answer(cfg, env)
     assert code == 3 and answer["folders"][0]["state"] == "stopped"
 
 
@@ -182,6 +177,6 @@ def test_status_exits_5_while_a_folder_is_in_error(
     )
     env = agent_env(s3server, tmp_path)
     spawn("watch", "--config", str(cfg))
-    wait_until(lambda: status(cfg, env)[0] == 5, SYNC, 0.2, "the folder in error")
-    code, answer = status(cfg, env)
+    wait_until(lambda: status_answer(cfg, env)[0] == 5, SYNC, 0.2, "the folder in error")
+    code, answer = status_answer(cfg, env)
     assert code == answer["exit_code"] == 5 and answer["folders"][0]["state"] == "error"

@@ -185,26 +185,35 @@ def _folder(row: Mapping[str, Any], batches: list[dict[str, Any]], actions: bool
         parts.append('<h3>refused deletes</h3><div class="refused">')
         parts += [_batch(b, actions) for b in batches]
         parts.append("</div>")
-    recent = row.get("recent") or []
-    if recent:
-        parts.append('<h3>recent actions</h3><table class="recent"><tbody>')
-        parts += [
-            f"<tr><td>{_e(_clock(d['at']))}</td><td>{_e(d['what'])}</td>"
-            f"<td>{_e(d['path'])}</td><td>{_e(d.get('detail', ''))}</td></tr>"
-            for d in recent[:20]
-        ]
-        parts.append("</tbody></table>")
-    conflicts = row.get("conflicts") or []
-    if conflicts:
-        parts.append('<h3>conflicts</h3><table class="conflicts"><tbody>')
-        parts += [
-            f"<tr><td>{_e(_clock(d['at']))}</td><td>{_e(d['path'])}</td>"
-            f"<td>kept as {_e(d.get('detail', ''))}</td></tr>"
-            for d in conflicts[:20]
-        ]
-        parts.append("</tbody></table>")
+    parts.append(
+        _table(
+            "recent actions",
+            [(d["at"], d["what"], d["path"], d.get("detail", "")) for d in row.get("recent") or []],
+        )
+    )
+    parts.append(
+        _table(
+            "conflicts",
+            [
+                (d["at"], d["path"], f"kept as {d.get('detail', '')}")
+                for d in row.get("conflicts") or []
+            ],
+        )
+    )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _table(title: str, rows: list[tuple[Any, ...]]) -> str:
+    """The latest 20 rows (a time first) under a heading; nothing when there are none."""
+    if not rows:
+        return ""
+    cls = title.split()[-1]
+    body = "".join(
+        f"<tr><td>{_e(_clock(at))}</td>" + "".join(f"<td>{_e(v)}</td>" for v in rest) + "</tr>"
+        for at, *rest in rows[:20]
+    )
+    return f'<h3>{_e(title)}</h3><table class="{cls}"><tbody>{body}</tbody></table>'
 
 
 def _batch(batch: Mapping[str, Any], actions: bool) -> str:
