@@ -242,7 +242,7 @@ PRECEDENCE = [
     ("reconcile_interval", _folder("reconcile_interval"), "60", None, "30.5", None, 30.5),
     ("full_walk_interval", _folder("full_walk_interval"), None, None, None, None, 86400.0),
     ("full_walk_interval", _folder("full_walk_interval"), "3600", None, "0", None, 0.0),
-    ("full_list_interval", _folder("full_list_interval"), None, None, None, None, 3600.0),
+    ("full_list_interval", _folder("full_list_interval"), None, None, None, None, None),
     ("full_list_interval", _folder("full_list_interval"), "60", None, "0", None, 0.0),
     ("drain_timeout", _folder("drain_timeout"), None, "5", None, None, 5.0),
     ("max_concurrency", _s3("max_concurrency"), None, None, None, None, 16),

@@ -545,3 +545,20 @@ def test_reconcile_removes_an_empty_directory_in_the_way_of_a_file(
     assert (w.root / "b/sub/keep.txt").read_bytes() == b"still here"
     assert stats.passed.failed == 1  # b: reported, left as it is
     assert "directory is in the way" in (w.status.last_error or "")
+
+
+def test_by_default_every_periodic_pass_lists_the_prefix(
+    make_world: Callable[..., World],
+) -> None:
+    """Another tool's write (no feed entry) is found by the next periodic pass: the
+    listing follows the reconcile interval, and status says how often it comes."""
+    w = _fed_world(make_world, reconcile_interval=3.0)
+    synced_file(w, "a.txt", b"v1")
+    w.rooms.reconcile.run()
+    w.objects.put("a.txt", b"v2 from the console")
+    w.now[0] += 3.0
+    stats = w.rooms.reconcile.run()
+    assert stats.listed and stats.passed.planned == {Kind.DOWNLOAD: 1}
+    assert (w.root / "a.txt").read_bytes() == b"v2 from the console"
+    fields = w.store.status.fields()
+    assert fields["list_every"] == 3.0 and fields["list_stretched"] is None

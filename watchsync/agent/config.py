@@ -94,7 +94,9 @@ class FolderConfig:
     debounce: float = 0.5
     reconcile_interval: float = 300.0
     full_walk_interval: float = 86400.0
-    full_list_interval: float = 3600.0
+    # None: every periodic pass lists the prefix (the reconcile interval, stretched by the
+    # CPU budget on huge trees); a number overrides that interval.
+    full_list_interval: float | None = None
     upload_workers: int = 16
     drain_timeout: float = 30.0
     s3: S3Settings = field(default_factory=S3Settings)
@@ -107,6 +109,13 @@ class FolderConfig:
         object.__setattr__(self, "id", _folder_name(self.path, self.url))
         if not self.name:
             object.__setattr__(self, "name", self.id)
+
+    @property
+    def list_interval(self) -> float:
+        """Seconds between listings of the prefix, before the CPU budget stretches it."""
+        if self.full_list_interval is None:
+            return self.reconcile_interval
+        return self.full_list_interval
 
     @property
     def where(self) -> S3Url:
@@ -142,7 +151,7 @@ _FOLDER_DEFAULTS: dict[str, object] = {
     "debounce": 0.5,
     "reconcile_interval": 300.0,
     "full_walk_interval": 86400.0,
-    "full_list_interval": 3600.0,
+    "full_list_interval": None,
     "upload_workers": 16,
     "drain_timeout": 30.0,
 }

@@ -683,7 +683,7 @@ def wire(
     root = cfg.path
     pending = Pending(store, included=scope.included, stop=stop, clock=clock)
     dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
-    listed = ListSchedule(full_interval=cfg.full_list_interval, clock=clock)
+    listed = ListSchedule(full_interval=cfg.list_interval, clock=clock)
 
     def approved(batch: RefusedBatch) -> None:
         if batch.origin == "watch":  # the watcher's batch goes through its delete thread

@@ -1,7 +1,9 @@
 """When a pass must list the whole prefix, and when it may take S3 to hold what the state
-says.  The remote twin of :class:`~.local_changes.Dirty`: between listings, what other agents
-change arrives through the change feed (applied as it comes), so a periodic pass only
-looks at the paths the watcher reported and costs O(changes), not O(objects).
+says.  The remote twin of :class:`~.local_changes.Dirty`.  Every periodic pass lists the
+prefix (other tools, a console, a lifecycle rule are heard at the reconcile interval) unless
+that would spend more than :data:`LIST_BUDGET` of a core; passes in between (an overflow's
+walk, a rescan) trust the change feed, which brings the other agents' changes as they
+happen.
 
 Must not touch: threads (thread-safe: the feed's callbacks and the runner share it), S3.
 """
@@ -15,31 +17,34 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-# The share of one core the interval's listings may take: on a tree whose listing costs
-# more than 9 s of CPU (about a million objects) they come less often than the interval.
-LIST_BUDGET = 0.0025
+# The share of one core the listings may take: at the default 300 s interval a listing
+# costing more than 1.5 s of CPU (about 150,000 objects) comes less often than every pass.
+LIST_BUDGET = 0.005
 
 
 class ListSchedule:
     """Whether the next pass lists the prefix (and why) or trusts the state for S3.
 
-    A listing is due at the first pass; once ``full_interval`` seconds have passed since
-    the last one (the safety net for what no feed reports: other tools, a console, a
-    lifecycle rule); after anything that may have lost feed entries (:meth:`invalidate`:
-    entries dropped before this agent read them, the feed replaced or gone); and for as
-    long as ``untrusted`` gives a reason (no feed, one that cannot be read or was written
-    by a newer agent, a server without conditional writes).  ``full_interval`` 0 lists
-    every pass; otherwise the interval stretches so that listings take at most
-    :data:`LIST_BUDGET` of a core (a listing costing 30 s of CPU comes every 12,000 s).
+    A listing is due at the first pass; once ``full_interval`` seconds (the reconcile
+    interval, unless ``--full-list-interval`` says otherwise) have passed since the last one;
+    after anything that may have lost changes (:meth:`invalidate`: feed entries dropped
+    before this agent read them, the feed replaced or gone, a notification queue that lost
+    events); and for as long as ``untrusted`` gives a reason (no feed, one that cannot be
+    read or was written by a newer agent, a server without conditional writes).
+    ``full_interval`` 0 lists every pass; otherwise the interval stretches so that listings
+    take at most :data:`LIST_BUDGET` of a core (a listing costing 10 s of CPU comes every
+    2,000 s), and :meth:`stretched` says so.
 
     >>> now = [0.0]
-    >>> lst = ListSchedule(full_interval=3600, clock=lambda: now[0])
-    >>> why = lst.take(); lst.done(why); why
+    >>> lst = ListSchedule(full_interval=300, clock=lambda: now[0])
+    >>> why = lst.take(); lst.done(why, cost=0.5); why
     'first pass'
-    >>> now[0] = 300; lst.take() is None
+    >>> now[0] = 100; lst.take() is None
     True
-    >>> now[0] = 3600; lst.take()
+    >>> now[0] = 300; why = lst.take(); why
     'full list interval'
+    >>> lst.done(why, cost=10.0); lst.stretched()
+    'every 2000s instead of 300s: a listing costs 10.00s of CPU, over 0.5% of a core'
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class ListSchedule:
         self._listed_at: float | None = None  # clock time the last listing began
         self._taken_at = 0.0
         self._cost = 0.0  # CPU seconds of the last listing pass
+        self._told: float | None = None  # the stretched interval last logged
 
     def invalidate(self, why: str) -> None:
         """Changes in S3 may have gone unreported: the next pass lists the prefix."""
@@ -73,7 +79,7 @@ class ListSchedule:
             if why is None:
                 why = self.untrusted()
             if why is None and (
-                self._listed_at is None or now - self._listed_at >= self._interval()
+                self._listed_at is None or now - self._listed_at >= self.interval()
             ):
                 why = "full list interval"
             self._taken_at = now
@@ -83,16 +89,40 @@ class ListSchedule:
         """The pass that took ``why`` finished (a listing costing ``cost`` CPU seconds,
         when ``why`` is not None; None when that cost is not the listing's alone, as in a
         pass that also walked the folder: the last known cost stands)."""
-        if why is not None:
-            with self._lock:
-                self._listed_at = self._taken_at
-                if cost is not None:
-                    self._cost = cost
+        if why is None:
+            return
+        with self._lock:
+            self._listed_at = self._taken_at
+            if cost is not None:
+                self._cost = cost
+            stretch, every, told = self._stretch(), self.interval(), self._told
+            # Said when it starts, when it moves by more than a quarter, and when it ends.
+            if stretch is not None and (told is None or abs(every - told) > told / 4):
+                self._told = every
+                logger.info("reconcile: the prefix is listed %s", stretch)
+            elif stretch is None and told is not None:
+                self._told = None
+                logger.info("reconcile: the prefix is listed every %.0fs again", every)
 
-    def _interval(self) -> float:
+    def interval(self) -> float:
+        """Seconds between listings now: the interval, stretched by the CPU budget."""
         if self.full_interval <= 0:
             return 0.0
         return max(self.full_interval, self._cost / LIST_BUDGET)
+
+    def stretched(self) -> str | None:
+        """Why listings come less often than the interval, or None when they do not."""
+        with self._lock:
+            return self._stretch()
+
+    def _stretch(self) -> str | None:
+        every = self.interval()
+        if every <= self.full_interval:
+            return None
+        return (
+            f"every {every:.0f}s instead of {self.full_interval:.0f}s: a listing costs "
+            f"{self._cost:.2f}s of CPU, over {LIST_BUDGET:.1%} of a core"
+        )
 
     def restore(self, why: str | None) -> None:
         """The pass that took ``why`` failed: the next one lists instead."""

@@ -150,6 +150,11 @@ class Reconcile:
                 # (a pass that also walked the folder says nothing of the listing's cost).
                 cost = time.thread_time() - cpu if taken.full is None else None
                 self.listed.done(listing, cost=cost)
+                if listing is not None:
+                    self.store.status.set(
+                        list_every=round(self.listed.interval(), 1),
+                        list_stretched=self.listed.stretched(),
+                    )
         return stats
 
     def _restore(self, taken: Taken, listing: str | None) -> None:

@@ -153,6 +153,10 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
         "oldest_pending_seconds": round(oldest, 1) if oldest is not None else None,
         "last_reconcile_at": status.get("last_reconcile_at"),
         "last_reconcile_duration": status.get("last_reconcile_duration"),
+        # Seconds between listings of the prefix, and why they come less often than the
+        # reconcile interval (None: they do not).
+        "list_every": status.get("list_every"),
+        "list_stretched": status.get("list_stretched"),
         "last_error": status.get("last_error"),
         "last_error_at": status.get("last_error_at"),
         "polling": bool(status.get("polling")),
@@ -186,6 +190,8 @@ def _unreadable_status(
         "oldest_pending_seconds": None,
         "last_reconcile_at": None,
         "last_reconcile_duration": None,
+        "list_every": None,
+        "list_stretched": None,
         "last_error": error,
         "last_error_at": None,
         "polling": False,
@@ -262,6 +268,10 @@ def _status(args: argparse.Namespace) -> int:
                 f"  refused:        {r['refused_deletes']} deletes wait for a decision "
                 "(watchsync ctl deletes)"
             )
+        if r["list_stretched"]:
+            print(f"  S3 listing:     {r['list_stretched']}")
+        elif r["list_every"] is not None:
+            print(f"  S3 listing:     every {float(str(r['list_every'])):.0f}s")
         if r["last_error"]:
             print(f"  last error:     {r['last_error']} ({_when(r['last_error_at'], now)})")
         t = r["totals"]

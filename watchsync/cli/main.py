@@ -163,8 +163,8 @@ def add_agent_commands(sub: Any) -> None:
     w.add_argument(
         "--full-list-interval",
         type=float,
-        help="seconds between listings of the whole prefix; passes between trust the "
-        "change feed (3600; 0 lists every pass)",
+        help="seconds between listings of the whole prefix (default: every periodic pass, "
+        "less often when a listing would take over 0.5%% of a core; 0 lists every pass)",
     )
     w.add_argument("--state-dir", help="where the state databases live")
     w.add_argument("--ignore-file", help="gitignore-style file (default .watchsyncignore)")
