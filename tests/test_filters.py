@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watchsync.core.filters import Filters, ordered_rules
+from watchsync.core.filters import Filters
 
 EX, IN = "exclude", "include"
 
@@ -54,35 +54,3 @@ def test_truthiness_and_equality() -> None:
 def test_unknown_kind_rejected() -> None:
     with pytest.raises(ValueError, match="unknown filter kind"):
         Filters.of([("ignore", "*")])
-
-
-ORDER_TABLE: list[tuple[str, list[str], list[tuple[str, str]]]] = [
-    ("none", ["sync", "a", "s3://b"], []),
-    ("separate-values", ["--exclude", "*", "--include", "*.txt"], [(EX, "*"), (IN, "*.txt")]),
-    ("equals-form", ["--include=*.txt", "--exclude=*"], [(IN, "*.txt"), (EX, "*")]),
-    (
-        "interleaved-both-forms",
-        ["sync", "src", "--exclude", "*", "--delete", "--include=*.txt", "s3://b/p",
-         "--exclude", "tmp/*", "--include=tmp/keep"],
-        [(EX, "*"), (IN, "*.txt"), (EX, "tmp/*"), (IN, "tmp/keep")],
-    ),
-    ("value-looks-like-flag", ["--exclude", "--include"], [(EX, "--include")]),
-    ("value-with-equals", ["--exclude=a=b", "--include", "c=d"], [(EX, "a=b"), (IN, "c=d")]),
-    ("empty-equals-value", ["--exclude="], [(EX, "")]),
-    ("dangling-flag", ["--include", "x", "--exclude"], [(IN, "x")]),
-    ("other-flags-ignored", ["--excluded", "x", "--include-all", "y"], []),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("argv", "expected"), [pytest.param(*r[1:], id=r[0]) for r in ORDER_TABLE])
-def test_ordered_rules(argv: list[str], expected: list[tuple[str, str]]) -> None:
-    assert ordered_rules(argv) == expected
-
-
-def test_ordered_rules_feed_filters() -> None:
-    argv = ["--exclude", "*", "--include=*.txt", "--exclude", "secret/*"]
-    f = Filters.of(ordered_rules(argv))
-    assert [p for p in ("a.txt", "a.bin", "secret/b.txt", "x/b.txt") if f.included(p)] == [
-        "a.txt",
-        "x/b.txt",
-    ]

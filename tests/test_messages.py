@@ -61,7 +61,7 @@ DEAD = "http://127.0.0.1:9"  # nothing listens: these runs must stop before any 
     ],
     ids=["endpoint", "region", "dev-null", "proc"],
 )
-def test_bad_arguments_are_one_line_and_exit_2(
+def test_bad_arguments_are_one_line_and_exit_255(
     cli: Callable[..., tuple[int, list[str], list[str]]],
     tmp_path: Path,
     argv: list[str],
@@ -69,7 +69,7 @@ def test_bad_arguments_are_one_line_and_exit_2(
 ) -> None:
     (tmp_path / "src").mkdir()
     code, out, err = cli("sync", *[a.format(src=tmp_path / "src") for a in argv])
-    assert (code, out) == (2, []), err
+    assert (code, out) == (255, []), err  # aws's code for a command that could not start
     assert len(err) == 1 and err[0].startswith("watchsync: error: "), err
     assert message in err[0], err
 
@@ -78,10 +78,10 @@ def test_debug_after_the_command(
     cli: Callable[..., tuple[int, list[str], list[str]]], tmp_path: Path
 ) -> None:
     code, _, err = cli("sync", str(tmp_path), "s3://BAD_bucket", "--debug")
-    assert code == 2 and "invalid bucket name" in err[-1], err
+    assert code == 255 and "invalid bucket name" in err[-1], err
     assert logging.getLogger().level == logging.DEBUG
     code, _, err = cli("--debug", "sync", str(tmp_path), "s3://BAD_bucket")
-    assert code == 2 and logging.getLogger().level == logging.DEBUG
+    assert code == 255 and logging.getLogger().level == logging.DEBUG
 
 
 @pytest.mark.parametrize(

@@ -57,23 +57,24 @@ UP, DOWN = Direction.UP, Direction.DOWN
 C, ABSENT = Condition, Condition.ABSENT
 BOTH, PUSH, PULL = Mode.BOTH, Mode.PUSH, Mode.PULL
 
-Row = tuple[Kind, str, str]
+Row = tuple[Kind | str, str, str]
+SKIP = "skip"  # a row for a path plan_sync skips (Skipped) instead of acting on
 
 
 def L(path: str, size: int = 1, mtime: int = T) -> LocalEntry:
     return LocalEntry(path, size, mtime)
 
 
-def R(path: str, size: int = 1, mtime: int = T, etag: str = "e1") -> RemoteEntry:
-    return RemoteEntry(path, size, mtime, etag)
+def R(path: str, size: int = 1, mtime: int = T, etag: str = "e1", cls: str = "") -> RemoteEntry:
+    return RemoteEntry(path, size, mtime, etag, storage_class=cls)
 
 
 def Y(path: str, size: int = 1, mtime: int = T, etag: str = "e1", rmtime: int = T) -> SyncedEntry:
     return SyncedEntry(path, size, mtime, etag, rmtime)
 
 
-def rows(actions: Iterable[Action]) -> list[Row]:
-    return [(a.kind, a.path, a.reason) for a in actions]
+def rows(actions: Iterable[Action | Skipped]) -> list[Row]:
+    return [(a.kind if isinstance(a, Action) else SKIP, a.path, a.reason) for a in actions]
 
 
 def flt(*rules: tuple[str, str]) -> Filters:
@@ -135,6 +136,24 @@ SYNC_TABLE: list[tuple[str, list[LocalEntry], list[RemoteEntry], SyncOptions, li
     ("down-delete", [L("a"), L("b")], [R("b")], SyncOptions(DOWN, delete=True),
      [(Kind.DELETE_LOCAL, "a", "not in source")]),
     ("down-no-delete-without-flag", [L("a"), L("b")], [R("b")], SyncOptions(DOWN), []),
+    # ---- archived objects (aws's "GLACIER objects"): skipped on download unless forced
+    ("down-archived-skipped", [], [R("a", cls="GLACIER")], SyncOptions(DOWN),
+     [(SKIP, "a", "object is in storage class GLACIER, not restored")]),
+    ("down-deep-archive-skipped", [L("a", 2)], [R("a", cls="DEEP_ARCHIVE")], SyncOptions(DOWN),
+     [(SKIP, "a", "object is in storage class DEEP_ARCHIVE, not restored")]),
+    ("down-archived-current-no-word", [L("a")], [R("a", cls="GLACIER")], SyncOptions(DOWN), []),
+    ("down-archived-forced", [], [R("a", cls="GLACIER")], SyncOptions(DOWN, force_archived=True),
+     [(Kind.DOWNLOAD, "a", "new")]),
+    ("down-archived-quiet", [], [R("a", cls="GLACIER")], SyncOptions(DOWN, quiet_archived=True),
+     []),
+    ("down-archived-kept-from-delete", [L("a"), L("b")], [R("a", 2, cls="GLACIER")],
+     SyncOptions(DOWN, delete=True),
+     [(SKIP, "a", "object is in storage class GLACIER, not restored"),
+      (Kind.DELETE_LOCAL, "b", "not in source")]),
+    ("down-instant-retrieval-downloaded", [], [R("a", cls="GLACIER_IR")], SyncOptions(DOWN),
+     [(Kind.DOWNLOAD, "a", "new")]),
+    ("up-over-archived", [L("a", 2)], [R("a", cls="GLACIER")], SyncOptions(UP),
+     [(Kind.UPLOAD, "a", "size differs")]),
     # ---- filters
     ("up-excluded-not-copied", [L("a.log"), L("a.txt")], [],
      SyncOptions(UP, filters=flt(("exclude", "*.log"))), [(Kind.UPLOAD, "a.txt", "new")]),
@@ -178,6 +197,7 @@ def test_plan_sync(
 def test_plan_sync_actions_carry_both_entries() -> None:
     loc, rem = L("a", 2), R("a", 1)
     [action] = plan_sync([loc], [rem], opts=SyncOptions(UP))
+    assert isinstance(action, Action)
     assert (action.local, action.remote) == (loc, rem)
 
 
@@ -217,7 +237,7 @@ def test_plan_sync_leaves_same_size_copies_to_the_kept_mtime(
     loc: LocalEntry | None, rem: RemoteEntry, opts: SyncOptions, rule: object
 ) -> None:
     [action] = plan_sync([loc] if loc else [], [rem], opts=opts)
-    assert action.by_stored_mtime is rule
+    assert isinstance(action, Action) and action.by_stored_mtime is rule
 
 
 _LISTED = R("a", mtime=T + 10 * S)  # the object as the listing showed it
@@ -228,10 +248,12 @@ def _kept(mtime: int | None, etag: str = "e1") -> RemoteEntry:
     return replace(_LISTED, stored_mtime_ns=mtime, etag=etag)
 
 
-_UP_A = Action(Kind.UPLOAD, "a", "local newer", L("a", mtime=T + 9 * S), _LISTED,
-               by_stored_mtime=NEWER)
-_DOWN_A = Action(Kind.DOWNLOAD, "a", "remote newer", L("a", mtime=T), _LISTED,
-                 by_stored_mtime=NEWER)
+_UP_A = Action(
+    Kind.UPLOAD, "a", "local newer", L("a", mtime=T + 9 * S), _LISTED, by_stored_mtime=NEWER
+)
+_DOWN_A = Action(
+    Kind.DOWNLOAD, "a", "remote newer", L("a", mtime=T), _LISTED, by_stored_mtime=NEWER
+)
 _EXACT_A = replace(_DOWN_A, reason="timestamps differ", by_stored_mtime=DIFFER)
 
 # (name, action, the object as a HEAD found it, what is done: (kind, reason) or None)

@@ -45,8 +45,16 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sync(aws_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """``sync(*args)`` runs ``watchsync sync *args`` in-process: (exit code, stdout lines)."""
+def sync(
+    aws_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[Any]:
+    """``sync(*args)`` runs ``watchsync sync *args`` in-process: (exit code, stdout lines).
+    It runs in ``tmp_path``, so the folder's files print as ``folder/NAME``, as aws prints
+    them."""
+    monkeypatch.chdir(tmp_path)
     logger = logging.getLogger()
     saved = logger.handlers[:], logger.level
 
@@ -87,7 +95,7 @@ def test_sync_removes_leftovers_and_syncs_a_key_named_like_a_temp_file(
     leftover.write_bytes(b"half a download")
     s3.put_object(Bucket=bucket, Key=USER_KEY, Body=b"mine")
     code, out = sync(f"s3://{bucket}", str(root))
-    assert code == 0 and out == [f"download: s3://{bucket}/{USER_KEY} to {root}/{USER_KEY}"]
+    assert code == 0 and out == [f"download: s3://{bucket}/{USER_KEY} to folder/{USER_KEY}"]
     assert (root / USER_KEY).read_bytes() == b"mine"
     assert temp_files(root) == []
     assert sync(f"s3://{bucket}", str(root)) == (0, [])  # not downloaded again

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from watchsync.core.errors import ConfigError, UsageError
+from watchsync.core.errors import ConfigError, UsageError, WatchsyncError
 from watchsync.core.model import Mode
-from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.location import ACLS, S3Settings, S3Url, parse_metadata
 
 __all__ = [
     "ENV_KEYS",
@@ -166,6 +166,15 @@ _S3_KEYS = (
     "bwlimit",
     "checksum",
     "keep_mode",
+    # Per-object settings, as the aws flags of the same names (sync takes a few more).
+    "acl",
+    "cache_control",
+    "content_type",
+    "content_disposition",
+    "content_encoding",
+    "content_language",
+    "metadata",
+    "guess_mime_type",
 )
 _GLOBAL_ONLY_KEYS = ("state_dir", "log_format", "log_level", "metrics_addr", "page_actions")
 _FOLDER_ONLY_KEYS = ("path", "url", "name")
@@ -427,6 +436,22 @@ def _p_storage_class(value: object, text: bool) -> str:
     return name
 
 
+def _p_metadata(value: object, text: bool) -> tuple[tuple[str, str], ...]:
+    """A table of strings in the file; ``key=value,...`` or JSON as a flag or variable."""
+    if isinstance(value, tuple):
+        return value  # already parsed
+    if isinstance(value, str):
+        try:
+            return parse_metadata(value)
+        except WatchsyncError as exc:
+            raise _Invalid(str(exc)) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _Invalid(f"must be a table of strings, got {_type_name(value)} {value!r}")
+    return tuple(value.items())
+
+
 def _p_addr(value: object, text: bool) -> str:
     addr = _p_str(value, text).strip()
     host, sep, port = addr.rpartition(":")
@@ -453,6 +478,14 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "bwlimit": _p_bwlimit,
     "checksum": _p_bool,
     "keep_mode": _p_bool,
+    "acl": _p_choice(*ACLS),
+    "cache_control": _p_str,
+    "content_type": _p_str,
+    "content_disposition": _p_str,
+    "content_encoding": _p_str,
+    "content_language": _p_str,
+    "metadata": _p_metadata,
+    "guess_mime_type": _p_bool,
     "state_dir": _p_path,
     "log_format": _p_choice("text", "json", fold=True),
     "log_level": _p_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True),
@@ -513,7 +546,11 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def _flag_name(key: str) -> str:
-    return "--" + key.replace("_", "-")
+    return _POSITIONALS.get(key) or "--" + key.replace("_", "-")
+
+
+# Settings given on the command line as positional arguments, named as in the usage.
+_POSITIONALS = {"path": "LOCAL_DIR", "url": "S3_URL"}
 
 
 def _parse(key: str, raw: object, where: str, *, text: bool) -> _Value:

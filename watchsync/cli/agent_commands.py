@@ -23,9 +23,9 @@ from watchsync.agent.config import (
 from watchsync.cli.ctl_command import run_ctl
 from watchsync.cli.health import verdict
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
-from watchsync.core.filters import ordered_rules
 from watchsync.fs.platform import inotify_watch_limit, pid_alive, request_reload
 from watchsync.s3.client import make_client, probe_bucket
+from watchsync.s3.location import S3Url
 from watchsync.state.status import COUNTERS
 from watchsync.state.store import DB_SUFFIX, StateStore, list_stores, store_name
 
@@ -41,17 +41,21 @@ def run_agent_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _reload(args)
     if args.command == "ctl":
         return run_ctl(args)
-    return _check(args)
+    return _check(args, argv)
 
 
 def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
     """Flags (those given) over environment over file over defaults."""
-    if (args.local is None) != (args.url is None):
-        raise ConfigError("watch needs both LOCAL_DIR and S3_URL, or --config FILE")
+    command = args.command
+    if args.local is not None and args.url is None:
+        raise ConfigError(
+            f"{command} needs an S3_URL after LOCAL_DIR {args.local!r} "
+            "(e.g. s3://bucket/prefix), or --config FILE alone"
+        )
     if args.local is None and args.config is None:
-        raise ConfigError("watch needs LOCAL_DIR and S3_URL, or --config FILE")
-    if args.url is not None and not args.url.startswith("s3://"):
-        raise ConfigError(f"not an S3 URL: {args.url!r} (expected s3://bucket[/prefix])")
+        raise ConfigError(f"{command} needs LOCAL_DIR and S3_URL, or --config FILE")
+    if args.url is not None:
+        S3Url.parse(args.url)  # a malformed URL says so precisely
     flags: dict[str, object] = {
         "path": args.local,
         "url": args.url,
@@ -81,8 +85,16 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         "bwlimit": args.bwlimit,
         "checksum": args.checksum,
         "keep_mode": args.keep_mode,
+        "acl": args.acl,
+        "cache_control": args.cache_control,
+        "content_type": args.content_type,
+        "content_disposition": args.content_disposition,
+        "content_encoding": args.content_encoding,
+        "content_language": args.content_language,
+        "metadata": args.metadata,
+        "guess_mime_type": args.guess_mime_type,
     }
-    rules = ordered_rules(argv)
+    rules = args.filter_rules
     if rules:
         flags["filters"] = rules
     assert set(flags) <= FLAG_KEYS
@@ -312,9 +324,10 @@ def _reload(args: argparse.Namespace) -> int:
 # -- check --------------------------------------------------------------------------------
 
 
-def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config, flags={})
-    print(f"config: {args.config}: ok ({len(config.folders)} folders)")
+def _check(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    config = agent_config(args, argv)
+    what = f"config: {args.config}" if args.config else "settings"
+    print(f"{what}: ok ({len(config.folders)} folders)")
     failures = 0
     limit = inotify_watch_limit()
     for cfg in config.folders:
@@ -349,4 +362,3 @@ def check_folder(cfg: FolderConfig, *, inotify_limit: int | None) -> list[str]:
 def _dirs(root: Path) -> Any:
     for dirpath, _dirnames, _files in os.walk(root):
         yield dirpath
-

@@ -11,6 +11,7 @@ from typing import Any
 
 from watchsync.agent.config import default_state_dir, load_config
 from watchsync.agent.control_socket import ask, listening
+from watchsync.cli.arguments import examples
 from watchsync.cli.health import EXIT_NOT_RUNNING
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, WatchsyncError
 from watchsync.fs.platform import pid_alive
@@ -27,16 +28,22 @@ def add_ctl_command(sub: Any) -> None:
     """Register ``ctl`` and its actions on the main parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", type=Path, default=argparse.SUPPRESS, help="the agent's config file"
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the agent's config file, e.g. /etc/watchsync/config.toml",
     )
     common.add_argument(
-        "--state-dir", type=Path, default=argparse.SUPPRESS, help="the agent's state directory"
+        "--state-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the agent's state directory, e.g. ~/.local/state/watchsync",
     )
     common.add_argument(
         "--pid",
         type=int,
         default=argparse.SUPPRESS,
-        help="the agent to steer, when several share the state directory",
+        help="the agent to steer, when several share the state directory, e.g. 4242",
     )
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw answer"
@@ -46,8 +53,12 @@ def add_ctl_command(sub: Any) -> None:
         parents=[common],
         help="steer a running agent: pause, resume, rescan, status, refused deletes",
         description="Steer a running agent through its control socket (in the state "
-        "directory). Examples: `watchsync ctl --config /etc/watchsync/config.toml deletes`, "
-        "`watchsync ctl deletes approve 3`, `watchsync ctl pause docs`.",
+        "directory).",
+        epilog=examples(
+            "watchsync ctl --config /etc/watchsync/config.toml deletes",
+            "watchsync ctl deletes approve 3",
+            "watchsync ctl pause docs",
+        ),
     )
     actions = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("status", parents=[common], help="what each folder is doing now")
@@ -63,7 +74,12 @@ def add_ctl_command(sub: Any) -> None:
         parents=[common],
         help="list the deletes the guards refused; approve or reject a batch",
     )
-    d.add_argument("decision", nargs="?", choices=["approve", "reject"])
+    d.add_argument(
+        "decision",
+        nargs="?",
+        choices=["approve", "reject"],
+        help="approve: run the batches once; reject: give them up (none: list them)",
+    )
     d.add_argument("ids", nargs="*", metavar="ID", help="batch ids, as listed")
 
 

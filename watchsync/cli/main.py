@@ -1,6 +1,7 @@
 """Command line: ``watchsync sync|watch|status|reload|check|ctl|completion|manpage``.
 
-The only module that configures logging handlers and turns errors into exit codes.
+The only module that configures logging handlers and turns errors into exit codes.  Every
+error is one line on stderr; the usage text is shown only on request (``--help``).
 """
 
 from __future__ import annotations
@@ -10,210 +11,337 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from watchsync import __version__
 from watchsync.cli.agent_commands import agent_config, run_agent_command, run_watch
+from watchsync.cli.arguments import (
+    ParseError,
+    Parser,
+    add_agent_commands,
+    add_debug_option,
+    add_filter_options,
+    add_object_options,
+    add_s3_options,
+    examples,
+)
 from watchsync.cli.ctl_command import add_ctl_command
 from watchsync.cli.output import Reporter
 from watchsync.cli.shell import add_shell_commands, completion_script, man_page
-from watchsync.cli.sync_command import SyncRequest, run_sync
-from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, WatchsyncError
-from watchsync.core.filters import Filters, ordered_rules
-from watchsync.core.model import Direction
-from watchsync.s3.location import S3Settings, S3Url
+from watchsync.cli.sync_command import (
+    AWS_CANCELLED,
+    AWS_FAILED,
+    AWS_INVALID,
+    exit_code,
+    run_sync,
+)
+from watchsync.core.errors import EXIT_OK, WatchsyncError
+from watchsync.s3.client import aws_message
 
 logger = logging.getLogger("watchsync")
 
+__all__ = ["build_parser", "configure_logging", "main"]
 
-def add_s3_options(p: argparse.ArgumentParser) -> None:
-    """S3 connection and object options shared by every command that talks to S3."""
-    g = p.add_argument_group("S3")
-    g.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:8333")
-    g.add_argument("--profile", help="AWS profile from the shared config files")
-    g.add_argument("--region", help="AWS region")
-    g.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
-    g.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms")
-    g.add_argument("--storage-class", help="storage class of uploaded objects")
-    g.add_argument("--max-concurrency", type=_positive_int, help="parallel transfers (16)")
-    g.add_argument("--bwlimit", help="cap on total transfer rate, bytes/s (K, M, G suffixes)")
-    g.add_argument(
-        "--no-checksum",
-        dest="checksum",
-        action="store_false",
-        default=None,
-        help="send and verify no CRC32C of the bytes (faster; TCP/TLS only)",
-    )
-    add_metadata_options(g)
-
-
-def add_metadata_options(g: Any) -> None:
-    """What of a file besides its bytes an object keeps (its mtime always)."""
-    g.add_argument(
-        "--keep-mode",
-        action="store_true",
-        default=None,
-        help="keep each file's permission bits in its object's metadata and restore them "
-        "on download (X-Amz-Meta-Mode, as rclone's --metadata); mtimes are always kept",
-    )
-
-
-def add_output_option(p: argparse.ArgumentParser) -> None:
-    """``--output json``: the run's summary as one JSON object, the last line on stdout."""
-    p.add_argument(
-        "--output",
-        choices=["text", "json"],
-        default="text",
-        help="json: end with a summary object for scripts (counts, bytes, seconds, exit "
-        "code), printed even with --quiet",
-    )
-
-
-def add_debug_option(p: argparse.ArgumentParser) -> None:
-    """``--debug`` after the command too; SUPPRESS keeps one given before it."""
-    p.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="log every detail"
-    )
-
-
-def add_filter_options(p: argparse.ArgumentParser) -> None:
-    """aws-style filters; their interleaved order is recovered from argv."""
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--include", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--no-follow-symlinks", dest="follow_symlinks", action="store_false")
-    p.add_argument("--follow-symlinks", dest="follow_symlinks", action="store_true")
-    p.set_defaults(follow_symlinks=True)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+_ACL = [
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+]
+_CHECKSUMS = [
+    "CRC64NVME",
+    "CRC32",
+    "SHA256",
+    "SHA1",
+    "CRC32C",
+    "SHA512",
+    "XXHASH64",
+    "XXHASH3",
+    "XXHASH128",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # No abbreviations: filters are re-read from argv, which only knows the full names.
-    parser = argparse.ArgumentParser(
+    """The whole command line (also the source of the shell completion and the man page)."""
+    # No abbreviations: a prefix of one option must not silently mean another.
+    parser = Parser(
         prog="watchsync",
-        description="Keep a local folder and an S3 bucket in sync.",
-        allow_abbrev=False,
+        description="Keep a local folder and an S3 bucket in sync: once, like `aws s3 sync`, "
+        "or continuously, within a second of every change.",
+        epilog=examples(
+            "watchsync sync ./photos s3://my-bucket/photos",
+            "watchsync watch ./photos s3://my-bucket/photos --delete",
+            "watchsync status",
+            "watchsync sync --help    # every option of a command",
+        ),
     )
-    parser.add_argument("--version", action="version", version=f"watchsync {__version__}")
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"watchsync {__version__}",
+        help="print the version and exit",
+    )
     parser.add_argument("--debug", action="store_true", help="log every detail to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser(
-        "sync", help="one-shot sync, a drop-in for `aws s3 sync`", allow_abbrev=False
-    )
-    s.add_argument("src", metavar="SRC", help="local directory or s3://bucket[/prefix]")
-    s.add_argument("dst", metavar="DST", help="s3://bucket[/prefix] or local directory")
-    s.add_argument("--delete", action="store_true", help="delete what is not in the source")
-    s.add_argument("--dryrun", action="store_true", help="print the actions, change nothing")
-    s.add_argument("--size-only", action="store_true", help="compare sizes only")
-    s.add_argument(
-        "--exact-timestamps",
-        action="store_true",
-        help="downloads: copy same-size files unless the timestamps are equal",
-    )
-    s.add_argument("--quiet", action="store_true", help="print nothing")
-    s.add_argument("--only-show-errors", action="store_true", help="print errors only")
-    s.add_argument(
-        "--no-progress", action="store_true", help="no progress bar and no summary line"
-    )
-    add_output_option(s)
-    add_filter_options(s)
-    add_s3_options(s)
-    add_debug_option(s)
-
+    add_sync_command(sub)
     add_agent_commands(sub)
+    add_ctl_command(sub)
     add_shell_commands(sub)
     return parser
 
 
-def add_agent_commands(sub: Any) -> None:
-    """Register ``watch``, ``status`` and ``check`` on the main parser."""
-    w = sub.add_parser(
-        "watch", help="keep a folder and an S3 prefix in sync continuously", allow_abbrev=False
+def add_sync_command(sub: Any) -> None:
+    """``sync``: aws's flags, rules and output, one run."""
+    s = sub.add_parser(
+        "sync",
+        help="one-shot sync, a drop-in for `aws s3 sync`",
+        description="Copy new and changed files from SRC to DST, one of them a local "
+        "directory and the other s3://bucket[/prefix]; the flags, rules, output lines and "
+        "exit codes are aws s3 sync's (0 done, 1 something failed, 2 something was "
+        "skipped, 255 the command could not start).",
+        epilog=examples(
+            "watchsync sync ./site s3://www.example.com --delete --exclude '*.psd'",
+            "watchsync sync s3://backups/db ./restore --exact-timestamps",
+            "watchsync sync ./site s3://www.example.com --cache-control max-age=300 "
+            "--acl public-read",
+            "watchsync sync ./docs s3://b/docs --delete --max-delete 100 --dryrun",
+        ),
     )
-    w.add_argument("local", nargs="?", metavar="LOCAL_DIR")
-    w.add_argument("url", nargs="?", metavar="S3_URL")
-    w.add_argument("--config", type=Path, help="TOML file with global settings and folders")
-    w.add_argument("--direction", choices=["both", "push", "pull"], help="default: both")
-    w.add_argument("--delete", action="store_true", default=None, help="propagate deletes")
-    w.add_argument("--max-delete", type=int, help="most deletes per pass (1000)")
-    w.add_argument(
-        "--force-delete",
+    s.add_argument("src", metavar="SRC", help="local directory or s3://bucket[/prefix]")
+    s.add_argument("dst", metavar="DST", help="s3://bucket[/prefix] or local directory")
+    what = s.add_argument_group("what is copied and deleted")
+    what.add_argument(
+        "--delete",
         action="store_true",
-        default=None,
-        help="allow a pass with more than --max-delete deletes",
+        help="delete files in DST that are not in SRC (after all transfers, "
+        "and none at all if anything failed or was skipped)",
     )
-    w.add_argument("--debounce", type=float, help="seconds a path must be quiet (0.5)")
-    w.add_argument("--reconcile-interval", type=float, help="seconds between periodic passes (300)")
-    w.add_argument(
-        "--full-walk-interval",
-        type=float,
-        help="seconds between walks of the whole folder; passes between trust the watcher "
-        "(86400; 0 walks every pass)",
+    what.add_argument(
+        "--max-delete",
+        type=_count,
+        metavar="N",
+        help="refuse every delete (exit 1) when more than N would be made, e.g. 100",
     )
-    w.add_argument(
-        "--full-list-interval",
-        type=float,
-        help="seconds between listings of the whole prefix (default: every periodic pass, "
-        "less often when a listing would take over 0.5%% of a core; 0 lists every pass)",
+    what.add_argument("--dryrun", action="store_true", help="print what would be done, do nothing")
+    compare = what.add_mutually_exclusive_group()
+    compare.add_argument(
+        "--size-only", action="store_true", help="copy when the sizes differ, whatever the times"
     )
-    w.add_argument("--state-dir", help="where the state databases live")
-    w.add_argument("--ignore-file", help="gitignore-style file (default .watchsyncignore)")
-    w.add_argument(
-        "--upload-workers",
-        type=int,
-        help="upload workers (16); each sends up to 32 files ready together side by side",
-    )
-    w.add_argument("--drain-timeout", type=float, help="seconds to finish uploads on stop (30)")
-    w.add_argument("--log-format", choices=["text", "json"])
-    w.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    w.add_argument("--metrics-addr", help="serve Prometheus metrics on HOST:PORT")
-    w.add_argument(
-        "--force-polling",
+    compare.add_argument(
+        "--exact-timestamps",
         action="store_true",
-        help="poll instead of inotify (network file systems)",
+        help="downloads: copy same-size files unless their times are equal",
     )
-    add_filter_options(w)
-    w.set_defaults(follow_symlinks=None)  # not given: the file's or the default (follow)
-    add_s3_options(w)
-    add_debug_option(w)
-
-    s = sub.add_parser("status", help="what each folder's agent is doing")
-    s.add_argument("--config", type=Path)
-    s.add_argument("--state-dir", type=Path)
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-
-    r = sub.add_parser(
-        "reload",
-        help="make a running agent re-read its config file (SIGHUP's equivalent, every OS)",
+    add_filter_options(what, exclude_from=True)
+    what.add_argument(
+        "--ignore-glacier-warnings",
+        action="store_true",
+        help="skip archived (GLACIER, DEEP_ARCHIVE) objects without a warning or exit code 2",
     )
-    r.add_argument("--config", type=Path, help="the agent's config file (for its state_dir)")
-    r.add_argument("--state-dir", type=Path, help="the agent's state directory")
+    what.add_argument(
+        "--force-glacier-transfer",
+        action="store_true",
+        help="try to download archived objects too (they fail unless restored)",
+    )
+    what.add_argument(
+        "--case-conflict",
+        choices=["ignore", "skip", "warn", "error"],
+        default="ignore",
+        help="keys that differ only by case: only 'ignore' (the default) is supported",
+    )
+    out = s.add_argument_group("output")
+    out.add_argument("--quiet", action="store_true", help="print nothing")
+    out.add_argument(
+        "--only-show-errors", action="store_true", help="print errors and warnings only"
+    )
+    out.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar and no summary line (both shown only on a terminal)",
+    )
+    out.add_argument(
+        "--output",
+        choices=["text", "json", "table"],
+        default="text",
+        help="json: end with a summary object for scripts (counts, bytes, seconds, exit "
+        "code), printed even with --quiet; text (and aws's table): the lines alone",
+    )
+    add_debug_option(out)
+    objects = s.add_argument_group("objects written")
+    add_object_options(objects, sync=True)
+    objects.add_argument(
+        "--grants",
+        nargs="+",
+        metavar="PERMISSION=GRANTEE",
+        help="grant read, readacl, writeacl or full to a grantee, e.g. "
+        "read=uri=http://acs.amazonaws.com/groups/global/AllUsers",
+    )
+    objects.add_argument(
+        "--website-redirect",
+        metavar="URL",
+        help="redirect website requests for the objects, e.g. /index.html",
+    )
+    objects.add_argument(
+        "--expires",
+        metavar="WHEN",
+        help="when the objects stop being cacheable, e.g. 2030-01-01T00:00:00Z",
+    )
+    objects.add_argument(
+        "--sse-c",
+        nargs="?",
+        const="AES256",
+        choices=["AES256"],
+        help="encrypt with a key of your own (--sse-c-key); downloads decrypt with it",
+    )
+    objects.add_argument(
+        "--sse-c-key",
+        metavar="KEY",
+        help="the 32-byte key of --sse-c, not base64-encoded, e.g. fileb://key.bin",
+    )
+    objects.add_argument(
+        "--checksum-algorithm",
+        choices=_CHECKSUMS,
+        help="checksum of uploads: CRC32C is the one watchsync sends "
+        "(the default; --no-checksum for none)",
+    )
+    objects.add_argument(
+        "--checksum-mode",
+        choices=["ENABLED"],
+        help="verify downloads against their checksums (always, unless --no-checksum)",
+    )
+    conn = s.add_argument_group("S3")
+    add_s3_options(conn)
+    conn.add_argument(
+        "--request-payer",
+        nargs="?",
+        const="requester",
+        choices=["requester"],
+        help="confirm that you pay for a requester-pays bucket",
+    )
+    conn.add_argument(
+        "--page-size",
+        type=_aws_int("--page-size"),
+        metavar="N",
+        help="keys per listing request (1000, the most S3 allows), e.g. 500",
+    )
+    conn.add_argument(
+        "--no-verify-ssl",
+        dest="verify_ssl",
+        action="store_false",
+        help="do not check the endpoint's TLS certificate",
+    )
+    conn.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        help="CA certificates to check the endpoint's with, e.g. ca.pem",
+    )
+    conn.add_argument(
+        "--no-sign-request",
+        dest="sign_requests",
+        action="store_false",
+        help="send requests unsigned (a public bucket; no credentials)",
+    )
+    conn.add_argument(
+        "--cli-connect-timeout",
+        type=_aws_seconds("--cli-connect-timeout"),
+        metavar="SECONDS",
+        help="give up connecting after this long (5)",
+    )
+    conn.add_argument(
+        "--cli-read-timeout",
+        type=_aws_seconds("--cli-read-timeout"),
+        metavar="SECONDS",
+        help="abandon a request silent this long (30)",
+    )
+    same = s.add_argument_group(
+        "accepted as by aws, without effect here (copies between buckets, output formats "
+        "other aws commands read)"
+    )
+    same.add_argument(
+        "--source-region", metavar="REGION", help="region of a source bucket, e.g. us-west-2"
+    )
+    same.add_argument(
+        "--metadata-directive",
+        choices=["COPY", "REPLACE"],
+        help="whether copies keep their source's metadata",
+    )
+    same.add_argument(
+        "--sse-c-copy-source",
+        nargs="?",
+        const="AES256",
+        choices=["AES256"],
+        help="the algorithm of a copy source's own key",
+    )
+    same.add_argument("--query", metavar="JMESPATH", help="aws's output filter, e.g. 'Contents'")
+    same.add_argument("--no-paginate", action="store_true", help="aws's paging switch")
+    same.add_argument("--color", choices=["on", "off", "auto"], help="aws's colour switch")
+    same.add_argument("--v2-debug", action="store_true", help="aws's upgrade warnings")
+    same.add_argument(
+        "--sse-c-copy-source-key",
+        metavar="KEY",
+        help="a copy source's own key, e.g. fileb://old-key.bin",
+    )
 
-    c = sub.add_parser("check", help="validate a config and test each folder's bucket")
-    c.add_argument("--config", type=Path, required=True)
-    add_debug_option(s)
-    add_debug_option(c)
-    add_ctl_command(sub)
+
+def _count(text: str) -> int:
+    """A whole number >= 0 (argparse's error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def _aws_int(flag: str) -> Any:
+    """aws converts such values after parsing: a bad one is its code 255, not a parse error."""
+
+    def convert(text: str) -> int:
+        from watchsync.core.errors import UsageError
+
+        try:
+            return int(text)
+        except ValueError:
+            raise UsageError(f"{flag}: invalid literal for int() with base 10: {text!r}") from None
+
+    return convert
+
+
+def _aws_seconds(flag: str) -> Any:
+    def convert(text: str) -> float:
+        from watchsync.core.errors import UsageError
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{flag}: not a number of seconds: {text!r}") from None
+        if value <= 0:
+            raise UsageError(f"{flag}: must be more than 0 seconds: {text!r}")
+        return value
+
+    return convert
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 some files failed, 2 usage/connection)."""
+    """Entry point; returns the exit code: ``sync`` gives aws's (0, 1 failed, 2 skipped,
+    255 could not start, 130 cancelled), the agent's commands 0, 1 or 2 (usage,
+    configuration or connection)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+        parser = build_parser()
+        args = parse(parser, args_list)
+    except SystemExit as exc:  # --help, --version
+        return int(exc.code) if isinstance(exc.code, int) else 0
+    except ParseError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except WatchsyncError as exc:  # a value aws converts after parsing (sync: 255)
+        return _fail(str(exc), AWS_INVALID if _command(args_list) == "sync" else exc.exit_code)
     if args.command == "completion":
         print(completion_script(parser, args.shell), end="")
         return EXIT_OK
@@ -221,24 +349,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(man_page(parser), end="")
         return EXIT_OK
     configure_logging(debug=args.debug, fmt=getattr(args, "log_format", None) or "text")
+    if args.command == "sync":
+        return _sync(args)
     try:
-        if args.command == "sync":
-            return _sync(args, args_list)
         if args.command == "watch":
             config = agent_config(args, args_list)
             configure_logging(debug=args.debug, fmt=config.log_format, level=config.log_level)
             return run_watch(config, args, args_list)
         return run_agent_command(args, args_list)
     except WatchsyncError as exc:
-        print(f"watchsync: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("watchsync: cancelled", file=sys.stderr)
         return 130
 
 
-def _sync(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    req = sync_request(args, argv)
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed, with the checks argparse cannot express.  Unknown options are
+    aws's code 255 for ``sync`` (``Unknown options: ...``), a parse error elsewhere."""
+    args, unknown = parser.parse_known_args(argv)
+    see = f" (see '{parser.prog} {args.command} --help')"
+    if unknown:
+        if args.command == "sync":
+            raise UnknownOptions(f"Unknown options: {', '.join(unknown)}")
+        raise ParseError(f"unrecognized arguments: {' '.join(unknown)}{see}")
+    if getattr(args, "quiet", False) and args.debug:
+        raise ParseError(f"argument --debug: not allowed with argument --quiet{see}")
+    return args
+
+
+class UnknownOptions(WatchsyncError):
+    """Options no command knows (aws: code 255)."""
+
+    exit_code = AWS_INVALID
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"watchsync: error: {message}", file=sys.stderr)
+    return code
+
+
+def _sync(args: argparse.Namespace) -> int:
+    """One ``sync`` run, ended the way aws ends it: its exit code, and a fatal S3 error as
+    ``fatal error: ...``; then the summary (a line on a terminal, JSON when asked for)."""
+    from watchsync.cli.sync_options import sync_request
+    from watchsync.core.errors import ConfigError, UsageError
+
+    try:
+        req = sync_request(args)
+    except (UsageError, ConfigError) as exc:
+        return _fail(str(exc), AWS_INVALID)
     # The bar, and the summary line that replaces it at the end, are for a person at a
     # terminal; a pipe gets the aws-format lines alone (or the JSON summary it asks for).
     shown = not (args.no_progress or args.quiet or args.only_show_errors) and sys.stdout.isatty()
@@ -252,55 +416,20 @@ def _sync(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         with reporter:
             run_sync(req, reporter)
+    except (UsageError, ConfigError) as exc:
+        reporter.summary(exit_code=AWS_INVALID, dry_run=req.dry_run, error=str(exc))
+        return _fail(str(exc), AWS_INVALID)
     except WatchsyncError as exc:
-        reporter.summary(exit_code=exc.exit_code, dry_run=req.dry_run, error=str(exc))
-        raise
-    t = reporter.totals
-    code = EXIT_PARTIAL if (t.failed or t.skipped) else EXIT_OK
+        line = f"fatal error: {aws_message(exc)}"
+        reporter.problem(line)
+        reporter.summary(exit_code=AWS_FAILED, dry_run=req.dry_run, error=line)
+        return AWS_FAILED
+    except KeyboardInterrupt:
+        reporter.problem("cancelled: ctrl-c received")
+        return AWS_CANCELLED
+    code = exit_code(reporter)
     reporter.summary(exit_code=code, dry_run=req.dry_run)
     return code
-
-
-def sync_request(args: argparse.Namespace, argv: Sequence[str]) -> SyncRequest:
-    """Validate ``sync`` arguments into a request; bad combinations raise UsageError."""
-    from watchsync.agent.config import parse_size
-    from watchsync.core.errors import UsageError
-
-    src_s3, dst_s3 = args.src.startswith("s3://"), args.dst.startswith("s3://")
-    if src_s3 == dst_s3:
-        both = "two S3 URLs" if src_s3 else "two local paths"
-        raise UsageError(f"sync needs one local directory and one s3:// URL, got {both}")
-    direction = Direction.DOWN if src_s3 else Direction.UP
-    local, url = (args.dst, args.src) if src_s3 else (args.src, args.dst)
-    if args.sse_kms_key_id and args.sse != "aws:kms":
-        raise UsageError("--sse-kms-key-id needs --sse aws:kms")
-    try:
-        bwlimit = parse_size(args.bwlimit) if args.bwlimit else None
-    except WatchsyncError as exc:
-        raise UsageError(f"--bwlimit: {exc}") from exc
-    return SyncRequest(
-        local=local,
-        url=S3Url.parse(url),
-        direction=direction,
-        delete=args.delete,
-        dry_run=args.dryrun,
-        size_only=args.size_only,
-        exact_timestamps=args.exact_timestamps,
-        follow_symlinks=args.follow_symlinks,
-        filters=Filters.of(ordered_rules(argv)),
-        s3=S3Settings(
-            endpoint_url=args.endpoint_url,
-            profile=args.profile,
-            region=args.region,
-            max_concurrency=args.max_concurrency or 16,
-            sse=args.sse,
-            sse_kms_key_id=args.sse_kms_key_id,
-            storage_class=args.storage_class,
-            bwlimit=bwlimit,
-            checksum=args.checksum is not False,
-            keep_mode=bool(args.keep_mode),
-        ),
-    )
 
 
 def configure_logging(*, debug: bool, fmt: str, level: str = "INFO") -> None:

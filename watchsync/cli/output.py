@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -44,7 +45,7 @@ def binary_size(nbytes: float) -> str:
 @dataclass
 class Totals:
     """Counters of one run, for its summary (in a dry run: what would be done);
-    ``failed`` and ``skipped`` decide the exit code."""
+    ``failed``, ``refused`` (deletes) and ``skipped`` decide the exit code."""
 
     uploaded: int = 0
     downloaded: int = 0
@@ -52,6 +53,7 @@ class Totals:
     bytes: int = 0  # of the files copied
     failed: int = 0
     skipped: int = 0
+    refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
@@ -131,6 +133,7 @@ class Reporter:
         # Flush per line only for a person watching; a pipe gets block-buffered output.
         self._ttys = [s for s in (self.out, self.err) if self._interactive(s)]
         self._lock = threading.Lock()
+        self._closed: list[TextIO] = []  # streams whose reader went away
         self._progress: Progress | None = None
         if progress and not (quiet or only_show_errors):
             self._progress = Progress(
@@ -160,6 +163,21 @@ class Reporter:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write out what is buffered; a reader that went away is no error (see _print)."""
+        with self._lock:
+            for stream in (self.out, self.err):
+                if stream in self._closed:
+                    continue
+                try:
+                    stream.flush()
+                except BrokenPipeError:
+                    self._closed.append(stream)
+                    _quiet_from_now_on(stream)
+                except ValueError:
+                    pass  # closed by the caller: nothing to flush into
 
     # -- the bar -----------------------------------------------------------------------------
 
@@ -260,12 +278,36 @@ class Reporter:
 
     def _print(self, stream: TextIO, text: str) -> None:
         with self._lock:
-            if self._progress is not None and self._progress.live.is_started:
-                self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
-            else:
-                stream.write(text + "\n")
-                if stream in self._ttys:
-                    stream.flush()
+            if stream in self._closed:
+                return
+            try:
+                if self._progress is not None and self._progress.live.is_started:
+                    self._progress.console.print(
+                        text, markup=False, highlight=False, soft_wrap=True
+                    )
+                else:
+                    stream.write(text + "\n")
+                    if stream in self._ttys:
+                        stream.flush()
+            except BrokenPipeError:
+                # The reader went away (``| head -1``): what is left to say goes nowhere,
+                # and the run goes on as if it were read.
+                self._closed.append(stream)
+                _quiet_from_now_on(stream)
+
+
+def _quiet_from_now_on(stream: TextIO) -> None:
+    """Point a closed pipe's descriptor at /dev/null, so neither a later write nor the
+    interpreter's final flush of what is buffered fails again (and exits 120)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):
+        return  # not a real file (a test's capture)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def summary_line(t: Totals, seconds: float, *, dry_run: bool = False) -> str:

@@ -19,9 +19,22 @@ SHELLS = ("bash", "zsh", "fish")
 
 def add_shell_commands(sub: Any) -> None:
     """Register ``completion`` and ``manpage`` on the main parser."""
-    c = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
+    from watchsync.cli.arguments import examples
+
+    c = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh, fish)",
+        epilog=examples(
+            "watchsync completion bash > ~/.local/share/bash-completion/completions/watchsync",
+            "watchsync completion fish > ~/.config/fish/completions/watchsync.fish",
+        ),
+    )
     c.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
-    sub.add_parser("manpage", help="print the manual page (roff): watchsync manpage | man -l -")
+    sub.add_parser(
+        "manpage",
+        help="print the manual page (roff): watchsync manpage | man -l -",
+        epilog=examples("watchsync manpage > ~/.local/share/man/man1/watchsync.1"),
+    )
 
 
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:

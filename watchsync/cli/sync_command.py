@@ -1,5 +1,5 @@
 """``watchsync sync``: wire the scanners, the planner and the executor together, and print
-what happens in ``aws s3 sync``'s format."""
+what happens in ``aws s3 sync``'s words, paths and exit codes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from watchsync.cli.output import Reporter
 from watchsync.core.errors import FailureKind, FileError, UsageError, failure_of
 from watchsync.core.filters import Filters
-from watchsync.core.model import Action, Direction, Kind, Skipped, without_skipped
+from watchsync.core.model import Action, Direction, Kind, SkipKind, Skipped, without_skipped
 from watchsync.core.plan import SyncOptions, plan_sync
 from watchsync.engine.executor import Executor
 from watchsync.engine.lookahead import Lookahead
@@ -21,18 +21,40 @@ from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import guard_temp_files
 from watchsync.fs.walk import WalkOptions, walk
+from watchsync.s3.client import aws_message
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.transfer import open_transfer
 
 # Attempts in a row (over 10 s or more) that found no connection before a run gives up.
 GIVE_UP_AFTER = 8
 
+# aws s3 sync's return codes (awscli/topics/return-codes.rst), which sync keeps.
+AWS_OK = 0
+AWS_FAILED = 1  # a transfer failed, or an S3 error ended the run ("fatal error: ...")
+AWS_SKIPPED = 2  # a file was skipped (and nothing failed); also an unparsable command line
+AWS_CANCELLED = 130  # Ctrl-C
+AWS_INVALID = 255  # the command could not start: a bad value, a missing source, no profile
+
+# What aws says of each kind of skipped path (awscli/customizations/s3/filegenerator.py and
+# s3handler.py), word for word.
+AWS_SKIP_WORDS = {
+    SkipKind.MISSING: "File does not exist.",
+    SkipKind.SPECIAL: "File is character special device, block special device, FIFO, or socket.",
+    SkipKind.UNREADABLE: "File/Directory is not readable.",
+    SkipKind.PARENT: "File references a parent directory.",
+    SkipKind.ARCHIVED: (
+        "Object is of storage class GLACIER. Unable to perform download operations on GLACIER "
+        "objects. You must restore the object to be able to perform the operation. See aws s3 "
+        "download help for additional parameter options to ignore or force these transfers."
+    ),
+}
+
 
 @dataclass(frozen=True)
 class SyncRequest:
     """One ``watchsync sync`` invocation, already validated."""
 
-    local: str  # as the user typed it, for output lines
+    local: str  # as the user typed it
     url: S3Url
     direction: Direction
     delete: bool = False
@@ -42,23 +64,66 @@ class SyncRequest:
     follow_symlinks: bool = True
     filters: Filters = field(default_factory=Filters)
     s3: S3Settings = field(default_factory=S3Settings)
+    max_delete: int | None = None  # most deletes the run may make; more refuses them all
+    force_archived: bool = False  # --force-glacier-transfer
+    quiet_archived: bool = False  # --ignore-glacier-warnings
 
 
-@dataclass(frozen=True)
+def relative_path(filename: str, start: str) -> str:
+    """``filename`` as aws prints a local path: its directory relative to ``start`` (the
+    working directory), so a file directly in it reads ``./name``.
+
+    >>> relative_path("/w/photos/p1.jpg", "/w"), relative_path("/w/p1.jpg", "/w")
+    ('photos/p1.jpg', './p1.jpg')
+    >>> relative_path("/tmp/x/a", "/w/sub")
+    '../../tmp/x/a'
+    """
+    dirname, basename = os.path.split(filename)
+    try:
+        return os.path.join(os.path.relpath(dirname, start), basename)
+    except ValueError:  # another drive on Windows
+        return os.path.abspath(filename)
+
+
 class Display:
-    """How paths are printed: the local root as the user typed it, and the S3 location."""
+    """How paths are printed, as aws prints them: a local file relative to the working
+    directory (:func:`relative_path`), a skipped one by its absolute path, an object by its
+    ``s3://`` URL.  Not thread-safe (it remembers the last directory shown)."""
 
-    local_root: str
-    where: S3Url
+    def __init__(self, local_root: str, where: S3Url, *, cwd: str | None = None) -> None:
+        self.cwd = cwd if cwd is not None else os.getcwd()
+        self.root = os.path.join(self.cwd, local_root)
+        self.where = where
+        self._dir = ("", "")  # (a directory, as it is shown): files come directory by directory
+
+    def absolute(self, path: str) -> str:
+        return os.path.normpath(os.path.join(self.root, path))
 
     def local(self, path: str) -> str:
-        return os.path.join(self.local_root, path) if self.local_root else path
+        head, _, name = path.rpartition("/")
+        if self._dir[0] != head or not self._dir[1]:
+            shown = relative_path(os.path.join(self.absolute(head), "x"), self.cwd)[:-1]
+            self._dir = (head, shown)
+        return self._dir[1] + name
 
     def remote(self, path: str) -> str:
         return self.where.url(path)
 
+    def skipped(self, item: Skipped, *, remote: bool) -> str:
+        """The aws warning of a skipped path: aws's words where aws skips it too."""
+        if item.kind is SkipKind.PARENT:
+            shown = item.path  # aws names the key itself here
+        elif remote:
+            shown = self.remote(item.path)
+        else:
+            shown = self.absolute(item.path)
+        words = AWS_SKIP_WORDS.get(item.kind)
+        if words is None:
+            words = item.reason[:1].upper() + item.reason[1:] + "."
+        return f"warning: Skipping file {_one_line(shown)}. {words}"
+
     def describe(self, action: Action) -> str:
-        """The aws-format line of an action, e.g. ``upload: dir/a.txt to s3://b/p/a.txt``."""
+        """The aws line of an action, e.g. ``upload: dir/a.txt to s3://b/p/a.txt``."""
         path = action.path
         if action.kind is Kind.UPLOAD:
             return f"upload: {self.local(path)} to {self.remote(path)}"
@@ -112,12 +177,12 @@ class SyncEvents:
                 totals.downloaded += 1
         with self._lock:
             self._ended.add(action.path)
-        self.reporter.line(self.display.describe(action))
+        self.reporter.line(self._describe(action))
 
     def deleted(self, action: Action) -> None:
         with self.reporter.totals.lock:
             self.reporter.totals.deleted += 1
-        self.reporter.line(self.display.describe(action))
+        self.reporter.line(self._describe(action))
 
     def failed(self, action: Action, exc: Exception) -> None:
         with self._lock:
@@ -130,11 +195,16 @@ class SyncEvents:
             return
         verb = "delete" if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE) else None
         verb = verb or ("upload" if action.kind is Kind.UPLOAD else "download")
-        line = self.display.describe(action).split(": ", 1)[1]
-        reason = exc.reason if isinstance(exc, FileError) else failure.text
-        self.reporter.problem(f"{verb} failed: {line} {reason}")
+        line = self._describe(action).split(": ", 1)[1]
+        reason = exc.reason if isinstance(exc, FileError) else aws_message(exc)
+        self.reporter.problem(f"{verb} failed: {line} {_one_line(reason)}")
 
     def vetoed(self, veto: Veto) -> None:
+        if veto.refusal is not None:
+            with self.reporter.totals.lock:
+                self.reporter.totals.refused += veto.count
+            self.reporter.problem(f"error: {veto.refusal}")
+            return
         self.reporter.problem(
             f"warning: {veto.count} deletes not done because "
             f"{veto.failed} transfers failed and {veto.skipped} paths were skipped"
@@ -151,10 +221,46 @@ class SyncEvents:
             else:
                 totals.deleted += 1
             totals.bytes += _size(action) if action.kind in _COPIES else 0
-        self.reporter.line("(dryrun) " + self.display.describe(action))
+        self.reporter.line("(dryrun) " + self._describe(action))
+
+    def skipped(self, item: Skipped, *, remote: bool) -> None:
+        with self.reporter.totals.lock:
+            self.reporter.totals.skipped += 1
+        with self._lock:
+            line = self.display.skipped(item, remote=remote)
+        self.reporter.problem(line)
 
     def conflict(self, action: Action, name: str) -> None:  # pragma: no cover - never planned
         raise AssertionError("watchsync sync plans no conflicts")
+
+    def _describe(self, action: Action) -> str:
+        with self._lock:  # the display remembers the last directory shown
+            return self.display.describe(action)
+
+
+class DeleteLimit:
+    """``--max-delete``: a run that would delete more than ``limit`` deletes nothing.
+
+    >>> DeleteLimit(2).refusal(3)
+    '3 deletes exceed --max-delete 2; none were done'
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+
+    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
+        if self.limit is None or count <= self.limit:
+            return None
+        return f"{count} deletes exceed --max-delete {self.limit}; none were done"
+
+
+def exit_code(reporter: Reporter) -> int:
+    """aws's code for a run that ended: 1 if anything failed (or deletes were refused),
+    else 2 if anything was skipped, else 0."""
+    t = reporter.totals
+    if t.failed or t.refused:
+        return AWS_FAILED
+    return AWS_SKIPPED if t.skipped else AWS_OK
 
 
 def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> None:
@@ -174,15 +280,9 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         raise UsageError(f"source directory {req.local!r} {what}")
     if req.direction is Direction.DOWN and root.exists() and not root.is_dir():
         raise UsageError(f"destination {req.local!r} is not a directory")
-    display = Display(req.local.rstrip("/") or "/", req.url)
+    display = Display(req.local, req.url)
     if not req.dry_run:
         guard_temp_files(root)  # partial downloads of a killed run go; ours go on SIGTERM
-
-    def on_skip(item: Skipped, remote_side: bool) -> None:
-        with reporter.totals.lock:
-            reporter.totals.skipped += 1
-        shown = display.remote(item.path) if remote_side else display.local(item.path)
-        reporter.problem(f"warning: Skipping file {_one_line(shown)}. {item.reason}.")
 
     opts = SyncOptions(
         direction=req.direction,
@@ -190,7 +290,11 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         size_only=req.size_only,
         exact_timestamps=req.exact_timestamps,
         filters=req.filters,
+        force_archived=req.force_archived,
+        quiet_archived=req.quiet_archived,
     )
+    # Both sides' files, the destination's too, are skipped as aws skips them.
+    walk_options = WalkOptions(follow_symlinks=req.follow_symlinks, check_readable=True)
     stop = stop or threading.Event()
     with open_transfer(
         req.s3,
@@ -200,13 +304,15 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         give_up_after=GIVE_UP_AFTER,
         on_bytes=reporter.moved,
     ) as transfer:
+        events = SyncEvents(
+            reporter, display, stop, gone=lambda: transfer.reachability.gone is not None
+        )
         local = without_skipped(
-            walk(root, options=WalkOptions(follow_symlinks=req.follow_symlinks)),
-            lambda s: on_skip(s, False),
+            walk(root, options=walk_options), lambda s: events.skipped(s, remote=False)
         )
         remote = without_skipped(
             transfer.listing(for_download=req.direction is Direction.DOWN),
-            lambda s: on_skip(s, True),
+            lambda s: events.skipped(s, remote=True),
         )
         if req.direction is Direction.DOWN and not req.dry_run:
             try:
@@ -218,15 +324,16 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         executor = Executor(
             transfer,
             recorder=NullRecorder(),
-            events=SyncEvents(
-                reporter, display, stop, gone=lambda: transfer.reachability.gone is not None
-            ),
+            events=events,
             policy=replace(ExecPolicy.SYNC, dry_run=req.dry_run),
+            guards=DeleteLimit(req.max_delete),
             max_concurrency=req.s3.max_concurrency,
             follow_symlinks=req.follow_symlinks,
             stop=stop,
         )
-        plan: Iterable[Action] = plan_sync(local, remote, opts=opts)
+        plan: Iterable[Action] = without_skipped(
+            plan_sync(local, remote, opts=opts), lambda s: events.skipped(s, remote=True)
+        )
         with contextlib.ExitStack() as ahead:
             if reporter.wants_plan_totals:
                 # The bar's totals are known once the walk and the listing end, long before

@@ -13,7 +13,7 @@ import fnmatch
 import functools
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,25 +59,6 @@ class Filters:
 
     def __bool__(self) -> bool:
         return bool(self.rules)
-
-
-def ordered_rules(argv: Sequence[str]) -> list[tuple[str, str]]:
-    """Recover the interleaved order of ``--exclude``/``--include`` from raw arguments.
-
-    argparse keeps two separate lists; aws semantics need the order across both.
-    """
-    out: list[tuple[str, str]] = []
-    it = iter(range(len(argv)))
-    for i in it:
-        arg = argv[i]
-        for kind in ("exclude", "include"):
-            flag = f"--{kind}"
-            if arg == flag and i + 1 < len(argv):
-                out.append((kind, argv[i + 1]))
-                next(it, None)
-            elif arg.startswith(flag + "="):
-                out.append((kind, arg[len(flag) + 1 :]))
-    return out
 
 
 IGNORE_FILE = ".watchsyncignore"

@@ -54,6 +54,9 @@ class RemoteEntry:
     # The file's mtime kept in the object's metadata (rclone's ``mtime``), when it was read
     # (a HEAD or a GET; listings do not carry it): None when unknown or not kept.
     stored_mtime_ns: int | None = field(default=None, compare=False)
+    # As the listing gives it ("" when it did not say): archived objects (GLACIER,
+    # DEEP_ARCHIVE) cannot be downloaded until restored.
+    storage_class: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +145,24 @@ class Action:
     by_stored_mtime: StoredMtime | None = None
 
 
+class SkipKind(enum.Enum):
+    """Why a path was skipped, as far as a one-shot ``sync`` tells them apart in its output."""
+
+    MISSING = "missing"  # gone, or a symlink to nothing
+    SPECIAL = "special"  # a FIFO, socket or device
+    UNREADABLE = "unreadable"  # no permission to read the file or list the directory
+    PARENT = "parent"  # a key with a '..' segment: it would leave the destination
+    ARCHIVED = "archived"  # an object in an archive storage class, not restored
+    OTHER = "other"
+
+
 @dataclass(frozen=True, slots=True)
 class Skipped:
     """A path a scanner could not use, e.g. an unreadable file or a key that escapes the root."""
 
     path: str
     reason: str
+    kind: SkipKind = field(default=SkipKind.OTHER, compare=False)
 
 
 def without_skipped(

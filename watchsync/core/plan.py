@@ -29,6 +29,7 @@ from watchsync.core.model import (
     LocalEntry,
     Mode,
     RemoteEntry,
+    SkipKind,
     Skipped,
     StoredMtime,
     SyncedEntry,
@@ -55,6 +56,14 @@ class SyncOptions:
     size_only: bool = False
     exact_timestamps: bool = False
     filters: Filters = field(default_factory=Filters)
+    # Archived objects (not restored): downloaded anyway (they fail unless restored), or
+    # skipped without a word; by default skipped with a warning that counts, as by aws.
+    force_archived: bool = False
+    quiet_archived: bool = False
+
+
+#: Storage classes whose objects cannot be read until restored (aws's "GLACIER objects").
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,9 @@ def same_time(local: LocalEntry, remote: RemoteEntry) -> bool:
 
 def plan_sync(
     local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], *, opts: SyncOptions
-) -> Iterator[Action]:
-    """Decide ``watchsync sync`` from the sorted local walk and the sorted listing.
+) -> Iterator[Action | Skipped]:
+    """Decide ``watchsync sync`` from the sorted local walk and the sorted listing; a
+    download that cannot be made (an archived object) comes out as :class:`Skipped`.
 
     >>> [a.kind for a in plan_sync([LocalEntry("x", 1, 0)], [], opts=SyncOptions(Direction.UP))]
     [<Kind.UPLOAD: 'upload'>]
@@ -127,22 +137,36 @@ def plan_sync(
         loc = lo if isinstance(lo, LocalEntry) else None
         rem = ro if isinstance(ro, RemoteEntry) else None
         src_present = (loc if up else rem) is not None
-        dst_present = (rem if up else loc) is not None
-        if src_present and not dst_present:
-            yield Action(Kind.UPLOAD if up else Kind.DOWNLOAD, path, "new", loc, rem)
-            continue
         if not src_present:
             if opts.delete:
                 kind = Kind.DELETE_REMOTE if up else Kind.DELETE_LOCAL
                 yield Action(kind, path, "not in source", loc, rem)
             continue
-        assert loc is not None and rem is not None
-        reason = _copy_reason(loc, rem, opts)
-        if reason:
-            kind = Kind.UPLOAD if up else Kind.DOWNLOAD
+        rule = None
+        if loc is None or rem is None:
+            reason = "new"
+        else:
+            reason = _copy_reason(loc, rem, opts)
             # Chosen by the times alone: a kept mtime, where the object has one, decides.
             rule = _STORED_RULE[opts.exact_timestamps] if loc.size == rem.size else None
-            yield Action(kind, path, reason, loc, rem, by_stored_mtime=rule)
+        if not reason:
+            continue
+        if not up and rem is not None and archived(rem, opts):
+            if not opts.quiet_archived:
+                why = f"object is in storage class {rem.storage_class}, not restored"
+                yield Skipped(path, why, SkipKind.ARCHIVED)
+            continue
+        kind = Kind.UPLOAD if up else Kind.DOWNLOAD
+        yield Action(kind, path, reason, loc, rem, by_stored_mtime=rule)
+
+
+def archived(rem: RemoteEntry, opts: SyncOptions) -> bool:
+    """Whether a download of ``rem`` is held back: an archived object, not forced.
+
+    >>> archived(RemoteEntry("a", 1, 0, storage_class="GLACIER"), SyncOptions(Direction.DOWN))
+    True
+    """
+    return rem.storage_class in ARCHIVE_CLASSES and not opts.force_archived
 
 
 def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:

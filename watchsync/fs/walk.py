@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchsync.core.filters import is_reserved
-from watchsync.core.model import LocalEntry, Skipped
+from watchsync.core.model import LocalEntry, SkipKind, Skipped
 from watchsync.fs.tempfiles import is_temp_name
 
 
@@ -26,6 +26,9 @@ class WalkOptions:
 
     follow_symlinks: bool = True
     prune: Callable[[str], bool] | None = None  # relative dir path -> skip whole subtree
+    # Skip files this user may not read (aws does, and counts them as skipped, not failed);
+    # one access() per file, so only ``sync`` asks.
+    check_readable: bool = False
 
 
 def walk(
@@ -77,7 +80,9 @@ def _walk_dir(
     except FileNotFoundError:
         return
     except OSError as exc:
-        yield Skipped(rel or ".", f"directory is not readable: {exc.strerror or exc}")
+        yield Skipped(
+            rel or ".", f"directory is not readable: {exc.strerror or exc}", SkipKind.UNREADABLE
+        )
         return
     prefix = rel + "/" if rel else ""
     for entry, is_dir in children:
@@ -96,7 +101,7 @@ def _walk_dir(
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                yield Skipped(relpath, f"cannot stat: {exc.strerror or exc}")
+                yield _stat_failed(relpath, exc)
                 continue
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
@@ -108,7 +113,7 @@ def _walk_dir(
             finally:
                 ancestors.discard(ident)
             continue
-        got = _file_entry(entry, relpath, options.follow_symlinks)
+        got = _file_entry(entry, relpath, options.follow_symlinks, options.check_readable)
         if got is not None:
             yield got
 
@@ -130,21 +135,35 @@ def _sorted_children(
     return [(e, d) for _, e, d in out]
 
 
-def _file_entry(entry: os.DirEntry[str], relpath: str, follow: bool) -> LocalEntry | Skipped | None:
+def _file_entry(
+    entry: os.DirEntry[str], relpath: str, follow: bool, check_readable: bool
+) -> LocalEntry | Skipped | None:
     """Stat one non-directory entry; only regular files are synced."""
     try:
         st = entry.stat(follow_symlinks=follow)
     except FileNotFoundError:
         if entry.is_symlink():
-            return Skipped(relpath, "broken symlink")
+            return Skipped(relpath, "broken symlink", SkipKind.MISSING)
         return None  # deleted mid-walk
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return Skipped(relpath, "symlink loop")
-        return Skipped(relpath, f"cannot stat: {exc.strerror or exc}")
+        return _stat_failed(relpath, exc)
     if not stat.S_ISREG(st.st_mode):
-        return Skipped(relpath, f"not a regular file ({_kind(st.st_mode)})")
+        return Skipped(relpath, f"not a regular file ({_kind(st.st_mode)})", SkipKind.SPECIAL)
+    if check_readable and not os.access(entry.path, os.R_OK, effective_ids=_EFFECTIVE):
+        return Skipped(relpath, "file is not readable", SkipKind.UNREADABLE)
     return entry_of(relpath, st)
+
+
+# Whether access() can check as the effective user (who opens the file), as on Linux.
+_EFFECTIVE = os.access in os.supports_effective_ids
+
+
+def _stat_failed(relpath: str, exc: OSError) -> Skipped:
+    """The skip of a path whose stat failed (a symlink loop, no permission, ...)."""
+    if exc.errno == errno.ELOOP:
+        return Skipped(relpath, "symlink loop", SkipKind.MISSING)
+    kind = SkipKind.UNREADABLE if exc.errno == errno.EACCES else SkipKind.OTHER
+    return Skipped(relpath, f"cannot stat: {exc.strerror or exc}", kind)
 
 
 def stat_entry(root: Path, relpath: str, *, follow_symlinks: bool = True) -> LocalEntry | None:

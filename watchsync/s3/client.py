@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import email.utils
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from watchsync.core.errors import FailureKind, UsageError
+from watchsync.s3 import native
 from watchsync.s3.failures import classify
 from watchsync.s3.location import S3Settings, S3Url
 
@@ -45,6 +48,7 @@ def make_client(settings: S3Settings) -> S3Client:
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(str(exc)) from exc
     config = Config(
+        signature_version=None if settings.sign_requests else botocore.UNSIGNED,
         max_pool_connections=settings.max_concurrency + 4,
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=settings.connect_timeout,
@@ -57,7 +61,13 @@ def make_client(settings: S3Settings) -> S3Client:
         response_checksum_validation="when_supported" if settings.checksum else "when_required",
     )
     try:
-        client: S3Client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        client: S3Client = session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            config=config,
+            # None: botocore's own choice (AWS_CA_BUNDLE, the profile's ca_bundle)
+            verify=settings.ca_bundle or (None if settings.verify_ssl else False),
+        )
     except botocore.exceptions.InvalidRegionError as exc:
         raise UsageError(f"invalid region {session.region_name!r}: {exc}") from exc
     except ValueError as exc:  # botocore's "Invalid endpoint: ..."
@@ -90,6 +100,47 @@ def parse_timestamp(value: str) -> datetime:
     except (ValueError, TypeError):
         return botocore_parse_timestamp(value)
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def http_date(text: str) -> str:
+    """An ``--expires`` value as the HTTP date the Expires header carries, from any form
+    botocore takes (ISO 8601, epoch seconds, an HTTP date); ValueError when it is none.
+
+    >>> http_date("2030-01-01T00:00:00Z")
+    'Tue, 01 Jan 2030 00:00:00 GMT'
+    """
+    try:
+        when = botocore_parse_timestamp(text)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    return email.utils.format_datetime(when.astimezone(UTC), usegmt=True)
+
+
+def aws_message(exc: BaseException) -> str:
+    """What aws-cli prints for ``exc`` (after ``fatal error:`` or ``upload failed: ...``):
+    botocore's own text of the SDK error a :class:`Failure` was raised from (``An error
+    occurred (NoSuchBucket) when calling the ListObjectsV2 operation: ...``, ``Could not
+    connect to the endpoint URL: "..."``), the native client's answers put the same way,
+    else the failure's own line.
+
+    >>> aws_message(botocore.exceptions.EndpointConnectionError(endpoint_url="http://h/b"))
+    'Could not connect to the endpoint URL: "http://h/b"'
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, botocore.exceptions.ClientError):
+            # As aws words it: without the retry count botocore adds when retries are ours.
+            err = seen.response.get("Error", {})
+            code, message = err.get("Code") or "Unknown", err.get("Message") or "Unknown"
+            operation = seen.operation_name
+            return f"An error occurred ({code}) when calling the {operation} operation: {message}"
+        if isinstance(seen, botocore.exceptions.BotoCoreError):
+            return classify(seen).text if "CERTIFICATE_VERIFY_FAILED" in str(seen) else str(seen)
+        if isinstance(seen, native.CrtError) and seen.status:
+            said = seen.message
+            return f"An error occurred ({seen.code}) when calling the PutObject operation: {said}"
+        seen = seen.__cause__
+    return str(exc)
 
 
 def mtime_ns(when: datetime) -> int:

@@ -219,6 +219,7 @@ class Downloads:
     def _get(self, key: str, tmp: Path, etag: str) -> Mapping[str, str]:
         """One GET into ``tmp``; returns the object's user metadata."""
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Key": key}
+        kwargs.update(self.settings.read_args())
         if etag:
             kwargs.update(condition_args(Condition(etag)))
         if self.settings.checksum:
@@ -245,10 +246,18 @@ class Downloads:
         subscribers: list[BaseSubscriber] = [_ProvideSize(size), _Told(self.on_bytes)]
         if self.limiter is not None:
             subscribers.append(_Paced(self.limiter))
-        future = self._manager().download(self.where.bucket, key, str(tmp), subscribers=subscribers)
+        future = self._manager().download(
+            self.where.bucket,
+            key,
+            str(tmp),
+            extra_args=self.settings.read_args(),
+            subscribers=subscribers,
+        )
         future.result()
         checksum: dict[str, Any] = {"ChecksumMode": "ENABLED"} if self.settings.checksum else {}
-        head = self.client.head_object(Bucket=self.where.bucket, Key=key, **checksum)
+        head = self.client.head_object(
+            Bucket=self.where.bucket, Key=key, **checksum, **self.settings.read_args()
+        )
         if self.settings.checksum:
             self._verify_download(key, tmp, head)
         return head.get("Metadata", {})
@@ -259,7 +268,10 @@ class Downloads:
         ``head``: the object's HEAD with its checksum, when already asked for."""
         if head is None:
             head = self.client.head_object(
-                Bucket=self.where.bucket, Key=key, ChecksumMode="ENABLED"
+                Bucket=self.where.bucket,
+                Key=key,
+                ChecksumMode="ENABLED",
+                **self.settings.read_args(),
             )
         expected = head.get("ChecksumCRC32C", "")
         if not expected or "-" in expected or head.get("ChecksumType") == "COMPOSITE":

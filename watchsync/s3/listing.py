@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from watchsync.core.errors import Failure, FailureKind
 from watchsync.core.filters import is_reserved
-from watchsync.core.model import RemoteEntry, Skipped
+from watchsync.core.model import RemoteEntry, SkipKind, Skipped
 from watchsync.s3.client import mtime_ns, parse_timestamp
 from watchsync.s3.extsort import sorted_stream
 from watchsync.s3.failures import classify
@@ -56,8 +56,9 @@ def list_entries(
     where: S3Url,
     *,
     for_download: bool = False,
-    page_size: int = 1000,
+    page_size: int | None = None,
     retry: RetryPolicy | None = None,
+    request_extra: Mapping[str, str] | None = None,
 ) -> Iterator[RemoteEntry | Skipped]:
     """Stream the objects under ``where`` in key order, as entries relative to its prefix.
 
@@ -72,7 +73,8 @@ def list_entries(
         request: dict[str, Any] = {
             "Bucket": where.bucket,
             "Prefix": where.prefix,
-            "MaxKeys": page_size,
+            **({"MaxKeys": page_size} if page_size else {}),  # else S3's own: 1000
+            **(request_extra or {}),
         }
         cut = len(where.prefix)
         while True:
@@ -94,11 +96,14 @@ def list_entries(
                 if for_download:
                     reason = unsafe_reason(path)
                     if reason is not None:
-                        yield Skipped(path, reason)
+                        kind = SkipKind.PARENT if ".." in path.split("/") else SkipKind.OTHER
+                        yield Skipped(path, reason, kind)
                         continue
                 when = obj.last_modified
                 stamp = parse_timestamp(when) if isinstance(when, str) else when
-                yield RemoteEntry(path, obj.size, mtime_ns(stamp), obj.etag)
+                yield RemoteEntry(
+                    path, obj.size, mtime_ns(stamp), obj.etag, storage_class=obj.storage_class
+                )
             token = got.token
             if not got.truncated or not token:
                 return

@@ -33,12 +33,14 @@ _ours = threading.local()  # set while this thread's request is one of list_page
 @dataclass(frozen=True, slots=True)
 class ListedObject:
     """One object of a page: the key (URL-decoded), its size, LastModified as the server
-    wrote it (text, or a datetime from botocore's parse) and its ETag without quotes."""
+    wrote it (text, or a datetime from botocore's parse), its ETag without quotes and its
+    storage class ("" when the server did not say)."""
 
     key: str
     size: int
     last_modified: Any
     etag: str
+    storage_class: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,13 @@ def read_page(parsed: Mapping[str, Any]) -> Page:
     if raw is None:
         return Page(
             [
-                ListedObject(o["Key"], o["Size"], o["LastModified"], o.get("ETag", "").strip('"'))
+                ListedObject(
+                    o["Key"],
+                    o["Size"],
+                    o["LastModified"],
+                    o.get("ETag", "").strip('"'),
+                    o.get("StorageClass", ""),
+                )
                 for o in parsed.get("Contents", ())
             ],
             bool(parsed.get("IsTruncated")),
@@ -104,4 +112,5 @@ def _listed(c: ET.Element, ns: str, decode: bool) -> ListedObject:
         int(got.get("Size") or 0),
         got.get("LastModified", ""),
         got.get("ETag", "").strip('"'),
+        got.get("StorageClass", ""),
     )

@@ -103,7 +103,11 @@ class Multipart:
         """
         bucket = self.where.bucket
         try:
-            pending = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+            pending = self.client.list_multipart_uploads(
+                Bucket=bucket,
+                Prefix=key,
+                **self.settings.payer_args(),  # type: ignore[arg-type]
+            )
         except Exception as exc:
             if not _answered(classify(exc)):
                 raise
@@ -127,7 +131,7 @@ class Multipart:
                     raise  # worth another attempt, or a lost condition: not this upload's
                 logger.warning("upload: cannot resume %s (%s); starting again", key, failure.text)
                 with contextlib.suppress(Exception):
-                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                    self._abort(key, upload_id)
                 return None
         return None
 
@@ -143,7 +147,7 @@ class Multipart:
         bucket, prefix = self.where.bucket, self.where.key("")
         cutoff = (time.time() if now is None else now) - older_than
         stale: list[tuple[str, str]] = []
-        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, **self.settings.payer_args()}
 
         def listed() -> Any:
             return self.client.list_multipart_uploads(**params)
@@ -165,7 +169,7 @@ class Multipart:
             for key, upload_id in stale:
 
                 def abort(key: str = key, upload_id: str = upload_id) -> None:
-                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                    self._abort(key, upload_id)
 
                 try:
                     self._call(abort, what=f"abort upload {key}")
@@ -197,7 +201,11 @@ class Multipart:
         marker = 0
         while True:
             page = self.client.list_parts(
-                Bucket=self.where.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                Bucket=self.where.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumberMarker=marker,
+                **self.settings.read_args(),
             )
             listed += page.get("Parts", [])
             if not page.get("IsTruncated"):
@@ -249,6 +257,7 @@ class Multipart:
             if number in kept:
                 return
             extra: dict[str, Any] = {"ChecksumCRC32C": crcs[number]} if checksum else {}
+            extra.update(self.settings.read_args())
             # Under --bwlimit the part is paced as it is sent (its sum is given, its payload
             # unsigned, so the send is the only read of it).
             body: Any = PacedReader(io.BytesIO(data), self.limiter) if self.limiter else data
@@ -282,13 +291,22 @@ class Multipart:
                 MultipartUpload={"Parts": parts},
                 **(conditions or {}),  # type: ignore[arg-type]
                 **whole,
+                **self.settings.read_args(),
             )
         except Exception as exc:
             if classify(exc).kind is FailureKind.PRECONDITION:
                 with contextlib.suppress(Exception):
-                    self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                    self._abort(key, upload_id)
             raise
         return str(resp.get("ETag", "")).strip('"')
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        self.client.abort_multipart_upload(
+            Bucket=self.where.bucket,
+            Key=key,
+            UploadId=upload_id,
+            **self.settings.payer_args(),  # type: ignore[arg-type]
+        )
 
 
 def _answered(failure: Failure) -> bool:

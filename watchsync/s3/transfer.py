@@ -13,9 +13,12 @@ the local file, :class:`~watchsync.core.errors.FileError`; never as the SDK's ex
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -303,7 +306,11 @@ class Transfer:
                 etag = self._parts.upload(f, key, st.st_size, extra, condition_args(condition))
             else:
                 extra.update(condition_args(condition))
-                native_ok = self.crt is not None and self._native_serves(st.st_size)
+                native_ok = (
+                    self.crt is not None
+                    and self._native_serves(st.st_size)
+                    and native_headers(extra) is not None
+                )
                 etag = self._put_native(path, key, st.st_size, extra) if native_ok else None
                 if etag is None:
                     if self.settings.checksum and self.limiter is not None:
@@ -376,9 +383,10 @@ class Transfer:
     def _native_request(
         self, path: str, size: int, extra: Mapping[str, Any]
     ) -> tuple[dict[str, str], str, float]:
-        """Headers, file name and timeout of a native PUT of ``path``."""
-        headers = {_HEADERS[name]: str(value) for name, value in extra.items() if name in _HEADERS}
-        headers.update(metadata_headers(extra.get("Metadata") or {}))
+        """Headers, file name and timeout of a native PUT of ``path`` (whose ``extra`` the
+        caller checked with :func:`native_headers`)."""
+        headers = native_headers(extra)
+        assert headers is not None
         # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
         return headers, os.path.join(self.root, path), self.settings.read_timeout + size / 65536
 
@@ -398,6 +406,8 @@ class Transfer:
             return None
         extra: dict[str, Any] = self.settings.extra_args(path) | condition_args(condition)
         self._keep_file_metadata(extra, st)
+        if native_headers(extra) is None:
+            return None  # a setting only boto3 carries: this file goes through upload()
         headers, filename, timeout = self._native_request(path, st.st_size, extra)
         self.reachability.check()
         key = self.where.key(path)
@@ -466,7 +476,14 @@ class Transfer:
         retry = self.retry
         if self.reachability.give_up_after is not None:
             retry = UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
-        return list_entries(self.client, self.where, for_download=for_download, retry=retry)
+        return list_entries(
+            self.client,
+            self.where,
+            for_download=for_download,
+            retry=retry,
+            page_size=self.settings.page_size,
+            request_extra=self.settings.payer_args(),
+        )
 
     def head(self, path: str) -> RemoteEntry | None:
         """The object at ``path`` as a listing would show it, with the mtime its metadata
@@ -475,7 +492,9 @@ class Transfer:
 
         def once() -> RemoteEntry | None:
             try:
-                resp = self.client.head_object(Bucket=self.where.bucket, Key=key)
+                resp = self.client.head_object(
+                    Bucket=self.where.bucket, Key=key, **self.settings.read_args()
+                )
             except Exception as exc:
                 if classify(exc).kind is FailureKind.NOT_FOUND:
                     return None
@@ -495,7 +514,11 @@ class Transfer:
         src = {"Bucket": self.where.bucket, "Key": self.where.key(src_path)}
         dst = self.where.key(dst_path)
         extra: dict[str, Any] = self.settings.extra_args(dst_path) | source_args(condition)
-        replace = "ContentType" in extra
+        if "SSECustomerKey" in extra:  # the source is encrypted with the same key
+            extra["CopySourceSSECustomerAlgorithm"] = extra["SSECustomerAlgorithm"]
+            extra["CopySourceSSECustomerKey"] = extra["SSECustomerKey"]
+        # Settings given for new objects replace what the source carried.
+        replace = not _REPLACED.isdisjoint(extra)
         if replace:
             # New metadata replaces the source's: the copy keeps the time of the file it
             # stands for (a rename's), where that file is here.
@@ -541,7 +564,9 @@ class Transfer:
 
         def once() -> list[tuple[str, Failure]]:
             resp = self.client.delete_objects(
-                Bucket=self.where.bucket, Delete={"Objects": objects, "Quiet": True}
+                Bucket=self.where.bucket,
+                Delete={"Objects": objects, "Quiet": True},
+                **self.settings.payer_args(),  # type: ignore[arg-type]
             )
             return [
                 (
@@ -578,12 +603,74 @@ _REDIRECTS = frozenset({"PermanentRedirect", "TemporaryRedirect", "Authorization
 # boto3 ExtraArgs -> the HTTP headers the native client sends.
 _HEADERS = {
     "ContentType": "Content-Type",
+    "CacheControl": "Cache-Control",
+    "ContentDisposition": "Content-Disposition",
+    "ContentEncoding": "Content-Encoding",
+    "ContentLanguage": "Content-Language",
+    "Expires": "Expires",
+    "ACL": "x-amz-acl",
+    "GrantRead": "x-amz-grant-read",
+    "GrantReadACP": "x-amz-grant-read-acp",
+    "GrantWriteACP": "x-amz-grant-write-acp",
+    "GrantFullControl": "x-amz-grant-full-control",
+    "WebsiteRedirectLocation": "x-amz-website-redirect-location",
+    "RequestPayer": "x-amz-request-payer",
     "ServerSideEncryption": "x-amz-server-side-encryption",
     "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
+    "SSECustomerAlgorithm": "x-amz-server-side-encryption-customer-algorithm",
     "StorageClass": "x-amz-storage-class",
     "IfMatch": "If-Match",
     "IfNoneMatch": "If-None-Match",
 }
+# What a copy replaces rather than copies from its source (MetadataDirective REPLACE).
+_REPLACED = frozenset(
+    {
+        "ContentType",
+        "CacheControl",
+        "ContentDisposition",
+        "ContentEncoding",
+        "ContentLanguage",
+        "Expires",
+        "WebsiteRedirectLocation",
+        "Metadata",
+    }
+)
+
+
+def native_headers(extra: Mapping[str, Any]) -> dict[str, str] | None:
+    """The HTTP headers of a native PUT carrying ``extra``, or None when one of them is
+    not a plain ASCII header the native client can send as it is (such a file goes
+    through boto3, which encodes it).
+
+    >>> native_headers({"ContentType": "text/plain", "Metadata": {"owner": "me"}})
+    {'Content-Type': 'text/plain', 'x-amz-meta-owner': 'me'}
+    >>> native_headers({"Metadata": {"owner": "Zoë"}}) is None
+    True
+    """
+    headers: dict[str, str] = {}
+    for name, value in extra.items():
+        if name == "Metadata":
+            headers.update(metadata_headers(value))
+        elif name == "SSECustomerKey":
+            key = value.encode() if isinstance(value, str) else value
+            headers["x-amz-server-side-encryption-customer-key"] = _b64(key)
+            headers["x-amz-server-side-encryption-customer-key-MD5"] = _b64(
+                hashlib.md5(key, usedforsecurity=False).digest()
+            )
+        elif name in _HEADERS:
+            headers[_HEADERS[name]] = str(value)
+        else:
+            return None
+    if not all(_HEADER_TEXT.match(f"{k}{v}") for k, v in headers.items()):
+        return None
+    return headers
+
+
+_HEADER_TEXT = re.compile(r"^[\x20-\x7e]*$")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _nothing(_nbytes: int) -> None:
@@ -604,14 +691,25 @@ def open_transfer(
     """The one way both commands get a :class:`Transfer`, with the one native-client rule.
 
     The native uploader is used only when this call makes the client (an injected client is
-    the whole S3 connection: tests, proxies) and the caller allows it (not for a dry run);
-    a bandwidth cap paces it like boto3 (each request waits for its bytes).  The caller
-    closes the transfer (it is a context manager), which closes the client it made.
-    ``on_bytes`` is told of the bytes moved (see :class:`Transfer`).
+    the whole S3 connection: tests, proxies), the caller allows it (not for a dry run) and
+    the bucket and connection settings are ones it handles (not an access point, unsigned
+    requests or unverified certificates); a file with a setting it cannot send goes through
+    boto3 alone.  A bandwidth cap paces it like boto3 (each request waits for its bytes).
+    The caller closes the transfer (it is a context manager), which closes the client it
+    made.  ``on_bytes`` is told of the bytes moved (see :class:`Transfer`).
     """
     owns = client is None
     s3 = client if client is not None else make_client(settings)
-    uploader = native_uploader(settings, s3) if owns and native_ok else None
+    # The native client signs every request, checks every certificate and knows plain
+    # buckets only: access points and unsigned or unverified connections are boto3's.
+    native_ok = (
+        native_ok
+        and owns
+        and not where.access_point
+        and settings.sign_requests
+        and settings.verify_ssl
+    )
+    uploader = native_uploader(settings, s3) if native_ok else None
     return Transfer(
         s3,
         where,
@@ -648,8 +746,8 @@ def native_uploader(settings: S3Settings, client: S3Client) -> native.CrtUploade
             session=session,
             max_concurrency=max(64, settings.max_concurrency * 2),
             checksum=settings.checksum,
-            # botocore's resolution of AWS_CA_BUNDLE and the profile's ca_bundle
-            ca_file=session._session.get_config_variable("ca_bundle"),
+            # --ca-bundle, else botocore's resolution of AWS_CA_BUNDLE and the profile's
+            ca_file=settings.ca_bundle or session._session.get_config_variable("ca_bundle"),
         )
     except Exception as exc:  # any trouble here only costs speed
         logger.debug("upload: native client unavailable: %s", exc)
