@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -137,7 +137,7 @@ def add_s3_options(p: Any) -> None:
     p.add_argument("--region", metavar="NAME", help="AWS region, e.g. eu-central-1")
     p.add_argument(
         "--max-concurrency",
-        type=_positive_int,
+        type=whole_number(1),
         metavar="N",
         help="parallel transfers (16), e.g. 32",
     )
@@ -228,14 +228,45 @@ def add_debug_option(p: Any) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (argparse's error otherwise).
+
+    >>> whole_number(1)("3")
+    3
+    """
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {text!r}")
+        return value
+
+    return convert
+
+
+def aws_number(
+    flag: str, kind: Callable[[str], float], *, positive: bool = False
+) -> Callable[[str], float]:
+    """An argparse type for a number aws converts after parsing: a bad one is its code 255
+    (a :class:`UsageError` argparse lets through), not a parse error.
+
+    >>> aws_number("--page-size", int)("500")
+    500
+    """
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise UsageError(f"{flag}: not a number: {text!r}") from None
+        if positive and value <= 0:
+            raise UsageError(f"{flag}: must be more than 0: {text!r}")
+        return value
+
+    return convert
 
 
 def add_folder_options(p: Any) -> None:

@@ -52,8 +52,7 @@ def add_ctl_command(sub: Any) -> None:
         "ctl",
         parents=[common],
         help="steer a running agent: pause, resume, rescan, status, refused deletes",
-        description="Steer a running agent through its control socket (in the state "
-        "directory).",
+        description="Steer a running agent through its control socket (in the state directory).",
         epilog=examples(
             "watchsync ctl --config /etc/watchsync/config.toml deletes",
             "watchsync ctl deletes approve 3",

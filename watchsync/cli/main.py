@@ -23,7 +23,9 @@ from watchsync.cli.arguments import (
     add_filter_options,
     add_object_options,
     add_s3_options,
+    aws_number,
     examples,
+    whole_number,
 )
 from watchsync.cli.ctl_command import add_ctl_command
 from watchsync.cli.output import Reporter
@@ -42,16 +44,6 @@ logger = logging.getLogger("watchsync")
 
 __all__ = ["build_parser", "configure_logging", "main"]
 
-_ACL = [
-    "private",
-    "public-read",
-    "public-read-write",
-    "authenticated-read",
-    "aws-exec-read",
-    "bucket-owner-read",
-    "bucket-owner-full-control",
-    "log-delivery-write",
-]
 _CHECKSUMS = [
     "CRC64NVME",
     "CRC32",
@@ -123,7 +115,7 @@ def add_sync_command(sub: Any) -> None:
     )
     what.add_argument(
         "--max-delete",
-        type=_count,
+        type=whole_number(0),
         metavar="N",
         help="refuse every delete (exit 1) when more than N would be made, e.g. 100",
     )
@@ -225,7 +217,7 @@ def add_sync_command(sub: Any) -> None:
     )
     conn.add_argument(
         "--page-size",
-        type=_aws_int("--page-size"),
+        type=aws_number("--page-size", int),
         metavar="N",
         help="keys per listing request (1000, the most S3 allows), e.g. 500",
     )
@@ -248,13 +240,13 @@ def add_sync_command(sub: Any) -> None:
     )
     conn.add_argument(
         "--cli-connect-timeout",
-        type=_aws_seconds("--cli-connect-timeout"),
+        type=aws_number("--cli-connect-timeout", float, positive=True),
         metavar="SECONDS",
         help="give up connecting after this long (5)",
     )
     conn.add_argument(
         "--cli-read-timeout",
-        type=_aws_seconds("--cli-read-timeout"),
+        type=aws_number("--cli-read-timeout", float, positive=True),
         metavar="SECONDS",
         help="abandon a request silent this long (30)",
     )
@@ -286,46 +278,6 @@ def add_sync_command(sub: Any) -> None:
         metavar="KEY",
         help="a copy source's own key, e.g. fileb://old-key.bin",
     )
-
-
-def _count(text: str) -> int:
-    """A whole number >= 0 (argparse's error otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def _aws_int(flag: str) -> Any:
-    """aws converts such values after parsing: a bad one is its code 255, not a parse error."""
-
-    def convert(text: str) -> int:
-        from watchsync.core.errors import UsageError
-
-        try:
-            return int(text)
-        except ValueError:
-            raise UsageError(f"{flag}: invalid literal for int() with base 10: {text!r}") from None
-
-    return convert
-
-
-def _aws_seconds(flag: str) -> Any:
-    def convert(text: str) -> float:
-        from watchsync.core.errors import UsageError
-
-        try:
-            value = float(text)
-        except ValueError:
-            raise UsageError(f"{flag}: not a number of seconds: {text!r}") from None
-        if value <= 0:
-            raise UsageError(f"{flag}: must be more than 0 seconds: {text!r}")
-        return value
-
-    return convert
 
 
 def main(argv: Sequence[str] | None = None) -> int:

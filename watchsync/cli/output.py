@@ -333,8 +333,7 @@ def summary_line(t: Totals, seconds: float, *, dry_run: bool = False) -> str:
         return f"Completed: nothing to do ({seconds:.1f}s){tail}"
     rate = binary_size(t.bytes / seconds) if seconds > 0 else binary_size(t.bytes)
     return (
-        f"Completed {', '.join(counts)}: {binary_size(t.bytes)} in {seconds:.1f}s "
-        f"({rate}/s){tail}"
+        f"Completed {', '.join(counts)}: {binary_size(t.bytes)} in {seconds:.1f}s ({rate}/s){tail}"
     )
 
 
