@@ -293,8 +293,13 @@ def test_bash_completion_completes_commands_and_options(tmp_path: Path) -> None:
 def test_manual_page_renders_without_warnings() -> None:
     page = _watchsync("manpage")
     assert page.startswith(".TH WATCHSYNC 1 ") or page.startswith('.TH WATCHSYNC "1"')
+    # Every warning but "cannot adjust line" (a long path in a narrow column: typesetting,
+    # not markup); help text read as a request ("macro '.syncignore' not defined") fails.
     out = subprocess.run(
-        ["groff", "-man", "-Tutf8", "-ww", "-z"], input=page, capture_output=True, text=True
+        ["groff", "-man", "-Tutf8", "-ww", "-Wbreak", "-z"],
+        input=page,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0 and out.stderr == "", out.stderr
     shown = subprocess.run(
@@ -308,5 +313,5 @@ def test_manual_page_renders_without_warnings() -> None:
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert "watchsync - keep a local folder and an S3 bucket in sync" in text
-    for word in ("sync", "watch", "status", "--delete", "--exclude", "--config"):
+    for word in ("sync", "watch", "status", "--delete", "--exclude", "--config", "'*.tmp'"):
         assert word in text

@@ -64,4 +64,21 @@ def man_page(parser: argparse.ArgumentParser) -> str:
     page.source = f"watchsync {__version__}"
     page.manual = "User Commands"
     page.description = "keep a local folder and an S3 bucket in sync"
-    return str(page)
+    return "".join(_text_line(line) for line in str(page).splitlines(keepends=True))
+
+
+# The requests argparse-manpage writes; any other line starting with "." or "'" is help text
+# (e.g. ".watchsyncignore") that roff would take for a request.
+_REQUESTS = {"TH", "SH", "SS", "TP", "B", "I", "BR", "IR", "RB", "RI", "PP", "IP", "RS", "RE"}
+
+
+def _text_line(line: str) -> str:
+    r"""``line``, with a leading ``.`` or ``'`` of help text made literal (``\&``).
+
+    >>> _text_line(".watchsyncignore\n"), _text_line(".TP\n")
+    ('\\&.watchsyncignore\n', '.TP\n')
+    """
+    words = line[1:].split(maxsplit=1)
+    if line[:1] in (".", "'") and not (words and words[0] in _REQUESTS):
+        return "\\&" + line
+    return line
