@@ -135,6 +135,12 @@ class Reporter:
         self._lock = threading.Lock()
         self._closed: list[TextIO] = []  # streams whose reader went away
         self._progress: Progress | None = None
+        # Lines printed above a live bar are gathered and printed a tenth of a second at a
+        # time: rich redraws the bar for every print, which cost 1.7 ms a line (a 10,000-file
+        # upload spent three times its own CPU on it).
+        self._above: list[str] = []
+        self._flushed = threading.Event()
+        self._flusher: threading.Thread | None = None
         if progress and not (quiet or only_show_errors):
             self._progress = Progress(
                 TextColumn("{task.description}"),
@@ -158,10 +164,20 @@ class Reporter:
         self._started = self._clock()
         if self._progress is not None:
             self._progress.start()
+            self._flushed.clear()
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="watchsync-lines", daemon=True
+            )
+            self._flusher.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            self._flushed.set()
+            if self._flusher is not None:
+                self._flusher.join()
+            with self._lock:
+                self._flush()
             self._progress.stop()
         self.flush()
 
@@ -178,6 +194,17 @@ class Reporter:
                     _quiet_from_now_on(stream)
                 except ValueError:
                     pass  # closed by the caller: nothing to flush into
+
+    def _flush_loop(self) -> None:
+        while not self._flushed.wait(0.1):
+            with self._lock:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Print the lines gathered above the bar, in one go (the caller holds the lock)."""
+        if self._above and self._progress is not None:
+            text, self._above = "\n".join(self._above), []
+            self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     # -- the bar -----------------------------------------------------------------------------
 
@@ -280,15 +307,16 @@ class Reporter:
         with self._lock:
             if stream in self._closed:
                 return
+            live = self._progress is not None and self._progress.live.is_started
+            # Above the bar go the lines of the terminal it is drawn on; a stream sent
+            # elsewhere (``2>errors.log``) gets its lines as usual.
+            if live and (stream is self.out or stream in self._ttys):
+                self._above.append(text)
+                return
             try:
-                if self._progress is not None and self._progress.live.is_started:
-                    self._progress.console.print(
-                        text, markup=False, highlight=False, soft_wrap=True
-                    )
-                else:
-                    stream.write(text + "\n")
-                    if stream in self._ttys:
-                        stream.flush()
+                stream.write(text + "\n")
+                if stream in self._ttys:
+                    stream.flush()
             except BrokenPipeError:
                 # The reader went away (``| head -1``): what is left to say goes nowhere,
                 # and the run goes on as if it were read.
