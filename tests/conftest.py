@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,3 +135,25 @@ def s3tls(test_ca: TlsFiles) -> Iterator[SeaweedServer]:
     from ``test_ca``; started only by the tests that ask for it."""
     with SeaweedServer(tls=(test_ca.cert_file, test_ca.key_file)) as server:
         yield server
+
+
+@pytest.fixture
+def sync_cli(
+    aws_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[..., tuple[int, list[str]]]]:
+    """``sync_cli(*args)``: ``watchsync sync *args`` run in-process against the test
+    server; returns the exit code and the stdout lines.  The logging handlers ``main``
+    installs are taken back afterwards."""
+    from watchsync.cli.main import main
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        capsys.readouterr()
+        code = main(["sync", *args])
+        return code, capsys.readouterr().out.splitlines()
+
+    yield run
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])

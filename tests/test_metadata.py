@@ -5,11 +5,9 @@ boto3 and multipart paths, with ``sync`` and the agent, against the real Seaweed
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +15,6 @@ import pytest
 from agent_helpers import counters, folder_config, running_agent, wait_idle
 from s3server import SeaweedServer
 
-from watchsync.cli.main import main
 from watchsync.s3.client import mtime_ns
 
 if TYPE_CHECKING:
@@ -27,22 +24,6 @@ MiB = 1024 * 1024
 JAN2 = 1_577_923_200_123_456_789  # 2020-01-02 00:00:00.123456789 UTC, in ns
 UMASK = os.umask(0o022)
 os.umask(UMASK)
-
-
-@pytest.fixture
-def sync(aws_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """``sync(*args)``: ``watchsync sync *args`` in-process; returns (exit code, stdout lines)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-
-    def run(*args: str) -> tuple[int, list[str]]:
-        capsys.readouterr()
-        code = main(["sync", "--no-progress", *args])
-        return code, capsys.readouterr().out.splitlines()
-
-    yield run
-    root.handlers[:], _ = saved
-    root.setLevel(saved[1])
 
 
 def _file(root: Path, rel: str, data: bytes, *, mode: int, mtime: int) -> Path:
@@ -62,7 +43,7 @@ def _looks(path: Path) -> tuple[int, int]:
 @pytest.mark.parametrize("client", ["native", "boto3"])
 def test_mtime_and_mode_survive_a_round_trip(
     client: str,
-    sync: Any,
+    sync_cli: Any,
     s3: S3Client,
     bucket: str,
     tmp_path: Path,
@@ -78,73 +59,75 @@ def test_mtime_and_mode_survive_a_round_trip(
     }
     for rel, (data, mode) in files.items():
         _file(src, rel, data, mode=mode, mtime=JAN2)
-    assert sync(str(src), url, "--keep-mode")[0] == 0
+    assert sync_cli(str(src), url, "--keep-mode")[0] == 0
 
     head = s3.head_object(Bucket=bucket, Key="p/bin/tool.sh")["Metadata"]
     assert head == {"mtime": "1577923200.123456789", "mode": "100755"}  # rclone's format
     assert s3.head_object(Bucket=bucket, Key="p/big.bin")["Metadata"]["mode"] == "100750"
 
     kept, plain = tmp_path / "kept", tmp_path / "plain"
-    assert sync(url, str(kept), "--keep-mode")[0] == 0
-    assert sync(url, str(plain))[0] == 0
+    assert sync_cli(url, str(kept), "--keep-mode")[0] == 0
+    assert sync_cli(url, str(plain))[0] == 0
     for rel, (_data, mode) in files.items():
         assert _looks(kept / rel) == (mode, JAN2), rel
         assert _looks(plain / rel) == (0o666 & ~UMASK, JAN2), rel  # mtime always, mode opt-in
 
     # The kept mtimes say both sides are current, though LastModified is years later.
-    assert sync(url, str(kept), "--keep-mode") == (0, [])
-    assert sync(str(kept), url, "--keep-mode") == (0, [])
+    assert sync_cli(url, str(kept), "--keep-mode") == (0, [])
+    assert sync_cli(str(kept), url, "--keep-mode") == (0, [])
 
 
 def test_mode_is_not_kept_unless_asked(
-    sync: Any, s3: S3Client, bucket: str, tmp_path: Path
+    sync_cli: Any, s3: S3Client, bucket: str, tmp_path: Path
 ) -> None:
     _file(tmp_path / "src", "tool.sh", b"x", mode=0o755, mtime=JAN2)
-    assert sync(str(tmp_path / "src"), f"s3://{bucket}")[0] == 0
+    assert sync_cli(str(tmp_path / "src"), f"s3://{bucket}")[0] == 0
     assert s3.head_object(Bucket=bucket, Key="tool.sh")["Metadata"] == {
         "mtime": "1577923200.123456789"
     }
 
 
 def test_an_rclone_written_objects_mtime_is_honoured(
-    sync: Any, s3: S3Client, bucket: str, tmp_path: Path
+    sync_cli: Any, s3: S3Client, bucket: str, tmp_path: Path
 ) -> None:
     """rclone's own header (``X-Amz-Meta-Mtime``, seconds with up to nine decimals)."""
     s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"v1", Metadata={"Mtime": "1577923200.5"})
     dst = tmp_path / "dst"
-    assert sync(f"s3://{bucket}", str(dst))[0] == 0
+    assert sync_cli(f"s3://{bucket}", str(dst))[0] == 0
     assert (dst / "doc.txt").stat().st_mtime_ns == 1_577_923_200_500_000_000
     # rclone writes a same-size version of an older file (LastModified newer than the local
     # file, the kept mtime older): LastModified alone would download it, the kept mtime not.
     s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"v2", Metadata={"Mtime": "1577923100"})
-    assert sync(f"s3://{bucket}", str(dst)) == (0, [])
+    assert sync_cli(f"s3://{bucket}", str(dst)) == (0, [])
     # ... and a newer one is downloaded, taking its kept mtime.
     s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"v3", Metadata={"Mtime": "1577923300"})
-    code, out = sync(f"s3://{bucket}", str(dst))
+    code, out = sync_cli(f"s3://{bucket}", str(dst))
     assert code == 0 and len(out) == 1 and out[0].startswith("download: ")
     assert (dst / "doc.txt").read_bytes() == b"v3"
     assert (dst / "doc.txt").stat().st_mtime_ns == 1_577_923_300 * 10**9
 
 
 def test_objects_of_other_tools_behave_as_before(
-    sync: Any, s3: S3Client, bucket: str, tmp_path: Path
+    sync_cli: Any, s3: S3Client, bucket: str, tmp_path: Path
 ) -> None:
     s3.put_object(Bucket=bucket, Key="a.txt", Body=b"aws wrote this")
     dst = tmp_path / "dst"
-    assert sync(f"s3://{bucket}", str(dst))[0] == 0
+    assert sync_cli(f"s3://{bucket}", str(dst))[0] == 0
     listed = s3.list_objects_v2(Bucket=bucket)["Contents"][0]["LastModified"]
     assert (dst / "a.txt").stat().st_mtime_ns == mtime_ns(listed)  # LastModified, as aws
-    assert sync(f"s3://{bucket}", str(dst)) == (0, [])
+    assert sync_cli(f"s3://{bucket}", str(dst)) == (0, [])
 
 
-def test_a_file_dated_in_the_future_is_sent_once(sync: Any, bucket: str, tmp_path: Path) -> None:
+def test_a_file_dated_in_the_future_is_sent_once(
+    sync_cli: Any, bucket: str, tmp_path: Path
+) -> None:
     """aws re-sends it on every run (its mtime stays newer than LastModified); the kept
     mtime says the object already holds it."""
     later = (int(time.time()) + 86_400) * 10**9
     _file(tmp_path / "src", "future.txt", b"from tomorrow", mode=0o644, mtime=later)
-    code, out = sync(str(tmp_path / "src"), f"s3://{bucket}")
+    code, out = sync_cli(str(tmp_path / "src"), f"s3://{bucket}")
     assert code == 0 and len(out) == 1
-    assert sync(str(tmp_path / "src"), f"s3://{bucket}") == (0, [])
+    assert sync_cli(str(tmp_path / "src"), f"s3://{bucket}") == (0, [])
 
 
 def test_the_agent_restores_a_kept_mtime_and_does_not_send_the_file_back(

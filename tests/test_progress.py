@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
-from watchsync.cli.main import main
 from watchsync.cli.output import Reporter
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.transfer import open_transfer
@@ -27,22 +22,6 @@ MiB = 1024 * 1024
 PAST = int(time.time()) - 86_400
 
 
-@pytest.fixture
-def sync(aws_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """``sync(*args)``: ``watchsync sync *args`` in-process; (exit code, stdout lines)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-
-    def run(*args: str) -> tuple[int, list[str]]:
-        capsys.readouterr()
-        code = main(["sync", *args])
-        return code, capsys.readouterr().out.splitlines()
-
-    yield run
-    root.handlers[:], _ = saved
-    root.setLevel(saved[1])
-
-
 def _tree(root: Path, files: dict[str, int]) -> None:
     for rel, size in files.items():
         path = root / rel
@@ -52,10 +31,10 @@ def _tree(root: Path, files: dict[str, int]) -> None:
 
 
 def test_json_summary_is_the_last_line_even_when_quiet(
-    sync: Any, bucket: str, tmp_path: Path
+    sync_cli: Any, bucket: str, tmp_path: Path
 ) -> None:
     _tree(tmp_path / "src", {"a": 1000, "b/c": 2000, "d": 0})
-    code, out = sync(str(tmp_path / "src"), f"s3://{bucket}", "--output", "json")
+    code, out = sync_cli(str(tmp_path / "src"), f"s3://{bucket}", "--output", "json")
     assert code == 0 and len(out) == 4 and out[0].startswith("upload: ")
     report = json.loads(out[-1])
     assert {k: report[k] for k in ("uploaded", "downloaded", "deleted", "bytes")} == {
@@ -68,40 +47,42 @@ def test_json_summary_is_the_last_line_even_when_quiet(
     assert report["dryrun"] is False and report["seconds"] > 0
 
     (tmp_path / "src" / "b" / "c").unlink()
-    code, out = sync(str(tmp_path / "src"), f"s3://{bucket}", "--delete", "--dryrun",
+    code, out = sync_cli(str(tmp_path / "src"), f"s3://{bucket}", "--delete", "--dryrun",
                      "--quiet", "--output", "json")  # fmt: skip
     assert code == 0 and len(out) == 1  # nothing but the summary
     report = json.loads(out[0])
     assert (report["deleted"], report["uploaded"], report["dryrun"]) == (1, 0, True)
 
 
-def test_json_summary_of_a_run_ended_by_an_error(sync: Any, bucket: str, tmp_path: Path) -> None:
+def test_json_summary_of_a_run_ended_by_an_error(
+    sync_cli: Any, bucket: str, tmp_path: Path
+) -> None:
     _tree(tmp_path / "src", {"a": 10})
     dead = "http://127.0.0.1:9"  # nothing listens there: the first request finds no endpoint
-    code, out = sync(str(tmp_path / "src"), f"s3://{bucket}", "--endpoint-url", dead,
+    code, out = sync_cli(str(tmp_path / "src"), f"s3://{bucket}", "--endpoint-url", dead,
                      "--output", "json")  # fmt: skip
     assert code == 1  # aws's code for a run S3 (here: its absence) ended
     report = json.loads(out[-1])
     assert report["exit_code"] == 1 and report["error"].startswith("fatal error: ")
 
 
-def test_no_summary_line_in_a_pipe(sync: Any, bucket: str, tmp_path: Path) -> None:
+def test_no_summary_line_in_a_pipe(sync_cli: Any, bucket: str, tmp_path: Path) -> None:
     """Scripts that read aws's lines get only those (a terminal gets the summary line)."""
     _tree(tmp_path / "src", {"a": 10})
-    assert sync(str(tmp_path / "src"), f"s3://{bucket}")[1] == [
+    assert sync_cli(str(tmp_path / "src"), f"s3://{bucket}")[1] == [
         f"upload: {os.path.relpath(tmp_path / 'src' / 'a')} to s3://{bucket}/a"  # as aws prints it
     ]
 
 
 def test_a_copy_found_current_by_its_kept_mtime_leaves_the_plan_and_the_summary(
-    sync: Any, bucket: str, tmp_path: Path
+    sync_cli: Any, bucket: str, tmp_path: Path
 ) -> None:
     later = (int(time.time()) + 86_400) * 10**9  # newer than LastModified: the listing says copy
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f").write_bytes(b"x" * 100)
     os.utime(tmp_path / "src" / "f", ns=(later, later))
-    assert sync(str(tmp_path / "src"), f"s3://{bucket}")[0] == 0
-    code, out = sync(str(tmp_path / "src"), f"s3://{bucket}", "--output", "json")
+    assert sync_cli(str(tmp_path / "src"), f"s3://{bucket}")[0] == 0
+    code, out = sync_cli(str(tmp_path / "src"), f"s3://{bucket}", "--output", "json")
     assert code == 0 and len(out) == 1
     assert (json.loads(out[0])["uploaded"], json.loads(out[0])["bytes"]) == (0, 0)
 
