@@ -290,18 +290,29 @@ class _SignalSink:
         self._dispatch = dispatch
         self._lock = threading.Lock()
         self._roots: list[tuple[ObservedWatch, tuple[int, int] | None]] = []
-        self.live = False  # set once started: no signals for a startup we may abandon
+        self._live = threading.Event()  # no signals for a startup we may abandon
+
+    @property
+    def live(self) -> bool:
+        """The observer started and has not stopped."""
+        return self._live.is_set()
+
+    def started(self) -> None:
+        self._live.set()
+
+    def stopped(self) -> None:
+        self._live.clear()
 
     def add(self, watch: ObservedWatch) -> None:
         with self._lock:
             self._roots.append((watch, _identity(str(watch.path))))
 
     def overflow(self) -> None:
-        if self.live:
+        if self._live.is_set():
             self._emit(OverflowEvent)
 
     def check_roots(self) -> None:
-        if not self.live:
+        if not self._live.is_set():
             return
         with self._lock:
             gone = [w for w, ident in self._roots if _identity(str(w.path)) != ident]
@@ -616,10 +627,10 @@ if HAVE_INOTIFY:
 
         def start(self) -> None:
             super().start()
-            self._sink.live = True
+            self._sink.started()
 
         def on_thread_stop(self) -> None:
-            self._sink.live = False
+            self._sink.stopped()
             self._outbox.close()  # a reader waiting for room must not wait for a dispatcher gone
             super().on_thread_stop()
             self._inotify_fd.stop()

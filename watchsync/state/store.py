@@ -129,7 +129,12 @@ class StateStore:
     """
 
     def __init__(
-        self, db: Database, *, clock: Callable[[], float] = time.time, lock: PairLock
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float] = time.time,
+        lock: PairLock,
+        recovered: str | None = None,
     ) -> None:
         self.db_path = db.path
         self.synced = SyncedRows(db)
@@ -140,7 +145,7 @@ class StateStore:
         self._lock = lock
         # Set when a corrupt database was moved aside and this one started empty: what
         # happened, for the agent to say loudly (and to hold deletes for its first pass).
-        self.recovered: str | None = None
+        self.recovered = recovered
 
     @classmethod
     def open(
@@ -187,13 +192,19 @@ class StateStore:
         lock.acquire()
         try:
             moved = _quarantine(db_path, clock())
+            recovered = f"state database {db_path} was corrupt ({why}); moved aside to {moved}"
             store = cls._open_at(
-                db_path, lock, local_root=local_root, url=url, clock=clock, stat=stat
+                db_path,
+                lock,
+                local_root=local_root,
+                url=url,
+                clock=clock,
+                stat=stat,
+                recovered=recovered,
             )
         except BaseException:
             lock.release()
             raise
-        store.recovered = f"state database {db_path} was corrupt ({why}); moved aside to {moved}"
         store.status.set_meta("recovered_from", str(moved))
         logger.error("state: %s; starting again with an empty state", store.recovered)
         return store
@@ -208,6 +219,7 @@ class StateStore:
         url: str,
         clock: Callable[[], float],
         stat: Callable[[Path], os.stat_result],
+        recovered: str | None = None,
     ) -> StateStore:
         """Open the database at ``db_path``; a damaged file raises ``sqlite3.DatabaseError``."""
         db = Database.open(db_path)
@@ -219,7 +231,7 @@ class StateStore:
         except BaseException:
             db.close()
             raise
-        return cls(db, clock=clock, lock=lock)
+        return cls(db, clock=clock, lock=lock, recovered=recovered)
 
     @classmethod
     def read_only(cls, db_path: Path) -> StateStore:
