@@ -60,7 +60,8 @@ class FakeSending:
 class FakeObjects:
     """An in-memory prefix with S3's conditional-write rules, over a real local root.
 
-    ``fail[path]`` makes every operation on that path raise the given exception.
+    ``fail[path]`` makes every operation on that path raise the given exception;
+    ``refuse[(op, path)]`` only that operation (``"download"``, ``"head"``, ...).
     """
 
     def __init__(self, root: Path, where: S3Url | None = None) -> None:
@@ -68,6 +69,7 @@ class FakeObjects:
         self.where = where or S3Url("bucket", "p/")
         self.objects: dict[str, tuple[bytes, str, int]] = {}  # path -> (body, etag, mtime)
         self.fail: dict[str, Exception] = {}
+        self.refuse: dict[tuple[str, str], Exception] = {}
         self.calls: list[tuple[str, str]] = []
         self.clock_ns = T0
 
@@ -86,6 +88,8 @@ class FakeObjects:
         self.calls.append((op, path))
         if path in self.fail:
             raise self.fail[path]
+        if (op, path) in self.refuse:
+            raise self.refuse[(op, path)]
 
     def upload(
         self, path: str, *, key: str | None = None, condition: Condition | None = None

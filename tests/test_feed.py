@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +20,15 @@ from prometheus_client import CollectorRegistry
 
 from watchsync.agent.config import FolderConfig
 from watchsync.agent.feed import FEED_KEY, Feed
-from watchsync.agent.folder import Rooms, wire
+from watchsync.agent.list_schedule import RECHECK_BACKOFF, RECHECK_TRIES
 from watchsync.agent.metrics import Metrics
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
+from watchsync.agent.wiring import Rooms, wire
+from watchsync.core.errors import Failure, FailureKind
 from watchsync.core.filters import is_reserved
-from watchsync.core.model import Item
+from watchsync.core.model import Item, Kind
+from watchsync.engine.executor import PassStats
 from watchsync.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -36,12 +39,12 @@ class Agent:
     """A feed whose applied paths and full-reconcile requests are kept."""
 
     def __init__(self, obj: FakeFeedObject, now: list[float], **kwargs: Any) -> None:
-        self.applied: list[list[str]] = []
+        self.named: list[list[str]] = []
         self.fulls = 0
         self.feed = Feed(
             "f",
             obj=obj,
-            apply=lambda paths: self.applied.append(list(paths)),
+            named=lambda paths: self.named.append(list(paths)),
             full=self._full,
             clock=lambda: now[0],
             wall=lambda: now[0],
@@ -66,10 +69,10 @@ def test_feed_carries_changes_to_the_other_agent_only(now: list[float]) -> None:
     a.feed.tick()
     now[0] += 1
     b.feed.tick()
-    assert b.applied == [["d/y.txt", "x.txt"]]
+    assert b.named == [["d/y.txt", "x.txt"]]
     now[0] += 1
     a.feed.tick()
-    assert a.applied == [] and a.fulls == b.fulls == 0  # its own entry is not applied back
+    assert a.named == [] and a.fulls == b.fulls == 0  # its own entry is not handed back
 
 
 def test_idle_poll_is_one_conditional_get_answered_304(now: list[float]) -> None:
@@ -98,10 +101,10 @@ def test_many_writers_never_lose_an_entry(now: list[float]) -> None:
     a.feed.publish()
     b.feed.publish()  # loses the race on If-Match, reads a's entry, then wins
     assert obj.calls.count("put-412") == 1
-    assert b.applied == [["seed"], ["from-a"]]
+    assert b.named == [["seed"], ["from-a"]]
     now[0] += 1
     c.feed.tick()
-    assert c.applied == [["from-a", "from-b"]]
+    assert c.named == [["from-a", "from-b"]]
     assert [e["seq"] for e in obj.doc()["entries"]] == [1, 2, 3]
 
 
@@ -114,7 +117,7 @@ def test_old_entries_are_compacted_and_a_reader_left_behind_reconciles(
     a.feed.note("p0")
     a.feed.tick()
     b.feed.tick()
-    assert b.applied == [["p0"]]
+    assert b.named == [["p0"]]
     for i in range(1, 6):  # b is offline while five more entries are written
         now[0] += 1
         a.feed.note(f"p{i}")
@@ -122,12 +125,12 @@ def test_old_entries_are_compacted_and_a_reader_left_behind_reconciles(
     assert [e["seq"] for e in obj.doc()["entries"]] == [4, 5, 6]
     now[0] += 1
     b.feed.tick()
-    assert b.fulls == 1 and b.applied == [["p0"]]  # a full reconcile instead of a gap
+    assert b.fulls == 1 and b.named == [["p0"]]  # a full reconcile instead of a gap
     a.feed.note("p6")
     a.feed.tick()
     now[0] += 1
     b.feed.tick()
-    assert b.applied == [["p0"], ["p6"]] and b.fulls == 1  # and it follows on from there
+    assert b.named == [["p0"], ["p6"]] and b.fulls == 1  # and it follows on from there
 
 
 def test_entries_past_the_retention_are_dropped(now: list[float]) -> None:
@@ -161,7 +164,7 @@ def test_entries_of_newer_or_corrupt_agents_are_ignored_with_a_warning(
     now[0] += 1
     with caplog.at_level(logging.WARNING, logger="watchsync.agent.feed"):
         b.feed.tick()
-    assert b.applied == [["first"], ["good.txt"]] and b.fulls == 0
+    assert b.named == [["first"], ["good.txt"]] and b.fulls == 0
     text = caplog.text
     assert "ignoring entry 2: written by a newer agent" in text
     assert "ignoring entry 3: corrupt" in text and "ignoring entry 4: corrupt" in text
@@ -185,7 +188,7 @@ def test_a_corrupt_feed_is_ignored_then_replaced(
     with caplog.at_level(logging.WARNING, logger="watchsync.agent.feed"):
         b.feed.tick()
     assert "ignoring the feed object: corrupt" in caplog.text
-    assert b.applied == [["x"]] and b.fulls == 0
+    assert b.named == [["x"]] and b.fulls == 0
     a.feed.note("y")
     a.feed.tick()  # a writer starts a new feed (a new epoch) over the corrupt one
     now[0] += 1
@@ -216,34 +219,17 @@ def test_a_large_change_asks_for_a_full_reconcile(now: list[float]) -> None:
     a.feed.tick()
     now[0] += 1
     b.feed.tick()
-    assert b.fulls == 1 and b.applied == []
+    assert b.fulls == 1 and b.named == []
     assert len(obj.body or b"") < 1000  # the paths are not carried
-
-
-def test_failed_apply_is_tried_again(now: list[float]) -> None:
-    obj = FakeFeedObject()
-    a = Agent(obj, now)
-    calls: list[Sequence[str]] = []
-
-    def flaky(paths: Sequence[str]) -> None:
-        calls.append(list(paths))
-        if len(calls) == 1:
-            raise ConnectionError("cut")
-
-    b = Feed("f", obj=obj, apply=flaky, full=lambda: None, wall=lambda: now[0])
-    a.feed.note("x")
-    a.feed.tick()
-    with pytest.raises(ConnectionError):
-        b.tick()
-    b.tick()
-    assert calls == [["x"], ["x"]]
 
 
 # -- two folders' rooms over one fake bucket ---------------------------------------------------
 
 
 @pytest.fixture
-def two_folders(tmp_path: Path) -> Iterator[Callable[..., tuple[Rooms, Rooms, FakeObjects]]]:
+def two_folders(
+    tmp_path: Path, now: list[float]
+) -> Iterator[Callable[..., tuple[Rooms, Rooms, FakeObjects]]]:
     stores: list[StateStore] = []
 
     def make(**overrides: Any) -> tuple[Rooms, Rooms, FakeObjects]:
@@ -274,6 +260,7 @@ def two_folders(tmp_path: Path) -> Iterator[Callable[..., tuple[Rooms, Rooms, Fa
                     stop=threading.Event(),
                     on_skip=lambda _s: None,
                     pool=InlinePool,
+                    clock=lambda: now[0],
                     feed_object=obj,
                 )
             )
@@ -285,16 +272,23 @@ def two_folders(tmp_path: Path) -> Iterator[Callable[..., tuple[Rooms, Rooms, Fa
         store.close()
 
 
+def _hear(rooms: Rooms) -> PassStats | None:
+    """One tick of the runner's feed work: poll, then re-check what others named."""
+    assert rooms.feed is not None
+    rooms.feed.poll()
+    return rooms.reconcile.recheck()
+
+
 def test_rooms_an_upload_on_a_is_downloaded_by_b_through_the_planner(
     two_folders: Callable[..., tuple[Rooms, Rooms, FakeObjects]], tmp_path: Path
 ) -> None:
     a, b, bucket = two_folders()
     assert a.feed is not None and b.feed is not None
-    b.feed.poll()
+    _hear(b)
     (tmp_path / "a" / "doc.txt").write_bytes(b"v1")
     a.uploader.process(Item("doc.txt"))
     a.feed.tick()
-    b.feed.poll()
+    _hear(b)
     assert (tmp_path / "b" / "doc.txt").read_bytes() == b"v1"
     synced = b.executor.recorder.store.synced.get("doc.txt")  # type: ignore[attr-defined]
     assert synced is not None and synced.etag == bucket.objects["doc.txt"][1]
@@ -312,14 +306,81 @@ def test_rooms_a_delete_on_a_deletes_on_b(
         (tmp_path / "a" / name).write_bytes(name.encode())
         a.uploader.process(Item(name))
     a.feed.tick()
-    b.feed.poll()
+    _hear(b)
     assert sorted(os.listdir(tmp_path / "b")) == ["doc.txt", "keep.txt"]
     (tmp_path / "a" / "doc.txt").unlink()
     a.uploader.process(Item("doc.txt"))
     a.guards.run(a.guards.batcher.ready() or ["doc.txt"], a.executor)
     a.feed.tick()
-    b.feed.poll()
+    _hear(b)
     assert sorted(os.listdir(tmp_path / "b")) == ["keep.txt"]
+
+
+def _b_cannot_download_a_s_file(
+    two_folders: Callable[..., tuple[Rooms, Rooms, FakeObjects]], tmp_path: Path
+) -> tuple[Rooms, FakeObjects]:
+    """Folder a uploads doc.txt and publishes it; folder b (its first pass done, so later
+    passes trust the feed) is refused its download with an ordinary error, not an outage."""
+    a, b, _bucket = two_folders()
+    assert a.feed is not None and b.feed is not None
+    b.reconcile.run()
+    (tmp_path / "a" / "doc.txt").write_bytes(b"v1")
+    a.uploader.process(Item("doc.txt"))
+    a.feed.tick()
+    b_objects = b.executor.transfer
+    assert isinstance(b_objects, FakeObjects)
+    b_objects.refuse[("download", "doc.txt")] = Failure(
+        FailureKind.TRANSIENT, "InternalError", "try again"
+    )
+    return b, b_objects
+
+
+@pytest.mark.parametrize("later", ["tick", "pass"])
+def test_rooms_a_failed_recheck_is_still_owed_and_tried_again(
+    two_folders: Callable[..., tuple[Rooms, Rooms, FakeObjects]],
+    tmp_path: Path,
+    now: list[float],
+    later: str,
+) -> None:
+    """A re-check whose download fails with an ordinary error (not an outage) follows a
+    pass's failure rules: the path stays owed, and a later tick (after a wait) or a later
+    pass tries it again, though that pass trusts the feed and the watcher."""
+    b, b_objects = _b_cannot_download_a_s_file(two_folders, tmp_path)
+    failed = _hear(b)
+    assert failed is not None and failed.failed == 1
+    assert not (tmp_path / "b" / "doc.txt").exists()
+    assert b.reconcile.recheck() is None  # owed, but not due again at once
+    del b_objects.refuse[("download", "doc.txt")]
+    now[0] += RECHECK_BACKOFF[0]
+    if later == "tick":
+        again = b.reconcile.recheck()
+        assert again is not None and again.planned == {Kind.DOWNLOAD: 1}
+    else:
+        stats = b.reconcile.run()
+        assert not stats.listed and stats.passed.planned == {Kind.DOWNLOAD: 1}
+    assert (tmp_path / "b" / "doc.txt").read_bytes() == b"v1"
+    assert b.listed.owed() == frozenset()  # paid
+
+
+def test_rooms_a_recheck_that_keeps_failing_is_left_to_a_listing(
+    two_folders: Callable[..., tuple[Rooms, Rooms, FakeObjects]],
+    tmp_path: Path,
+    now: list[float],
+) -> None:
+    """After repeated failure the path is no longer chased alone: the next pass lists the
+    prefix (and, as any pass, plans the download again)."""
+    b, b_objects = _b_cannot_download_a_s_file(two_folders, tmp_path)
+    assert b.feed is not None
+    b.feed.poll()
+    for _ in range(RECHECK_TRIES):
+        failed = b.reconcile.recheck()
+        assert failed is not None and failed.failed == 1
+        now[0] += RECHECK_BACKOFF[1]
+    assert b.reconcile.recheck() is None and b.listed.owed() == frozenset()
+    del b_objects.refuse[("download", "doc.txt")]
+    stats = b.reconcile.run()
+    assert stats.listed and stats.passed.planned == {Kind.DOWNLOAD: 1}
+    assert (tmp_path / "b" / "doc.txt").read_bytes() == b"v1"
 
 
 # -- end to end: two real agents on one prefix ------------------------------------------------

@@ -203,8 +203,7 @@ def test_max_delete_holds_for_a_rolling_window_across_passes_and_restarts(
     for name in names:
         synced_file(w, name, b"x")
     synced_file(w, "keep.txt", b"k")
-    now = [1_800_000_000.0]
-    w.rooms.guards.wall = lambda: now[0]
+    now = w.wall
 
     def slice_of(deletes: DeleteGuards, batch: list[str]) -> None:
         for name in batch:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from watchsync.agent.list_schedule import LIST_BUDGET, ListSchedule
+from watchsync.agent.list_schedule import LIST_BUDGET, RECHECK_BACKOFF, ListSchedule
 
 
 def test_a_costly_listing_comes_less_often() -> None:
@@ -61,3 +61,23 @@ def test_a_stretch_is_logged_when_it_starts_moves_and_ends(
         "CPU, over 0.5% of a core",
         "reconcile: the prefix is listed every 3s again",
     ]
+
+
+def test_paths_the_feed_named_are_owed_until_rechecked_or_listed() -> None:
+    """A named path stays owed until a re-check of it succeeded; a failed one waits before
+    it is due again; a listing looks at every path named before it."""
+    now = [0.0]
+    listed = ListSchedule(full_interval=3600.0, clock=lambda: now[0])
+    listed.done(listed.take())
+    listed.note(["a", "b"])
+    assert listed.owed() == {"a", "b"}
+    listed.rechecked(["a"], ok=True)
+    listed.rechecked(["b"], ok=False)
+    assert listed.owed() == frozenset()
+    now[0] += RECHECK_BACKOFF[0]
+    assert listed.owed() == {"b"}
+    listed.invalidate("the change feed missed entries")
+    why = listed.take()
+    assert why == "the change feed missed entries"
+    listed.done(why)
+    assert listed.owed() == frozenset()

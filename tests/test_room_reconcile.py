@@ -21,6 +21,7 @@ from world import (
 
 from watchsync.agent.uploader import Settled
 from watchsync.core.model import Item, Kind, Mode, SyncedEntry
+from watchsync.s3.capabilities import Feature
 
 
 def test_reconcile_failed_transfer_vetoes_the_pass_deletes(
@@ -69,7 +70,7 @@ import os, sys, threading
 from pathlib import Path
 from fakes import FakeObjects, InlinePool
 from prometheus_client import CollectorRegistry
-from watchsync.agent.folder import wire
+from watchsync.agent.wiring import wire
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.config import FolderConfig
@@ -190,7 +191,7 @@ def test_full_walk_when_the_watcher_cannot_be_trusted(
     if why == "interval":
         w.now[0] += 3600.0
     elif why == "polling":
-        w.status.polling = True
+        w.status.watching(polling=True)
     stats = w.rooms.reconcile.run()
     assert stats.walked is caught
     assert (stats.passed.planned == {Kind.UPLOAD: 1}) is caught
@@ -269,7 +270,8 @@ def test_the_prefix_is_listed_when_the_feed_cannot_be_trusted(
         feed.poll()
     elif why == "no-conditional-writes":
         assert feed is not None
-        feed.conditional = False
+        w.rooms.executor.server.refused(Feature.CONDITIONAL_WRITES)  # learnt by any writer
+        feed.tick()
     w.now[0] += 300.0
     stats = w.rooms.reconcile.run()
     assert stats.listed

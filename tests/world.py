@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from watchsync.agent.config import FolderConfig
 from watchsync.agent.effects import StoreRecorder
-from watchsync.agent.folder import Rooms, wire
 from watchsync.agent.metrics import Metrics
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
+from watchsync.agent.wiring import Rooms, wire
 from watchsync.core.model import SyncedEntry
 from watchsync.state.store import StateStore
 
@@ -33,7 +33,8 @@ class World:
     store: StateStore
     rooms: Rooms
     status: Status
-    now: list[float]
+    now: list[float]  # the rooms' clock (monotonic seconds)
+    wall: list[float]  # their wall clock (epoch seconds)
 
 
 @pytest.fixture
@@ -54,6 +55,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         metrics = Metrics(registry=CollectorRegistry()).folder(cfg.name)
         status = Status(cfg.name, store=store, metrics=metrics)
         now = [100.0]
+        wall = [1_800_000_000.0]
         objects = bucket(root)
         rooms = wire(
             cfg,
@@ -66,10 +68,10 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             on_skip=lambda _s: None,
             pool=InlinePool,
             clock=lambda: now[0],
-            wall=lambda: 1_800_000_000.0,
+            wall=lambda: wall[0],
             feed_object=feed_object,
         )
-        return World(root, objects, store, rooms, status, now)
+        return World(root, objects, store, rooms, status, now, wall)
 
     yield make
     for store in stores:

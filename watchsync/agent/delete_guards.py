@@ -190,6 +190,7 @@ class DeleteGuards:
         force: bool,
         grace: float,
         refused: RefusedDeletes,
+        batcher: DeleteBatcher | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         window: float = DELETE_WINDOW,
@@ -204,7 +205,7 @@ class DeleteGuards:
         self.max_delete = max_delete
         self.force = force
         self.refused = refused
-        self.batcher = DeleteBatcher(grace, clock=clock)
+        self.batcher = batcher or DeleteBatcher(grace, clock=clock)
         self.wall = wall
         self.window = window
         self.stat = stat

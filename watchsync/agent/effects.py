@@ -150,6 +150,7 @@ class AgentEvents:
         metrics: FolderMetrics,
         outage: Outage | None = None,
         recent: Recent | None = None,
+        on_changed: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.outage = outage
@@ -158,7 +159,7 @@ class AgentEvents:
         self.status = status
         self.metrics = metrics
         # Told of every path this agent changed in S3 (the change feed publishes them).
-        self.on_changed: Callable[[str], None] = lambda _path: None
+        self.on_changed: Callable[[str], None] = on_changed or (lambda _path: None)
 
     def started(self, action: Action) -> None:
         pass

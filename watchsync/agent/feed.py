@@ -1,9 +1,10 @@
 """Room: the change feed between agents on one prefix.  An agent that changes the prefix
 appends what it changed to one small object in the bucket (``PREFIX/.watchsync/feed.json``,
 never synced as a file); the other agents poll it with a conditional GET (a 304 while
-nothing changed: one request, whatever the size of the tree) and re-check the named paths
-through the planner and the executor, so another machine's edit arrives in about a second
-instead of at the next full reconcile.
+nothing changed: one request, whatever the size of the tree) and hand the named paths to
+the S3 side's schedule (:class:`~.list_schedule.ListSchedule`), whose re-check (a pass over
+those paths alone, :meth:`~.reconcile.Reconcile.recheck`) follows at once, so another
+machine's edit arrives in about a second instead of at the next full reconcile.
 
 The object holds the last entries, each ``{"v": 1, "seq": N, "writer": ID, "at": EPOCH,
 "paths": [...]}`` under ``{"format": 1, "epoch": TOKEN, "entries": [...]}``.  Writers
@@ -24,22 +25,15 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from watchsync.agent.scope import Scope
-from watchsync.agent.upload_queue import Pending
 from watchsync.core.errors import Failure, FailureKind
-from watchsync.core.model import Condition, LocalEntry, Mode, RemoteEntry, SyncedEntry
-from watchsync.core.plan import ReconcileOptions, plan_reconcile
-from watchsync.engine.executor import Executor
-from watchsync.fs.walk import stat_entry
+from watchsync.core.model import Condition
+from watchsync.s3.capabilities import Capabilities, Feature
 from watchsync.s3.listing import unsafe_reason
 from watchsync.s3.small_object import Fetched, NotModified
-from watchsync.s3.transfer import Objects
-from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +66,7 @@ class _Entry:
 
 
 class Feed:
-    """Publishes this agent's changes and applies the other agents' ones.
+    """Publishes this agent's changes and hands on the paths other agents changed.
 
     Two agents on one prefix, over an object in memory with S3's conditional GET and PUT:
 
@@ -88,12 +82,12 @@ class Feed:
     ...             raise Failure(FailureKind.PRECONDITION, "PreconditionFailed", "lost")
     ...         self.body, self.etag = body, hashlib.md5(body).hexdigest()
     ...         return self.etag
-    >>> obj, rechecked, fulls = Memory(), [], []
-    >>> a = Feed("docs", obj=obj, apply=print, full=lambda: None, poll_interval=0)
-    >>> b = Feed("docs", obj=obj, apply=rechecked.extend, full=lambda: fulls.append(1),
+    >>> obj, named, fulls = Memory(), [], []
+    >>> a = Feed("docs", obj=obj, named=print, full=lambda: None, poll_interval=0)
+    >>> b = Feed("docs", obj=obj, named=named.extend, full=lambda: fulls.append(1),
     ...          poll_interval=0)
     >>> b.tick(); a.note("a.txt"); a.tick(); b.tick()
-    >>> rechecked, fulls
+    >>> named, fulls
     (['a.txt'], [])
     """
 
@@ -102,8 +96,10 @@ class Feed:
         name: str,
         *,
         obj: FeedObject,
-        apply: Callable[[Sequence[str]], None],
+        named: Callable[[Iterable[str]], None],
         full: Callable[[], None],
+        trouble: Callable[[str | None], None] = lambda _why: None,
+        server: Capabilities | None = None,
         writer: str | None = None,
         publish: bool = True,
         poll: bool = True,
@@ -116,8 +112,10 @@ class Feed:
     ) -> None:
         self.name = name
         self.obj = obj
-        self.apply = apply
-        self.full = full
+        self.named = named  # paths other agents changed: owed a re-check
+        self.full = full  # entries may be missing: a full reconcile, soon
+        self.trouble = trouble  # why the feed cannot be counted on now (None: it can)
+        self.server = server or Capabilities()  # shared: conditional writes refused once
         self.writer = writer or secrets.token_hex(8)
         self.publishing = publish
         self.polling = poll
@@ -134,9 +132,7 @@ class Feed:
         self.epoch: str | None = None
         self.seq = 0  # the last entry applied (or written) in ``epoch``
         self.unreadable: str | None = None  # why the version last read cannot be used
-        self.conditional = True  # False once the server refused a conditional write
         self._noted: set[str] = set()
-        self._unapplied: set[str] = set()  # named by others, not yet re-checked (S3 trouble)
         self._lock = threading.Lock()
         self._next_poll = clock()
 
@@ -144,35 +140,38 @@ class Feed:
 
     def note(self, path: str) -> None:
         """This agent changed ``path`` in S3 (thread-safe; published on the next tick)."""
-        if self.publishing:
+        if self.publishing and self.server.conditional_writes:
             with self._lock:
                 self._noted.add(path)
 
     def tick(self) -> None:
-        """Poll when due, publish what was noted, re-check what others named."""
-        if self.polling and self.clock() >= self._next_poll:
-            self._next_poll = self.clock() + self.poll_interval
-            self.poll()
-        self.publish()
-        self._apply_unapplied()
+        """Poll when due (handing on what others named), publish what was noted, and say
+        whether the feed can be counted on."""
+        try:
+            if self.polling and self.clock() >= self._next_poll:
+                self._next_poll = self.clock() + self.poll_interval
+                self.poll()
+            self.publish()
+        finally:
+            self.trouble(self.untrusted())
 
     def publish(self) -> None:
         """Append one entry with every path noted since the last publish."""
         with self._lock:
             paths, self._noted = sorted(self._noted), set()
-        if not paths:
-            return
+        if not paths or not self.server.conditional_writes:
+            return  # without conditional writes, writers would lose each other's entries
         try:
             if self._append(paths):
                 return
         except Exception as exc:
             if isinstance(exc, Failure) and exc.kind is FailureKind.UNSUPPORTED:
-                logger.warning(
-                    "feed: %s: the server refuses conditional writes; not publishing changes "
-                    "(other agents see them at their full reconcile)",
-                    self.name,
-                )
-                self.publishing = self.conditional = False
+                if self.server.refused(Feature.CONDITIONAL_WRITES):
+                    logger.warning(
+                        "feed: %s: the server refuses conditional writes; not publishing "
+                        "changes (other agents see them at their full reconcile)",
+                        self.name,
+                    )
                 return
             self._keep(paths)
             raise
@@ -237,7 +236,7 @@ class Feed:
         An agent that does not poll (``push``) has nothing to count on it for."""
         if not self.polling:
             return None
-        if not self.conditional:
+        if not self.server.conditional_writes:
             return "the server refuses conditional writes, so agents publish no changes"
         if self.unreadable is not None:
             return f"the change feed {self.unreadable}"
@@ -246,8 +245,12 @@ class Feed:
     # -- the other agents' changes -------------------------------------------------------------
 
     def poll(self) -> None:
-        """One conditional GET; new entries from other writers are re-checked."""
-        self._read()
+        """One conditional GET; the paths new entries from other writers name are handed
+        on (owed a re-check), and whether the feed can be counted on is said."""
+        try:
+            self._read()
+        finally:
+            self.trouble(self.untrusted())
 
     def _read(self) -> None:
         try:
@@ -329,22 +332,7 @@ class Feed:
                 return
             paths.update(e.paths)
         if paths:
-            with self._lock:
-                self._unapplied.update(paths)
-            self._apply_unapplied()
-
-    def _apply_unapplied(self) -> None:
-        with self._lock:
-            paths, self._unapplied = sorted(self._unapplied), set()
-        if not paths:
-            return
-        logger.debug("feed: %s: re-checking %d paths changed elsewhere", self.name, len(paths))
-        try:
-            self.apply(paths)
-        except Exception:
-            with self._lock:
-                self._unapplied.update(paths)
-            raise
+            self.named(sorted(paths))
 
 
 def _seq(item: Any) -> int | None:
@@ -391,55 +379,3 @@ def _entry(item: dict[str, Any], seq: int) -> tuple[_Entry | None, str]:
     ):
         return None, "corrupt"
     return _Entry(seq, writer, float(at), tuple(paths), item.get("full") is True), ""
-
-
-class Recheck:
-    """A full reconcile of a few named paths: each one's file, HEAD and state through
-    :func:`plan_reconcile` and the executor (uploads to the uploader's queue, deletes last
-    and under the same guards)."""
-
-    def __init__(
-        self,
-        *,
-        root: Path,
-        store: StateStore,
-        transfer: Objects,
-        executor: Executor,
-        scope: Scope,
-        pending: Pending,
-        mode: Mode,
-        delete: bool,
-        follow_symlinks: bool = True,
-    ) -> None:
-        self.root = root
-        self.store = store
-        self.transfer = transfer
-        self.executor = executor
-        self.scope = scope
-        self.pending = pending
-        self.mode = mode
-        self.delete = delete
-        self.follow_symlinks = follow_symlinks
-
-    def run(self, paths: Sequence[str]) -> None:
-        """Bring ``paths`` in line; S3 errors on HEAD are raised (the feed tries again)."""
-        wanted = sorted({p for p in paths if self.scope.included(p)})
-        local: list[LocalEntry] = []
-        remote: list[RemoteEntry] = []
-        synced: list[SyncedEntry] = []
-        for path in wanted:
-            rem = self.transfer.head(path)
-            if rem is not None:
-                remote.append(rem)
-            loc = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
-            if loc is not None:
-                local.append(loc)
-            syn = self.store.synced.get(path)
-            if syn is not None:
-                synced.append(syn)
-        opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
-        queue = self.pending.batch()
-        try:
-            self.executor.run(plan_reconcile(local, remote, synced, opts=opts), route=queue.route)
-        finally:
-            queue.flush()

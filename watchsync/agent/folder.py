@@ -1,7 +1,8 @@
 """Room: one folder kept in step with one S3 prefix.  The only room with threads: it owns
-them and their one stop event, wires the other rooms together, and runs the schedule
-(first pass, periodic passes, passes asked for after an overflow, a pause while the folder
-is missing).
+them and their one stop event, opens what the rooms need of the world (the state, the
+transfer, the status and the outage watch on them) and has :func:`~.wiring.wire` build the
+rooms on it, then runs the schedule (first pass, periodic passes, the change feed's ticks
+and re-checks, passes asked for after an overflow, a pause while the folder is missing).
 
 Threads: the watchdog observer and the debouncer (fs/watcher.py, fs/debounce.py),
 ``upload_workers`` uploaders (each calls :meth:`Uploader.process_many`), a delete thread
@@ -22,40 +23,30 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from watchsync.agent.config import FolderConfig
-from watchsync.agent.conflicts import Conflicts
-from watchsync.agent.delete_guards import DeleteGuards
-from watchsync.agent.effects import AgentEvents, StoreRecorder
-from watchsync.agent.feed import FEED_KEY, Feed, FeedObject, Recheck
-from watchsync.agent.list_schedule import ListSchedule
-from watchsync.agent.local_changes import Dirty, LocalChanges
+from watchsync.agent.feed import FEED_KEY
 from watchsync.agent.metrics import FolderMetrics, Metrics
 from watchsync.agent.outage import Outage, no_answer
-from watchsync.agent.recent import Recent
 from watchsync.agent.reconcile import Progress, Reconcile
-from watchsync.agent.refused import RefusedBatch, RefusedDeletes
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import State, Status
 from watchsync.agent.steering import Steering
-from watchsync.agent.upload_queue import Pending
-from watchsync.agent.uploader import SETTLED, Result, Retry, Uploader
+from watchsync.agent.uploader import SETTLED, Result, Retry
+from watchsync.agent.wiring import Rooms, wire
 from watchsync.core.errors import Failure, FailureKind, WatchsyncError, failure_of
 from watchsync.core.model import Item, Mode, Skipped
-from watchsync.core.plan import PathOptions
-from watchsync.engine.executor import Executor, PoolFactory, thread_pool
-from watchsync.engine.policy import ExecPolicy
 from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
 from watchsync.fs.watcher import ChangeHandler, start_observer
 from watchsync.s3.client import S3Client
 from watchsync.s3.retry import RetryPolicy
 from watchsync.s3.small_object import SmallObject
-from watchsync.s3.transfer import Objects, open_transfer
+from watchsync.s3.transfer import open_transfer
 from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -110,70 +101,68 @@ class Folder:
             client=client,
             retry=RetryPolicy(attempts=3, max_wait=2.0),
             give_up_after=_PAUSE_AFTER,
+            # No minimum duration: the pause is cheap (one probe a second at first) and
+            # ends by itself, unlike sync's stop.
+            give_up_min_seconds=0.0,
         )
-        # No minimum duration: the pause is cheap (one probe a second at first) and ends by
-        # itself, unlike sync's stop.
-        self.transfer.reachability.min_seconds = 0.0
         self.scope = Scope(cfg, state_dir=state_dir)
-        self.status = Status(cfg.name, store=None, metrics=self.metrics, wall=wall)
-        self.outage = Outage(
-            cfg.name,
-            status=self.status,
-            probe=self.transfer.probe,
-            hold=self.transfer.reachability.hold,
-            release=self.transfer.reachability.reset,
-            endpoint=str(self.transfer.client.meta.endpoint_url),
-            clock=clock,
-        )
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
-        self.store: StateStore | None = None
+        self.store: StateStore | None = None  # open from start() to join()
+        self._rooms: Rooms | None = None  # built by start(), on the state it opens
+        self._outage: Outage | None = None
         self._reconcile_now = threading.Event()
         self._going = threading.Event()  # clear while paused by the control channel
         self._going.set()
-        self._deleting = threading.Event()  # a delete batch is being sent
+        self._steering: Steering | None = None
         self._threads: list[threading.Thread] = []
         self.watcher = _Watcher(self)
         self.passes = _Passes(self)
-        self.feed: Feed | None = None
+        self.workers = _Workers(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open and lock the state, then run everything in background threads."""
+        """Open and lock the state, build the rooms on it, then run everything in
+        background threads."""
         store = StateStore.open(self.state_dir, local_root=self.root, url=self.cfg.url)
         try:
             store.lock()
+            status = Status(
+                self.cfg.name, store=store, metrics=self.metrics, wall=self.wall, sizes=self._sizes
+            )
+            outage = Outage(
+                self.cfg.name,
+                status=status,
+                probe=self.transfer.probe,
+                hold=self.transfer.reachability.hold,
+                release=self.transfer.reachability.reset,
+                endpoint=str(self.transfer.client.meta.endpoint_url),
+                clock=self.clock,
+            )
+            rooms = wire(
+                self.cfg,
+                store=store,
+                transfer=self.transfer,
+                scope=self.scope,
+                status=status,
+                metrics=self.metrics,
+                stop=self.stop_event,
+                on_skip=_skipped_in(self.cfg.name),
+                clock=self.clock,
+                wall=self.wall,
+                feed_object=SmallObject(
+                    self.transfer.client, self.cfg.where.bucket, self.cfg.where.key(FEED_KEY)
+                ),
+                request_reconcile=self.request_reconcile,
+                outage=outage,
+            )
         except BaseException:
             store.close()
             raise
-        self.store = store
-        self.status.store = store
-        self.status.sizes = self._sizes
-        rooms = wire(
+        self.store, self._outage, self._rooms = store, outage, rooms
+        self._steering = Steering(
             self.cfg,
-            store=store,
-            transfer=self.transfer,
-            scope=self.scope,
-            status=self.status,
-            metrics=self.metrics,
-            stop=self.stop_event,
-            on_skip=_skipped_in(self.cfg.name),
-            clock=self.clock,
-            wall=self.wall,
-            feed_object=SmallObject(
-                self.transfer.client, self.cfg.where.bucket, self.cfg.where.key(FEED_KEY)
-            ),
-            request_reconcile=self.request_reconcile,
-            outage=self.outage,
-        )
-        self.feed = rooms.feed
-        self.pending, self.guards, self.executor = rooms.pending, rooms.guards, rooms.executor
-        self.uploader, self.reconcile = rooms.uploader, rooms.reconcile
-        self.changes = rooms.changes
-        self.refused = rooms.refused
-        self.steering = Steering(
-            self.cfg,
-            status=self.status,
+            status=status,
             store=store,
             refused=rooms.refused,
             recent=rooms.recent,
@@ -223,9 +212,9 @@ class Folder:
         """Ask every thread to finish (non-blocking)."""
         self.stop_event.set()
         self.debouncer.wake()
-        if self.store is not None:
-            self.pending.close()
-            self.guards.batcher.wake()
+        if self._rooms is not None:
+            self._rooms.pending.close()
+            self._rooms.guards.batcher.wake()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the threads (in-flight transfers drain) up to ``timeout``; True if done.
@@ -249,16 +238,14 @@ class Folder:
         store, self.store = self.store, None
         if store is not None:
             self.status.set(State.STOPPED)
-            self.status.store = self.status.sizes = None
             store.close()
         return True
 
     def request_reconcile(self) -> None:
         """Run a full reconcile as soon as possible (watch overflow, root trouble, the
         feed missed entries, asked for): it lists the prefix whatever the feed says."""
-        listed = self.reconcile.listed if self.store is not None else None
-        if listed is not None:
-            listed.invalidate("a full pass was asked for")
+        if self._rooms is not None:
+            self._rooms.listed.invalidate("a full pass was asked for")
         self._reconcile_now.set()
 
     def rescan(self) -> None:
@@ -276,21 +263,49 @@ class Folder:
     # -- what callers read ------------------------------------------------------------------
 
     @property
+    def rooms(self) -> Rooms:
+        """The folder's rooms, built by :meth:`start`."""
+        if self._rooms is None:
+            raise WatchsyncError(f"folder {self.cfg.name} is not started")
+        return self._rooms
+
+    @property
+    def status(self) -> Status:
+        return self.rooms.status
+
+    @property
+    def outage(self) -> Outage:
+        if self._outage is None:
+            raise WatchsyncError(f"folder {self.cfg.name} is not started")
+        return self._outage
+
+    @property
+    def reconcile(self) -> Reconcile:
+        return self.rooms.reconcile
+
+    @property
+    def steering(self) -> Steering:
+        """The folder as the control channel sees it (built by :meth:`start`)."""
+        if self._steering is None:
+            raise WatchsyncError(f"folder {self.cfg.name} is not started")
+        return self._steering
+
+    @property
     def state(self) -> State:
-        return self.status.state
+        return self.status.state if self._rooms is not None else State.STARTING
 
     @property
     def last_error(self) -> str | None:
-        return self.status.last_error
+        return self.status.last_error if self._rooms is not None else None
 
     @property
     def polling(self) -> bool:
-        return self.status.polling
+        return self.status.polling if self._rooms is not None else False
 
     @property
     def reconciles(self) -> int:
         """Full passes completed."""
-        return self.reconcile.count if self.store is not None else 0
+        return self.reconcile.count if self._rooms is not None else 0
 
     @property
     def client(self) -> S3Client:
@@ -304,18 +319,19 @@ class Folder:
 
     def pending_count(self) -> int:
         """Paths debouncing, queued or waiting to be deleted."""
-        if self.store is None:
+        rooms = self._rooms
+        if rooms is None:
             return self.debouncer.pending()
-        return len(self.pending) + self.guards.pending() + self.debouncer.pending()
+        return len(rooms.pending) + rooms.guards.pending() + self.debouncer.pending()
 
     def idle(self) -> bool:
         """Nothing debouncing, being handed over, queued, in flight or waiting to be deleted."""
         # In pipeline order, so a path moving downstream meanwhile is still seen.
         return (
             self._watch_settled()
-            and self.pending.idle()
-            and self.guards.pending() == 0
-            and not self._deleting.is_set()
+            and self.rooms.pending.idle()
+            and self.rooms.guards.pending() == 0
+            and not self.workers.deleting.is_set()
         )
 
     def _watch_settled(self) -> bool:
@@ -323,7 +339,8 @@ class Folder:
         return self.debouncer.pending() == 0 and not self.watcher.busy()
 
     def _sizes(self) -> tuple[int, int]:
-        return self.pending_count(), self.pending.in_flight
+        rooms = self._rooms
+        return self.pending_count(), rooms.pending.in_flight if rooms is not None else 0
 
     # -- the runner ---------------------------------------------------------------------------
 
@@ -340,12 +357,12 @@ class Folder:
             self.status.set(State.RECONCILING)
             self.ready.set()
             for _ in range(self.cfg.upload_workers):
-                self._spawn(self._upload_worker, "upload")
-            self._spawn(self._delete_worker, "delete")
+                self._spawn(self.workers.upload, "upload")
+            self._spawn(self.workers.delete, "delete")
             left_over = store.journal.pending()
             self.passes.abort_stale_uploads()
             self.passes.reconcile()
-            self.pending.resume(left_over)
+            self.rooms.pending.resume(left_over)
             self._schedule()
         except Exception as exc:
             logger.exception("folder %s: stopped by an unexpected error", self.cfg.name)
@@ -368,9 +385,7 @@ class Folder:
                 if not self.outage.tick():
                     continue  # nothing else reaches S3 while it does not answer
                 self._reconcile_now.set()  # back: what changed meanwhile, on both sides
-            retry_at = self.passes.retry_at
-            if retry_at is not None and self.clock() >= retry_at:
-                self.passes.retry_at = None
+            if self.passes.retry_due():
                 self._reconcile_now.set()
             if self._reconcile_now.is_set() or self.clock() >= next_at:
                 self._reconcile_now.clear()
@@ -403,68 +418,82 @@ class Folder:
             logger.info("folder %s: %s is back; rescanning", self.cfg.name, self.root)
             self.watcher.start()
 
-    # -- workers ------------------------------------------------------------------------------
+
+class _Workers:
+    """The folder's upload and delete threads: each waits while the endpoint does not
+    answer, and on the stop event or its queue."""
+
+    def __init__(self, folder: Folder) -> None:
+        self.folder = folder
+        self.deleting = threading.Event()  # a delete batch is being sent
 
     def _wait_for_endpoint(self) -> bool:
         """Wait while the endpoint does not answer or the folder is paused; False once
         stopping."""
-        while not (self._going.wait(_TICK) and self.outage.up.wait(_TICK)):
-            if self.stop_event.is_set():
+        f = self.folder
+        while not (f._going.wait(_TICK) and f.outage.up.wait(_TICK)):
+            if f.stop_event.is_set():
                 return False
-        return not self.stop_event.is_set()
+        return not f.stop_event.is_set()
 
-    def _upload_worker(self) -> None:
-        while self._wait_for_endpoint() and (items := self.pending.take_many(_UPLOAD_BATCH)):
+    def upload(self) -> None:
+        f = self.folder
+        pending, uploader = f.rooms.pending, f.rooms.uploader
+        while self._wait_for_endpoint() and (items := pending.take_many(_UPLOAD_BATCH)):
             if not self._wait_for_endpoint():  # paused (or cut off) while waiting for work
                 return  # stopping: the journal keeps the paths taken
             try:
-                results = self.uploader.process_many(items)
+                results = uploader.process_many(items)
             except Exception:
-                logger.exception("folder %s: unexpected error on a batch", self.cfg.name)
+                logger.exception("folder %s: unexpected error on a batch", f.cfg.name)
                 results = [self._process_alone(item) for item in items]
             for item, result in zip(items, results, strict=True):
                 if isinstance(result, Retry):
-                    self.metrics.retried()
-                    self.pending.retry(item, result.delay)
+                    f.metrics.retried()
+                    pending.retry(item, result.delay)
                 else:
-                    self.pending.settle(item.path)
+                    pending.settle(item.path)
 
     def _process_alone(self, item: Item) -> Result:
         """One path after its batch failed unexpectedly; a path that fails so too is
         reported and left to the next walk."""
+        f = self.folder
         try:
-            return self.uploader.process(item)
+            return f.rooms.uploader.process(item)
         except Exception:
-            logger.exception("folder %s: unexpected error on %s", self.cfg.name, item.path)
-            self.status.error(f"unexpected error on {item.path}")
+            logger.exception("folder %s: unexpected error on %s", f.cfg.name, item.path)
+            f.status.error(f"unexpected error on {item.path}")
             return SETTLED
 
-    def _delete_worker(self) -> None:
-        while not self.stop_event.is_set():
-            batch = self.guards.take(self.stop_event)
+    def delete(self) -> None:
+        f = self.folder
+        guards = f.rooms.guards
+        while not f.stop_event.is_set():
+            batch = guards.take(f.stop_event)
             if not batch:
                 continue
-            self._deleting.set()
+            self.deleting.set()
             try:
                 if not self._wait_for_endpoint():
                     return
                 self._wait_for_uploads()
-                if self.stop_event.is_set():
+                if f.stop_event.is_set():
                     return
-                self.guards.run(batch, self.executor)
+                guards.run(batch, f.rooms.executor)
             except Exception as exc:
-                self.status.error(f"delete failed: {failure_of(exc).text}")
+                f.status.error(f"delete failed: {failure_of(exc).text}")
             finally:
-                self._deleting.clear()
+                self.deleting.clear()
 
     def _wait_for_uploads(self) -> None:
         """Deletes go after transfers: a renamed file or directory is copied server-side from
         the old object, so the old one must stay until the new paths are looked at."""
-        deadline = self.clock() + _DELETE_WAIT_MAX
-        while not self.stop_event.is_set() and self.clock() < deadline:
-            if self._watch_settled() and self.pending.idle():
+        f = self.folder
+        deadline = f.clock() + _DELETE_WAIT_MAX
+        while not f.stop_event.is_set() and f.clock() < deadline:
+            if f._watch_settled() and f.rooms.pending.idle():
                 return
-            self.stop_event.wait(0.05)
+            f.stop_event.wait(0.05)
 
 
 class _Passes:
@@ -473,17 +502,27 @@ class _Passes:
 
     def __init__(self, folder: Folder) -> None:
         self.folder = folder
-        self.retry_at: float | None = None  # when a failed reconcile is tried again
+        self._retry_at: float | None = None  # when a failed reconcile is tried again
         self.feed_error: str | None = None
 
+    def retry_due(self) -> bool:
+        """A failed pass is to be tried again now (once)."""
+        if self._retry_at is None or self.folder.clock() < self._retry_at:
+            return False
+        self._retry_at = None
+        return True
+
     def feed_tick(self) -> None:
-        """Publish this agent's changes and apply the other agents' (see feed.py); S3
-        trouble is logged and left for the next tick."""
+        """Publish this agent's changes, hand on the other agents' and re-check what they
+        named (see feed.py, :meth:`Reconcile.recheck`); S3 trouble is logged and left for
+        the next tick."""
         f = self.folder
-        if f.feed is None or f.outage.is_down:
+        feed = f.rooms.feed
+        if feed is None or f.outage.is_down:
             return
         try:
-            f.feed.tick()
+            feed.tick()
+            f.reconcile.recheck()
         except Exception as exc:
             if no_answer(exc):
                 f.outage.down(exc)
@@ -526,7 +565,7 @@ class _Passes:
         progress = f.on_progress if f.reconcile.count == 0 else None
         try:
             f.reconcile.run(progress=progress)
-            f.guards.rebuilt()
+            f.rooms.guards.rebuilt()
         except Exception as exc:
             if not no_answer(exc):
                 self._failed(exc)
@@ -553,7 +592,7 @@ class _Passes:
         """After a failed pass, try again soon rather than at the full interval (the
         runner checks ``retry_at``: a timer thread would outlive stop())."""
         f = self.folder
-        self.retry_at = f.clock() + min(30.0, f.cfg.reconcile_interval)
+        self._retry_at = f.clock() + min(30.0, f.cfg.reconcile_interval)
 
 
 class _Watcher:
@@ -576,9 +615,8 @@ class _Watcher:
             on_ignore_changed=self._on_ignore_changed,
         )
         t0 = time.monotonic()
-        self._observer, f.status.polling = start_observer(
-            f.root, handler, force_polling=f.force_polling
-        )
+        self._observer, polling = start_observer(f.root, handler, force_polling=f.force_polling)
+        f.status.watching(polling=polling)
         logger.info(
             "watch: %s: %s %s in %.1fs",
             f.cfg.name,
@@ -589,7 +627,10 @@ class _Watcher:
         self.lost("the watcher (re)started")
         if self._debounce is None:
             self._debounce = DebounceThread(
-                f.debouncer, f.changes.ready, f.stop_event, name=f"watchsync-debounce-{f.cfg.name}"
+                f.debouncer,
+                f.rooms.changes.ready,
+                f.stop_event,
+                name=f"watchsync-debounce-{f.cfg.name}",
             )
             self._debounce.start()
             f._threads.append(self._debounce)
@@ -607,9 +648,7 @@ class _Watcher:
 
     def lost(self, why: str) -> None:
         """Events may have been lost: the next pass walks the whole folder."""
-        dirty = self.folder.reconcile.dirty
-        if dirty is not None:
-            dirty.invalidate(why)
+        self.folder.rooms.dirty.invalidate(why)
 
     def _on_overflow(self) -> None:
         self.folder.metrics.overflow()
@@ -639,177 +678,3 @@ def _skipped_in(name: str) -> Callable[[Skipped], None]:
         )
 
     return skipped
-
-
-@dataclass(frozen=True)
-class Rooms:
-    """The rooms of one folder, wired to one state, one transfer and one executor."""
-
-    pending: Pending
-    guards: DeleteGuards
-    conflicts: Conflicts
-    executor: Executor
-    uploader: Uploader
-    reconcile: Reconcile
-    changes: LocalChanges
-    refused: RefusedDeletes
-    recent: Recent
-    feed: Feed | None = None
-
-
-def wire(
-    cfg: FolderConfig,
-    *,
-    store: StateStore,
-    transfer: Objects,
-    scope: Scope,
-    status: Status,
-    metrics: FolderMetrics,
-    stop: threading.Event,
-    on_skip: Callable[[Skipped], None],
-    pool: PoolFactory = thread_pool,
-    clock: Callable[[], float] = time.monotonic,
-    wall: Callable[[], float] = time.time,
-    feed_object: FeedObject | None = None,
-    request_reconcile: Callable[[], None] = lambda: None,
-    outage: Outage | None = None,
-) -> Rooms:
-    """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
-
-    The room tests (``tests/world.py``) wire a folder over a state in a temporary directory
-    and an in-memory bucket, then drive each room by hand: ``rooms.uploader.process(item)``
-    uploads one queued path and says how it settled.
-    """
-    root = cfg.path
-    pending = Pending(store, included=scope.included, stop=stop, clock=clock)
-    dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
-    listed = ListSchedule(full_interval=cfg.list_interval, clock=clock)
-
-    def approved(batch: RefusedBatch) -> None:
-        if batch.origin == "watch":  # the watcher's batch goes through its delete thread
-            for path in batch.remote:
-                deletes.add(path)
-        else:  # a pass's deletes: the next pass plans them again
-            request_reconcile()
-
-    def rejected(batch: RefusedBatch) -> None:
-        # Forgotten, each path's remaining copy is new to the next pass, which copies it back.
-        for path in batch.paths:
-            store.synced.delete(path)
-        dirty.note(batch.paths)
-        request_reconcile()
-
-    refused = RefusedDeletes(
-        cfg.name,
-        status=status,
-        exists=lambda path: os.path.lexists(root / path),
-        on_approved=approved,
-        on_rejected=rejected,
-        wall=wall,
-    )
-    deletes = DeleteGuards(
-        root=root,
-        store=store,
-        scope=scope,
-        status=status,
-        max_delete=cfg.max_delete,
-        force=cfg.force_delete,
-        grace=2 * cfg.debounce,
-        refused=refused,
-        clock=clock,
-        rebuilding=store.recovered is not None,
-    )
-    conflicts = Conflicts(
-        root=root,
-        mode=cfg.direction,
-        transfer=transfer,
-        store=store,
-        follow_symlinks=cfg.follow_symlinks,
-        wall=wall,
-    )
-    recent = Recent(wall=wall)
-    events = AgentEvents(
-        cfg.name, cfg.where, status=status, metrics=metrics, outage=outage, recent=recent
-    )
-    executor = Executor(
-        transfer,
-        recorder=StoreRecorder(store),
-        events=events,
-        policy=replace(ExecPolicy.AGENT, mode=cfg.direction),
-        guards=deletes,
-        conflict_name=conflicts.name,
-        follow_symlinks=cfg.follow_symlinks,
-        pool=pool,
-        max_concurrency=cfg.s3.max_concurrency,
-        stop=stop,
-        wall=wall,
-    )
-    if feed_object is None and cfg.direction is not Mode.PUSH:
-        listed.untrusted = lambda: "no change feed"
-    uploads = Uploader(
-        root=root,
-        store=store,
-        executor=executor,
-        conflicts=conflicts,
-        guards=deletes,
-        status=status,
-        metrics=metrics,
-        opts=PathOptions(mode=cfg.direction, delete=cfg.delete),
-        follow_symlinks=cfg.follow_symlinks,
-        outage=outage,
-        dirty=dirty,
-    )
-    reconcile = Reconcile(
-        cfg.name,
-        root=root,
-        store=store,
-        transfer=transfer,
-        executor=executor,
-        scope=scope,
-        pending=pending,
-        status=status,
-        metrics=metrics,
-        mode=cfg.direction,
-        delete=cfg.delete,
-        on_skip=on_skip,
-        dirty=dirty,
-        listed=listed,
-        wall=wall,
-        clock=clock,
-    )
-    changes = LocalChanges(
-        root=root, scope=scope, store=store, pending=pending, on_skip=on_skip, dirty=dirty
-    )
-    feed = None
-    if feed_object is not None:
-        recheck = Recheck(
-            root=root,
-            store=store,
-            transfer=transfer,
-            executor=executor,
-            scope=scope,
-            pending=pending,
-            mode=cfg.direction,
-            delete=cfg.delete,
-            follow_symlinks=cfg.follow_symlinks,
-        )
-
-        def missed() -> None:
-            listed.invalidate("the change feed missed entries")
-            request_reconcile()
-
-        feed = Feed(
-            cfg.name,
-            obj=feed_object,
-            apply=recheck.run,
-            full=missed,
-            publish=cfg.direction is not Mode.PULL,
-            poll=cfg.direction is not Mode.PUSH,
-            clock=clock,
-            wall=wall,
-        )
-        events.on_changed = feed.note
-        listed.untrusted = feed.untrusted
-    return Rooms(
-        pending, deletes, conflicts, executor, uploads, reconcile, changes, refused, recent, feed
-    )

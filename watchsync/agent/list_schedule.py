@@ -3,9 +3,12 @@ says.  The remote twin of :class:`~.local_changes.Dirty`.  Every periodic pass l
 prefix (other tools, a console, a lifecycle rule are heard at the reconcile interval) unless
 that would spend more than :data:`LIST_BUDGET` of a core; passes in between (an overflow's
 walk, a rescan) trust the change feed, which brings the other agents' changes as they
-happen.
+happen: as paths named (:meth:`ListSchedule.note`), which the feed's re-check looks at right
+away (a pass over those paths alone).  A named path stays owed until a re-check of it
+succeeded or a listing looked at it: one that failed is tried again after a growing wait,
+and one that keeps failing is left to the next pass's listing of the prefix.
 
-Must not touch: threads (thread-safe: the feed's callbacks and the runner share it), S3.
+Must not touch: threads (thread-safe: the feed and the runner share it), S3.
 """
 
 from __future__ import annotations
@@ -13,13 +16,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
 # The share of one core the listings may take: at the default 300 s interval a listing
 # costing more than 1.5 s of CPU (about 150,000 objects) comes less often than every pass.
 LIST_BUDGET = 0.005
+RECHECK_BACKOFF = (1.0, 60.0)  # first and longest wait after a failed re-check of a path
+RECHECK_TRIES = 5  # failed re-checks of a path after which the prefix is listed instead
+
+
+@dataclass(frozen=True)
+class _Owed:
+    failures: int = 0
+    due: float = 0.0  # clock time the next re-check may run
 
 
 class ListSchedule:
@@ -29,8 +41,9 @@ class ListSchedule:
     interval, unless ``--full-list-interval`` says otherwise) have passed since the last one;
     after anything that may have lost changes (:meth:`invalidate`: feed entries dropped
     before this agent read them, the feed replaced or gone, a notification queue that lost
-    events); and for as long as ``untrusted`` gives a reason (no feed, one that cannot be
-    read or was written by a newer agent, a server without conditional writes).
+    events); and for as long as the feed cannot be counted on (``untrusted`` at first, then
+    what the feed says through :meth:`distrust`: no feed, one that cannot be read or was
+    written by a newer agent, a server without conditional writes).
     ``full_interval`` 0 lists every pass; otherwise the interval stretches so that listings
     take at most :data:`LIST_BUDGET` of a core (a listing costing 10 s of CPU comes every
     2,000 s), and :meth:`stretched` says so.
@@ -51,25 +64,67 @@ class ListSchedule:
         self,
         *,
         full_interval: float,
-        untrusted: Callable[[], str | None] = lambda: None,
+        untrusted: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.full_interval = full_interval
-        self.untrusted = untrusted
         self.clock = clock
         self._lock = threading.Lock()
         self._why: str | None = "first pass"
+        self._untrusted = untrusted  # why the feed cannot be counted on, while it cannot
         self._listed_at: float | None = None  # clock time the last listing began
         self._taken_at = 0.0
         self._cost = 0.0  # CPU seconds of the last listing pass
         self._told: float | None = None  # the stretched interval last logged
+        self._named: dict[str, _Owed] = {}  # paths named by the feed, not yet re-checked
+        self._covered: frozenset[str] = frozenset()  # ... that the pass under way lists
+
+    def distrust(self, why: str | None) -> None:
+        """Why the feed cannot be counted on for the other agents' changes (every pass
+        lists while it cannot), or None once it can."""
+        with self._lock:
+            self._untrusted = why
+
+    def note(self, paths: Iterable[str]) -> None:
+        """Paths another agent changed in S3 (named by the feed): due for a re-check now."""
+        now = self.clock()
+        with self._lock:
+            for path in paths:
+                self._named[path] = _Owed(self._named.get(path, _Owed()).failures, now)
+
+    def owed(self) -> frozenset[str]:
+        """The named paths due for a re-check now; they stay owed until one succeeded."""
+        now = self.clock()
+        with self._lock:
+            return frozenset(p for p, o in self._named.items() if o.due <= now)
+
+    def rechecked(self, paths: Iterable[str], *, ok: bool) -> None:
+        """A re-check of named ``paths`` finished: done (``ok``), or failed, so each is tried
+        again after a growing wait; one failing :data:`RECHECK_TRIES` times in a row is no
+        longer chased path by path: the next pass lists the prefix."""
+        now = self.clock()
+        first, cap = RECHECK_BACKOFF
+        with self._lock:
+            for path in paths:
+                if ok:
+                    self._named.pop(path, None)
+                    continue
+                failures = self._named.get(path, _Owed()).failures + 1
+                if failures >= RECHECK_TRIES:
+                    self._named.pop(path, None)
+                    self._invalidate(f"the re-check of {path} failed {failures} times")
+                    continue
+                self._named[path] = _Owed(failures, now + min(cap, first * 2 ** (failures - 1)))
 
     def invalidate(self, why: str) -> None:
         """Changes in S3 may have gone unreported: the next pass lists the prefix."""
         with self._lock:
-            if self._why is None:
-                logger.info("reconcile: next pass lists the whole prefix (%s)", why)
-                self._why = why
+            self._invalidate(why)
+
+    def _invalidate(self, why: str) -> None:
+        if self._why is None:
+            logger.info("reconcile: next pass lists the whole prefix (%s)", why)
+            self._why = why
 
     def take(self) -> str | None:
         """Why the next pass must list the prefix, or None when it may trust the state."""
@@ -77,12 +132,14 @@ class ListSchedule:
             now = self.clock()
             why, self._why = self._why, None
             if why is None:
-                why = self.untrusted()
+                why = self._untrusted
             if why is None and (
                 self._listed_at is None or now - self._listed_at >= self.interval()
             ):
                 why = "full list interval"
             self._taken_at = now
+            # A listing looks at every path the feed named so far.
+            self._covered = frozenset(self._named) if why is not None else frozenset()
             return why
 
     def done(self, why: str | None, *, cost: float | None = None) -> None:
@@ -95,6 +152,9 @@ class ListSchedule:
             self._listed_at = self._taken_at
             if cost is not None:
                 self._cost = cost
+            for path in self._covered:
+                self._named.pop(path, None)
+            self._covered = frozenset()
             stretch, every, told = self._stretch(), self.interval(), self._told
             # Said when it starts, when it moves by more than a quarter, and when it ends.
             if stretch is not None and (told is None or abs(every - told) > told / 4):
@@ -126,6 +186,7 @@ class ListSchedule:
 
     def restore(self, why: str | None) -> None:
         """The pass that took ``why`` failed: the next one lists instead."""
-        if why is not None:
-            with self._lock:
+        with self._lock:
+            self._covered = frozenset()
+            if why is not None:
                 self._why = self._why or why

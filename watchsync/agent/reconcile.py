@@ -12,7 +12,13 @@ they happen) the prefix is not listed and only the reported paths are planned, t
 taken from the state; a pass with both sides trusted costs O(changes), not O(files), and one
 with nothing reported costs nothing.
 
-Must not touch: threads (the folder's runner calls :meth:`Reconcile.run`), the SDK.
+The change feed's re-check (:meth:`Reconcile.recheck`) is the same pass over the paths
+other agents named alone (their files stat'ed, their objects HEADed): one code path, with a
+pass's skips (an unreadable path holds the deletes under it) and its failure rules (what
+failed is given back: a named path stays owed, see ``ListSchedule.rechecked``).
+
+Must not touch: threads (the folder's runner calls :meth:`Reconcile.run` and
+:meth:`Reconcile.recheck`), the SDK.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from watchsync.agent.status import State, Status
 from watchsync.agent.upload_queue import Pending
 from watchsync.core.filters import is_reserved
 from watchsync.core.model import (
+    Action,
     LocalEntry,
     Mode,
     RemoteEntry,
@@ -54,6 +61,19 @@ from watchsync.state.store import StateStore
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, bool], None]  # (folder, scanned, planned, done)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What one pass looks at: the local side (``taken``: walked, or the reported paths),
+    the S3 side (``listing``: why the prefix is listed, or None: the state as last synced)
+    and the paths the feed named, whose objects are looked at one by one (``named``).
+    ``reported``: ``taken`` came from the watcher's reports (given back on failure)."""
+
+    taken: Taken
+    listing: str | None
+    named: frozenset[str]
+    reported: bool
 
 
 @dataclass(frozen=True)
@@ -132,113 +152,14 @@ class Reconcile:
         # The two sides are trusted apart: lost inotify events (an overflow) cost a walk of
         # the folder, not a listing of the prefix, and a due listing does not walk.
         listing = self.listed.take() if self.listed is not None else "no change feed"
-        cpu = time.thread_time()
-        try:
-            stats = self._run(taken, listing, progress)
-        except BaseException:
-            self._restore(taken, listing)
-            raise
-        if stats.passed.failed or stats.passed.vetoed is not None:
-            # What failed or was held is looked at again by the next pass, as a full walk
-            # would have done.
-            self._restore(taken, listing)
-        else:
-            if self.dirty is not None:
-                self.dirty.done(taken)
-            if self.listed is not None:
-                # The runner's own CPU: a quiet pass lists, parses and plans on this thread
-                # (a pass that also walked the folder says nothing of the listing's cost).
-                cost = time.thread_time() - cpu if taken.full is None else None
-                self.listed.done(listing, cost=cost)
-                if listing is not None:
-                    self.store.status.set(
-                        list_every=round(self.listed.interval(), 1),
-                        list_stretched=self.listed.stretched(),
-                    )
-        return stats
-
-    def _restore(self, taken: Taken, listing: str | None) -> None:
-        if self.dirty is not None:
-            self.dirty.restore(taken)
-        if self.listed is not None:
-            self.listed.restore(listing)
-
-    def _look_again(self, looked: dict[str, LocalEntry | None]) -> None:
-        """Files this pass looked at that are still not as last synced (a local edit under
-        ``pull``, an upload still queued, a local delete kept) stay reported: the state
-        does not describe them, so the next pass must look again."""
-        if self.dirty is None:
-            return
-        again = [
-            path
-            for path, local in looked.items()
-            if self.scope.included(path) and not same_file(local, self.store.synced.get(path))
-        ]
-        self.dirty.note(again)
-
-    def _run(self, taken: Taken, listing: str | None, progress: Progress | None) -> ReconcileStats:
+        owed = self.listed.owed() if self.listed is not None and listing is None else frozenset()
         started, t0 = self.wall(), self.clock()
         self.status.set(State.RECONCILING)
-        skipped = Skips()  # deletes under an unreadable path wait; the rest of the pass goes on
-
-        def skip(item: Skipped) -> None:
-            skipped.add(item)
-            self.on_skip(item)
-
-        options = self.scope.walk_options()
-        looked: dict[str, LocalEntry | None] = {}
-        remote: Iterable[RemoteEntry | Skipped]
-        state: Iterable[SyncedEntry]
-        local: Iterable[LocalEntry]
-        if listing is None and taken.full is None:
-            # Both sides trusted: only the reported paths, their objects as last synced.
-            named = self._synced_at(taken)
-            state = named
-            remote = _as_last_synced(named)
-            local = without_skipped(
-                changed_side(self.root, taken, named, options=options, looked=looked), skip
-            )
-        else:
-            state = self.store.synced.iter_sorted()
-            if listing is None:
-                # S3 trusted, the folder walked: S3's side is the state as last synced.
-                state, synced = itertools.tee(state)
-                remote = _as_last_synced(synced)
-            else:
-                # A key skipped as unsafe stays in the stream: the planner leaves its path
-                # alone, so it is never read as deleted in S3 and need not veto other deletes.
-                remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
-            if taken.full is not None:
-                local = without_skipped(walk(self.root, options=options), skip)
-                if self.dirty is not None:
-                    state, synced = itertools.tee(state)
-                    local = _diverging(local, synced, looked)
-            else:
-                # One read of the state feeds both the planner and the synthesized local
-                # side, so the two agree even while uploads record meanwhile.
-                state, synced = itertools.tee(state)
-                local = without_skipped(
-                    changed_side(self.root, taken, synced, options=options, looked=looked),
-                    skip,
-                )
         watch = self.watch = PassWatch(
             self.name, every=self.progress_every, show=progress, clock=self.clock, wall=self.wall
         )
-        # Counted only where a side is read whole (a side taken from the state is not news).
-        local = watch.local(local) if taken.full is not None else local
-        remote = watch.remote(remote) if listing is not None else remote
-        opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
-        plan = watch.plan(plan_reconcile(local, remote, state, opts=opts))
-        queue = self.pending.batch()
-        try:
-            passed = self.executor.run(plan, skipped=skipped, route=queue.route)
-        finally:
-            queue.flush()
-        self._look_again(looked)
-        if self.dirty is not None and passed.stale:
-            # The file is not what the plan saw (the state's record of it, for a path the
-            # watcher did not report): the next pass looks at it as it is.
-            self.dirty.note(passed.stale)
+        look = _Look(taken, listing, owed, reported=self.dirty is not None)
+        passed, skipped = self._settled(look, watch)
         duration = self.clock() - t0
         watch.finish()
         self.count += 1
@@ -263,10 +184,158 @@ class Reconcile:
             started,
             duration,
             passed,
-            skipped.count,
+            skipped,
             walked=taken.full is not None,
             listed=listing is not None,
         )
+
+    def recheck(self) -> PassStats | None:
+        """The change feed's re-check: a pass over the paths other agents named that are
+        owed (see :meth:`ListSchedule.owed`): each one's file, object (HEAD) and state
+        through the planner and the executor, with a pass's skips and failure rules.  None
+        when nothing is owed; S3 errors on HEAD are raised (the paths stay owed)."""
+        owed = self.listed.owed() if self.listed is not None else frozenset()
+        if not owed:
+            return None
+        logger.debug("feed: %s: re-checking %d paths changed elsewhere", self.name, len(owed))
+        look = _Look(Taken(None, owed), None, owed, reported=False)
+        passed, _ = self._settled(look, None)
+        return passed
+
+    def _settled(self, look: _Look, watch: PassWatch | None) -> tuple[PassStats, int]:
+        """One look through :meth:`_pass`, then what it took is settled: done, or given back
+        when anything failed or was held (looked at again by the next pass, as a full walk
+        would have done; a named path is tried again later, or left to a listing).  When
+        the pass breaks off, everything is given back and named paths stay owed."""
+        cpu = time.thread_time()
+        try:
+            passed, skipped = self._pass(look, watch)
+        except BaseException:
+            self._restore(look)
+            raise
+        ok = not passed.failed and passed.vetoed is None
+        if not ok:
+            self._restore(look)
+        else:
+            if self.dirty is not None and look.reported:
+                self.dirty.done(look.taken)
+            if self.listed is not None:
+                # The runner's own CPU: a quiet pass lists, parses and plans on this thread
+                # (a pass that also walked the folder says nothing of the listing's cost).
+                cost = time.thread_time() - cpu if look.taken.full is None else None
+                self.listed.done(look.listing, cost=cost)
+                if look.listing is not None:
+                    self.store.status.set(
+                        list_every=round(self.listed.interval(), 1),
+                        list_stretched=self.listed.stretched(),
+                    )
+        if self.listed is not None and look.named:
+            self.listed.rechecked(look.named, ok=ok)
+        return passed, skipped
+
+    def _restore(self, look: _Look) -> None:
+        if self.dirty is not None and look.reported:
+            self.dirty.restore(look.taken)
+        if self.listed is not None:
+            self.listed.restore(look.listing)
+
+    def _look_again(self, looked: dict[str, LocalEntry | None]) -> None:
+        """Files this pass looked at that are still not as last synced (a local edit under
+        ``pull``, an upload still queued, a local delete kept) stay reported: the state
+        does not describe them, so the next pass must look again."""
+        if self.dirty is None:
+            return
+        again = [
+            path
+            for path, local in looked.items()
+            if self.scope.included(path) and not same_file(local, self.store.synced.get(path))
+        ]
+        self.dirty.note(again)
+
+    def _pass(self, look: _Look, watch: PassWatch | None) -> tuple[PassStats, int]:
+        """Plan and execute one look (counted by ``watch``, a periodic pass's); the pass's
+        stats and how many paths were skipped."""
+        skipped = Skips()  # deletes under an unreadable path wait; the rest of the pass goes on
+
+        def skip(item: Skipped) -> None:
+            skipped.add(item)
+            self.on_skip(item)
+
+        taken, listing, named = look.taken, look.listing, look.named
+        if named - taken.paths:  # the files of the named paths are looked at too
+            taken = Taken(taken.full, taken.paths | named, taken.dirs, taken.at)
+        options = self.scope.walk_options()
+        looked: dict[str, LocalEntry | None] = {}
+        remote: Iterable[RemoteEntry | Skipped]
+        state: Iterable[SyncedEntry]
+        local: Iterable[LocalEntry]
+        if listing is None and taken.full is None:
+            # Both sides trusted: only the reported paths, their objects as last synced
+            # (the named ones as they are now).
+            reported = self._synced_at(taken)
+            state = reported
+            remote = self._named_now(_as_last_synced(reported), named)
+            local = without_skipped(
+                changed_side(self.root, taken, reported, options=options, looked=looked), skip
+            )
+        else:
+            state = self.store.synced.iter_sorted()
+            if listing is None:
+                # S3 trusted, the folder walked: S3's side is the state as last synced.
+                state, synced = itertools.tee(state)
+                remote = self._named_now(_as_last_synced(synced), named)
+            else:
+                # A key skipped as unsafe stays in the stream: the planner leaves its path
+                # alone, so it is never read as deleted in S3 and need not veto other deletes.
+                remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
+            if taken.full is not None:
+                local = without_skipped(walk(self.root, options=options), skip)
+                if self.dirty is not None:
+                    state, synced = itertools.tee(state)
+                    local = _diverging(local, synced, looked)
+            else:
+                # One read of the state feeds both the planner and the synthesized local
+                # side, so the two agree even while uploads record meanwhile.
+                state, synced = itertools.tee(state)
+                local = without_skipped(
+                    changed_side(self.root, taken, synced, options=options, looked=looked),
+                    skip,
+                )
+        opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
+        plan: Iterable[Action]
+        if watch is None:
+            plan = plan_reconcile(local, remote, state, opts=opts)
+        else:
+            # Counted only where a side is read whole (a side taken from the state is not news).
+            local = watch.local(local) if taken.full is not None else local
+            remote = watch.remote(remote) if listing is not None else remote
+            plan = watch.plan(plan_reconcile(local, remote, state, opts=opts))
+        queue = self.pending.batch()
+        try:
+            passed = self.executor.run(plan, skipped=skipped, route=queue.route)
+        finally:
+            queue.flush()
+        self._look_again(looked)
+        if self.dirty is not None and passed.stale:
+            # The file is not what the plan saw (the state's record of it, for a path the
+            # watcher did not report): the next pass looks at it as it is.
+            self.dirty.note(passed.stale)
+        return passed, skipped.count
+
+    def _named_now(
+        self, as_synced: Iterable[RemoteEntry], named: frozenset[str]
+    ) -> Iterable[RemoteEntry]:
+        """S3's side as last synced, but the named paths' objects as they are now (HEAD;
+        an error is raised before anything is planned)."""
+        if not named:
+            return as_synced
+        heads = [
+            head
+            for path in sorted(named)
+            if self.scope.included(path) and (head := self.transfer.head(path)) is not None
+        ]
+        rest = (e for e in as_synced if e.path not in named)
+        return heapq.merge(rest, heads, key=lambda e: e.path)
 
     def _synced_at(self, taken: Taken) -> list[SyncedEntry]:
         """The state of the reported paths and of everything below the reported

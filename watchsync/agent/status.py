@@ -53,14 +53,15 @@ class Status:
         store: StateStore | None,
         metrics: FolderMetrics | None,
         wall: Callable[[], float] | None = None,
+        sizes: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.name = name
         self.store = store
         self.metrics = metrics
         self.wall = wall or time.time
-        self.polling = False
-        # (pending, in flight), asked at every publish; set once the queue exists.
-        self.sizes: Callable[[], tuple[int, int]] | None = None
+        self._polling = False
+        # (pending, in flight), asked at every publish.
+        self.sizes = sizes
         self._lock = threading.Lock()
         self._state = State.STARTING
         self._since = self.wall()  # when the state was entered (wall clock)
@@ -92,6 +93,17 @@ class Status:
         """Why the folder is paused, while it is."""
         with self._lock:
             return self._reason
+
+    @property
+    def polling(self) -> bool:
+        """The watcher fell back to polling (it is not trusted to see every change)."""
+        with self._lock:
+            return self._polling
+
+    def watching(self, *, polling: bool) -> None:
+        """The watcher (re)started, through inotify or by polling."""
+        with self._lock:
+            self._polling = polling
 
     def set(
         self, state: State, *, only_from: State | None = None, reason: str | None = None
@@ -199,7 +211,7 @@ class Status:
                 "state_since": self._since,
                 "state_reason": self._reason,
                 "refused_deletes": self._refused,
-                "polling": int(self.polling),
+                "polling": int(self._polling),
             }
         if self.sizes is not None:
             pending, in_flight = self.sizes()

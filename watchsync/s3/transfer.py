@@ -177,9 +177,12 @@ class Transfer:
         owns_client: bool = False,
         give_up_after: int | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        give_up_min_seconds: float = 10.0,
     ) -> None:
         self.client = client
-        self.reachability = Reachability(give_up_after, what=client.meta.endpoint_url)
+        self.reachability = Reachability(
+            give_up_after, what=client.meta.endpoint_url, min_seconds=give_up_min_seconds
+        )
         self._owns_client = owns_client
         self._close_lock = threading.Lock()
         # Small uploads go through the native client when there is one; a bandwidth cap
@@ -687,6 +690,7 @@ def open_transfer(
     retry: RetryPolicy | None = None,
     give_up_after: int | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    give_up_min_seconds: float = 10.0,
 ) -> Transfer:
     """The one way both commands get a :class:`Transfer`, with the one native-client rule.
 
@@ -722,6 +726,7 @@ def open_transfer(
         owns_client=owns,
         give_up_after=give_up_after,
         on_bytes=on_bytes,
+        give_up_min_seconds=give_up_min_seconds,
     )
 
 
