@@ -98,8 +98,9 @@ class RefusedDeletes:
     def add(self, paths: Sequence[str], *, why: str, origin: str) -> RefusedBatch:
         """Keep a refused batch; the same paths refused again keep their id."""
         key = frozenset(paths)
-        remote = tuple(p for p in paths if not self.exists(p))
-        local = tuple(p for p in paths if p not in set(remote))
+        gone = {p for p in paths if not self.exists(p)}
+        remote = tuple(p for p in paths if p in gone)
+        local = tuple(p for p in paths if p not in gone)
         with self._lock:
             same = next(
                 (b for b in self._batches.values() if b.origin == origin and set(b.paths) == key),

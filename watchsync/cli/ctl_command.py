@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def _pid_of(db: Path) -> int | None:
     try:
         with StateStore.read_only(db) as store:
             status = store.status.fields()
-    except Exception:
+    except (sqlite3.Error, OSError, WatchsyncError):  # never started, or unreadable
         return None
     pid = status.get("pid")
     if status.get("state") == "stopped" or not isinstance(pid, int | str):
