@@ -96,7 +96,17 @@ class Metrics:
         )
 
     def wsgi_app(self) -> Any:
-        """``/metrics`` as a WSGI app (the status page serves it beside itself)."""
+        """``/metrics`` as a WSGI app (the status page serves it beside itself).
+
+        >>> from wsgiref.util import setup_testing_defaults
+        >>> metrics = Metrics()
+        >>> metrics.folder("docs").error("start")
+        >>> environ: dict[str, Any] = {"PATH_INFO": "/metrics", "QUERY_STRING": ""}
+        >>> setup_testing_defaults(environ)
+        >>> body = b"".join(metrics.wsgi_app()(environ, lambda status, headers: None))
+        >>> [line for line in body.decode().splitlines() if line.startswith("watchsync_errors_t")]
+        ['watchsync_errors_total{folder="docs",kind="start"} 1.0']
+        """
         return make_wsgi_app(self.registry)
 
     def folder(self, name: str) -> FolderMetrics:

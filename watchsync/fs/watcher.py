@@ -386,12 +386,15 @@ if sys.platform.startswith("linux"):
             WatchDescriptor,
         )
         from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
-    except Exception:  # watchdog.utils.UnsupportedLibcError: a libc without inotify
+    except Exception as exc:  # watchdog.utils.UnsupportedLibcError: a libc without inotify
         HAVE_INOTIFY = False
+        NO_INOTIFY_WHY = f"{type(exc).__name__}: {exc}"  # or watchdog's internals moved
     else:
         HAVE_INOTIFY = True
+        NO_INOTIFY_WHY = ""
 else:  # pragma: no cover
     HAVE_INOTIFY = False
+    NO_INOTIFY_WHY = f"no inotify on {sys.platform}"
 
 
 if HAVE_INOTIFY:
