@@ -5,6 +5,7 @@ cannot pass unnoticed."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -68,3 +69,30 @@ def test_classifying_failures_outside_s3_breaks_the_contract(tmp_path: Path) -> 
     assert done.returncode != 0
     assert "Only watchsync.s3 classifies failures BROKEN" in done.stdout
     assert "watchsync.agent.uploader -> watchsync.s3.failures" in done.stdout
+
+
+MAX_CLASS_LINES = 400
+
+
+def classes_over(package: Path, limit: int) -> list[str]:
+    """``file:Class (N lines)`` of every class under ``package`` longer than ``limit``."""
+    return [
+        f"{path.relative_to(package.parent)}:{node.name} ({size} lines)"
+        for path in sorted(package.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+        and (size := (node.end_lineno or node.lineno) - node.lineno + 1) > limit
+    ]
+
+
+def test_no_class_is_over_400_lines() -> None:
+    """A class past 400 lines does more than one thing: give a part its own collaborator."""
+    assert classes_over(REPO / "watchsync", MAX_CLASS_LINES) == []
+
+
+def test_a_long_class_is_found(tmp_path: Path) -> None:
+    package = tmp_path / "watchsync"
+    package.mkdir()
+    (package / "big.py").write_text("class Big:\n" + "    x = 1\n" * 400)
+    (package / "small.py").write_text("class Small:\n    x = 1\n")
+    assert classes_over(package, MAX_CLASS_LINES) == ["watchsync/big.py:Big (401 lines)"]

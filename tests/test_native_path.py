@@ -17,7 +17,8 @@ from watchsync.core.model import Condition
 from watchsync.s3 import native as crt
 from watchsync.s3.client import make_client
 from watchsync.s3.location import S3Settings, S3Url
-from watchsync.s3.transfer import Transfer, native_uploader, open_transfer
+from watchsync.s3.native_route import native_uploader
+from watchsync.s3.transfer import Transfer, open_transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -79,7 +80,7 @@ def test_unusable_native_client_falls_back_to_boto3(
     (tmp_path / "y").write_bytes(b"two")
     with Transfer(s3, S3Url.parse(f"s3://{bucket}"), tmp_path, crt=uploader) as t:
         t.upload("x")
-        assert t.crt is None
+        assert t.native.crt is None
         t.upload("y")
     assert s3.get_object(Bucket=bucket, Key="x")["Body"].read() == b"one"
     assert s3.get_object(Bucket=bucket, Key="y")["Body"].read() == b"two"
@@ -127,7 +128,7 @@ def test_native_path_only_where_it_goes_where_boto3_goes(
         monkeypatch.setenv(name, value)
     settings = S3Settings(endpoint_url=endpoint_url, region="eu-west-1")
     with open_transfer(settings, S3Url.parse("s3://bkt"), tmp_path) as t:
-        assert (t.crt is not None) is native
+        assert (t.native.crt is not None) is native
 
 
 def test_uploads_started_together_from_one_thread(

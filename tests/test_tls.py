@@ -98,9 +98,9 @@ def test_native_client_trusts_botocores_ca_bundle(
     (root / "a.txt").write_bytes(b"over tls")
     settings = S3Settings(profile=profile)
     with open_transfer(settings, S3Url.parse(f"s3://{bucket}/p"), root) as t:
-        assert t.crt is not None
+        assert t.native.crt is not None
         t.upload("a.txt")
-        assert t.crt is not None, "the native client failed and boto3 took over"
+        assert t.native.crt is not None, "the native client failed and boto3 took over"
     head = s3.head_object(Bucket=bucket, Key="p/a.txt", ChecksumMode="ENABLED")
     assert head.get("ChecksumCRC32C") == _crc(b"over tls")
     assert s3.get_object(Bucket=bucket, Key="p/a.txt")["Body"].read() == b"over tls"

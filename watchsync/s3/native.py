@@ -5,7 +5,7 @@ signing and HTTP; the CRT signs, reads the file and speaks HTTP in C, leaving Py
 short callbacks per object.  s3transfer's CRT manager rejects custom endpoints, so this
 module drives ``awscrt.s3.S3Client`` directly.  It only moves bytes: retries belong to the
 caller's policy (the CRT's own retries are off by default so attempts don't multiply).
-:func:`watchsync.s3.transfer.native_uploader` builds the one uploader a transfer uses, and
+:func:`watchsync.s3.native_route.native_uploader` builds the one uploader a transfer uses, and
 ``tests/test_crt.py`` runs it against the real server.
 
 Threading: ``submit`` returns at once; the CRT completes the returned future on one of its

@@ -13,20 +13,15 @@ the local file, :class:`~watchsync.core.errors.FileError`; never as the SDK's ex
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import boto3
 from boto3.s3.transfer import TransferConfig
 
 from watchsync.core.errors import Failure, FailureKind, FileError
@@ -37,10 +32,11 @@ from watchsync.s3.client import make_client, mtime_ns
 from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloaded, Downloads
 from watchsync.s3.failures import answer, classify
-from watchsync.s3.file_metadata import keep_file_metadata, metadata_headers, stored_mtime
+from watchsync.s3.file_metadata import keep_file_metadata, stored_mtime
 from watchsync.s3.listing import list_entries
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import Multipart, crc32c_file
+from watchsync.s3.native_route import NativeRoute, native_uploader
 from watchsync.s3.reachability import Reachability, UntilAnswered
 from watchsync.s3.retry import RetryPolicy
 
@@ -54,8 +50,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-# Under --bwlimit, files from this size up go through boto3, paced as they are sent.
-PACED_WHOLE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -185,11 +179,6 @@ class Transfer:
         )
         self._owns_client = owns_client
         self._close_lock = threading.Lock()
-        # Small uploads go through the native client when there is one; a bandwidth cap
-        # holds there too, as each request takes its bytes from the limiter before it goes.
-        self.crt = crt
-        self._owned_crt = crt
-        self._native_failure: Exception | None = None
         self.where = where
         self.root = root
         self.settings = settings or S3Settings()
@@ -207,6 +196,16 @@ class Transfer:
             use_threads=True,
         )
         self._root_real = os.path.realpath(root)
+        # Small uploads go through the native client when there is one.
+        self.native = NativeRoute(
+            crt,
+            where=where,
+            root=root,
+            settings=self.settings,
+            limiter=limiter,
+            call=self._call,
+            reachability=self.reachability,
+        )
         self.downloads = Downloads(
             client,
             where,
@@ -270,9 +269,7 @@ class Transfer:
         """Shut down the multipart machinery and the native client, where started."""
         self.downloads.close()
         with self._close_lock:
-            if self._owned_crt is not None:
-                self._owned_crt.close()
-                self._owned_crt = self.crt = None
+            self.native.close()
             if self._owns_client:
                 self._owns_client = False
                 self.client.close()
@@ -309,12 +306,9 @@ class Transfer:
                 etag = self._parts.upload(f, key, st.st_size, extra, condition_args(condition))
             else:
                 extra.update(condition_args(condition))
-                native_ok = (
-                    self.crt is not None
-                    and self._native_serves(st.st_size)
-                    and native_headers(extra) is not None
-                )
-                etag = self._put_native(path, key, st.st_size, extra) if native_ok else None
+                etag = None
+                if self.native.takes(st.st_size, extra):
+                    etag = self.native.put(path, key, st.st_size, extra)
                 if etag is None:
                     if self.settings.checksum and self.limiter is not None:
                         # Summed here, so the paced send is the SDK's only read of the body.
@@ -322,7 +316,7 @@ class Transfer:
                     elif self.settings.checksum:
                         extra["ChecksumAlgorithm"] = "CRC32C"
                     etag = self._put(f, key, extra)
-                    self._native_unusable()
+                    self.native.boto3_got_through()
                 self.on_bytes(st.st_size)
         return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
 
@@ -336,105 +330,33 @@ class Transfer:
 
         return self._call(once, what=f"upload {key}")
 
-    def _put_native(self, path: str, key: str, size: int, extra: dict[str, Any]) -> str | None:
-        """One PUT through the native client.  None when it failed below S3 (TLS, proxies,
-        redirects it does not follow): the caller then tries boto3, and if boto3 gets
-        through, every later upload skips the native client."""
-        crt = self.crt
-        assert crt is not None
-        headers, filename, timeout = self._native_request(path, size, extra)
-
-        def once() -> str:
-            self._pace(size)
-            try:
-                return crt.put_file(
-                    self.where.bucket, key, filename, size=size, headers=headers, timeout=timeout
-                )
-            except native.CrtFileChanged as exc:
-                raise FileError(path, "changed or unreadable while uploading") from exc
-
-        try:
-            return self._call(once, what=f"upload {key}")
-        except Failure as failure:
-            exc = failure.__cause__
-            if not isinstance(exc, native.CrtError) or (
-                exc.status >= 400 and exc.code not in _REDIRECTS
-            ):
-                raise  # S3 itself said no: boto3 would hear the same
-            self._native_failure = exc
-            return None
-
     def _keep_file_metadata(self, extra: dict[str, Any], st: os.stat_result) -> None:
         """The file's mtime (and mode, under ``keep_mode``) into an upload's metadata."""
         mode = st.st_mode if self.settings.keep_mode else None
         keep_file_metadata(extra, mtime_ns=st.st_mtime_ns, mode=mode)
-
-    def _native_serves(self, size: int) -> bool:
-        """Whether a file of ``size`` bytes (under the multipart threshold) may go through
-        the native client: always, except a large one under ``--bwlimit``.  The native
-        client reads the whole file before it sends it, so it can only be paced a request
-        at a time; past :data:`PACED_WHOLE` that would send the file in one burst after
-        its wait, and boto3 sends it paced as it reads it instead."""
-        return self.limiter is None or size < PACED_WHOLE
-
-    def _pace(self, nbytes: int) -> None:
-        """Under ``--bwlimit``, wait until the budget covers a native request's body
-        (charged once per attempt, before it goes)."""
-        if self.limiter is not None:
-            self.limiter.take(nbytes)
-
-    def _native_request(
-        self, path: str, size: int, extra: Mapping[str, Any]
-    ) -> tuple[dict[str, str], str, float]:
-        """Headers, file name and timeout of a native PUT of ``path`` (whose ``extra`` the
-        caller checked with :func:`native_headers`)."""
-        headers = native_headers(extra)
-        assert headers is not None
-        # boto3's read timeout, plus the time to send the file at a slow 64 KiB/s
-        return headers, os.path.join(self.root, path), self.settings.read_timeout + size / 65536
 
     def start_upload(self, path: str, *, condition: Condition | None = None) -> Sending | None:
         """Start a native PUT of a small file and return at once, so that many go out
         side by side from one thread; None when it must take :meth:`upload` (no native
         client, a large file, or the native client failed before).  The first attempt
         only: the caller takes :meth:`upload` again for anything but success."""
-        crt = self.crt
-        if crt is None or self._native_failure is not None:
+        if not self.native.usable:
             return None
         try:
             st = os.stat(os.path.join(self.root, path))
         except OSError as exc:
             raise FileError(path, exc.strerror or str(exc)) from exc
-        if st.st_size >= self.threshold or not self._native_serves(st.st_size):
+        if st.st_size >= self.threshold:
             return None
         extra: dict[str, Any] = self.settings.extra_args(path) | condition_args(condition)
         self._keep_file_metadata(extra, st)
-        if native_headers(extra) is None:
+        if not self.native.takes(st.st_size, extra):
             return None  # a setting only boto3 carries: this file goes through upload()
-        headers, filename, timeout = self._native_request(path, st.st_size, extra)
         self.reachability.check()
         key = self.where.key(path)
-        self._pace(st.st_size)
-        try:
-            future = crt.submit(self.where.bucket, key, filename, size=st.st_size, headers=headers)
-        except native.CrtFileChanged as exc:
-            raise FileError(path, "changed or unreadable while uploading") from exc
-        except Exception as exc:
-            failure = classify(exc)
-            self.reachability.failed(failure)
-            if failure.kind is FailureKind.LOCAL:
-                raise
-            raise failure from exc
+        future, timeout = self.native.submit(path, key, st.st_size, extra)
         sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino)
         return Sending(self.reachability, path, key, future, sent, timeout)
-
-    def _native_unusable(self) -> None:
-        """boto3 succeeded where the native client had failed: stop using it."""
-        if self._native_failure is not None and self.crt is not None:
-            logger.warning(
-                "upload: native client fails here (%s); using boto3", self._native_failure
-            )
-            self.crt = None
 
     def abort_stale_uploads(self, *, older_than: float, now: float | None = None) -> int:
         """Abort this prefix's multipart uploads older than ``older_than`` seconds (see
@@ -599,32 +521,6 @@ class Transfer:
             raise FileError(path, exc.strerror or str(exc)) from exc
 
 
-# Answers meaning "ask elsewhere" (another region): boto3 follows them, the native client
-# does not, so they send the upload (and the rest) back to boto3.
-_REDIRECTS = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed"})
-
-# boto3 ExtraArgs -> the HTTP headers the native client sends.
-_HEADERS = {
-    "ContentType": "Content-Type",
-    "CacheControl": "Cache-Control",
-    "ContentDisposition": "Content-Disposition",
-    "ContentEncoding": "Content-Encoding",
-    "ContentLanguage": "Content-Language",
-    "Expires": "Expires",
-    "ACL": "x-amz-acl",
-    "GrantRead": "x-amz-grant-read",
-    "GrantReadACP": "x-amz-grant-read-acp",
-    "GrantWriteACP": "x-amz-grant-write-acp",
-    "GrantFullControl": "x-amz-grant-full-control",
-    "WebsiteRedirectLocation": "x-amz-website-redirect-location",
-    "RequestPayer": "x-amz-request-payer",
-    "ServerSideEncryption": "x-amz-server-side-encryption",
-    "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
-    "SSECustomerAlgorithm": "x-amz-server-side-encryption-customer-algorithm",
-    "StorageClass": "x-amz-storage-class",
-    "IfMatch": "If-Match",
-    "IfNoneMatch": "If-None-Match",
-}
 # What a copy replaces rather than copies from its source (MetadataDirective REPLACE).
 _REPLACED = frozenset(
     {
@@ -638,42 +534,6 @@ _REPLACED = frozenset(
         "Metadata",
     }
 )
-
-
-def native_headers(extra: Mapping[str, Any]) -> dict[str, str] | None:
-    """The HTTP headers of a native PUT carrying ``extra``, or None when one of them is
-    not a plain ASCII header the native client can send as it is (such a file goes
-    through boto3, which encodes it).
-
-    >>> native_headers({"ContentType": "text/plain", "Metadata": {"owner": "me"}})
-    {'Content-Type': 'text/plain', 'x-amz-meta-owner': 'me'}
-    >>> native_headers({"Metadata": {"owner": "Zoë"}}) is None
-    True
-    """
-    headers: dict[str, str] = {}
-    for name, value in extra.items():
-        if name == "Metadata":
-            headers.update(metadata_headers(value))
-        elif name == "SSECustomerKey":
-            key = value.encode() if isinstance(value, str) else value
-            headers["x-amz-server-side-encryption-customer-key"] = _b64(key)
-            headers["x-amz-server-side-encryption-customer-key-MD5"] = _b64(
-                hashlib.md5(key, usedforsecurity=False).digest()
-            )
-        elif name in _HEADERS:
-            headers[_HEADERS[name]] = str(value)
-        else:
-            return None
-    if not all(_HEADER_TEXT.match(f"{k}{v}") for k, v in headers.items()):
-        return None
-    return headers
-
-
-_HEADER_TEXT = re.compile(r"^[\x20-\x7e]*$")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _nothing(_nbytes: int) -> None:
@@ -728,71 +588,3 @@ def open_transfer(
         on_bytes=on_bytes,
         give_up_min_seconds=give_up_min_seconds,
     )
-
-
-def native_uploader(settings: S3Settings, client: S3Client) -> native.CrtUploader | None:
-    """The native small-file uploader, aimed where ``client`` goes (its endpoint and region,
-    so ``AWS_ENDPOINT_URL`` and profiles count the same), or None where it is unavailable
-    (``WATCHSYNC_NATIVE=0``, no awscrt, no credentials): boto3 then does every upload."""
-    if os.environ.get("WATCHSYNC_NATIVE", "1") == "0" or not native.available():
-        return None
-    try:
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
-        if session.get_credentials() is None:
-            return None
-        region = client.meta.region_name or "us-east-1"
-        endpoint, why_not = native_endpoint(client, region)
-        if why_not:
-            logger.debug("upload: native client not used: %s", why_not)
-            return None
-        return native.CrtUploader(
-            endpoint_url=endpoint,
-            region=region,
-            session=session,
-            max_concurrency=max(64, settings.max_concurrency * 2),
-            checksum=settings.checksum,
-            # --ca-bundle, else botocore's resolution of AWS_CA_BUNDLE and the profile's
-            ca_file=settings.ca_bundle or session._session.get_config_variable("ca_bundle"),
-        )
-    except Exception as exc:  # any trouble here only costs speed
-        logger.debug("upload: native client unavailable: %s", exc)
-        return None
-
-
-def native_endpoint(client: S3Client, region: str) -> tuple[str | None, str]:
-    """Where the native client may go: ``(endpoint_url, "")``, with None meaning AWS's plain
-    regional endpoint (its own virtual-hosted addressing), or ``(None, why_not)``.
-
-    The native client only knows the plain ``{bucket}.s3.{region}.amazonaws.com``: where
-    botocore resolved anything else on AWS (FIPS, dualstack, accelerate, a VPC endpoint or
-    access point URL) it would bypass that choice, so boto3 keeps every upload there.
-
-    >>> aws = boto3.client(
-    ...     "s3", region_name="eu-west-1", endpoint_url="https://s3.eu-west-1.amazonaws.com"
-    ... )
-    >>> native_endpoint(aws, "eu-west-1")
-    (None, '')
-    >>> fips = boto3.client(
-    ...     "s3", region_name="us-east-1", endpoint_url="https://s3-fips.us-east-1.amazonaws.com"
-    ... )
-    >>> native_endpoint(fips, "us-east-1")
-    (None, 'FIPS endpoint')
-    >>> local = boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:8333")
-    >>> native_endpoint(local, "us-east-1")
-    ('http://127.0.0.1:8333', '')
-    """
-    endpoint = client.meta.endpoint_url
-    host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
-    if not host.endswith(".amazonaws.com"):
-        return endpoint, ""  # an S3-compatible server: path-style to exactly this URL
-    config: Any = client.meta.config  # the stubs lack the resolved endpoint options
-    s3_options = config.s3 or {}
-    if config.use_fips_endpoint or "fips" in host:
-        return None, "FIPS endpoint"
-    if config.use_dualstack_endpoint or s3_options.get("use_dualstack_endpoint"):
-        return None, "dualstack endpoint"
-    if s3_options.get("use_accelerate_endpoint"):
-        return None, "accelerate endpoint"
-    if host not in (f"s3.{region}.amazonaws.com", "s3.amazonaws.com"):
-        return None, f"endpoint {host} is not the plain regional one"
-    return None, ""
