@@ -30,6 +30,7 @@ from watchsync.core.model import (
 )
 from watchsync.core.plan import (
     CONFLICT_STEPS,
+    PAUSED_MIN_WAIT,
     ConflictStep,
     PathOptions,
     ReconcileOptions,
@@ -43,6 +44,7 @@ from watchsync.core.plan import (
     plan_sync,
     restored_mode,
     restored_mtime,
+    runner_wait,
     same_content,
     same_file,
     settle_by_stored_mtime,
@@ -1035,3 +1037,29 @@ def test_plan_reconcile_conditions_and_checks(
         [loc] if loc else [], [rem] if rem else [], [syn] if syn else [], opts=opts
     )
     assert (action.kind, action.condition, action.verify) == (kind, condition, verify)
+
+
+# ----------------------------------------------------------------------------- runner_wait
+
+# (now 10.0, tick 1.0): when the pass is due, whether the folder is paused, the next probe.
+RUNNER_WAIT_TABLE: list[tuple[str, float, bool, float | None, float]] = [
+    ("pass-later-than-a-tick", 30.0, False, None, 1.0),
+    ("pass-in-half-a-second", 10.5, False, None, 0.5),
+    ("pass-due-runs-now", 5.0, False, None, 0.0),
+    ("paused-by-a-person-pass-due", 5.0, True, None, 1.0),
+    ("outage-pass-due-probe-later", 5.0, True, 10.25, 0.25),
+    ("outage-pass-due-probe-far", 5.0, True, 40.0, 1.0),
+    ("outage-probe-due-never-zero", 5.0, True, 9.0, PAUSED_MIN_WAIT),
+    ("outage-pass-later-probe-decides", 30.0, True, 10.5, 0.5),
+]
+
+
+@pytest.mark.parametrize(
+    ("pass_at", "paused", "probe_at", "want"),
+    [pytest.param(*r[1:], id=r[0]) for r in RUNNER_WAIT_TABLE],
+)
+def test_runner_wait(pass_at: float, paused: bool, probe_at: float | None, want: float) -> None:
+    got = runner_wait(10.0, pass_at=pass_at, tick=1.0, paused=paused, probe_at=probe_at)
+    assert got == pytest.approx(want)
+    if paused:
+        assert got > 0  # a paused runner always sleeps

@@ -40,6 +40,7 @@ from watchsync.agent.uploader import SETTLED, Result, Retry
 from watchsync.agent.wiring import Rooms, wire
 from watchsync.core.errors import Failure, FailureKind, WatchsyncError, failure_of
 from watchsync.core.model import Item, Mode, Skipped
+from watchsync.core.plan import runner_wait
 from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
 from watchsync.fs.watcher import ChangeHandler, start_observer
@@ -374,7 +375,7 @@ class Folder:
     def _schedule(self) -> None:
         """Periodic passes, passes asked for, and the pause while the folder is missing."""
         next_at = self.clock() + self.cfg.reconcile_interval
-        while not self.stop_event.wait(min(_TICK, max(0.0, next_at - self.clock()))):
+        while not self.stop_event.wait(self._wait(next_at)):
             self.status.publish()
             if not self._going.is_set():
                 continue  # paused by ctl: events are still collected, nothing is sent
@@ -392,6 +393,18 @@ class Folder:
                 self.passes.reconcile()
                 next_at = self.clock() + self.cfg.reconcile_interval
             self.passes.feed_tick()
+
+    def _wait(self, pass_at: float) -> float:
+        """The runner's next sleep: the pass decides it, unless the folder is paused (by a
+        person, or by an outage, whose probes decide it then)."""
+        probe_at = self.outage.next_probe
+        return runner_wait(
+            self.clock(),
+            pass_at=pass_at,
+            tick=_TICK,
+            paused=probe_at is not None or not self._going.is_set(),
+            probe_at=probe_at,
+        )
 
     def _wait_for_root(self, what: str = "does not exist") -> None:
         """Pause while the root is missing, saying so now and every ``ROOT_REMINDER`` s (a

@@ -89,6 +89,13 @@ class Outage:
     def is_down(self) -> bool:
         return not self.up.is_set()
 
+    @property
+    def next_probe(self) -> float | None:
+        """Clock time the next probe is due while the endpoint does not answer; None while
+        it answers."""
+        with self._lock:
+            return None if self.up.is_set() else self._next_probe
+
     def down(self, failure: Failure) -> None:
         """A request found no endpoint: pause (logged once per outage)."""
         with self._lock:

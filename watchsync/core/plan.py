@@ -7,7 +7,8 @@ The agent's single-path decisions live here too: ``plan_path`` (a path the watch
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
 object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
-``same_file`` is the one answer to "is this still the file that was looked at?", wherever
+``runner_wait`` is how long a folder's runner sleeps (a due pass does not hurry a paused
+folder).  ``same_file`` is the one answer to "is this still the file that was looked at?", wherever
 it is asked (the planner, the executor's re-checks, a download or delete keeping a late
 write).  Executors ask; they never decide.
 """
@@ -579,3 +580,35 @@ CONFLICT_STEPS: Mapping[Mode, tuple[ConflictStep, ...]] = {
     Mode.PUSH: (ConflictStep.COPY_REMOTE_ASIDE, ConflictStep.UPLOAD_LOCAL),
     Mode.PULL: (ConflictStep.MOVE_LOCAL_ASIDE, ConflictStep.DOWNLOAD_REMOTE),
 }
+
+
+# -- the folder's runner ----------------------------------------------------------------------
+
+#: The shortest sleep of a paused runner: a probe due now still waits this long, so no
+#: loop of a paused folder ever turns without sleeping.
+PAUSED_MIN_WAIT = 0.05
+
+
+def runner_wait(
+    now: float, *, pass_at: float, tick: float, paused: bool, probe_at: float | None = None
+) -> float:
+    """How long the folder's runner sleeps before it looks again (clock seconds): until the
+    next periodic pass is due, at most ``tick`` (it publishes the status each time).
+
+    While the folder is paused, a pass that is due waits for the pause to end, so it does not
+    decide the sleep: the runner sleeps a whole ``tick`` (paused by a person), or until the
+    outage's next probe (``probe_at``, the endpoint not answering), never less than
+    :data:`PAUSED_MIN_WAIT`.  A pass due while nothing is paused runs at once (0).
+
+    >>> runner_wait(10.0, pass_at=5.0, tick=1.0, paused=False)
+    0.0
+    >>> runner_wait(10.0, pass_at=5.0, tick=1.0, paused=True, probe_at=10.5)
+    0.5
+    >>> runner_wait(10.0, pass_at=5.0, tick=1.0, paused=True, probe_at=9.0)
+    0.05
+    """
+    if not paused:
+        return min(tick, max(0.0, pass_at - now))
+    if probe_at is None:
+        return tick
+    return min(tick, max(PAUSED_MIN_WAIT, probe_at - now))
