@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from watchsync.core.errors import Failure, FailureKind, FileError, PathBlocked
-from watchsync.core.model import Action, Condition, LocalEntry, RemoteEntry, Skipped
+from watchsync.core.model import Action, Condition, LocalEntry, RemoteEntry, RemoteRow, Skipped
 from watchsync.engine.reporting import Veto
 from watchsync.s3.downloads import Downloaded
 from watchsync.s3.location import S3Url
@@ -150,6 +150,10 @@ class FakeObjects:
         self._call("list", "")
         for path in sorted(self.objects):
             yield self.entry(path)
+
+    def listing_rows(self) -> Iterator[RemoteRow | Skipped]:
+        for e in self.listing(for_download=True):
+            yield e if isinstance(e, Skipped) else (e.path, e.size, e.mtime_ns, e.etag)
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None

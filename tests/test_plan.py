@@ -37,6 +37,7 @@ from watchsync.core.plan import (
     SyncOptions,
     join,
     plan_delete_lost,
+    plan_listed,
     plan_path,
     plan_raced,
     plan_reconcile,
@@ -1063,3 +1064,52 @@ def test_runner_wait(pass_at: float, paused: bool, probe_at: float | None, want:
     assert got == pytest.approx(want)
     if paused:
         assert got > 0  # a paused runner always sleeps
+
+
+etags = st.sampled_from(["", "e1", "e2"])
+
+
+@PROPS
+@given(
+    synced=st.dictionaries(paths, st.tuples(sizes, mtimes, etags, mtimes), max_size=8),
+    remote=st.dictionaries(paths, st.tuples(sizes, mtimes, etags), max_size=8),
+    files=st.dictionaries(paths, st.tuples(sizes, mtimes), max_size=4),
+    looked_at=st.sets(paths, max_size=4),
+    mode=st.sampled_from(list(Mode)),
+    delete=st.booleans(),
+)
+def test_plan_listed_decides_as_plan_reconcile(
+    synced: dict[str, tuple[int, int, str, int]],
+    remote: dict[str, tuple[int, int, str]],
+    files: dict[str, tuple[int, int]],
+    looked_at: set[str],
+    mode: Mode,
+    delete: bool,
+) -> None:
+    """Rows compared in bulk plan exactly what the entries' three-way merge plans, for a
+    local side that is the state as last synced except at the paths looked at."""
+    opts = ReconcileOptions(mode=mode, delete=delete, included=lambda p: not p.startswith("b"))
+    records = [SyncedEntry(p, *v) for p, v in sorted(synced.items())]
+    objects = [RemoteEntry(p, *v) for p, v in sorted(remote.items())]
+    fresh = [LocalEntry(p, *v) for p, v in sorted(files.items()) if p in looked_at]
+    by_path = {e.path: e for e in fresh}
+    local = sorted(
+        [LocalEntry(e.path, e.size, e.mtime_ns) for e in records if e.path not in looked_at]
+        + [by_path[p] for p in looked_at if p in by_path],
+        key=lambda e: e.path,
+    )
+    want = list(plan_reconcile(local, objects, records, opts=opts))
+    got = plan_listed(
+        [(e.path, e.size, e.mtime_ns, e.etag) for e in objects],
+        [(e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino) for e in records],
+        fresh,
+        looked=looked_at.__contains__ if looked_at else None,
+        opts=opts,
+    )
+    assert list(got) == want
+
+
+def test_plan_listed_refuses_an_unsorted_listing() -> None:
+    rows = [("b", 1, T, "e"), ("a", 1, T, "e")]
+    with pytest.raises(ValueError, match="not sorted"):
+        list(plan_listed(rows, [], [], looked=None, opts=ReconcileOptions()))

@@ -117,7 +117,7 @@ class PassWatch:
     def remote(self, stream: Iterable[E]) -> Iterator[E]:
         """The listing, each object counted as it goes past."""
         for entry in stream:
-            if isinstance(entry, (RemoteEntry, Skipped)):
+            if isinstance(entry, (RemoteEntry, Skipped, tuple)):  # a tuple: a listed row
                 self.numbers.listed += 1
                 self._tick()
             yield entry

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from watchsync.agent.list_schedule import ListSchedule
 from watchsync.agent.local_changes import Dirty, Taken
@@ -51,7 +52,7 @@ from watchsync.core.model import (
     SyncedEntry,
     without_skipped,
 )
-from watchsync.core.plan import ReconcileOptions, plan_reconcile, same_file
+from watchsync.core.plan import ReconcileOptions, plan_listed, plan_reconcile, same_file
 from watchsync.engine.executor import Executor, PassStats, Skips
 from watchsync.fs.tempfiles import is_temp_name
 from watchsync.fs.walk import WalkOptions, walk
@@ -61,6 +62,7 @@ from watchsync.state.store import StateStore
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, bool], None]  # (folder, scanned, planned, done)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,23 @@ class Reconcile:
         remote: Iterable[RemoteEntry | Skipped]
         state: Iterable[SyncedEntry]
         local: Iterable[LocalEntry]
-        if listing is None and taken.full is None:
+        opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
+        plan: Iterable[Action]
+        if listing is not None and taken.full is None:
+            # The prefix listed, the folder trusted: the listing's rows and the state's are
+            # compared in bulk, entries made only where they differ (the common pass).
+            fresh, was_looked = self._looked_at(taken, options, looked, skip)
+            rows = _reporting(self.transfer.listing_rows(), self.on_skip)
+            plan = plan_listed(
+                watch.remote(rows) if watch is not None else rows,
+                self.store.synced.iter_rows(),
+                fresh,
+                looked=was_looked,
+                opts=opts,
+            )
+            if watch is not None:
+                plan = watch.plan(plan)
+        elif listing is None and taken.full is None:
             # Both sides trusted: only the reported paths, their objects as last synced
             # (the named ones as they are now).
             reported = self._synced_at(taken)
@@ -288,22 +306,13 @@ class Reconcile:
                 # A key skipped as unsafe stays in the stream: the planner leaves its path
                 # alone, so it is never read as deleted in S3 and need not veto other deletes.
                 remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
-            if taken.full is not None:
-                local = without_skipped(walk(self.root, options=options), skip)
-                if self.dirty is not None:
-                    state, synced = itertools.tee(state)
-                    local = _diverging(local, synced, looked)
-            else:
-                # One read of the state feeds both the planner and the synthesized local
-                # side, so the two agree even while uploads record meanwhile.
+            local = without_skipped(walk(self.root, options=options), skip)
+            if self.dirty is not None:
                 state, synced = itertools.tee(state)
-                local = without_skipped(
-                    changed_side(self.root, taken, synced, options=options, looked=looked),
-                    skip,
-                )
-        opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
-        plan: Iterable[Action]
-        if watch is None:
+                local = _diverging(local, synced, looked)
+        if listing is not None and taken.full is None:
+            pass  # planned above
+        elif watch is None:
             plan = plan_reconcile(local, remote, state, opts=opts)
         else:
             # Counted only where a side is read whole (a side taken from the state is not news).
@@ -336,6 +345,28 @@ class Reconcile:
         ]
         rest = (e for e in as_synced if e.path not in named)
         return heapq.merge(rest, heads, key=lambda e: e.path)
+
+    def _looked_at(
+        self,
+        taken: Taken,
+        options: WalkOptions,
+        looked: dict[str, LocalEntry | None],
+        skip: Callable[[Skipped], None],
+    ) -> tuple[list[LocalEntry], Callable[[str], bool] | None]:
+        """The reported paths' files as they are now (sorted), and which paths they stand
+        for (None: no path was reported); ``looked`` receives each, with the synced paths
+        below a reported directory (None until the pass finds them)."""
+        reported = taken.paths | taken.dirs
+        if not reported:
+            return [], None
+        tops = _outermost(taken.dirs)
+        fresh = list(without_skipped(_fresh_side(self.root, reported, options), skip))
+        looked.update(dict.fromkeys(reported))
+        for top in tops:
+            for e in self.store.synced.iter_sorted(prefix=top.rstrip("/")):
+                looked.setdefault(e.path, None)
+        looked.update((e.path, e) for e in fresh)
+        return fresh, lambda path: path in reported or _under(path, tops)
 
     def _synced_at(self, taken: Taken) -> list[SyncedEntry]:
         """The state of the reported paths and of everything below the reported
@@ -405,16 +436,7 @@ def changed_side(
     # directory that vanished or moved away is reported once, not per file).
     reported = taken.paths | taken.dirs
     tops = _outermost(reported)
-    fresh: list[LocalEntry | Skipped] = []
-    for path in reported:
-        if _under(path, tops) or not _taking_part(path, options):
-            continue  # below another reported directory: its walk covers it
-        got = _stat_one(root, path, options.follow_symlinks)
-        if isinstance(got, str):
-            fresh.extend(walk(root, options=options, start=path))
-        elif got is not None:
-            fresh.append(got)
-    fresh.sort(key=lambda e: e.path)
+    fresh = _fresh_side(root, reported, options)
     if looked is not None:
         looked.update(dict.fromkeys(reported))
         looked.update((e.path, e) for e in fresh if isinstance(e, LocalEntry))
@@ -429,6 +451,25 @@ def changed_side(
             yield LocalEntry(path, entry.size, entry.mtime_ns)
 
     return heapq.merge(as_synced(), fresh, key=lambda e: e.path)
+
+
+def _fresh_side(
+    root: Path, reported: Iterable[str], options: WalkOptions
+) -> list[LocalEntry | Skipped]:
+    """The reported paths as they are now, in key order: a file stat-ed, a directory
+    walked (a path below another reported directory is left to that walk)."""
+    tops = _outermost(reported)
+    fresh: list[LocalEntry | Skipped] = []
+    for path in reported:
+        if _under(path, tops) or not _taking_part(path, options):
+            continue  # below another reported directory: its walk covers it
+        got = _stat_one(root, path, options.follow_symlinks)
+        if isinstance(got, str):
+            fresh.extend(walk(root, options=options, start=path))
+        elif got is not None:
+            fresh.append(got)
+    fresh.sort(key=lambda e: e.path)
+    return fresh
 
 
 def _taking_part(path: str, options: WalkOptions) -> bool:
@@ -477,9 +518,7 @@ def _under(path: str, tops: list[str]) -> bool:
     return i >= 0 and path.startswith(tops[i])
 
 
-def _reporting(
-    stream: Iterable[RemoteEntry | Skipped], on_skip: Callable[[Skipped], None]
-) -> Iterator[RemoteEntry | Skipped]:
+def _reporting(stream: Iterable[R], on_skip: Callable[[Skipped], None]) -> Iterator[R]:
     """Pass the listing through whole, reporting each skipped key."""
     for item in stream:
         if isinstance(item, Skipped):

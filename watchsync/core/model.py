@@ -59,6 +59,11 @@ class RemoteEntry:
     storage_class: str = field(default="", compare=False)
 
 
+# A listed object as a plain row, ``(path, size, LastModified ns, etag)``: a listing pass
+# compares these with the state's rows in bulk and makes entries only where they differ.
+RemoteRow = tuple[str, int, int, str]
+
+
 @dataclass(frozen=True, slots=True)
 class SyncedEntry:
     """What the agent last synced for a path: the local file and the object as they were then."""
@@ -69,6 +74,11 @@ class SyncedEntry:
     etag: str
     remote_mtime_ns: int  # LastModified when synced
     ino: int = field(default=0, compare=False)  # st_ino when synced, 0 when unknown
+
+
+# A synced record as a plain row, ``(path, size, mtime_ns, etag, remote_mtime_ns, ino)``:
+# :class:`SyncedEntry`'s fields in order.
+SyncedRow = tuple[str, int, int, str, int, int]
 
 
 class Kind(enum.Enum):

@@ -30,10 +30,12 @@ from watchsync.core.model import (
     LocalEntry,
     Mode,
     RemoteEntry,
+    RemoteRow,
     SkipKind,
     Skipped,
     StoredMtime,
     SyncedEntry,
+    SyncedRow,
 )
 
 
@@ -275,6 +277,75 @@ def plan_reconcile(
         loc = lo if isinstance(lo, LocalEntry) else None
         rem = ro if isinstance(ro, RemoteEntry) else None
         syn = so if isinstance(so, SyncedEntry) else None
+        action = _reconcile_one(path, loc, rem, syn, opts)
+        if action is not None:
+            yield action
+
+
+def plan_listed(
+    remote: Iterable[RemoteRow | Skipped],
+    synced: Iterable[SyncedRow],
+    fresh: Iterable[LocalEntry],
+    *,
+    looked: Callable[[str], bool] | None,
+    opts: ReconcileOptions,
+) -> Iterator[Action]:
+    """:func:`plan_reconcile` for a pass that lists the prefix while the watcher is trusted:
+    the local side is the state as last synced, except at the paths ``looked`` at (None:
+    none), whose files are ``fresh`` (a path looked at and not there is gone).
+
+    The listing's rows are compared with the state's rows in bulk: a path whose object is
+    the one last synced and whose file was not looked at is as last synced on both sides,
+    so nothing is planned and no entry is made; every other path goes through the same
+    three-way decision as :func:`plan_reconcile`.
+
+    >>> row, rec = ("x", 1, 5, "e"), ("x", 1, 9, "e", 5, 0)
+    >>> list(plan_listed([row], [rec], [], looked=None, opts=ReconcileOptions()))
+    []
+    >>> [a.reason for a in plan_listed([("x", 1, 6, "f")], [rec], [], looked=None,
+    ...                               opts=ReconcileOptions())]
+    ['remote changed']
+    """
+    rit, sit, fit = iter(remote), iter(synced), iter(fresh)
+    r, s, f = next(rit, None), next(sit, None), next(fit, None)
+    while r is not None or s is not None or f is not None:
+        if r is not None and s is not None and not isinstance(r, Skipped) and r[0] == s[0]:
+            # The common row: an object and its record; settled when the object is the one
+            # last synced (remote_changed, on rows) and the file was not looked at.
+            path, etag = r[0], r[3]
+            if (
+                (r[1] == s[1] and etag == s[3])
+                if etag and s[3]
+                else (r[1] == s[1] and r[2] == s[4])
+            ) and (looked is None or not looked(path)):
+                nr, s = next(rit, None), next(sit, None)
+                if nr is not None and (nr.path if isinstance(nr, Skipped) else nr[0]) <= path:
+                    raise ValueError(f"listing is not sorted: {nr!r} after {path!r}")
+                r = nr
+                continue
+        rp = None if r is None else r.path if isinstance(r, Skipped) else r[0]
+        sp = None if s is None else s[0]
+        fp = None if f is None else f.path
+        path = min(p for p in (rp, sp, fp) if p is not None)
+        rem: RemoteEntry | Skipped | None = None
+        syn: SyncedEntry | None = None
+        loc: LocalEntry | None = None
+        if rp == path:
+            assert r is not None
+            rem = r if isinstance(r, Skipped) else RemoteEntry(*r)
+            r = next(rit, None)
+            if r is not None and (r.path if isinstance(r, Skipped) else r[0]) <= path:
+                raise ValueError(f"listing is not sorted: {r!r} after {path!r}")
+        if sp == path:
+            assert s is not None
+            syn = SyncedEntry(*s)
+            s = next(sit, None)
+        if fp == path:
+            loc, f = f, next(fit, None)
+        elif syn is not None and (looked is None or not looked(path)):
+            loc = LocalEntry(path, syn.size, syn.mtime_ns)  # as last synced
+        if isinstance(rem, Skipped) or not opts.included(path):
+            continue
         action = _reconcile_one(path, loc, rem, syn, opts)
         if action is not None:
             yield action

@@ -23,11 +23,12 @@ DEFAULT_RUN = 100_000
 def sorted_stream(
     items: Iterable[T],
     *,
-    key: Callable[[T], str],
+    key: Callable[[T], str] | None,
     run_size: int = DEFAULT_RUN,
     tmpdir: str | None = None,
 ) -> Iterator[T]:
-    """Yield ``items`` ordered by ``key`` holding at most ``run_size`` of them in memory.
+    """Yield ``items`` ordered by ``key`` (None: by the items themselves) holding at most
+    ``run_size`` of them in memory.
 
     >>> list(sorted_stream(["b", "a"], key=str))
     ['a', 'b']
@@ -36,10 +37,11 @@ def sorted_stream(
     buf: list[T] = []
     try:
         for item in items:
-            buf.append(item)
-            if len(buf) >= run_size:
-                runs.append(_spill(sorted(buf, key=key), tmpdir))
+            if len(buf) >= run_size:  # spilled only once more follows: a full run stays
+                buf.sort(key=key)
+                runs.append(_spill(buf, tmpdir))
                 buf = []
+            buf.append(item)
         buf.sort(key=key)
         if not runs:
             yield from buf

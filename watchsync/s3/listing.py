@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from watchsync.core.errors import Failure, FailureKind
-from watchsync.core.filters import is_reserved
-from watchsync.core.model import RemoteEntry, SkipKind, Skipped
+from watchsync.core.filters import RESERVED_DIR, is_reserved
+from watchsync.core.model import RemoteEntry, RemoteRow, SkipKind, Skipped
 from watchsync.s3.client import mtime_ns, parse_timestamp
 from watchsync.s3.extsort import sorted_stream
 from watchsync.s3.failures import classify
@@ -25,6 +26,33 @@ else:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # TAB, LF and CR excepted
+# What :func:`unsafe_reason` could object to, looked for in a page's paths joined by newlines
+# (a key's own newline only costs a closer look): empty, absolute, '.' and '..' segments, and
+# (with _CONTROL and _LONG_SEGMENT) control characters and segments that may pass 255 bytes.
+_SUSPECT = (
+    "\n\n",
+    "\n/",
+    "//",
+    "/\n",
+    "/./",
+    "/../",
+    "/.\n",
+    "/..\n",
+    "\n./",
+    "\n../",
+    "\n.\n",
+    "\n..\n",
+)
+_LONG_SEGMENT = re.compile(r"[^/\n]{64,}")
+
+
+def _suspect(paths: list[str]) -> bool:
+    """Whether any of a page's paths may be unsafe (see :func:`unsafe_reason`): a few
+    substring searches over the whole page instead of a look at each path."""
+    joined = "\n" + "\n".join(paths) + "\n"
+    if any(s in joined for s in _SUSPECT) or _CONTROL.search(joined) is not None:
+        return True
+    return max(map(len, paths), default=0) > 63 and _LONG_SEGMENT.search(joined) is not None
 
 
 def unsafe_reason(path: str) -> str | None:
@@ -67,9 +95,50 @@ def list_entries(
     one request under the retry policy; one that fails raises a
     :class:`~watchsync.core.errors.Failure` that says ``cannot list URL: ...``.
     """
-    policy = retry or RetryPolicy()
+    rows, unsafe = _listed(client, where, page_size, retry, request_extra, classes=True)
+    for row in _checked(rows, unsafe) if for_download else rows:
+        if isinstance(row, Skipped):
+            yield row
+        else:
+            path, size, when, etag, storage_class = row
+            yield RemoteEntry(path, size, when, etag, storage_class=storage_class)
 
-    def raw() -> Iterator[RemoteEntry | Skipped]:
+
+def list_rows(
+    client: S3Client,
+    where: S3Url,
+    *,
+    for_download: bool = False,
+    page_size: int | None = None,
+    retry: RetryPolicy | None = None,
+    request_extra: Mapping[str, str] | None = None,
+) -> Iterator[RemoteRow | Skipped]:
+    """:func:`list_entries` as plain rows, ``(path, size, LastModified ns, etag)``: what a
+    listing pass compares with the state in bulk, before any entry is made."""
+    rows, unsafe = _listed(client, where, page_size, retry, request_extra, classes=False)
+    return _checked(rows, unsafe) if for_download else rows
+
+
+def _listed(
+    client: S3Client,
+    where: S3Url,
+    page_size: int | None,
+    retry: RetryPolicy | None,
+    request_extra: Mapping[str, str] | None,
+    *,
+    classes: bool,
+) -> tuple[Iterator[Any], dict[str, str]]:
+    """The rows of a listing in key order (with each object's storage class last when
+    ``classes``), and the unsafe paths met, filled in as pages are read.
+
+    Each page is handled as whole columns: rows are zipped at C speed, and a page is
+    searched once for anything that needs a look per key (directory markers, the reserved
+    key space, names that cannot be files)."""
+    policy = retry or RetryPolicy()
+    stamps = _Stamps()
+    unsafe: dict[str, str] = {}  # path -> why it cannot be a file
+
+    def raw() -> Iterator[tuple[Any, ...]]:
         request: dict[str, Any] = {
             "Bucket": where.bucket,
             "Prefix": where.prefix,
@@ -86,32 +155,88 @@ def list_entries(
                     raise
                 message = f"cannot list {where.url()}: {failed.text}"
                 raise Failure(failed.kind, failed.code, failed.text, message=message) from exc
-            for obj in got.objects:
-                key = obj.key
-                path = key[cut:]
+            keys = got.keys
+            paths = [k[cut:] for k in keys] if cut else keys
+            columns: list[list[Any]] = [paths, got.sizes, stamps.column(got.times), got.etags]
+            if classes:
+                columns.append(got.classes)
+            rows = list(zip(*columns, strict=True))
+            joined = "\n".join(paths)
+            if "/\n" in joined or joined.endswith("/") or RESERVED_DIR in joined:
                 # Directory markers (what S3 consoles create for a folder, the prefix's own
                 # included) are nothing to sync, as for aws; nor is the reserved key space.
-                if (key.endswith("/") and (path or obj.size == 0)) or is_reserved(path):
-                    continue
-                if for_download:
-                    reason = unsafe_reason(path)
+                rows = [
+                    r
+                    for k, r in zip(keys, rows, strict=True)
+                    if not ((k[-1:] == "/" and (r[0] or r[1] == 0)) or is_reserved(r[0]))
+                ]
+            if _suspect(paths):
+                for r in rows:
+                    reason = unsafe_reason(r[0])
                     if reason is not None:
-                        kind = SkipKind.PARENT if ".." in path.split("/") else SkipKind.OTHER
-                        yield Skipped(path, reason, kind)
-                        continue
-                when = obj.last_modified
-                stamp = parse_timestamp(when) if isinstance(when, str) else when
-                yield RemoteEntry(
-                    path, obj.size, mtime_ns(stamp), obj.etag, storage_class=obj.storage_class
-                )
+                        unsafe[r[0]] = reason
+            yield from rows
             token = got.token
             if not got.truncated or not token:
                 return
             request["ContinuationToken"] = token
 
-    if keeps_key_order(client.meta.endpoint_url, where.bucket):
-        return raw()  # already in S3 order: stream it, nothing held or spilled
-    return sorted_stream(raw(), key=lambda e: e.path)
+    rows: Iterator[tuple[Any, ...]] = raw()
+    if not keeps_key_order(client.meta.endpoint_url, where.bucket):
+        # Rows sort as their paths do (a path is never listed twice): no key function.
+        rows = sorted_stream(rows, key=None)
+    return rows, unsafe
+
+
+def _checked(rows: Iterator[Any], unsafe: dict[str, str]) -> Iterator[Any]:
+    """The keys that cannot be files (found page by page, before their rows come out) as
+    :class:`Skipped`."""
+    for row in rows:
+        if unsafe and row[0] in unsafe:
+            path = row[0]
+            kind = SkipKind.PARENT if ".." in path.split("/") else SkipKind.OTHER
+            yield Skipped(path, unsafe[path], kind)
+        else:
+            yield row
+
+
+class _Stamps:
+    """LastModified as integer nanoseconds, ISO text read without a datetime per object:
+    each text once per page, each second once per listing (up to a bound)."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, int] = {}
+
+    def column(self, times: list[str] | list[datetime]) -> list[int]:
+        seen: dict[str | datetime, int] = {}
+        get = seen.get
+        out: list[int] = []
+        for t in times:
+            ns = get(t)
+            if ns is None:
+                ns = seen[t] = self(t)
+            out.append(ns)
+        return out
+
+    def __call__(self, when: str | datetime) -> int:
+        if not isinstance(when, str):
+            return mtime_ns(when)
+        # 2026-12-02T04:16:18Z or 2026-12-02T04:16:18.198Z (UTC, as S3 writes it)
+        if len(when) < 20 or when[-1] != "Z" or when[10] != "T":
+            return mtime_ns(parse_timestamp(when))
+        second = when[:19]
+        base = self._seconds.get(second)
+        if base is None:
+            if len(self._seconds) > 10_000:
+                self._seconds.clear()
+            base = self._seconds[second] = mtime_ns(parse_timestamp(second + "Z"))
+        if len(when) == 20:
+            return base
+        fraction = when[20:-1]
+        if when[19] != "." or not fraction.isdigit():
+            return mtime_ns(parse_timestamp(when))
+        # Microseconds, as a datetime keeps them (mtime_ns truncates the same way).
+        return base + int(fraction[:6].ljust(6, "0")) * 1000
 
 
 def keeps_key_order(endpoint_url: str, bucket: str) -> bool:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from boto3.s3.transfer import TransferConfig
 
 from watchsync.core.errors import Failure, FailureKind, FileError
-from watchsync.core.model import Condition, LocalEntry, RemoteEntry, Skipped
+from watchsync.core.model import Condition, LocalEntry, RemoteEntry, RemoteRow, Skipped
 from watchsync.s3 import native as native
 from watchsync.s3.bandwidth import PacedReader, RateLimiter, shared_limiter
 from watchsync.s3.client import make_client, mtime_ns
@@ -33,7 +33,7 @@ from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloaded, Downloads
 from watchsync.s3.failures import answer, classify
 from watchsync.s3.file_metadata import keep_file_metadata, stored_mtime
-from watchsync.s3.listing import list_entries
+from watchsync.s3.listing import list_entries, list_rows
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import Multipart, crc32c_file
 from watchsync.s3.native_route import NativeRoute, native_uploader
@@ -100,6 +100,8 @@ class Objects(Protocol):
     def head(self, path: str) -> RemoteEntry | None: ...
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
+
+    def listing_rows(self) -> Iterator[RemoteRow | Skipped]: ...
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
@@ -398,17 +400,32 @@ class Transfer:
 
         Under a give-up limit (``sync``), a first request that finds no connection at all
         is not retried: nothing has ever answered there, so the run ends at once."""
-        retry = self.retry
-        if self.reachability.give_up_after is not None:
-            retry = UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
         return list_entries(
             self.client,
             self.where,
             for_download=for_download,
-            retry=retry,
+            retry=self._list_retry(),
             page_size=self.settings.page_size,
             request_extra=self.settings.payer_args(),
         )
+
+    def listing_rows(self) -> Iterator[RemoteRow | Skipped]:
+        """:meth:`listing` for a download, as plain rows (see :func:`remote.list_rows`)."""
+        return list_rows(
+            self.client,
+            self.where,
+            for_download=True,
+            retry=self._list_retry(),
+            page_size=self.settings.page_size,
+            request_extra=self.settings.payer_args(),
+        )
+
+    def _list_retry(self) -> RetryPolicy:
+        retry = self.retry
+        if self.reachability.give_up_after is not None:
+            retry = UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
+        return retry
+
 
     def head(self, path: str) -> RemoteEntry | None:
         """The object at ``path`` as a listing would show it, with the mtime its metadata

@@ -10,7 +10,7 @@ import contextlib
 import sqlite3
 from collections.abc import Generator, Iterable, Iterator, Sequence
 
-from watchsync.core.model import SyncedEntry
+from watchsync.core.model import SyncedEntry, SyncedRow
 from watchsync.state.db import Database, Row
 
 _COLUMNS = "path, size, mtime_ns, etag, remote_mtime_ns, ino"
@@ -106,6 +106,23 @@ class SyncedRows:
             sql += " WHERE path >= ? AND path < ?"
             params = bounds
         return _entries(self._db.stream(sql + " ORDER BY path", params, batch=batch))
+
+    def iter_rows(self, *, batch: int = 1000) -> Iterator[SyncedRow]:
+        """:meth:`iter_sorted` of every path as plain rows (no entry per path): what a
+        listing pass compares with the listing's rows in bulk."""
+        return _plain(self._db.stream(_SELECT + " ORDER BY path", (), batch=batch))
+
+
+def _plain(rows: Generator[Row]) -> Generator[SyncedRow]:
+    """The rows as :data:`SyncedRow` tuples; closing this closes ``rows``."""
+    with contextlib.closing(rows):
+        for row in rows:
+            # Integers past 64 bits come back as text (_int_in): made whole again here.
+            if str in (type(row[1]), type(row[2]), type(row[4]), type(row[5])):
+                e = _entry(row)
+                yield (e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino)
+            else:
+                yield row
 
 
 def _entries(rows: Generator[Row]) -> Generator[SyncedEntry]:
