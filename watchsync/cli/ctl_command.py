@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from watchsync.agent.config import default_state_dir, load_config
-from watchsync.agent.control_socket import ask, listening
 from watchsync.cli.arguments import examples
 from watchsync.cli.health import EXIT_NOT_RUNNING
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, WatchsyncError
-from watchsync.fs.platform import pid_alive
-from watchsync.state.store import DB_SUFFIX, StateStore, store_name
+
+# The agent's config, socket and state are imported when ctl runs: building the parser
+# (every command, `--version` included) imports none of them.
 
 
 class NotRunning(WatchsyncError):
@@ -97,6 +96,8 @@ def run_ctl(args: argparse.Namespace) -> int:
     path = agent_socket(
         getattr(args, "config", None), getattr(args, "state_dir", None), getattr(args, "pid", None)
     )
+    from watchsync.agent.control_socket import ask
+
     try:
         answer = ask(path, request)
     except (OSError, ValueError) as exc:
@@ -115,6 +116,11 @@ def run_ctl(args: argparse.Namespace) -> int:
 def agent_socket(config: Path | None, state_dir: Path | None, pid: int | None) -> Path:
     """The control socket of the agent the options name: the one serving the config's
     folders, or the only one listening in the state directory."""
+    from watchsync.agent.config import default_state_dir, load_config
+    from watchsync.agent.control_socket import listening
+    from watchsync.fs.platform import pid_alive
+    from watchsync.state.store import DB_SUFFIX, store_name
+
     loaded = load_config(config, flags={"state_dir": state_dir}) if config is not None else None
     where = loaded.state_dir if loaded is not None else state_dir or default_state_dir()
     sockets = listening(where, pid_alive)
@@ -139,6 +145,9 @@ def agent_socket(config: Path | None, state_dir: Path | None, pid: int | None) -
 
 def _pid_of(db: Path) -> int | None:
     """The pid of the agent serving the state database ``db``, if one runs."""
+    from watchsync.fs.platform import pid_alive
+    from watchsync.state.store import StateStore
+
     try:
         with StateStore.read_only(db) as store:
             status = store.status.fields()

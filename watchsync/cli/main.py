@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from watchsync import __version__
-from watchsync.cli.agent_commands import agent_config, run_agent_command, run_watch
 from watchsync.cli.arguments import (
     ParseError,
     Parser,
@@ -28,17 +27,17 @@ from watchsync.cli.arguments import (
     whole_number,
 )
 from watchsync.cli.ctl_command import add_ctl_command
-from watchsync.cli.output import Reporter
 from watchsync.cli.shell import add_shell_commands, completion_script, man_page
-from watchsync.cli.sync_command import (
+from watchsync.core.errors import (
     AWS_CANCELLED,
     AWS_FAILED,
     AWS_INVALID,
-    exit_code,
-    run_sync,
+    EXIT_OK,
+    WatchsyncError,
 )
-from watchsync.core.errors import EXIT_OK, WatchsyncError
-from watchsync.s3.client import aws_message
+
+# The commands' own modules (boto3, s3transfer, rich, the agent) are imported by the command
+# that runs: `--version`, `--help`, `completion` and a usage error import none of them.
 
 logger = logging.getLogger("watchsync")
 
@@ -305,9 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sync(args)
     try:
         if args.command == "watch":
+            from watchsync.cli.agent_commands import agent_config, run_watch
+
             config = agent_config(args, args_list)
             configure_logging(debug=args.debug, fmt=config.log_format, level=config.log_level)
             return run_watch(config, args, args_list)
+        from watchsync.cli.agent_commands import run_agent_command
+
         return run_agent_command(args, args_list)
     except WatchsyncError as exc:
         return _fail(str(exc), exc.exit_code)
@@ -348,8 +351,11 @@ def _fail(message: str, code: int) -> int:
 def _sync(args: argparse.Namespace) -> int:
     """One ``sync`` run, ended the way aws ends it: its exit code, and a fatal S3 error as
     ``fatal error: ...``; then the summary (a line on a terminal, JSON when asked for)."""
+    from watchsync.cli.output import Reporter
+    from watchsync.cli.sync_command import exit_code, run_sync
     from watchsync.cli.sync_options import sync_request
     from watchsync.core.errors import ConfigError, UsageError
+    from watchsync.s3.client import aws_message
 
     try:
         req = sync_request(args)

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from watchsync.cli.output import Reporter
-from watchsync.core.errors import FailureKind, FileError, UsageError, failure_of
+from watchsync.core.errors import (
+    AWS_FAILED,
+    AWS_OK,
+    AWS_SKIPPED,
+    FailureKind,
+    FileError,
+    UsageError,
+    failure_of,
+)
 from watchsync.core.filters import Filters
 from watchsync.core.model import Action, Direction, Kind, SkipKind, Skipped, without_skipped
 from watchsync.core.plan import SyncOptions, plan_sync
@@ -28,12 +36,6 @@ from watchsync.s3.transfer import open_transfer
 # Attempts in a row (over 10 s or more) that found no connection before a run gives up.
 GIVE_UP_AFTER = 8
 
-# aws s3 sync's return codes (awscli/topics/return-codes.rst), which sync keeps.
-AWS_OK = 0
-AWS_FAILED = 1  # a transfer failed, or an S3 error ended the run ("fatal error: ...")
-AWS_SKIPPED = 2  # a file was skipped (and nothing failed); also an unparsable command line
-AWS_CANCELLED = 130  # Ctrl-C
-AWS_INVALID = 255  # the command could not start: a bad value, a missing source, no profile
 
 # What aws says of each kind of skipped path (awscli/customizations/s3/filegenerator.py and
 # s3handler.py), word for word.

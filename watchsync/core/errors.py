@@ -17,6 +17,13 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1  # some files failed or were skipped
 EXIT_USAGE = 2  # usage, configuration or connection error
 
+# aws s3 sync's return codes (awscli/topics/return-codes.rst), which sync keeps.
+AWS_OK = 0
+AWS_FAILED = 1  # a transfer failed, or an S3 error ended the run ("fatal error: ...")
+AWS_SKIPPED = 2  # a file was skipped (and nothing failed); also an unparsable command line
+AWS_CANCELLED = 130  # Ctrl-C
+AWS_INVALID = 255  # the command could not start: a bad value, a missing source, no profile
+
 
 class WatchsyncError(Exception):
     """watchsync failed."""
