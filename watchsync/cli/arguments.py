@@ -87,7 +87,7 @@ def add_filter_options(p: Any, *, exclude_from: bool = False) -> None:
         dest="filter_rules",
         metavar="PATTERN",
         help="leave out paths matching PATTERN (relative to "
-        "the source; * crosses /), e.g. '*.tmp'; repeatable",
+        "the source; * crosses /), e.g. --exclude '*.tmp'; repeatable",
     )
     p.add_argument(
         "--include",
@@ -96,7 +96,7 @@ def add_filter_options(p: Any, *, exclude_from: bool = False) -> None:
         dest="filter_rules",
         metavar="PATTERN",
         help="take back paths an earlier --exclude left out, "
-        "e.g. 'keep/*'; the last rule that matches wins",
+        "e.g. --include 'keep/*'; the last rule that matches wins",
     )
     if exclude_from:
         p.add_argument(
@@ -106,7 +106,7 @@ def add_filter_options(p: Any, *, exclude_from: bool = False) -> None:
             dest="filter_rules",
             metavar="FILE",
             help="an --exclude for each line of FILE (blank lines and # comments "
-            "skipped), e.g. .syncignore",
+            "skipped), e.g. --exclude-from ignore.txt",
         )
     p.set_defaults(filter_rules=[])
     p.add_argument(

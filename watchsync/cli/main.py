@@ -197,8 +197,9 @@ def add_sync_command(sub: Any) -> None:
     objects.add_argument(
         "--checksum-algorithm",
         choices=_CHECKSUMS,
-        help="checksum of uploads: CRC32C is the one watchsync sends "
-        "(the default; --no-checksum for none)",
+        metavar="ALGORITHM",
+        help="checksum of uploads: CRC32C, the one watchsync sends (the default; "
+        "--no-checksum for none); aws's others are refused",
     )
     objects.add_argument(
         "--checksum-mode",
