@@ -51,6 +51,10 @@ NOT_RUN = {
     '{"uploaded": 908, "downloaded": 0, "deleted": 12, "bytes": 3865470566, "failed": 1, '
     '"skipped": 2, "seconds": 91.214, "dryrun": false, "exit_code": 1}': "output",
     "watchsync watch LOCAL_DIR s3://bucket[/prefix] [options]": "syntax, not a command",
+    "watchsync notifications s3://my-bucket/laptop --queue watchsync-laptop   # prints the URL": (
+        "needs SQS beside S3: tests/test_notifications_e2e.py runs both commands against "
+        "moto's server (S3 and SQS in one process)"
+    ),
     "sudo scripts/install-service            # /opt/watchsync/venv, /etc/watchsync/config.toml,"
     " the unit": "installs system-wide and enables a unit: tests/test_install_service.py and "
     "tests/test_packaging.py stage it under a prefix",

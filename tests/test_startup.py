@@ -16,7 +16,9 @@ import contextlib, io, sys
 from watchsync.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     main(sys.argv[1:])
-print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in {0} or m.startswith("watchsync.agent"))))
+heavy = {0}
+print(" ".join(sorted(m for m in sys.modules
+                      if m.split(".")[0] in heavy or m.startswith("watchsync.agent"))))
 """
 
 

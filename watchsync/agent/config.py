@@ -30,6 +30,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
@@ -97,6 +98,9 @@ class FolderConfig:
     # None: every periodic pass lists the prefix (the reconcile interval, stretched by the
     # CPU budget on huge trees); a number overrides that interval.
     full_list_interval: float | None = None
+    # An SQS queue that receives the bucket's S3 event notifications: other writers'
+    # changes within seconds (None: off; the listing and the change feed only).
+    notifications_queue: str | None = None
     upload_workers: int = 16
     drain_timeout: float = 30.0
     s3: S3Settings = field(default_factory=S3Settings)
@@ -152,6 +156,7 @@ _FOLDER_DEFAULTS: dict[str, object] = {
     "reconcile_interval": 300.0,
     "full_walk_interval": 86400.0,
     "full_list_interval": None,
+    "notifications_queue": None,
     "upload_workers": 16,
     "drain_timeout": 30.0,
 }
@@ -386,6 +391,17 @@ def _p_url(value: object, text: bool) -> str:
     return where.url().rstrip("/")
 
 
+def _p_queue(value: object, text: bool) -> str:
+    url = _p_str(value, text)
+    split = urllib.parse.urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.netloc or split.path.count("/") < 2:
+        raise _Invalid(
+            f"must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), "
+            f"got {url!r}"
+        )
+    return url
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -506,6 +522,7 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "reconcile_interval": _p_seconds(allow_zero=False),
     "full_walk_interval": _p_seconds(allow_zero=True),
     "full_list_interval": _p_seconds(allow_zero=True),
+    "notifications_queue": _p_queue,
     "upload_workers": _p_int(1),
     "drain_timeout": _p_seconds(allow_zero=True),
     "filters": _p_filters,

@@ -45,6 +45,7 @@ from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
 from watchsync.fs.watcher import ChangeHandler, start_observer
 from watchsync.s3.client import S3Client
+from watchsync.s3.queue import NotificationQueue
 from watchsync.s3.retry import RetryPolicy
 from watchsync.s3.small_object import SmallObject
 from watchsync.s3.transfer import open_transfer
@@ -106,6 +107,12 @@ class Folder:
             # ends by itself, unlike sync's stop.
             give_up_min_seconds=0.0,
         )
+        # S3 event notifications, where a queue receives them (read by a thread of its own).
+        self.queue = (
+            NotificationQueue(cfg.notifications_queue, settings=cfg.s3)
+            if cfg.notifications_queue
+            else None
+        )
         self.scope = Scope(cfg, state_dir=state_dir)
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
         self.store: StateStore | None = None  # open from start() to join()
@@ -156,6 +163,7 @@ class Folder:
                 ),
                 request_reconcile=self.request_reconcile,
                 outage=outage,
+                queue=self.queue,
             )
         except BaseException:
             store.close()
@@ -189,6 +197,25 @@ class Folder:
                 keep_state=True,
             )
         self._spawn(self._run, "runner")
+        if rooms.notifications is not None:
+            # Not joined on stop: a long poll holds no work and may wait 20 s to return.
+            threading.Thread(
+                target=self._notifications,
+                name=f"watchsync-notifications-{self.cfg.name}",
+                daemon=True,
+            ).start()
+
+    def _notifications(self) -> None:
+        """Read the notification queue until stopped (paused with the folder)."""
+        rooms = self._rooms
+        assert rooms is not None and rooms.notifications is not None
+        while not self.stop_event.is_set():
+            if not self._going.is_set() or (self._outage is not None and self._outage.is_down):
+                self.stop_event.wait(1.0)
+                continue
+            pause = rooms.notifications.poll()
+            if pause:
+                self.stop_event.wait(pause)
 
     def __enter__(self) -> Folder:
         self.start()
@@ -530,12 +557,15 @@ class _Passes:
         named (see feed.py, :meth:`Reconcile.recheck`); S3 trouble is logged and left for
         the next tick."""
         f = self.folder
-        feed = f.rooms.feed
-        if feed is None or f.outage.is_down:
+        feed, notifications = f.rooms.feed, f.rooms.notifications
+        if (feed is None and notifications is None) or f.outage.is_down:
             return
         try:
-            feed.tick()
+            if feed is not None:
+                feed.tick()
             f.reconcile.recheck()
+            if notifications is not None:
+                notifications.settle()  # the messages whose paths are now settled
         except Exception as exc:
             if no_answer(exc):
                 f.outage.down(exc)

@@ -86,11 +86,17 @@ class ListSchedule:
             self._untrusted = why
 
     def note(self, paths: Iterable[str]) -> None:
-        """Paths another agent changed in S3 (named by the feed): due for a re-check now."""
+        """Paths changed in S3 elsewhere (named by the feed or a notification): due for a
+        re-check now."""
         now = self.clock()
         with self._lock:
             for path in paths:
                 self._named[path] = _Owed(self._named.get(path, _Owed()).failures, now)
+
+    def waiting(self) -> frozenset[str]:
+        """Every named path not yet re-checked, due now or later."""
+        with self._lock:
+            return frozenset(self._named)
 
     def owed(self) -> frozenset[str]:
         """The named paths due for a re-check now; they stay owed until one succeeded."""

@@ -27,6 +27,7 @@ from watchsync.agent.feed import Feed, FeedObject
 from watchsync.agent.list_schedule import ListSchedule
 from watchsync.agent.local_changes import Dirty, LocalChanges
 from watchsync.agent.metrics import FolderMetrics
+from watchsync.agent.notifications import Notifications, Queue
 from watchsync.agent.outage import Outage
 from watchsync.agent.recent import Recent
 from watchsync.agent.reconcile import Reconcile
@@ -61,6 +62,7 @@ class Rooms:
     executor: Executor
     uploader: Uploader
     reconcile: Reconcile
+    notifications: Notifications | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def wire(
     feed_object: FeedObject | None = None,
     request_reconcile: Callable[[], None] = lambda: None,
     outage: Outage | None = None,
+    queue: Queue | None = None,
 ) -> Rooms:
     """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
 
@@ -143,6 +146,18 @@ def wire(
         wall=wall,
         clock=clock,
     )
+    notifications = None
+    if queue is not None:
+        notifications = Notifications(
+            cfg.name,
+            queue=queue,
+            where=cfg.where,
+            note=listed.note,
+            named=listed.waiting,
+            invalidate=listed.invalidate,
+            request_reconcile=request_reconcile,
+            clock=clock,
+        )
     return Rooms(
         status,
         pending,
@@ -157,6 +172,7 @@ def wire(
         executor,
         uploader,
         reconcile,
+        notifications,
     )
 
 

@@ -25,7 +25,7 @@ from watchsync.cli.health import verdict
 from watchsync.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, WatchsyncError
 from watchsync.fs.platform import inotify_watch_limit, pid_alive, request_reload
 from watchsync.s3.client import make_client, probe_bucket
-from watchsync.s3.location import S3Url
+from watchsync.s3.location import S3Settings, S3Url
 from watchsync.state.status import COUNTERS
 from watchsync.state.store import DB_SUFFIX, StateStore, list_stores, store_name
 
@@ -41,7 +41,27 @@ def run_agent_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _reload(args)
     if args.command == "ctl":
         return run_ctl(args)
+    if args.command == "notifications":
+        return _notifications(args)
     return _check(args, argv)
+
+
+def _notifications(args: argparse.Namespace) -> int:
+    """Set up a queue for the prefix's S3 event notifications; print its URL."""
+    from watchsync.s3.queue import set_up_notifications
+
+    if not str(args.url).startswith("s3://"):
+        raise ConfigError(f"not an S3 URL: {args.url!r} (expected s3://bucket[/prefix])")
+    where = S3Url.parse(args.url)
+    settings = S3Settings(endpoint_url=args.endpoint_url, profile=args.profile, region=args.region)
+    client = make_client(settings)
+    try:  # a Failure says what could not be set up
+        url = set_up_notifications(client, where, queue_name=args.queue, settings=settings)
+    finally:
+        client.close()
+    print(url)
+    print(f"watch with: watchsync watch DIR {where.url()} --notifications-queue {url}")
+    return EXIT_OK
 
 
 def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
@@ -67,6 +87,7 @@ def agent_config(args: argparse.Namespace, argv: Sequence[str]) -> AgentConfig:
         "reconcile_interval": args.reconcile_interval,
         "full_walk_interval": args.full_walk_interval,
         "full_list_interval": args.full_list_interval,
+        "notifications_queue": args.notifications_queue,
         "state_dir": args.state_dir,
         "ignore_file": args.ignore_file,
         "follow_symlinks": args.follow_symlinks,

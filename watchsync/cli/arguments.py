@@ -314,6 +314,12 @@ def add_folder_options(p: Any) -> None:
         "(86400; 0 walks every pass)",
     )
     p.add_argument(
+        "--notifications-queue",
+        metavar="URL",
+        help="an SQS queue receiving the bucket's S3 event notifications: other writers' "
+        "changes within seconds (see `watchsync notifications --help` to set one up)",
+    )
+    p.add_argument(
         "--full-list-interval",
         type=float,
         metavar="SECONDS",
@@ -429,6 +435,23 @@ def add_agent_commands(sub: Any) -> None:
         help="the agent's state directory, e.g. ~/.local/state/watchsync",
     )
     add_debug_option(r)
+
+    n = sub.add_parser(
+        "notifications",
+        help="send a prefix's S3 event notifications to an SQS queue, for watch",
+        description="Create the SQS queue NAME (or find it), allow the bucket to send to "
+        "it, and add to the bucket's notification configuration (keeping what is there) "
+        "the ObjectCreated and ObjectRemoved events under the prefix. Prints the queue's "
+        "URL for `watch --notifications-queue`. Each agent on the prefix needs a queue of "
+        "its own (or SNS/EventBridge fan-out to several).",
+        epilog=examples(
+            "watchsync notifications s3://my-bucket/laptop --queue watchsync-laptop",
+        ),
+    )
+    n.add_argument("url", metavar="S3_URL")
+    n.add_argument("--queue", required=True, metavar="NAME", help="the SQS queue's name")
+    add_s3_options(n)
+    add_debug_option(n)
 
     c = sub.add_parser(
         "check",
