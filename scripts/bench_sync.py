@@ -40,7 +40,9 @@ if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.par
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -175,6 +177,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=200,
         help="objects put before measuring, to warm the server (200)",
+    )
+    p.add_argument(
+        "--small-files",
+        type=int,
+        default=300,
+        help="files of the small tree's no-op (300; 0: none)",
+    )
+    p.add_argument(
+        "--small-repeat", type=int, default=7, help="no-op runs of the small tree, median (7)"
+    )
+    p.add_argument(
+        "--listing-runs", type=int, default=3, help="listing passes timed, median (3; 0: none)"
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -337,6 +351,93 @@ def floor_checks(
     return checks
 
 
+# -- the small tree, --version and the listing pass ---------------------------------------
+
+# The agent's periodic listing pass over a prefix (the listing's rows against the state's,
+# through the planner), run in a process of its own pinned like the tools: the state is
+# made first from one listing, as a sync agent's would be; then the pass's CPU (this
+# thread's) is taken over --listing-runs passes and the median printed.
+_LISTING_PASS = """
+import json, os, statistics, sys, tempfile, time
+from pathlib import Path
+from watchsync.core.model import SyncedEntry
+from watchsync.core.plan import ReconcileOptions, plan_listed
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.transfer import open_transfer
+from watchsync.state.store import StateStore
+url, root, runs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+settings = S3Settings(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+with tempfile.TemporaryDirectory() as d, open_transfer(
+    settings, S3Url.parse(url), root, native_ok=False
+) as t, StateStore.open(Path(d) / "s", local_root=root, url=url) as store:
+    rows = [r for r in t.listing_rows() if isinstance(r, tuple)]
+    store.synced.put_many(SyncedEntry(p, s, m, e, m) for p, s, m, e in rows)
+    cpu = []
+    for _ in range(runs):
+        c0 = time.thread_time()
+        planned = sum(1 for _ in plan_listed(
+            t.listing_rows(), store.synced.iter_rows(), [], looked=None, opts=ReconcileOptions()
+        ))
+        cpu.append(time.thread_time() - c0)
+    print(json.dumps({"objects": len(rows), "planned": planned, "cpu": cpu}))
+"""
+
+
+def listing_pass(
+    url: str, root: Path, *, env: dict[str, str], cpu: int, runs: int
+) -> dict[str, Any]:
+    """The listing pass's CPU over ``url`` (see _LISTING_PASS)."""
+    out = subprocess.run(
+        ["taskset", "-c", str(cpu), sys.executable, "-c", _LISTING_PASS, url, str(root), str(runs)],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    got: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    got["median"] = statistics.median(got["cpu"])
+    got["per_100k"] = got["median"] / max(1, got["objects"]) * 100_000
+    return got
+
+
+def small_tree(
+    exes: dict[str, str],
+    envs: dict[str, dict[str, str]],
+    client: Any,
+    endpoint: str,
+    scratch: Path,
+    *,
+    files: int,
+    repeat: int,
+    cpu: int,
+) -> dict[str, list[Measurement]]:
+    """A no-op sync of a small tree (a cron job's, a dev folder's) by each tool, ``repeat``
+    times, the order rotated; and ``watchsync --version`` as many times."""
+    src = scratch / "small"
+    make_tree(src, files=files, size=4096, dirs=3, seed=b"small ")
+    names = [n for n in exes if n != "watchsync-nocrc"]
+    runs: dict[str, list[Measurement]] = {n: [] for n in names}
+    for name in names:
+        client.create_bucket(Bucket=f"small-{name}")
+        m = run_measured(
+            TOOLS[name].argv(exes[name], src, f"small-{name}", PREFIX, endpoint),
+            env=envs[name], cpu=cpu,
+        )  # fmt: skip
+        if m.returncode != 0:
+            raise SystemExit(f"{name}: first sync of the small tree failed: {m.stderr_tail}")
+    for r in range(repeat):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(
+                run_measured(
+                    TOOLS[name].argv(exes[name], src, f"small-{name}", PREFIX, endpoint),
+                    env=envs[name], cpu=cpu,
+                )
+            )  # fmt: skip
+    if "watchsync" in exes:
+        runs["watchsync --version"] = [
+            run_measured([exes["watchsync"], "--version"], env=envs["watchsync"], cpu=cpu)
+            for _ in range(repeat)
+        ]
+    return runs
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     check_cpus(args.server_cpu, args.client_cpu)
@@ -351,6 +452,8 @@ def main(argv: list[str]) -> int:
         name: {p: [] for p, _ in PHASES} for name in exes
     }
     problems: list[str] = []
+    extra_results: dict[str, Any] = {}
+    extra_checks: list[tuple[str, bool | None, str]] = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp,
         pinned_server(cpu=args.server_cpu) as server,
@@ -424,6 +527,56 @@ def main(argv: list[str]) -> int:
                                 "changed files not uploaded"
                             )
                 print(f" ({len(touched)} files touched)" if phase == "touched" else "")
+        if args.listing_runs and "watchsync" in exes:
+            print("listing pass (the agent's, over watchsync's bucket):", end="", flush=True)
+            lp = listing_pass(
+                f"s3://bench-watchsync-0/{PREFIX}", src, env=envs["watchsync"],
+                cpu=args.client_cpu, runs=args.listing_runs,
+            )  # fmt: skip
+            extra_results["listing_pass"] = lp
+            print(
+                f" {lp['objects']} objects, {lp['median']:.3f} s CPU (median of "
+                f"{len(lp['cpu'])}) = {lp['per_100k']:.2f} s per 100,000 objects"
+            )
+            extra_checks.append(
+                (
+                    "listing pass <= 1.0 s of CPU per 100,000 objects",
+                    lp["per_100k"] <= 1.0,
+                    f"{lp['median']:.3f} s for {lp['objects']} = {lp['per_100k']:.2f} s",
+                )
+            )
+        if args.small_files:
+            print(f"small tree: {args.small_files} files, no-op x {args.small_repeat}", flush=True)
+            small = small_tree(
+                exes, envs, client, server.endpoint, scratch, files=args.small_files,
+                repeat=args.small_repeat, cpu=args.client_cpu,
+            )  # fmt: skip
+            extra_results["small"] = {
+                n: {"median": summarize(ms).as_dict(), "runs": [m.as_dict() for m in ms]}
+                for n, ms in small.items()
+            }
+            print(f"\n== no-op sync of {args.small_files} files (median of {args.small_repeat}) ==")
+            rows: list[list[str]] = []
+            base = summarize(small["s5cmd"]).wall if "s5cmd" in small else None
+            for n, ms in small.items():
+                m = summarize(ms)
+                rows.append(
+                    [n, f"{m.wall:.3f} s", f"{m.cpu:.3f} s", f"{m.peak_rss_mib:.0f} MiB",
+                     _ratio(m.wall, base) if n != "watchsync --version" else ""]
+                )  # fmt: skip
+            print(fmt_table(["tool", "wall", "CPU", "peak RSS", "vs s5cmd"], rows))
+            if "watchsync" in small and base:
+                ws = summarize(small["watchsync"]).wall
+                extra_checks.append(
+                    (
+                        f"no-op sync of {args.small_files} files watchsync <= 2x s5cmd",
+                        ws <= 2 * base,
+                        f"{ws:.3f} s vs {base:.3f} s ({ws / base:.2f}x)",
+                    )
+                )
+            if "watchsync --version" in small:
+                v = summarize(small["watchsync --version"]).wall
+                extra_checks.append(("watchsync --version <= 0.10 s", v <= 0.10, f"{v:.3f} s"))
         client.close()
 
     shown = "median of " + str(args.repeat) + " rounds; " if args.repeat > 1 else ""
@@ -435,7 +588,7 @@ def main(argv: list[str]) -> int:
         print(phase_table(phase, results, args.files))
 
     print("\n== floors ==")
-    checks = floor_checks(results, args.files)
+    checks = floor_checks(results, args.files) + extra_checks
     for check in checks:
         print(check_line(*check))
     if problems:
@@ -467,6 +620,7 @@ def main(argv: list[str]) -> int:
                     for t, ph in results.items()
                 },
                 "floors": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks],
+                **extra_results,
                 "problems": problems,
             },
         )

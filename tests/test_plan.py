@@ -6,7 +6,7 @@ rule, and hypothesis properties for the invariants.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -1113,3 +1113,25 @@ def test_plan_listed_refuses_an_unsorted_listing() -> None:
     rows = [("b", 1, T, "e"), ("a", 1, T, "e")]
     with pytest.raises(ValueError, match="not sorted"):
         list(plan_listed(rows, [], [], looked=None, opts=ReconcileOptions()))
+
+
+def test_plan_listed_reads_the_state_before_the_listing() -> None:
+    """A path recorded while the listing is read must not look synced and gone from S3:
+    the state's snapshot is taken first."""
+    order: list[str] = []
+
+    def side(name: str, rows: list[Any]) -> Iterator[Any]:
+        order.append(name)
+        yield from rows
+
+    rec = ("a", 1, T, "e", T, 0)
+    list(
+        plan_listed(
+            side("listing", [("a", 1, T, "e")]),
+            side("state", [rec]),
+            [],
+            looked=None,
+            opts=ReconcileOptions(),
+        )
+    )
+    assert order == ["state", "listing"]

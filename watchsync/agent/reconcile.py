@@ -223,8 +223,10 @@ class Reconcile:
                 self.dirty.done(look.taken)
             if self.listed is not None:
                 # The runner's own CPU: a quiet pass lists, parses and plans on this thread
-                # (a pass that also walked the folder says nothing of the listing's cost).
-                cost = time.thread_time() - cpu if look.taken.full is None else None
+                # (a pass that also walked the folder, or had work to do, says nothing of
+                # the listing's cost).
+                quiet = look.taken.full is None and not passed.planned
+                cost = time.thread_time() - cpu if quiet else None
                 self.listed.done(look.listing, cost=cost)
                 if look.listing is not None:
                     self.store.status.set(

@@ -307,7 +307,11 @@ def plan_listed(
     ['remote changed']
     """
     rit, sit, fit = iter(remote), iter(synced), iter(fresh)
-    r, s, f = next(rit, None), next(sit, None), next(fit, None)
+    # The state is read first: its snapshot is then older than the listing, so a path
+    # recorded while the listing is read (an upload finishing) is new to this plan, never
+    # "synced but gone from S3" (a delete of the file just sent).
+    s = next(sit, None)
+    r, f = next(rit, None), next(fit, None)
     while r is not None or s is not None or f is not None:
         if r is not None and s is not None and not isinstance(r, Skipped) and r[0] == s[0]:
             # The common row: an object and its record; settled when the object is the one

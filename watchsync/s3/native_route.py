@@ -14,8 +14,9 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ class NativeRoute:
 
     def __init__(
         self,
-        crt: native.CrtUploader | None,
+        crt: native.CrtUploader | Callable[[], native.CrtUploader | None] | None,
         *,
         where: S3Url,
         root: Path,
@@ -62,8 +63,12 @@ class NativeRoute:
         call: Call | None,
         reachability: Reachability,
     ) -> None:
-        self.crt = crt
-        self._owned = crt
+        # A factory is called at the first upload, not before: a run with nothing to send
+        # (a no-op sync, an idle agent) never starts the native client.
+        self._make = crt if callable(crt) and not isinstance(crt, native.CrtUploader) else None
+        self._made = threading.Lock()
+        self._crt = None if self._make is not None or callable(crt) else crt
+        self._owned = self._crt
         self._failure: Exception | None = None  # why it failed below S3, once it has
         self.where = where
         self.root = root
@@ -71,6 +76,20 @@ class NativeRoute:
         self.limiter = limiter
         self._call = call
         self.reachability = reachability
+
+    @property
+    def crt(self) -> native.CrtUploader | None:
+        """The native client, made at the first use by the factory given (if any)."""
+        if self._make is not None:
+            with self._made:
+                if self._make is not None:
+                    self._crt = self._owned = self._make()
+                    self._make = None
+        return self._crt
+
+    @crt.setter
+    def crt(self, value: native.CrtUploader | None) -> None:
+        self._crt = value
 
     @property
     def usable(self) -> bool:
@@ -147,9 +166,11 @@ class NativeRoute:
 
     def close(self) -> None:
         """Drain and shut down the native client, where this route owns one; idempotent."""
+        with self._made:
+            self._make = None  # never made now
         if self._owned is not None:
             self._owned.close()
-            self._owned = self.crt = None
+            self._owned = self._crt = None
 
     def _pace(self, nbytes: int) -> None:
         """Under ``--bwlimit``, wait until the budget covers a request's body (charged once

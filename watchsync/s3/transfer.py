@@ -169,7 +169,7 @@ class Transfer:
         limiter: RateLimiter | None = None,
         max_concurrency: int = 16,
         multipart_threshold: int = MULTIPART_THRESHOLD,
-        crt: native.CrtUploader | None = None,
+        crt: native.CrtUploader | Callable[[], native.CrtUploader | None] | None = None,
         owns_client: bool = False,
         give_up_after: int | None = None,
         on_bytes: Callable[[int], None] | None = None,
@@ -590,7 +590,8 @@ def open_transfer(
         and settings.sign_requests
         and settings.verify_ssl
     )
-    uploader = native_uploader(settings, s3) if native_ok else None
+    # Made at the first small upload (a no-op run never pays for it).
+    uploader = (lambda: native_uploader(settings, s3)) if native_ok else None
     return Transfer(
         s3,
         where,
