@@ -117,14 +117,12 @@ class Sending:
         self,
         watch: Reachability,
         path: str,
-        key: str,
         future: native.Upload,
         sent: Uploaded,
         timeout: float,
     ) -> None:
         self._watch = watch  # counts each answer, or its absence
         self.path = path
-        self._key = key
         self._future = future
         self._sent = sent  # the file as it was stat'ed before the PUT
         self._timeout = timeout
@@ -358,7 +356,7 @@ class Transfer:
         key = self.where.key(path)
         future, timeout = self.native.submit(path, key, st.st_size, extra)
         sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino)
-        return Sending(self.reachability, path, key, future, sent, timeout)
+        return Sending(self.reachability, path, future, sent, timeout)
 
     def abort_stale_uploads(self, *, older_than: float, now: float | None = None) -> int:
         """Abort this prefix's multipart uploads older than ``older_than`` seconds (see
