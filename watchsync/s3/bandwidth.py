@@ -2,7 +2,7 @@
 
 The cap is applied to what is sent and received, once per byte.  An upload through boto3
 (a file of 1 MiB or more, a part of a large one) reads its body through a
-:class:`PacedReader` as it sends it: the SDK is given the checksum and an unsigned payload,
+:class:`UploadBody` as it sends it: the SDK is given the checksum and an unsigned payload,
 so the send is its only read, and a read of bytes already read is not charged again.  A
 smaller file through the native client takes its bytes from the bucket just before its
 request goes out.  A download takes what it received as it reads the body.  The bucket
@@ -61,33 +61,48 @@ class RateLimiter:
             self._sleep(debt / self.rate)
 
 
-class PacedReader:
-    """A read-only file wrapper that takes each byte from a :class:`RateLimiter` the first
-    time it is read: the sender is paced as it reads, and a second pass over the body (a
-    retry's rewind, an SDK summing it) costs nothing more.
+class UploadBody:
+    """The body of one upload request, read from a file: at most ``size`` bytes from where
+    the file stands (the length the request announced, and the bytes its checksum covers),
+    each taken from ``limiter`` the first time it is read, so the sender is paced as it
+    reads and a second pass over the body (a retry's rewind, an SDK summing it) costs
+    nothing more.  A file that grows while it is sent puts no byte more on the wire: one
+    more would be read by the server as the start of the connection's next request.
 
     >>> import io
-    >>> body = PacedReader(io.BytesIO(b"abcdef"), RateLimiter(1 << 30))
+    >>> body = UploadBody(io.BytesIO(b"abcdef"), RateLimiter(1 << 30))
     >>> body.read(4), body.seek(0), body.read(), body.charged
     (b'abcd', 0, b'abcdef', 6)
+    >>> grown = UploadBody(io.BytesIO(b"abc, and what was appended since"), None, size=3)
+    >>> grown.read(), grown.seek(0, 2)
+    (b'abc', 3)
     """
 
-    def __init__(self, raw: IO[bytes], limiter: RateLimiter) -> None:
+    def __init__(
+        self, raw: IO[bytes], limiter: RateLimiter | None, *, size: int | None = None
+    ) -> None:
         self._raw = raw
         self._limiter = limiter
         self._start = raw.tell()
+        self._end = None if size is None else self._start + size
         self.charged = 0  # bytes past the start taken from the limiter so far
 
-    def read(self, n: int = -1) -> bytes:
-        at = self._raw.tell() - self._start
-        data = self._raw.read(n)
-        fresh = at + len(data) - self.charged
-        if fresh > 0:
+    def read(self, n: int | None = -1) -> bytes:
+        pos = self._raw.tell()
+        want = -1 if n is None else n
+        if self._end is not None:
+            left = max(0, self._end - pos)
+            want = left if want < 0 else min(want, left)
+        data = self._raw.read(want)
+        fresh = pos - self._start + len(data) - self.charged
+        if fresh > 0 and self._limiter is not None:
             self._limiter.take(fresh)
-            self.charged += fresh
+        self.charged += max(fresh, 0)
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2 and self._end is not None:  # the end is the announced one
+            return self._raw.seek(self._end + offset)
         return self._raw.seek(offset, whence)
 
     def tell(self) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.fs.platform import read_at
-from watchsync.s3.bandwidth import PacedReader, RateLimiter
+from watchsync.s3.bandwidth import RateLimiter, UploadBody
 from watchsync.s3.failures import classify
 from watchsync.s3.location import S3Settings, S3Url
 
@@ -260,7 +260,7 @@ class Multipart:
             extra.update(self.settings.read_args())
             # Under --bwlimit the part is paced as it is sent (its sum is given, its payload
             # unsigned, so the send is the only read of it).
-            body: Any = PacedReader(io.BytesIO(data), self.limiter) if self.limiter else data
+            body: Any = UploadBody(io.BytesIO(data), self.limiter) if self.limiter else data
             resp = self.client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **extra
             )

@@ -27,7 +27,7 @@ from boto3.s3.transfer import TransferConfig
 from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.core.model import Condition, LocalEntry, RemoteEntry, RemoteRow, Skipped
 from watchsync.s3 import native as native
-from watchsync.s3.bandwidth import PacedReader, RateLimiter, shared_limiter
+from watchsync.s3.bandwidth import RateLimiter, UploadBody, shared_limiter
 from watchsync.s3.client import make_client, mtime_ns
 from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloaded, Downloads
@@ -315,16 +315,17 @@ class Transfer:
                         extra["ChecksumCRC32C"] = crc32c_file(f, path, st.st_size)
                     elif self.settings.checksum:
                         extra["ChecksumAlgorithm"] = "CRC32C"
-                    etag = self._put(f, key, extra)
+                    etag = self._put(f, key, st.st_size, extra)
                     self.native.boto3_got_through()
                 self.on_bytes(st.st_size)
         return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
 
-    def _put(self, f: Any, key: str, extra: dict[str, Any]) -> str:
+    def _put(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str:
         def once() -> str:
             f.seek(0)
             # A fresh reader per attempt: a retry sends (and is charged for) the bytes again.
-            body: Any = PacedReader(f, self.limiter) if self.limiter else f
+            # The size stat'ed, not the file's: it may grow while it is sent.
+            body: Any = UploadBody(f, self.limiter, size=size)
             resp = self.client.put_object(Bucket=self.where.bucket, Key=key, Body=body, **extra)
             return resp.get("ETag", "").strip('"')
 
