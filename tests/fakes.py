@@ -61,7 +61,9 @@ class FakeObjects:
     """An in-memory prefix with S3's conditional-write rules, over a real local root.
 
     ``fail[path]`` makes every operation on that path raise the given exception;
-    ``refuse[(op, path)]`` only that operation (``"download"``, ``"head"``, ...).
+    ``refuse[(op, path)]`` only that operation (``"download"``, ``"head"``, ...);
+    ``on_wire[part]`` runs once while an upload of a path containing ``part`` is on the
+    wire (its file read, nothing stored yet): a pass, a write, meanwhile.
     """
 
     def __init__(self, root: Path, where: S3Url | None = None) -> None:
@@ -71,6 +73,7 @@ class FakeObjects:
         self.fail: dict[str, Exception] = {}
         self.refuse: dict[tuple[str, str], Exception] = {}
         self.calls: list[tuple[str, str]] = []
+        self.on_wire: dict[str, Callable[[], None]] = {}
         self.clock_ns = T0
 
     def put(self, path: str, body: bytes) -> RemoteEntry:
@@ -100,6 +103,8 @@ class FakeObjects:
             st = os.stat(self.root / path)
         except OSError as exc:
             raise FileError(path, str(exc)) from exc
+        for part in [part for part in self.on_wire if part in path]:
+            self.on_wire.pop(part)()
         current = self.objects.get(path)
         if condition is not None and condition.etag != (current[1] if current else ""):
             raise lost(path)

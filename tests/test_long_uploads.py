@@ -3,20 +3,36 @@ files and inotify, a real SeaweedFS (behind the loopback proxy where the network
 slowed).
 
 Each test reproduces one way the agent went wrong with large or busy files and long
-outages, in a small and slow form: the CPU a paused folder spends while a pass is due.
+outages, in a small and slow form (a file of a few MiB at 512 KiB/s, a pass that lists the
+prefix every half second): the CPU a paused folder spends while a pass is due; a conflict
+copy deleted while its upload still ran; a file sent again by every pass during its upload.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from agent_helpers import assert_in_sync, folder_config, running_agent
+from agent_helpers import (
+    assert_in_sync,
+    bucket_listing,
+    bucket_snapshot,
+    counters,
+    folder_config,
+    running_agent,
+    tree_snapshot,
+    wait_idle,
+)
 from helpers import wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
+
+from watchsync.agent.config import FolderConfig, S3Settings
+from watchsync.agent.folder import Folder
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -24,6 +40,8 @@ if TYPE_CHECKING:
 PREFIX = "data"
 # A paused folder sleeps between probes and status ticks; spinning took a whole core.
 PAUSED_CPU_MAX = 0.1  # share of one core, over the measured window
+RATE = 512 * 1024  # --bwlimit of the slow tests: bytes/s, uploads and downloads together
+MIB = 1024 * 1024
 
 
 @pytest.fixture
@@ -36,6 +54,12 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+@pytest.fixture
+def endpoint(s3server: SeaweedServer, aws_env: dict[str, str]) -> str:
+    """The server's endpoint, with the AWS environment (credentials) pointing at it."""
+    return s3server.endpoint
 
 
 def _cpu_share(seconds: float) -> float:
@@ -78,3 +102,135 @@ def test_a_paused_folder_with_a_pass_due_sleeps(
             agent.steering.resume()
             (root / "c.txt").write_text("c")
             assert_in_sync(s3, bucket, PREFIX, root, timeout=30)
+
+
+def _slow(
+    root: Path, url: str, endpoint: str, *, rate: int = RATE, **overrides: object
+) -> FolderConfig:
+    """A folder whose transfers go at ``rate`` and whose passes (each half second) list the
+    prefix: passes run while a transfer of a few MiB is on the wire."""
+    s3 = S3Settings(endpoint_url=endpoint, max_concurrency=8, bwlimit=rate)
+    return folder_config(root, url, endpoint, s3=s3, reconcile_interval=0.5, **overrides)
+
+
+def _body(s3: S3Client, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_a_large_conflict_copy_survives_the_passes_during_its_upload(
+    root: Path, state_dir: Path, bucket: str, endpoint: str, s3: S3Client
+) -> None:
+    """The file and its object both replaced: the S3 version is kept as a conflict copy,
+    downloaded then uploaded (seconds each).  The passes meanwhile list a copy that is not
+    in S3 yet: it is pending, not deleted in S3 (before, recorded at its download, it was
+    deleted here, then in S3 too: the S3 side's edit was gone everywhere)."""
+    url = f"s3://{bucket}/{PREFIX}"
+    size = 3 * MIB // 2
+    (root / "doc.bin").write_bytes(os.urandom(size))
+    theirs, mine = os.urandom(size), os.urandom(size)
+    with running_agent(_slow(root, url, endpoint, delete=True), state_dir) as agent:
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=60)
+        agent.steering.pause()  # both edits land before the agent looks
+        s3.put_object(Bucket=bucket, Key=f"{PREFIX}/doc.bin", Body=theirs)
+        (root / "doc.bin").write_bytes(mine)
+        wait_until(lambda: agent.pending_count() > 0, timeout=10, message="the edit queued")
+        agent.steering.resume()
+        [copy] = wait_until(
+            lambda: [p.name for p in root.glob("doc.conflict-*")],
+            timeout=30,
+            message="the conflict copy's download",
+        )
+        wait_until(
+            lambda: f"{copy}" in bucket_listing(s3, bucket, PREFIX),
+            timeout=60,
+            message="the conflict copy's upload",
+        )
+        passes = agent.reconciles
+        wait_until(lambda: agent.reconciles >= passes + 3, timeout=30, message="three passes")
+        wait_idle(agent)
+        assert (root / copy).read_bytes() == theirs
+        assert _body(s3, bucket, f"{PREFIX}/{copy}") == theirs
+        assert (root / "doc.bin").read_bytes() == mine
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=30)
+
+
+def _sent_while(
+    proxy: NetProxy, agent: Folder, s3: S3Client, bucket: str, path: Path, write: Callable[[], None]
+) -> int:
+    """Bytes sent to S3 from ``write()`` until the file is in S3 at its final size, the
+    folder idle and three more passes over."""
+    before = proxy.sent
+    write()
+    size = path.stat().st_size
+    wait_until(
+        lambda: bucket_listing(s3, bucket, PREFIX).get(path.name, {}).get("Size") == size,
+        timeout=60,
+        message="the file in S3",
+    )
+    passes = agent.reconciles
+    wait_until(lambda: agent.reconciles >= passes + 3, timeout=30, message="three passes")
+    wait_idle(agent)
+    return proxy.sent - before
+
+
+def test_a_large_new_file_is_sent_once_while_passes_list_it(
+    root: Path,
+    state_dir: Path,
+    bucket: str,
+    s3server: SeaweedServer,
+    aws_env: dict[str, str],
+    s3: S3Client,
+) -> None:
+    """A new file large enough to go in parts, with passes listing every half second while
+    it is on the wire: each pass sees it neither synced nor in S3, and leaves it to its
+    upload (before, each queued it again "only if absent": every part was sent a second
+    time, refused on completion)."""
+    url = f"s3://{bucket}/{PREFIX}"
+    size = 9 * MIB  # two parts
+    with NetProxy("127.0.0.1", s3server.port) as proxy:
+        cfg = _slow(root, url, proxy.endpoint, rate=4 * RATE)
+        with running_agent(cfg, state_dir) as agent:
+            path = root / "new.bin"
+            sent = _sent_while(proxy, agent, s3, bucket, path, lambda: _write(path, size))
+            assert sent < 3 * size // 2, f"{sent / size:.1f} times the file was sent"
+            assert agent.last_error is None
+            assert bucket_snapshot(s3, bucket, PREFIX) == tree_snapshot(root)
+
+
+def test_a_file_appended_while_it_is_sent_is_sent_once_more(
+    root: Path,
+    state_dir: Path,
+    bucket: str,
+    s3server: SeaweedServer,
+    aws_env: dict[str, str],
+    s3: S3Client,
+) -> None:
+    """A file appended to while it is sent (in one request): the request carries the size
+    stat'ed, no byte more (before, the appended bytes went on the wire after the body and
+    the server refused the connection's next request, 400, parked for 30 s); the change is
+    one more send, conditional on the object just stored: no conflict, no error."""
+    url = f"s3://{bucket}/{PREFIX}"
+    size = 2 * MIB
+    with NetProxy("127.0.0.1", s3server.port) as proxy:
+        cfg = _slow(root, url, proxy.endpoint)
+        with running_agent(cfg, state_dir) as agent:
+            path = root / "grows.bin"
+
+            def write_then_append() -> None:
+                before = proxy.sent
+                _write(path, size)
+                wait_until(lambda: proxy.sent - before > size // 4, timeout=30, message="sent")
+                with path.open("ab") as f:
+                    f.write(b"appended while it was sent")
+
+            sent = _sent_while(proxy, agent, s3, bucket, path, write_then_append)
+            assert sent < 5 * size // 2, f"{sent / size:.1f} times the file was sent"
+            assert counters(agent).get("uploaded_files") == 2
+            assert counters(agent).get("conflicts", 0) == 0
+            assert not list(root.glob("*.conflict-*"))
+            assert agent.last_error is None  # no request refused on the way
+            assert_in_sync(s3, bucket, PREFIX, root, timeout=30)
+
+
+def _write(path: Path, size: int) -> None:
+    path.write_bytes(os.urandom(size))

@@ -6,7 +6,7 @@ rule, and hypothesis properties for the invariants.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -1038,6 +1038,38 @@ def test_plan_reconcile_conditions_and_checks(
         [loc] if loc else [], [rem] if rem else [], [syn] if syn else [], opts=opts
     )
     assert (action.kind, action.condition, action.verify) == (kind, condition, verify)
+
+
+# ------------------------------------------------------------------ a path in flight
+
+# What the pass would do with a path, were it not on its way to S3 right now: in flight,
+# each is left alone (pending), whatever the sides say.
+IN_FLIGHT_TABLE: list[tuple[str, LocalEntry | None, RemoteEntry | None, SyncedEntry | None]] = [
+    ("new-file-being-sent", L("a"), None, None),  # else: upload again
+    ("conflict-copy-not-synced-yet", L("a"), None, None),
+    ("recorded-copy-not-in-s3", L("a"), None, Y("a")),  # else: deleted in S3
+    ("own-put-listed-before-its-record", L("a", 2), R("a", 2, etag="e2"), Y("a")),  # conflict
+    ("gone-locally-while-sent", None, R("a"), Y("a")),  # else: delete in S3
+    ("new-in-s3", None, R("a"), None),  # else: download
+]
+
+
+@pytest.mark.parametrize(
+    ("loc", "rem", "syn"), [pytest.param(*r[1:], id=r[0]) for r in IN_FLIGHT_TABLE]
+)
+def test_plan_reconcile_leaves_a_path_in_flight_to_its_sender(
+    loc: LocalEntry | None, rem: RemoteEntry | None, syn: SyncedEntry | None
+) -> None:
+    def plan(in_flight: Callable[[str], bool]) -> list[Action]:
+        opts = ReconcileOptions(mode=BOTH, delete=True, in_flight=in_flight)
+        return list(
+            plan_reconcile(
+                [loc] if loc else [], [rem] if rem else [], [syn] if syn else [], opts=opts
+            )
+        )
+
+    assert plan(lambda _path: False)  # there is something to do ...
+    assert plan(lambda path: path == "a") == []  # ... once its upload has landed
 
 
 # ----------------------------------------------------------------------------- runner_wait

@@ -451,12 +451,12 @@ def test_a_local_edit_left_under_pull_stays_reported(make_world: Callable[..., W
     assert w.rooms.reconcile.dirty.take().paths == {"doc.txt"}  # type: ignore[union-attr]
 
 
-def test_reconcile_hands_a_path_the_uploader_holds_back_to_it(
+def test_reconcile_leaves_a_path_the_uploader_holds_to_it(
     make_world: Callable[..., World],
 ) -> None:
     """A pass that lists while an upload is in flight sees the uploader's own PUT as a
-    change in S3, beside the file's own change: no conflict copy, the path goes back to the
-    uploader, which finds nothing left to do once its record is in."""
+    change in S3, beside the file's own change: it leaves the path to the worker (no
+    conflict copy, nothing queued again), and once the record is in nothing is left to do."""
     w = make_world()
     synced_file(w, "a.txt", b"v1")
     (w.root / "a.txt").write_bytes(b"v2, longer")
@@ -464,16 +464,16 @@ def test_reconcile_hands_a_path_the_uploader_holds_back_to_it(
     item = w.rooms.pending.take()  # a worker has it in hand ...
     assert item is not None
     up = w.objects.upload("a.txt")  # ... its PUT went through, its record is not in yet
-    w.rooms.reconcile.run()  # the first pass walks and lists
+    stats = w.rooms.reconcile.run()  # the first pass walks and lists
+    assert stats.passed.planned == {}
     assert not [p for p in w.objects.objects if ".conflict-" in p]
     assert not list(w.root.glob("*conflict*"))
     recorded = SyncedEntry("a.txt", up.size, up.mtime_ns, up.etag, T0, up.ino)
     w.store.synced.put_many([recorded])  # recorded
     w.rooms.pending.settle("a.txt")
-    again = w.rooms.pending.take()
-    assert again is not None and again.path == "a.txt"
+    assert w.rooms.pending.idle()  # one sender for the path: the pass queued nothing
     uploads = len([c for c in w.objects.calls if c[0] == "upload"])
-    assert w.rooms.uploader.process(again) == Settled()
+    assert w.rooms.reconcile.run().passed.planned == {}
     assert len([c for c in w.objects.calls if c[0] == "upload"]) == uploads
     assert w.store.status.counters().get("conflicts", 0) == 0
 

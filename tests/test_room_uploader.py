@@ -292,3 +292,81 @@ def test_uploads_batch_file_changed_while_sent_is_sent_again(
     synced = w.store.synced.get("a.txt")
     assert synced is not None and synced.size == len(b"second, longer")
     assert synced.etag == w.objects.objects["a.txt"][1]
+
+
+def test_a_conflict_copy_being_uploaded_is_pending_not_deleted_in_s3(
+    make_world: Callable[..., World],
+) -> None:
+    """The S3 version kept as a conflict copy is synced only once its upload has landed: a
+    pass that lists meanwhile sees a file neither synced nor in S3, in flight, and leaves it
+    alone (before, recorded at its download, it was taken for a file deleted in S3 and
+    deleted here while its upload still ran)."""
+    w = make_world(delete=True)
+    synced_file(w, "doc.txt", b"v1")
+    w.objects.put("doc.txt", b"v2 from elsewhere")  # S3 changed
+    (w.root / "doc.txt").write_bytes(b"v2 local edit")  # and so did the file
+    passes: list[dict[Any, int]] = []
+    w.objects.on_wire[".conflict-"] = lambda: passes.append(w.rooms.reconcile.run().passed.planned)
+    w.rooms.pending.add([Item("doc.txt")])
+    item = w.rooms.pending.take()  # a worker has it in hand
+    assert item is not None
+    assert w.rooms.uploader.process(item) == Conflict()
+    w.rooms.pending.settle(item.path)
+    assert passes == [{}]  # the pass during the copy's upload planned nothing
+    [copy] = [p for p in w.objects.objects if ".conflict-" in p]
+    assert (w.root / copy).read_bytes() == b"v2 from elsewhere"
+    assert w.objects.objects[copy][0] == b"v2 from elsewhere"
+    assert w.objects.objects["doc.txt"][0] == b"v2 local edit"
+    assert w.rooms.reconcile.run().passed.planned == {}  # both synced now
+    # The watcher's report of the copy, handed in while it was sent, finds it synced.
+    assert w.rooms.uploader.process(Item(copy)) == Settled()
+    assert [c for c in w.objects.calls if c == ("upload", copy)] == [("upload", copy)]
+
+
+def test_a_path_being_sent_is_not_queued_again_by_a_pass(
+    make_world: Callable[..., World],
+) -> None:
+    """A pass during the upload of a new file leaves it to its worker; the file's change
+    during the send (reported by the watcher) is one more send, conditional on the object
+    just stored: two uploads, no third one "only if absent" from the pass's stale view."""
+    w = make_world()
+    w.rooms.reconcile.run()
+
+    def meanwhile() -> None:
+        w.rooms.reconcile.run()  # lists: no object yet, no record
+        with (w.root / "new.bin").open("ab") as f:
+            f.write(b" and more")  # appended during the send
+        w.rooms.changes.ready(["new.bin"])  # the watcher reports it
+
+    w.objects.on_wire["new.bin"] = meanwhile
+    (w.root / "new.bin").write_bytes(b"a new file")
+    w.rooms.changes.ready(["new.bin"])
+    item = w.rooms.pending.take()
+    assert item is not None
+    assert w.rooms.uploader.process(item) == Settled()  # sent, changed, sent again
+    w.rooms.pending.settle(item.path)
+    again = w.rooms.pending.take()  # the watcher's report, from the state alone
+    assert again == Item("new.bin")
+    assert w.rooms.uploader.process(again) == Settled()
+    w.rooms.pending.settle(again.path)
+    assert w.rooms.pending.idle()
+    assert [c for c in w.objects.calls if c[0] == "upload"] == [("upload", "new.bin")] * 2
+    assert w.objects.objects["new.bin"][0] == b"a new file and more"
+    assert w.store.status.counters().get("conflicts", 0) == 0
+
+
+def test_the_uploader_waits_for_a_path_the_executor_is_sending(
+    make_world: Callable[..., World],
+) -> None:
+    """A path held in flight by another sender is looked at again shortly, quietly (not a
+    retry in the metrics, no error): one sender for a path at a time."""
+    w = make_world()
+    (w.root / "a.txt").write_bytes(b"a")
+    with w.rooms.executor.sending.hold(["a.txt"]):
+        assert w.rooms.uploader.process(Item("a.txt")) == Retry(1.0, counted=False)
+        assert w.rooms.uploader.process_many([Item("a.txt"), Item("b.txt")])[0] == Retry(
+            1.0, counted=False
+        )
+    assert w.objects.calls == [] and w.status.last_error is None
+    assert w.rooms.uploader.process(Item("a.txt")) == Settled()
+    assert w.objects.objects["a.txt"][0] == b"a"

@@ -489,7 +489,8 @@ class _Workers:
                 results = [self._process_alone(item) for item in items]
             for item, result in zip(items, results, strict=True):
                 if isinstance(result, Retry):
-                    f.metrics.retried()
+                    if result.counted:
+                        f.metrics.retried()
                     pending.retry(item, result.delay)
                 else:
                     pending.settle(item.path)

@@ -54,6 +54,7 @@ from watchsync.core.model import (
 )
 from watchsync.core.plan import ReconcileOptions, plan_listed, plan_reconcile, same_file
 from watchsync.engine.executor import Executor, PassStats, Skips
+from watchsync.engine.sender import Sending
 from watchsync.fs.tempfiles import is_temp_name
 from watchsync.fs.walk import WalkOptions, walk
 from watchsync.s3.transfer import Objects
@@ -103,6 +104,7 @@ class Reconcile:
         executor: Executor,
         scope: Scope,
         pending: Pending,
+        sending: Sending,
         status: Status,
         metrics: FolderMetrics,
         mode: Mode,
@@ -121,6 +123,7 @@ class Reconcile:
         self.executor = executor
         self.scope = scope
         self.pending = pending
+        self.sending = sending
         self.status = status
         self.metrics = metrics
         self.mode = mode
@@ -273,7 +276,12 @@ class Reconcile:
         remote: Iterable[RemoteEntry | Skipped]
         state: Iterable[SyncedEntry]
         local: Iterable[LocalEntry]
-        opts = ReconcileOptions(mode=self.mode, delete=self.delete, included=self.scope.included)
+        opts = ReconcileOptions(
+            mode=self.mode,
+            delete=self.delete,
+            included=self.scope.included,
+            in_flight=self._in_flight,
+        )
         plan: Iterable[Action]
         if listing is not None and taken.full is None:
             # The prefix listed, the folder trusted: the listing's rows and the state's are
@@ -332,6 +340,11 @@ class Reconcile:
             # watcher did not report): the next pass looks at it as it is.
             self.dirty.note(passed.stale)
         return passed, skipped.count
+
+    def _in_flight(self, path: str) -> bool:
+        """Whether ``path`` is on its way to S3: in an upload worker's hands, or being sent
+        by the executor (a conflict copy); the pass leaves it to that sender."""
+        return path in self.sending or self.pending.in_hand(path)
 
     def _named_now(
         self, as_synced: Iterable[RemoteEntry], named: frozenset[str]

@@ -81,6 +81,10 @@ class PathQueue:
             if self._closed or (stop is not None and stop.is_set()):
                 return False
             if item.path in self._active:
+                # What the item knew of S3 (a pass's look) predates the upload in hand, which
+                # records a newer object: the path is looked at again from the state alone,
+                # so a change during the send is one more send, never a conflict with itself.
+                item = Item(item.path, attempt=item.attempt)
                 # Kept with its delay: a retry handed in while the path is still being
                 # worked on must wait like any other, not run the moment the worker is done.
                 prev = self._again.get(item.path)
@@ -155,6 +159,11 @@ class PathQueue:
         """Whether ``path`` is queued or being worked on."""
         with self._cond:
             return path in self._items or path in self._active
+
+    def in_hand(self, path: str) -> bool:
+        """Whether a worker has ``path`` in hand now."""
+        with self._cond:
+            return path in self._active
 
     def has_again(self, path: str) -> bool:
         """Whether ``path`` was queued again while it was being worked on."""
@@ -240,6 +249,10 @@ class Pending:
     def idle(self) -> bool:
         """Nothing queued and nothing in a worker's hands."""
         return self.queue.idle()
+
+    def in_hand(self, path: str) -> bool:
+        """Whether a worker has ``path`` in hand now (a pass then leaves it to that worker)."""
+        return self.queue.in_hand(path)
 
     def add(self, items: Sequence[Item]) -> None:
         """Journal every new path in one transaction, then queue them (blocking while full)."""

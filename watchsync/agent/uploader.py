@@ -33,7 +33,7 @@ from watchsync.core.model import Action, Item, Kind, LocalEntry, SyncedEntry
 from watchsync.core.plan import PathOptions, plan_path, plan_rename, same_file
 from watchsync.engine.deleter import file_exists
 from watchsync.engine.executor import Executor, Outcome
-from watchsync.engine.sender import Sent
+from watchsync.engine.sender import Sending, Sent
 from watchsync.fs.walk import stat_entry
 from watchsync.s3.transfer import Uploaded
 from watchsync.state.store import StateStore
@@ -46,6 +46,9 @@ _RACE_BACKOFF = (1.0, 60.0)  # ... after a lost conditional write
 _PARK_AFTER = 5  # failures in a row (not outages) after which a path waits for a reconcile
 _PARK_AFTER_REFUSED = 3  # ... when S3 refuses to create a key it says does not exist
 _AFTER_OUTAGE = 0.5  # a path cut short by an outage goes again this soon after it ends
+# A path the executor is sending elsewhere (a conflict copy, a pass's conflict) is looked at
+# again this often until that upload has landed: a path is in flight at most once.
+_WHILE_SENT = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,11 @@ class Settled:
 
 @dataclass(frozen=True)
 class Retry:
-    """Look at the path again after ``delay`` seconds."""
+    """Look at the path again after ``delay`` seconds (``counted``: as a retry, in the
+    metrics; waiting for the path's own upload in flight elsewhere is none)."""
 
     delay: float
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,11 +88,13 @@ class Uploader:
         status: Status,
         metrics: FolderMetrics,
         opts: PathOptions,
+        sending: Sending,
         follow_symlinks: bool = True,
         outage: Outage | None = None,
         dirty: Dirty | None = None,
     ) -> None:
         self.root = root
+        self.sending = sending
         self.outage = outage
         self.dirty = dirty  # a path left failed is looked at by the next reconcile
         self.store = store
@@ -104,6 +111,8 @@ class Uploader:
 
     def process(self, item: Item) -> Result:
         """Decide ``item.path`` from the truth (the file now, the last sync) and act."""
+        if item.path in self.sending:
+            return Retry(_WHILE_SENT, counted=False)  # its upload records it once landed
         result: Result = SETTLED
         mark = self.dirty.mark() if self.dirty is not None else 0
         try:
@@ -148,6 +157,9 @@ class Uploader:
         mark = self.dirty.mark() if self.dirty is not None else 0
         synced = self.store.synced.get_many([item.path for item in items])
         for i, item in enumerate(items):
+            if item.path in self.sending:
+                results[i] = self.process(item)
+                continue
             action = self._plain_upload(item, synced.get(item.path))
             if action is None:
                 results[i] = self.process(item)

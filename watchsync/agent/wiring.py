@@ -3,8 +3,9 @@ dependency order, and nothing is changed on them afterwards.  The folder (folder
 what needs the real world first (the state, the transfer, the status and the outage watch
 on them) and adds the threads; the room tests call :func:`wire` with a fake bucket.
 
-The order, bottom up: what the server takes (one object, shared by whoever sends
-conditions); the local side (the watcher's reports, the uploader's queue); the S3 side
+The order, bottom up: what the server takes and the paths on their way to S3 (one object
+each, shared by whoever sends conditions, and by whoever must leave a path in flight to its
+sender); the local side (the watcher's reports, the uploader's queue); the S3 side
 (when to list, the change feed, which reports to it); the deletes (their batches, the
 refused ones kept for a person to decide, the guards); the engine (the conflict names, the
 executor and where its work goes); then the rooms that drive them (the uploader, the
@@ -40,6 +41,7 @@ from watchsync.core.model import Mode, Skipped
 from watchsync.core.plan import PathOptions
 from watchsync.engine.executor import Executor, PoolFactory, thread_pool
 from watchsync.engine.policy import ExecPolicy
+from watchsync.engine.sender import Sending
 from watchsync.s3.capabilities import Capabilities
 from watchsync.s3.transfer import Objects
 from watchsync.state.store import StateStore
@@ -107,6 +109,7 @@ def wire(
     """
     given = _Given(cfg, store, transfer, scope, status, metrics, stop, clock, wall, outage)
     server = Capabilities()
+    sending = Sending()  # the paths on their way to S3, one sender each
     pending = Pending(store, included=scope.included, stop=stop, clock=clock)
     dirty = Dirty(full_interval=cfg.full_walk_interval, clock=clock)
     changes = LocalChanges(
@@ -114,7 +117,7 @@ def wire(
     )
     listed, feed = _s3_side(given, server, feed_object, request_reconcile)
     refused, guards = _deletes(given, dirty, request_reconcile)
-    conflicts, recent, executor = _engine(given, server, feed, guards, pool)
+    conflicts, recent, executor = _engine(given, server, sending, feed, guards, pool)
     uploader = Uploader(
         root=cfg.path,
         store=store,
@@ -124,6 +127,7 @@ def wire(
         status=status,
         metrics=metrics,
         opts=PathOptions(mode=cfg.direction, delete=cfg.delete),
+        sending=sending,
         follow_symlinks=cfg.follow_symlinks,
         outage=outage,
         dirty=dirty,
@@ -136,6 +140,7 @@ def wire(
         executor=executor,
         scope=scope,
         pending=pending,
+        sending=sending,
         status=status,
         metrics=metrics,
         mode=cfg.direction,
@@ -265,6 +270,7 @@ def _deletes(
 def _engine(
     given: _Given,
     server: Capabilities,
+    sending: Sending,
     feed: Feed | None,
     guards: DeleteGuards,
     pool: PoolFactory,
@@ -303,6 +309,7 @@ def _engine(
         pool=pool,
         max_concurrency=cfg.s3.max_concurrency,
         stop=given.stop,
+        sending=sending,
         wall=given.wall,
     )
     return conflicts, recent, executor

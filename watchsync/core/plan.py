@@ -76,6 +76,9 @@ class ReconcileOptions:
     mode: Mode = Mode.BOTH
     delete: bool = False
     included: Callable[[str], bool] = lambda _path: True
+    # A path on its way to S3 right now (the uploader has it in hand, or the executor is
+    # sending it): its sender records it once the upload lands, so the pass leaves it alone.
+    in_flight: Callable[[str], bool] = lambda _path: False
 
 
 def join(*streams: Iterable[E]) -> Iterator[tuple[str, list[E | None]]]:
@@ -264,7 +267,8 @@ def plan_reconcile(
     but synced before was deleted there.  Changes beat deletes; a change on both sides is a
     conflict, resolved by keeping both versions.  A key the listing skipped (unsafe as a
     file name) exists in S3 but cannot be compared: its path is left alone, never read as
-    deleted there.
+    deleted there.  So is a path in flight (``opts.in_flight``): until its upload lands it is
+    pending, neither new nor deleted on either side, and a path is sent once at a time.
 
     >>> s = SyncedEntry("x", 1, 5, "e", 5)
     >>> r, o = RemoteEntry("x", 1, 5, "e"), ReconcileOptions(delete=True)
@@ -400,6 +404,8 @@ def _reconcile_one(
     opts: ReconcileOptions,
 ) -> Action | None:
     """The three-way decision for one path."""
+    if opts.in_flight(path):
+        return None  # pending: what lands is recorded by its sender, and looked at again
     push, pull = opts.mode is not Mode.PULL, opts.mode is not Mode.PUSH
 
     def act(kind: Kind, reason: str) -> Action:

@@ -50,7 +50,7 @@ from watchsync.engine.deleter import Deleter, delete_condition
 from watchsync.engine.local_files import LocalFiles
 from watchsync.engine.policy import DeletePolicy, ExecPolicy, NoGuards
 from watchsync.engine.reporting import Events, Recorder, Veto
-from watchsync.engine.sender import Sender, Sent
+from watchsync.engine.sender import Sender, Sending, Sent
 from watchsync.engine.spool import Spool
 from watchsync.s3.capabilities import Capabilities
 from watchsync.s3.location import S3Url
@@ -152,7 +152,8 @@ class Executor:
     ``policy`` is :attr:`ExecPolicy.SYNC` or :attr:`ExecPolicy.AGENT` (with the agent's
     mode); ``guards`` may refuse a pass's deletes; ``server`` is what the server is known to
     take (shared with whoever else sends conditions); ``conflict_name`` names the place of
-    the other version of a conflicting path (the agent's).
+    the other version of a conflicting path (the agent's); ``sending`` holds the paths on
+    their way to S3 (the agent's passes and uploader consult it).
 
     ``watchsync sync`` gives :meth:`run` the actions of ``plan_sync`` over its transfer,
     with a recorder that keeps nothing; the agent gives it a pass of ``plan_reconcile``, or
@@ -173,6 +174,7 @@ class Executor:
         pool: PoolFactory = thread_pool,
         max_concurrency: int = 16,
         stop: threading.Event | None = None,
+        sending: Sending | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.transfer = transfer
@@ -189,12 +191,14 @@ class Executor:
         self.wall = wall
         self._lock = threading.Lock()
         self.files = LocalFiles(self.root, follow_symlinks=follow_symlinks)
+        self.sending = sending or Sending()
         self.sender = Sender(
             transfer,
             files=self.files,
             recorder=recorder,
             events=events,
             server=self.server,
+            sending=self.sending,
             wall=wall,
         )
         self.deleter = Deleter(
@@ -425,6 +429,14 @@ class Executor:
         if keep_as is not None and os.path.lexists(self.root / keep_as):
             self.events.conflict(action, keep_as)
             self.recorder.count("conflicts")
+        if dest is not None:
+            # A conflict copy: synced only once its upload has landed (its sender records
+            # it), so that until then no pass takes it for a file deleted in S3.
+            self.recorder.unjournal(jid)
+            self.recorder.count("downloaded_files")
+            self.recorder.count("downloaded_bytes", rem.size)
+            self.events.finished(Action(Kind.DOWNLOAD, dest, action.reason, remote=rem), rem.size)
+            return
         size, mtime, ino = st.st_size, st.st_mtime_ns, st.st_ino
         if (size, mtime) != (rem.size, written.mtime_ns):
             # Not what the download wrote (its mtime was set to the kept mtime or
@@ -437,8 +449,7 @@ class Executor:
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
             journal_id=jid,
         )
-        shown = action if dest is None else Action(Kind.DOWNLOAD, dest, action.reason, remote=rem)
-        self.events.finished(shown, rem.size)
+        self.events.finished(action, rem.size)
 
     def _copy(self, action: Action) -> Outcome:
         """A rename: copy the old object server-side once the content hashes agree."""
@@ -467,6 +478,14 @@ class Executor:
         name = self.conflict_name(action.path)
         self.events.conflict(action, name)
         self.recorder.count("conflicts")
+        # The copy is in flight from its download until its upload lands: no pass and no
+        # uploader takes it up meanwhile (it is not synced yet, nor in S3).
+        with self.sending.hold([name]):
+            self._conflict_steps(action, name)
+
+    def _conflict_steps(self, action: Action, name: str) -> None:
+        rem = action.remote
+        assert rem is not None
         for step in CONFLICT_STEPS[self.policy.mode]:
             if step is ConflictStep.COPY_REMOTE_ASIDE:
                 self.transfer.copy(action.path, name)

@@ -1,14 +1,18 @@
 """The upload side of the executor: a file sent (under the planner's condition on the object
 last seen, while the server takes conditional writes), recorded, and sent again if it
 changed while it was read; or the plain uploads of a batch, sent side by side from one
-thread and recorded in one commit."""
+thread and recorded in one commit.  What is on its way to S3 meanwhile is held in
+:class:`Sending`, so that nobody else plans or sends those paths until their uploads land."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.core.model import Action, Condition, Kind, SyncedEntry
@@ -30,6 +34,44 @@ class Sent(enum.Enum):
     CHANGED = "sent as read, changed since"
 
 
+class Sending:
+    """The paths whose bytes are on their way to S3 now: held from the moment the executor
+    starts sending them (a conflict copy from the moment its download starts) until their
+    upload has landed and is recorded, or failed.  A pass leaves such a path to its sender
+    and the uploader waits for it: a path is in flight at most once.  Thread-safe.
+
+    >>> sending = Sending()
+    >>> with sending.hold(["a.txt"]):
+    ...     "a.txt" in sending
+    True
+    >>> "a.txt" in sending
+    False
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Counter[str] = Counter()  # a path held twice (nested) is let go twice
+
+    def __contains__(self, path: object) -> bool:
+        with self._lock:
+            return path in self._held
+
+    @contextlib.contextmanager
+    def hold(self, paths: Iterable[str]) -> Iterator[None]:
+        """Hold ``paths`` as in flight for the ``with`` block."""
+        held = list(paths)
+        with self._lock:
+            self._held.update(held)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.subtract(held)
+                for path in held:
+                    if self._held[path] <= 0:
+                        del self._held[path]
+
+
 class Sender:
     """Sends files through ``transfer``, re-checked in ``files``, recorded in ``recorder``,
     told to ``events``; conditions are sent while ``server`` takes them."""
@@ -42,6 +84,7 @@ class Sender:
         recorder: Recorder,
         events: Events,
         server: Capabilities,
+        sending: Sending,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.transfer = transfer
@@ -49,6 +92,7 @@ class Sender:
         self.recorder = recorder
         self.events = events
         self.server = server
+        self.sending = sending
         self.wall = wall
 
     def upload(
@@ -56,7 +100,10 @@ class Sender:
     ) -> Uploaded:
         """Upload ``path`` (under ``condition``, where the server takes one), record it,
         then re-stat: a file that changed while it was read is sent again."""
-        shown = action or Action(Kind.UPLOAD, path, "upload")
+        with self.sending.hold([path]):
+            return self._upload(path, condition, action or Action(Kind.UPLOAD, path, "upload"))
+
+    def _upload(self, path: str, condition: Condition | None, shown: Action) -> Uploaded:
         for _ in range(_RESENDS):
             up, counted = self._send(path, condition)
             self.recorder.synced(
@@ -79,6 +126,10 @@ class Sender:
         the upload as stored; the error of its one attempt; :attr:`Sent.NOT` where it must
         take :meth:`upload` (a file too large to go this way); or :attr:`Sent.CHANGED`:
         stored and recorded as it was read, but the file changed or went since."""
+        with self.sending.hold(a.path for a in actions):
+            return self._send_together(actions)
+
+    def _send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
         started: list[Started | Exception | None] = []
         conditional = self.server.conditional_writes
         for action in actions:
