@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from watchsync import __version__
-from watchsync.cli.main import build_parser, main
+from watchsync.cli.main import build_parser, configure_logging, main
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -164,6 +165,19 @@ def test_watch_keeps_the_filter_order_too() -> None:
 def test_log_level_is_case_insensitive() -> None:
     args = build_parser().parse_args(["watch", "d", "s3://b/p", "--log-level", "info"])
     assert args.log_level == "INFO"
+
+
+def test_the_agents_logging_silences_watchdogs_double_watch_warning() -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    race = "Callback with id '7' already exists for watch <w>. It will be Overwritten."
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        configure_logging(debug=False, fmt="text")
+        warnings.warn_explicit(race, RuntimeWarning, "inotify_c.py", 1, "watchdog.observers.x")
+        warnings.warn_explicit("other", RuntimeWarning, "inotify_c.py", 1, "watchdog.observers.x")
+    root.handlers[:], root.level = handlers, level
+    assert [str(w.message) for w in seen] == ["other"]
 
 
 @pytest.mark.parametrize(

@@ -448,8 +448,13 @@ def add_agent_commands(sub: Any) -> None:
             "watchsync notifications s3://my-bucket/laptop --queue watchsync-laptop",
         ),
     )
-    n.add_argument("url", metavar="S3_URL")
-    n.add_argument("--queue", required=True, metavar="NAME", help="the SQS queue's name")
+    n.add_argument("url", metavar="S3_URL", help="s3://bucket[/prefix] whose changes to send")
+    n.add_argument(
+        "--queue",
+        required=True,
+        metavar="NAME",
+        help="the SQS queue's name (e.g. watchsync-laptop)",
+    )
     add_s3_options(n)
     add_debug_option(n)
 

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,9 @@ from watchsync.core.errors import (
 logger = logging.getLogger("watchsync")
 
 __all__ = ["build_parser", "configure_logging", "main"]
+
+# The message of watchdog's warning about a directory watched twice (see configure_logging).
+WATCHDOG_RACE = r"Callback with id .* already exists for watch"
 
 _CHECKSUMS = [
     "CRC64NVME",
@@ -418,3 +422,7 @@ def configure_logging(*, debug: bool, fmt: str, level: str = "INFO") -> None:
     if not debug:
         for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "watchdog"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # watchdog's inotify thread warns when a directory created under a watched tree is
+    # added by both its own event and the recursive add racing it; the watch is kept and
+    # nothing is missed, so the line would only alarm.
+    warnings.filterwarnings("ignore", WATCHDOG_RACE, RuntimeWarning, "watchdog")
