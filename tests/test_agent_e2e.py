@@ -155,6 +155,22 @@ def test_create_modify_append(
         assert counters(agent)["errors"] == 0
 
 
+def test_a_hard_linked_file_edited_through_one_name_updates_both_objects(
+    root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
+) -> None:
+    """The watcher reports a write only under the name it went through; the other name's
+    object follows within the debounce, not at the next full walk (a day away here)."""
+    write(root / "a.txt", "first")
+    (root / "other").mkdir()
+    os.link(root / "a.txt", root / "other" / "b.txt")
+    with running_agent(folder_config(root, url, endpoint), state_dir):
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=15)
+        with open(root / "a.txt", "a") as f:
+            f.write(", then more")
+        wait_until(lambda: object_is(s3, bucket, "other/b.txt", b"first, then more"), timeout=15)
+        assert_in_sync(s3, bucket, PREFIX, root)
+
+
 @pytest.mark.parametrize("delete", [True, False], ids=["delete", "keep"])
 def test_rename_file_uses_server_side_copy(
     root: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str, delete: bool

@@ -1,5 +1,7 @@
 """Room: what the watcher reported, turned into work.  A ready file path is queued as it
-is; a directory that appeared, vanished or moved is rescanned (its files now, and the synced
+is, with the other names of a file linked more than once (inotify reports a write only under
+the name it went through, so the other names' objects would stay stale until the next full
+walk); a directory that appeared, vanished or moved is rescanned (its files now, and the synced
 files under it that are gone) because inotify reports a directory move as one event.  The
 same paths are noted in :class:`Dirty`, so the next periodic pass looks at them and trusts
 the state for the rest of the tree.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -49,12 +52,41 @@ class LocalChanges:
 
     def ready(self, paths: list[str]) -> None:
         """Paths quiet for the debounce time: files (``a/b``) and directories (``a/``)."""
+        files = [p for p in paths if not is_dir_mark(p)]
+        others = self._other_names(files)
         if self.dirty is not None:
-            self.dirty.note(paths)
-        self.pending.add([Item(p) for p in paths if not is_dir_mark(p)])
+            self.dirty.note([*paths, *others])
+        self.pending.add([Item(p) for p in [*files, *others]])
         for path in paths:
             if is_dir_mark(path):
                 self.rescan(path.rstrip("/"))
+
+    def _other_names(self, paths: list[str]) -> list[str]:
+        """The other names, as last synced, of the files among ``paths`` linked more than
+        once: the synced paths recorded with the file's size and mtime before this change
+        (the names were one file then) that are still the same inode now."""
+        seen, others = set(paths), []
+        for path in paths:
+            try:
+                st = os.lstat(self.root / path)
+            except OSError:
+                continue
+            if st.st_nlink < 2 or not stat.S_ISREG(st.st_mode):
+                continue  # the common case costs one lstat
+            synced = self.store.synced.get(path)
+            if synced is None:
+                continue
+            for cand in self.store.synced.find_by_stat(synced.size, synced.mtime_ns):
+                if cand.path in seen or not self.scope.included(cand.path):
+                    continue
+                try:
+                    same = os.path.samestat(os.lstat(self.root / cand.path), st)
+                except OSError:
+                    continue
+                if same:
+                    seen.add(cand.path)
+                    others.append(cand.path)
+        return others
 
     def rescan(self, rel: str) -> None:
         """Queue everything under directory ``rel``: what is there and what was synced.
