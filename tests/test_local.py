@@ -233,3 +233,14 @@ def test_remove_temp_files_removes_leftovers_of_dead_writers_only(tmp_path: Path
             tempfiles.temp_name("c.bin", "01010101", pid=live_pid),
         ]
     )
+
+
+def test_remove_temp_files_removes_a_dead_volume_probe_whole(tmp_path: Path) -> None:
+    """The volume probe writes in a directory under our temporary-name form: one left by
+    a process killed meanwhile goes whole; a live one's stays, and neither is walked."""
+    dead = tempfiles.temp_name("volume-probe", "0123abcd", pid=0x7FFFFFFF)
+    live = tempfiles.temp_name("volume-probe", "89abcdef", pid=os.getppid())
+    make(tmp_path, f"{dead}/Probe", f"{dead}/n:n", f"{live}/Probe", "keep.txt")
+    tempfiles.remove_temp_files(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted([live, "keep.txt"])
+    assert files(list(walk(tmp_path))) == ["keep.txt"]

@@ -27,6 +27,7 @@ from watchsync.core.model import (
     Skipped,
     StoredMtime,
     SyncedEntry,
+    Volume,
 )
 from watchsync.core.plan import (
     CONFLICT_STEPS,
@@ -36,6 +37,7 @@ from watchsync.core.plan import (
     ReconcileOptions,
     SyncOptions,
     join,
+    one_time,
     plan_delete_lost,
     plan_listed,
     plan_path,
@@ -57,6 +59,10 @@ US = 1_000
 T = 1_700_000_000 * S  # a whole second
 
 UP, DOWN = Direction.UP, Direction.DOWN
+# The volumes of SD cards and USB disks: exFAT keeps whole seconds, FAT two; neither has a
+# ctime of its own (it is the mtime again).
+EXFAT = Volume(mtime_step_ns=S, ctime=False, case_sensitive=False, hard_links=False)
+FAT = replace(EXFAT, mtime_step_ns=2 * S)
 C, ABSENT = Condition, Condition.ABSENT
 BOTH, PUSH, PULL = Mode.BOTH, Mode.PUSH, Mode.PULL
 
@@ -177,6 +183,18 @@ SYNC_TABLE: list[tuple[str, list[LocalEntry], list[RemoteEntry], SyncOptions, li
      SyncOptions(UP, filters=flt(("exclude", "*.log"))), [(Kind.UPLOAD, "a/b/c.txt", "new")]),
     ("dir-star-excludes-subtree", [L("dir/a"), L("dir/sub/b"), L("dirx")], [],
      SyncOptions(UP, filters=flt(("exclude", "dir/*"))), [(Kind.UPLOAD, "dirx", "new")]),
+    # ---- a folder on FAT: times within its two-second tick are one time (a download's
+    # time, rounded, is not older than its object; an upload's not newer)
+    ("down-fat-rounded-down", [L("a", mtime=T)], [R("a", mtime=T + S)],
+     SyncOptions(DOWN, volume=FAT), []),
+    ("down-posix-a-second-older", [L("a", mtime=T)], [R("a", mtime=T + S)],
+     SyncOptions(DOWN), [(Kind.DOWNLOAD, "a", "remote newer")]),
+    ("down-fat-two-seconds-older", [L("a", mtime=T)], [R("a", mtime=T + 2 * S)],
+     SyncOptions(DOWN, volume=FAT), [(Kind.DOWNLOAD, "a", "remote newer")]),
+    ("up-fat-rounded-up", [L("a", mtime=T + S)], [R("a", mtime=T)],
+     SyncOptions(UP, volume=FAT), []),
+    ("down-exact-fat-rounded", [L("a", mtime=T)], [R("a", mtime=T + S)],
+     SyncOptions(DOWN, exact_timestamps=True, volume=FAT), []),
     # ---- several paths at once: one action per path, in key order
     ("mixed-up",
      [L("a-b", 1), L("a/x", 2, T + S), L("a0", 3)],
@@ -295,6 +313,31 @@ def test_settle_by_stored_mtime(
     assert ((got.kind, got.reason) if got else None) == want
     if got is not None:
         assert got.by_stored_mtime is None  # settled: the executor does not ask again
+
+
+@pytest.mark.parametrize(
+    ("action", "kept", "step", "want"),
+    [
+        pytest.param(_DOWN_A, T + S, 1, (Kind.DOWNLOAD, "kept mtime newer"), id="posix-second"),
+        pytest.param(_DOWN_A, T + S, FAT.mtime_step_ns, None, id="fat-rounded-down"),
+        pytest.param(_DOWN_A, T + 2 * S, FAT.mtime_step_ns, (Kind.DOWNLOAD, "kept mtime newer"),
+                     id="fat-two-seconds"),
+        pytest.param(replace(_UP_A, local=L("a", mtime=T + 10 * S)), T + 9 * S + 500 * MS,
+                     FAT.mtime_step_ns, None, id="fat-upload-rounded-up"),
+    ],
+)  # fmt: skip
+def test_settle_by_stored_mtime_within_the_folder_clock_tick(
+    action: Action, kept: int, step: int, want: tuple[Kind, str] | None
+) -> None:
+    """A FAT folder keeps two-second times: a download's time rounded down or an upload's
+    rounded up is no change (rclone's --modify-window), else every sync copies again."""
+    got = settle_by_stored_mtime(action, _kept(kept), step_ns=step)
+    assert ((got.kind, got.reason) if got else None) == want
+
+
+def test_one_time_is_equality_on_a_nanosecond_clock() -> None:
+    assert one_time(T, T, 1) and not one_time(T, T + 1, 1)
+    assert one_time(T, T + S, 2 * S) and not one_time(T, T + 2 * S, 2 * S)
 
 
 def test_settle_leaves_other_actions_alone() -> None:
@@ -430,6 +473,14 @@ RECONCILE_CASES: dict[str, ReconcileCase] = {
     "local-changed-identity-only": (
         LocalEntry("a", 1, T, ino=7), R("a"), SyncedEntry("a", 1, T, "e1", T, ino=6),
         per_mode((UPL, "local changed"), (UPL, "local changed"), N)),
+    # ``touch -r``, ``cp -p`` over it, a chmod: size and mtime as synced, only the ctime moved
+    # (the executor compares content before sending: verify)
+    "local-changed-ctime-only": (
+        LocalEntry("a", 1, T, ctime_ns=T + 5 * S), R("a"), SyncedEntry("a", 1, T, "e1", T,
+                                                                         ctime_ns=T),
+        per_mode((UPL, "local changed"), (UPL, "local changed"), N)),
+    "synced-ctime-unknown": (
+        LocalEntry("a", 1, T, ctime_ns=T + 5 * S), R("a"), SYN, every(N)),
     # an identity not known on one side (a state written by an older watchsync) is no change
     "synced-identity-unknown": (
         LocalEntry("a", 1, T, ino=7), R("a"), SyncedEntry("a", 1, T, "e1", T), every(N)),
@@ -508,6 +559,37 @@ def test_plan_reconcile(
     assert rows(got) == ([] if want is None else [(want[0], "a", want[1])])
     for action in got:
         assert (action.local, action.remote, action.synced) == (loc, rem, syn)
+
+
+# (name, local, remote, synced, volume, the action for "a" under both with delete)
+VOLUME_RECONCILE_TABLE: list[
+    tuple[str, LocalEntry, RemoteEntry, SyncedEntry | None, Volume, Want]
+] = [
+    # a download's time, rounded by FAT, met again without a state: equal, no hash
+    ("fat-first-meeting-rounded", L("a", mtime=T), R("a", mtime=T + S), N, FAT,
+     (Kind.RECORD, "already equal")),
+    ("posix-first-meeting-a-second-apart", L("a", mtime=T), R("a", mtime=T + S), N, Volume(),
+     FIRST_SAME_SIZE),
+    # exFAT's ctime is its mtime again: not evidence of anything
+    ("exfat-ctime-is-no-evidence", LocalEntry("a", 1, T, ctime_ns=T + 5 * S), R("a"),
+     SyncedEntry("a", 1, T, "e1", T, ctime_ns=T), EXFAT, N),
+    ("posix-ctime-moved", LocalEntry("a", 1, T, ctime_ns=T + 5 * S), R("a"),
+     SyncedEntry("a", 1, T, "e1", T, ctime_ns=T), Volume(), (UPL, "local changed")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("loc", "rem", "syn", "volume", "want"),
+    [pytest.param(*row[1:], id=row[0]) for row in VOLUME_RECONCILE_TABLE],
+)
+def test_plan_reconcile_on_a_volume(
+    loc: LocalEntry, rem: RemoteEntry, syn: SyncedEntry | None, volume: Volume, want: Want
+) -> None:
+    opts = ReconcileOptions(mode=BOTH, delete=True, volume=volume)
+    got = list(plan_reconcile([loc], [rem], [syn] if syn else [], opts=opts))
+    assert [(a.kind, a.reason) for a in got] == ([want] if want else [])
+    if want is not None and want[0] is UPL:
+        assert got[0].verify  # the same bytes are recorded, not sent
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
@@ -818,6 +900,19 @@ PATH_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, Item, PathOpt
         (Kind.DELETE_REMOTE, "deleted locally", C("e1")),  # only if still the synced object
     ),
     ("deleted-pull", None, Y("a"), NO_HINT, PathOptions(PULL, delete=True), None),
+    # the watcher saw a write, the stat shows none: on a volume without a ctime (exFAT, FAT)
+    # a rewrite within one tick of its clock keeps size and mtime; the content decides
+    ("written-same-stat-exfat", L("a"), Y("a"), Item("a", reported=True),
+     PathOptions(volume=EXFAT),
+     (Kind.UPLOAD, "written, size and mtime as synced: comparing content", C("e1"))),
+    ("written-same-stat-posix", L("a"), Y("a"), Item("a", reported=True), PathOptions(), None),
+    ("not-reported-same-stat-exfat", L("a"), Y("a"), NO_HINT, PathOptions(volume=EXFAT), None),
+    # touch -r, cp -p: only the ctime moved (compared by content first)
+    ("ctime-moved-posix", LocalEntry("a", 1, T, ctime_ns=T + S),
+     SyncedEntry("a", 1, T, "e1", T, ctime_ns=T), Item("a", reported=True), PathOptions(),
+     (Kind.UPLOAD, "local changed", C("e1"))),
+    ("ctime-moved-exfat", LocalEntry("a", 1, T, ctime_ns=T + S),
+     SyncedEntry("a", 1, T, "e1", T, ctime_ns=T), NO_HINT, PathOptions(volume=EXFAT), None),
     ("never-synced-gone", None, None, NO_HINT, PathOptions(delete=True), None),
 ]
 
@@ -833,6 +928,18 @@ def test_plan_path(
         assert got is None
     else:
         assert got is not None and (got.kind, got.reason, got.condition) == want
+
+
+def test_plan_path_compares_content_where_the_stat_cannot_tell() -> None:
+    """The content check is against the object last synced: same bytes, only a record."""
+    syn = SyncedEntry("a", 1, T, "e1", T + S, ctime_ns=T)
+    for loc, item, opts in [
+        (L("a"), Item("a", reported=True), PathOptions(volume=EXFAT)),
+        (LocalEntry("a", 1, T, ctime_ns=T + S), Item("a"), PathOptions()),
+    ]:
+        got = plan_path(loc, syn, item, opts=opts)
+        assert got is not None and got.verify
+        assert got.remote == R("a", 1, T + S, "e1") and got.synced == syn
 
 
 def test_plan_path_same_size_object_is_verified_first() -> None:
@@ -937,7 +1044,11 @@ SAME_FILE_TABLE: list[tuple[str, LocalEntry | None, SyncedEntry | None, bool]] =
         False,
     ),
     ("the-object-side-is-not-compared", L("a"), Y("a", etag="e2", rmtime=T + S), True),
-]
+    # touch -r / cp -p put size and mtime back; the ctime moved
+    ("ctime-moved", LocalEntry("a", 1, T, ctime_ns=T + 1), SyncedEntry("a", 1, T, "e1", T,
+                                                                     ctime_ns=T), False),
+    ("ctime-known-on-one-side-only", LocalEntry("a", 1, T, ctime_ns=T + 1), Y("a"), True),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(

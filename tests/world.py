@@ -21,6 +21,7 @@ from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.wiring import Rooms, wire
 from watchsync.core.model import SyncedEntry
+from watchsync.fs.volume import FolderVolume
 from watchsync.state.store import StateStore
 
 
@@ -44,6 +45,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
     def make(
         feed_object: FakeFeedObject | None = None,
         bucket: Callable[[Path], FakeObjects] = FakeObjects,
+        volume: Callable[[Path], FolderVolume] | None = None,
         **overrides: Any,
     ) -> World:
         root = tmp_path / "root"
@@ -70,6 +72,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             clock=lambda: now[0],
             wall=lambda: wall[0],
             feed_object=feed_object,
+            volume=volume(root) if volume is not None else None,
         )
         return World(root, objects, store, rooms, status, now, wall)
 

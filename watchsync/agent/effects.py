@@ -18,7 +18,7 @@ from watchsync.agent.metrics import FolderMetrics
 from watchsync.agent.outage import Outage
 from watchsync.agent.recent import Recent
 from watchsync.agent.status import Status
-from watchsync.core.errors import FailureKind, FileError, failure_of
+from watchsync.core.errors import Deferred, FailureKind, FileError, failure_of
 from watchsync.core.model import Action, Kind, SyncedEntry
 from watchsync.engine.reporting import Veto
 from watchsync.s3.location import S3Url
@@ -210,6 +210,8 @@ class AgentEvents:
         )
 
     def failed(self, action: Action, exc: Exception) -> None:
+        if isinstance(exc, Deferred):
+            return  # reported when it was put off
         if isinstance(exc, FileError):
             self.metrics.error("file")
             self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)

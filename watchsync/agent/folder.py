@@ -43,6 +43,7 @@ from watchsync.core.model import Item, Mode, Skipped
 from watchsync.core.plan import runner_wait
 from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
+from watchsync.fs.volume import FolderVolume
 from watchsync.fs.watcher import ChangeHandler, start_observer
 from watchsync.s3.client import S3Client
 from watchsync.s3.queue import NotificationQueue
@@ -96,6 +97,8 @@ class Folder:
         self.stop_event = threading.Event()
         self.ready = threading.Event()  # set once watching (or paused waiting for the folder)
         settings = replace(cfg.s3, max_concurrency=max(cfg.s3.max_concurrency, cfg.upload_workers))
+        # What the folder's disk keeps and refuses: probed once it is there (see _run).
+        self.volume = FolderVolume(self.root)
         self.transfer = open_transfer(
             settings,
             cfg.where,
@@ -106,6 +109,7 @@ class Folder:
             # No minimum duration: the pause is cheap (one probe a second at first) and
             # ends by itself, unlike sync's stop.
             give_up_min_seconds=0.0,
+            volume=self.volume,
         )
         # S3 event notifications, where a queue receives them (read by a thread of its own).
         self.queue = (
@@ -164,6 +168,7 @@ class Folder:
                 request_reconcile=self.request_reconcile,
                 outage=outage,
                 queue=self.queue,
+                volume=self.volume,
             )
         except BaseException:
             store.close()
@@ -379,6 +384,7 @@ class Folder:
                 return
             store = self.store_()
             remove_temp_files(self.root)  # partial downloads of a run that was killed
+            self.volume.learn()
             if not store.status.meta().get("root_dev"):
                 store.status.set_meta("root_dev", str(self.root.stat().st_dev))
             self.watcher.start()
@@ -456,6 +462,7 @@ class Folder:
         self._wait_for_root("disappeared")
         if not self.stop_event.is_set():
             logger.info("folder %s: %s is back; rescanning", self.cfg.name, self.root)
+            self.volume.learn()  # another disk may be in its place
             self.watcher.start()
 
 

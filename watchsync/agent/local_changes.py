@@ -56,7 +56,7 @@ class LocalChanges:
         others = self._other_names(files)
         if self.dirty is not None:
             self.dirty.note([*paths, *others])
-        self.pending.add([Item(p) for p in [*files, *others]])
+        self.pending.add([Item(p, reported=True) for p in [*files, *others]])
         for path in paths:
             if is_dir_mark(path):
                 self.rescan(path.rstrip("/"))

@@ -52,11 +52,18 @@ from watchsync.core.model import (
     SyncedEntry,
     without_skipped,
 )
-from watchsync.core.plan import ReconcileOptions, plan_listed, plan_reconcile, same_file
+from watchsync.core.plan import (
+    ReconcileOptions,
+    last_synced_object,
+    plan_listed,
+    plan_reconcile,
+    same_file,
+)
 from watchsync.engine.executor import Executor, PassStats, Skips
 from watchsync.engine.sender import Sending
 from watchsync.fs.tempfiles import is_temp_name
-from watchsync.fs.walk import WalkOptions, walk
+from watchsync.fs.volume import FolderVolume
+from watchsync.fs.walk import WalkOptions, entry_of, walk
 from watchsync.s3.transfer import Objects
 from watchsync.state.store import StateStore
 
@@ -114,8 +121,10 @@ class Reconcile:
         listed: ListSchedule | None = None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        volume: FolderVolume | None = None,
     ) -> None:
         self.name = name
+        self.volume = volume or FolderVolume(root)
         self.listed = listed
         self.root = root
         self.store = store
@@ -281,6 +290,7 @@ class Reconcile:
             delete=self.delete,
             included=self.scope.included,
             in_flight=self._in_flight,
+            volume=self.volume.now,
         )
         plan: Iterable[Action]
         if listing is not None and taken.full is None:
@@ -398,7 +408,7 @@ class Reconcile:
 
 def _as_last_synced(synced: Iterable[SyncedEntry]) -> Iterator[RemoteEntry]:
     """S3's side taken from the state: each object as this agent last saw it."""
-    return (RemoteEntry(e.path, e.size, e.remote_mtime_ns, e.etag) for e in synced)
+    return map(last_synced_object, synced)
 
 
 def _diverging(
@@ -512,7 +522,7 @@ def _stat_one(root: Path, path: str, follow: bool) -> LocalEntry | Skipped | str
         return None  # not following: links are left out, like the walk does
     if not stat.S_ISREG(st.st_mode):
         return Skipped(path, "not a regular file")
-    return LocalEntry(path, st.st_size, st.st_mtime_ns, st.st_ino)
+    return entry_of(path, st)
 
 
 def _outermost(dirs: Iterable[str]) -> list[str]:

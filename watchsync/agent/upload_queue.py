@@ -21,6 +21,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 from watchsync.core.model import Action, Item, Kind, SyncedEntry
 from watchsync.core.plan import same_file
@@ -198,7 +199,8 @@ def _merge(old: Item | None, new: Item) -> Item:
     etag = new.expect_etag or old.expect_etag
     absent = (new.absent or old.absent) and not new.expect_etag
     remote = new.remote if (new.remote or new.expect_etag) else old.remote
-    return Item(new.path, etag, max(old.attempt, new.attempt), absent, remote)
+    reported = new.reported or old.reported
+    return Item(new.path, etag, max(old.attempt, new.attempt), absent, remote, reported)
 
 
 _JOURNAL_KIND = "sync"
@@ -311,7 +313,7 @@ class Pending:
         """Try ``item`` again after ``delay`` seconds; its journal entry stays open."""
         self.queue.done(item.path)
         if not self.stop.is_set():
-            again = Item(item.path, item.expect_etag, item.attempt + 1, item.absent, item.remote)
+            again = replace(item, attempt=item.attempt + 1)
             self.queue.put(again, delay=delay, block=False)
 
     def batch(self) -> Batch:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from watchsync.agent.conflicts import Conflicts, Raced
@@ -34,6 +34,7 @@ from watchsync.core.plan import PathOptions, plan_path, plan_rename, same_file
 from watchsync.engine.deleter import file_exists
 from watchsync.engine.executor import Executor, Outcome
 from watchsync.engine.sender import Sending, Sent
+from watchsync.fs.volume import FolderVolume
 from watchsync.fs.walk import stat_entry
 from watchsync.s3.transfer import Uploaded
 from watchsync.state.store import StateStore
@@ -92,9 +93,11 @@ class Uploader:
         follow_symlinks: bool = True,
         outage: Outage | None = None,
         dirty: Dirty | None = None,
+        volume: FolderVolume | None = None,
     ) -> None:
         self.root = root
         self.sending = sending
+        self.volume = volume or FolderVolume(root)
         self.outage = outage
         self.dirty = dirty  # a path left failed is looked at by the next reconcile
         self.store = store
@@ -196,7 +199,7 @@ class Uploader:
         local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
         if local is None:
             return None
-        action = plan_path(local, synced, item, opts=self.opts)
+        action = plan_path(local, synced, item, opts=self._opts())
         if action is None or action.kind is not Kind.UPLOAD or action.verify:
             return None
         return None if self._gone(local, set()) else action
@@ -261,7 +264,7 @@ class Uploader:
     def _sync(self, item: Item) -> None:
         local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
         synced = self.store.synced.get(item.path)
-        action = plan_path(local, synced, item, opts=self.opts)
+        action = plan_path(local, synced, item, opts=self._opts())
         if action is None:
             return
         if action.kind is Kind.DELETE_REMOTE:
@@ -279,10 +282,14 @@ class Uploader:
         if stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks) is None:
             # Moved or deleted while it was sent: its key is recorded only now, after the
             # watcher's rescan of a vanished directory found nothing synced there; look again.
-            after = plan_path(None, self.store.synced.get(item.path), item, opts=self.opts)
+            after = plan_path(None, self.store.synced.get(item.path), item, opts=self._opts())
             gone = not file_exists(self.root / item.path)
             if after is not None and after.kind is Kind.DELETE_REMOTE and gone:
                 self.guards.add(item.path)
+
+    def _opts(self) -> PathOptions:
+        """The options, on the volume as last learnt."""
+        return replace(self.opts, volume=self.volume.now)
 
     def _gone(self, local: LocalEntry, tried: set[str]) -> list[SyncedEntry]:
         """Synced files with this file's size and mtime that are gone (rename sources)."""

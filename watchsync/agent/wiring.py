@@ -42,6 +42,7 @@ from watchsync.core.plan import PathOptions
 from watchsync.engine.executor import Executor, PoolFactory, thread_pool
 from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.sender import Sending
+from watchsync.fs.volume import FolderVolume
 from watchsync.s3.capabilities import Capabilities
 from watchsync.s3.transfer import Objects
 from watchsync.state.store import StateStore
@@ -81,6 +82,7 @@ class _Given:
     clock: Callable[[], float]
     wall: Callable[[], float]
     outage: Outage | None
+    volume: FolderVolume  # the folder's file system (probed by the folder)
 
 
 def wire(
@@ -100,6 +102,7 @@ def wire(
     request_reconcile: Callable[[], None] = lambda: None,
     outage: Outage | None = None,
     queue: Queue | None = None,
+    volume: FolderVolume | None = None,
 ) -> Rooms:
     """Build the rooms of one folder (the folder adds the threads; tests call rooms directly).
 
@@ -107,7 +110,8 @@ def wire(
     and an in-memory bucket, then drive each room by hand: ``rooms.uploader.process(item)``
     uploads one queued path and says how it settled.
     """
-    given = _Given(cfg, store, transfer, scope, status, metrics, stop, clock, wall, outage)
+    volume = volume or FolderVolume(cfg.path)
+    given = _Given(cfg, store, transfer, scope, status, metrics, stop, clock, wall, outage, volume)
     server = Capabilities()
     sending = Sending()  # the paths on their way to S3, one sender each
     pending = Pending(store, included=scope.included, stop=stop, clock=clock)
@@ -131,6 +135,7 @@ def wire(
         follow_symlinks=cfg.follow_symlinks,
         outage=outage,
         dirty=dirty,
+        volume=volume,
     )
     reconcile = Reconcile(
         cfg.name,
@@ -150,6 +155,7 @@ def wire(
         listed=listed,
         wall=wall,
         clock=clock,
+        volume=volume,
     )
     notifications = None
     if queue is not None:
@@ -311,5 +317,6 @@ def _engine(
         stop=given.stop,
         sending=sending,
         wall=given.wall,
+        volume=given.volume,
     )
     return conflicts, recent, executor

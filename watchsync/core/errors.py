@@ -65,6 +65,11 @@ class PathBlocked(FileError):
     change not finished yet, or S3 keys ``a`` and ``a/b`` both present)."""
 
 
+class Deferred(FileError):
+    """A file's action waits for a retry already scheduled (and reported when it was):
+    counted as not done, not reported again."""
+
+
 class FailureKind(enum.Enum):
     """What a failed S3 request means to the caller: what it may do next."""
 

@@ -41,6 +41,9 @@ class LocalEntry:
     # file system's time granularity carry one mtime, and one renamed over the other is
     # told apart only by this.
     ino: int = field(default=0, compare=False)
+    # st_ctime_ns, 0 when unknown: every write, ``touch -r`` and ``cp -p`` moves it on a
+    # POSIX file system even when they put the size and mtime back.
+    ctime_ns: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,55 @@ class SyncedEntry:
     etag: str
     remote_mtime_ns: int  # LastModified when synced
     ino: int = field(default=0, compare=False)  # st_ino when synced, 0 when unknown
+    ctime_ns: int = field(default=0, compare=False)  # st_ctime_ns when synced, 0: unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """What the file system under a local folder keeps and refuses, as probed when the
+    folder is first met (:mod:`watchsync.fs.volume`).  The defaults are a POSIX disk's
+    (ext4, XFS, btrfs): nanosecond mtimes, a ctime every write moves, hard links, case in
+    names kept apart, any name but NUL and ``/``.
+
+    >>> Volume(mtime_step_ns=2 * 10**9, ctime=False, case_sensitive=False).describe()
+    '2 s timestamps, no ctime, case-insensitive names'
+    """
+
+    # The granularity of its mtimes: 1 ns on ext4, 100 ns on NTFS, 1 s on exFAT and HFS+,
+    # 2 s on FAT; two writes within one step carry one mtime.
+    mtime_step_ns: int = 1
+    # Whether st_ctime moves with every write and utime (not on FAT and exFAT, where it is
+    # the mtime again): ``touch -r`` and ``cp -p`` are told by it alone.
+    ctime: bool = True
+    case_sensitive: bool = True  # False: ``Report.txt`` and ``report.txt`` are one name
+    hard_links: bool = True  # link() works (not on FAT and exFAT)
+    # Characters a name may not hold (FAT, exFAT and NTFS refuse ``:*?"<>|``), and whether
+    # a name may end in a dot or a space (FAT and NTFS drop them).
+    refused: str = ""
+    trailing_dot_space: bool = True
+
+    def describe(self) -> str:
+        """What sets it apart from the defaults, for the log ("" when nothing does)."""
+        step = self.mtime_step_ns
+        parts = []
+        if step > 1:
+            unit = f"{step // 10**9} s" if step % 10**9 == 0 else f"{step} ns"
+            parts.append(f"{unit} timestamps")
+        if not self.ctime:
+            parts.append("no ctime")
+        if not self.case_sensitive:
+            parts.append("case-insensitive names")
+        if not self.hard_links:
+            parts.append("no hard links")
+        if self.refused:
+            parts.append(f"names without {' '.join(self.refused)}")
+        if not self.trailing_dot_space:
+            parts.append("no trailing dot or space in names")
+        return ", ".join(parts)
+
+
+#: A POSIX disk's volume (ext4, XFS, btrfs): what a folder is taken to be on until probed.
+POSIX_VOLUME = Volume()
 
 
 # A synced record as a plain row, ``(path, size, mtime_ns, etag, remote_mtime_ns, ino)``:
@@ -193,7 +245,9 @@ class Item:
     ``expect_etag``: the ETag the object had then (None: not known); ``absent``: a
     reconcile saw no object, so the file is sent (``If-None-Match``) even when it is
     unchanged since the last sync; ``remote``: the object a reconcile saw (a same-size one
-    may already hold the file's bytes); ``attempt``: how many tries came before.
+    may already hold the file's bytes); ``attempt``: how many tries came before;
+    ``reported``: the watcher saw it written (on a volume without a ctime the stat may
+    keep no trace of that).
     """
 
     path: str
@@ -201,3 +255,4 @@ class Item:
     attempt: int = 0
     absent: bool = False
     remote: RemoteEntry | None = None  # the object a reconcile saw, for a content check
+    reported: bool = False

@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 
 from watchsync.core.filters import Filters
 from watchsync.core.model import (
+    POSIX_VOLUME,
     Action,
     Condition,
     Direction,
@@ -36,6 +37,7 @@ from watchsync.core.model import (
     StoredMtime,
     SyncedEntry,
     SyncedRow,
+    Volume,
 )
 
 
@@ -63,6 +65,9 @@ class SyncOptions:
     # skipped without a word; by default skipped with a warning that counts, as by aws.
     force_archived: bool = False
     quiet_archived: bool = False
+    # The local folder's file system: its timestamps' granularity is the window within
+    # which two times are one, and names it cannot hold are skipped on download.
+    volume: Volume = POSIX_VOLUME
 
 
 #: Storage classes whose objects cannot be read until restored (aws's "GLACIER objects").
@@ -79,6 +84,7 @@ class ReconcileOptions:
     # A path on its way to S3 right now (the uploader has it in hand, or the executor is
     # sending it): its sender records it once the upload lands, so the pass leaves it alone.
     in_flight: Callable[[str], bool] = lambda _path: False
+    volume: Volume = POSIX_VOLUME  # the folder's file system (see :class:`PathOptions`)
 
 
 def join(*streams: Iterable[E]) -> Iterator[tuple[str, list[E | None]]]:
@@ -108,23 +114,40 @@ def join(*streams: Iterable[E]) -> Iterator[tuple[str, list[E | None]]]:
         yield path, row
 
 
-def local_newer(local: LocalEntry, remote: RemoteEntry) -> bool:
-    """aws's upload test: the file's mtime (to the microsecond) is after LastModified."""
-    return (local.mtime_ns + _NS_PER_US // 2) // _NS_PER_US > remote.mtime_ns // _NS_PER_US
+def one_time(a_ns: int, b_ns: int, step_ns: int) -> bool:
+    """Whether two mtimes are one time to a file system whose clock ticks every
+    ``step_ns`` (rclone's ``--modify-window``, Syncthing's ``modTimeWindow``): FAT keeps
+    two seconds, so a time set to 1.5 s comes back as 0 or 2 s.  A step of 1 ns: equal.
+
+    >>> one_time(10**9 + 5 * 10**8, 2 * 10**9, 2 * 10**9), one_time(1, 2, 1)
+    (True, False)
+    """
+    return abs(a_ns - b_ns) < step_ns
 
 
-def remote_newer(local: LocalEntry, remote: RemoteEntry) -> bool:
-    """The download test: LastModified is in a later second than the file's mtime.
+def local_newer(local: LocalEntry, remote: RemoteEntry, step_ns: int = 1) -> bool:
+    """aws's upload test: the file's mtime (to the microsecond) is after LastModified,
+    and not within one tick of the folder's clock (``step_ns``) of it."""
+    newer = (local.mtime_ns + _NS_PER_US // 2) // _NS_PER_US > remote.mtime_ns // _NS_PER_US
+    return newer and not one_time(local.mtime_ns, remote.mtime_ns, step_ns)
+
+
+def remote_newer(local: LocalEntry, remote: RemoteEntry, step_ns: int = 1) -> bool:
+    """The download test: LastModified is in a later second than the file's mtime (and
+    not within one tick of the folder's clock, ``step_ns``, of it).
 
     Whole seconds, because S3 keeps LastModified to the second and some file systems keep
     mtimes coarser than nanoseconds; finer would re-download forever.
     """
-    return remote.mtime_ns // _NS_PER_S > local.mtime_ns // _NS_PER_S
+    newer = remote.mtime_ns // _NS_PER_S > local.mtime_ns // _NS_PER_S
+    return newer and not one_time(local.mtime_ns, remote.mtime_ns, step_ns)
 
 
-def same_time(local: LocalEntry, remote: RemoteEntry) -> bool:
-    """Whether the file's mtime is LastModified, as a download leaves it."""
-    return remote.mtime_ns // _NS_PER_S == local.mtime_ns // _NS_PER_S
+def same_time(local: LocalEntry, remote: RemoteEntry, step_ns: int = 1) -> bool:
+    """Whether the file's mtime is LastModified, as a download leaves it (the same second,
+    or one tick of the folder's clock, ``step_ns``, which rounded it)."""
+    same_second = remote.mtime_ns // _NS_PER_S == local.mtime_ns // _NS_PER_S
+    return same_second or one_time(local.mtime_ns, remote.mtime_ns, step_ns)
 
 
 def plan_sync(
@@ -181,18 +204,21 @@ def _copy_reason(loc: LocalEntry, rem: RemoteEntry, opts: SyncOptions) -> str:
         return "size differs"
     if opts.size_only:
         return ""
+    step = opts.volume.mtime_step_ns
     if opts.direction is Direction.UP:
-        return "local newer" if local_newer(loc, rem) else ""
+        return "local newer" if local_newer(loc, rem, step) else ""
     if opts.exact_timestamps:
-        return "" if same_time(loc, rem) else "timestamps differ"
-    return "remote newer" if remote_newer(loc, rem) else ""
+        return "" if same_time(loc, rem, step) else "timestamps differ"
+    return "remote newer" if remote_newer(loc, rem, step) else ""
 
 
 # Under --exact-timestamps a download is due whenever the times differ (aws's meaning).
 _STORED_RULE = {False: StoredMtime.SOURCE_NEWER, True: StoredMtime.TIMES_DIFFER}
 
 
-def settle_by_stored_mtime(action: Action, head: RemoteEntry | None) -> Action | None:
+def settle_by_stored_mtime(
+    action: Action, head: RemoteEntry | None, *, step_ns: int = 1
+) -> Action | None:
     """A same-size copy chosen by LastModified, decided again from the object's kept mtime
     (``head``: the object as a HEAD found it): None when the kept mtime says the
     destination is current.  An object that keeps no mtime (written by another tool), or
@@ -202,7 +228,8 @@ def settle_by_stored_mtime(action: Action, head: RemoteEntry | None) -> Action |
     the file the upload read has exactly the kept time); a download when the kept mtime is
     in a later second than the file's, or under ``--exact-timestamps`` in another second
     (whole seconds, as for LastModified: a file system that keeps coarser times than the
-    object would otherwise be downloaded on every run).
+    object would otherwise be downloaded on every run).  Times within one tick of the
+    folder's clock (``step_ns``: FAT rounds to two seconds) are one time either way.
 
     >>> loc, rem = LocalEntry("a", 3, 5 * 10**9), RemoteEntry("a", 3, 9 * 10**9)
     >>> up = Action(Kind.UPLOAD, "a", "local newer", loc, rem,
@@ -219,6 +246,8 @@ def settle_by_stored_mtime(action: Action, head: RemoteEntry | None) -> Action |
     kept = head.stored_mtime_ns
     if kept is None:
         return unsettled
+    if one_time(loc.mtime_ns, kept, step_ns):
+        return None
     if action.kind is Kind.UPLOAD:
         if loc.mtime_ns // _NS_PER_US <= kept // _NS_PER_US:
             return None
@@ -371,22 +400,46 @@ class FileLook(Protocol):
     @property
     def ino(self) -> int: ...
 
+    @property
+    def ctime_ns(self) -> int: ...
 
-def same_file(a: FileLook | None, b: FileLook | None) -> bool:
+
+def same_file(a: FileLook | None, b: FileLook | None, *, by_ctime: bool = True) -> bool:
     """Whether two looks at one path saw the same file: both saw none, or both saw one of
-    the same size and mtime and, where both know it (non-zero), the same inode (a file
-    renamed over another may carry its size and mtime; only its identity tells it apart).
+    the same size and mtime and, where both know them (non-zero), the same inode (a file
+    renamed over another may carry its size and mtime; only its identity tells it apart)
+    and the same ctime (``touch -r`` and ``cp -p`` put the size and mtime back; only the
+    ctime moved).  ``by_ctime=False`` where our own link or rename moved the ctime since.
+
+    What this cannot see, a volume without a ctime (FAT, exFAT) rewritten in the same
+    tick of its clock, :func:`plan_path` settles by content.
 
     >>> same_file(LocalEntry("a", 1, 5, ino=7), SyncedEntry("a", 1, 5, "e", 5, ino=8))
     False
     >>> same_file(LocalEntry("a", 1, 5, ino=7), SyncedEntry("a", 1, 5, "e", 5))
     True
+    >>> same_file(LocalEntry("a", 1, 5, ctime_ns=9), SyncedEntry("a", 1, 5, "e", 5, ctime_ns=6))
+    False
     """
     if a is None or b is None:
         return a is None and b is None
     if a.ino and b.ino and a.ino != b.ino:
         return False
+    if by_ctime and a.ctime_ns and b.ctime_ns and a.ctime_ns != b.ctime_ns:
+        return False
     return a.size == b.size and a.mtime_ns == b.mtime_ns
+
+
+def only_ctime_moved(a: FileLook, b: FileLook) -> bool:
+    """Whether two looks differ by their ctime alone (same size, mtime and inode): a
+    ``touch -r``, a ``cp -p`` of a same-size file, or a ``chmod``, which changed no byte;
+    the content decides (a hash, no transfer).
+
+    >>> syn = SyncedEntry("a", 1, 5, "e", 5, ctime_ns=6)
+    >>> only_ctime_moved(LocalEntry("a", 1, 5, ctime_ns=9), syn)
+    True
+    """
+    return not same_file(a, b) and same_file(a, b, by_ctime=False)
 
 
 def remote_changed(rem: RemoteEntry, syn: SyncedEntry) -> bool:
@@ -425,7 +478,7 @@ def _reconcile_one(
     if loc is not None and rem is not None:
         if syn is None:
             return _first_meeting(loc, rem, opts, act)
-        lc, rc = not same_file(loc, syn), remote_changed(rem, syn)
+        lc, rc = not same_file(loc, syn, by_ctime=opts.volume.ctime), remote_changed(rem, syn)
         if lc and rc:
             return act(Kind.CONFLICT, "changed on both sides")
         if lc:
@@ -436,7 +489,7 @@ def _reconcile_one(
     if loc is not None:  # not in S3
         if syn is None:
             return act(Kind.UPLOAD, "new local file") if push else None
-        if not same_file(loc, syn):
+        if not same_file(loc, syn, by_ctime=opts.volume.ctime):
             return act(Kind.UPLOAD, "local changed, remote deleted") if push else None
         if opts.delete and opts.mode is not Mode.PUSH:
             return act(Kind.DELETE_LOCAL, "deleted in S3")
@@ -475,14 +528,16 @@ def _first_meeting(
     version); ``pull`` never overwrites a local file without a copy, so it keeps both too
     (the local file moves to the conflict name).
     """
+    step = opts.volume.mtime_step_ns
     if loc.size == rem.size:
-        if loc.mtime_ns == rem.mtime_ns or (opts.mode is Mode.PUSH and same_time(loc, rem)):
+        exact = one_time(loc.mtime_ns, rem.mtime_ns, step)
+        if exact or (opts.mode is Mode.PUSH and same_time(loc, rem, step)):
             return act(Kind.RECORD, "already equal")
-        if same_time(loc, rem):
+        if same_time(loc, rem, step):
             # Only a download sets a file's time to LastModified exactly; a file written in
             # the object's second (the state lost in a crash) may hold other bytes.
             return act(Kind.CONFLICT, "same size and second, never synced")
-        if opts.mode is Mode.PUSH and not local_newer(loc, rem):
+        if opts.mode is Mode.PUSH and not local_newer(loc, rem, step):
             return act(Kind.RECORD, "same size, local not newer")
         if opts.mode is Mode.PUSH:
             return act(Kind.UPLOAD, "same size, times differ")
@@ -497,10 +552,12 @@ def _first_meeting(
 
 @dataclass(frozen=True)
 class PathOptions:
-    """What the agent's uploader may do with one path."""
+    """What the agent's uploader may do with one path, on what ``volume``: how far its
+    stat can be trusted to show a change (:func:`plan_path`)."""
 
     mode: Mode = Mode.BOTH
     delete: bool = False
+    volume: Volume = POSIX_VOLUME
 
 
 def plan_path(
@@ -516,6 +573,16 @@ def plan_path(
     >>> plan_path(LocalEntry("a", 1, 5), None, Item("a"), opts=PathOptions()).reason
     'new local file'
     >>> plan_path(None, SyncedEntry("a", 1, 5, "e", 5), Item("a"), opts=PathOptions()) is None
+    True
+
+    A file whose stat says nothing new is still compared by content (a hash, no
+    transfer) where the stat cannot be trusted to show a write: the watcher saw one on a
+    volume without a ctime (FAT, exFAT: a rewrite within one tick of its clock keeps
+    size and mtime), or only the ctime moved (``touch -r``, ``cp -p``, ``chmod``).
+
+    >>> fat = PathOptions(volume=Volume(mtime_step_ns=2 * 10**9, ctime=False))
+    >>> syn = SyncedEntry("a", 1, 5, "e", 5)
+    >>> plan_path(LocalEntry("a", 1, 5), syn, Item("a", reported=True), opts=fat).verify
     True
     """
     if local is None:
@@ -535,13 +602,29 @@ def plan_path(
         return Action(
             Kind.UPLOAD, path, "not in S3", local, synced=synced, condition=Condition.ABSENT
         )
-    if synced is not None and same_file(local, synced):
-        return None  # e.g. the agent's own download landing
     condition = Condition(item.expect_etag or (synced.etag if synced is not None else ""))
+    ctime = opts.volume.ctime  # FAT's and exFAT's is the mtime again: no evidence
+    if synced is not None and same_file(local, synced, by_ctime=ctime):
+        if not item.reported or ctime:
+            return None  # e.g. the agent's own download landing
+        reason = "written, size and mtime as synced: comparing content"
+        obj = last_synced_object(synced)
+        return Action(Kind.UPLOAD, path, reason, local, obj, synced, condition, verify=True)
     reason = "local changed" if synced is not None else "new local file"
     rem = item.remote
     verify = rem is not None and rem.size == local.size
+    if rem is None and synced is not None and ctime and only_ctime_moved(local, synced):
+        rem, verify = last_synced_object(synced), True
     return Action(Kind.UPLOAD, path, reason, local, rem, synced, condition=condition, verify=verify)
+
+
+def last_synced_object(synced: SyncedEntry) -> RemoteEntry:
+    """The object as it was when ``synced`` was recorded.
+
+    >>> last_synced_object(SyncedEntry("a", 1, 5, "e", 9)).mtime_ns
+    9
+    """
+    return RemoteEntry(synced.path, synced.size, synced.remote_mtime_ns, synced.etag)
 
 
 def plan_rename(action: Action, gone: Iterable[SyncedEntry]) -> Action:

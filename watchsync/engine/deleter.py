@@ -2,8 +2,10 @@
 with a condition (the object last synced) is checked right before and sent with that
 condition while the server takes it; one that loses goes back to the planner (the change
 wins), whose decision the executor carries out.  A local delete keeps a second name for the
-file until it is gone, so a write landing after the re-check is put back, never lost;
-directories a propagated delete emptied go too (where the policy says so).
+file until it is gone, so a write landing after the re-check is put back, never lost (a
+hard link; where the volume has none, FAT or exFAT, the file renamed aside to a conflict
+name and compared there); directories a propagated delete emptied go too (where the policy
+says so).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from watchsync.engine.local_files import LocalFiles
 from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.reporting import Events, Recorder
 from watchsync.fs.tempfiles import temp_name
+from watchsync.fs.volume import NO_LINK_ERRNOS, FolderVolume
 from watchsync.fs.walk import entry_of
 from watchsync.s3.capabilities import Capabilities, Feature
 from watchsync.s3.transfer import Objects
@@ -46,8 +49,10 @@ class Deleter:
         server: Capabilities,
         policy: ExecPolicy,
         conflict_name: Callable[[str], str] | None = None,
+        volume: FolderVolume | None = None,
     ) -> None:
         self.transfer = transfer
+        self.volume = volume or FolderVolume(files.root)
         self.files = files
         self.root = files.root
         self.recorder = recorder
@@ -166,41 +171,91 @@ class Deleter:
     def _delete_local(self, action: Action) -> None:
         if action.local is not None and not self.files.still(action.path, action.local):
             return
-        # A second name for the file, so a write landing between the re-check above and
-        # the unlink (or still arriving through an open handle) is not lost with it.
-        aside = self._link_aside(action.path) if action.local is not None else None
-        try:
-            self.transfer.delete_local(action.path)
-        except FileError as exc:
-            self.events.failed(action, exc)
-            return
-        finally:
-            if aside is not None:
-                changed = self._changed_aside(aside, action)
-        if aside is not None and changed:
+        if not self._gone(action):
             return
         self.recorder.forget(action.path, counter="deleted_local")
         self.events.deleted(action)
         if self.policy.prune_emptied_dirs:
             self._remove_emptied_dirs(action.path)
 
-    def _link_aside(self, path: str) -> Path | None:
-        """A hard link to ``path`` beside it (None when it cannot be made)."""
-        target = self.root / path
-        aside = target.with_name(temp_name(target.name, "del-" + secrets.token_hex(4)))
+    def _gone(self, action: Action) -> bool:
+        """Delete the file, keeping a second name for it until it is found as the plan saw
+        it, so a write landing between the re-check and the unlink (or still arriving
+        through an open handle) is not lost with it; whether it went."""
+        aside: Path | None = None
+        if action.local is not None:
+            target = self.root / action.path
+            aside = target.with_name(temp_name(target.name, "del-" + secrets.token_hex(4)))
+            try:
+                self.volume.link(target, aside)
+            except OSError as exc:
+                aside = None
+                if exc.errno in NO_LINK_ERRNOS and self.conflict_name is not None:
+                    return self._gone_renamed(action, self.conflict_name(action.path), exc)
         try:
-            os.link(target, aside, follow_symlinks=False)
-        except OSError:
-            return None
-        return aside
+            self.transfer.delete_local(action.path)
+        except FileError as exc:
+            self.events.failed(action, exc)
+            return False
+        finally:
+            if aside is not None:
+                changed = self._changed_aside(aside, action)
+        return aside is None or not changed
 
-    def _changed_aside(self, aside: Path, action: Action) -> bool:
-        """Drop the linked file if it is still the one the plan saw; else put it back at its
-        path (or keep it under a conflict name when the path was taken meanwhile)."""
+    def _gone_renamed(self, action: Action, keep: str, exc: OSError) -> bool:
+        """:meth:`_gone` on a volume without hard links: the file is renamed to ``keep`` (a
+        conflict name: should the process die before it is compared, it is still there),
+        compared, and deleted there, or put back when it changed."""
+        if self.volume.once("delete-no-links"):
+            logger.warning(
+                "delete: no hard links under %s (%s): a file is renamed aside before it is "
+                "deleted, so a write that lands meanwhile is still kept",
+                self.root,
+                exc.strerror,
+            )
         was = action.local
         assert was is not None
         try:
-            if same_file(entry_of(action.path, os.lstat(aside)), was):
+            # As it is right before the rename (which may set the mtime: fusefat does).
+            before = entry_of(action.path, os.lstat(self.root / action.path))
+            os.rename(self.root / action.path, self.root / keep)
+        except FileNotFoundError:
+            return True  # gone already
+        except OSError as err:
+            self.events.failed(action, FileError(action.path, err.strerror or str(err)))
+            return False
+        if not same_file(before, was):
+            self._put_back(keep, action.path, changed=True)
+            return False
+        try:
+            self.transfer.delete_local(keep)
+        except FileError as err:
+            self._put_back(keep, action.path, changed=False)
+            self.events.failed(action, err)
+            return False
+        return True
+
+    def _put_back(self, keep: str, path: str, *, changed: bool) -> None:
+        """A file renamed aside to be deleted goes back to ``path`` (or stays at ``keep``
+        when that was taken meanwhile)."""
+        try:
+            if os.path.lexists(self.root / path):
+                raise FileExistsError(path)
+            os.rename(self.root / keep, self.root / path)
+            kept = path
+        except OSError:
+            kept = keep
+        if changed:
+            logger.warning("delete: %s changed while it was deleted; kept as %s", path, kept)
+
+    def _changed_aside(self, aside: Path, action: Action) -> bool:
+        """Drop the linked file if it is still the one the plan saw; else put it back at its
+        path (or keep it under a conflict name when the path was taken meanwhile).  The
+        link itself moved the ctime: the re-check before it compared that."""
+        was = action.local
+        assert was is not None
+        try:
+            if same_file(entry_of(action.path, os.lstat(aside)), was, by_ctime=False):
                 return False
             target = self.root / action.path
             keep = target

@@ -52,6 +52,7 @@ from watchsync.engine.policy import DeletePolicy, ExecPolicy, NoGuards
 from watchsync.engine.reporting import Events, Recorder, Veto
 from watchsync.engine.sender import Sender, Sending, Sent
 from watchsync.engine.spool import Spool
+from watchsync.fs.volume import FolderVolume
 from watchsync.s3.capabilities import Capabilities
 from watchsync.s3.location import S3Url
 from watchsync.s3.transfer import Objects, Uploaded
@@ -176,8 +177,11 @@ class Executor:
         stop: threading.Event | None = None,
         sending: Sending | None = None,
         wall: Callable[[], float] = time.time,
+        volume: FolderVolume | None = None,
     ) -> None:
         self.transfer = transfer
+        # The local root's file system: how far its times go, whether it links.
+        self.volume = volume or FolderVolume(transfer.root)
         self.root: Path = transfer.root
         self.recorder = recorder
         self.events = events
@@ -209,6 +213,7 @@ class Executor:
             server=self.server,
             policy=policy,
             conflict_name=conflict_name,
+            volume=self.volume,
         )
 
     @property
@@ -437,15 +442,15 @@ class Executor:
             self.recorder.count("downloaded_bytes", rem.size)
             self.events.finished(Action(Kind.DOWNLOAD, dest, action.reason, remote=rem), rem.size)
             return
-        size, mtime, ino = st.st_size, st.st_mtime_ns, st.st_ino
+        size, mtime, ino, ctime = st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
         if (size, mtime) != (rem.size, written.mtime_ns):
             # Not what the download wrote (its mtime was set to the kept mtime or
-            # LastModified): the user wrote the file after the rename (or the file system
-            # rounds times: then a content check settles it once).  Record what was
-            # written, so such a write still counts as a local change.
-            size, mtime, ino = rem.size, written.mtime_ns, 0
+            # LastModified, as the volume keeps it): the user wrote the file after the
+            # rename.  Record what was written, so such a write still counts as a local
+            # change.
+            size, mtime, ino, ctime = rem.size, written.mtime_ns, 0, 0
         self.recorder.synced(
-            SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns, ino),
+            SyncedEntry(target, size, mtime, rem.etag, rem.mtime_ns, ino, ctime),
             counters={"downloaded_files": 1, "downloaded_bytes": rem.size},
             journal_id=jid,
         )
@@ -464,8 +469,9 @@ class Executor:
             if exc.kind not in (FailureKind.NOT_FOUND, FailureKind.PRECONDITION):
                 raise
             return Outcome.MISMATCH
+        etag = etag or old.etag
         entry = SyncedEntry(
-            loc.path, loc.size, loc.mtime_ns, etag or old.etag, self._now_ns(), loc.ino
+            loc.path, loc.size, loc.mtime_ns, etag, self._now_ns(), loc.ino, loc.ctime_ns
         )
         self.recorder.synced(entry, counters={"copied_files": 1})
         self.events.finished(action, 0)
@@ -525,7 +531,8 @@ class Executor:
         left it to that (:func:`settle_by_stored_mtime`); None: nothing to copy."""
         if action.by_stored_mtime is None:
             return action
-        return settle_by_stored_mtime(action, self.transfer.head(action.path))
+        head = self.transfer.head(action.path)
+        return settle_by_stored_mtime(action, head, step_ns=self.volume.now.mtime_step_ns)
 
     def _same(self, action: Action) -> bool:
         loc, rem = action.local, action.remote
@@ -561,21 +568,21 @@ def _remove_if_empty_dir(path: Path) -> bool:
 
 
 def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
-    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns, loc.ino)
+    return SyncedEntry(path, loc.size, loc.mtime_ns, rem.etag, rem.mtime_ns, loc.ino, loc.ctime_ns)
 
 
 def _spooled(action: Action) -> str:
     """A delete as one spool line: kind, path, the file as the plan saw it (its identity
     too), and the ETag the object must still have."""
     loc = action.local
-    stat = f"{loc.size}\0{loc.mtime_ns}\0{loc.ino}" if loc is not None else "\0\0"
+    stat = f"{loc.size}\0{loc.mtime_ns}\0{loc.ino}\0{loc.ctime_ns}" if loc else "\0\0\0"
     condition = delete_condition(action)
     return f"{action.kind.value}\0{action.path}\0{stat}\0{condition.etag if condition else ''}"
 
 
 def _unspooled(spool: Spool) -> Iterator[Action]:
     for line in spool:
-        kind, path, size, mtime, ino, etag = line.split("\0")
-        loc = LocalEntry(path, int(size), int(mtime), int(ino)) if size else None
+        kind, path, size, mtime, ino, ctime, etag = line.split("\0")
+        loc = LocalEntry(path, int(size), int(mtime), int(ino), int(ctime)) if size else None
         condition = Condition(etag) if etag else None
         yield Action(Kind(kind), path, "not in source", local=loc, condition=condition)

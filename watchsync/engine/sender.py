@@ -107,7 +107,9 @@ class Sender:
         for _ in range(_RESENDS):
             up, counted = self._send(path, condition)
             self.recorder.synced(
-                SyncedEntry(path, up.size, up.mtime_ns, up.etag, self._now_ns(), up.ino),
+                SyncedEntry(
+                    path, up.size, up.mtime_ns, up.etag, self._now_ns(), up.ino, up.ctime_ns
+                ),
                 counters=None if counted else {"uploaded_files": 1, "uploaded_bytes": up.size},
             )
             if not counted:  # an upload is told and counted once
@@ -152,7 +154,10 @@ class Sender:
             return results
         now = self._now_ns()
         self.recorder.synced_many(
-            [SyncedEntry(a.path, up.size, up.mtime_ns, up.etag, now, up.ino) for a, up in done],
+            [
+                SyncedEntry(a.path, up.size, up.mtime_ns, up.etag, now, up.ino, up.ctime_ns)
+                for a, up in done
+            ],
             counters={
                 "uploaded_files": len(done),
                 "uploaded_bytes": sum(up.size for _, up in done),
@@ -229,7 +234,7 @@ class Sender:
             return None
         # Its upload line follows (or came with the send that stored it): one line per upload.
         logger.debug("upload: %s is already stored (an earlier answer was lost)", path)
-        return Uploaded(before.size, before.mtime_ns, head.etag, before.ino)
+        return Uploaded(before.size, before.mtime_ns, head.etag, before.ino, before.ctime_ns)
 
     def _now_ns(self) -> int:
         return int(self.wall() * 1e9)

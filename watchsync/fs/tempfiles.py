@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import threading
 from collections.abc import Callable
@@ -83,10 +84,17 @@ def remove_temp_files(root: Path, *, pids: Callable[[int], bool] | None = None) 
     restarted agent in a container often gets its old pid).  Returns how many.
 
     Symlinks are not followed; errors are logged and ignored (the walk's skip covers them).
+    A directory under our temporary-name form (the volume probe's) goes whole.
     """
     gone = pids or _gone_or_me
     removed = 0
-    for dirpath, _dirs, names in os.walk(root, onerror=lambda _exc: None):
+    for dirpath, dirs, names in os.walk(root, onerror=lambda _exc: None):
+        for name in list(dirs):
+            owner = temp_owner(name)
+            if owner is not None:
+                dirs.remove(name)  # ours (the volume probe's): never walked into
+                if gone(owner):
+                    shutil.rmtree(os.path.join(dirpath, name), ignore_errors=True)
         for name in names:
             owner = temp_owner(name)
             if owner is None or not gone(owner):

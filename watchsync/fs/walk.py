@@ -180,7 +180,7 @@ def stat_entry(root: Path, relpath: str, *, follow_symlinks: bool = True) -> Loc
 
 def entry_of(relpath: str, st: os.stat_result) -> LocalEntry:
     """The entry a stat of ``relpath`` describes (its identity included)."""
-    return LocalEntry(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
+    return LocalEntry(relpath, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _kind(mode: int) -> str:

@@ -3,6 +3,10 @@ CRC32C where S3 keeps one, given the mtime its metadata keeps (else LastModified
 renamed into place without losing an edit that landed meanwhile.  Small objects come in one
 ``get_object``; large ones through s3transfer's ranged GETs.  Nothing here decides what to
 download.
+
+A finished download whose rename into place fails is not thrown away: its temporary file
+is kept, and the next attempt at the same version only renames it, after a backoff that
+grows to an hour (parked) while it keeps failing; the bytes are never fetched twice.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +27,11 @@ from boto3.s3.transfer import TransferConfig
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from watchsync.core.errors import Failure, FailureKind, FileError, PathBlocked
+from watchsync.core.errors import Deferred, Failure, FailureKind, FileError, PathBlocked
 from watchsync.core.model import Condition, LocalEntry
 from watchsync.core.plan import restored_mode, restored_mtime, same_file
 from watchsync.fs.tempfiles import temp_name
+from watchsync.fs.volume import NO_LINK_ERRNOS, FolderVolume
 from watchsync.fs.walk import entry_of
 from watchsync.s3.bandwidth import RateLimiter
 from watchsync.s3.conditions import condition_args
@@ -41,6 +47,22 @@ else:
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+# A finished download that could not be renamed into place is renamed again after these
+# many seconds, doubling; after _PARK_AFTER failures it waits the longest (parked).
+_FINISH_BACKOFF = (2.0, 3600.0)
+_PARK_AFTER = 5
+
+
+@dataclass
+class _Finished:
+    """A download complete in its temporary file whose rename into place failed."""
+
+    tmp: Path
+    etag: str
+    size: int
+    mtime_ns: int  # as the volume keeps it
+    failures: int = 0
+    retry_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -84,8 +106,13 @@ class Downloads:
         threshold: int,
         config: TransferConfig,
         on_bytes: Callable[[int], None] = lambda _n: None,
+        volume: FolderVolume | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self.volume = volume or FolderVolume(root)
+        self.clock = clock
+        self._finished: dict[str, _Finished] = {}  # by target path: renames to try again
         self.where = where
         self.root = root
         self.settings = settings
@@ -138,7 +165,11 @@ class Downloads:
         With ``keep_as``, the file being replaced must be ``replacing`` (None: no file):
         the file there is hard-linked aside just before the rename and compared after it,
         so an edit that landed after the caller's check (or is still being written through
-        an open handle) is kept at ``root/keep_as`` instead of being lost."""
+        an open handle) is kept at ``root/keep_as`` instead of being lost.  Where the
+        volume has no hard links (FAT, exFAT) the file itself is renamed aside instead.
+
+        A failed rename into place keeps the temporary file for the next attempt at this
+        version (:class:`~watchsync.core.errors.Deferred` until its backoff is over)."""
         key = self.where.key(path)
         target_rel = dest if dest is not None else path
         # Checked before mkdir too: a symlinked directory must not get subdirectories made
@@ -153,30 +184,114 @@ class Downloads:
         target = self.local_target(target_rel)
         if target.is_dir() and not target.is_symlink():
             raise PathBlocked(target_rel, "a directory is in the way")
-        tmp = target.with_name(temp_name(target.name, secrets.token_hex(4)))
+        done = self._finished_before(target_rel, etag, size)
+        tmp = done.tmp if done else target.with_name(temp_name(target.name, secrets.token_hex(4)))
         try:
-            if size >= self.threshold:
-                meta = self._call(
-                    lambda: self._get_multipart(key, tmp, size), what=f"download {key}"
-                )
-            else:
-                meta = self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
-            mtime, mode = self._kept(mtime_ns, meta)
-            if mode is not None:
-                os.chmod(tmp, mode)
-            os.utime(tmp, ns=(mtime, mtime))
-            aside = self._link_aside(target) if keep_as is not None else None
-            os.replace(tmp, target)
-            if aside is not None and keep_as is not None:
-                self._keep_if_changed(aside, replacing, keep_as, shown=target_rel)
+            if done is None:
+                if size >= self.threshold:
+                    meta = self._call(
+                        lambda: self._get_multipart(key, tmp, size), what=f"download {key}"
+                    )
+                else:
+                    meta = self._call(lambda: self._get(key, tmp, etag), what=f"download {key}")
+                mtime, mode = self._kept(mtime_ns, meta)
+                if mode is not None:
+                    os.chmod(tmp, mode)
+                os.utime(tmp, ns=(mtime, mtime))
+                # As the volume keeps it: FAT rounds to two seconds, exFAT to one.
+                done = _Finished(tmp, etag, size, os.stat(tmp).st_mtime_ns)
+            try:
+                self._into_place(done, target, replacing, keep_as, shown=target_rel)
+            except IsADirectoryError:
+                raise
+            except OSError as exc:
+                raise self._failed_finish(target_rel, done, exc) from exc
         except IsADirectoryError as exc:  # made meanwhile (a download below it, or the user)
             raise PathBlocked(target_rel, "a directory is in the way") from exc
         except OSError as exc:
             raise FileError(target_rel, exc.strerror or str(exc)) from exc
         finally:
+            if self._finished.get(target_rel) is not done or done is None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        self._finished.pop(target_rel, None)
+        return Downloaded(target, done.mtime_ns)
+
+    def _finished_before(self, target_rel: str, etag: str, size: int) -> _Finished | None:
+        """This version's download kept from a failed rename, when there is one; raises
+        :class:`Deferred` while its backoff lasts.  Another version's is dropped."""
+        done = self._finished.get(target_rel)
+        if done is None:
+            return None
+        try:
+            kept = os.stat(done.tmp).st_size == done.size
+        except OSError:
+            kept = False
+        if not kept or (done.etag, done.size) != (etag, size) or not etag:
+            del self._finished[target_rel]
+            with contextlib.suppress(OSError):
+                done.tmp.unlink()
+            return None
+        wait = done.retry_at - self.clock()
+        if wait > 0:
+            raise Deferred(target_rel, f"renaming the finished download tried again in {wait:.0f}s")
+        return done
+
+    def _failed_finish(self, target_rel: str, done: _Finished, exc: OSError) -> FileError:
+        """Keep ``done`` for another rename later (the bytes are not fetched again); the
+        error to report."""
+        done.failures += 1
+        first, cap = _FINISH_BACKOFF
+        parked = done.failures >= _PARK_AFTER
+        wait = cap if parked else min(cap, first * 2 ** (done.failures - 1))
+        done.retry_at = self.clock() + wait
+        self._finished[target_rel] = done
+        why = exc.strerror or str(exc)
+        if parked:
+            return FileError(
+                target_rel, f"cannot be renamed into place ({why}); parked, trying again in 1h"
+            )
+        return FileError(
+            target_rel,
+            f"cannot be renamed into place ({why}); the download is kept, "
+            f"renaming again in {wait:.0f}s",
+        )
+
+    def _into_place(
+        self,
+        done: _Finished,
+        target: Path,
+        replacing: LocalEntry | None,
+        keep_as: str | None,
+        *,
+        shown: str,
+    ) -> None:
+        """Rename the finished download over ``target``; with ``keep_as``, keep the file it
+        replaces when it is not ``replacing``."""
+        aside: Path | None = None
+        moved = False
+        before: LocalEntry | None = None
+        if keep_as is not None:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        return Downloaded(target, mtime)
+                before = entry_of(shown, os.lstat(target))
+            aside, moved = self._aside(target, self.local_target(keep_as))
+        # The second name as our link or rename left it (fusefat's rename sets the mtime).
+        baseline = entry_of(shown, os.lstat(aside)) if aside is not None else None
+        try:
+            os.replace(done.tmp, target)
+        except OSError:
+            if aside is not None and moved:
+                os.replace(aside, target)  # the user's file back where it was
+            elif aside is not None:
+                aside.unlink()
+            raise
+        with contextlib.suppress(OSError):
+            if os.stat(target).st_mtime_ns != done.mtime_ns:
+                # A rename that set the time to now (fusefat does): the kept one again.
+                os.utime(target, ns=(done.mtime_ns, done.mtime_ns))
+        if aside is not None and keep_as is not None:
+            unchanged = same_file(before, replacing) and replacing is not None
+            self._keep_if_changed(aside, unchanged, baseline, keep_as, moved=moved, shown=shown)
 
     def _kept(self, last_modified_ns: int, meta: Mapping[str, str]) -> tuple[int, int | None]:
         """The mtime and mode (None: as the umask makes it) a downloaded file is given,
@@ -184,26 +299,52 @@ class Downloads:
         mode = restored_mode(stored_mode(meta), keep_mode=self.settings.keep_mode)
         return restored_mtime(last_modified_ns, stored_mtime(meta)), mode
 
-    def _link_aside(self, target: Path) -> Path | None:
-        """A second name for the file about to be replaced (None when there is none)."""
+    def _aside(self, target: Path, keep: Path) -> tuple[Path | None, bool]:
+        """A second name for the file about to be replaced (None when there is none): a
+        hard link, or where the volume has none the file itself renamed to ``keep`` (its
+        conflict name: should the process die before it is compared, it is still there),
+        and then True: it must be put back should the download not take its place."""
         aside = target.with_name(temp_name(target.name, "old-" + secrets.token_hex(4)))
         try:
-            os.link(target, aside, follow_symlinks=False)
+            self.volume.link(target, aside)
         except FileNotFoundError:
-            return None
+            return None, False
         except OSError as exc:
             # A directory made there meanwhile (a download below it): linking it says EPERM.
             if os.path.isdir(target) and not os.path.islink(target):
                 raise IsADirectoryError(exc.errno, "a directory is in the way") from exc
-            raise
-        return aside
+            if exc.errno not in NO_LINK_ERRNOS:
+                raise
+            if self.volume.once("download-no-links"):
+                logger.info(
+                    "download: no hard links under %s (%s); a file being replaced is "
+                    "renamed aside and compared instead",
+                    self.root,
+                    exc.strerror,
+                )
+            try:
+                os.rename(target, keep)
+            except FileNotFoundError:
+                return None, False
+            return keep, True
+        return aside, False
 
     def _keep_if_changed(
-        self, aside: Path, replacing: LocalEntry | None, keep_as: str, *, shown: str
+        self,
+        aside: Path,
+        unchanged: bool,
+        baseline: LocalEntry | None,
+        keep_as: str,
+        *,
+        moved: bool,
+        shown: str,
     ) -> None:
-        """Drop the replaced file if it is the one expected; else move it to ``keep_as``."""
+        """Drop the replaced file if it is the one expected (``unchanged``: it was so right
+        before our link or rename, and it is still as that left it, ``baseline``); else
+        move it to ``keep_as`` (``moved``: it is there already)."""
         try:
-            if replacing is not None and same_file(entry_of(shown, os.lstat(aside)), replacing):
+            now = entry_of(shown, os.lstat(aside))
+            if unchanged and same_file(now, baseline, by_ctime=False):
                 aside.unlink()
                 return
             logger.warning(
@@ -211,10 +352,12 @@ class Downloads:
                 shown,
                 keep_as,
             )
-            os.replace(aside, self.local_target(keep_as))
+            if not moved:
+                os.replace(aside, self.local_target(keep_as))
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                aside.unlink()
+            if not moved:  # a link: the file itself is elsewhere (renamed aside: it is kept)
+                with contextlib.suppress(FileNotFoundError):
+                    aside.unlink()
 
     def _get(self, key: str, tmp: Path, etag: str) -> Mapping[str, str]:
         """One GET into ``tmp``; returns the object's user metadata."""

@@ -26,6 +26,7 @@ from boto3.s3.transfer import TransferConfig
 
 from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.core.model import Condition, LocalEntry, RemoteEntry, RemoteRow, Skipped
+from watchsync.fs.volume import FolderVolume
 from watchsync.s3 import native as native
 from watchsync.s3.bandwidth import RateLimiter, UploadBody, shared_limiter
 from watchsync.s3.client import make_client, mtime_ns
@@ -60,6 +61,7 @@ class Uploaded:
     mtime_ns: int
     etag: str
     ino: int = 0  # the file's st_ino, 0 when unknown
+    ctime_ns: int = 0  # the file's st_ctime_ns, 0 when unknown
 
 
 class Started(Protocol):
@@ -145,7 +147,7 @@ class Sending:
             raise failure from exc
         watch.ok()
         sent = self._sent
-        return Uploaded(sent.size, sent.mtime_ns, etag, sent.ino)
+        return Uploaded(sent.size, sent.mtime_ns, etag, sent.ino, sent.ctime_ns)
 
 
 class Transfer:
@@ -172,8 +174,11 @@ class Transfer:
         give_up_after: int | None = None,
         on_bytes: Callable[[int], None] | None = None,
         give_up_min_seconds: float = 10.0,
+        volume: FolderVolume | None = None,
     ) -> None:
         self.client = client
+        # The local root's file system (what it keeps of times, whether it links, ...).
+        self.volume = volume or FolderVolume(root)
         self.reachability = Reachability(
             give_up_after, what=client.meta.endpoint_url, min_seconds=give_up_min_seconds
         )
@@ -216,6 +221,7 @@ class Transfer:
             threshold=multipart_threshold,
             config=self._config,
             on_bytes=self.on_bytes,
+            volume=self.volume,
         )
         self._parts = Multipart(
             client,
@@ -318,7 +324,7 @@ class Transfer:
                     etag = self._put(f, key, st.st_size, extra)
                     self.native.boto3_got_through()
                 self.on_bytes(st.st_size)
-        return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino)
+        return Uploaded(st.st_size, st.st_mtime_ns, etag, st.st_ino, st.st_ctime_ns)
 
     def _put(self, f: Any, key: str, size: int, extra: dict[str, Any]) -> str:
         def once() -> str:
@@ -356,7 +362,7 @@ class Transfer:
         self.reachability.check()
         key = self.where.key(path)
         future, timeout = self.native.submit(path, key, st.st_size, extra)
-        sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino)
+        sent = Uploaded(st.st_size, st.st_mtime_ns, "", st.st_ino, st.st_ctime_ns)
         return Sending(self.reachability, path, future, sent, timeout)
 
     def abort_stale_uploads(self, *, older_than: float, now: float | None = None) -> int:
@@ -567,6 +573,7 @@ def open_transfer(
     give_up_after: int | None = None,
     on_bytes: Callable[[int], None] | None = None,
     give_up_min_seconds: float = 10.0,
+    volume: FolderVolume | None = None,
 ) -> Transfer:
     """The one way both commands get a :class:`Transfer`, with the one native-client rule.
 
@@ -604,4 +611,5 @@ def open_transfer(
         give_up_after=give_up_after,
         on_bytes=on_bytes,
         give_up_min_seconds=give_up_min_seconds,
+        volume=volume,
     )

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS synced (
     mtime_ns INTEGER NOT NULL,
     etag TEXT NOT NULL,
     remote_mtime_ns INTEGER NOT NULL,
-    ino INTEGER NOT NULL DEFAULT 0  -- the file's st_ino when synced, 0: unknown
+    ino INTEGER NOT NULL DEFAULT 0,  -- the file's st_ino when synced, 0: unknown
+    ctime_ns INTEGER NOT NULL DEFAULT 0  -- its st_ctime_ns when synced, 0: unknown
 ) WITHOUT ROWID;
 -- finds the synced file a new path may have been renamed from (same size and mtime)
 CREATE INDEX IF NOT EXISTS synced_stat ON synced(size, mtime_ns);
@@ -303,8 +304,9 @@ def _init_schema(
         # Added without a new schema version: an older watchsync writes rows without
         # it (0, unknown) and so can still open the database.
         columns = {row[1] for row in conn.execute("PRAGMA table_info(synced)")}
-        if "ino" not in columns:
-            conn.execute("ALTER TABLE synced ADD COLUMN ino INTEGER NOT NULL DEFAULT 0")
+        for column in ("ino", "ctime_ns"):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE synced ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         try:
             root_dev = str(stat(local_root).st_dev)

@@ -13,9 +13,9 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from watchsync.core.model import SyncedEntry, SyncedRow
 from watchsync.state.db import Database, Row
 
-_COLUMNS = "path, size, mtime_ns, etag, remote_mtime_ns, ino"
+_COLUMNS = "path, size, mtime_ns, etag, remote_mtime_ns, ino, ctime_ns"
 _SELECT = f"SELECT {_COLUMNS} FROM synced"
-_UPSERT = f"INSERT OR REPLACE INTO synced({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_UPSERT = f"INSERT OR REPLACE INTO synced({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class SyncedRows:
@@ -171,7 +171,7 @@ def _int_out(value: object) -> int:
     return int(value)
 
 
-def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str, int | str]:
+def _row(entry: SyncedEntry) -> tuple[str | int, ...]:
     """A synced entry as the row stored."""
     return (
         entry.path,
@@ -180,11 +180,12 @@ def _row(entry: SyncedEntry) -> tuple[str, int | str, int | str, str, int | str,
         entry.etag,
         _int_in(entry.remote_mtime_ns),
         _int_in(entry.ino),
+        _int_in(entry.ctime_ns),
     )
 
 
 def _entry(row: Row) -> SyncedEntry:
-    path, size, mtime_ns, etag, remote_mtime_ns, ino = row
+    path, size, mtime_ns, etag, remote_mtime_ns, ino, ctime_ns = row
     return SyncedEntry(
         str(path),
         _int_out(size),
@@ -192,4 +193,5 @@ def _entry(row: Row) -> SyncedEntry:
         str(etag),
         _int_out(remote_mtime_ns),
         _int_out(ino),
+        _int_out(ctime_ns),
     )
