@@ -1244,7 +1244,10 @@ def test_plan_listed_decides_as_plan_reconcile(
     want = list(plan_reconcile(local, objects, records, opts=opts))
     got = plan_listed(
         [(e.path, e.size, e.mtime_ns, e.etag) for e in objects],
-        [(e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino) for e in records],
+        [
+            (e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino, e.ctime_ns)
+            for e in records
+        ],
         fresh,
         looked=looked_at.__contains__ if looked_at else None,
         opts=opts,
@@ -1267,7 +1270,7 @@ def test_plan_listed_reads_the_state_before_the_listing() -> None:
         order.append(name)
         yield from rows
 
-    rec = ("a", 1, T, "e", T, 0)
+    rec = ("a", 1, T, "e", T, 0, 0)
     list(
         plan_listed(
             side("listing", [("a", 1, T, "e")]),

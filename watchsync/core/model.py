@@ -128,9 +128,9 @@ class Volume:
 POSIX_VOLUME = Volume()
 
 
-# A synced record as a plain row, ``(path, size, mtime_ns, etag, remote_mtime_ns, ino)``:
-# :class:`SyncedEntry`'s fields in order.
-SyncedRow = tuple[str, int, int, str, int, int]
+# A synced record as a plain row, ``(path, size, mtime_ns, etag, remote_mtime_ns, ino,
+# ctime_ns)``: :class:`SyncedEntry`'s fields in order.
+SyncedRow = tuple[str, int, int, str, int, int, int]
 
 
 class Kind(enum.Enum):

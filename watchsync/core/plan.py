@@ -332,7 +332,7 @@ def plan_listed(
     so nothing is planned and no entry is made; every other path goes through the same
     three-way decision as :func:`plan_reconcile`.
 
-    >>> row, rec = ("x", 1, 5, "e"), ("x", 1, 9, "e", 5, 0)
+    >>> row, rec = ("x", 1, 5, "e"), ("x", 1, 9, "e", 5, 0, 0)
     >>> list(plan_listed([row], [rec], [], looked=None, opts=ReconcileOptions()))
     []
     >>> [a.reason for a in plan_listed([("x", 1, 6, "f")], [rec], [], looked=None,

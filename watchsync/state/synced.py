@@ -118,9 +118,9 @@ def _plain(rows: Generator[Row]) -> Generator[SyncedRow]:
     with contextlib.closing(rows):
         for row in rows:
             # Integers past 64 bits come back as text (_int_in): made whole again here.
-            if str in (type(row[1]), type(row[2]), type(row[4]), type(row[5])):
+            if str in (type(row[1]), type(row[2]), type(row[4]), type(row[5]), type(row[6])):
                 e = _entry(row)
-                yield (e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino)
+                yield (e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino, e.ctime_ns)
             else:
                 yield row
 
