@@ -1162,11 +1162,12 @@ def test_change_the_watcher_missed_is_caught_after_an_overflow(
 ) -> None:
     """Periodic passes trust the watcher and the state; a change inotify never reports (here
     under a followed symlink to a directory outside the folder) waits for a full walk, and
-    an overflow forces one, without a listing of the prefix."""
+    an overflow forces one, without a listing of the prefix (listings here only hourly:
+    by default each pass would list)."""
     outside = tmp_path / "outside"
     write(outside / "f.txt", "v1")
     (root / "linked").symlink_to(outside, target_is_directory=True)
-    cfg = folder_config(root, url, endpoint, reconcile_interval=0.2)
+    cfg = folder_config(root, url, endpoint, reconcile_interval=0.2, full_list_interval=3600)
     with running_agent(cfg, state_dir) as agent:
         wait_until(lambda: s3_has(s3, bucket, "linked/f.txt", b"v1"), timeout=15)
         passes = agent.reconciles  # a pass looks again at a path until it is recorded
