@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -120,12 +120,10 @@ class Folder:
         self.scope = Scope(cfg, state_dir=state_dir)
         self.debouncer = Debouncer(cfg.debounce, clock=clock)
         self.store: StateStore | None = None  # open from start() to join()
-        self._rooms: Rooms | None = None  # built by start(), on the state it opens
-        self._outage: Outage | None = None
+        self._started: _Started | None = None  # built by start(), on the state it opens
         self._reconcile_now = threading.Event()
         self._going = threading.Event()  # clear while paused by the control channel
         self._going.set()
-        self._steering: Steering | None = None
         self._threads: list[threading.Thread] = []
         self.watcher = _Watcher(self)
         self.passes = _Passes(self)
@@ -173,8 +171,7 @@ class Folder:
         except BaseException:
             store.close()
             raise
-        self.store, self._outage, self._rooms = store, outage, rooms
-        self._steering = Steering(
+        steering = Steering(
             self.cfg,
             status=status,
             store=store,
@@ -185,6 +182,7 @@ class Folder:
             wake=self._reconcile_now.set,
             rescan=self.rescan,
         )
+        self.store, self._started = store, _Started(outage, rooms, steering)
         store.status.set(
             state=State.STARTING.value,
             pid=os.getpid(),
@@ -212,13 +210,13 @@ class Folder:
 
     def _notifications(self) -> None:
         """Read the notification queue until stopped (paused with the folder)."""
-        rooms = self._rooms
-        assert rooms is not None and rooms.notifications is not None
+        notifications, outage = self.rooms.notifications, self.outage
+        assert notifications is not None
         while not self.stop_event.is_set():
-            if not self._going.is_set() or (self._outage is not None and self._outage.is_down):
+            if not self._going.is_set() or outage.is_down:
                 self.stop_event.wait(1.0)
                 continue
-            pause = rooms.notifications.poll()
+            pause = notifications.poll()
             if pause:
                 self.stop_event.wait(pause)
 
@@ -245,9 +243,9 @@ class Folder:
         """Ask every thread to finish (non-blocking)."""
         self.stop_event.set()
         self.debouncer.wake()
-        if self._rooms is not None:
-            self._rooms.pending.close()
-            self._rooms.guards.batcher.wake()
+        if self._started is not None:
+            self.rooms.pending.close()
+            self.rooms.guards.batcher.wake()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the threads (in-flight transfers drain) up to ``timeout``; True if done.
@@ -277,8 +275,8 @@ class Folder:
     def request_reconcile(self) -> None:
         """Run a full reconcile as soon as possible (watch overflow, root trouble, the
         feed missed entries, asked for): it lists the prefix whatever the feed says."""
-        if self._rooms is not None:
-            self._rooms.listed.invalidate("a full pass was asked for")
+        if self._started is not None:
+            self.rooms.listed.invalidate("a full pass was asked for")
         self._reconcile_now.set()
 
     def rescan(self) -> None:
@@ -295,50 +293,49 @@ class Folder:
 
     # -- what callers read ------------------------------------------------------------------
 
+    def _on(self) -> _Started:
+        if self._started is None:
+            raise WatchsyncError(f"folder {self.cfg.name} is not started")
+        return self._started
+
     @property
     def rooms(self) -> Rooms:
         """The folder's rooms, built by :meth:`start`."""
-        if self._rooms is None:
-            raise WatchsyncError(f"folder {self.cfg.name} is not started")
-        return self._rooms
+        return self._on().rooms
+
+    @property
+    def outage(self) -> Outage:
+        return self._on().outage
+
+    @property
+    def steering(self) -> Steering:
+        """The folder as the control channel sees it."""
+        return self._on().steering
 
     @property
     def status(self) -> Status:
         return self.rooms.status
 
     @property
-    def outage(self) -> Outage:
-        if self._outage is None:
-            raise WatchsyncError(f"folder {self.cfg.name} is not started")
-        return self._outage
-
-    @property
     def reconcile(self) -> Reconcile:
         return self.rooms.reconcile
 
     @property
-    def steering(self) -> Steering:
-        """The folder as the control channel sees it (built by :meth:`start`)."""
-        if self._steering is None:
-            raise WatchsyncError(f"folder {self.cfg.name} is not started")
-        return self._steering
-
-    @property
     def state(self) -> State:
-        return self.status.state if self._rooms is not None else State.STARTING
+        return self.status.state if self._started is not None else State.STARTING
 
     @property
     def last_error(self) -> str | None:
-        return self.status.last_error if self._rooms is not None else None
+        return self.status.last_error if self._started is not None else None
 
     @property
     def polling(self) -> bool:
-        return self.status.polling if self._rooms is not None else False
+        return self.status.polling if self._started is not None else False
 
     @property
     def reconciles(self) -> int:
         """Full passes completed."""
-        return self.reconcile.count if self._rooms is not None else 0
+        return self.reconcile.count if self._started is not None else 0
 
     @property
     def client(self) -> S3Client:
@@ -352,7 +349,7 @@ class Folder:
 
     def pending_count(self) -> int:
         """Paths debouncing, queued or waiting to be deleted."""
-        rooms = self._rooms
+        rooms = self._started.rooms if self._started is not None else None
         if rooms is None:
             return self.debouncer.pending()
         return len(rooms.pending) + rooms.guards.pending() + self.debouncer.pending()
@@ -372,7 +369,7 @@ class Folder:
         return self.debouncer.pending() == 0 and not self.watcher.busy()
 
     def _sizes(self) -> tuple[int, int]:
-        rooms = self._rooms
+        rooms = self._started.rooms if self._started is not None else None
         return self.pending_count(), rooms.pending.in_flight if rooms is not None else 0
 
     # -- the runner ---------------------------------------------------------------------------
@@ -464,6 +461,15 @@ class Folder:
             logger.info("folder %s: %s is back; rescanning", self.cfg.name, self.root)
             self.volume.learn()  # another disk may be in its place
             self.watcher.start()
+
+
+@dataclass(frozen=True)
+class _Started:
+    """What :meth:`Folder.start` built on the state it opened."""
+
+    outage: Outage
+    rooms: Rooms
+    steering: Steering
 
 
 class _Workers:

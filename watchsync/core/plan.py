@@ -645,6 +645,8 @@ def plan_rename(action: Action, gone: Iterable[SyncedEntry]) -> Action:
     if action.synced is not None:
         return action
     for cand in gone:
+        # Not same_file: a candidate is another path's file, whose inode may differ (a copy
+        # kept its mtime, then the original went); the content check settles it.
         if cand.path != loc.path and (cand.size, cand.mtime_ns) == (loc.size, loc.mtime_ns):
             return Action(
                 Kind.COPY, loc.path, f"renamed from {cand.path}", loc, synced=cand, verify=True
