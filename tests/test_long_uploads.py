@@ -5,12 +5,14 @@ slowed).
 Each test reproduces one way the agent went wrong with large or busy files and long
 outages, in a small and slow form (a file of a few MiB at 512 KiB/s, a pass that lists the
 prefix every half second): the CPU a paused folder spends while a pass is due; a conflict
-copy deleted while its upload still ran; a file sent again by every pass during its upload.
+copy deleted while its upload still ran; a file sent again by every pass during its upload;
+a file appended without pause, in S3 about once a minute.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -234,3 +236,41 @@ def test_a_file_appended_while_it_is_sent_is_sent_once_more(
 
 def _write(path: Path, size: int) -> None:
     path.write_bytes(os.urandom(size))
+
+
+def test_a_file_appended_without_pause_reaches_s3_at_a_steady_cadence(
+    root: Path, state_dir: Path, bucket: str, endpoint: str, s3: S3Client
+) -> None:
+    """A log appended every 20 ms never goes quiet for the (default) debounce: S3 follows it
+    every few seconds while it grows (before, about once a minute)."""
+    url = f"s3://{bucket}/{PREFIX}"
+    stop = threading.Event()
+
+    def append() -> None:
+        with (root / "app.log").open("a") as f:
+            while not stop.is_set():
+                f.write("a line of the log\n")
+                f.flush()
+                stop.wait(0.02)
+
+    cfg = folder_config(root, url, endpoint, debounce=0.5)  # far above the writes' pauses
+    with running_agent(cfg, state_dir) as agent:
+        writer = threading.Thread(target=append)
+        writer.start()
+        sizes: set[int] = set()
+        try:
+
+            def versions() -> int:
+                size = bucket_listing(s3, bucket, PREFIX).get("app.log", {}).get("Size")
+                if size is not None:
+                    sizes.add(size)
+                return len(sizes)
+
+            wait_until(lambda: versions() >= 3, timeout=20, message="three versions in S3")
+            assert writer.is_alive()  # all while the file kept growing
+        finally:
+            stop.set()
+            writer.join()
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=30)
+        wait_idle(agent)
+        assert agent.last_error is None

@@ -22,7 +22,7 @@ from watchdog.observers.polling import PollingObserver
 from watchsync.core.filters import IgnoreRules, default_ignores
 from watchsync.core.model import Skipped
 from watchsync.fs import platform
-from watchsync.fs.debounce import Debouncer, DebounceThread, is_dir_mark
+from watchsync.fs.debounce import KEEPS_CHANGING_EVERY, Debouncer, DebounceThread, is_dir_mark
 from watchsync.fs.watcher import (
     ChangeHandler,
     OverflowEvent,
@@ -109,7 +109,7 @@ class FakeClock:
 
 def test_debouncer_coalesces_and_waits_for_quiet() -> None:
     clock = FakeClock()
-    d = Debouncer(1.0, clock=clock)
+    d = Debouncer(1.0, max_wait=None, clock=clock)
     assert d.next_deadline() is None
     for _ in range(5):
         d.touch("a.txt")
@@ -153,6 +153,24 @@ def test_debouncer_max_wait_and_dirs_and_flush() -> None:
     assert d.flush() == ["photos", "photos/"]
     assert is_dir_mark("photos/") and not is_dir_mark("photos")
     assert d.pending() == 0
+
+
+def test_a_path_that_never_goes_quiet_is_handed_on_every_few_seconds() -> None:
+    """A log appended every 20 ms at the agent's debounce: handed on at a steady cadence,
+    not once a minute (the file reached S3 up to 58 s behind)."""
+    clock = FakeClock()
+    d = Debouncer(0.5, clock=clock)
+    released: list[float] = []
+    for _ in range(1000):  # 20 s of writes
+        d.touch("log.txt")
+        clock.now += 0.02
+        if d.due(clock.now):
+            released.append(clock.now)
+    gaps = [b - a for a, b in itertools.pairwise([100.0, *released])]
+    assert len(released) >= 8 and max(gaps) <= KEEPS_CHANGING_EVERY + 0.05, gaps
+    slow = Debouncer(5.0, clock=clock)  # a longer --debounce is still waited out
+    slow.touch("a.txt")
+    assert slow.due(clock.now + 4.9) == [] and slow.due(clock.now + 5.0) == ["a.txt"]
 
 
 def test_debouncer_is_thread_safe() -> None:

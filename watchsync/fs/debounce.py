@@ -15,6 +15,9 @@ logger = logging.getLogger(__name__)
 
 
 DIR_MARK = "/"
+# A path written without pause (a log) is still handed on this often: its upload follows
+# the writes at a steady cadence, not once the writer stops or a minute has gone by.
+KEEPS_CHANGING_EVERY = 2.0
 
 
 def is_dir_mark(path: str) -> bool:
@@ -38,7 +41,8 @@ class Debouncer:
     so an editor that closes and reopens the file within ``close_delay`` costs one extra
     sync, never a missed one (the consumer always reads the file as it is then).
     ``max_wait`` bounds the delay for a file written continuously (a log), so it is
-    still synced every ``max_wait`` seconds.
+    still synced every ``max_wait`` seconds (:data:`KEEPS_CHANGING_EVERY` by default, or
+    ``debounce`` if that is longer).
 
     Thread-safe; the clock is injected:
 
@@ -53,12 +57,13 @@ class Debouncer:
         debounce: float,
         *,
         close_delay: float | None = None,
-        max_wait: float | None = 60.0,
+        max_wait: float | None = KEEPS_CHANGING_EVERY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.debounce = debounce
         self.close_delay = min(debounce, 0.05) if close_delay is None else close_delay
-        self.max_wait = max_wait
+        # Never shorter than the quiet period itself: a single write still waits it out.
+        self.max_wait = None if max_wait is None else max(max_wait, debounce)
         self.clock = clock
         self._pending: dict[str, _Pending] = {}
         self._heap: list[tuple[float, str]] = []  # may hold stale deadlines; checked on pop
