@@ -59,6 +59,8 @@ class NetProxy:
         self._accepted = 0
         self._sent = 0  # bytes forwarded from clients to the target
         self._first_byte: float | None = None  # time.monotonic() of the first byte forwarded
+        self._last_sent: float | None = None  # ... of the last byte forwarded to the target
+        self._first_put: float | None = None  # ... of the first HTTP PUT sent to the target
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self.port = 0
@@ -92,6 +94,22 @@ class NetProxy:
         before any did.  A client's start-up (building its SDK objects) ends here."""
         with self._lock:
             return self._first_byte
+
+    @property
+    def first_put_at(self) -> float | None:
+        """When (``time.monotonic()``) a client first sent an HTTP ``PUT`` (an upload's
+        first body: a listing, a HEAD or a multipart upload's creation come before it and
+        carry none); None before any did."""
+        with self._lock:
+            return self._first_put
+
+    @property
+    def last_sent_at(self) -> float | None:
+        """When (``time.monotonic()``) the last byte went from a client to the target; None
+        before any did.  An upload's bytes have all gone by then (what follows is the
+        server's work and its answer)."""
+        with self._lock:
+            return self._last_sent
 
     @property
     def open_links(self) -> int:
@@ -263,6 +281,9 @@ class NetProxy:
         if upstream:
             with self._lock:
                 self._sent += len(data)
+                self._last_sent = time.monotonic()
+                if self._first_put is None and data.startswith(b"PUT "):
+                    self._first_put = self._last_sent
         return True
 
 

@@ -16,6 +16,8 @@ from agent_helpers import counters, folder_config, running_agent, wait_idle
 from s3server import SeaweedServer
 
 from watchsync.s3.client import mtime_ns
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.transfer import open_transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -152,3 +154,19 @@ def test_the_agent_restores_a_kept_mtime_and_does_not_send_the_file_back(
         wait_idle(agent)
         assert counters(agent).get("uploaded_files", 0) == 0
     assert s3.head_object(Bucket=bucket, Key="p/doc.txt")["ETag"] == etag
+
+
+def test_a_renames_server_side_copy_keeps_the_files_mtime(
+    s3: S3Client, bucket: str, tmp_path: Path, aws_env: dict[str, str]
+) -> None:
+    """A copy that sets a new Content-Type replaces the source's metadata: it carries the
+    renamed file's own mtime (and mode under keep_mode)."""
+    _file(tmp_path, "old.txt", b"text", mode=0o600, mtime=JAN2)
+    where = S3Url.parse(f"s3://{bucket}/p")
+    with open_transfer(S3Settings(keep_mode=True), where, tmp_path) as transfer:
+        transfer.upload("old.txt")
+        os.rename(tmp_path / "old.txt", tmp_path / "new.md")
+        transfer.copy("old.txt", "new.md")
+    kept = s3.head_object(Bucket=bucket, Key="p/new.md")
+    assert kept["ContentType"] == "text/markdown"
+    assert kept["Metadata"] == {"mtime": "1577923200.123456789", "mode": "100600"}

@@ -243,7 +243,7 @@ def test_ratelimiter_debt_is_shared_by_later_takers() -> None:
 
 def test_ratelimiter_default_burst_and_bad_rate() -> None:
     assert RateLimiter(1024).burst == 16 * 1024
-    assert RateLimiter(4 * 1024 * 1024).burst == pytest.approx(4 * 1024 * 1024 / 20)
+    assert RateLimiter(4 * 1024 * 1024).burst == pytest.approx(4 * 1024 * 1024 / 10)
     with pytest.raises(ValueError, match="rate must be positive"):
         RateLimiter(0)
 

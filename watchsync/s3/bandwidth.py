@@ -38,9 +38,10 @@ class RateLimiter:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
-        # A twentieth of a second's worth: enough that small requests after a pause do not
-        # wait, small enough that a short transfer does not run measurably above the cap.
-        self.burst = burst if burst is not None else max(rate / 20, 16 * 1024)
+        # A tenth of a second's worth: what a loaded machine's late wake-ups (or a request
+        # that moves no bytes) left unused is caught up on, up to this; small enough that a
+        # transfer of a few seconds does not run measurably above the cap.
+        self.burst = burst if burst is not None else max(rate / 10, 16 * 1024)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
