@@ -1188,3 +1188,33 @@ def s3_has(s3: S3Client, bucket: str, path: str, body: bytes) -> bool:
         return get(s3, bucket, path) == body
     except s3.exceptions.NoSuchKey:
         return False
+
+
+def test_other_writers_reach_the_folder_at_the_reconcile_interval(
+    s3: S3Client, bucket: str, tmp_path: Path, aws_env: dict[str, str], s3server: SeaweedServer
+) -> None:
+    """Default settings but ``--reconcile-interval 3``: an object another client writes,
+    overwrites with other bytes of the same size and deletes reaches the folder by the
+    periodic listing (no feed entry names it), well before the hour of the old listing."""
+    root = tmp_path / "folder"
+    root.mkdir()
+    for i in range(20):
+        (root / f"f{i:02d}.txt").write_bytes(b"x" * 16)
+    with AgentProcess(
+        root,
+        f"s3://{bucket}/p",
+        tmp_path / "state",
+        env=_proc_env(aws_env),
+        endpoint=s3server.endpoint,
+        log=tmp_path / "agent.log",
+        extra=["--delete", "--reconcile-interval", "3"],
+    ) as agent:
+        agent.wait_ready()
+        f = root / "other.txt"
+        s3.put_object(Bucket=bucket, Key="p/other.txt", Body=b"A" * 32)
+        wait_until(lambda: f.exists() and f.read_bytes() == b"A" * 32, timeout=60)
+        s3.put_object(Bucket=bucket, Key="p/other.txt", Body=b"B" * 32)
+        wait_until(lambda: f.read_bytes() == b"B" * 32, timeout=60)
+        s3.delete_object(Bucket=bucket, Key="p/other.txt")
+        wait_until(lambda: not f.exists(), timeout=60)
+        assert "S3 side: listed, full list interval" in agent.log_text()
