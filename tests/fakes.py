@@ -224,6 +224,9 @@ class RecordedEvents:
     def conflict(self, action: Action, name: str) -> None:
         self.seen.append(("conflict", name))
 
+    def skipped(self, item: Skipped, *, remote: bool) -> None:
+        self.seen.append(("skipped", item.path))
+
 
 class FakeFeedObject:
     """One object with S3's conditional GET and PUT; ``calls`` records each answer."""

@@ -23,6 +23,7 @@ from s3server import SeaweedServer
 from world import World, synced_file
 
 from watchsync.agent.config import FolderConfig, S3Settings
+from watchsync.agent.effects import SkipLog
 from watchsync.core.errors import Deferred, FileError
 from watchsync.core.model import Action, Item, Kind, SyncedEntry, Volume
 from watchsync.engine.executor import Executor, Outcome
@@ -185,6 +186,65 @@ def test_a_failed_rename_into_place_keeps_the_download_and_backs_off(
     assert len(gets) == 1
     assert (root / "doc.txt").read_bytes() == b"newer in S3"
     _no_temp_left(root)
+
+
+# ------------------------------------------------------------ names that ignore case
+
+
+@pytest.mark.parametrize(
+    ("held", "key"),
+    [("Photo.JPG", "photo.jpg"), ("Dir/a.txt", "dir/b.txt")],
+    ids=["same-name", "same-directory"],
+)
+def test_a_key_the_folder_holds_under_another_case_is_skipped_not_written_over(
+    edge: Edge, s3: S3Client, bucket: str, held: str, key: str
+) -> None:
+    """Finding: with S3 holding ``Photo.JPG`` and ``photo.jpg``, the download of the second
+    landed on the first (whose bytes the object then took); ``dir/b.txt`` landed in
+    ``Dir/`` and came back as a new key ``Dir/b.txt``."""
+    s3.put_object(Bucket=bucket, Key=f"p/{held}", Body=b"the file held")
+    s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"the other key")
+    (edge.root / held).parent.mkdir(exist_ok=True)
+    (edge.root / held).write_bytes(b"the file held")
+    events = RecordedEvents()
+    with Transfer(s3, S3Url(bucket, "p/"), edge.root, volume=edge.volume) as transfer:
+        remote = transfer.head(key)
+        action = Action(Kind.DOWNLOAD, key, "new", None, remote)
+        executor = _executor(transfer, edge.volume, events)
+        assert executor.apply(action) is Outcome.SKIPPED
+        assert executor.apply(action) is Outcome.SKIPPED  # the next pass: the same
+    assert (edge.root / held).read_bytes() == b"the file held"
+    top = held.split("/")[0]
+    assert os.listdir(edge.root) == [top]
+    if "/" in held:
+        assert os.listdir(edge.root / top) == ["a.txt"]
+    assert events.seen == [("skipped", key), ("skipped", key)]
+
+
+def test_a_case_clash_is_said_once_by_the_agent(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The planner asks for the download every pass; the skip is one warning, and neither
+    a failure (which would hold back the pass's deletes) nor a delete."""
+    w = make_world(
+        delete=True,
+        volume=lambda root: FolderVolume(root, fixed=EXFAT),
+        on_skip=SkipLog("docs"),
+    )
+    synced_file(w, "Photo.JPG", b"the file held")
+    synced_file(w, "old.txt", b"deleted in S3")
+    del w.objects.objects["old.txt"]
+    w.objects.put("photo.jpg", b"the other key")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            w.rooms.reconcile.run()
+    said = [r.getMessage() for r in caplog.records if "ignores case" in r.getMessage()]
+    assert said == [
+        "skip: photo.jpg: the folder holds Photo.JPG, and its file system ignores case: "
+        "not downloaded"
+    ]
+    assert sorted(os.listdir(w.root)) == ["Photo.JPG"]  # old.txt deleted all the same
+    assert w.objects.objects["photo.jpg"][0] == b"the other key"
 
 
 # ----------------------------------------------------------- local deletes without links
@@ -455,3 +515,28 @@ def test_agent_on_a_card_does_not_send_back_what_it_pulled(
         assert counters(agent).get("downloaded_files") == 3
     after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {k: v for k, v in after.items() if "/.watchsync/" not in k} == before
+
+
+def test_agent_on_a_card_makes_a_case_only_rename_one_rename_in_s3(
+    card: Edge, s3: S3Client, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    """Finding: after ``mv Report.txt report.txt`` both keys stayed in S3 for ever: a
+    lookup of ``Report.txt`` still found the file, so its delete was planned and dropped
+    on every walk."""
+    (card.root / "Report.txt").write_bytes(b"the report")
+    cfg = _cfg(card, bucket, endpoint, full_walk_interval=0.5)
+    with running_agent(cfg, tmp_path / "state") as agent:
+        wait_until(lambda: _body(s3, bucket, "Report.txt") == b"the report", timeout=30)
+        wait_idle(agent)
+        os.rename(card.root / "Report.txt", card.root / "report.txt")
+        wait_until(
+            lambda: _body(s3, bucket, "report.txt") == b"the report"
+            and _body(s3, bucket, "Report.txt") is None,
+            timeout=30,
+            message="the rename to reach S3",
+        )
+        passes = agent.reconciles
+        wait_until(lambda: agent.reconciles >= passes + 3, timeout=30)
+        wait_idle(agent)
+        assert _body(s3, bucket, "Report.txt") is None
+    assert os.listdir(card.root) == ["report.txt"]

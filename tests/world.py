@@ -20,7 +20,7 @@ from watchsync.agent.metrics import Metrics
 from watchsync.agent.scope import Scope
 from watchsync.agent.status import Status
 from watchsync.agent.wiring import Rooms, wire
-from watchsync.core.model import SyncedEntry
+from watchsync.core.model import Skipped, SyncedEntry
 from watchsync.fs.volume import FolderVolume
 from watchsync.state.store import StateStore
 
@@ -46,6 +46,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         feed_object: FakeFeedObject | None = None,
         bucket: Callable[[Path], FakeObjects] = FakeObjects,
         volume: Callable[[Path], FolderVolume] | None = None,
+        on_skip: Callable[[Skipped], None] = lambda _s: None,
         **overrides: Any,
     ) -> World:
         root = tmp_path / "root"
@@ -67,7 +68,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             status=status,
             metrics=metrics,
             stop=threading.Event(),
-            on_skip=lambda _s: None,
+            on_skip=on_skip,
             pool=InlinePool,
             clock=lambda: now[0],
             wall=lambda: wall[0],

@@ -1,7 +1,7 @@
 """Room: what the executor's work means to the agent.  The :class:`StoreRecorder` writes
 finished work to the state (records batched; transfers group-committed, each with its
 counters and journal entry in the same transaction); :class:`AgentEvents` turns it into
-log lines, metrics and status.
+log lines, metrics and status; :class:`SkipLog` says each path the folder cannot sync once.
 
 A failure is told apart by its :class:`~watchsync.core.errors.Failure` kind alone.
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from watchsync.agent.metrics import FolderMetrics
@@ -19,7 +20,7 @@ from watchsync.agent.outage import Outage
 from watchsync.agent.recent import Recent
 from watchsync.agent.status import Status
 from watchsync.core.errors import Deferred, FailureKind, FileError, failure_of
-from watchsync.core.model import Action, Kind, SyncedEntry
+from watchsync.core.model import Action, Kind, Skipped, SyncedEntry
 from watchsync.engine.reporting import Veto
 from watchsync.s3.location import S3Url
 from watchsync.state.store import Recorded, StateStore
@@ -137,6 +138,46 @@ class StoreRecorder:
         return entry is not None and entry.etag == etag
 
 
+class SkipLog:
+    """How a folder reports a path it cannot sync: one warning per path and reason, where
+    the scanners and the executor meet the same skip pass after pass (a key the folder's
+    file system cannot hold, an unreadable directory); a new reason is said again.  At most
+    ``limit`` paths are remembered, the oldest forgotten first.
+
+    >>> said = SkipLog("docs", limit=2)
+    >>> [said.first(Skipped(p, "why")) for p in ("a", "a", "b", "c", "a")]
+    [True, False, True, True, True]
+    """
+
+    def __init__(self, name: str, *, limit: int = 10_000) -> None:
+        self.name = name
+        self.limit = limit
+        self._said: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, item: Skipped) -> None:
+        """Report ``item`` unless it was said already."""
+        if self.first(item):
+            logger.warning(
+                "skip: %s: %s",
+                item.path,
+                item.reason,
+                extra={"folder": self.name, "event": "skip", "path": item.path},
+            )
+
+    def first(self, item: Skipped) -> bool:
+        """Whether ``item`` was not said yet (it is remembered as said now)."""
+        with self._lock:
+            if self._said.get(item.path) == item.reason:
+                self._said.move_to_end(item.path)
+                return False
+            self._said[item.path] = item.reason
+            self._said.move_to_end(item.path)
+            if len(self._said) > self.limit:
+                self._said.popitem(last=False)
+            return True
+
+
 class AgentEvents:
     """The executor's :class:`~watchsync.engine.reporting.Events` as log lines, metrics
     and status."""
@@ -151,8 +192,10 @@ class AgentEvents:
         outage: Outage | None = None,
         recent: Recent | None = None,
         on_changed: Callable[[str], None] | None = None,
+        on_skip: Callable[[Skipped], object] | None = None,
     ) -> None:
         self.name = name
+        self.on_skip = on_skip or SkipLog(name)
         self.outage = outage
         self.recent = recent or Recent()
         self.where = where
@@ -236,6 +279,9 @@ class AgentEvents:
 
     def would(self, action: Action) -> None:
         pass
+
+    def skipped(self, item: Skipped, *, remote: bool) -> None:
+        self.on_skip(item)
 
     def conflict(self, action: Action, name: str) -> None:
         self.on_changed(name)

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from watchsync.agent.config import FolderConfig
+from watchsync.agent.effects import SkipLog
 from watchsync.agent.feed import FEED_KEY
 from watchsync.agent.metrics import FolderMetrics, Metrics
 from watchsync.agent.outage import Outage, no_answer
@@ -39,7 +40,7 @@ from watchsync.agent.steering import Steering
 from watchsync.agent.uploader import SETTLED, Result, Retry
 from watchsync.agent.wiring import Rooms, wire
 from watchsync.core.errors import Failure, FailureKind, WatchsyncError, failure_of
-from watchsync.core.model import Item, Mode, Skipped
+from watchsync.core.model import Item, Mode
 from watchsync.core.plan import runner_wait
 from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
@@ -99,6 +100,8 @@ class Folder:
         settings = replace(cfg.s3, max_concurrency=max(cfg.s3.max_concurrency, cfg.upload_workers))
         # What the folder's disk keeps and refuses: probed once it is there (see _run).
         self.volume = FolderVolume(self.root)
+        # Each path the folder cannot sync said once, by the scanners and the executor alike.
+        self.skip_log = SkipLog(cfg.name)
         self.transfer = open_transfer(
             settings,
             cfg.where,
@@ -157,7 +160,7 @@ class Folder:
                 status=status,
                 metrics=self.metrics,
                 stop=self.stop_event,
-                on_skip=_skipped_in(self.cfg.name),
+                on_skip=self.skip_log,
                 clock=self.clock,
                 wall=self.wall,
                 feed_object=SmallObject(
@@ -668,7 +671,7 @@ class _Watcher:
             ignore=f.scope.ignore,
             on_overflow=self._on_overflow,
             on_root_gone=self._on_root_gone,
-            on_skipped=_skipped_in(f.cfg.name),
+            on_skipped=f.skip_log,
             on_ignore_changed=self._on_ignore_changed,
         )
         t0 = time.monotonic()
@@ -721,17 +724,3 @@ class _Watcher:
         self.folder.scope.reload()
         self.lost("the ignore rules changed")
         self.folder.request_reconcile()
-
-
-def _skipped_in(name: str) -> Callable[[Skipped], None]:
-    """How a folder reports a path it cannot sync."""
-
-    def skipped(item: Skipped) -> None:
-        logger.warning(
-            "skip: %s: %s",
-            item.path,
-            item.reason,
-            extra={"folder": name, "event": "skip", "path": item.path},
-        )
-
-    return skipped

@@ -314,7 +314,15 @@ class Reconcile:
             state = reported
             remote = self._named_now(_as_last_synced(reported), named)
             local = without_skipped(
-                changed_side(self.root, taken, reported, options=options, looked=looked), skip
+                changed_side(
+                    self.root,
+                    taken,
+                    reported,
+                    options=options,
+                    looked=looked,
+                    spelled=self.volume.spelled,
+                ),
+                skip,
             )
         else:
             state = self.store.synced.iter_sorted()
@@ -385,7 +393,9 @@ class Reconcile:
         if not reported:
             return [], None
         tops = _outermost(taken.dirs)
-        fresh = list(without_skipped(_fresh_side(self.root, reported, options), skip))
+        fresh = list(
+            without_skipped(_fresh_side(self.root, reported, options, self.volume.spelled), skip)
+        )
         looked.update(dict.fromkeys(reported))
         for top in tops:
             for e in self.store.synced.iter_sorted(prefix=top.rstrip("/")):
@@ -443,13 +453,16 @@ def changed_side(
     *,
     options: WalkOptions,
     looked: dict[str, LocalEntry | None] | None = None,
+    spelled: Callable[[str], bool] | None = None,
 ) -> Iterator[LocalEntry | Skipped]:
     """The local side of a pass from the state and the reported paths, in S3 key order.
 
     A reported file is stat-ed, a reported directory walked; every other synced path is
     yielded as it was last synced, so the planner reads it as unchanged.  Cost: one read of
     the state plus the reported paths.  ``looked`` receives each file looked at (None: gone),
-    so that one left out of sync can be looked at again by the next pass.
+    so that one left out of sync can be looked at again by the next pass.  ``spelled``:
+    whether a path found is held as spelled (on a volume that ignores case, ``report.txt``
+    is found where only ``Report.txt`` is: that path is gone, not changed).
 
     >>> t = Taken(None, frozenset({"b"}))
     >>> synced = [SyncedEntry("a", 1, 2, "e", 3), SyncedEntry("b", 1, 2, "e", 3)]
@@ -461,7 +474,7 @@ def changed_side(
     # directory that vanished or moved away is reported once, not per file).
     reported = taken.paths | taken.dirs
     tops = _outermost(reported)
-    fresh = _fresh_side(root, reported, options)
+    fresh = _fresh_side(root, reported, options, spelled)
     if looked is not None:
         looked.update(dict.fromkeys(reported))
         looked.update((e.path, e) for e in fresh if isinstance(e, LocalEntry))
@@ -479,7 +492,10 @@ def changed_side(
 
 
 def _fresh_side(
-    root: Path, reported: Iterable[str], options: WalkOptions
+    root: Path,
+    reported: Iterable[str],
+    options: WalkOptions,
+    spelled: Callable[[str], bool] | None = None,
 ) -> list[LocalEntry | Skipped]:
     """The reported paths as they are now, in key order: a file stat-ed, a directory
     walked (a path below another reported directory is left to that walk)."""
@@ -489,6 +505,8 @@ def _fresh_side(
         if _under(path, tops) or not _taking_part(path, options):
             continue  # below another reported directory: its walk covers it
         got = _stat_one(root, path, options.follow_symlinks)
+        if got is not None and spelled is not None and not spelled(path):
+            continue  # found under another spelling (a case-only rename): gone as spelled
         if isinstance(got, str):
             fresh.extend(walk(root, options=options, start=path))
         elif got is not None:

@@ -196,7 +196,7 @@ class Uploader:
     def _plain_upload(self, item: Item, synced: SyncedEntry | None) -> Action | None:
         """The upload planned for ``item`` when it is a plain one: no rename to copy, no
         content check, no delete."""
-        local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
+        local = self._stat(item.path)
         if local is None:
             return None
         action = plan_path(local, synced, item, opts=self._opts())
@@ -253,7 +253,7 @@ class Uploader:
         a delete still to be made."""
         if self.dirty is None:
             return False
-        local = stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
+        local = self._stat(path)
         return same_file(local, self.store.synced.get(path))
 
     def _look_again(self, path: str) -> None:
@@ -262,13 +262,13 @@ class Uploader:
             self.dirty.note([path])
 
     def _sync(self, item: Item) -> None:
-        local = stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks)
+        local = self._stat(item.path)
         synced = self.store.synced.get(item.path)
         action = plan_path(local, synced, item, opts=self._opts())
         if action is None:
             return
         if action.kind is Kind.DELETE_REMOTE:
-            if not file_exists(self.root / item.path):
+            if not self._exists(item.path):
                 self.guards.add(item.path)
             return
         assert local is not None
@@ -279,13 +279,23 @@ class Uploader:
                 break
             assert chosen.synced is not None
             tried.add(chosen.synced.path)
-        if stat_entry(self.root, item.path, follow_symlinks=self.follow_symlinks) is None:
+        if self._stat(item.path) is None:
             # Moved or deleted while it was sent: its key is recorded only now, after the
             # watcher's rescan of a vanished directory found nothing synced there; look again.
             after = plan_path(None, self.store.synced.get(item.path), item, opts=self._opts())
-            gone = not file_exists(self.root / item.path)
+            gone = not self._exists(item.path)
             if after is not None and after.kind is Kind.DELETE_REMOTE and gone:
                 self.guards.add(item.path)
+
+    def _stat(self, path: str) -> LocalEntry | None:
+        """The file at ``path`` now, as spelled (see :meth:`FolderVolume.spelled`)."""
+        return stat_entry(
+            self.root, path, follow_symlinks=self.follow_symlinks, spelled=self.volume.spelled
+        )
+
+    def _exists(self, path: str) -> bool:
+        """Something other than a directory is at ``path``, as spelled."""
+        return file_exists(self.root / path) and self.volume.spelled(path)
 
     def _opts(self) -> PathOptions:
         """The options, on the volume as last learnt."""

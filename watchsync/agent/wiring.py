@@ -83,6 +83,7 @@ class _Given:
     wall: Callable[[], float]
     outage: Outage | None
     volume: FolderVolume  # the folder's file system (probed by the folder)
+    on_skip: Callable[[Skipped], None]  # how a path the folder cannot sync is reported
 
 
 def wire(
@@ -111,7 +112,9 @@ def wire(
     uploads one queued path and says how it settled.
     """
     volume = volume or FolderVolume(cfg.path)
-    given = _Given(cfg, store, transfer, scope, status, metrics, stop, clock, wall, outage, volume)
+    given = _Given(
+        cfg, store, transfer, scope, status, metrics, stop, clock, wall, outage, volume, on_skip
+    )
     server = Capabilities()
     sending = Sending()  # the paths on their way to S3, one sender each
     pending = Pending(store, included=scope.included, stop=stop, clock=clock)
@@ -302,6 +305,7 @@ def _engine(
         outage=given.outage,
         recent=recent,
         on_changed=feed.note if feed is not None else None,
+        on_skip=given.on_skip,
     )
     executor = Executor(
         given.transfer,

@@ -7,6 +7,7 @@ The agent's single-path decisions live here too: ``plan_path`` (a path the watch
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
 object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
+``case_clash`` is a download a volume ignoring case cannot hold apart.
 ``runner_wait`` is how long a folder's runner sleeps (a due pass does not hurry a paused
 folder).  ``same_file`` is the one answer to "is this still the file that was looked at?", wherever
 it is asked (the planner, the executor's re-checks, a download or delete keeping a late
@@ -256,6 +257,24 @@ def settle_by_stored_mtime(
     if rule is StoredMtime.TIMES_DIFFER:
         return replace(unsettled, reason="kept mtime differs") if kept_s != local_s else None
     return replace(unsettled, reason="kept mtime newer") if kept_s > local_s else None
+
+
+def case_clash(path: str, held: str | None) -> Skipped | None:
+    """A download of ``path`` where the folder holds ``held``: the same name in another
+    case, of the file or of a directory on its way, on a volume that ignores case (S3 holds
+    both ``Photo.JPG`` and ``photo.jpg``, or ``dir/b.txt`` beside ``Dir/a.txt``).  Skipped:
+    written, it would replace the other key's file (or land under the other directory and
+    be sent back as a new key); both objects stay in S3 as they are.
+
+    >>> case_clash("photo.jpg", "Photo.JPG").reason
+    'the folder holds Photo.JPG, and its file system ignores case: not downloaded'
+    >>> case_clash("photo.jpg", None) is None
+    True
+    """
+    if held is None:
+        return None
+    why = f"the folder holds {held}, and its file system ignores case: not downloaded"
+    return Skipped(path, why)
 
 
 def restored_mtime(last_modified_ns: int, kept_ns: int | None) -> int:

@@ -70,8 +70,8 @@ class Deleter:
         batch: list[Action] = []
         for action in actions:
             if action.kind is Kind.DELETE_REMOTE:
-                if file_exists(self.root / action.path):
-                    continue
+                if file_exists(self.root / action.path) and self.volume.spelled(action.path):
+                    continue  # came back (not merely another spelling: a case-only rename)
                 batch.append(action)
                 if len(batch) >= _DELETE_BATCH:
                     after += self._delete_remote(batch)

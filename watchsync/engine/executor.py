@@ -43,6 +43,7 @@ from watchsync.core.model import (
 from watchsync.core.plan import (
     CONFLICT_STEPS,
     ConflictStep,
+    case_clash,
     same_content,
     settle_by_stored_mtime,
 )
@@ -108,6 +109,7 @@ class Outcome(enum.Enum):
     STALE = "changed since planned: left for the next look"
     MISMATCH = "rename source differs or is gone: not copied"
     CURRENT = "the object's kept mtime says it is current: nothing to copy"
+    SKIPPED = "the folder cannot hold the name apart: skipped and reported"
 
 
 @dataclass
@@ -194,7 +196,7 @@ class Executor:
         self.stop = stop or threading.Event()
         self.wall = wall
         self._lock = threading.Lock()
-        self.files = LocalFiles(self.root, follow_symlinks=follow_symlinks)
+        self.files = LocalFiles(self.root, follow_symlinks=follow_symlinks, volume=self.volume)
         self.sending = sending or Sending()
         self.sender = Sender(
             transfer,
@@ -377,6 +379,10 @@ class Executor:
             return Outcome.DONE
         if kind is Kind.COPY:
             return self._copy(action)
+        held = self.volume.twin(action.path) if kind is Kind.DOWNLOAD else None
+        if (skip := case_clash(action.path, held)) is not None:
+            self.events.skipped(skip, remote=True)
+            return Outcome.SKIPPED
         stale = kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self.files.still(
             action.path, action.local
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from watchsync.core.model import LocalEntry
 from watchsync.core.plan import same_file
 from watchsync.fs import etag as etags
+from watchsync.fs.volume import FolderVolume
 from watchsync.fs.walk import stat_entry
 from watchsync.s3.transfer import MULTIPART_THRESHOLD
 
@@ -20,13 +21,24 @@ class LocalFiles:
     (True, True)
     """
 
-    def __init__(self, root: Path, *, follow_symlinks: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        follow_symlinks: bool = True,
+        volume: FolderVolume | None = None,
+    ) -> None:
         self.root = root
         self.follow_symlinks = follow_symlinks
+        # Where the volume ignores case, a file found under another spelling is not this
+        # path's (see FolderVolume.spelled).
+        self.spelled = volume.spelled if volume is not None else None
 
     def now(self, path: str) -> LocalEntry | None:
         """The regular file at ``path`` now, or None."""
-        return stat_entry(self.root, path, follow_symlinks=self.follow_symlinks)
+        return stat_entry(
+            self.root, path, follow_symlinks=self.follow_symlinks, spelled=self.spelled
+        )
 
     def still(self, path: str, was: LocalEntry | None) -> bool:
         """Whether ``path`` is still the file ``was`` describes (or still none)."""

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from watchsync.core.model import Action, SyncedEntry
+from watchsync.core.model import Action, Skipped, SyncedEntry
 
 
 class Recorder(Protocol):
@@ -116,3 +116,5 @@ class Events(Protocol):
     def would(self, action: Action) -> None: ...
 
     def conflict(self, action: Action, name: str) -> None: ...
+
+    def skipped(self, item: Skipped, *, remote: bool) -> None: ...

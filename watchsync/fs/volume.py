@@ -166,44 +166,41 @@ class FolderVolume:
             self._told.add(key)
             return True
 
-    def exists(self, rel: str) -> bool:
-        """Whether ``rel`` names an entry (a file, a directory, a link) exactly as spelled:
-        on a volume that ignores case, ``dir/b.txt`` does not exist when only ``Dir/b.txt``
-        does, though a lookup of it succeeds.
+    def spelled(self, rel: str) -> bool:
+        """Whether what a lookup of ``rel`` finds (if anything) is held under that very
+        spelling: on a volume that ignores case a stat of ``report.txt`` succeeds when only
+        ``Report.txt`` is there, and must not be taken for it.  No I/O where case counts.
 
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as d:
         ...     _ = (Path(d) / "Dir").mkdir()
         ...     v = FolderVolume(Path(d), fixed=Volume(case_sensitive=False))
-        ...     v.exists("Dir"), v.exists("dir")
-        (True, False)
+        ...     v.spelled("Dir"), v.spelled("dir"), v.spelled("Dir/new"), v.spelled("dir/new")
+        (True, False, True, False)
         """
-        if not os.path.lexists(os.path.join(self.root, rel)):
-            return False
         return self._now.case_sensitive or self.twin(rel) is None
 
     def twin(self, rel: str) -> str | None:
-        """The path the folder holds for ``rel`` under another case, where the volume
-        ignores case (``Photo.JPG`` for ``photo.jpg``, ``Dir/b.txt`` for ``dir/b.txt``);
-        None when it holds ``rel`` as spelled, or nothing of that name."""
+        """Where the folder would put ``rel`` under another spelling, on a volume that
+        ignores case: ``Photo.JPG`` for ``photo.jpg``, ``Dir/b.txt`` for ``dir/b.txt`` when
+        ``Dir`` is there (whether or not ``b.txt`` is); None when every part the folder
+        holds is held as spelled."""
         if self._now.case_sensitive:
             return None
         held: list[str] = []
+        parts = rel.split("/")
         here = os.fspath(self.root)
-        for part in rel.split("/"):
+        for i, part in enumerate(parts):
             try:
                 names = os.listdir(here)
             except OSError:
-                return None
-            if part in names:
-                name = part
-            else:
+                break
+            if part not in names:
                 folded = part.casefold()
                 name = next((n for n in sorted(names) if n.casefold() == folded), "")
                 if not name:
-                    return None
-            held.append(name)
-            here = os.path.join(here, name)
-        found = "/".join(held)
-        return found if found != rel else None
-
+                    break
+                return "/".join([*held, name, *parts[i + 1 :]])
+            held.append(part)
+            here = os.path.join(here, part)
+        return None

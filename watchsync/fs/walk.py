@@ -166,14 +166,21 @@ def _stat_failed(relpath: str, exc: OSError) -> Skipped:
     return Skipped(relpath, f"cannot stat: {exc.strerror or exc}", kind)
 
 
-def stat_entry(root: Path, relpath: str, *, follow_symlinks: bool = True) -> LocalEntry | None:
-    """Stat one path under ``root``: a regular file's entry, or None when it is not one."""
+def stat_entry(
+    root: Path,
+    relpath: str,
+    *,
+    follow_symlinks: bool = True,
+    spelled: Callable[[str], bool] | None = None,
+) -> LocalEntry | None:
+    """Stat one path under ``root``: a regular file's entry, or None when it is not one
+    (or, ``spelled`` saying so, is held under another spelling: a volume ignoring case)."""
     try:
         # A string join: pathlib's parsing costs more than the stat itself, per file.
         st = os.stat(os.path.join(root, relpath), follow_symlinks=follow_symlinks)
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) or (spelled is not None and not spelled(relpath)):
         return None
     return entry_of(relpath, st)
 
