@@ -936,10 +936,16 @@ def test_plan_path_compares_content_where_the_stat_cannot_tell() -> None:
     for loc, item, opts in [
         (L("a"), Item("a", reported=True), PathOptions(volume=EXFAT)),
         (LocalEntry("a", 1, T, ctime_ns=T + S), Item("a"), PathOptions()),
-    ]:
+        # touch, to a later time or an earlier one: the size as synced, the content decides
+        (LocalEntry("a", 1, T + 5 * S, ctime_ns=T + 5 * S), Item("a"), PathOptions()),
+        (LocalEntry("a", 1, T - 5 * S, ctime_ns=T + 5 * S), Item("a", reported=True),
+         PathOptions()),
+    ]:  # fmt: skip
         got = plan_path(loc, syn, item, opts=opts)
         assert got is not None and got.verify
         assert got.remote == R("a", 1, T + S, "e1") and got.synced == syn
+    grown = plan_path(LocalEntry("a", 2, T + 5 * S), syn, Item("a"), opts=PathOptions())
+    assert grown is not None and not grown.verify  # another size: sent, nothing to compare
 
 
 def test_plan_path_same_size_object_is_verified_first() -> None:

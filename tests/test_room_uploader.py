@@ -370,3 +370,26 @@ def test_the_uploader_waits_for_a_path_the_executor_is_sending(
     assert w.objects.calls == [] and w.status.last_error is None
     assert w.rooms.uploader.process(Item("a.txt")) == Settled()
     assert w.objects.objects["a.txt"][0] == b"a"
+
+
+def test_a_touch_with_unchanged_content_sends_nothing(make_world: Callable[..., World]) -> None:
+    """A file touched to a later time, or back to an earlier one, holds the bytes of the
+    object last synced (its hash against the recorded ETag): only its new stat is recorded.
+    Another write of the same size is sent."""
+    w = make_world()
+    synced_file(w, "a.txt", b"same bytes")
+    synced_file(w, "b.txt", b"same bytes")
+    st = (w.root / "a.txt").stat()
+    os.utime(w.root / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9 * 3600))
+    os.utime(w.root / "b.txt", ns=(st.st_atime_ns, st.st_mtime_ns - 10**9 * 3600))
+    results = w.rooms.uploader.process_many([Item("a.txt", reported=True), Item("b.txt")])
+    assert results == [Settled(), Settled()]
+    assert [c for c in w.objects.calls if c[0] == "upload"] == []
+    for path in ("a.txt", "b.txt"):
+        synced = w.store.synced.get(path)
+        now = (w.root / path).stat()
+        assert synced is not None and synced.mtime_ns == now.st_mtime_ns
+    assert w.store.status.counters().get("uploaded_files", 0) == 0
+    (w.root / "a.txt").write_bytes(b"SAME BYTES")  # the size as synced, other bytes
+    assert w.rooms.uploader.process(Item("a.txt")) == Settled()
+    assert w.objects.objects["a.txt"][0] == b"SAME BYTES"

@@ -275,10 +275,15 @@ class Uploader:
         tried: set[str] = set()
         while True:
             chosen = plan_rename(action, self._gone(local, tried))
-            if self.executor.apply(chosen) is not Outcome.MISMATCH:
+            outcome = self.executor.apply(chosen)
+            if outcome is not Outcome.MISMATCH:
                 break
             assert chosen.synced is not None
             tried.add(chosen.synced.path)
+        if outcome is Outcome.SAME:
+            # Found holding the bytes last synced (a touch): its record, batched for a
+            # pass's many, is written now, so the path is settled as it is.
+            self.executor.recorder.flush()
         if self._stat(item.path) is None:
             # Moved or deleted while it was sent: its key is recorded only now, after the
             # watcher's rescan of a vanished directory found nothing synced there; look again.

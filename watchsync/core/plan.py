@@ -449,18 +449,6 @@ def same_file(a: FileLook | None, b: FileLook | None, *, by_ctime: bool = True) 
     return a.size == b.size and a.mtime_ns == b.mtime_ns
 
 
-def only_ctime_moved(a: FileLook, b: FileLook) -> bool:
-    """Whether two looks differ by their ctime alone (same size, mtime and inode): a
-    ``touch -r``, a ``cp -p`` of a same-size file, or a ``chmod``, which changed no byte;
-    the content decides (a hash, no transfer).
-
-    >>> syn = SyncedEntry("a", 1, 5, "e", 5, ctime_ns=6)
-    >>> only_ctime_moved(LocalEntry("a", 1, 5, ctime_ns=9), syn)
-    True
-    """
-    return not same_file(a, b) and same_file(a, b, by_ctime=False)
-
-
 def remote_changed(rem: RemoteEntry, syn: SyncedEntry) -> bool:
     """Whether the object differs from the one last synced (by ETag, else by size and time)."""
     if rem.etag and syn.etag:
@@ -603,6 +591,12 @@ def plan_path(
     >>> syn = SyncedEntry("a", 1, 5, "e", 5)
     >>> plan_path(LocalEntry("a", 1, 5), syn, Item("a", reported=True), opts=fat).verify
     True
+
+    So is a changed file of the size last synced (a ``touch``, to any time), against the
+    object last synced: the same bytes are recorded, not sent again.
+
+    >>> plan_path(LocalEntry("a", 1, 9), syn, Item("a"), opts=PathOptions()).verify
+    True
     """
     if local is None:
         if synced is not None and opts.delete and opts.mode is not Mode.PULL:
@@ -632,7 +626,10 @@ def plan_path(
     reason = "local changed" if synced is not None else "new local file"
     rem = item.remote
     verify = rem is not None and rem.size == local.size
-    if rem is None and synced is not None and ctime and only_ctime_moved(local, synced):
+    if rem is None and synced is not None and local.size == synced.size:
+        # A touch (to any time), a cp -p, a rewrite of the same bytes: the file is compared
+        # with the object last synced (its hash against that ETag, no transfer) before it is
+        # sent, so unchanged content is only recorded, never sent again.
         rem, verify = last_synced_object(synced), True
     return Action(Kind.UPLOAD, path, reason, local, rem, synced, condition=condition, verify=verify)
 
