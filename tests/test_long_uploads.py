@@ -12,6 +12,7 @@ a file appended without pause, in S3 about once a minute.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -274,3 +275,44 @@ def test_a_file_appended_without_pause_reaches_s3_at_a_steady_cadence(
         assert_in_sync(s3, bucket, PREFIX, root, timeout=30)
         wait_idle(agent)
         assert agent.last_error is None
+
+
+def test_a_backlog_caught_in_a_server_freeze_is_sent_once(
+    root: Path,
+    state_dir: Path,
+    bucket: str,
+    s3server: SeaweedServer,
+    aws_env: dict[str, str],
+    s3: S3Client,
+) -> None:
+    """The server stops answering (SIGSTOP) with a backlog of uploads queued and passes
+    due every second; the requests it holds are stored once it goes on, their answers
+    long lost.  Each file is sent again only where its own answer was lost, and told and
+    counted once (before, every pass during the catch-up planned the files still being
+    sent, each sent a second time: about twice the bytes, twice the lines)."""
+    url = f"s3://{bucket}/{PREFIX}"
+    count, size = 120, 64 * 1024
+    with NetProxy("127.0.0.1", s3server.port) as proxy:
+        s3s = S3Settings(
+            endpoint_url=proxy.endpoint,
+            max_concurrency=8,
+            bwlimit=2 * MIB,  # a backlog forms
+            read_timeout=2,
+            connect_timeout=2,
+        )
+        cfg = folder_config(root, url, proxy.endpoint, s3=s3s, reconcile_interval=1.0)
+        with running_agent(cfg, state_dir) as agent:
+            before = proxy.sent
+            for i in range(count):
+                (root / f"f{i:03}.bin").write_bytes(os.urandom(size))
+            wait_until(lambda: agent.pending_count() > count // 4, timeout=10, message="backlog")
+            os.killpg(s3server.pid, signal.SIGSTOP)
+            try:
+                time.sleep(5)  # the freeze: longer than two read timeouts
+            finally:
+                os.killpg(s3server.pid, signal.SIGCONT)
+            assert_in_sync(s3, bucket, PREFIX, root, timeout=120)
+            wait_idle(agent)
+            sent = proxy.sent - before
+            assert counters(agent)["uploaded_files"] == count
+            assert sent < 1.4 * count * size, f"{sent / (count * size):.2f} times the backlog"
