@@ -24,6 +24,7 @@ from world import World, synced_file
 
 from watchsync.agent.config import FolderConfig, S3Settings
 from watchsync.agent.effects import SkipLog
+from watchsync.cli.main import main
 from watchsync.core.errors import Deferred, FileError
 from watchsync.core.model import Action, Item, Kind, SyncedEntry, Volume
 from watchsync.engine.executor import Executor, Outcome
@@ -245,6 +246,61 @@ def test_a_case_clash_is_said_once_by_the_agent(
     ]
     assert sorted(os.listdir(w.root)) == ["Photo.JPG"]  # old.txt deleted all the same
     assert w.objects.objects["photo.jpg"][0] == b"the other key"
+
+
+# ------------------------------------------------------- names the file system refuses
+
+
+def test_a_key_the_folder_cannot_name_is_skipped_once_and_left_in_s3(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding: ``:``, ``?``, ... failed each download (``No such file or directory``,
+    ``Operation not permitted``) every pass.  A clear skip, said once; never a delete."""
+    w = make_world(
+        delete=True, volume=lambda root: FolderVolume(root, fixed=EXFAT), on_skip=SkipLog("d")
+    )
+    for key in ("a:b.txt", "dir?/c.txt", "ok.txt"):
+        w.objects.put(key, b"from S3")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            w.rooms.reconcile.run()
+    said = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("skip:"))
+    assert said == [
+        "skip: a:b.txt: the folder's file system refuses : in a name",
+        "skip: dir?/c.txt: the folder's file system refuses ? in a name",
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert os.listdir(w.root) == ["ok.txt"]
+    assert sorted(w.objects.objects) == ["a:b.txt", "dir?/c.txt", "ok.txt"]
+
+
+def test_sync_to_a_card_skips_the_keys_it_cannot_name(
+    card: Edge,
+    s3: S3Client,
+    bucket: str,
+    aws_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``sync s3://... card/``: the keys the card cannot name are skipped with a warning
+    (and exit 2, as aws for a skipped file), the rest arrive."""
+    for key in ("a:b.txt", "q?.txt", "ok.txt"):
+        s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"from S3")
+    root, saved = logging.getLogger(), logging.getLogger().handlers[:]
+    try:
+        code = main(["sync", f"s3://{bucket}/p", str(card.root)])
+    finally:
+        root.handlers[:] = saved  # main() points the root logger at the captured stderr
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert os.listdir(card.root) == ["ok.txt"]
+    warnings = sorted(line for line in out.err.splitlines() if "Skipping" in line)
+    assert warnings == [
+        f"warning: Skipping file s3://{bucket}/p/a:b.txt. The folder's file system refuses : "
+        "in a name.",
+        f"warning: Skipping file s3://{bucket}/p/q?.txt. The folder's file system refuses ? "
+        "in a name.",
+    ]
+    assert "failed" not in out.err
 
 
 # ----------------------------------------------------------- local deletes without links

@@ -1287,3 +1287,41 @@ def test_plan_listed_reads_the_state_before_the_listing() -> None:
         )
     )
     assert order == ["state", "listing"]
+
+
+# -- names the folder's file system refuses ----------------------------------------------
+
+CARD = Volume(refused=':*?"<>|', trailing_dot_space=False)
+
+
+@pytest.mark.parametrize(
+    ("direction", "delete", "expected"),
+    [
+        (Direction.DOWN, False, [("skip", "a:b", "the folder's file system refuses : in a name")]),
+        (Direction.UP, True, [("delete-remote", "a:b", "not in source (the folder's file "
+                                                         "system refuses : in a name)")]),
+    ],
+    ids=["download-skipped", "delete-says-why"],
+)  # fmt: skip
+def test_plan_sync_with_a_name_the_folder_refuses(
+    direction: Direction, delete: bool, expected: list[tuple[str, str, str]]
+) -> None:
+    opts = SyncOptions(direction, delete=delete, volume=CARD)
+    got = [
+        ("skip", a.path, a.reason) if isinstance(a, Skipped) else (a.kind.value, a.path, a.reason)
+        for a in plan_sync([], [RemoteEntry("a:b", 1, T)], opts=opts)
+    ]
+    assert got == expected
+
+
+@pytest.mark.parametrize("key", ["a:b", "dir?/c", "trail.", "dir./c", "space "])
+def test_a_name_the_folder_refuses_is_left_alone_by_the_agent(key: str) -> None:
+    """Never a download that fails every pass, never a delete."""
+    opts = ReconcileOptions(delete=True, volume=CARD)
+    remote, synced = [RemoteEntry(key, 1, T, "e")], [SyncedEntry(key, 1, T, "e", T)]
+    assert list(plan_reconcile([], remote, [], opts=opts)) == []
+    assert list(plan_reconcile([], remote, synced, opts=opts)) == []
+    assert list(plan_listed([(key, 1, T, "e")], [], [], looked=None, opts=opts)) == []
+    assert [a.kind for a in plan_reconcile([], remote, [], opts=ReconcileOptions())] == [
+        Kind.DOWNLOAD
+    ]

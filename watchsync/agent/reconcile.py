@@ -58,6 +58,7 @@ from watchsync.core.plan import (
     plan_listed,
     plan_reconcile,
     same_file,
+    unwritable,
 )
 from watchsync.engine.executor import Executor, PassStats, Skips
 from watchsync.engine.sender import Sending
@@ -297,7 +298,7 @@ class Reconcile:
             # The prefix listed, the folder trusted: the listing's rows and the state's are
             # compared in bulk, entries made only where they differ (the common pass).
             fresh, was_looked = self._looked_at(taken, options, looked, skip)
-            rows = _reporting(self.transfer.listing_rows(), self.on_skip)
+            rows = _reporting(unwritable(self.transfer.listing_rows(), opts.volume), self.on_skip)
             plan = plan_listed(
                 watch.remote(rows) if watch is not None else rows,
                 self.store.synced.iter_rows(),
@@ -333,7 +334,8 @@ class Reconcile:
             else:
                 # A key skipped as unsafe stays in the stream: the planner leaves its path
                 # alone, so it is never read as deleted in S3 and need not veto other deletes.
-                remote = _reporting(self.transfer.listing(for_download=True), self.on_skip)
+                listed = unwritable(self.transfer.listing(for_download=True), opts.volume)
+                remote = _reporting(listed, self.on_skip)
             local = without_skipped(walk(self.root, options=options), skip)
             if self.dirty is not None:
                 state, synced = itertools.tee(state)

@@ -28,6 +28,7 @@ from watchsync.engine.lookahead import Lookahead
 from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import guard_temp_files
+from watchsync.fs.volume import FolderVolume
 from watchsync.fs.walk import WalkOptions, walk
 from watchsync.s3.client import aws_message
 from watchsync.s3.location import S3Settings, S3Url
@@ -323,8 +324,14 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
                 raise UsageError(
                     f"cannot create destination directory {req.local!r}: {exc.strerror or exc}"
                 ) from exc
+        volume = FolderVolume(root)
+        if req.direction is Direction.DOWN and not req.dry_run:
+            # What the destination's disk refuses (an SD card's ``:``), what it folds (case):
+            # a key it cannot hold is a skip that says so, never a failed or altered write.
+            opts = replace(opts, volume=volume.learn())
         executor = Executor(
             transfer,
+            volume=volume,
             recorder=NullRecorder(),
             events=events,
             policy=replace(ExecPolicy.SYNC, dry_run=req.dry_run),

@@ -123,6 +123,25 @@ class Volume:
             parts.append("no trailing dot or space in names")
         return ", ".join(parts)
 
+    def refuses(self, path: str) -> str | None:
+        """Why a file cannot be made at ``path`` on this volume (a character it refuses in a
+        name, a name it would store without its trailing dot or space), or None.
+
+        >>> fat = Volume(refused=':*?"<>|', trailing_dot_space=False)
+        >>> fat.refuses("a/b:c?.txt")
+        "the folder's file system refuses : ? in a name"
+        >>> fat.refuses("trail."), fat.refuses("a b.txt")
+        ("the folder's file system drops a trailing dot or space from a name", None)
+        """
+        if not self.refused and self.trailing_dot_space:
+            return None
+        for part in path.split("/"):
+            if bad := [c for c in self.refused if c in part]:
+                return f"the folder's file system refuses {' '.join(bad)} in a name"
+            if not self.trailing_dot_space and part.endswith((".", " ")):
+                return "the folder's file system drops a trailing dot or space from a name"
+        return None
+
 
 #: A POSIX disk's volume (ext4, XFS, btrfs): what a folder is taken to be on until probed.
 POSIX_VOLUME = Volume()

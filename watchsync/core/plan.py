@@ -7,6 +7,7 @@ The agent's single-path decisions live here too: ``plan_path`` (a path the watch
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
 object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
+``unwritable`` marks the keys whose names the folder's file system refuses;
 ``case_clash`` is a download a volume ignoring case cannot hold apart.
 ``runner_wait`` is how long a folder's runner sleeps (a due pass does not hurry a paused
 folder).  ``same_file`` is the one answer to "is this still the file that was looked at?", wherever
@@ -48,6 +49,7 @@ class _HasPath(Protocol):
 
 
 E = TypeVar("E", bound=_HasPath)
+R = TypeVar("R", RemoteEntry, RemoteRow)
 
 _NS_PER_US = 1000
 _NS_PER_S = 1_000_000_000
@@ -170,7 +172,10 @@ def plan_sync(
         if not src_present:
             if opts.delete:
                 kind = Kind.DELETE_REMOTE if up else Kind.DELETE_LOCAL
-                yield Action(kind, path, "not in source", loc, rem)
+                yield Action(kind, path, _not_in_source(path, opts.volume), loc, rem)
+            continue
+        if not up and (why := opts.volume.refuses(path)):
+            yield Skipped(path, why)  # not written under an altered name, nor failing
             continue
         rule = None
         if loc is None or rem is None:
@@ -188,6 +193,13 @@ def plan_sync(
             continue
         kind = Kind.UPLOAD if up else Kind.DOWNLOAD
         yield Action(kind, path, reason, loc, rem, by_stored_mtime=rule)
+
+
+def _not_in_source(path: str, volume: Volume) -> str:
+    """Why a destination path goes: the key of a name the folder cannot hold is deleted by
+    ``sync --delete`` as aws deletes it, and says why it could not be in the source."""
+    why = volume.refuses(path)
+    return f"not in source ({why})" if why else "not in source"
 
 
 def archived(rem: RemoteEntry, opts: SyncOptions) -> bool:
@@ -324,14 +336,35 @@ def plan_reconcile(
     [<Kind.DELETE_REMOTE: 'delete-remote'>]
     """
     for path, (lo, ro, so) in join(local, remote, synced):
-        if not opts.included(path) or isinstance(ro, Skipped):
-            continue
+        if not opts.included(path) or isinstance(ro, Skipped) or opts.volume.refuses(path):
+            continue  # a name the folder cannot hold is never a file here: left alone
         loc = lo if isinstance(lo, LocalEntry) else None
         rem = ro if isinstance(ro, RemoteEntry) else None
         syn = so if isinstance(so, SyncedEntry) else None
         action = _reconcile_one(path, loc, rem, syn, opts)
         if action is not None:
             yield action
+
+
+def unwritable(stream: Iterable[R | Skipped], volume: Volume) -> Iterator[R | Skipped]:
+    """A listing with each key whose name ``volume`` refuses turned into a skip (reported
+    by whoever reads it; the planners leave such a path alone either way), the other rows
+    passed through as they are.
+
+    >>> fat = Volume(refused=":")
+    >>> list(unwritable([("a:b", 1, 0, "e"), ("c", 1, 0, "e")], fat))[0].path
+    'a:b'
+    """
+    if not volume.refused and volume.trailing_dot_space:
+        yield from stream
+        return
+    for item in stream:
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        path = item[0] if isinstance(item, tuple) else item.path
+        why = volume.refuses(path)
+        yield Skipped(path, why) if why else item
 
 
 def plan_listed(
@@ -400,7 +433,7 @@ def plan_listed(
             loc, f = f, next(fit, None)
         elif syn is not None and (looked is None or not looked(path)):
             loc = LocalEntry(path, syn.size, syn.mtime_ns)  # as last synced
-        if isinstance(rem, Skipped) or not opts.included(path):
+        if isinstance(rem, Skipped) or not opts.included(path) or opts.volume.refuses(path):
             continue
         action = _reconcile_one(path, loc, rem, syn, opts)
         if action is not None:
