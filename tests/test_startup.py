@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from watchsync import __version__
+
 HEAVY = ("boto3", "botocore", "s3transfer", "awscrt", "rich", "watchdog", "watchsync.agent")
 
 _PROBE = """
@@ -43,3 +45,22 @@ def test_nothing_heavy_is_imported(argv: list[str]) -> None:
         timeout=60,
     )
     assert out.stdout.split() == [], f"imported by {argv}: {out.stdout}"
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_alone_builds_no_parser(flag: str) -> None:
+    """``--version`` is answered before argparse and the options' modules are imported: it
+    prints what the parser's version action would, and exits 0."""
+    probe = (
+        "import sys\n"
+        "from watchsync.cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(sorted(m for m in ('argparse', 'logging', 'watchsync.cli.arguments') "
+        "if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, flag], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"watchsync {__version__}", "[]"]
