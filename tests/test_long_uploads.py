@@ -11,11 +11,13 @@ a file appended without pause, in S3 about once a minute.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -316,3 +318,51 @@ def test_a_backlog_caught_in_a_server_freeze_is_sent_once(
             sent = proxy.sent - before
             assert counters(agent)["uploaded_files"] == count
             assert sent < 1.4 * count * size, f"{sent / (count * size):.2f} times the backlog"
+
+
+@pytest.fixture
+def small_state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A state directory on a tmpfs of its own, 2 MiB, so that it can be filled."""
+    path = tmp_path / "small-state"
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_state_disk_is_said_in_one_line_and_shown(
+    root: Path,
+    small_state_dir: Path,
+    bucket: str,
+    endpoint: str,
+    s3: S3Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The state's disk fills up while files change: the agent says so in clear lines,
+    with no traceback, shows the error, and once there is space again every change made
+    meanwhile reaches S3 (before, a traceback for every batch of ready paths and every
+    failed pass)."""
+    url = f"s3://{bucket}/{PREFIX}"
+    cfg = folder_config(root, url, endpoint, reconcile_interval=1.0)
+    with running_agent(cfg, small_state_dir) as agent:
+        filler = small_state_dir / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as f:
+            f.write(bytes(MIB * 2))
+        for i in range(20):
+            (root / f"f{i:02}.txt").write_text(f"file {i} " * 100)
+        wait_until(lambda: agent.state == "error", timeout=30, message="the error shown")
+        assert "space on the state's disk" in (agent.last_error or "")
+        filler.unlink()
+        assert_in_sync(s3, bucket, PREFIX, root, timeout=60)
+        wait_until(lambda: agent.state == "watching", timeout=30, message="the error cleared")
+    full = [r for r in caplog.records if "disk is full" in r.getMessage() or r.exc_info]
+    assert full, "the full disk was said"
+    assert not [r for r in full if r.exc_info], "no traceback"

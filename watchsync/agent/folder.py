@@ -51,6 +51,7 @@ from watchsync.s3.queue import NotificationQueue
 from watchsync.s3.retry import RetryPolicy
 from watchsync.s3.small_object import SmallObject
 from watchsync.s3.transfer import open_transfer
+from watchsync.state.db import disk_full
 from watchsync.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -642,6 +643,9 @@ class _Passes:
         elif isinstance(exc, WatchsyncError):
             f.metrics.error("reconcile")
             f.status.error(str(exc))
+        elif disk_full(exc):
+            f.metrics.error("local")
+            f.status.error(f"reconcile waits for space on the state's disk: {exc}")
         else:
             f.metrics.error(failure_of(exc).code)
             logger.error("folder %s: reconcile failed", f.cfg.name, exc_info=exc)
@@ -662,6 +666,7 @@ class _Watcher:
         self.folder = folder
         self._observer: Any = None
         self._debounce: DebounceThread | None = None
+        self._full = False  # the state's disk refused the last ready paths (said once)
 
     def start(self) -> None:
         f = self.folder
@@ -688,7 +693,7 @@ class _Watcher:
         if self._debounce is None:
             self._debounce = DebounceThread(
                 f.debouncer,
-                f.rooms.changes.ready,
+                self._ready,
                 f.stop_event,
                 name=f"watchsync-debounce-{f.cfg.name}",
             )
@@ -701,6 +706,25 @@ class _Watcher:
                 self._observer.stop()
                 self._observer.join(5)
             self._observer = None
+
+    def _ready(self, paths: list[str]) -> None:
+        """Hand ready paths to the queue.  While the state's disk is full they cannot be
+        journaled; they are noted for the next pass (which retries until there is space),
+        and that is said once, not with a traceback per batch."""
+        f = self.folder
+        try:
+            f.rooms.changes.ready(paths)
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            f.rooms.dirty.note(paths)
+            f.request_reconcile()
+            if not self._full:
+                self._full = True
+                f.metrics.error("local")
+                f.status.error(f"changes wait for space on the state's disk: {exc}")
+        else:
+            self._full = False
 
     def busy(self) -> bool:
         """Ready paths are being handed to the queue right now."""

@@ -14,6 +14,7 @@ batched to keep the fsync count low.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -29,6 +30,22 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5000
 
 Row = tuple[Any, ...]
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the state's disk is full: SQLite's ``SQLITE_FULL``, or a file
+    write refused for space or quota.  An operational fault (room is made, the writes go
+    on), not a bug: said in one line, without a traceback.
+
+    >>> disk_full(sqlite3.OperationalError("database or disk is full"))
+    True
+    >>> disk_full(OSError(errno.ENOSPC, "No space left on device")), disk_full(ValueError())
+    (True, False)
+    """
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
