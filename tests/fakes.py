@@ -131,7 +131,10 @@ class FakeObjects:
         if etag and etag != current:
             raise lost(path)
         target = self.root / (dest or path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:  # as Downloads says it
+            raise PathBlocked(dest or path, "a file is in the way of its directory") from exc
         if target.is_dir():
             raise PathBlocked(dest or path, "a directory is in the way")
         target.write_bytes(body)

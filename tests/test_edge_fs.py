@@ -29,7 +29,7 @@ from watchsync.core.errors import Deferred, FileError
 from watchsync.core.model import Action, Item, Kind, SyncedEntry, Volume
 from watchsync.engine.executor import Executor, Outcome
 from watchsync.engine.policy import ExecPolicy
-from watchsync.engine.reporting import NullRecorder
+from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import TMP_MARKER
 from watchsync.fs.volume import FolderVolume, probe
 from watchsync.fs.walk import stat_entry
@@ -596,3 +596,37 @@ def test_agent_on_a_card_makes_a_case_only_rename_one_rename_in_s3(
         wait_idle(agent)
         assert _body(s3, bucket, "Report.txt") is None
     assert os.listdir(card.root) == ["report.txt"]
+
+
+# ------------------------------------------------------- quiet when safe, loud when not
+
+
+def test_a_file_and_directory_collision_is_a_stable_state_said_once(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding: S3 holding ``a`` and ``a/b`` never converged: every pass failed the
+    download of ``a`` again, reported it, and was looked at again whole."""
+    w = make_world(delete=True)
+    w.objects.put("a/b", b"a file in directory a")
+    w.objects.put("a", b"a file a")
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            w.rooms.reconcile.run()
+    said = [r for r in caplog.records if "S3 has both a file and a directory" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert (w.root / "a").read_bytes() == b"a file a"  # the first key kept, the other said
+    assert "S3 has both a file and a directory" in (w.status.last_error or "")
+
+
+def test_deletes_held_back_pass_after_pass_are_said_when_that_changes(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding: a directory that could not be read gave ``ERROR ... refused 1 deletes``
+    every pass (every 3 s at a short interval)."""
+    w = make_world(delete=True)
+    events = w.rooms.executor.events
+    with caplog.at_level(logging.INFO):
+        for count in (1, 1, 1, 2, 2):
+            events.vetoed(Veto(count, 0, 1, False, scoped=True))
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [m.split(": refused ")[1][:9] for m in said] == ["1 deletes", "2 deletes"]

@@ -19,7 +19,7 @@ from watchsync.agent.metrics import FolderMetrics
 from watchsync.agent.outage import Outage
 from watchsync.agent.recent import Recent
 from watchsync.agent.status import Status
-from watchsync.core.errors import Deferred, FailureKind, FileError, failure_of
+from watchsync.core.errors import Deferred, FailureKind, FileError, PathBlocked, failure_of
 from watchsync.core.model import Action, Kind, Skipped, SyncedEntry
 from watchsync.engine.reporting import Veto
 from watchsync.s3.location import S3Url
@@ -196,6 +196,9 @@ class AgentEvents:
     ) -> None:
         self.name = name
         self.on_skip = on_skip or SkipLog(name)
+        # What stays as it is pass after pass (a file/directory collision, deletes held back
+        # under an unreadable directory) is logged when it changes, not every pass.
+        self._lasting = SkipLog(name)
         self.outage = outage
         self.recent = recent or Recent()
         self.where = where
@@ -257,7 +260,10 @@ class AgentEvents:
             return  # reported when it was put off
         if isinstance(exc, FileError):
             self.metrics.error("file")
-            self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING)
+            said = not isinstance(exc, PathBlocked) or self._lasting.first(
+                Skipped(exc.path, exc.reason)
+            )
+            self.status.error(f"{exc.path}: {exc.reason}", level=logging.WARNING, said=said)
             return
         failure = failure_of(exc)
         self.metrics.error(failure.code or "s3")
@@ -275,7 +281,8 @@ class AgentEvents:
             if not veto.stopped
             else "the pass was interrupted"
         )
-        self.status.error(f"delete: refused {veto.count} deletes: {why}")
+        text = f"delete: refused {veto.count} deletes: {why}"
+        self.status.error(text, said=self._lasting.first(Skipped("", text)))
 
     def would(self, action: Action) -> None:
         pass

@@ -162,9 +162,11 @@ class Status:
         level: int = logging.ERROR,
         s3: bool = False,
         keep_state: bool = False,
+        said: bool = True,
     ) -> None:
         """Record and log an error; at ERROR level the folder shows ``error`` until a later
-        success clears it (``s3``: S3 trouble, which the next good S3 call clears)."""
+        success clears it (``s3``: S3 trouble, which the next good S3 call clears).
+        ``said=False``: the same error as last time, recorded but not logged again."""
         with self._lock:
             self._last_error = text
             entered = level >= logging.ERROR and not keep_state
@@ -172,7 +174,7 @@ class Status:
                 self._enter(State.ERROR, None)
                 self._error_from_s3 = s3
         logger.log(
-            level,
+            level if said else logging.DEBUG,
             "folder %s: %s",
             self.name,
             text,

@@ -310,9 +310,9 @@ class Executor:
         pass's deletes may have cleared it (a type change on the other side: the old file,
         or the old directory's files, are deleted here).  A directory left empty in the way
         of a file is removed: it holds nothing, and S3 cannot hold it.  Still blocked is a
-        file/directory collision (S3 has ``a`` and ``a/b``), reported once per pass; it
-        does not veto the pass's deletes, which would otherwise never run while the
-        collision lasts."""
+        file/directory collision (S3 has ``a`` and ``a/b``): the folder keeps what is
+        there and the key is reported, neither a failure holding the pass back nor a veto
+        of its deletes, which would otherwise never run while the collision lasts."""
         blocked, stats.blocked = stats.blocked, []
         for action in blocked:
             if self.stop.is_set():
@@ -322,8 +322,7 @@ class Executor:
             try:
                 self.apply(action)
             except PathBlocked as exc:
-                with self._lock:
-                    stats.failed += 1
+                # Not a failure holding the pass back: what is there stays, said (once).
                 why = f"{exc.reason}; left as it is (S3 has both a file and a directory there?)"
                 self.events.failed(action, PathBlocked(exc.path, why))
             except Exception as exc:
