@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from agent_helpers import counters, folder_config, running_agent, wait_idle
-from edgefs import EXFAT, Edge, edge_folder, edge_params, why_no_fuse
+from edgefs import EXFAT, Edge, daemon_of, edge_folder, edge_params, mounted, why_no_fuse
 from fakes import InlinePool, RecordedEvents
 from helpers import wait_until
 from s3server import SeaweedServer
@@ -80,6 +82,33 @@ def test_the_probe_of_this_disk_and_of_a_missing_folder(tmp_path: Path) -> None:
     assert probe(tmp_path) == Volume()  # the tests' own disk: ext4, tmpfs, ...
     assert probe(tmp_path / "missing") == Volume()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_stuck_card_fails_the_operation_instead_of_hanging_the_tests(tmp_path: Path) -> None:
+    """fusefat has hung: a mount outliving its deadline is ended (its daemon killed), so
+    what waits on it fails instead of hanging the run."""
+    why = why_no_fuse("exfat")
+    if why:
+        pytest.skip(f"real exfat: {why}")
+    outcome: list[BaseException | None] = []
+
+    def create() -> None:
+        try:
+            (mnt / "never-looked-up").write_bytes(b"x")
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    with mounted("exfat", tmp_path, deadline=2.0) as mnt:
+        daemon = daemon_of(mnt)
+        assert daemon is not None
+        os.kill(daemon, signal.SIGSTOP)  # stuck: every request waits on it
+        waiter = threading.Thread(target=create)
+        waiter.start()
+        waiter.join(timeout=60)
+        assert not waiter.is_alive(), "the write still hangs past the mount's deadline"
+    assert len(outcome) == 1 and isinstance(outcome[0], OSError)
+    assert not os.path.ismount(mnt)
 
 
 # ------------------------------------------------------- downloads without hard links
