@@ -607,7 +607,7 @@ def test_agent_on_a_card_makes_a_case_only_rename_one_rename_in_s3(
 ) -> None:
     """Finding: after ``mv Report.txt report.txt`` both keys stayed in S3 for ever: a
     lookup of ``Report.txt`` still found the file, so its delete was planned and dropped
-    on every walk."""
+    on every walk.  Now a server-side copy to the new key and the old key's delete."""
     (card.root / "Report.txt").write_bytes(b"the report")
     cfg = _cfg(card, bucket, endpoint, full_walk_interval=0.5)
     with running_agent(cfg, tmp_path / "state") as agent:
@@ -624,6 +624,7 @@ def test_agent_on_a_card_makes_a_case_only_rename_one_rename_in_s3(
         wait_until(lambda: agent.reconciles >= passes + 3, timeout=30)
         wait_idle(agent)
         assert _body(s3, bucket, "Report.txt") is None
+        assert counters(agent).get("copied_files") == 1
     assert os.listdir(card.root) == ["report.txt"]
 
 

@@ -313,7 +313,9 @@ class Uploader:
             for cand in self.store.synced.find_by_stat(local.size, local.mtime_ns)
             if cand.path != local.path
             and cand.path not in tried
-            and not os.path.lexists(self.root / cand.path)
+            # Gone as spelled: ``Report.txt`` after ``mv Report.txt report.txt`` where
+            # names fold case (a lookup of it still finds the file) is a rename's source.
+            and not (os.path.lexists(self.root / cand.path) and self.volume.spelled(cand.path))
         ]
 
     def _failure(self, item: Item, exc: Exception) -> Retry | Settled:
