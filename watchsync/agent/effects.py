@@ -19,7 +19,14 @@ from watchsync.agent.metrics import FolderMetrics
 from watchsync.agent.outage import Outage
 from watchsync.agent.recent import Recent
 from watchsync.agent.status import Status
-from watchsync.core.errors import Deferred, FailureKind, FileError, PathBlocked, failure_of
+from watchsync.core.errors import (
+    Deferred,
+    FailureKind,
+    FileError,
+    PathBlocked,
+    StillChanging,
+    failure_of,
+)
 from watchsync.core.model import Action, Kind, Skipped, SyncedEntry
 from watchsync.engine.reporting import Veto
 from watchsync.s3.location import S3Url
@@ -258,6 +265,11 @@ class AgentEvents:
     def failed(self, action: Action, exc: Exception) -> None:
         if isinstance(exc, Deferred):
             return  # reported when it was put off
+        if isinstance(exc, StillChanging):
+            # A file being written (a log appended without pause) is no error of the
+            # folder's: its last read is stored, its next change sends it again.
+            logger.info("folder %s: %s", self.name, exc, extra={"folder": self.name})
+            return
         if isinstance(exc, FileError):
             self.metrics.error("file")
             said = not isinstance(exc, PathBlocked) or self._lasting.first(

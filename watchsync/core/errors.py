@@ -60,6 +60,14 @@ class FileError(WatchsyncError):
         return f"{self.path}: {self.reason}"
 
 
+class StillChanging(FileError):
+    """A file changed during each of its sends: what was read last is stored and recorded,
+    and the file's next change (which the watcher or the next pass sees) sends it again."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "kept changing while it was uploaded; will try again later")
+
+
 class PathBlocked(FileError):
     """A file stands where a directory is needed, or a directory where a file is (a type
     change not finished yet, or S3 keys ``a`` and ``a/b`` both present)."""

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from watchsync.core.errors import Failure, FailureKind, FileError
+from watchsync.core.errors import Failure, FailureKind, StillChanging
 from watchsync.core.model import Action, Condition, Kind, SyncedEntry
 from watchsync.core.plan import same_file
 from watchsync.engine.local_files import LocalFiles
@@ -120,7 +120,7 @@ class Sender:
             logger.info("upload: %s changed while uploading; sending it again", path)
             if condition is not None:
                 condition = Condition(up.etag)
-        raise FileError(path, "kept changing while it was uploaded; will try again later")
+        raise StillChanging(path)
 
     def send_together(self, actions: Sequence[Action]) -> list[Uploaded | Exception | Sent]:
         """Plain uploads (a burst's new and changed files), sent side by side from this
