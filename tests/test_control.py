@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +159,29 @@ def ctl_json(config: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stdout + done.stderr
     answer: dict[str, Any] = json.loads(done.stdout)
     return answer
+
+
+def test_an_answer_given_before_the_request_is_read_still_arrives(tmp_path: Path) -> None:
+    """An agent that turns a caller away answers at once and closes: a request still being
+    sent then meets a closed socket (EPIPE), and the answer is read all the same."""
+    path = tmp_path / "ctl.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+
+        def refuse() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b'{"ok": false, "error": "not the agent\'s user"}\n')
+
+        thread = threading.Thread(target=refuse)
+        thread.start()
+        try:
+            # Far more than the socket's buffer: the send is still under way at the close.
+            answer = ask(path, {"cmd": "status", "pad": "x" * (4 << 20)})
+        finally:
+            thread.join(10)
+    assert answer == {"ok": False, "error": "not the agent's user"}
 
 
 def test_ctl_approves_a_refused_delete_batch_and_it_runs(
