@@ -178,6 +178,25 @@ def status_json(config: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {row["folder"]: row for row in status_answer(config, env)[1]["folders"]}
 
 
+def ctl(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``watchsync ctl --config CONFIG ARGS`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "watchsync", "ctl", "--config", str(config), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def ctl_json(config: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
+    """``ctl ARGS --json``'s answer, which must be a success."""
+    done = ctl(config, env, *args, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
 def watching(agent: Agent, n: int) -> bool:
     """The agent started ``n`` folders and finished a first reconcile in each."""
     assert agent.alive(), agent.text()

@@ -275,7 +275,9 @@ def test_delete_directory(
     write(root / "keep.txt", "k")
     for i in range(20):
         write(root / f"tree/d{i % 3}/f{i}.txt", f"file {i}")
-    with running_agent(folder_config(root, url, endpoint, delete=True), state_dir) as agent:
+    # Most of the folder: past the share cap (see test_guards_e2e), turned off here.
+    cfg = folder_config(root, url, endpoint, delete=True, max_delete_percent=100)
+    with running_agent(cfg, state_dir) as agent:
         assert_in_sync(s3, bucket, PREFIX, root)
         shutil.rmtree(root / "tree")
         assert_in_sync(s3, bucket, PREFIX, root, timeout=20)
@@ -1049,7 +1051,10 @@ def test_directory_gone_empty_below_the_root_deletes_nothing(
     for i in range(50):
         write(root / f"photos/{i // 10}/p{i:02}.jpg", f"photo {i}")
     write(root / "notes.txt", "n")
-    cfg = folder_config(root, url, endpoint, delete=True, direction=Mode.PUSH)
+    # The directory's own guard alone: the share cap (test_guards_e2e) is off.
+    cfg = folder_config(
+        root, url, endpoint, delete=True, direction=Mode.PUSH, max_delete_percent=100
+    )
     with running_agent(cfg, state_dir):
         assert_in_sync(s3, bucket, PREFIX, root)
     for sub in list((root / "photos").iterdir()):

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +18,8 @@ from service_helpers import (
     SYNC,
     Agent,
     agent_env,
+    ctl,
+    ctl_json,
     key_exists,
     spawn,
     stays_false,
@@ -117,11 +116,11 @@ def test_the_room_lists_approves_and_rejects_refused_batches() -> None:
     assert not control.handle({"cmd": "approve", "ids": "1"})["ok"]
     assert control.handle({"cmd": "approve", "ids": [one.id]}) == {
         "ok": True,
-        "approved": [{"id": one.id, "count": 2}],
+        "approved": [{"id": one.id, "count": 2, "root": False}],
     }
     assert docs.refused.approved(["gone", "here"])
     assert control.handle({"cmd": "reject", "ids": [two.id]})["rejected"] == [
-        {"id": two.id, "count": 1}
+        {"id": two.id, "count": 1, "root": False}
     ]
     assert control.handle({"cmd": "deletes"})["batches"] == []
 
@@ -142,23 +141,6 @@ def test_the_socket_answers_json_lines_on_a_long_path_and_only_its_user(tmp_path
 
 
 # -- a real agent ---------------------------------------------------------------------------
-
-
-def ctl(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchsync", "ctl", "--config", str(config), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def ctl_json(config: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
-    done = ctl(config, env, *args, "--json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
 
 
 def test_an_answer_given_before_the_request_is_read_still_arrives(tmp_path: Path) -> None:

@@ -350,6 +350,7 @@ def test_a_delete_without_hard_links_keeps_a_late_write_and_says_so_once(
     w = make_world(
         delete=True, volume=lambda root: _WrittenBeforeTheLink(root, fixed=NO_LINKS)
     )
+    synced_file(w, "keep.txt", b"kept")  # S3's listing is not empty: that holds every delete
     for name in ("a.txt", "b.txt", "c.txt"):
         synced_file(w, name, b"synced")
         del w.objects.objects[name]  # deleted in S3
@@ -368,10 +369,11 @@ def test_a_delete_without_hard_links_deletes_an_unchanged_file(
     make_world: Callable[..., World],
 ) -> None:
     w = make_world(delete=True, volume=lambda root: FolderVolume(root, fixed=NO_LINKS))
+    synced_file(w, "keep.txt", b"kept")  # S3's listing is not empty: that holds every delete
     synced_file(w, "a.txt", b"synced")
     del w.objects.objects["a.txt"]
     w.rooms.reconcile.run()
-    assert os.listdir(w.root) == []
+    assert os.listdir(w.root) == ["keep.txt"]
     assert w.store.synced.get("a.txt") is None
 
 

@@ -19,7 +19,7 @@ from watchsync.agent.uploader import Settled
 from watchsync.core.errors import Failure, FailureKind
 from watchsync.core.model import Action, Condition, Item, Kind, LocalEntry, Skipped, SyncedEntry
 from watchsync.engine.executor import Executor, Outcome, Skips
-from watchsync.engine.policy import ExecPolicy
+from watchsync.engine.policy import NOTHING_SEEN, ExecPolicy, Seen
 from watchsync.engine.reporting import NullRecorder
 from watchsync.s3.capabilities import Capabilities
 from watchsync.s3.downloads import Downloaded
@@ -29,8 +29,10 @@ from watchsync.s3.transfer import Uploaded
 class Refuse:
     def __init__(self, why: str | None) -> None:
         self.why = why
+        self.seen: list[Seen] = []
 
-    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
+    def refusal(self, deletes: Iterable[Action], *, seen: Seen = NOTHING_SEEN) -> str | None:
+        self.seen.append(seen)
         return self.why
 
 
@@ -343,3 +345,25 @@ def test_a_refused_feature_is_learnt_once_for_every_write(
     assert sorted(objects.objects) == ["a.txt", "b.txt", "c.txt"]
     assert objects.refusals == 1 and not server.conditional_writes
     assert caplog.text.count("rejects conditional writes") == 1
+
+
+def test_executor_tells_the_guards_what_the_pass_saw_once_the_plan_is_read(
+    tmp_path: Path,
+) -> None:
+    """The guards judge a pass's deletes with what it saw of each side (an empty listing
+    while files were synced holds every local delete): counted as the plan streamed by."""
+    objects = FakeObjects(tmp_path)
+    objects.put("gone.txt", b"g")
+    guards = Refuse(None)
+    executor = Executor(
+        objects, recorder=NullRecorder(), events=RecordedEvents(), guards=guards, pool=InlinePool
+    )
+    read: list[str] = []
+
+    def plan() -> Iterable[Action]:
+        read.append("a")
+        yield Action(Kind.DELETE_REMOTE, "gone.txt", "not in source")
+        read.append("b")
+
+    executor.run(plan(), seen=lambda: Seen(walked=len(read), listed=0))
+    assert guards.seen == [Seen(walked=2, listed=0)]

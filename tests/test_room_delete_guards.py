@@ -14,56 +14,50 @@ from world import (
 )
 
 from watchsync.agent.config import FolderConfig
-from watchsync.agent.delete_guards import DeleteBatcher, DeleteGuards, delete_refusal
+from watchsync.agent.delete_guards import DeleteBatcher, DeleteGuards
 from watchsync.agent.scope import Scope
+from watchsync.core.model import Action, Kind
+from watchsync.core.plan import DeleteCaps
 
 
-def refusal(
-    root: Path,
-    *,
-    count: int = 1,
-    synced: int = 5,
-    dev: str | None = None,
-    max_delete: int = 10,
-    force: bool = False,
-) -> str | None:
-    why = delete_refusal(
-        root,
-        count=count,
-        synced=lambda: synced,
-        root_dev=str(os.stat(root).st_dev) if dev is None and root.exists() else (dev or ""),
-        ignored=lambda name, is_dir: name.endswith(".swp"),
-        max_delete=max_delete,
-        force=force,
-    )
-    return why
+def _deletes(*paths: str, kind: Kind = Kind.DELETE_REMOTE) -> list[Action]:
+    return [Action(kind, p, "deleted locally") for p in paths]
 
 
 @pytest.mark.parametrize(
-    ("setup", "kwargs", "expect"),
+    ("setup", "overrides", "deletes", "expect"),
     [
-        pytest.param("files", {}, None, id="normal-pass-allowed"),
-        pytest.param("missing", {}, "is missing", id="root-missing"),
-        pytest.param("files", {"dev": "999999"}, "another device", id="other-device"),
-        pytest.param("empty", {}, "is empty while 5 files", id="empty-root"),
-        pytest.param("ignored-only", {}, "is empty while 5 files", id="only-temp-files-left"),
-        pytest.param("empty", {"synced": 0}, None, id="empty-and-nothing-synced"),
-        pytest.param("files", {"count": 11}, "exceed --max-delete 10", id="too-many"),
-        pytest.param("files", {"count": 11, "force": True}, None, id="too-many-forced"),
-        pytest.param("files", {"count": 10}, None, id="exactly-max"),
+        pytest.param("files", {}, 1, None, id="normal-pass-allowed"),
+        pytest.param("missing", {}, 1, "is missing", id="root-missing"),
+        pytest.param("empty", {}, 1, "is empty while 5 files", id="empty-root"),
+        pytest.param("ignored-only", {}, 1, "is empty while 5 files", id="only-temp-files-left"),
+        pytest.param("empty", {"force_delete": True}, 1, None, id="empty-root-forced"),
+        pytest.param("files", {"max_delete": 3}, 4, "exceed --max-delete 3", id="too-many"),
+        pytest.param(
+            "files", {"max_delete": 3, "force_delete": True}, 4, None, id="too-many-forced"
+        ),
+        pytest.param("files", {"max_delete": 3}, 3, None, id="exactly-max"),
     ],
 )
-def test_delete_refusal(
-    tmp_path: Path, setup: str, kwargs: dict[str, object], expect: str | None
+def test_delete_guards_of_the_folder(
+    make_world: Callable[..., World],
+    setup: str,
+    overrides: dict[str, object],
+    deletes: int,
+    expect: str | None,
 ) -> None:
-    root = tmp_path / "root"
-    if setup != "missing":
-        root.mkdir()
+    w = make_world(delete=True, **overrides)
+    for i in range(5):
+        synced_file(w, f"f{i}.txt", f"file {i}".encode())  # no content elsewhere: no rename
+    for i in range(5):
+        (w.root / f"f{i}.txt").unlink()
     if setup == "files":
-        (root / "keep.txt").write_text("x")
+        (w.root / "keep.txt").write_text("x")
     if setup == "ignored-only":
-        (root / ".a.swp").write_text("x")
-    got = refusal(root, **kwargs)  # type: ignore[arg-type]
+        (w.root / ".a.swp").write_text("x")
+    if setup == "missing":
+        w.root.rmdir()
+    got = w.rooms.guards.refusal(_deletes(*(f"f{i}.txt" for i in range(deletes))))
     if expect is None:
         assert got is None
     else:
@@ -162,9 +156,9 @@ def test_deletes_refused_below_a_directory_whose_device_changed(
 def test_deletes_refused_below_a_directory_that_went_empty(
     make_world: Callable[..., World], files: int, remove_dir: bool, force: bool, refused: bool
 ) -> None:
-    w = make_world(delete=True, force_delete=force)
+    w = make_world(delete=True, force_delete=force, max_delete_percent=100)
     for i in range(files):
-        synced_file(w, f"photos/2020/p{i:02}.jpg", b"photo")
+        synced_file(w, f"photos/2020/p{i:02}.jpg", f"photo {i}".encode())
     synced_file(w, "keep.txt", b"k")
     for i in range(files):
         (w.root / f"photos/2020/p{i:02}.jpg").unlink()
@@ -182,7 +176,7 @@ def test_deletes_refused_below_a_directory_that_went_empty(
 
 
 def test_directory_guard_applies_to_the_watchers_batches(make_world: Callable[..., World]) -> None:
-    w = make_world(delete=True)
+    w = make_world(delete=True, max_delete_percent=100)
     names = [f"photos/p{i:02}.jpg" for i in range(12)]
     for name in names:
         synced_file(w, name, b"photo")
@@ -201,7 +195,7 @@ def test_max_delete_holds_for_a_rolling_window_across_passes_and_restarts(
     w = make_world(delete=True, max_delete=5)
     names = [f"f{i:02}.txt" for i in range(12)]
     for name in names:
-        synced_file(w, name, b"x")
+        synced_file(w, name, name.encode())
     synced_file(w, "keep.txt", b"k")
     now = w.wall
 
@@ -224,13 +218,126 @@ def test_max_delete_holds_for_a_rolling_window_across_passes_and_restarts(
         store=w.store,
         scope=Scope(FolderConfig(path=w.root, url="s3://bucket/p"), state_dir=tmp_path / "s"),
         status=w.status,
-        max_delete=5,
+        caps=DeleteCaps(max_delete=5),
         force=False,
         grace=0.1,
         refused=w.rooms.refused,
         wall=lambda: now[0],
     )
-    assert again.refusal(2) is not None and again.refusal(1) is None
+    assert again.refusal(_deletes("f08.txt", "f09.txt")) is not None
+    assert again.refusal(_deletes("f08.txt")) is None
     now[0] += 3600
     slice_of(again, names[4:8])
     assert not any(n in w.objects.objects for n in names[4:8])
+
+
+def _held(w: World) -> list[str]:
+    return [b.why for b in w.rooms.refused.batches()]
+
+
+def test_the_share_cap_holds_a_pass_in_both_directions_until_approved(
+    make_world: Callable[..., World],
+) -> None:
+    """More than half of what was synced, deleted in one pass, waits for a person, in S3
+    (files deleted here) and here (objects deleted in S3); approved, it runs."""
+    w = make_world(delete=True)
+    names = [f"f{i:02}.txt" for i in range(30)]
+    for name in names:
+        synced_file(w, name, name.encode())
+    for name in names[:20]:
+        (w.root / name).unlink()
+    stats = w.rooms.reconcile.run()
+    assert stats.passed.vetoed is not None
+    assert "20 deletes in S3 are 66% of the 30 files synced" in (stats.passed.vetoed.refusal or "")
+    assert all(n in w.objects.objects for n in names)
+    (batch,) = w.rooms.refused.batches()
+    assert w.rooms.refused.approve(batch.id) is not None
+    assert w.rooms.reconcile.run().passed.vetoed is None
+    assert sorted(w.objects.objects) == names[20:]
+    # The other way: objects deleted in S3 by another tool.
+    for name in names[20:]:
+        synced_file(w, name.replace("f", "g"), name.encode() + b"g")
+    for name in names[20:] + [n.replace("f", "g") for n in names[20:28]]:
+        del w.objects.objects[name]
+    stats = w.rooms.reconcile.run()
+    assert stats.passed.vetoed is not None
+    assert "18 deletes here are 90% of the 20 files synced" in (stats.passed.vetoed.refusal or "")
+    assert all((w.root / n).exists() for n in names[20:])
+
+
+def test_an_emptied_listing_holds_every_local_delete(make_world: Callable[..., World]) -> None:
+    """The prefix emptied by another tool while files were synced: no file here is deleted
+    (rclone bisync: "Empty current listing"), however few; approved, they go."""
+    w = make_world(delete=True)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        synced_file(w, name, name.encode())
+    w.objects.objects.clear()
+    stats = w.rooms.reconcile.run()
+    assert stats.passed.vetoed is not None
+    assert "the listing of s3://bucket/p is empty while 3 files were synced" in (
+        stats.passed.vetoed.refusal or ""
+    )
+    assert sorted(p.name for p in w.root.iterdir()) == ["a.txt", "b.txt", "c.txt"]
+    (batch,) = w.rooms.refused.batches()
+    w.rooms.refused.approve(batch.id)
+    assert w.rooms.reconcile.run().passed.vetoed is None
+    assert list(w.root.iterdir()) == []
+
+
+def test_a_renamed_folder_is_not_a_mass_delete(make_world: Callable[..., World]) -> None:
+    """A folder renamed: its files copied server-side to the new names (recorded with the
+    same ETags), then the old keys deleted: the deletes lose no content, so no cap holds
+    them however many (a rename must not leave a double tree)."""
+    w = make_world(delete=True, max_delete=50)
+    names = [f"old/p{i:03}.jpg" for i in range(200)]
+    for name in names:
+        synced_file(w, name, name.encode())
+    synced_file(w, "keep.txt", b"k")
+    (w.root / "old").rename(w.root / "new")
+    for name in names:  # as the uploader's server-side copies record them
+        synced_file(w, name.replace("old/", "new/"), name.encode())
+    stats = w.rooms.reconcile.run()
+    assert stats.passed.vetoed is None, stats.passed.vetoed
+    assert not any(k.startswith("old/") for k in w.objects.objects)
+    assert len([k for k in w.objects.objects if k.startswith("new/")]) == 200
+    # Deleting the same number of files whose content lives nowhere else is held.
+    gone = [name.replace("old/", "new/") for name in names[:60]]
+    for name in gone:
+        (w.root / name).unlink()
+    w.rooms.dirty.note(gone)  # as the watcher reports them
+    assert w.rooms.reconcile.run().passed.vetoed is not None
+
+
+def test_a_checkout_storm_does_not_add_up_but_rm_in_slices_does(
+    make_world: Callable[..., World],
+) -> None:
+    """Branch switches a few seconds apart replace files (deleted, others written): the
+    synced tree does not shrink, so neither the share nor the rolling window holds them;
+    files only deleted, slice after slice, add up to --max-delete as before."""
+    w = make_world(delete=True, max_delete=50)
+    tree = [f"src/a{i:03}.c" for i in range(100)]
+    for name in tree:
+        synced_file(w, name, name.encode())
+    for switch in range(4):  # each deletes 40 files and writes 40 others
+        old, new = tree[:40], [f"src/b{switch}-{i:03}.c" for i in range(40)]
+        for name in new:
+            synced_file(w, name, name.encode())  # uploaded and recorded meanwhile
+        for name in new:
+            w.rooms.guards.added(name)  # as the executor's events tell of new paths
+        for name in old:
+            (w.root / name).unlink()
+        w.wall[0] += 5
+        w.rooms.guards.run(old, w.rooms.executor)
+        assert not any(n in w.objects.objects for n in old), (switch, _held(w))
+        tree = tree[40:] + new
+    assert _held(w) == []
+    w.now[0] += 600  # minutes later: no file written lately
+    for name in tree[:30]:  # now only deleting: 30, then 30 more within the hour
+        (w.root / name).unlink()
+    w.rooms.guards.run(tree[:30], w.rooms.executor)
+    for name in tree[30:60]:
+        (w.root / name).unlink()
+    w.wall[0] += 5
+    w.rooms.guards.run(tree[30:60], w.rooms.executor)
+    assert all(n in w.objects.objects for n in tree[30:60])
+    assert "30 deletes after 30 in the last 60 min exceed --max-delete 50" in _held(w)[0]

@@ -86,7 +86,9 @@ class FolderConfig:
     direction: Mode = Mode.BOTH
     delete: bool = False
     max_delete: int = 1000
+    max_delete_percent: float = 50.0
     force_delete: bool = False
+    folder_marker: bool = False
     exclude: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     filters: tuple[FilterRule, ...] = ()
@@ -147,7 +149,9 @@ _FOLDER_DEFAULTS: dict[str, object] = {
     "direction": Mode.BOTH,
     "delete": False,
     "max_delete": 1000,
+    "max_delete_percent": 50.0,
     "force_delete": False,
+    "folder_marker": False,
     "exclude": (),
     "include": (),
     "ignore_file": None,
@@ -302,6 +306,19 @@ def _p_seconds(*, allow_zero: bool) -> Callable[[object, bool], float]:
         return number
 
     return parse
+
+
+def _p_percent(value: object, text: bool) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().removesuffix("%"))
+        except ValueError:
+            raise _Invalid(f"must be a percentage (1 to 100), got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"must be a percentage (1 to 100), got {_type_name(value)} {value!r}")
+    if not 0 < value <= 100:
+        raise _Invalid(f"must be a percentage (more than 0, at most 100), got {value!r}")
+    return float(value)
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -513,7 +530,9 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "direction": _p_mode,
     "delete": _p_bool,
     "max_delete": _p_int(0),
+    "max_delete_percent": _p_percent,
     "force_delete": _p_bool,
+    "folder_marker": _p_bool,
     "exclude": _p_patterns,
     "include": _p_patterns,
     "ignore_file": _p_path,

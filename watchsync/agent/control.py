@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from watchsync.agent.refused import RefusedBatch, RefusedDeletes
+from watchsync.agent.refused import ROOT, RefusedBatch, RefusedDeletes
 
 Request = Mapping[str, Any]
 Answer = dict[str, Any]
@@ -117,6 +117,13 @@ class Control:
             owner = next((f for f in self._all() if f.refused.get(batch_id) is not None), None)
             if owner is None:
                 raise _Refused(f"no refused batch {batch_id} (see: ctl deletes)")
+            held = owner.refused.get(batch_id)
+            if cmd == "reject" and held is not None and held.origin == ROOT:
+                raise _Refused(
+                    f"batch {batch_id} holds the deletes of a root that is another directory: "
+                    "approve it to accept that directory as the folder, or put the folder's "
+                    "own directory back"
+                )
             found.append((owner, batch_id))
         done: list[RefusedBatch] = []
         for folder, batch_id in found:
@@ -127,7 +134,7 @@ class Control:
         verb = "approved" if cmd == "approve" else "rejected"
         return {
             "ok": True,
-            verb: [{"id": b.id, "count": len(b.paths)} for b in done],
+            verb: [{"id": b.id, "count": len(b.paths), "root": b.origin == ROOT} for b in done],
         }
 
     # -- helpers ----------------------------------------------------------------------------

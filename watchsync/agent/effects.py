@@ -200,6 +200,7 @@ class AgentEvents:
         recent: Recent | None = None,
         on_changed: Callable[[str], None] | None = None,
         on_skip: Callable[[Skipped], object] | None = None,
+        on_new: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.on_skip = on_skip or SkipLog(name)
@@ -213,6 +214,9 @@ class AgentEvents:
         self.metrics = metrics
         # Told of every path this agent changed in S3 (the change feed publishes them).
         self.on_changed: Callable[[str], None] = on_changed or (lambda _path: None)
+        # Told of every new path synced (a file new here, an object new in S3): files that
+        # replace deleted ones, as a checkout does, offset the delete guards' counts.
+        self.on_new: Callable[[str], None] = on_new or (lambda _path: None)
 
     def started(self, action: Action) -> None:
         pass
@@ -235,6 +239,8 @@ class AgentEvents:
             )
             return
         verb = "upload" if action.kind in (Kind.UPLOAD, Kind.CONFLICT) else "download"
+        if action.synced is None and action.kind in (Kind.UPLOAD, Kind.DOWNLOAD):
+            self.on_new(action.path)
         self.metrics.transferred("up" if verb == "upload" else "down", nbytes)
         self.recent.add(verb, action.path)
         logger.info(

@@ -41,7 +41,7 @@ from watchsync.agent.uploader import SETTLED, Result, Retry
 from watchsync.agent.wiring import Rooms, wire
 from watchsync.core.errors import Failure, FailureKind, WatchsyncError, failure_of
 from watchsync.core.model import Item, Mode
-from watchsync.core.plan import runner_wait
+from watchsync.core.plan import RootVerdict, runner_wait
 from watchsync.fs.debounce import Debouncer, DebounceThread
 from watchsync.fs.tempfiles import remove_temp_files
 from watchsync.fs.volume import FolderVolume
@@ -386,8 +386,6 @@ class Folder:
             store = self.store_()
             remove_temp_files(self.root)  # partial downloads of a run that was killed
             self.volume.learn()
-            if not store.status.meta().get("root_dev"):
-                store.status.set_meta("root_dev", str(self.root.stat().st_dev))
             self.watcher.start()
             self.status.set(State.RECONCILING)
             self.ready.set()
@@ -413,9 +411,11 @@ class Folder:
             self.status.publish()
             if not self._going.is_set():
                 continue  # paused by ctl: events are still collected, nothing is sent
-            if not self.root.is_dir():
+            if self.rooms.root.check() is RootVerdict.WAIT:
                 self._pause_until_root_returns()
                 next_at = self.clock()
+            else:
+                self.watcher.follow()
             if self.outage.is_down:
                 if not self.outage.tick():
                     continue  # nothing else reaches S3 while it does not answer
@@ -441,15 +441,14 @@ class Folder:
         )
 
     def _wait_for_root(self, what: str = "does not exist") -> None:
-        """Pause while the root is missing, saying so now and every ``ROOT_REMINDER`` s (a
-        disk mounted late, a network share down: someone should hear of it)."""
+        """Pause while the root is missing or not the folder's (looks unmounted, lacks its
+        marker: see folder_root.py), saying so now and every ``ROOT_REMINDER`` s (a disk
+        mounted late, a network share down: someone should hear of it)."""
         said_at: float | None = None
-        while not self.stop_event.is_set() and not self.root.is_dir():
+        root = self.rooms.root
+        while not self.stop_event.is_set() and root.check() is RootVerdict.WAIT:
             if said_at is None or self.clock() - said_at >= ROOT_REMINDER:
-                text = (
-                    f"folder {self.root} {what} (a disk not mounted yet?); waiting for it, "
-                    "nothing is synced or deleted meanwhile"
-                )
+                text = root.waiting_text(what)
                 if said_at is None:
                     self.status.pause(text)
                 else:
@@ -465,6 +464,7 @@ class Folder:
             logger.info("folder %s: %s is back; rescanning", self.cfg.name, self.root)
             self.volume.learn()  # another disk may be in its place
             self.watcher.start()
+            self.status.set(State.WATCHING, only_from=State.PAUSED)
 
 
 @dataclass(frozen=True)
@@ -621,7 +621,7 @@ class _Passes:
     def reconcile(self) -> None:
         """One full pass now, unless the folder is missing or S3 does not answer."""
         f = self.folder
-        if not f.root.is_dir() or f.outage.is_down or not f._going.is_set():
+        if f.rooms.root.waiting() or f.outage.is_down or not f._going.is_set():
             return
         progress = f.on_progress if f.reconcile.count == 0 else None
         try:
@@ -667,6 +667,8 @@ class _Watcher:
         self._observer: Any = None
         self._debounce: DebounceThread | None = None
         self._full = False  # the state's disk refused the last ready paths (said once)
+        self._on: tuple[int, int] | None = None  # the root's device and inode when started
+        self._unmounted = False  # a filesystem in the tree was unmounted since it started
 
     def start(self) -> None:
         f = self.folder
@@ -676,10 +678,13 @@ class _Watcher:
             ignore=f.scope.ignore,
             on_overflow=self._on_overflow,
             on_root_gone=self._on_root_gone,
+            on_unmounted=self._on_unmounted,
             on_skipped=f.skip_log,
             on_ignore_changed=self._on_ignore_changed,
         )
         t0 = time.monotonic()
+        self._on = _identity(f.root)
+        self._unmounted = False
         self._observer, polling = start_observer(f.root, handler, force_polling=f.force_polling)
         f.status.watching(polling=polling)
         logger.info(
@@ -706,6 +711,32 @@ class _Watcher:
                 self._observer.stop()
                 self._observer.join(5)
             self._observer = None
+
+    def moved(self) -> bool:
+        """The root is another directory or mount than the one being watched, or a disk in
+        the tree was unmounted (mounted again, it may show the same device and inode)."""
+        now = _identity(self.folder.root)
+        if self._observer is None:
+            return False
+        return self._unmounted or (now is not None and now != self._on)
+
+    def follow(self) -> None:
+        """Watch the root again when it came back through a new mount (a card swapped, a
+        FUSE daemon restarted) or is another directory: the watches on the old one would
+        never report again, and what changed meanwhile is found by a full pass."""
+        if not self.moved():
+            return
+        f = self.folder
+        logger.info(
+            "folder %s: %s is another directory or mount than the one watched; "
+            "watching it again and rescanning",
+            f.cfg.name,
+            f.root,
+        )
+        self.stop()
+        f.volume.learn()  # another disk may be in its place
+        self.start()
+        f.request_reconcile()
 
     def _ready(self, paths: list[str]) -> None:
         """Hand ready paths to the queue.  While the state's disk is full they cannot be
@@ -740,6 +771,11 @@ class _Watcher:
         # Only inotify's events were lost: S3's side is as the feed and the state say.
         self.folder.request_walk()
 
+    def _on_unmounted(self) -> None:
+        self._unmounted = True
+        self.lost("a filesystem in the folder was unmounted")
+        self.folder.request_reconcile()
+
     def _on_root_gone(self) -> None:
         self.lost("the folder's root went away")
         self.folder.request_reconcile()
@@ -748,3 +784,12 @@ class _Watcher:
         self.folder.scope.reload()
         self.lost("the ignore rules changed")
         self.folder.request_reconcile()
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """The root's device and inode (through a symlink), or None when it cannot be read."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

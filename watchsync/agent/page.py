@@ -218,16 +218,19 @@ def _table(title: str, rows: list[tuple[Any, ...]]) -> str:
 
 def _batch(batch: Mapping[str, Any], actions: bool) -> str:
     bid = str(batch["id"])
+    held = "every delete held" if batch.get("root") else f"{batch['count']} deletes refused"
     head = (
         f'<details class="batch" id="batch-{_e(bid)}"><summary>batch {_e(bid)}: '
-        f"{batch['count']} deletes refused {_e(_clock(batch['at']))}: {_e(batch['why'])}"
+        f"{held} {_e(_clock(batch['at']))}: {_e(batch['why'])}"
         "</summary><ul>"
     )
     paths = [f"<li>delete in S3: {_e(p)}</li>" for p in batch.get("delete_in_s3", [])]
     paths += [f"<li>delete locally: {_e(p)}</li>" for p in batch.get("delete_locally", [])]
     buttons = ""
     if actions:
-        buttons = _button("approve", batch_id=bid) + _button("reject", batch_id=bid)
+        buttons = _button("approve", batch_id=bid)
+        if not batch.get("root"):  # a root is accepted, or its own directory put back
+            buttons += _button("reject", batch_id=bid)
     return head + "".join(paths) + "</ul>" + buttons + "</details>"
 
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from watchsync.agent.list_schedule import ListSchedule
 from watchsync.agent.local_changes import Dirty, Taken
@@ -61,6 +61,7 @@ from watchsync.core.plan import (
     unwritable,
 )
 from watchsync.engine.executor import Executor, PassStats, Skips
+from watchsync.engine.policy import Counted, Seen
 from watchsync.engine.sender import Sending
 from watchsync.fs.tempfiles import is_temp_name
 from watchsync.fs.volume import FolderVolume
@@ -120,12 +121,17 @@ class Reconcile:
         on_skip: Callable[[Skipped], None],
         dirty: Dirty | None = None,
         listed: ListSchedule | None = None,
+        before_pass: Callable[[], object] = lambda: None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         volume: FolderVolume | None = None,
     ) -> None:
         self.name = name
         self.volume = volume or FolderVolume(root)
+        # Before a pass reads the state: the folder's root looked at (another directory is
+        # met as a new folder, see folder_root.py) and the synced files counted (the
+        # delete guards' rolling window).
+        self.before_pass = before_pass
         self.listed = listed
         self.root = root
         self.store = store
@@ -158,6 +164,7 @@ class Reconcile:
     def run(self, *, progress: Progress | None = None) -> ReconcileStats:
         """One pass; a failed listing is raised (a :class:`~watchsync.core.errors.Failure`
         saying ``cannot list ...``), per-file failures reported."""
+        self.before_pass()
         if self.dirty is None:
             taken = Taken("no watcher")
         else:
@@ -294,11 +301,15 @@ class Reconcile:
             volume=self.volume.now,
         )
         plan: Iterable[Action]
+        # What the pass saw of the sides it read whole, for the guards (None: not read).
+        read: dict[str, Counted[Any]] = {}
         if listing is not None and taken.full is None:
             # The prefix listed, the folder trusted: the listing's rows and the state's are
             # compared in bulk, entries made only where they differ (the common pass).
             fresh, was_looked = self._looked_at(taken, options, looked, skip)
-            rows = _reporting(unwritable(self.transfer.listing_rows(), opts.volume), self.on_skip)
+            rows = read["listed"] = Counted(
+                _reporting(unwritable(self.transfer.listing_rows(), opts.volume), self.on_skip)
+            )
             plan = plan_listed(
                 watch.remote(rows) if watch is not None else rows,
                 self.store.synced.iter_rows(),
@@ -335,8 +346,10 @@ class Reconcile:
                 # A key skipped as unsafe stays in the stream: the planner leaves its path
                 # alone, so it is never read as deleted in S3 and need not veto other deletes.
                 listed = unwritable(self.transfer.listing(for_download=True), opts.volume)
-                remote = _reporting(listed, self.on_skip)
-            local = without_skipped(walk(self.root, options=options), skip)
+                remote = read["listed"] = Counted(_reporting(listed, self.on_skip))
+            local = read["walked"] = Counted(
+                without_skipped(walk(self.root, options=options), skip)
+            )
             if self.dirty is not None:
                 state, synced = itertools.tee(state)
                 local = _diverging(local, synced, looked)
@@ -351,7 +364,15 @@ class Reconcile:
             plan = watch.plan(plan_reconcile(local, remote, state, opts=opts))
         queue = self.pending.batch()
         try:
-            passed = self.executor.run(plan, skipped=skipped, route=queue.route)
+            passed = self.executor.run(
+                plan,
+                skipped=skipped,
+                route=queue.route,
+                seen=lambda: Seen(
+                    walked=read["walked"].count if "walked" in read else None,
+                    listed=read["listed"].count if "listed" in read else None,
+                ),
+            )
         finally:
             queue.flush()
         self._look_again(looked)

@@ -28,6 +28,9 @@ from watchsync.agent.status import Status
 _IDS = itertools.count(1)  # one numbering per process: an id names one batch of one folder
 
 
+ROOT = "root"  # the origin of the batch that holds every delete for the root's sake
+
+
 def _next_id() -> str:
     return str(next(_IDS))
 
@@ -40,7 +43,9 @@ class RefusedBatch:
     id: str
     at: float  # wall clock of the (latest) refusal
     why: str
-    origin: str  # "watch": a batch of local deletes the watcher saw; "pass": a pass's deletes
+    # "watch": a batch of local deletes the watcher saw; "pass": a pass's deletes; "root":
+    # every delete, held while the root is another directory (approving accepts it)
+    origin: str
     remote: tuple[str, ...]
     local: tuple[str, ...]
 
@@ -55,6 +60,7 @@ class RefusedBatch:
             "at": self.at,
             "why": self.why,
             "count": len(self.paths),
+            "root": self.origin == ROOT,
             "delete_in_s3": list(self.remote),
             "delete_locally": list(self.local),
         }
@@ -96,19 +102,19 @@ class RefusedDeletes:
         self._approved: dict[str, float] = {}  # path -> until (wall clock)
 
     def add(self, paths: Sequence[str], *, why: str, origin: str) -> RefusedBatch:
-        """Keep a refused batch; the same paths refused again keep their id."""
+        """Keep a refused batch; the same paths refused again keep their id (whether the
+        watcher's batch or a pass refused them: the next pass judges a refused batch of
+        the watcher's again)."""
         key = frozenset(paths)
         gone = {p for p in paths if not self.exists(p)}
         remote = tuple(p for p in paths if p in gone)
         local = tuple(p for p in paths if p not in gone)
         with self._lock:
-            same = next(
-                (b for b in self._batches.values() if b.origin == origin and set(b.paths) == key),
-                None,
-            )
+            kin = [b for b in self._batches.values() if (b.origin == ROOT) == (origin == ROOT)]
+            same = next((b for b in kin if set(b.paths) == key), None)
             # An earlier batch of the same kind that this one covers is superseded.
-            for old in list(self._batches.values()):
-                if old is not same and old.origin == origin and key.issuperset(old.paths):
+            for old in kin:
+                if old is not same and key.issuperset(old.paths):
                     del self._batches[old.id]
             batch = RefusedBatch(
                 same.id if same else self.next_id(), self.wall(), why, origin, remote, local
@@ -124,6 +130,12 @@ class RefusedDeletes:
     def get(self, batch_id: str) -> RefusedBatch | None:
         with self._lock:
             return self._batches.get(batch_id)
+
+    def withdraw(self, batch_id: str) -> None:
+        """Drop a batch whose cause is gone (the root is the folder's own again)."""
+        with self._lock:
+            self._batches.pop(batch_id, None)
+        self._count()
 
     def approve(self, batch_id: str) -> RefusedBatch | None:
         """Let the batch's deletes through the guards once (None: no such batch)."""

@@ -68,6 +68,7 @@ class Status:
         self._reason: str | None = None  # why it is paused, while it is
         self._refused = 0  # deletes refused and waiting for a decision (refused.py)
         self._last_error: str | None = None
+        self._last_refusal: str | None = None
         self._error_from_s3 = False
         self._published: dict[str, StatusValue] = {}
         self._oldest = 0.0  # age of the oldest journal entry when last read
@@ -125,11 +126,23 @@ class Status:
 
     def refused(self, text: str, *, waiting: int | None = None) -> None:
         """Deletes were refused by a guard: an error, counted as such in the metrics;
-        ``waiting``: how many refused deletes now wait for a decision (``ctl deletes``)."""
-        if self.metrics is not None:
-            self.metrics.error("delete_refused")
+        ``waiting``: how many refused deletes now wait for a decision (``ctl deletes``).
+        The same refusal again (the next pass holding the same batch) is counted but not
+        news: it is logged at debug level and the error stays as it was."""
         if waiting is not None:
             self.waiting(waiting)
+        if self.metrics is not None:
+            self.metrics.error("delete_refused")
+        with self._lock:
+            again = text == self._last_refusal
+            self._last_refusal = text
+            if again:
+                self._enter(State.ERROR, None)
+        if again:
+            logger.debug("folder %s: still %s", self.name, text)
+            self._show_state()
+            self.publish(force=True)
+            return
         self.error(text)
 
     def waiting(self, refused: int) -> None:
@@ -137,6 +150,8 @@ class Status:
         rejected, or a refusal was recorded)."""
         with self._lock:
             self._refused = refused
+            if not refused:
+                self._last_refusal = None  # settled: a later refusal is news again
         if self.metrics is not None:
             self.metrics.refused(refused)
         self.publish(force=True)

@@ -25,6 +25,7 @@ from watchsync.agent.conflicts import Conflicts
 from watchsync.agent.delete_guards import DeleteBatcher, DeleteGuards
 from watchsync.agent.effects import AgentEvents, StoreRecorder
 from watchsync.agent.feed import Feed, FeedObject
+from watchsync.agent.folder_root import FolderRoot
 from watchsync.agent.list_schedule import ListSchedule
 from watchsync.agent.local_changes import Dirty, LocalChanges
 from watchsync.agent.metrics import FolderMetrics
@@ -38,7 +39,7 @@ from watchsync.agent.status import Status
 from watchsync.agent.upload_queue import Pending
 from watchsync.agent.uploader import Uploader
 from watchsync.core.model import Mode, Skipped
-from watchsync.core.plan import PathOptions
+from watchsync.core.plan import DeleteCaps, PathOptions
 from watchsync.engine.executor import Executor, PoolFactory, thread_pool
 from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.sender import Sending
@@ -59,6 +60,7 @@ class Rooms:
     listed: ListSchedule
     feed: Feed | None
     refused: RefusedDeletes
+    root: FolderRoot
     guards: DeleteGuards
     conflicts: Conflicts
     recent: Recent
@@ -123,7 +125,7 @@ def wire(
         root=cfg.path, scope=scope, store=store, pending=pending, on_skip=on_skip, dirty=dirty
     )
     listed, feed = _s3_side(given, server, feed_object, request_reconcile)
-    refused, guards = _deletes(given, dirty, request_reconcile)
+    refused, root, guards = _deletes(given, dirty, listed, request_reconcile)
     conflicts, recent, executor = _engine(given, server, sending, feed, guards, pool)
     uploader = Uploader(
         root=cfg.path,
@@ -140,6 +142,11 @@ def wire(
         dirty=dirty,
         volume=volume,
     )
+
+    def before_pass() -> None:
+        root.check()
+        guards.began_pass()
+
     reconcile = Reconcile(
         cfg.name,
         root=cfg.path,
@@ -156,6 +163,7 @@ def wire(
         on_skip=on_skip,
         dirty=dirty,
         listed=listed,
+        before_pass=before_pass,
         wall=wall,
         clock=clock,
         volume=volume,
@@ -180,6 +188,7 @@ def wire(
         listed,
         feed,
         refused,
+        root,
         guards,
         conflicts,
         recent,
@@ -229,21 +238,31 @@ def _s3_side(
 
 
 def _deletes(
-    given: _Given, dirty: Dirty, request_reconcile: Callable[[], None]
-) -> tuple[RefusedDeletes, DeleteGuards]:
-    """The guards every delete passes (holding all of them while a lost state is rebuilt),
-    the watcher's delete batches, and the refused batches a person approves or rejects:
-    an approved batch of the watcher's goes back to its batches, one of a pass is planned
-    again by the next pass; a rejected one is forgotten, so the next pass copies it back."""
+    given: _Given, dirty: Dirty, listed: ListSchedule, request_reconcile: Callable[[], None]
+) -> tuple[RefusedDeletes, FolderRoot, DeleteGuards]:
+    """The guards every delete passes (holding all of them while a lost state is rebuilt,
+    or while the root is another directory than the folder's), the watcher's delete
+    batches, and the refused batches a person approves or rejects: an approved batch of
+    the watcher's goes back to its batches, one of a pass is planned again by the next
+    pass, the root's accepts the directory as the folder; a rejected one is forgotten, so
+    the next pass copies it back."""
     cfg, store = given.cfg, given.store
     batcher = DeleteBatcher(2 * cfg.debounce, clock=given.clock)
 
     def approved(batch: RefusedBatch) -> None:
-        if batch.origin == "watch":
+        if batch.origin == "root":
+            root.accept()
+        elif batch.origin == "watch":
             for path in batch.remote:
                 batcher.add(path)
         else:
             request_reconcile()
+
+    def root_changed() -> None:
+        # Another directory: walked and listed whole by the next pass, which meets it.
+        dirty.invalidate("the folder's root is another directory")
+        listed.invalidate("the folder's root is another directory")
+        request_reconcile()
 
     def rejected(batch: RefusedBatch) -> None:
         for path in batch.paths:
@@ -259,21 +278,35 @@ def _deletes(
         on_rejected=rejected,
         wall=given.wall,
     )
+    root = FolderRoot(
+        cfg.name,
+        root=cfg.path,
+        store=store,
+        status=given.status,
+        refused=refused,
+        marker=cfg.folder_marker,
+        force=cfg.force_delete,
+        ignored=given.scope.ignored,
+        on_new=root_changed,
+    )
     guards = DeleteGuards(
         root=cfg.path,
         store=store,
         scope=given.scope,
         status=given.status,
-        max_delete=cfg.max_delete,
+        caps=DeleteCaps(max_delete=cfg.max_delete, max_percent=cfg.max_delete_percent),
         force=cfg.force_delete,
         grace=2 * cfg.debounce,
         refused=refused,
+        url=cfg.url,
+        folder_root=root,
+        look_again=dirty.note,
         batcher=batcher,
         clock=given.clock,
         wall=given.wall,
         rebuilding=store.recovered is not None,
     )
-    return refused, guards
+    return refused, root, guards
 
 
 def _engine(
@@ -306,6 +339,7 @@ def _engine(
         recent=recent,
         on_changed=feed.note if feed is not None else None,
         on_skip=given.on_skip,
+        on_new=guards.added,
     )
     executor = Executor(
         given.transfer,

@@ -247,6 +247,21 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return convert
 
 
+def percentage(text: str) -> float:
+    """An argparse type: a share in percent, more than 0 and at most 100 (``25`` or ``25%``).
+
+    >>> percentage("25%")
+    25.0
+    """
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 100: {text!r}")
+    return value
+
+
 def aws_number(
     flag: str, kind: Callable[[str], float], *, positive: bool = False
 ) -> Callable[[str], float]:
@@ -286,13 +301,31 @@ def add_folder_options(p: Any) -> None:
     )
     p.add_argument("--delete", action="store_true", default=None, help="propagate deletes")
     p.add_argument(
-        "--max-delete", type=int, metavar="N", help="most deletes per pass (1000), e.g. 100"
+        "--max-delete",
+        type=int,
+        metavar="N",
+        help="most deletes per pass and per hour (1000), e.g. 100",
+    )
+    p.add_argument(
+        "--max-delete-percent",
+        type=percentage,
+        metavar="PERCENT",
+        help="most deletes per pass in one direction, as a share of the files synced "
+        "(50; 100 turns it off), e.g. 25",
     )
     p.add_argument(
         "--force-delete",
         action="store_true",
         default=None,
-        help="allow a pass with more than --max-delete deletes",
+        help="run every held delete of this run (more than --max-delete or "
+        "--max-delete-percent, an emptied side) and accept a root that is another directory",
+    )
+    p.add_argument(
+        "--folder-marker",
+        action="store_true",
+        default=None,
+        help="keep the folder's id in LOCAL_DIR/.watchsync/folder-id and sync only the "
+        "directory that holds it (removable disks)",
     )
     p.add_argument(
         "--debounce",

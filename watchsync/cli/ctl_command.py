@@ -172,6 +172,12 @@ def _show(cmd: str, answer: dict[str, Any]) -> None:
         if not batches:
             print("no refused deletes")
         for b in batches:
+            if b.get("root"):
+                print(
+                    f"batch {b['id']} ({b['folder']}, {_clock(b['at'])}): every delete held: "
+                    f"{b['why']} (approve accepts this directory as the folder)"
+                )
+                continue
             print(
                 f"batch {b['id']} ({b['folder']}, {_clock(b['at'])}): {b['count']} deletes "
                 f"refused: {b['why']}"
@@ -184,6 +190,9 @@ def _show(cmd: str, answer: dict[str, Any]) -> None:
             print("approve: watchsync ctl deletes approve ID...; reject: ... deletes reject ID...")
     else:
         for b in answer.get("approved", []):
+            if b.get("root"):
+                print(f"approved batch {b['id']}: the directory is accepted as the folder")
+                continue
             print(f"approved batch {b['id']} ({b['count']} deletes); they run with the next pass")
         for b in answer.get("rejected", []):
             print(

@@ -91,6 +91,7 @@ def add_sync_command(sub: Any) -> None:
         add_s3_options,
         aws_number,
         examples,
+        percentage,
         whole_number,
     )
 
@@ -123,6 +124,19 @@ def add_sync_command(sub: Any) -> None:
         type=whole_number(0),
         metavar="N",
         help="refuse every delete (exit 1) when more than N would be made, e.g. 100",
+    )
+    what.add_argument(
+        "--max-delete-percent",
+        type=percentage,
+        default=50.0,
+        metavar="PERCENT",
+        help="where an agent's state knows the pair: refuse every delete (exit 1) when more "
+        "than PERCENT of the files synced would go, or the source is empty (50), e.g. 25",
+    )
+    what.add_argument(
+        "--force-delete",
+        action="store_true",
+        help="run the deletes --max-delete, --max-delete-percent or an empty source held",
     )
     what.add_argument("--dryrun", action="store_true", help="print what would be done, do nothing")
     compare = what.add_mutually_exclusive_group()

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from watchsync.agent.config import default_state_dir
 from watchsync.cli.output import Reporter
 from watchsync.core.errors import (
     AWS_FAILED,
@@ -22,10 +23,10 @@ from watchsync.core.errors import (
 )
 from watchsync.core.filters import Filters
 from watchsync.core.model import Action, Direction, Kind, SkipKind, Skipped, without_skipped
-from watchsync.core.plan import SyncOptions, plan_sync
+from watchsync.core.plan import DeleteCaps, Deletes, Hold, SyncOptions, hold_deletes, plan_sync
 from watchsync.engine.executor import Executor
 from watchsync.engine.lookahead import Lookahead
-from watchsync.engine.policy import ExecPolicy
+from watchsync.engine.policy import NOTHING_SEEN, Counted, ExecPolicy, Seen
 from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import guard_temp_files
 from watchsync.fs.volume import FolderVolume
@@ -33,6 +34,7 @@ from watchsync.fs.walk import WalkOptions, walk
 from watchsync.s3.client import aws_message
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.transfer import open_transfer
+from watchsync.state.store import DB_SUFFIX, StateStore, store_name
 
 # Attempts in a row (over 10 s or more) that found no connection before a run gives up.
 GIVE_UP_AFTER = 8
@@ -68,6 +70,10 @@ class SyncRequest:
     filters: Filters = field(default_factory=Filters)
     s3: S3Settings = field(default_factory=S3Settings)
     max_delete: int | None = None  # most deletes the run may make; more refuses them all
+    # Where the pair has a history (an agent's state): most deletes as a share of the files
+    # synced, and an empty source held; --force-delete runs them anyway.
+    max_delete_percent: float = 50.0
+    force_delete: bool = False
     force_archived: bool = False  # --force-glacier-transfer
     quiet_archived: bool = False  # --ignore-glacier-warnings
 
@@ -241,20 +247,87 @@ class SyncEvents:
             return self.display.describe(action)
 
 
-class DeleteLimit:
-    """``--max-delete``: a run that would delete more than ``limit`` deletes nothing.
+class SyncGuards:
+    """What holds a run's deletes (all of them, exit 1): more than ``--max-delete``; and
+    where the pair has a history, ``synced`` files recorded by an agent's state for the
+    same folder and URL (sync keeps no state of its own), the rules the agent follows: an
+    empty source (an unmounted disk, an emptied prefix) or more than ``--max-delete-percent``
+    of what was synced.  ``--force-delete`` runs them anyway.
 
-    >>> DeleteLimit(2).refusal(3)
+    >>> SyncGuards(max_delete=2).refusal([Action(Kind.DELETE_REMOTE, p, "") for p in "abc"])
     '3 deletes exceed --max-delete 2; none were done'
+    >>> up = SyncGuards(synced=8, source="./photos")
+    >>> up.refusal([Action(Kind.DELETE_REMOTE, "a", "")], seen=Seen(walked=0))
+    'folder ./photos is empty while 8 files were synced; none were done (--force-delete runs them)'
     """
 
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
+    def __init__(
+        self,
+        *,
+        max_delete: int | None = None,
+        max_percent: float = 50.0,
+        force: bool = False,
+        synced: int | None = None,
+        source: str = "the source",
+        url: str = "the prefix",
+    ) -> None:
+        self.max_delete = max_delete
+        self.max_percent = max_percent
+        self.force = force
+        self.synced = synced
+        self.source = source
+        self.url = url
 
-    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
-        if self.limit is None or count <= self.limit:
+    def refusal(self, deletes: Iterable[Action], *, seen: Seen = NOTHING_SEEN) -> str | None:
+        if self.force:
             return None
-        return f"{count} deletes exceed --max-delete {self.limit}; none were done"
+        remote = local = 0
+        for action in deletes:
+            if action.kind is Kind.DELETE_REMOTE:
+                remote += 1
+            else:
+                local += 1
+        limit = self.max_delete if self.max_delete is not None else _NO_LIMIT
+        if not self.synced:  # no history: aws's behaviour, with --max-delete alone
+            if remote + local <= limit:
+                return None
+            return f"{remote + local} deletes exceed --max-delete {limit}; none were done"
+        d = Deletes(
+            remote=remote,
+            local=local,
+            synced=self.synced,
+            listed=seen.listed if local else None,
+            local_empty=bool(remote) and seen.walked == 0,
+        )
+        caps = DeleteCaps(max_delete=limit, max_percent=self.max_percent)
+        held = hold_deletes(d, caps, folder=f"folder {self.source}", url=self.url)
+        if held is None:
+            return None
+        if held.hold is Hold.COUNT:
+            return f"{held.why}; none were done"
+        return f"{held.why}; none were done (--force-delete runs them)"
+
+
+_NO_LIMIT = 1 << 62
+
+
+def synced_by_agent(local: Path, url: S3Url, *, state_dir: Path | None = None) -> int | None:
+    """How many files an agent's state for this folder and URL lists as synced (None: no
+    agent keeps this pair), read without locking or writing it: sync's only history.
+
+    >>> nowhere = Path("/nonexistent")
+    >>> synced_by_agent(nowhere, S3Url.parse("s3://bucket/p"), state_dir=nowhere)
+    """
+    env = os.environ.get("WATCHSYNC_STATE_DIR")
+    where = state_dir or (Path(env) if env else default_state_dir())
+    db = where / (store_name(local, url.url().rstrip("/")) + DB_SUFFIX)
+    if not db.is_file():
+        return None
+    try:
+        with StateStore.read_only(db) as store:
+            return store.synced.count()
+    except Exception:  # unreadable: no history (sync never fails over another's state)
+        return None
 
 
 def exit_code(reporter: Reporter) -> int:
@@ -310,12 +383,16 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         events = SyncEvents(
             reporter, display, stop, gone=lambda: transfer.reachability.gone is not None
         )
-        local = without_skipped(
-            walk(root, options=walk_options), lambda s: events.skipped(s, remote=False)
+        local = Counted(
+            without_skipped(
+                walk(root, options=walk_options), lambda s: events.skipped(s, remote=False)
+            )
         )
-        remote = without_skipped(
-            transfer.listing(for_download=req.direction is Direction.DOWN),
-            lambda s: events.skipped(s, remote=True),
+        remote = Counted(
+            without_skipped(
+                transfer.listing(for_download=req.direction is Direction.DOWN),
+                lambda s: events.skipped(s, remote=True),
+            )
         )
         if req.direction is Direction.DOWN and not req.dry_run:
             try:
@@ -335,7 +412,14 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
             recorder=NullRecorder(),
             events=events,
             policy=replace(ExecPolicy.SYNC, dry_run=req.dry_run),
-            guards=DeleteLimit(req.max_delete),
+            guards=SyncGuards(
+                max_delete=req.max_delete,
+                max_percent=req.max_delete_percent,
+                force=req.force_delete,
+                synced=synced_by_agent(root, req.url) if req.delete else None,
+                source=req.local if req.direction is Direction.UP else req.url.url(),
+                url=req.url.url(),
+            ),
             max_concurrency=req.s3.max_concurrency,
             follow_symlinks=req.follow_symlinks,
             stop=stop,
@@ -352,7 +436,11 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
                         plan, on_item=lambda a: _count(reporter, a), on_end=reporter.planned_all
                     )
                 )
-            executor.run(plan, skipped=lambda: reporter.totals.skipped)
+            executor.run(
+                plan,
+                skipped=lambda: reporter.totals.skipped,
+                seen=lambda: Seen(walked=local.count, listed=remote.count),
+            )
         if transfer.reachability.gone is not None:
             raise transfer.reachability.gone
 

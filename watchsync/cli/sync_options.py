@@ -111,6 +111,8 @@ def sync_request(args: argparse.Namespace) -> SyncRequest:
         filters=Filters.of(expand_rules(args.filter_rules)),
         s3=settings,
         max_delete=args.max_delete,
+        max_delete_percent=args.max_delete_percent,
+        force_delete=args.force_delete,
         force_archived=args.force_glacier_transfer,
         quiet_archived=args.ignore_glacier_warnings,
     )

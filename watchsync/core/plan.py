@@ -827,3 +827,204 @@ def runner_wait(
     if probe_at is None:
         return tick
     return min(tick, max(PAUSED_MIN_WAIT, probe_at - now))
+
+
+# -- the delete guards' decisions ---------------------------------------------------------
+
+#: A pass that deletes this many files or fewer in one direction is never held by the
+#: share alone: in a small folder half of it is a handful of files, deleted by hand (an
+#: emptied side is held whatever its size).
+SHARE_FLOOR = 10
+
+
+@dataclass(frozen=True)
+class DeleteCaps:
+    """How many deletes a pass may make before it is held for a person to confirm.
+
+    ``max_delete``: most deletes in one pass, and how far the synced files may shrink in
+    one rolling window (``--max-delete``); ``max_percent``: most deletes in one direction,
+    as a share of the files synced (``--max-delete-percent``; 100 turns it off);
+    ``window_minutes``: the rolling window.
+    """
+
+    max_delete: int = 1000
+    max_percent: float = 50.0
+    floor: int = SHARE_FLOOR
+    window_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class Deletes:
+    """The deletes one pass (or one batch of the watcher's) would make, as the guards see
+    them, and what the pass saw of each side.
+
+    ``remote`` and ``local`` are the deletes in S3 and here that count; ``moved`` those left
+    out because their content lives on at another synced path (a rename: the same ETag
+    recorded elsewhere), which lose nothing.  ``synced`` is how many files the state lists;
+    ``listed`` how many objects the pass listed (None: S3's side was not listed);
+    ``local_empty`` whether the folder holds nothing but ignored names; ``added`` how many
+    new files were synced in the last few minutes (a tree replaced within seconds, as by
+    ``git checkout``, deletes files and writes others: those offset the deletes);
+    ``recent`` how many deletes, net of such files, were allowed in the rolling window
+    before this pass (``rm -rf`` in slices adds up, a checkout storm does not).
+    """
+
+    remote: int = 0
+    local: int = 0
+    moved: int = 0
+    synced: int = 0
+    listed: int | None = None
+    local_empty: bool = False
+    added: int = 0
+    recent: int = 0
+
+    @property
+    def counted(self) -> int:
+        return self.remote + self.local
+
+    @property
+    def net(self) -> int:
+        """The deletes that count, less the files added with them."""
+        return max(0, self.counted - self.added)
+
+
+class Hold(enum.Enum):
+    """Why a pass's deletes are held back until a person confirms them."""
+
+    EMPTIED_LOCAL = "the folder is empty"
+    EMPTIED_REMOTE = "the S3 listing is empty"
+    COUNT = "more than --max-delete"
+    SHARE = "more than --max-delete-percent of what was synced"
+    WINDOW = "more than --max-delete in the rolling window"
+
+
+@dataclass(frozen=True)
+class Held:
+    """A hold and its one line."""
+
+    hold: Hold
+    why: str
+
+
+def hold_deletes(
+    d: Deletes, caps: DeleteCaps, *, folder: str = "the folder", url: str = "the prefix"
+) -> Held | None:
+    """Whether a pass's deletes must wait for a person (None: they may run).  One rule a
+    row, in order: a side that came back empty while the state lists files (an unmounted
+    disk, a prefix emptied by another tool: rclone bisync's "Empty current listing" abort);
+    more than ``max_delete`` in the pass; more than ``max_percent`` of what was synced
+    deleted in one direction (past ``floor`` deletes; rclone bisync's ``--max-delete``
+    50 %); the synced files shrinking by more than ``max_delete`` in the rolling window.
+    The share and the window count deletes net of the files added in the window (a tree
+    replaced within seconds, as by ``git checkout``, is no mass delete); deletes of moved
+    content count nowhere.  The pass is held whole; forcing or approving it is the
+    caller's.
+
+    >>> hold_deletes(Deletes(remote=59, synced=60), DeleteCaps()).why
+    '59 deletes in S3 are 98% of the 60 files synced, more than --max-delete-percent 50'
+    >>> hold_deletes(Deletes(remote=300, moved=300, synced=600), DeleteCaps()) is None
+    True
+    """
+    if d.synced > 0 and d.local_empty and d.counted + d.moved > 0:
+        return Held(Hold.EMPTIED_LOCAL, f"{folder} is empty while {d.synced} files were synced")
+    if d.synced > 0 and d.listed == 0 and d.local > 0:
+        return Held(
+            Hold.EMPTIED_REMOTE,
+            f"the listing of {url} is empty while {d.synced} files were synced "
+            "(emptied by another tool?)",
+        )
+    if d.counted > caps.max_delete:
+        return Held(Hold.COUNT, f"{d.counted} deletes exceed --max-delete {caps.max_delete}")
+    for n, where in ((d.remote, "in S3"), (d.local, "here")):
+        net = max(0, n - d.added)
+        if caps.max_percent < 100 and net > caps.floor and net * 100 > caps.max_percent * d.synced:
+            share = min(100, net * 100 // max(d.synced, 1))
+            what = f"{n} deletes {where}" + (
+                f" ({net} net of {d.added} new files)" if d.added else ""
+            )
+            return Held(
+                Hold.SHARE,
+                f"{what} are {share}% of the {d.synced} files synced, more than "
+                f"--max-delete-percent {caps.max_percent:g}",
+            )
+    if d.net and d.recent + d.net > caps.max_delete:
+        return Held(
+            Hold.WINDOW,
+            f"{d.net} deletes after {d.recent} in the last {caps.window_minutes} min exceed "
+            f"--max-delete {caps.max_delete}",
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class RootSeen:
+    """The folder's root as it is now: the resolved directory's device and inode, the
+    folder id its marker file holds (None: no marker), and whether it holds anything."""
+
+    dev: int
+    ino: int
+    marker: str | None = None
+    empty: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.dev}:{self.ino}"
+
+
+@dataclass(frozen=True)
+class RootRecord:
+    """What the state recorded of the root: the directory accepted as the folder
+    (``key``: ``dev:ino``, or ``dev:`` from a state that kept only the device), the folder
+    id (the marker's), and a different directory already met but not accepted yet."""
+
+    key: str
+    folder_id: str = ""
+    unaccepted: str = ""
+
+
+class RootVerdict(enum.Enum):
+    """What the root is, as :func:`judge_root` decides."""
+
+    FIRST = "nothing recorded yet: record this directory"
+    SAME = "the folder's own directory"
+    MOVED = "the same folder (its marker says so) on another device or inode: record it"
+    NEW = "a different directory: a new folder, met as on a first run; no deletes"
+    UNACCEPTED = "the different directory met before, not accepted yet: still no deletes"
+    WAIT = "nothing to sync with: missing, or looks unmounted, or its marker is missing"
+
+
+def judge_root(recorded: RootRecord | None, seen: RootSeen | None, *, marker: bool) -> RootVerdict:
+    """Decide what the folder's root is now, from what was recorded (Syncthing's folder
+    marker, a device and inode otherwise).
+
+    A directory whose device and inode were recorded is the folder; with ``marker`` on, so
+    is one that holds the folder's marker (moved to a new disk, remounted), and one without
+    it is waited for (Syncthing's missing ``.stfolder``).  Without the marker, another
+    directory is a new folder (a repointed symlink, another disk at the mount point, a
+    restored tree): it is met as on a first run (both versions kept, nothing deleted) and
+    its deletes wait until a person accepts it; an empty one looks unmounted and is waited
+    for.
+
+    >>> rec = RootRecord("2049:77", folder_id="f1")
+    >>> judge_root(rec, RootSeen(2049, 77), marker=False).name
+    'SAME'
+    >>> judge_root(rec, RootSeen(2049, 90, marker="f1"), marker=True).name
+    'MOVED'
+    >>> judge_root(rec, RootSeen(2049, 90), marker=False).name
+    'NEW'
+    """
+    if seen is None:
+        return RootVerdict.WAIT
+    if recorded is None:
+        return RootVerdict.FIRST
+    dev, _, ino = recorded.key.partition(":")
+    same = dev == str(seen.dev) and (not ino or ino == str(seen.ino))
+    if same:
+        return RootVerdict.SAME
+    if marker:
+        if seen.marker is not None and seen.marker == recorded.folder_id:
+            return RootVerdict.MOVED
+        return RootVerdict.WAIT
+    if seen.key == recorded.unaccepted:
+        return RootVerdict.UNACCEPTED
+    return RootVerdict.WAIT if seen.empty else RootVerdict.NEW

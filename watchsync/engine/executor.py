@@ -49,7 +49,7 @@ from watchsync.core.plan import (
 )
 from watchsync.engine.deleter import Deleter, delete_condition
 from watchsync.engine.local_files import LocalFiles
-from watchsync.engine.policy import DeletePolicy, ExecPolicy, NoGuards
+from watchsync.engine.policy import DeletePolicy, ExecPolicy, NoGuards, Seen
 from watchsync.engine.reporting import Events, Recorder, Veto
 from watchsync.engine.sender import Sender, Sending, Sent
 from watchsync.engine.spool import Spool
@@ -230,6 +230,7 @@ class Executor:
         *,
         skipped: Callable[[], int] | Skips = lambda: 0,
         route: Callable[[Action], bool] | None = None,
+        seen: Callable[[], Seen] = Seen,
     ) -> PassStats:
         """Execute a plan: transfers in a bounded pool, then the deletes, unless vetoed.
 
@@ -237,7 +238,8 @@ class Executor:
         how many paths the scanners could not read in this pass: any skip vetoes every delete
         (``sync``), unless it is a :class:`Skips`, which vetoes only the deletes under the
         skipped paths (the agent).  A failed transfer always vetoes every delete.
-        Per-action failures are reported and counted, not raised.
+        ``seen`` says, once the plan is read, what the pass saw of each side (for the
+        guards).  Per-action failures are reported and counted, not raised.
         """
         stats = PassStats()
         slots = threading.BoundedSemaphore(self.max_concurrency * 2)
@@ -270,12 +272,12 @@ class Executor:
             pool.shutdown(wait=True)
             self.recorder.flush()
             if deletes.count:
-                self._deletes(deletes, stats, skipped)
+                self._deletes(deletes, stats, skipped, seen())
             self._unblock(stats)
         return stats
 
     def _deletes(
-        self, deletes: Spool, stats: PassStats, skipped: Callable[[], int] | Skips
+        self, deletes: Spool, stats: PassStats, skipped: Callable[[], int] | Skips, seen: Seen
     ) -> None:
         """The pass's deletes, unless vetoed: all of them by a failure, a stop or a skip
         (a plain count), only those under a skipped path (:class:`Skips`)."""
@@ -297,8 +299,7 @@ class Executor:
             def kept() -> Iterator[Action]:
                 return (a for a in _unspooled(deletes) if covered is None or not covered(a.path))
 
-            paths = (a.path for a in kept())
-            if not self.policy.dry_run and (why := self.guards.refusal(count, paths)):
+            if not self.policy.dry_run and (why := self.guards.refusal(kept(), seen=seen)):
                 stats.vetoed = Veto(count, 0, 0, False, why)
             else:
                 self.delete(kept())

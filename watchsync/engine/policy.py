@@ -3,11 +3,11 @@ value with named presets), and the :class:`DeletePolicy` a pass's deletes must p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Generic, Protocol, TypeVar
 
-from watchsync.core.model import Mode
+from watchsync.core.model import Action, Mode
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,47 @@ ExecPolicy.SYNC = ExecPolicy()
 ExecPolicy.AGENT = ExecPolicy(prune_emptied_dirs=True, retry_blocked=True)
 
 
-class DeletePolicy(Protocol):
-    """The guards a pass's deletes must pass (the agent's); None means they may run."""
+@dataclass(frozen=True)
+class Seen:
+    """What a pass saw of each side whole: files walked, objects listed (None: that side
+    was not read whole, e.g. taken from the state as last synced)."""
 
-    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None: ...
+    walked: int | None = None
+    listed: int | None = None
+
+
+NOTHING_SEEN = Seen()  # a pass that read neither side whole
+
+T = TypeVar("T")
+
+
+class Counted(Generic[T]):
+    """A side's stream passed through once, counting what went by (what the pass saw of
+    it, for the guards).
+
+    >>> c = Counted(iter("ab")); list(c), c.count
+    (['a', 'b'], 2)
+    """
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self._items:
+            self.count += 1
+            yield item
+
+
+class DeletePolicy(Protocol):
+    """The guards a pass's deletes must pass; None means they may run.  ``deletes`` are
+    the pass's delete actions (read once), ``seen`` what the pass saw of each side."""
+
+    def refusal(self, deletes: Iterable[Action], *, seen: Seen = ...) -> str | None: ...
 
 
 class NoGuards:
-    """``watchsync sync``: deletes are vetoed only by failures and skips."""
+    """Deletes vetoed only by failures and skips."""
 
-    def refusal(self, count: int, paths: Iterable[str] = ()) -> str | None:
+    def refusal(self, deletes: Iterable[Action], *, seen: Seen = NOTHING_SEEN) -> str | None:
         return None

@@ -83,6 +83,15 @@ class RootGoneEvent(FileSystemEvent):
     is_synthetic = True
 
 
+class UnmountedEvent(FileSystemEvent):
+    """Synthetic event: a filesystem in the watched tree (the root's own, or one mounted
+    below it) was unmounted: its watches are gone, and a disk mounted there again would
+    never be heard of through them."""
+
+    event_type = "watchsync_unmounted"
+    is_synthetic = True
+
+
 class ChangeHandler(FileSystemEventHandler):
     """Turns watchdog events into debouncer touches; does nothing else.
 
@@ -95,7 +104,8 @@ class ChangeHandler(FileSystemEventHandler):
     * ignored paths (:class:`IgnoreRules`) are dropped; a move from an ignored temp file
       onto a real name (an editor's atomic save) touches only the real name;
     * paths that are not valid UTF-8 are reported once (warning + ``on_skipped``);
-    * the root deleted or moved: ``on_root_gone()`` once; events lost: ``on_overflow()``.
+    * the root deleted or moved: ``on_root_gone()`` once; events lost: ``on_overflow()``;
+      a filesystem in the tree unmounted: ``on_unmounted()`` once.
 
     If the ignore file itself changes, the rules are reloaded and ``on_ignore_changed``
     (if given) is called so the agent can rescan.
@@ -109,6 +119,7 @@ class ChangeHandler(FileSystemEventHandler):
         ignore: IgnoreRules | None = None,
         on_overflow: Callable[[], None] = lambda: None,
         on_root_gone: Callable[[], None] = lambda: None,
+        on_unmounted: Callable[[], None] = lambda: None,
         on_skipped: Callable[[Skipped], None] = lambda _s: None,
         on_ignore_changed: Callable[[], None] | None = None,
     ) -> None:
@@ -120,6 +131,8 @@ class ChangeHandler(FileSystemEventHandler):
         self._ignore_rel = self._relative_ignore_file()
         self.on_overflow = on_overflow
         self.on_root_gone = on_root_gone
+        self.on_unmounted = on_unmounted
+        self._unmounted = False
         self.on_skipped = on_skipped
         self.on_ignore_changed = on_ignore_changed
         self._root_gone = False
@@ -147,6 +160,12 @@ class ChangeHandler(FileSystemEventHandler):
         if isinstance(event, OverflowEvent):
             logger.warning("watch: events were lost (%s); a full rescan is needed", event.src_path)
             self.on_overflow()
+            return
+        if isinstance(event, UnmountedEvent):
+            if not self._unmounted:
+                self._unmounted = True
+                logger.warning("watch: a filesystem in %s was unmounted", self.root)
+                self.on_unmounted()
             return
         if isinstance(event, RootGoneEvent) or (
             isinstance(event, DirDeletedEvent) and self._abs(event.src_path) == self.root
@@ -310,6 +329,10 @@ class _SignalSink:
     def overflow(self) -> None:
         if self._live.is_set():
             self._emit(OverflowEvent)
+
+    def unmounted(self) -> None:
+        if self._live.is_set():
+            self._emit(UnmountedEvent)
 
     def check_roots(self) -> None:
         if not self._live.is_set():
@@ -481,6 +504,8 @@ if HAVE_INOTIFY:
                 return
             if event.is_queue_overflow:
                 self._sink.overflow()
+            elif event.mask & InotifyConstants.IN_UNMOUNT:
+                self._sink.unmounted()  # sent whatever the mask, before the watch's IN_IGNORED
             elif event.is_move_self or event.is_delete_self:
                 self._sink.check_roots()
 

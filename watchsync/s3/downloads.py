@@ -121,7 +121,6 @@ class Downloads:
         self.on_bytes = on_bytes  # the bytes of each body as they are read
         self.threshold = threshold
         self._config = config
-        self._root_real = os.path.realpath(root)
         self._transfers: TransferManager | None = None
         self._lock = threading.Lock()
 
@@ -142,7 +141,10 @@ class Downloads:
         """The file a relative path maps to, refusing anything that resolves outside root."""
         target = self.root / path
         parent = os.path.realpath(target.parent)
-        if parent != self._root_real and not parent.startswith(self._root_real + os.sep):
+        # The root as it resolves now: a root that is a symlink may have been repointed (a
+        # new folder then, met as such by the agent; written to, never outside it).
+        root_real = os.path.realpath(self.root)
+        if parent != root_real and not parent.startswith(root_real + os.sep):
             raise FileError(path, "refusing to write outside the destination")
         return target
 

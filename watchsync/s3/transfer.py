@@ -200,7 +200,6 @@ class Transfer:
             # Not s3transfer's own limiter: the shared one paces its downloads (Downloads).
             use_threads=True,
         )
-        self._root_real = os.path.realpath(root)
         # Small uploads go through the native client when there is one.
         self.native = NativeRoute(
             crt,
@@ -530,7 +529,8 @@ class Transfer:
         symlinked directory: the file there is another path's, which may be kept)."""
         target = self.local_target(path)
         head = os.path.dirname(path)
-        lexical = os.path.join(self._root_real, head) if head else self._root_real
+        root_real = os.path.realpath(self.root)  # as it resolves now (see local_target)
+        lexical = os.path.join(root_real, head) if head else root_real
         if os.path.realpath(target.parent) != os.path.normpath(lexical):
             raise FileError(path, "refusing to delete through a symlinked directory")
         try:

@@ -1,6 +1,6 @@
 """What the agent's delete guards remember across restarts: the device of each mount point
 below the root (an unmounted disk looks like a folder emptied) and the deletes allowed
-recently (``--max-delete`` over a rolling window)."""
+recently, net of the files that replaced them (``--max-delete`` over a rolling window)."""
 
 from __future__ import annotations
 
@@ -37,13 +37,20 @@ class GuardRecords:
                 "INSERT OR REPLACE INTO dir_devices(path, dev) VALUES (?, ?)", (dir_path, dev)
             )
 
+    def forget_dir_devices(self) -> None:
+        """The root is another directory now: the mount points below the old one say
+        nothing of it."""
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM dir_devices")
+
     def deletes_since(self, since: float) -> int:
         """How many deletes were allowed at or after wall time ``since``."""
         rows = self._db.query("SELECT coalesce(sum(n), 0) FROM delete_log WHERE at >= ?", (since,))
         return int(rows[0][0])
 
     def log_deletes(self, at: float, n: int, *, keep_after: float) -> None:
-        """Count ``n`` deletes allowed at wall time ``at``; rows before ``keep_after`` go."""
+        """Count ``n`` deletes allowed at wall time ``at`` (net of the files added with them);
+        rows before ``keep_after`` go."""
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM delete_log WHERE at < ?", (keep_after,))
             conn.execute("INSERT INTO delete_log(at, n) VALUES (?, ?)", (at, n))

@@ -79,6 +79,12 @@ class SyncedRows:
         with self._db.transaction() as conn:
             return conn.execute("DELETE FROM synced WHERE path = ?", (path,)).rowcount > 0
 
+    def forget_all(self) -> int:
+        """Forget every path (the folder is another directory now, met as on a first run);
+        returns how many were known."""
+        with self._db.transaction() as conn:
+            return int(conn.execute("DELETE FROM synced").rowcount)
+
     def count(self) -> int:
         """How many paths are recorded as synced."""
         return int(self._db.query("SELECT count(*) FROM synced")[0][0])
