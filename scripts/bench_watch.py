@@ -27,12 +27,13 @@ server's CPU) so its polling never competes with the agent for the agent's CPU.
                pending, sample /proc/PID/stat (utime+stime) and /proc/PID/status (VmRSS)
                every second and count the passes in the log:
                - at default settings for two default intervals (600 s; --idle-seconds):
-                 the background and the periodic passes that trust the watcher and the feed;
+                 the background and the periodic passes, each listing the prefix;
                - listing every pass (``--full-list-interval 0``) and walking every pass
-                 (``--full-walk-interval 0``), at --idle-interval, for the CPU of the
-                 hourly listing and of the daily walk.
-               Idle at defaults = the default window's CPU + a listing per its interval
-               (an hour, longer when a listing costs more than 9 s of CPU) + a walk a day
+                 (``--full-walk-interval 0``), at --idle-interval, for the CPU of one
+                 listing pass and of the daily walk.
+               Idle at defaults = the default window's CPU (its listings included; where
+               the CPU budget would stretch their interval, a listing per the stretched
+               interval instead) + a walk a day
   (e) adopt    a third agent, new state, ``--direction push``, on the same folder and
                bucket: time and CPU of its first reconcile (adopting every equal file)
                against the no-op first reconcile of the second agent (existing state)
@@ -41,10 +42,18 @@ server's CPU) so its polling never competes with the agent for the agent's CPU.
                --feed-samples samples (the change feed carries it, not the reconcile); then
                a third agent starts while A writes 200 new files over 10 s: time until its
                folder holds every file A has
+  (f) foreign  another client writes, overwrites (other bytes, same size) and deletes an
+               object under the prefix of an agent (--delete) on --foreign-files files at
+               --reconcile-interval --foreign-interval, otherwise defaults: time until the
+               folder shows each, --foreign-samples rounds; then ``notify``: the same with
+               S3 event notifications (``watchsync notifications``, --notifications-queue)
+               against moto's server (S3 and SQS in one process), on a 300-file tree
 
-Floors: latency p50 <= debounce + 250 ms; idle CPU at the default interval <= 0.5 % of one core
-(100,000 files); cross-agent p50 <= 2 s, p99 <= 5 s; burst <= 1.0x ``watchsync sync``;
-adoption under push <= 2x a no-op reconcile.
+Floors: latency p50 <= debounce + 250 ms; idle CPU at defaults <= 0.5 % of one core
+(100,000 files, listings included); a listing pass <= 1.0 s of CPU per 100,000 objects;
+cross-agent p50 <= 2 s, p99 <= 5 s; burst <= 1.0x ``watchsync sync``; adoption under push
+<= 2x a no-op reconcile; a foreign write, overwrite and delete in the folder within 10 s
+(listing) and 2 s (notifications).
 """
 
 from __future__ import annotations
