@@ -290,10 +290,10 @@ def test_a_mass_delete_in_place_goes_through_once_confirmed_with_ctl(
 def test_a_renamed_folder_converges_without_a_double_tree(
     tmp_path: Path, state_dir: Path, url: str, endpoint: str, s3: S3Client, bucket: str
 ) -> None:
-    """``mv photos pictures`` of a few hundred files, far over --max-delete: server-side
+    """``mv photos pictures`` of more files than --max-delete allows: server-side
     copies, then the old keys deleted (moved content is no mass delete); no refusal."""
     root = tmp_path / "folder"
-    names = _tree(root, 300, under="photos/")
+    names = _tree(root, 150, under="photos/")
     _tree(root, 5, under="other/")
     cfg = folder_config(root, url, endpoint, delete=True, max_delete=100)
     with running_agent(cfg, state_dir) as agent:

@@ -83,6 +83,19 @@ def test_a_root_swapped_for_a_symlink_holds_the_deletes_of_a_pass_planned_before
     assert sorted(w.objects.objects) == NAMES
 
 
+def test_force_delete_accepts_another_directory_at_once(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    """Under ``--force-delete`` the other directory is met as a new folder (nothing synced
+    with the old one is deleted on its account) and accepted: its own deletes then run."""
+    w = _synced_tree(make_world, force_delete=True)
+    _replace_root(w, tmp_path, "only.txt")
+    assert w.rooms.root.check() is RootVerdict.NEW
+    assert w.rooms.root.check() is RootVerdict.SAME and w.rooms.root.holding() is None
+    assert w.store.synced.count() == 0  # the old directory's files: met again, not deleted
+    assert w.rooms.refused.batches() == []
+
+
 def test_an_empty_other_directory_looks_unmounted_and_is_waited_for(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
