@@ -82,14 +82,16 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         store.close()
 
 
-def synced_file(world: World, path: str, body: bytes) -> None:
-    """A file on both sides, recorded as synced (as after an upload)."""
+def synced_file(world: World, path: str, body: bytes, *, identity: bool = False) -> None:
+    """A file on both sides, recorded as synced (as after an upload; ``identity``: with its
+    inode and ctime, as this version's uploads record it)."""
     target = world.root / path
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(body)
     rem = world.objects.put(path, body)
     st = target.stat()
-    synced = SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns)
+    ino, ctime = (st.st_ino, st.st_ctime_ns) if identity else (0, 0)
+    synced = SyncedEntry(path, st.st_size, st.st_mtime_ns, rem.etag, rem.mtime_ns, ino, ctime)
     world.store.synced.put_many([synced])
 
 
