@@ -29,10 +29,12 @@ from service_helpers import (
 )
 
 from watchsync.agent.control import Control
-from watchsync.agent.control_socket import ControlServer, ask, listening
+from watchsync.agent.control_socket import ControlServer, ask, listening, socket_path
 from watchsync.agent.refused import RefusedDeletes
 from watchsync.agent.status import Status
+from watchsync.cli.agent_commands import folder_status
 from watchsync.fs.platform import pid_alive
+from watchsync.state.store import StateStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -138,6 +140,24 @@ def test_the_socket_answers_json_lines_on_a_long_path_and_only_its_user(tmp_path
     # Another user (any uid but the allowed ones) is turned away.
     with ControlServer(path, control.handle, uids=frozenset({12345})):
         assert ask(path, {"cmd": "status"}) == {"ok": False, "error": "not the agent's user"}
+
+
+def test_status_takes_a_running_agents_word_over_its_database(tmp_path: Path) -> None:
+    """The state's disk full: the database still says "watching" (the error could not be
+    written), the agent's control channel says "error" and why; status shows the agent's."""
+    root, state = tmp_path / "docs", tmp_path / "state"
+    root.mkdir()
+    url = "s3://bkt/docs"
+    with StateStore.open(state, local_root=root, url=url) as store:
+        store.status.set(state="watching", pid=os.getpid(), last_error="old", last_error_at=1.0)
+        db = store.db_path
+    said = "no space on the state's disk"
+    live = {"name": "docs", "path": str(root), "url": url, "state": "error", "last_error": said}
+    assert folder_status(db, 2.0)["state"] == "watching"  # no agent answers: the database
+    with ControlServer(socket_path(state, os.getpid()), lambda _req: {"folders": [live]}):
+        row = folder_status(db, 2.0)
+    assert (row["state"], row["last_error"], row["last_error_at"]) == ("error", said, None)
+    assert row["pid"] == os.getpid() and row["running"]
 
 
 # -- a real agent ---------------------------------------------------------------------------

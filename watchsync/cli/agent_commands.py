@@ -173,7 +173,8 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
         oldest = max(0.0, now - float(since)) if since is not None else None
     else:
         pending = journal  # what the next start takes up again
-    return {
+    live = _live_row(db.parent, int(str(pid)), meta) if alive else None
+    row = {
         "name": status.get("name"),
         "folder": meta.get("local_root"),
         "url": meta.get("url"),
@@ -198,6 +199,36 @@ def folder_status(db: Path, now: float) -> dict[str, Any]:
         "totals": counters,
         "state_db": str(db),
     }
+    if live is not None:
+        # The agent's own word over what it could last write: a full disk under the state
+        # keeps the database at "watching" while the folder is in error.
+        if live.get("last_error") != row["last_error"]:
+            row["last_error_at"] = None  # when it was said is what could not be written
+        row.update({k: live[k] for k in _LIVE if k in live})
+    return row
+
+
+# What a running agent's control channel answers for a folder, preferred to the database.
+_LIVE = ("state", "state_since", "state_reason", "pending", "in_flight", "last_error")
+
+
+def _live_row(state_dir: Path, pid: int, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The running agent's own status of the folder ``meta`` describes, over its control
+    socket; None where none answers (an older agent, another user's, a busy one)."""
+    from watchsync.agent.control_socket import ask, listening
+
+    path = listening(state_dir, lambda p: p == pid).get(pid)
+    if path is None:
+        return None
+    try:
+        answer = ask(path, {"cmd": "status"}, timeout=2.0)
+    except (OSError, ValueError):
+        return None
+    for folder in answer.get("folders") or []:
+        here = os.path.realpath(str(folder.get("path")))
+        if folder.get("url") == meta.get("url") and here == meta.get("local_root"):
+            return dict(folder)
+    return None
 
 
 def _unreadable_status(
@@ -308,7 +339,8 @@ def _status(args: argparse.Namespace) -> int:
         elif r["list_every"] is not None:
             print(f"  S3 listing:     every {float(str(r['list_every'])):.0f}s")
         if r["last_error"]:
-            print(f"  last error:     {r['last_error']} ({_when(r['last_error_at'], now)})")
+            at = f" ({_when(r['last_error_at'], now)})" if r["last_error_at"] else ""
+            print(f"  last error:     {r['last_error']}{at}")
         t = r["totals"]
         print(
             f"  totals:         {t.get('uploaded_files', 0)} uploaded, "
