@@ -26,6 +26,7 @@ from world import World, synced_file
 
 from watchsync.agent.config import FolderConfig, S3Settings
 from watchsync.agent.effects import SkipLog
+from watchsync.cli import sync_command
 from watchsync.cli.main import main
 from watchsync.core.errors import Deferred, FileError
 from watchsync.core.model import Action, Item, Kind, SyncedEntry, Volume
@@ -330,6 +331,37 @@ def test_sync_to_a_card_skips_the_keys_it_cannot_name(
         "in a name.",
     ]
     assert "failed" not in out.err
+
+
+def test_sync_delete_from_a_card_says_why_it_deletes_a_key_the_card_cannot_name(
+    exfat: Edge,
+    s3: S3Client,
+    bucket: str,
+    aws_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``sync card/ s3://... --delete`` deletes a key no file on the card could have, as aws
+    does, and its line says so (the source's disk was never probed: the reason was lost)."""
+    if not exfat.real:
+        monkeypatch.setattr(sync_command, "FolderVolume", lambda root: exfat.volume)
+    for key in ("a:b.txt", "gone.txt"):
+        s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"in S3 only")
+    (exfat.root / "ok.txt").write_bytes(b"on the card")
+    root, saved = logging.getLogger(), logging.getLogger().handlers[:]
+    try:
+        code = main(["sync", str(exfat.root), f"s3://{bucket}/p", "--delete"])
+    finally:
+        root.handlers[:] = saved  # main() points the root logger at the captured stderr
+    out = capsys.readouterr()
+    assert code == 0, out
+    assert sorted(line for line in out.out.splitlines() if line.startswith("delete:")) == [
+        f"delete: s3://{bucket}/p/a:b.txt (the folder's file system refuses : in a name, so "
+        "no file there can have it)",
+        f"delete: s3://{bucket}/p/gone.txt",
+    ]
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="p/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["p/ok.txt"]
 
 
 # ----------------------------------------------------------- local deletes without links

@@ -1298,8 +1298,8 @@ CARD = Volume(refused=':*?"<>|', trailing_dot_space=False)
     ("direction", "delete", "expected"),
     [
         (Direction.DOWN, False, [("skip", "a:b", "the folder's file system refuses : in a name")]),
-        (Direction.UP, True, [("delete-remote", "a:b", "not in source (the folder's file "
-                                                         "system refuses : in a name)")]),
+        (Direction.UP, True, [("delete-remote", "a:b", "not in source: the folder's file "
+                               "system refuses : in a name, so no file there can have it")]),
     ],
     ids=["download-skipped", "delete-says-why"],
 )  # fmt: skip

@@ -23,7 +23,15 @@ from watchsync.core.errors import (
 )
 from watchsync.core.filters import Filters
 from watchsync.core.model import Action, Direction, Kind, SkipKind, Skipped, without_skipped
-from watchsync.core.plan import DeleteCaps, Deletes, Hold, SyncOptions, hold_deletes, plan_sync
+from watchsync.core.plan import (
+    NOT_IN_SOURCE,
+    DeleteCaps,
+    Deletes,
+    Hold,
+    SyncOptions,
+    hold_deletes,
+    plan_sync,
+)
 from watchsync.engine.executor import Executor
 from watchsync.engine.lookahead import Lookahead
 from watchsync.engine.policy import NOTHING_SEEN, Counted, ExecPolicy, Seen
@@ -139,7 +147,10 @@ class Display:
         if action.kind is Kind.DOWNLOAD:
             return f"download: {self.remote(path)} to {self.local(path)}"
         if action.kind is Kind.DELETE_REMOTE:
-            return f"delete: {self.remote(path)}"
+            # aws's line, with the reason where it says more than "not in source" (a name
+            # the source's disk cannot hold).
+            _, said, why = action.reason.partition(f"{NOT_IN_SOURCE}: ")
+            return f"delete: {self.remote(path)}" + (f" ({why})" if said else "")
         if action.kind is Kind.DELETE_LOCAL:
             return f"delete: {self.local(path)}"
         return f"{action.kind.value}: {path}"
@@ -402,9 +413,12 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
                     f"cannot create destination directory {req.local!r}: {exc.strerror or exc}"
                 ) from exc
         volume = FolderVolume(root)
-        if req.direction is Direction.DOWN and not req.dry_run:
+        down = req.direction is Direction.DOWN
+        if (down and not req.dry_run) or (not down and req.delete):
             # What the destination's disk refuses (an SD card's ``:``), what it folds (case):
             # a key it cannot hold is a skip that says so, never a failed or altered write.
+            # Up, a key the source's disk cannot name is deleted as aws deletes it, and the
+            # delete's line says why no file could have had that name.
             opts = replace(opts, volume=volume.learn())
         executor = Executor(
             transfer,

@@ -195,11 +195,18 @@ def plan_sync(
         yield Action(kind, path, reason, loc, rem, by_stored_mtime=rule)
 
 
+NOT_IN_SOURCE = "not in source"
+
+
 def _not_in_source(path: str, volume: Volume) -> str:
     """Why a destination path goes: the key of a name the folder cannot hold is deleted by
-    ``sync --delete`` as aws deletes it, and says why it could not be in the source."""
+    ``sync --delete`` as aws deletes it, and says why it could not be in the source.
+
+    >>> _not_in_source("a:b", Volume(refused=":"))
+    "not in source: the folder's file system refuses : in a name, so no file there can have it"
+    """
     why = volume.refuses(path)
-    return f"not in source ({why})" if why else "not in source"
+    return f"{NOT_IN_SOURCE}: {why}, so no file there can have it" if why else NOT_IN_SOURCE
 
 
 def archived(rem: RemoteEntry, opts: SyncOptions) -> bool:

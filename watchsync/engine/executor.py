@@ -579,16 +579,17 @@ def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
 
 def _spooled(action: Action) -> str:
     """A delete as one spool line: kind, path, the file as the plan saw it (its identity
-    too), and the ETag the object must still have."""
+    too), the ETag the object must still have, and the reason (a line may say it)."""
     loc = action.local
     stat = f"{loc.size}\0{loc.mtime_ns}\0{loc.ino}\0{loc.ctime_ns}" if loc else "\0\0\0"
     condition = delete_condition(action)
-    return f"{action.kind.value}\0{action.path}\0{stat}\0{condition.etag if condition else ''}"
+    etag = condition.etag if condition else ""
+    return f"{action.kind.value}\0{action.path}\0{stat}\0{etag}\0{action.reason}"
 
 
 def _unspooled(spool: Spool) -> Iterator[Action]:
     for line in spool:
-        kind, path, size, mtime, ino, ctime, etag = line.split("\0")
+        kind, path, size, mtime, ino, ctime, etag, reason = line.split("\0")
         loc = LocalEntry(path, int(size), int(mtime), int(ino), int(ctime)) if size else None
         condition = Condition(etag) if etag else None
-        yield Action(Kind(kind), path, "not in source", local=loc, condition=condition)
+        yield Action(Kind(kind), path, reason, local=loc, condition=condition)
