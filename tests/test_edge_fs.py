@@ -223,16 +223,20 @@ def test_a_failed_rename_into_place_keeps_the_download_and_backs_off(
 
 
 @pytest.mark.parametrize(
-    ("held", "key"),
-    [("Photo.JPG", "photo.jpg"), ("Dir/a.txt", "dir/b.txt")],
+    ("held", "key", "copy"),
+    [
+        ("Photo.JPG", "photo.jpg", "photo (case conflict).jpg"),
+        ("Dir/a.txt", "dir/b.txt", "dir (case conflict)/b.txt"),
+    ],
     ids=["same-name", "same-directory"],
 )
-def test_a_key_the_folder_holds_under_another_case_is_skipped_not_written_over(
-    edge: Edge, s3: S3Client, bucket: str, held: str, key: str
+def test_a_key_the_folder_holds_under_another_case_is_kept_under_a_case_conflict_name(
+    edge: Edge, s3: S3Client, bucket: str, held: str, key: str, copy: str
 ) -> None:
     """Finding: with S3 holding ``Photo.JPG`` and ``photo.jpg``, the download of the second
     landed on the first (whose bytes the object then took); ``dir/b.txt`` landed in
-    ``Dir/`` and came back as a new key ``Dir/b.txt``."""
+    ``Dir/`` and came back as a new key ``Dir/b.txt``.  Both versions are kept: the second
+    under a case-conflict name, downloaded once (the next pass finds it current)."""
     s3.put_object(Bucket=bucket, Key=f"p/{held}", Body=b"the file held")
     s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"the other key")
     (edge.root / held).parent.mkdir(exist_ok=True)
@@ -242,21 +246,47 @@ def test_a_key_the_folder_holds_under_another_case_is_skipped_not_written_over(
         remote = transfer.head(key)
         action = Action(Kind.DOWNLOAD, key, "new", None, remote)
         executor = _executor(transfer, edge.volume, events)
-        assert executor.apply(action) is Outcome.SKIPPED
-        assert executor.apply(action) is Outcome.SKIPPED  # the next pass: the same
+        assert executor.apply(action) is Outcome.DONE
+        assert executor.apply(action) is Outcome.CURRENT  # the next pass: nothing to do
+        assert _executor(transfer, edge.volume, events).apply(action) is Outcome.CURRENT
+        s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"the other key, changed")
+        assert executor.apply(Action(Kind.DOWNLOAD, key, "new", None, transfer.head(key))) is (
+            Outcome.DONE
+        )
     assert (edge.root / held).read_bytes() == b"the file held"
+    assert (edge.root / copy).read_bytes() == b"the other key, changed"
     top = held.split("/")[0]
-    assert os.listdir(edge.root) == [top]
+    assert sorted(os.listdir(edge.root)) == sorted([top, copy.split("/")[0]])
     if "/" in held:
         assert os.listdir(edge.root / top) == ["a.txt"]
-    assert events.seen == [("skipped", key), ("skipped", key)]
+    said = [("skipped", key), ("finished", copy)]
+    assert events.seen == said + said
+    _no_temp_left(edge.root)
 
 
-def test_a_case_clash_is_said_once_by_the_agent(
+def test_sync_skips_a_key_the_folder_holds_under_another_case(
+    edge: Edge, s3: S3Client, bucket: str
+) -> None:
+    """``sync`` has no ignore rules to leave a case-conflict copy alone (a later upload
+    would send it as a new key): it skips the key, as before."""
+    s3.put_object(Bucket=bucket, Key="p/photo.jpg", Body=b"the other key")
+    (edge.root / "Photo.JPG").write_bytes(b"the file held")
+    events = RecordedEvents()
+    with Transfer(s3, S3Url(bucket, "p/"), edge.root, volume=edge.volume) as transfer:
+        action = Action(Kind.DOWNLOAD, "photo.jpg", "new", None, transfer.head("photo.jpg"))
+        executor = Executor(transfer, recorder=NullRecorder(), events=events, volume=edge.volume)
+        assert executor.apply(action) is Outcome.SKIPPED
+    assert os.listdir(edge.root) == ["Photo.JPG"]
+    assert (edge.root / "Photo.JPG").read_bytes() == b"the file held"
+
+
+def test_a_case_clash_is_kept_once_and_never_sent_back_by_the_agent(
     make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The planner asks for the download every pass; the skip is one warning, and neither
-    a failure (which would hold back the pass's deletes) nor a delete."""
+    """The planner asks for the download every pass: S3's version is kept once under its
+    case-conflict name and said once; the copy is never uploaded as a new key nor deleted,
+    and the clash is neither a failure (which would hold back the pass's deletes) nor a
+    delete."""
     w = make_world(
         delete=True,
         volume=lambda root: FolderVolume(root, fixed=EXFAT),
@@ -272,10 +302,20 @@ def test_a_case_clash_is_said_once_by_the_agent(
     said = [r.getMessage() for r in caplog.records if "ignores case" in r.getMessage()]
     assert said == [
         "skip: photo.jpg: the folder holds Photo.JPG, and its file system ignores case: "
-        "not downloaded"
+        "kept as photo (case conflict).jpg"
     ]
-    assert sorted(os.listdir(w.root)) == ["Photo.JPG"]  # old.txt deleted all the same
+    copy = w.root / "photo (case conflict).jpg"
+    assert sorted(os.listdir(w.root)) == ["Photo.JPG", copy.name]  # old.txt deleted
+    assert copy.read_bytes() == b"the other key"
+    assert sorted(w.objects.objects) == ["Photo.JPG", "photo.jpg"]
     assert w.objects.objects["photo.jpg"][0] == b"the other key"
+    # The copy edited, or S3's key deleted: still never sent, never deleted.
+    copy.write_bytes(b"edited copy")
+    del w.objects.objects["photo.jpg"]
+    for _ in range(2):
+        w.rooms.reconcile.run()
+    assert sorted(w.objects.objects) == ["Photo.JPG"]
+    assert copy.read_bytes() == b"edited copy"
 
 
 # ------------------------------------------------------- names the file system refuses

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchsync.core.filters import Filters
+from watchsync.core.filters import DEFAULT_IGNORES, Filters, IgnoreRules
 from watchsync.core.model import (
     Action,
     Condition,
@@ -30,12 +30,14 @@ from watchsync.core.model import (
     Volume,
 )
 from watchsync.core.plan import (
+    CASE_CLASH_STEPS,
     CONFLICT_STEPS,
     PAUSED_MIN_WAIT,
     ConflictStep,
     PathOptions,
     ReconcileOptions,
     SyncOptions,
+    case_clash,
     join,
     one_time,
     plan_delete_lost,
@@ -1325,3 +1327,44 @@ def test_a_name_the_folder_refuses_is_left_alone_by_the_agent(key: str) -> None:
     assert [a.kind for a in plan_reconcile([], remote, [], opts=ReconcileOptions())] == [
         Kind.DOWNLOAD
     ]
+
+
+# -- keys a folder that ignores case cannot hold apart -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "held", "copies", "copy_held", "expected"),
+    [
+        ("photo.jpg", None, True, None, None),
+        ("photo.jpg", "Photo.JPG", True, None, "photo (case conflict).jpg"),
+        ("dir/b.txt", "Dir/b.txt", True, None, "dir (case conflict)/b.txt"),
+        ("a/dir/x/y.tar.gz", "a/DIR/x/y.tar.gz", True, None, "a/dir (case conflict)/x/y.tar.gz"),
+        ("Makefile", "makefile", True, None, "Makefile (case conflict)"),
+        ("photo.jpg", "Photo.JPG", False, None,
+         "skip: the folder holds Photo.JPG, and its file system ignores case: not downloaded"),
+        ("PHOTO.jpg", "Photo.JPG", True, "photo (case conflict).jpg",
+         "skip: the folder holds Photo.JPG, and its file system ignores case: not downloaded "
+         "(nor as PHOTO (case conflict).jpg: the folder holds photo (case conflict).jpg)"),
+    ],
+    ids=["no-clash", "kept-aside", "directory", "deep-directory", "no-extension", "sync-skips",
+         "third-key-skips"],
+)  # fmt: skip
+def test_case_clash_keeps_the_second_key_under_a_case_conflict_name(
+    path: str, held: str | None, copies: bool, copy_held: str | None, expected: str | None
+) -> None:
+    got = case_clash(path, held, copies=copies, copy_held=lambda _p: copy_held)
+    assert (f"skip: {got.reason}" if isinstance(got, Skipped) else got) == expected
+
+
+def test_case_conflict_copies_are_left_alone_by_the_agents_ignore_rules() -> None:
+    """The copy is never uploaded as a new key (a loop) nor deleted: the built-in ignore
+    rules, which the agent's walk, watcher and planner all apply, leave it alone; sync,
+    which has no such rules, skips instead."""
+    rules = IgnoreRules(DEFAULT_IGNORES)
+    for copies, step in CASE_CLASH_STEPS.items():
+        got = case_clash("a/photo.jpg", "a/Photo.JPG", copies=copies, copy_held=lambda _p: None)
+        assert isinstance(got, str) is (step.name == "KEEP_COPY") is copies
+        if isinstance(got, str):
+            assert rules.matches(got)
+    assert rules.matches("dir (case conflict)/b.txt")
+    assert not rules.matches("photo.jpg") and not rules.matches("case conflict.txt")

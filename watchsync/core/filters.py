@@ -78,6 +78,9 @@ def is_reserved(path: str) -> bool:
     return path.startswith(RESERVED_DIR + "/") or path == RESERVED_DIR
 
 
+#: What the name of a case-conflict copy carries (a file's before its extension).
+CASE_COPY_MARK = " (case conflict)"
+
 #: Editor and OS temporary files, in gitignore syntax.  Only names that are never user data.
 DEFAULT_IGNORES: tuple[str, ...] = (
     "*.swp",  # vim swap files (.name.swp, .name.swo, ...)
@@ -94,6 +97,10 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     ".*.watchsync-tmp-" + "[0-9a-f]" * 16,
     ".*.watchsync-tmp-" + "[0-9a-f]" * 8,  # ... as versions before the pid wrote them
     "/.watchsync/",  # the reserved key space (the agents' change feed)
+    # A key kept beside another that differs only in case: S3's version, never sent back
+    # as a new key, never deleted (see watchsync.core.plan.case_clash).
+    f"*{CASE_COPY_MARK}",
+    f"*{CASE_COPY_MARK}.*",
 )
 
 

@@ -8,7 +8,8 @@ reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_rac
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
 object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
 ``unwritable`` marks the keys whose names the folder's file system refuses;
-``case_clash`` is a download a volume ignoring case cannot hold apart.
+``case_clash`` is a download a volume ignoring case cannot hold apart (kept under a
+case-conflict name, :data:`CASE_CLASH_STEPS`).
 ``runner_wait`` is how long a folder's runner sleeps (a due pass does not hurry a paused
 folder).  ``same_file`` is the one answer to "is this still the file that was looked at?", wherever
 it is asked (the planner, the executor's re-checks, a download or delete keeping a late
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
-from watchsync.core.filters import Filters
+from watchsync.core.filters import CASE_COPY_MARK, Filters
 from watchsync.core.model import (
     POSIX_VOLUME,
     Action,
@@ -278,22 +279,69 @@ def settle_by_stored_mtime(
     return replace(unsettled, reason="kept mtime newer") if kept_s > local_s else None
 
 
-def case_clash(path: str, held: str | None) -> Skipped | None:
+class CaseClash(enum.Enum):
+    """What becomes of a download the folder cannot hold apart from another key."""
+
+    SKIP = "skip it: both objects stay in S3, the folder holds only the other"
+    KEEP_COPY = "download it to its case-conflict name, which is then left alone"
+
+
+#: A download the folder cannot hold apart, by whether the command leaves case-conflict
+#: names alone.  The agent does (its built-in ignore rules): S3's version is kept beside the
+#: other under that name, never uploaded back as a new key (that would be a loop), never
+#: deleted.  ``sync`` has no such rules (aws has none): a later upload would send the copy
+#: as a new key, so it skips.
+CASE_CLASH_STEPS: Mapping[bool, CaseClash] = {True: CaseClash.KEEP_COPY, False: CaseClash.SKIP}
+
+
+def case_copy_name(path: str, held: str) -> str:
+    """Where S3's version of ``path`` is kept when the folder holds ``held`` (``path`` in
+    another case): the first part that differs gets ``CASE_COPY_MARK`` (before a file's
+    extension; the agent's built-in ignore rules leave such a name alone), so a directory's
+    clash keeps its files together under one name.
+
+    >>> case_copy_name("photo.jpg", "Photo.JPG")
+    'photo (case conflict).jpg'
+    >>> case_copy_name("a/dir/b.txt", "a/Dir/b.txt"), case_copy_name(".rc", ".RC")
+    ('a/dir (case conflict)/b.txt', '.rc (case conflict)')
+    """
+    parts, theirs = path.split("/"), held.split("/")
+    i = next((n for n, (a, b) in enumerate(zip(parts, theirs, strict=False)) if a != b), 0)
+    stem, dot, ext = parts[i].rpartition(".")
+    if i < len(parts) - 1 or not stem:
+        stem, dot, ext = parts[i], "", ""  # a directory, a dot-file or no extension
+    parts[i] = f"{stem}{CASE_COPY_MARK}{dot}{ext}"
+    return "/".join(parts)
+
+
+def case_clash(
+    path: str, held: str | None, *, copies: bool, copy_held: Callable[[str], str | None]
+) -> Skipped | str | None:
     """A download of ``path`` where the folder holds ``held``: the same name in another
     case, of the file or of a directory on its way, on a volume that ignores case (S3 holds
-    both ``Photo.JPG`` and ``photo.jpg``, or ``dir/b.txt`` beside ``Dir/a.txt``).  Skipped:
-    written, it would replace the other key's file (or land under the other directory and
-    be sent back as a new key); both objects stay in S3 as they are.
+    both ``Photo.JPG`` and ``photo.jpg``, or ``dir/b.txt`` beside ``Dir/a.txt``).  Written
+    as is, it would replace the other key's file (or land under the other directory and be
+    sent back as a new key).  The name to download it to instead (:data:`CASE_CLASH_STEPS`,
+    ``copies``: the command leaves case-conflict names alone), or a skip: both objects stay
+    in S3 as they are.  A copy's name that is itself held in another case (a third key,
+    ``PHOTO.jpg``) is a skip too, not two copies taking turns.  None: no clash.
 
-    >>> case_clash("photo.jpg", "Photo.JPG").reason
+    >>> held = lambda p: None
+    >>> case_clash("photo.jpg", "Photo.JPG", copies=True, copy_held=held)
+    'photo (case conflict).jpg'
+    >>> case_clash("photo.jpg", "Photo.JPG", copies=False, copy_held=held).reason
     'the folder holds Photo.JPG, and its file system ignores case: not downloaded'
-    >>> case_clash("photo.jpg", None) is None
+    >>> case_clash("photo.jpg", None, copies=True, copy_held=held) is None
     True
     """
     if held is None:
         return None
     why = f"the folder holds {held}, and its file system ignores case: not downloaded"
-    return Skipped(path, why)
+    if CASE_CLASH_STEPS[copies] is CaseClash.SKIP:
+        return Skipped(path, why)
+    copy = case_copy_name(path, held)
+    other = copy_held(copy)
+    return Skipped(path, f"{why} (nor as {copy}: the folder holds {other})") if other else copy
 
 
 def restored_mtime(last_modified_ns: int, kept_ns: int | None) -> int:

@@ -43,10 +43,10 @@ from watchsync.core.model import (
 from watchsync.core.plan import (
     CONFLICT_STEPS,
     ConflictStep,
-    case_clash,
     same_content,
     settle_by_stored_mtime,
 )
+from watchsync.engine.case_clashes import CaseClashes
 from watchsync.engine.deleter import Deleter, delete_condition
 from watchsync.engine.local_files import LocalFiles
 from watchsync.engine.policy import DeletePolicy, ExecPolicy, NoGuards, Seen
@@ -197,6 +197,7 @@ class Executor:
         self.wall = wall
         self._lock = threading.Lock()
         self.files = LocalFiles(self.root, follow_symlinks=follow_symlinks, volume=self.volume)
+        self.case_clashes = CaseClashes(self.files, events, policy.case_copies, self.download)
         self.sending = sending or Sending()
         self.sender = Sender(
             transfer,
@@ -379,10 +380,8 @@ class Executor:
             return Outcome.DONE
         if kind is Kind.COPY:
             return self._copy(action)
-        held = self.volume.twin(action.path) if kind is Kind.DOWNLOAD else None
-        if (skip := case_clash(action.path, held)) is not None:
-            self.events.skipped(skip, remote=True)
-            return Outcome.SKIPPED
+        if kind is Kind.DOWNLOAD and (clash := self.case_clashes.apply(action)) is not None:
+            return Outcome[clash.name]  # the same names
         stale = kind in (Kind.DOWNLOAD, Kind.CONFLICT) and not self.files.still(
             action.path, action.local
         )

@@ -30,6 +30,7 @@ class LocalFiles:
     ) -> None:
         self.root = root
         self.follow_symlinks = follow_symlinks
+        self.volume = volume
         # Where the volume ignores case, a file found under another spelling is not this
         # path's (see FolderVolume.spelled).
         self.spelled = volume.spelled if volume is not None else None

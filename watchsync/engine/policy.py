@@ -18,7 +18,9 @@ class ExecPolicy:
     delete that lost to a newer object downloads it); ``prune_emptied_dirs``: a directory a
     propagated delete left empty goes too (aws sync leaves them); ``retry_blocked``: a
     download with a file or directory in its way is tried again after the pass's deletes
-    (for ``sync`` it fails); ``dry_run``: report the plan instead of carrying it out.
+    (for ``sync`` it fails); ``dry_run``: report the plan instead of carrying it out;
+    ``case_copies``: the command's ignore rules leave case-conflict names alone, so a key the
+    folder cannot hold apart from another is kept under one.
 
     >>> ExecPolicy.AGENT.prune_emptied_dirs, ExecPolicy.SYNC.prune_emptied_dirs
     (True, False)
@@ -28,13 +30,14 @@ class ExecPolicy:
     prune_emptied_dirs: bool = False
     retry_blocked: bool = False
     dry_run: bool = False
+    case_copies: bool = False  # leaves case-conflict names alone (see CASE_CLASH_STEPS)
 
     SYNC: ClassVar[ExecPolicy]
     AGENT: ClassVar[ExecPolicy]
 
 
 ExecPolicy.SYNC = ExecPolicy()
-ExecPolicy.AGENT = ExecPolicy(prune_emptied_dirs=True, retry_blocked=True)
+ExecPolicy.AGENT = ExecPolicy(prune_emptied_dirs=True, retry_blocked=True, case_copies=True)
 
 
 @dataclass(frozen=True)
