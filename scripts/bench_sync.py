@@ -353,13 +353,16 @@ def floor_checks(
 
 # -- the small tree, --version and the listing pass ---------------------------------------
 
-# The agent's periodic listing pass over a prefix (the listing's rows against the state's,
+# The agent's periodic listing pass over a prefix (the listing's pages through the agent's
+# own steps, counted as a pass's progress counts them, the rows against the state's
 # through the planner), run in a process of its own pinned like the tools: the state is
 # made first from one listing, as a sync agent's would be; then the pass's CPU (this
 # thread's) is taken over --listing-runs passes and the median printed.
 _LISTING_PASS = """
-import json, os, statistics, sys, tempfile, time
+import itertools, json, os, statistics, sys, tempfile, time
 from pathlib import Path
+from watchsync.agent.progress import PassWatch
+from watchsync.agent.reconcile import listed_pages
 from watchsync.core.model import SyncedEntry
 from watchsync.core.plan import ReconcileOptions, plan_listed
 from watchsync.s3.location import S3Settings, S3Url
@@ -370,14 +373,18 @@ settings = S3Settings(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
 with tempfile.TemporaryDirectory() as d, open_transfer(
     settings, S3Url.parse(url), root, native_ok=False
 ) as t, StateStore.open(Path(d) / "s", local_root=root, url=url) as store:
-    rows = [r for r in t.listing_rows() if isinstance(r, tuple)]
+    rows = [r for page in t.listing_pages() for r in page if isinstance(r, tuple)]
     store.synced.put_many(SyncedEntry(p, s, m, e, m) for p, s, m, e in rows)
+    opts = ReconcileOptions()
     cpu = []
     for _ in range(runs):
         c0 = time.thread_time()
-        planned = sum(1 for _ in plan_listed(
-            t.listing_rows(), store.synced.iter_rows(), [], looked=None, opts=ReconcileOptions()
-        ))
+        watch = PassWatch("bench")
+        listed = listed_pages(t, opts.volume, lambda skipped: None, watch.listed)
+        planned = sum(1 for _ in watch.plan(plan_listed(
+            itertools.chain.from_iterable(listed), store.synced.iter_rows(), [],
+            looked=None, opts=opts,
+        )))
         cpu.append(time.thread_time() - c0)
     print(json.dumps({"objects": len(rows), "planned": planned, "cpu": cpu}))
 """

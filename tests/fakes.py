@@ -159,9 +159,16 @@ class FakeObjects:
         for path in sorted(self.objects):
             yield self.entry(path)
 
-    def listing_rows(self) -> Iterator[RemoteRow | Skipped]:
-        for e in self.listing(for_download=True):
-            yield e if isinstance(e, Skipped) else (e.path, e.size, e.mtime_ns, e.etag)
+    def listing_pages(
+        self, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[list[RemoteRow | Skipped]]:
+        rows: list[RemoteRow | Skipped] = [
+            e if isinstance(e, Skipped) else (e.path, e.size, e.mtime_ns, e.etag)
+            for e in self.listing(for_download=True)
+        ]
+        if on_read is not None:
+            on_read(len(rows))
+        yield rows
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None

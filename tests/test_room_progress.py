@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeObjects
-from world import World
+from world import World, synced_file
 
 from watchsync.agent.progress import PassProgress, PassWatch
-from watchsync.core.model import Action, Kind, LocalEntry, RemoteEntry, Skipped
+from watchsync.core.model import Action, Kind, LocalEntry, RemoteEntry, RemoteRow, Skipped
 
 
 class Clock:
@@ -113,6 +113,45 @@ def test_the_first_pass_of_a_large_tree_logs_and_shows_its_progress(
     assert (done.scanned, done.listed, done.planned) == (5, 30, 35)
     assert done.kinds == {"download": 30, "upload": 5}
     assert done.as_dict()["kinds"] == {"download": 30, "upload": 5}
+
+
+class _SortedListing(FakeObjects):
+    """A server that does not keep S3's key order: its listing is read whole, page by page
+    (a second a page), and sorted before its first row comes out; the pass's progress is
+    looked at when that first row does."""
+
+    world: World
+    seen: list[PassProgress | None]
+
+    def listing_pages(
+        self, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[list[RemoteRow | Skipped]]:
+        rows = [r for page in super().listing_pages() for r in page]
+        for i in range(0, len(rows), 10):
+            self.world.now[0] += 1.0
+            if on_read is not None:
+                on_read(len(rows[i : i + 10]))
+        self.seen.append(self.world.rooms.reconcile.progress())
+        yield from (rows[i : i + 10] for i in range(0, len(rows), 10))
+
+
+def test_a_sorted_listing_counts_its_objects_as_its_pages_are_read(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world(bucket=_SortedListing)
+    assert isinstance(w.objects, _SortedListing)
+    w.objects.world, w.objects.seen = w, []
+    for i in range(30):
+        synced_file(w, f"f{i:02d}", b"x")
+    w.rooms.reconcile.run()
+    w.objects.seen.clear()
+    w.now[0] += 3600.0
+    stats = w.rooms.reconcile.run()
+    assert stats.listed and not stats.walked  # the listing pass, the folder trusted
+    [first_row] = w.objects.seen
+    assert first_row is not None and not first_row.finished and first_row.listed == 30
+    done = w.rooms.reconcile.progress()
+    assert done is not None and done.finished and done.listed == 30
 
 
 def test_status_numbers_are_plain_values(tmp_path: Path) -> None:

@@ -122,6 +122,11 @@ class PassWatch:
                 self._tick()
             yield entry
 
+    def listed(self, count: int) -> None:
+        """``count`` more objects listed (a page, counted as it is read)."""
+        self.numbers.listed += count
+        self._tick()
+
     def plan(self, stream: Iterable[Action]) -> Iterator[Action]:
         """The plan, each action counted by kind as it goes past."""
         kinds = self.numbers.kinds

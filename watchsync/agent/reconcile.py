@@ -48,8 +48,10 @@ from watchsync.core.model import (
     LocalEntry,
     Mode,
     RemoteEntry,
+    RemoteRow,
     Skipped,
     SyncedEntry,
+    Volume,
     without_skipped,
 )
 from watchsync.core.plan import (
@@ -59,6 +61,7 @@ from watchsync.core.plan import (
     plan_reconcile,
     same_file,
     unwritable,
+    unwritable_pages,
 )
 from watchsync.engine.executor import Executor, PassStats, Skips
 from watchsync.engine.policy import Counted, Seen
@@ -307,11 +310,14 @@ class Reconcile:
             # The prefix listed, the folder trusted: the listing's rows and the state's are
             # compared in bulk, entries made only where they differ (the common pass).
             fresh, was_looked = self._looked_at(taken, options, looked, skip)
-            rows = read["listed"] = Counted(
-                _reporting(unwritable(self.transfer.listing_rows(), opts.volume), self.on_skip)
+            # A list of rows at a time through each step, one row at a time only in the
+            # planner; the watch counts each page as it is read (a sorted listing gives its
+            # first row only once it is all read).
+            pages = read["listed"] = listed_pages(
+                self.transfer, opts.volume, self.on_skip, watch.listed if watch else None
             )
             plan = plan_listed(
-                watch.remote(rows) if watch is not None else rows,
+                itertools.chain.from_iterable(pages),
                 self.store.synced.iter_rows(),
                 fresh,
                 looked=was_looked,
@@ -590,3 +596,29 @@ def _reporting(stream: Iterable[R], on_skip: Callable[[Skipped], None]) -> Itera
         if isinstance(item, Skipped):
             on_skip(item)
         yield item
+
+
+def listed_pages(
+    transfer: Objects,
+    volume: Volume,
+    on_skip: Callable[[Skipped], None],
+    on_read: Callable[[int], None] | None = None,
+) -> Counted[list[RemoteRow | Skipped]]:
+    """A listing pass's side of S3: the listing a list of rows at a time, each key the
+    folder cannot hold a skip (reported to ``on_skip``), counted by rows; ``on_read``
+    hears each page as it is read."""
+    pages = unwritable_pages(transfer.listing_pages(on_read), volume)
+    return Counted(_reporting_pages(pages, on_skip), size=len)
+
+
+def _reporting_pages(
+    pages: Iterable[list[R]], on_skip: Callable[[Skipped], None]
+) -> Iterator[list[R]]:
+    """:func:`_reporting` a list at a time: a list is looked at row by row only when it
+    holds a skip (its items' types, gathered at C speed, say so)."""
+    for page in pages:
+        if any(issubclass(t, Skipped) for t in set(map(type, page))):
+            for item in page:
+                if isinstance(item, Skipped):
+                    on_skip(item)
+        yield page

@@ -422,6 +422,22 @@ def unwritable(stream: Iterable[R | Skipped], volume: Volume) -> Iterator[R | Sk
         yield Skipped(path, why) if why else item
 
 
+def unwritable_pages(
+    pages: Iterable[list[R | Skipped]], volume: Volume
+) -> Iterator[list[R | Skipped]]:
+    """:func:`unwritable` a list at a time: the lists pass as they are where ``volume``
+    refuses no name.
+
+    >>> list(unwritable_pages([[("a:b", 1, 0, "e")]], Volume(refused=":")))[0][0].path
+    'a:b'
+    """
+    if not volume.refused and volume.trailing_dot_space:
+        yield from pages
+        return
+    for page in pages:
+        yield list(unwritable(page, volume))
+
+
 def plan_listed(
     remote: Iterable[RemoteRow | Skipped],
     synced: Iterable[SyncedRow],

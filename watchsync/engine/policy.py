@@ -3,7 +3,7 @@ value with named presets), and the :class:`DeletePolicy` a pass's deletes must p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Protocol, TypeVar
 
@@ -60,15 +60,19 @@ class Counted(Generic[T]):
 
     >>> c = Counted(iter("ab")); list(c), c.count
     (['a', 'b'], 2)
+    >>> c = Counted(iter([["a", "b"], ["c"]]), size=len); list(c), c.count
+    ([['a', 'b'], ['c']], 3)
     """
 
-    def __init__(self, items: Iterable[T]) -> None:
+    def __init__(self, items: Iterable[T], *, size: Callable[[T], int] | None = None) -> None:
         self._items = items
+        self._size = size  # how many each item stands for (a page: its rows); None: one
         self.count = 0
 
     def __iter__(self) -> Iterator[T]:
+        size = self._size
         for item in self._items:
-            self.count += 1
+            self.count += 1 if size is None else size(item)
             yield item
 
 

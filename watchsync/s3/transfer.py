@@ -34,7 +34,7 @@ from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloaded, Downloads
 from watchsync.s3.failures import answer, classify
 from watchsync.s3.file_metadata import keep_file_metadata, stored_mtime
-from watchsync.s3.listing import list_entries, list_rows
+from watchsync.s3.listing import list_entries, list_pages
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import Multipart, crc32c_file
 from watchsync.s3.native_route import NativeRoute, native_uploader
@@ -103,7 +103,9 @@ class Objects(Protocol):
 
     def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
 
-    def listing_rows(self) -> Iterator[RemoteRow | Skipped]: ...
+    def listing_pages(
+        self, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[list[RemoteRow | Skipped]]: ...
 
     def delete_remote(
         self, paths: Iterable[str], *, conditions: Mapping[str, Condition] | None = None
@@ -413,15 +415,19 @@ class Transfer:
             request_extra=self.settings.payer_args(),
         )
 
-    def listing_rows(self) -> Iterator[RemoteRow | Skipped]:
-        """:meth:`listing` for a download, as plain rows (see :func:`remote.list_rows`)."""
-        return list_rows(
+    def listing_pages(
+        self, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[list[RemoteRow | Skipped]]:
+        """:meth:`listing` for a download, as plain rows a list at a time; ``on_read``
+        hears each page's count as it is read (see :func:`listing.list_pages`)."""
+        return list_pages(
             self.client,
             self.where,
             for_download=True,
             retry=self._list_retry(),
             page_size=self.settings.page_size,
             request_extra=self.settings.payer_args(),
+            on_read=on_read,
         )
 
     def _list_retry(self) -> RetryPolicy:

@@ -178,7 +178,19 @@ class Database:
         self._check_open()
         return self._stream(sql, params, batch)
 
+    def stream_batches(
+        self, sql: str, params: tuple[object, ...], *, batch: int = 1000
+    ) -> Generator[list[Row]]:
+        """:meth:`stream` ``batch`` rows at a time, as lists."""
+        self._check_open()
+        return self._batches(sql, params, batch)
+
     def _stream(self, sql: str, params: tuple[object, ...], batch: int) -> Generator[Row]:
+        with contextlib.closing(self._batches(sql, params, batch)) as batches:
+            for rows in batches:
+                yield from rows
+
+    def _batches(self, sql: str, params: tuple[object, ...], batch: int) -> Generator[list[Row]]:
         self._restore_if_removed()
         conn = connect(self.path, read_only=True)
         try:
@@ -186,7 +198,7 @@ class Database:
             conn.execute("BEGIN")
             cursor = conn.execute(sql, params)
             while rows := cursor.fetchmany(batch):
-                yield from rows
+                yield rows
             cursor.close()
             conn.execute("COMMIT")
         finally:

@@ -7,8 +7,11 @@ code point order), so a reconcile merges them with the walk and the listing in o
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import sqlite3
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from typing import cast
 
 from watchsync.core.model import SyncedEntry, SyncedRow
 from watchsync.state.db import Database, Row
@@ -115,20 +118,33 @@ class SyncedRows:
 
     def iter_rows(self, *, batch: int = 1000) -> Iterator[SyncedRow]:
         """:meth:`iter_sorted` of every path as plain rows (no entry per path): what a
-        listing pass compares with the listing's rows in bulk."""
-        return _plain(self._db.stream(_SELECT + " ORDER BY path", (), batch=batch))
+        listing pass compares with the listing's rows in bulk.  Dropping the iterator
+        releases its connection."""
+        batches = self._db.stream_batches(_SELECT + " ORDER BY path", (), batch=batch)
+        return itertools.chain.from_iterable(_plain(batches))
 
 
-def _plain(rows: Generator[Row]) -> Generator[SyncedRow]:
-    """The rows as :data:`SyncedRow` tuples; closing this closes ``rows``."""
-    with contextlib.closing(rows):
-        for row in rows:
-            # Integers past 64 bits come back as text (_int_in): made whole again here.
-            if str in (type(row[1]), type(row[2]), type(row[4]), type(row[5]), type(row[6])):
-                e = _entry(row)
-                yield (e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino, e.ctime_ns)
+_NUMBERS = operator.itemgetter(1, 2, 4, 5, 6)
+
+
+def _plain(batches: Generator[list[Row]]) -> Generator[list[SyncedRow]]:
+    """The rows as :data:`SyncedRow` tuples, a list at a time; closing this closes
+    ``batches``."""
+    with contextlib.closing(batches):
+        for rows in batches:
+            # Integers past 64 bits come back as text (_int_in): made whole again here, in
+            # the rare list that holds one (the numbers' types gathered at C speed).
+            if str in set(map(type, itertools.chain.from_iterable(map(_NUMBERS, rows)))):
+                yield [_plain_row(row) for row in rows]
             else:
-                yield row
+                yield cast(list[SyncedRow], rows)
+
+
+def _plain_row(row: Row) -> SyncedRow:
+    if str in (type(row[1]), type(row[2]), type(row[4]), type(row[5]), type(row[6])):
+        e = _entry(row)
+        return (e.path, e.size, e.mtime_ns, e.etag, e.remote_mtime_ns, e.ino, e.ctime_ns)
+    return cast(SyncedRow, row)
 
 
 def _entries(rows: Generator[Row]) -> Generator[SyncedEntry]:
