@@ -264,6 +264,32 @@ def test_a_key_the_folder_holds_under_another_case_is_kept_under_a_case_conflict
     _no_temp_left(edge.root)
 
 
+def test_two_keys_that_differ_in_case_downloading_side_by_side_keep_both(
+    edge: Edge, s3: S3Client, bucket: str
+) -> None:
+    """A first pull of ``Photo.JPG`` and ``photo.jpg``: side by side, neither download finds
+    the other on disk yet (both wrote one file; the agent then saw a conflict and sent the
+    copies back).  The first queued owns the name until it ends; the other is kept aside."""
+    for key, body in (("Photo.JPG", b"upper"), ("photo.jpg", b"lower")):
+        s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=body)
+    events = RecordedEvents()
+    with Transfer(s3, S3Url(bucket, "p/"), edge.root, volume=edge.volume) as transfer:
+        upper, lower = (
+            Action(Kind.DOWNLOAD, k, "new", None, transfer.head(k))
+            for k in ("Photo.JPG", "photo.jpg")
+        )
+        executor = _executor(transfer, edge.volume, events)
+        executor.case_clashes.claim(upper)  # queued first, still on its way
+        executor.case_clashes.claim(lower)
+        assert executor.apply(lower) is Outcome.DONE
+        executor.case_clashes.release(lower)
+        assert executor.apply(upper) is Outcome.DONE
+        executor.case_clashes.release(upper)
+    assert sorted(os.listdir(edge.root)) == ["Photo.JPG", "photo (case conflict).jpg"]
+    assert (edge.root / "Photo.JPG").read_bytes() == b"upper"
+    assert (edge.root / "photo (case conflict).jpg").read_bytes() == b"lower"
+
+
 def test_sync_skips_a_key_the_folder_holds_under_another_case(
     edge: Edge, s3: S3Client, bucket: str
 ) -> None:
@@ -672,6 +698,31 @@ def test_agent_on_a_card_does_not_send_back_what_it_pulled(
         wait_idle(agent)
         assert counters(agent).get("uploaded_files", 0) == 0
         assert counters(agent).get("downloaded_files") == 3
+    after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {k: v for k, v in after.items() if "/.watchsync/" not in k} == before
+
+
+def test_agent_on_a_card_keeps_two_keys_that_differ_in_case_and_sends_neither_back(
+    card: Edge, s3: S3Client, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    """Finding: with S3 holding ``Photo.JPG`` and ``photo.jpg``, one object took the
+    other's bytes.  A first pull keeps both (the second under its case-conflict name, once)
+    and the watcher, the walks and the listings send nothing back."""
+    s3.put_object(Bucket=bucket, Key="p/Photo.JPG", Body=b"upper")
+    s3.put_object(Bucket=bucket, Key="p/photo.jpg", Body=b"lower")
+    before = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    cfg = _cfg(card, bucket, endpoint, full_walk_interval=0.5)
+    with running_agent(cfg, tmp_path / "state") as agent:
+        wait_until(lambda: len(os.listdir(card.root)) == 2, timeout=30)
+        passes = agent.reconciles
+        wait_until(lambda: agent.reconciles >= passes + 3, timeout=30)
+        wait_idle(agent)
+        assert counters(agent).get("uploaded_files", 0) == 0
+        assert counters(agent).get("downloaded_files") == 2
+    got = {name: (card.root / name).read_bytes() for name in os.listdir(card.root)}
+    assert sorted(got.values()) == [b"lower", b"upper"]
+    copy = next(n for n in got if "(case conflict)" in n)
+    assert got[copy] == (b"lower" if copy.startswith("photo") else b"upper")
     after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {k: v for k, v in after.items() if "/.watchsync/" not in k} == before
 

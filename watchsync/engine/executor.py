@@ -262,6 +262,7 @@ class Executor:
                         self._guarded(action, stats)  # cheap and local: no pool hop
                     else:
                         slots.acquire()
+                        self.case_clashes.claim(action)  # released as it ends
                         self.events.started(action)
                         fut = pool.submit(self._guarded, action, stats)
                         fut.add_done_callback(self._releaser(slots, action))
@@ -337,6 +338,7 @@ class Executor:
     ) -> Callable[[futures.Future[None]], None]:
         def release(_fut: futures.Future[None]) -> None:
             slots.release()
+            self.case_clashes.release(action)
             self.events.settled(action)
 
         return release
