@@ -102,35 +102,14 @@ def list_entries(
     one request under the retry policy; one that fails raises a
     :class:`~watchsync.core.errors.Failure` that says ``cannot list URL: ...``.
     """
-    rows, unsafe = _listed(client, where, page_size, retry, request_extra, classes=True)
+    pages, unsafe = _listed_pages(client, where, page_size, retry, request_extra, classes=True)
+    rows = itertools.chain.from_iterable(pages)
     for row in _checked(rows, unsafe) if for_download else rows:
         if isinstance(row, Skipped):
             yield row
         else:
             path, size, when, etag, storage_class = row
             yield RemoteEntry(path, size, when, etag, storage_class=storage_class)
-
-
-def list_rows(
-    client: S3Client,
-    where: S3Url,
-    *,
-    for_download: bool = False,
-    page_size: int | None = None,
-    retry: RetryPolicy | None = None,
-    request_extra: Mapping[str, str] | None = None,
-) -> Iterator[RemoteRow | Skipped]:
-    """:func:`list_entries` as plain rows, ``(path, size, LastModified ns, etag)``: what a
-    listing pass compares with the state in bulk, before any entry is made."""
-    pages = list_pages(
-        client,
-        where,
-        for_download=for_download,
-        page_size=page_size,
-        retry=retry,
-        request_extra=request_extra,
-    )
-    return itertools.chain.from_iterable(pages)
 
 
 def list_pages(
@@ -143,28 +122,15 @@ def list_pages(
     request_extra: Mapping[str, str] | None = None,
     on_read: Callable[[int], None] | None = None,
 ) -> Iterator[list[RemoteRow | Skipped]]:
-    """:func:`list_rows` a list at a time (a page, or up to 1,000 rows once sorted), so
-    that a pass handles whole lists instead of taking a Python step per row; ``on_read``
-    hears how many objects each page brought as it is read (a sorted listing gives its
-    first row only once every page is in)."""
+    """:func:`list_entries` as plain rows, ``(path, size, LastModified ns, etag)``, a list
+    at a time (a page, or up to 1,000 rows once sorted): what a listing pass compares with
+    the state in bulk, before any entry is made, without a Python step per row until then.
+    ``on_read`` hears how many objects each page brought as it is read (a sorted listing
+    gives its first row only once every page is in)."""
     pages, unsafe = _listed_pages(
         client, where, page_size, retry, request_extra, classes=False, on_read=on_read
     )
     return _checked_pages(pages, unsafe) if for_download else pages
-
-
-def _listed(
-    client: S3Client,
-    where: S3Url,
-    page_size: int | None,
-    retry: RetryPolicy | None,
-    request_extra: Mapping[str, str] | None,
-    *,
-    classes: bool,
-) -> tuple[Iterator[Any], dict[str, str]]:
-    """:func:`_listed_pages` row by row."""
-    pages, unsafe = _listed_pages(client, where, page_size, retry, request_extra, classes=classes)
-    return itertools.chain.from_iterable(pages), unsafe
 
 
 def _listed_pages(
