@@ -154,10 +154,14 @@ class FakeObjects:
         self._call("head", path)
         return self.entry(path) if path in self.objects else None
 
-    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
+    def listing(
+        self, *, for_download: bool, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[RemoteEntry | Skipped]:
         self._call("list", "")
         for path in sorted(self.objects):
             yield self.entry(path)
+            if on_read is not None:  # a page of one, counted once it is taken
+                on_read(1)
 
     def listing_pages(
         self, on_read: Callable[[int], None] | None = None

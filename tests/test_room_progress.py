@@ -54,8 +54,8 @@ def test_a_quick_pass_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_each_side_and_the_plan_are_counted() -> None:
     watch = PassWatch("docs", clock=Clock())
-    remote: list[RemoteEntry | Skipped] = [RemoteEntry("a", 1, 0), Skipped("b\x01", "unsafe")]
-    assert len(list(watch.remote(remote))) == 2
+    watch.listed(1)
+    watch.listed(1)  # two pages of one
     plan = [Action(Kind.UPLOAD, "a", "new"), Action(Kind.UPLOAD, "b", "new"),
             Action(Kind.DOWNLOAD, "c", "new")]  # fmt: skip
     assert list(watch.plan(plan)) == plan
@@ -83,8 +83,10 @@ class _SlowListing(FakeObjects):
     world: World
     seen: list[PassProgress | None]
 
-    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
-        for n, entry in enumerate(super().listing(for_download=for_download)):
+    def listing(
+        self, *, for_download: bool, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[RemoteEntry | Skipped]:
+        for n, entry in enumerate(super().listing(for_download=for_download, on_read=on_read)):
             self.world.now[0] += 1.0
             if n == 15:
                 self.seen.append(self.world.rooms.reconcile.progress())
@@ -126,13 +128,28 @@ class _SortedListing(FakeObjects):
     def listing_pages(
         self, on_read: Callable[[int], None] | None = None
     ) -> Iterator[list[RemoteRow | Skipped]]:
-        rows = [r for page in super().listing_pages() for r in page]
+        rows: list[RemoteRow | Skipped] = [
+            (e.path, e.size, e.mtime_ns, e.etag)
+            for e in FakeObjects.listing(self, for_download=True)
+            if isinstance(e, RemoteEntry)
+        ]
         for i in range(0, len(rows), 10):
             self.world.now[0] += 1.0
             if on_read is not None:
                 on_read(len(rows[i : i + 10]))
         self.seen.append(self.world.rooms.reconcile.progress())
         yield from (rows[i : i + 10] for i in range(0, len(rows), 10))
+
+    def listing(
+        self, *, for_download: bool, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[RemoteEntry | Skipped]:
+        entries = list(super().listing(for_download=for_download))
+        for i in range(0, len(entries), 10):
+            self.world.now[0] += 1.0
+            if on_read is not None:
+                on_read(len(entries[i : i + 10]))
+        self.seen.append(self.world.rooms.reconcile.progress())
+        yield from entries
 
 
 def test_a_sorted_listing_counts_its_objects_as_its_pages_are_read(
@@ -152,6 +169,20 @@ def test_a_sorted_listing_counts_its_objects_as_its_pages_are_read(
     assert first_row is not None and not first_row.finished and first_row.listed == 30
     done = w.rooms.reconcile.progress()
     assert done is not None and done.finished and done.listed == 30
+
+
+def test_a_first_pass_counts_a_sorted_listing_as_its_pages_are_read(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world(bucket=_SortedListing)
+    assert isinstance(w.objects, _SortedListing)
+    w.objects.world, w.objects.seen = w, []
+    for i in range(30):
+        w.objects.put(f"remote-{i:02d}", b"r")
+    stats = w.rooms.reconcile.run()
+    assert stats.listed and stats.walked  # the first pass: the folder walked, the prefix listed
+    [first_row] = w.objects.seen
+    assert first_row is not None and first_row.listed == 30
 
 
 def test_status_numbers_are_plain_values(tmp_path: Path) -> None:

@@ -370,7 +370,7 @@ def test_failed_pass_gives_its_paths_to_the_next(make_world: Callable[..., World
     w.rooms.reconcile.dirty.note(["a.txt"])  # type: ignore[union-attr]
     listing = w.objects.listing
 
-    def cut(*, for_download: bool) -> Iterator[Any]:
+    def cut(*, for_download: bool, on_read: object = None) -> Iterator[Any]:
         raise ConnectionError("listing cut")
         yield
 

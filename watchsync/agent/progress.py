@@ -20,7 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from watchsync.core.model import Action, LocalEntry, RemoteEntry, Skipped
+from watchsync.core.model import Action, LocalEntry
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +111,6 @@ class PassWatch:
         for entry in stream:
             if isinstance(entry, LocalEntry):
                 self.numbers.scanned += 1
-                self._tick()
-            yield entry
-
-    def remote(self, stream: Iterable[E]) -> Iterator[E]:
-        """The listing, each object counted as it goes past."""
-        for entry in stream:
-            if isinstance(entry, (RemoteEntry, Skipped, tuple)):  # a tuple: a listed row
-                self.numbers.listed += 1
                 self._tick()
             yield entry
 

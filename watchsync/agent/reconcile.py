@@ -351,7 +351,12 @@ class Reconcile:
             else:
                 # A key skipped as unsafe stays in the stream: the planner leaves its path
                 # alone, so it is never read as deleted in S3 and need not veto other deletes.
-                listed = unwritable(self.transfer.listing(for_download=True), opts.volume)
+                listed = unwritable(
+                    self.transfer.listing(
+                        for_download=True, on_read=watch.listed if watch is not None else None
+                    ),
+                    opts.volume,
+                )
                 remote = read["listed"] = Counted(_reporting(listed, self.on_skip))
             local = read["walked"] = Counted(
                 without_skipped(walk(self.root, options=options), skip)
@@ -365,8 +370,8 @@ class Reconcile:
             plan = plan_reconcile(local, remote, state, opts=opts)
         else:
             # Counted only where a side is read whole (a side taken from the state is not news).
+            # The listing is counted as its pages are read (on_read above).
             local = watch.local(local) if taken.full is not None else local
-            remote = watch.remote(remote) if listing is not None else remote
             plan = watch.plan(plan_reconcile(local, remote, state, opts=opts))
         queue = self.pending.batch()
         try:

@@ -94,15 +94,19 @@ def list_entries(
     page_size: int | None = None,
     retry: RetryPolicy | None = None,
     request_extra: Mapping[str, str] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[RemoteEntry | Skipped]:
-    """Stream the objects under ``where`` in key order, as entries relative to its prefix.
+    """Stream the objects under ``where`` in key order, as entries relative to its prefix;
+    ``on_read`` hears how many objects each page brought as it is read.
 
     Directory markers (keys ending in ``/``) are left out.  With ``for_download``, keys that
     cannot be written safely under a local root come out as :class:`Skipped`.  Each page is
     one request under the retry policy; one that fails raises a
     :class:`~watchsync.core.errors.Failure` that says ``cannot list URL: ...``.
     """
-    pages, unsafe = _listed_pages(client, where, page_size, retry, request_extra, classes=True)
+    pages, unsafe = _listed_pages(
+        client, where, page_size, retry, request_extra, classes=True, on_read=on_read
+    )
     rows = itertools.chain.from_iterable(pages)
     for row in _checked(rows, unsafe) if for_download else rows:
         if isinstance(row, Skipped):

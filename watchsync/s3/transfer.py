@@ -101,7 +101,9 @@ class Objects(Protocol):
 
     def head(self, path: str) -> RemoteEntry | None: ...
 
-    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]: ...
+    def listing(
+        self, *, for_download: bool, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[RemoteEntry | Skipped]: ...
 
     def listing_pages(
         self, on_read: Callable[[int], None] | None = None
@@ -401,8 +403,11 @@ class Transfer:
 
     # -- metadata, copies and deletes ------------------------------------------------------
 
-    def listing(self, *, for_download: bool) -> Iterator[RemoteEntry | Skipped]:
-        """The objects under the prefix in key order (see :func:`remote.list_entries`).
+    def listing(
+        self, *, for_download: bool, on_read: Callable[[int], None] | None = None
+    ) -> Iterator[RemoteEntry | Skipped]:
+        """The objects under the prefix in key order (see :func:`remote.list_entries`);
+        ``on_read`` hears each page's count as it is read.
 
         Under a give-up limit (``sync``), a first request that finds no connection at all
         is not retried: nothing has ever answered there, so the run ends at once."""
@@ -413,6 +418,7 @@ class Transfer:
             retry=self._list_retry(),
             page_size=self.settings.page_size,
             request_extra=self.settings.payer_args(),
+            on_read=on_read,
         )
 
     def listing_pages(
