@@ -370,6 +370,16 @@ def test_a_key_the_folder_cannot_name_is_skipped_once_and_left_in_s3(
     assert sorted(w.objects.objects) == ["a:b.txt", "dir?/c.txt", "ok.txt"]
 
 
+def _main(*argv: str) -> int:
+    """The command line's exit code; main() points the root logger at the captured stderr,
+    which is put back after."""
+    root, saved = logging.getLogger(), logging.getLogger().handlers[:]
+    try:
+        return main(list(argv))
+    finally:
+        root.handlers[:] = saved
+
+
 def test_sync_to_a_card_skips_the_keys_it_cannot_name(
     card: Edge,
     s3: S3Client,
@@ -381,11 +391,7 @@ def test_sync_to_a_card_skips_the_keys_it_cannot_name(
     (and exit 2, as aws for a skipped file), the rest arrive."""
     for key in ("a:b.txt", "q?.txt", "ok.txt"):
         s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"from S3")
-    root, saved = logging.getLogger(), logging.getLogger().handlers[:]
-    try:
-        code = main(["sync", f"s3://{bucket}/p", str(card.root)])
-    finally:
-        root.handlers[:] = saved  # main() points the root logger at the captured stderr
+    code = _main("sync", f"s3://{bucket}/p", str(card.root))
     out = capsys.readouterr()
     assert code == 2, out
     assert os.listdir(card.root) == ["ok.txt"]
@@ -414,11 +420,7 @@ def test_sync_delete_from_a_card_says_why_it_deletes_a_key_the_card_cannot_name(
     for key in ("a:b.txt", "gone.txt"):
         s3.put_object(Bucket=bucket, Key=f"p/{key}", Body=b"in S3 only")
     (exfat.root / "ok.txt").write_bytes(b"on the card")
-    root, saved = logging.getLogger(), logging.getLogger().handlers[:]
-    try:
-        code = main(["sync", str(exfat.root), f"s3://{bucket}/p", "--delete"])
-    finally:
-        root.handlers[:] = saved  # main() points the root logger at the captured stderr
+    code = _main("sync", str(exfat.root), f"s3://{bucket}/p", "--delete")
     out = capsys.readouterr()
     assert code == 0, out
     assert sorted(line for line in out.out.splitlines() if line.startswith("delete:")) == [
@@ -689,15 +691,23 @@ def test_agent_on_a_card_does_not_send_back_what_it_pulled(
     rounded, or reset by the rename)."""
     for n in range(3):
         s3.put_object(Bucket=bucket, Key=f"p/f{n}.txt", Body=f"file {n}".encode())
+    _pull_and_send_nothing_back(card, s3, bucket, endpoint, tmp_path, files=3)
+
+
+def _pull_and_send_nothing_back(
+    card: Edge, s3: S3Client, bucket: str, endpoint: str, tmp_path: Path, *, files: int
+) -> None:
+    """An agent pulls the prefix onto the card (``files`` files), three more passes walk
+    and list it, and S3 holds exactly what it held: nothing uploaded."""
     before = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     cfg = _cfg(card, bucket, endpoint, full_walk_interval=0.5)
     with running_agent(cfg, tmp_path / "state") as agent:
-        wait_until(lambda: len(os.listdir(card.root)) == 3, timeout=30)
+        wait_until(lambda: len(os.listdir(card.root)) == files, timeout=30)
         passes = agent.reconciles
         wait_until(lambda: agent.reconciles >= passes + 3, timeout=30)
         wait_idle(agent)
         assert counters(agent).get("uploaded_files", 0) == 0
-        assert counters(agent).get("downloaded_files") == 3
+        assert counters(agent).get("downloaded_files") == files
     after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {k: v for k, v in after.items() if "/.watchsync/" not in k} == before
 
@@ -710,21 +720,11 @@ def test_agent_on_a_card_keeps_two_keys_that_differ_in_case_and_sends_neither_ba
     and the watcher, the walks and the listings send nothing back."""
     s3.put_object(Bucket=bucket, Key="p/Photo.JPG", Body=b"upper")
     s3.put_object(Bucket=bucket, Key="p/photo.jpg", Body=b"lower")
-    before = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    cfg = _cfg(card, bucket, endpoint, full_walk_interval=0.5)
-    with running_agent(cfg, tmp_path / "state") as agent:
-        wait_until(lambda: len(os.listdir(card.root)) == 2, timeout=30)
-        passes = agent.reconciles
-        wait_until(lambda: agent.reconciles >= passes + 3, timeout=30)
-        wait_idle(agent)
-        assert counters(agent).get("uploaded_files", 0) == 0
-        assert counters(agent).get("downloaded_files") == 2
+    _pull_and_send_nothing_back(card, s3, bucket, endpoint, tmp_path, files=2)
     got = {name: (card.root / name).read_bytes() for name in os.listdir(card.root)}
     assert sorted(got.values()) == [b"lower", b"upper"]
     copy = next(n for n in got if "(case conflict)" in n)
     assert got[copy] == (b"lower" if copy.startswith("photo") else b"upper")
-    after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert {k: v for k, v in after.items() if "/.watchsync/" not in k} == before
 
 
 @pytest.mark.parametrize("walks", [False, True], ids=["watcher", "walks"])
