@@ -26,10 +26,11 @@ else:
     S3Client = Any
 
 
-# Keys asked for per page unless the user sets a page size.  S3 answers at most 1,000
-# whatever is asked ("never more"), as MinIO, Ceph and most others do; SeaweedFS gives
-# what is asked, and each request costs about 4 ms of CPU in botocore whatever its size, so
-# a large listing there is read in a tenth of the requests.
+# Keys a listing pass asks for per page unless the user sets a page size.  S3 answers at
+# most 1,000 whatever is asked ("never more"), as MinIO, Ceph and most others do; SeaweedFS
+# gives what is asked, and each request costs about 4 ms of CPU in botocore whatever its
+# size, so a large listing there is read in a tenth of the requests.  ``sync`` asks as aws
+# does (no MaxKeys), so that its requests and the URLs its errors name are aws's.
 ASKED_PAGE = 10_000
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # TAB, LF and CR excepted
@@ -161,7 +162,7 @@ def _listed_pages(
         request: dict[str, Any] = {
             "Bucket": where.bucket,
             "Prefix": where.prefix,
-            "MaxKeys": page_size or ASKED_PAGE,
+            **({"MaxKeys": page_size} if page_size else {}),  # else the server's: S3's 1000
             **(request_extra or {}),
         }
         cut = len(where.prefix)

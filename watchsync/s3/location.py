@@ -175,7 +175,7 @@ class S3Settings:
     request_payer: str | None = None
     sse_c: str | None = None
     sse_c_key: bytes | None = field(default=None, repr=False)
-    page_size: int | None = None  # keys per listing request; None: listing.ASKED_PAGE
+    page_size: int | None = None  # keys per listing request; None: the server's (S3: 1000)
     verify_ssl: bool = True
     ca_bundle: str | None = None
     sign_requests: bool = True

@@ -34,7 +34,7 @@ from watchsync.s3.conditions import condition_args, delete_object, source_args
 from watchsync.s3.downloads import Downloaded, Downloads
 from watchsync.s3.failures import answer, classify
 from watchsync.s3.file_metadata import keep_file_metadata, stored_mtime
-from watchsync.s3.listing import list_entries, list_pages
+from watchsync.s3.listing import ASKED_PAGE, list_entries, list_pages
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import Multipart, crc32c_file
 from watchsync.s3.native_route import NativeRoute, native_uploader
@@ -431,7 +431,7 @@ class Transfer:
             self.where,
             for_download=True,
             retry=self._list_retry(),
-            page_size=self.settings.page_size,
+            page_size=self.settings.page_size or ASKED_PAGE,
             request_extra=self.settings.payer_args(),
             on_read=on_read,
         )
