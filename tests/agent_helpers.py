@@ -215,11 +215,9 @@ def read_state(state_dir: Path, root: Path, url: str) -> tuple[dict[str, Any], d
 
 
 class AgentProcess:
-    """``python -m watchsync watch ...`` as a real process, logging to a file.
-
-    >>> with AgentProcess(root, url, state_dir, env, endpoint) as proc:  # doctest: +SKIP
-    ...     proc.wait_ready()
-    """
+    """``python -m watchsync watch ...`` as a real process, logging to a file: used as
+    ``with AgentProcess(root, url, state_dir, env, endpoint) as proc:`` then
+    ``proc.wait_ready()`` before the test acts on the folder."""
 
     def __init__(
         self,
