@@ -552,7 +552,7 @@ def main(argv: list[str]) -> int:
                     f"{lp['median']:.3f} s for {lp['objects']} = {lp['per_100k']:.2f} s",
                 )
             )
-        if args.small_files:
+        if args.small_files and args.small_repeat:  # 0 of either: no small-tree phase
             print(f"small tree: {args.small_files} files, no-op x {args.small_repeat}", flush=True)
             small = small_tree(
                 exes, envs, client, server.endpoint, scratch, files=args.small_files,
