@@ -78,35 +78,101 @@ def _run(*argv: str) -> str:
     return done.stdout.strip()
 
 
+class Card:
+    """A ``kind`` file system in an image under ``where`` (exFAT on a loop device), mounted
+    at ``where/mnt`` through FUSE: its daemon can be killed (the mount left dead: "Transport
+    endpoint is not connected"), the mount unmounted lazily, and the same image mounted
+    there again by a new daemon, as a card pulled and put back."""
+
+    def __init__(self, kind: str, where: Path) -> None:
+        self.kind = kind
+        self.image, self.mnt = where / f"{kind}.img", where / "mnt"
+        self.loop = ""
+        self.daemon: int | None = None
+
+    def make(self) -> None:
+        """A fresh file system in the image, mounted."""
+        self.mnt.mkdir()
+        with open(self.image, "wb") as f:
+            f.truncate(_IMAGE_SIZE)
+        if self.kind == "exfat":
+            _run("mkfs.exfat", str(self.image))
+            self.loop = _run("losetup", "--find", "--show", str(self.image))
+        else:
+            _run("mkfs.vfat", str(self.image))
+        self.mount()
+
+    def mount(self, *, new_device: bool = False) -> None:
+        """The image mounted at ``mnt`` by a new FUSE daemon; ``new_device``: exFAT on
+        another loop device (the card put back shows a new device id), the old one freed
+        once nothing holds it."""
+        if self.kind == "exfat" and new_device:
+            old, self.loop = self.loop, _run("losetup", "--find", "--show", str(self.image))
+            subprocess.run(
+                ["losetup", "-d", old], capture_output=True, timeout=_TIMEOUT, check=False
+            )
+        if self.kind == "exfat":
+            _run("mount.exfat-fuse", self.loop, str(self.mnt))
+        else:
+            _run("fusefat", "-o", "rw+", str(self.image), str(self.mnt))
+        self.daemon = daemon_of(self.mnt)
+
+    def kill(self) -> None:
+        """The FUSE daemon killed (``kill -9``): the mount stays, dead."""
+        if self.daemon is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.daemon, signal.SIGKILL)
+
+    def unmount_lazily(self) -> None:
+        """``umount -l``: the mount point shows the directory under it again at once."""
+        subprocess.run(
+            ["umount", "-l", str(self.mnt)], capture_output=True, timeout=_TIMEOUT, check=False
+        )
+
+    def end(self) -> None:
+        """A stuck mount ended: its daemon killed (what waits on it fails), lazily unmounted."""
+        self.kill()
+        self.unmount_lazily()
+
+    def close(self) -> None:
+        """Unmount without looking at the mount first (a stat of a stuck mount would hang):
+        lazily, then the daemon given a few seconds to end (killed after); the loop freed."""
+        self.unmount_lazily()
+        if self.daemon is not None:
+            ends = time.monotonic() + 10
+            while os.path.exists(f"/proc/{self.daemon}") and time.monotonic() < ends:
+                time.sleep(0.05)  # polled: its end is not signalled to us (not our child)
+            self.kill()  # still there: stuck
+        if self.loop:
+            subprocess.run(["losetup", "-d", self.loop], timeout=_TIMEOUT, check=False)
+
+
+@contextlib.contextmanager
+def card_mounted(kind: str, where: Path, *, deadline: float = _DEADLINE) -> Iterator[Card]:
+    """A :class:`Card` of ``kind`` made and mounted under ``where`` for at most ``deadline``
+    seconds (skipped, saying why, where it cannot be mounted)."""
+    card = Card(kind, where)
+    try:
+        card.make()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        card.close()
+        pytest.skip(f"real {kind}: cannot mount here: {exc}")
+    ends = threading.Timer(deadline, card.end)
+    ends.start()
+    try:
+        yield card
+    finally:
+        ends.cancel()
+        ends.join()
+        card.close()
+
+
 @contextlib.contextmanager
 def mounted(kind: str, where: Path, *, deadline: float = _DEADLINE) -> Iterator[Path]:
     """A fresh ``kind`` file system in an image under ``where``, mounted at ``where/mnt``
     for at most ``deadline`` seconds (skipped, saying why, where it cannot be mounted)."""
-    image, mnt = where / f"{kind}.img", where / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(_IMAGE_SIZE)
-    loop = ""
-    try:
-        if kind == "exfat":
-            _run("mkfs.exfat", str(image))
-            loop = _run("losetup", "--find", "--show", str(image))
-            _run("mount.exfat-fuse", loop, str(mnt))
-        else:
-            _run("mkfs.vfat", str(image))
-            _run("fusefat", "-o", "rw+", str(image), str(mnt))
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        _unmount(mnt, loop)
-        pytest.skip(f"real {kind}: cannot mount here: {exc}")
-    daemon = daemon_of(mnt)
-    ends = threading.Timer(deadline, _kill_and_unmount, args=(daemon, mnt))
-    ends.start()
-    try:
-        yield mnt
-    finally:
-        ends.cancel()
-        ends.join()
-        _unmount(mnt, loop, daemon)
+    with card_mounted(kind, where, deadline=deadline) as card:
+        yield card.mnt
 
 
 def daemon_of(mnt: Path) -> int | None:
@@ -121,28 +187,6 @@ def daemon_of(mnt: Path) -> int | None:
         if want in args:
             return int(pid)
     return None
-
-
-def _kill_and_unmount(daemon: int | None, mnt: Path) -> None:
-    """A stuck mount ended: its daemon killed (what waits on it fails), lazily unmounted."""
-    if daemon is not None:
-        with contextlib.suppress(OSError):
-            os.kill(daemon, signal.SIGKILL)
-    subprocess.run(["umount", "-l", str(mnt)], timeout=_TIMEOUT, check=False)
-
-
-def _unmount(mnt: Path, loop: str, daemon: int | None = None) -> None:
-    """Unmount ``mnt`` without looking at it first (a stat of a stuck mount would hang):
-    lazily, then its daemon given a few seconds to end (killed after); ``loop`` freed."""
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=_TIMEOUT, check=False)
-    if daemon is not None:
-        ends = time.monotonic() + 10
-        while os.path.exists(f"/proc/{daemon}") and time.monotonic() < ends:
-            time.sleep(0.05)  # polled: its end is not signalled to us (not our child)
-        with contextlib.suppress(OSError):
-            os.kill(daemon, signal.SIGKILL)  # still there: stuck
-    if loop:
-        subprocess.run(["losetup", "-d", loop], timeout=_TIMEOUT, check=False)
 
 
 def edge_params(*kinds: str) -> list[object]:

@@ -12,13 +12,23 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from agent_helpers import counters, folder_config, running_agent, wait_idle
-from edgefs import EXFAT, Edge, daemon_of, edge_folder, edge_params, mounted, why_no_fuse
+from agent_helpers import bucket_listing, counters, folder_config, running_agent, wait_idle
+from edgefs import (
+    EXFAT,
+    Edge,
+    card_mounted,
+    daemon_of,
+    edge_folder,
+    edge_params,
+    mounted,
+    why_no_fuse,
+)
 from fakes import InlinePool, RecordedEvents
 from helpers import wait_until
 from s3server import SeaweedServer
@@ -26,9 +36,11 @@ from world import World, synced_file
 
 from watchsync.agent.config import FolderConfig, S3Settings
 from watchsync.agent.effects import SkipLog
+from watchsync.agent.status import State
 from watchsync.cli import sync_command
 from watchsync.cli.main import main
 from watchsync.core.errors import Deferred, FileError
+from watchsync.core.filters import RESERVED_DIR
 from watchsync.core.model import Action, Item, Kind, SyncedEntry, Volume
 from watchsync.engine.executor import Executor, Outcome
 from watchsync.engine.policy import ExecPolicy
@@ -792,3 +804,132 @@ def test_deletes_held_back_pass_after_pass_are_said_when_that_changes(
             events.vetoed(Veto(count, 0, 1, False, scoped=True))
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert [m.split(": refused ")[1][:9] for m in said] == ["1 deletes", "2 deletes"]
+
+
+# ----------------------------------------------------------- a card whose daemon dies
+
+_DEAD = 4.0  # s the dead mount stays mounted while the agent watches it
+
+
+def _holds_for(seconds: float, what: Callable[[], bool], message: str) -> None:
+    """``what`` stays true for ``seconds`` (looked at ten times a second: cheap, so the
+    test's own CPU is next to nothing)."""
+    ends = time.monotonic() + seconds
+    while time.monotonic() < ends:
+        assert what(), message
+        time.sleep(0.1)  # the period under test, not a wait for something to happen
+
+
+def _keys(s3: S3Client, bucket: str) -> dict[str, str]:
+    return {
+        k: v["ETag"] for k, v in bucket_listing(s3, bucket, "p").items() if not _reserved(k)
+    }
+
+
+def _reserved(rel: str) -> bool:
+    return rel.startswith(f"{RESERVED_DIR}/")
+
+
+@pytest.mark.parametrize(
+    "new_device",
+    [False, True],
+    ids=["same-device", "new-device-marked"],
+)
+def test_a_card_whose_fuse_daemon_dies_is_waited_for_then_watched_again_once_back(
+    s3: S3Client,
+    bucket: str,
+    endpoint: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    new_device: bool,
+) -> None:
+    """The folder is an exFAT card's mount point; its FUSE daemon is killed (``kill -9``)
+    while the agent watches it, and the dead mount ("Transport endpoint is not connected")
+    stays mounted a while: nothing is deleted anywhere, the agent says once that the folder
+    is unavailable and does not spin.  The dead mount is then unmounted lazily and the same
+    card mounted again at the same point by a new daemon: the agent watches it again and
+    rescans, so a file created and a file edited afterwards reach S3 at once (walks and
+    listings are an hour apart: only the watcher can explain them), and S3 loses nothing.
+
+    Put back on the same loop device the card shows the device and inode recorded; on
+    another one (``new_device``) it shows a new device id, and the folder's marker says it
+    is the same folder."""
+    why = why_no_fuse("exfat")
+    if why:
+        pytest.skip(f"real exfat: {why}")
+    with card_mounted("exfat", tmp_path) as card:
+        root = card.mnt
+        for name in ("doc.txt", "keep.txt", "sub/deep.txt"):
+            (root / name).parent.mkdir(exist_ok=True)
+            (root / name).write_bytes(f"{name}, version 1".encode())
+        cfg = folder_config(
+            root,
+            f"s3://{bucket}/p",
+            endpoint,
+            delete=True,
+            reconcile_interval=3600.0,
+            full_walk_interval=3600.0,
+            full_list_interval=3600.0,
+            folder_marker=new_device,
+        )
+        with caplog.at_level(logging.INFO), running_agent(cfg, tmp_path / "state") as agent:
+            wait_until(lambda: len(_keys(s3, bucket)) == 3, timeout=30, message="3 uploads")
+            wait_idle(agent)
+            before = _keys(s3, bucket)
+
+            card.kill()
+            wait_until(
+                lambda: agent.state is State.PAUSED,
+                timeout=30,
+                message="the agent to pause on the dead mount",
+            )
+            cpu = time.process_time()
+            _holds_for(
+                _DEAD,
+                lambda: agent.state is State.PAUSED,
+                "the agent left its pause while the mount is dead",
+            )
+            spent = time.process_time() - cpu
+            assert spent < 0.5, f"{spent:.2f}s of CPU in {_DEAD}s on a dead mount: spinning?"
+            said = agent.status.reason or ""
+            assert "unavailable" in said and "Transport endpoint is not connected" in said, said
+            warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len([r for r in warned if "unavailable" in r.getMessage()]) == 1, [
+                r.getMessage() for r in warned
+            ]
+            assert _keys(s3, bucket) == before
+
+            card.unmount_lazily()  # the mount point shows the empty directory under it
+            card.mount(new_device=new_device)
+            assert card.daemon is not None
+            reconciles = agent.reconciles
+            wait_until(
+                lambda: agent.reconciles > reconciles and agent.state is State.WATCHING,
+                timeout=30,
+                message="the rescan once the card is back",
+            )
+            (root / "new.txt").write_bytes(b"created after the card came back")
+            (root / "doc.txt").write_bytes(b"doc.txt, edited after the card came back")
+            wait_until(
+                lambda: _body(s3, bucket, "new.txt") == b"created after the card came back"
+                and _body(s3, bucket, "doc.txt") == b"doc.txt, edited after the card came back",
+                timeout=30,
+                message="the new and the edited file to reach S3 (the watcher's doing)",
+            )
+            wait_idle(agent)
+            assert agent.reconciles == reconciles + 1  # no pass explains the uploads
+            after = _keys(s3, bucket)
+            assert sorted(after) == sorted([*before, "new.txt"])
+            assert {k: v for k, v in after.items() if k != "doc.txt"} == {
+                **{k: v for k, v in before.items() if k != "doc.txt"},
+                "new.txt": after["new.txt"],
+            }
+            assert counters(agent).get("deleted_remote", 0) == 0
+            assert counters(agent).get("deleted_local", 0) == 0
+        assert {n for n in os.listdir(root) if n != RESERVED_DIR} == {
+            "doc.txt",
+            "keep.txt",
+            "new.txt",
+            "sub",
+        }
+        assert (root / "sub/deep.txt").read_bytes() == b"sub/deep.txt, version 1"

@@ -160,8 +160,16 @@ def test_a_dead_mount_that_stays_mounted_is_waited_for_and_holds_every_delete(
     assert root.check() is RootVerdict.SAME
     answers = False
     assert root.check() is RootVerdict.WAIT and root.waiting()
-    assert f"folder {w.root} is missing" in (root.holding() or "")
-    assert "a disk not mounted yet?" in root.waiting_text("disappeared")
+    # Said as what it is (there, not answering), not as a disk not mounted yet.
+    assert root.holding() == f"folder {w.root} is unavailable (Transport endpoint is not connected)"
+    said = root.waiting_text("disappeared")
+    assert "is unavailable: Transport endpoint is not connected (a dead mount" in said
+    assert "not mounted yet" not in said
     assert w.store.synced.count() == len(NAMES)
     answers = True
     assert root.check() is RootVerdict.SAME and root.holding() is None
+    # Gone altogether (unmounted, its mount point removed): missing, as before.
+    w.root.rename(w.root.with_name("elsewhere"))
+    assert root.check() is RootVerdict.WAIT
+    assert root.holding() == f"folder {w.root} is missing"
+    assert "disappeared (a disk not mounted yet?)" in root.waiting_text("disappeared")

@@ -10,8 +10,10 @@ moved) and acts on :func:`~watchsync.core.plan.judge_root`'s verdict:
   meets this one as on a first run (both versions kept, nothing deleted), and every delete
   is held until a person accepts it (``watchsync ctl deletes approve ID`` of its batch, or
   ``--force-delete``);
-* a root that is missing, looks unmounted (another directory, empty) or lacks its marker is
-  waited for: nothing is synced;
+* a root that is missing, cannot be looked at (a FUSE daemon killed under its mount point:
+  "Transport endpoint is not connected"; a disk failing), looks unmounted (another directory,
+  empty) or lacks its marker is waited for: nothing is synced, and the one line that says so
+  names the error;
 * the folder's marker found on a new device or inode is the same folder, moved: recorded.
 
 Must not touch: threads, S3.
@@ -19,6 +21,7 @@ Must not touch: threads, S3.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -93,6 +96,7 @@ class FolderRoot:
         self.verdict: RootVerdict | None = None
         self._why: str | None = None  # why deletes are held by the root, while they are
         self._batch: str | None = None  # the refused batch a person approves to accept it
+        self._unavailable: str | None = None  # why the root could not be looked at last time
 
     # -- what callers ask ---------------------------------------------------------------------
 
@@ -109,13 +113,17 @@ class FolderRoot:
         return self.verdict is RootVerdict.WAIT
 
     def seen(self) -> RootSeen | None:
-        """The root as it is now (None: missing, not a directory, unreadable)."""
+        """The root as it is now (None: missing, not a directory, unreadable; why it could
+        not be looked at is kept for the line that says so)."""
+        self._unavailable = None
         try:
             st = self.stat_root(self.root)
             if not stat.S_ISDIR(st.st_mode):
                 return None
             empty = folder_empty(self.root, self.ignored)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # there, but not answering
+                self._unavailable = exc.strerror or str(exc)
             return None
         return RootSeen(st.st_dev, st.st_ino, read_marker(self.root), empty)
 
@@ -258,8 +266,10 @@ class FolderRoot:
         if verdict not in _HOLDING:
             self._set_why(None)
             return
-        if seen is None:  # missing: nothing to accept
-            self._set_why(f"folder {self.root} is missing", offer=False)
+        if seen is None:  # missing or not answering: nothing to accept
+            why = self._unavailable
+            gone = f"is unavailable ({why})" if why else "is missing"
+            self._set_why(f"folder {self.root} {gone}", offer=False)
             return
         was = recorded.key if recorded is not None else "?"
         if verdict is RootVerdict.WAIT and self.marker:
@@ -283,10 +293,16 @@ class FolderRoot:
     def waiting_text(self, what: str) -> str:
         """The one line said while the runner waits for the root (``what``: ``does not
         exist``, ``disappeared``)."""
-        if self.seen() is None:
+        with self._lock:
+            seen, why = self.seen(), self._unavailable
+        if seen is None:
+            gone = (
+                f"is unavailable: {why} (a dead mount, a disk pulled out or failing?)"
+                if why
+                else f"{what} (a disk not mounted yet?)"
+            )
             return (
-                f"folder {self.root} {what} (a disk not mounted yet?); waiting for it, "
-                "nothing is synced or deleted meanwhile"
+                f"folder {self.root} {gone}; waiting for it, nothing is synced or deleted meanwhile"
             )
         return (
             f"{self.reason()}; waiting for the folder's own directory, nothing is synced or "
