@@ -7,23 +7,37 @@ user edits on both sides and faults, then quiesces and checks the invariants:
   a conflict copy): contents are unique, so this is a search by content hash;
 * no temporary download file is left, and no agent logged a traceback.
 
-CI runs a few fixed seeds (the ones that pass; see ``SEEDS``); ``scripts/soak`` runs random
-seeds for as long as asked and prints the seed and the sequence of any failure.  A failing
-sequence is replayed with ``scripts/soak --seed N --agents K``.
+The classic mix of steps is user edits on both sides, a clock jump, a kill -9 and a cut
+network.  The edges (:class:`EdgeSteps`) add what users' disks and other tools do: a prefix
+emptied by another client (each agent must hold its deletes, keep every file and put them
+back once the deletes are rejected with ``watchsync ctl``), other writers putting,
+overwriting (at the same size too), copying and deleting objects with boto3, coarse
+timestamps (whole- and two-second mtimes, a same-size rewrite within one second, ``touch
+-r`` and ``cp -p`` edits that keep size and mtime) and, when the tests run as root, the
+folder's root (a tmpfs) unmounted and another mounted in its place with the same files.
+
+CI runs a few fixed seeds (the ones that pass; see ``SEEDS`` and ``EDGE_SEEDS``);
+``scripts/soak`` runs random seeds with the edges for as long as asked and prints the seed
+and the sequence of any failure.  A failing sequence is replayed with ``scripts/soak --seed
+N --agents K``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from agent_helpers import AgentProcess, bucket_listing, bucket_snapshot, read_state, tree_snapshot
@@ -32,6 +46,7 @@ from helpers import wait_until
 from netproxy import NetProxy
 from s3server import SeaweedServer
 
+from watchsync.core.filters import RESERVED_DIR
 from watchsync.fs.tempfiles import TMP_MARKER
 
 if TYPE_CHECKING:
@@ -42,6 +57,7 @@ DIRS = ("", "a/", "a/b/", "c/")
 NAMES = ("f1.txt", "f2.txt", "g.bin", "h")
 SENTINEL = "keep.txt"  # never touched: an empty folder would (rightly) refuse every delete
 QUIESCE_TIMEOUT = 40.0
+HOLD_TIMEOUT = 20.0  # s for every agent to hold the deletes of an emptied prefix
 
 
 @dataclass
@@ -75,6 +91,15 @@ class Model:
         head = f"v{self.seed}-{self.counter}\n".encode()
         return head + random.Random(self.counter).randbytes(size)
 
+    def content_of_size(self, size: int) -> bytes | None:
+        """A version no other write produces, exactly ``size`` bytes long (None: too short
+        for a unique first line)."""
+        self.counter += 1
+        head = f"v{self.seed}-{self.counter}\n".encode()
+        if size < len(head):
+            return None
+        return head + random.Random(self.counter).randbytes(size - len(head))
+
     def wrote(self, path: str, data: bytes) -> None:
         self.last[path] = data
         self.every.append(data)
@@ -97,6 +122,7 @@ class FaultModel:
         bucket: str,
         workdir: Path,
         env: dict[str, str],
+        edges: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.model = Model(seed)
@@ -113,6 +139,9 @@ class FaultModel:
             root.mkdir()
             proxy = NetProxy(host, int(port)).start()
             self.agents.append(Agent(root, workdir / f"state{i}", workdir / f"agent{i}.log", proxy))
+        # The edges' steps; the classic mix draws exactly the numbers it always drew, so
+        # the classic seeds replay the sequences they were chosen for.
+        self.edges = EdgeSteps(self, workdir) if edges else None
 
     # -- running ----------------------------------------------------------------------------
 
@@ -148,6 +177,8 @@ class FaultModel:
             if agent.proc is not None:
                 agent.proc.close()
             agent.proxy.close()
+        if self.edges is not None:
+            self.edges.close()
 
     def _start(self, agent: Agent) -> None:
         agent.proc = AgentProcess(
@@ -167,6 +198,8 @@ class FaultModel:
                 "3",
                 "--log-level",
                 "INFO",
+                # A folder on a disk of its own names itself by its marker when remounted.
+                *(["--folder-marker"] if self.edges is not None and self.edges.mounts else []),
             ],
         )
         agent.proc.__enter__()
@@ -191,6 +224,8 @@ class FaultModel:
             (self.kill_and_restart, 3),
             (self.network_cut, 3),
         ]
+        if self.edges is not None:
+            ops += self.edges.ops()
         op = self.rng.choices([o for o, _ in ops], weights=[w for _, w in ops])[0]
         before = [self._conflict_copies(a.root) for a in self.agents]
         op()
@@ -201,18 +236,22 @@ class FaultModel:
     def _conflict_copies(self, root: Path) -> dict[str, str]:
         return tree_snapshot(root, exclude=lambda rel: ".conflict-" not in rel)
 
+    def tree(self, root: Path) -> dict[str, str]:
+        """A folder's files as the bucket should hold them (the marker stays local)."""
+        return tree_snapshot(root, exclude=lambda rel: rel.startswith(RESERVED_DIR + "/"))
+
     def _agent(self) -> Agent:
         return self.rng.choice(self.agents)
 
     def _files(self, root: Path) -> list[str]:
-        files = [p for p in tree_snapshot(root) if p != SENTINEL and TMP_MARKER not in p]
+        files = [p for p in self.tree(root) if p != SENTINEL and TMP_MARKER not in p]
         return sorted(p for p in files if not Path(p).name.startswith(".goutputstream"))
 
     def _dirs(self, root: Path) -> list[str]:
         found = []
         for dirpath, _dirs, _files in os.walk(root):
             rel = Path(dirpath).relative_to(root).as_posix()
-            if rel != ".":
+            if rel != "." and rel.split("/")[0] != RESERVED_DIR:
                 found.append(rel)
         return sorted(found)
 
@@ -221,7 +260,7 @@ class FaultModel:
         (two writers creating ``a`` and ``a/b`` at once never converge: reported, by design)."""
         keys = set(bucket_listing(self.s3, self.bucket, PREFIX))
         for agent in self.agents:
-            keys |= set(tree_snapshot(agent.root))
+            keys |= set(self.tree(agent.root))
         parts = path.split("/")
         prefixes = {"/".join(parts[:i]) for i in range(1, len(parts))}
         return not (prefixes & keys) and not any(k.startswith(path + "/") for k in keys)
@@ -442,12 +481,16 @@ class FaultModel:
     # -- the end ----------------------------------------------------------------------------
 
     def quiesce(self) -> None:
-        """Restore the network, then wait until every folder equals the bucket and nothing
-        is pending, twice in a row over more than one reconcile interval."""
+        """Restore the network, then :meth:`settle`."""
         for agent in self.agents:
             if agent.proxy.is_cut:
                 agent.proxy.restore()
                 self._note(f"{agent.root.name}: network restored (quiesce)")
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until every folder equals the bucket and nothing is pending, twice in a row
+        over more than one reconcile interval."""
         for agent in self.agents:
             assert agent.proc is not None
             agent.proc.wait_ready(timeout=QUIESCE_TIMEOUT)
@@ -465,7 +508,7 @@ class FaultModel:
         except AssertionError:
             remote = bucket_snapshot(self.s3, self.bucket, PREFIX)
             why = [
-                f"{a.root.name}: {_diff(tree_snapshot(a.root), remote)}; "
+                f"{a.root.name}: {_diff(self.tree(a.root), remote)}; "
                 f"status {read_state(a.state, a.root, self.url)[0]}"
                 for a in self.agents
             ]
@@ -479,7 +522,7 @@ class FaultModel:
         clashing = _collisions(everything)
         remote = _without(everything, clashing)
         for agent in self.agents:
-            if _without(tree_snapshot(agent.root), clashing) != remote:
+            if _without(self.tree(agent.root), clashing) != remote:
                 return False
             status, _ = read_state(agent.state, agent.root, self.url)
             if status.get("pending") not in (0, None):
@@ -491,7 +534,7 @@ class FaultModel:
         clashing = _collisions(everything)
         remote = _without(everything, clashing)
         for agent in self.agents:
-            local = tree_snapshot(agent.root)
+            local = self.tree(agent.root)
             mine = _without(local, clashing)
             assert mine == remote, (
                 f"{agent.root.name} differs from the bucket: {_diff(mine, remote)}"
@@ -519,12 +562,264 @@ class FaultModel:
             seen = {
                 f"{side}:{path}": names.get(h, "?")
                 for side, snap in [("s3", everything)]
-                + [(a.root.name, tree_snapshot(a.root)) for a in self.agents]
+                + [(a.root.name, self.tree(a.root)) for a in self.agents]
                 for path, h in snap.items()
                 if any(path == p or path.startswith(p.rsplit(".", 1)[0]) for p in lost)
             }
             wanted = {p: _label(self.model.last[p] or b"") for p in lost}
             raise AssertionError(f"versions last written are gone everywhere: {wanted}; {seen}")
+
+
+class EdgeSteps:
+    """The step kinds at the edges users' data lives on, for a :class:`FaultModel`: a
+    prefix emptied by another client, other writers, coarse timestamps and, as root, the
+    folder's root remounted.  Each step acts as a user or another tool would and tells the
+    model what it wrote or deleted; the emptied prefix also checks, at once, that every
+    agent held its deletes."""
+
+    def __init__(self, fm: FaultModel, workdir: Path) -> None:
+        self.fm = fm
+        self.workdir = workdir
+        # Each root is a tmpfs of its own, so it can be unmounted and another mounted in
+        # its place (root only; elsewhere the remount step does nothing).
+        self.mounts = os.geteuid() == 0 and all(_mount_tmpfs(a.root) for a in fm.agents)
+        if not self.mounts:
+            for agent in fm.agents:
+                _unmount(agent.root)
+
+    def ops(self) -> list[tuple[Callable[[], None], int]]:
+        # The remount stays in the mix where it cannot run (a step that does nothing), so
+        # a seed takes the same other steps as root or not.
+        return [
+            (self.s3_empty_prefix, 2),
+            (self.s3_foreign_writer, 10),
+            (self.local_coarse_timestamps, 12),
+            (self.remount_root, 3),
+        ]
+
+    def close(self) -> None:
+        if self.mounts:
+            for agent in self.fm.agents:
+                _unmount(agent.root)
+
+    # -- an emptied prefix --------------------------------------------------------------------
+
+    def s3_empty_prefix(self) -> None:
+        """Another client deletes every object under the prefix (``aws s3 rm
+        --recursive``) once the agents are in sync: each agent's next listing is empty
+        while its state lists files, so it holds every delete (the empty-side guard) and
+        keeps every file; the user then rejects the held deletes with ``watchsync ctl``
+        and the files go back to S3."""
+        fm = self.fm
+        for agent in fm.agents:  # an agent that cannot list has nothing to hold yet
+            if agent.proxy.is_cut:
+                agent.proxy.restore()
+                fm._note(f"{agent.root.name}: network restored (before the prefix is emptied)")
+        fm.settle()
+        before = [fm.tree(a.root) for a in fm.agents]
+        keys = list(bucket_listing(fm.s3, fm.bucket, PREFIX, reserved=True))
+        for i in range(0, len(keys), 1000):
+            fm.s3.delete_objects(
+                Bucket=fm.bucket,
+                Delete={"Objects": [{"Key": f"{PREFIX}/{k}"} for k in keys[i : i + 1000]]},
+            )
+        fm._note(f"s3: another client deletes every object under the prefix ({len(keys)})")
+        held: dict[int, list[str]] = {}
+
+        def all_held() -> bool:
+            for n, agent in enumerate(fm.agents):
+                if n not in held:
+                    ids = self._held_empty(agent)
+                    if ids:
+                        held[n] = ids
+            return len(held) == len(fm.agents)
+
+        try:
+            wait_until(all_held, timeout=HOLD_TIMEOUT, interval=0.3)
+        except AssertionError:
+            waiting = [a.root.name for n, a in enumerate(fm.agents) if n not in held]
+            statuses = [read_state(a.state, a.root, fm.url)[0] for a in fm.agents]
+            raise AssertionError(
+                f"{waiting} did not hold the deletes of the emptied prefix: {statuses}"
+            ) from None
+        for agent, files in zip(fm.agents, before, strict=True):
+            now = fm.tree(agent.root)
+            assert now == files, (
+                f"{agent.root.name} changed its files after the prefix was emptied: "
+                f"{_diff(now, files)}"
+            )
+        for n, agent in enumerate(fm.agents):
+            self._ctl(agent, "deletes", "reject", *held[n])
+        fm._note("each agent held its deletes; rejected with `watchsync ctl deletes reject`")
+
+    def _held_empty(self, agent: Agent) -> list[str]:
+        """The ids of ``agent``'s batches held because the listing came back empty."""
+        status, _ = read_state(agent.state, agent.root, self.fm.url)
+        if "is empty while" not in str(status.get("last_error")):
+            return []
+        answer = self._ctl(agent, "deletes")
+        return [
+            str(b["id"]) for b in answer.get("batches", []) if "is empty while" in str(b.get("why"))
+        ]
+
+    def _ctl(self, agent: Agent, *args: str) -> Any:
+        argv = [sys.executable, "-m", "watchsync", "ctl", "--state-dir", str(agent.state)]
+        done = subprocess.run(
+            [*argv, *args, "--json"],
+            env={**os.environ, **self.fm.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"ctl {args}: {done.stdout}{done.stderr}"
+        return json.loads(done.stdout)
+
+    # -- other writers ------------------------------------------------------------------------
+
+    def s3_foreign_writer(self) -> None:
+        """Another client (boto3, no agent, no feed entry) makes one to three changes at
+        once: an overwrite of the same size, a new object, a server-side copy, a batch
+        delete.  Only the agents' periodic listings can find them."""
+        fm = self.fm
+        for _ in range(fm.rng.randint(1, 3)):
+            listing = bucket_listing(fm.s3, fm.bucket, PREFIX)
+            keys = sorted(k for k in listing if k != SENTINEL)
+            what = fm.rng.choice(("same-size", "same-size", "put", "copy", "delete"))
+            if what == "same-size" and keys:
+                rel = fm.rng.choice(keys)
+                data = fm.model.content_of_size(int(listing[rel]["Size"]))
+                if data is None:
+                    continue
+                fm._consume_object(rel)
+                fm.s3.put_object(Bucket=fm.bucket, Key=f"{PREFIX}/{rel}", Body=data)
+                fm.model.wrote(rel, data)
+                fm._note(f"s3 (other client): overwrite {rel} at the same size {_label(data)}")
+            elif what == "copy" and keys:
+                src = fm.rng.choice(keys)
+                dst = fm.rng.choice(DIRS) + fm.rng.choice(NAMES)
+                if dst == src or (dst not in keys and not fm._free(dst)):
+                    continue
+                try:
+                    body = fm.s3.get_object(Bucket=fm.bucket, Key=f"{PREFIX}/{src}")["Body"]
+                    data = body.read()
+                except ClientError:  # deleted by an agent meanwhile
+                    continue
+                fm._consume_object(dst)
+                fm.s3.copy_object(
+                    Bucket=fm.bucket,
+                    Key=f"{PREFIX}/{dst}",
+                    CopySource={"Bucket": fm.bucket, "Key": f"{PREFIX}/{src}"},
+                )
+                fm.model.wrote(dst, data)
+                fm._note(f"s3 (other client): copy {src} -> {dst}")
+            elif what == "delete" and keys:
+                gone = fm.rng.sample(keys, min(len(keys), fm.rng.randint(1, 2)))
+                for rel in gone:
+                    fm._consume_object(rel)
+                fm.s3.delete_objects(
+                    Bucket=fm.bucket, Delete={"Objects": [{"Key": f"{PREFIX}/{k}"} for k in gone]}
+                )
+                for rel in gone:
+                    fm.model.deleted(rel)
+                fm._note(f"s3 (other client): delete {', '.join(gone)}")
+            else:
+                rel = fm.rng.choice(DIRS) + fm.rng.choice(NAMES)
+                if rel not in keys and not fm._free(rel):
+                    continue
+                fm._consume_object(rel)
+                data = fm.model.content(fm.rng.choice((0, 50, 2000)))
+                fm.s3.put_object(Bucket=fm.bucket, Key=f"{PREFIX}/{rel}", Body=data)
+                fm.model.wrote(rel, data)
+                fm._note(f"s3 (other client): put {rel} {_label(data)}")
+
+    # -- coarse timestamps --------------------------------------------------------------------
+
+    def local_coarse_timestamps(self) -> None:
+        """An edit as a card's clock records it: a write whose mtime is a whole second or a
+        two-second tick, two same-size writes within one such second, ``touch -r`` (same
+        size, the old mtime put back) or ``cp -p`` of another file of the same size and
+        mtime over it.  Only the ctime and the content tell the last three apart."""
+        fm = self.fm
+        agent = fm._agent()
+        files = fm._files(agent.root)
+        if not files:
+            return
+        rel = fm.rng.choice(files)
+        target = agent.root / rel
+        how = fm.rng.choice(("1-second", "2-second", "same-second", "touch -r", "cp -p"))
+        try:
+            st = target.stat()
+            if how in ("1-second", "2-second"):
+                tick = 1 if how == "1-second" else 2
+                data = fm.model.content(fm.rng.choice((10, 100, 3000)))
+                target.write_bytes(data)
+                when = int(time.time()) // tick * tick
+                os.utime(target, (when, when))
+                fm.model.wrote(rel, data)
+                fm._note(f"{agent.root.name}: write {rel} {_label(data)}, mtime on a {how} tick")
+                return
+            same = fm.model.content_of_size(st.st_size)
+            if same is None:
+                return
+            if how == "same-second":
+                first = fm.model.content_of_size(st.st_size)
+                assert first is not None
+                when = int(time.time())
+                target.write_bytes(first)
+                os.utime(target, (when, when))
+                fm.model.wrote(rel, first)
+                time.sleep(fm.rng.choice((0.0, 0.05, 0.2)))
+                target.write_bytes(same)
+                os.utime(target, (when, when))
+                fm.model.wrote(rel, same)
+                fm._note(f"{agent.root.name}: two same-size writes of {rel} in second {when}")
+            elif how == "touch -r":
+                target.write_bytes(same)
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+                fm.model.wrote(rel, same)
+                fm._note(f"{agent.root.name}: same-size write of {rel}, then touch -r (old mtime)")
+            else:
+                source = self.workdir / "cp-source"
+                source.write_bytes(same)
+                os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+                shutil.copy2(source, target)
+                fm.model.wrote(rel, same)
+                fm._note(f"{agent.root.name}: cp -p of a same-size, same-mtime file over {rel}")
+        except OSError:  # renamed or deleted by an agent meanwhile
+            return
+
+    # -- a remount ----------------------------------------------------------------------------
+
+    def remount_root(self) -> None:
+        """The folder's disk is unmounted and another (a new tmpfs, another device) holding
+        the same files is mounted in its place while the agent runs, as when a card is
+        taken out and put back.  The agent must delete nothing and watch the new mount:
+        edits made after it still arrive."""
+        fm = self.fm
+        agent = fm._agent()
+        if not self.mounts:
+            return
+        staging = self.workdir / f"staging-{agent.root.name}"
+        staging.mkdir(exist_ok=True)
+        if not _mount_tmpfs(staging):
+            return
+        old = os.open(agent.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            # Detached first, so nothing the agent writes later lands on the old disk
+            # unseen; the copy is read from the detached disk through its open handle.
+            subprocess.run(["umount", "-l", str(agent.root)], check=True, capture_output=True)
+            shutil.copytree(
+                f"/proc/self/fd/{old}",
+                staging,
+                symlinks=True,
+                dirs_exist_ok=True,
+                ignore=lambda _d, names: [n for n in names if TMP_MARKER in n],
+            )
+        finally:
+            os.close(old)
+        subprocess.run(["mount", "--move", str(staging), str(agent.root)], check=True)
+        fm._note(f"{agent.root.name}: root unmounted; another disk with its files mounted there")
 
 
 def _label(data: bytes) -> str:
@@ -550,6 +845,20 @@ def _without(snapshot: dict[str, str], clashing: set[str]) -> dict[str, str]:
     }
 
 
+def _mount_tmpfs(where: Path) -> bool:
+    """Mount a fresh tmpfs at ``where``; whether it worked (root, a kernel that lets us)."""
+    run = ["mount", "-t", "tmpfs", "-o", "size=64m", "watchsync-model", str(where)]
+    return subprocess.run(run, capture_output=True, check=False).returncode == 0
+
+
+def _unmount(where: Path) -> None:
+    """Unmount whatever is mounted at ``where`` (lazily: an agent may still hold a file)."""
+    for _ in range(5):  # stacked mounts come off one at a time
+        if subprocess.run(["mountpoint", "-q", str(where)], check=False).returncode != 0:
+            return
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
 def _diff(a: dict[str, str], b: dict[str, str]) -> str:
     only_a = sorted(set(a) - set(b))
     only_b = sorted(set(b) - set(a))
@@ -567,8 +876,10 @@ def run_sequence(
     bucket: str,
     workdir: Path,
     env: dict[str, str],
+    edges: bool = False,
 ) -> FaultModel:
-    """Run one seeded sequence; raises AssertionError (with the sequence) on a failure."""
+    """Run one seeded sequence (``edges``: with the edges' steps in the mix); raises
+    AssertionError (with the sequence) on a failure."""
     model = FaultModel(
         seed=seed,
         agents=agents,
@@ -578,6 +889,7 @@ def run_sequence(
         bucket=bucket,
         workdir=workdir,
         env=env,
+        edges=edges,
     )
     model.run()
     return model
@@ -616,3 +928,45 @@ def test_fault_model(
         workdir=tmp_path,
         env=dict(aws_env),
     )
+
+
+# Fixed seeds with the edges' steps, each chosen for the edge named (the test checks that
+# its sequence still takes that step).
+EDGE_SEEDS = [
+    # The prefix emptied under one agent, its root remounted, a rewrite within one second.
+    pytest.param(155508735, 1, 12, "every object under the prefix", id="one-agent-emptied"),
+    # A cp -p of a file of the same size and mtime over one another agent wrote: only its
+    # ctime tells the agent (judged by size and mtime alone it was never sent).
+    pytest.param(572613851, 2, 15, "cp -p", id="two-agents-cp-p"),
+    # Two agents: the prefix emptied, other writers' copies and a same-size overwrite, a
+    # root remounted (as root).
+    pytest.param(895092561, 2, 20, "root unmounted", id="two-agents-remount"),
+]
+
+
+@pytest.mark.parametrize(("seed", "agents", "steps", "edge"), EDGE_SEEDS)
+def test_fault_model_at_the_edges(
+    seed: int,
+    agents: int,
+    steps: int,
+    edge: str,
+    s3server: SeaweedServer,
+    s3: S3Client,
+    bucket: str,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    model = run_sequence(
+        seed=seed,
+        agents=agents,
+        steps=steps,
+        server=s3server,
+        s3=s3,
+        bucket=bucket,
+        workdir=tmp_path,
+        env=dict(aws_env),
+        edges=True,
+    )
+    if edge == "root unmounted" and model.edges is not None and not model.edges.mounts:
+        pytest.skip("the remount needs root")
+    assert any(edge in step for step in model.model.steps), model.report()
