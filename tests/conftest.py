@@ -138,22 +138,36 @@ def s3tls(test_ca: TlsFiles) -> Iterator[SeaweedServer]:
 
 
 @pytest.fixture
-def sync_cli(
+def sync_run(
     aws_env: dict[str, str], capsys: pytest.CaptureFixture[str]
-) -> Iterator[Callable[..., tuple[int, list[str]]]]:
-    """``sync_cli(*args)``: ``watchsync sync *args`` run in-process against the test
-    server; returns the exit code and the stdout lines.  The logging handlers ``main``
+) -> Iterator[Callable[..., tuple[int, str, str]]]:
+    """``sync_run(*args)``: ``watchsync sync *args`` run in-process against the test
+    server; returns the exit code, stdout and stderr.  The logging handlers ``main``
     installs are taken back afterwards."""
     from watchsync.cli.main import main
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level
 
-    def run(*args: str) -> tuple[int, list[str]]:
+    def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
         code = main(["sync", *args])
-        return code, capsys.readouterr().out.splitlines()
+        out, err = capsys.readouterr()
+        return code, out, err
 
     yield run
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
+
+
+@pytest.fixture
+def sync_cli(
+    sync_run: Callable[..., tuple[int, str, str]],
+) -> Callable[..., tuple[int, list[str]]]:
+    """``sync_cli(*args)``: :func:`sync_run`'s exit code and stdout lines."""
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        code, out, _ = sync_run(*args)
+        return code, out.splitlines()
+
+    return run

@@ -413,8 +413,7 @@ def _p_queue(value: object, text: bool) -> str:
     split = urllib.parse.urlsplit(url)
     if split.scheme not in ("http", "https") or not split.netloc or split.path.count("/") < 2:
         raise _Invalid(
-            f"must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), "
-            f"got {url!r}"
+            f"must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got {url!r}"
         )
     return url
 

@@ -384,7 +384,6 @@ def _sync(args: argparse.Namespace) -> int:
     from watchsync.cli.sync_command import exit_code, run_sync
     from watchsync.cli.sync_options import sync_request
     from watchsync.core.errors import ConfigError, UsageError
-    from watchsync.s3.client import aws_message
 
     try:
         req = sync_request(args)
@@ -407,6 +406,8 @@ def _sync(args: argparse.Namespace) -> int:
         reporter.summary(exit_code=AWS_INVALID, dry_run=req.dry_run, error=str(exc))
         return _fail(str(exc), AWS_INVALID)
     except WatchsyncError as exc:
+        from watchsync.s3.client import aws_message  # botocore's words; loaded when needed
+
         line = f"fatal error: {aws_message(exc)}"
         reporter.problem(line)
         reporter.summary(exit_code=AWS_FAILED, dry_run=req.dry_run, error=line)
@@ -429,7 +430,6 @@ def configure_logging(*, debug: bool, fmt: str, level: str = "INFO") -> None:
     import warnings
 
     from watchsync.cli.logs import JournalFormatter, JsonFormatter, TextFormatter, under_journald
-    from watchsync.cli.output import ConsoleLogHandler
 
     journal = under_journald(os.environ, sys.stderr)
     handler: logging.Handler
@@ -439,7 +439,12 @@ def configure_logging(*, debug: bool, fmt: str, level: str = "INFO") -> None:
         formatter = JsonFormatter()
     else:
         # On a terminal, through the rich console so a progress display stays intact.
-        handler = ConsoleLogHandler() if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
+        if sys.stderr.isatty():
+            from watchsync.cli.bar import ConsoleLogHandler
+
+            handler = ConsoleLogHandler()
+        else:
+            handler = logging.StreamHandler(sys.stderr)
         when = "" if journal else "%(asctime)s "
         formatter = TextFormatter(when + "%(levelname)s %(name)s: %(message)s")
     handler.setFormatter(JournalFormatter(formatter) if journal else formatter)

@@ -5,41 +5,18 @@ scripts).  Sizes and rates are in binary units, as ``--bwlimit`` counts them."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.filesize import pick_unit_and_suffix
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from watchsync.cli.sizes import binary_size
 
-from watchsync.agent.progress import stderr_console
-
-_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-
-
-def binary_size(nbytes: float) -> str:
-    """A byte count in powers of 1024, as ``--bwlimit`` reads them.
-
-    >>> binary_size(0), binary_size(1023), binary_size(1536), binary_size(3_774_873)
-    ('0 B', '1023 B', '1.5 KiB', '3.6 MiB')
-    """
-    unit, suffix = pick_unit_and_suffix(int(nbytes), _UNITS, 1024)
-    return f"{int(nbytes)} B" if unit == 1 else f"{nbytes / unit:.1f} {suffix}"
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
@@ -80,24 +57,6 @@ class PlanProgress:
         if self.planning:
             return f"planning… {self.files_done}/{self.files_total}+ files"
         return f"{self.files_done}/{self.files_total} files"
-
-
-class _Bytes(ProgressColumn):
-    """Bytes moved, and of how many once the plan is known (binary units)."""
-
-    def render(self, task: Task) -> Text:
-        done = binary_size(task.completed)
-        if task.total is None or not task.fields.get("by_bytes", True):
-            return Text(done, style="progress.download")
-        return Text(f"{done}/{binary_size(task.total)}", style="progress.download")
-
-
-class _Rate(ProgressColumn):
-    """The recent transfer rate in binary units (rich's own column counts in 1000s)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.speed if task.fields.get("by_bytes", True) else None
-        return Text(f"{binary_size(speed)}/s" if speed else "", style="progress.data.speed")
 
 
 class Reporter:
@@ -142,17 +101,9 @@ class Reporter:
         self._flushed = threading.Event()
         self._flusher: threading.Thread | None = None
         if progress and not (quiet or only_show_errors):
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                _Bytes(),
-                _Rate(),
-                TimeRemainingColumn(),
-                TimeElapsedColumn(),
-                console=Console(file=self.out),
-                transient=True,
-                speed_estimate_period=10.0,
-            )
+            from watchsync.cli.bar import new_bar  # rich's bar loads only for a terminal
+
+            self._progress = new_bar(self.out)
             self._task = self._progress.add_task(self.plan.describe(), total=None)
 
     @property
@@ -363,14 +314,3 @@ def summary_line(t: Totals, seconds: float, *, dry_run: bool = False) -> str:
     return (
         f"Completed {', '.join(counts)}: {binary_size(t.bytes)} in {seconds:.1f}s ({rate}/s){tail}"
     )
-
-
-class ConsoleLogHandler(logging.Handler):
-    """Log records printed through :func:`stderr_console` (used when stderr is a terminal)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self.format(record)
-            stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
-        except Exception:
-            self.handleError(record)

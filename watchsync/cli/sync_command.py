@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from watchsync.agent.config import default_state_dir
 from watchsync.cli.output import Reporter
+from watchsync.cli.quick_look import quick_look
 from watchsync.core.errors import (
     AWS_FAILED,
     AWS_OK,
@@ -32,17 +32,13 @@ from watchsync.core.plan import (
     hold_deletes,
     plan_sync,
 )
-from watchsync.engine.executor import Executor
 from watchsync.engine.lookahead import Lookahead
 from watchsync.engine.policy import NOTHING_SEEN, Counted, ExecPolicy, Seen
 from watchsync.engine.reporting import NullRecorder, Veto
 from watchsync.fs.tempfiles import guard_temp_files
 from watchsync.fs.volume import FolderVolume
 from watchsync.fs.walk import WalkOptions, walk
-from watchsync.s3.client import aws_message
 from watchsync.s3.location import S3Settings, S3Url
-from watchsync.s3.transfer import open_transfer
-from watchsync.state.store import DB_SUFFIX, StateStore, store_name
 
 # Attempts in a row (over 10 s or more) that found no connection before a run gives up.
 GIVE_UP_AFTER = 8
@@ -216,6 +212,8 @@ class SyncEvents:
         verb = "delete" if action.kind in (Kind.DELETE_LOCAL, Kind.DELETE_REMOTE) else None
         verb = verb or ("upload" if action.kind is Kind.UPLOAD else "download")
         line = self._describe(action).split(": ", 1)[1]
+        from watchsync.s3.client import aws_message  # the SDK loads only for a run with work
+
         reason = exc.reason if isinstance(exc, FileError) else aws_message(exc)
         self.reporter.problem(f"{verb} failed: {line} {_one_line(reason)}")
 
@@ -329,6 +327,10 @@ def synced_by_agent(local: Path, url: S3Url, *, state_dir: Path | None = None) -
     >>> nowhere = Path("/nonexistent")
     >>> synced_by_agent(nowhere, S3Url.parse("s3://bucket/p"), state_dir=nowhere)
     """
+    # Here: a run that deletes nothing never reads a state, nor loads the code that does.
+    from watchsync.agent.config import default_state_dir
+    from watchsync.state.store import DB_SUFFIX, StateStore, store_name
+
     env = os.environ.get("WATCHSYNC_STATE_DIR")
     where = state_dir or (Path(env) if env else default_state_dir())
     db = where / (store_name(local, url.url().rstrip("/")) + DB_SUFFIX)
@@ -383,6 +385,21 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
     # Both sides' files, the destination's too, are skipped as aws skips them.
     walk_options = WalkOptions(follow_symlinks=req.follow_symlinks, check_readable=True)
     stop = stop or threading.Event()
+    volume = FolderVolume(root)
+    down = req.direction is Direction.DOWN
+    if root.is_dir():
+        opts = _learned(req, opts, volume)
+        nothing_else = quick_look(root, req.url, req.s3, opts=opts, walk_options=walk_options)
+        if nothing_else is not None:
+            events = SyncEvents(reporter, display, stop)
+            for item, remote_side in nothing_else:
+                events.skipped(item, remote=remote_side)
+            reporter.planned_all()
+            return
+    # Here, not above: boto3 and its client load only for a run with work to do.
+    from watchsync.engine.executor import Executor
+    from watchsync.s3.transfer import open_transfer
+
     with open_transfer(
         req.s3,
         req.url,
@@ -401,25 +418,18 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         )
         remote = Counted(
             without_skipped(
-                transfer.listing(for_download=req.direction is Direction.DOWN),
+                transfer.listing(for_download=down),
                 lambda s: events.skipped(s, remote=True),
             )
         )
-        if req.direction is Direction.DOWN and not req.dry_run:
+        if down and not req.dry_run:
             try:
                 os.makedirs(root, exist_ok=True)
             except OSError as exc:
                 raise UsageError(
                     f"cannot create destination directory {req.local!r}: {exc.strerror or exc}"
                 ) from exc
-        volume = FolderVolume(root)
-        down = req.direction is Direction.DOWN
-        if (down and not req.dry_run) or (not down and req.delete):
-            # What the destination's disk refuses (an SD card's ``:``), what it folds (case):
-            # a key it cannot hold is a skip that says so, never a failed or altered write.
-            # Up, a key the source's disk cannot name is deleted as aws deletes it, and the
-            # delete's line says why no file could have had that name.
-            opts = replace(opts, volume=volume.learn())
+        opts = _learned(req, opts, volume)
         executor = Executor(
             transfer,
             volume=volume,
@@ -460,6 +470,17 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
 
 
 _COPIES = frozenset({Kind.UPLOAD, Kind.DOWNLOAD})
+
+
+def _learned(req: SyncRequest, opts: SyncOptions, volume: FolderVolume) -> SyncOptions:
+    """``opts`` with what the destination's disk refuses (an SD card's ``:``) and folds
+    (case), where that matters: a key it cannot hold is a skip that says so, never a failed
+    or altered write.  Up, a key the source's disk cannot name is deleted as aws deletes it,
+    and the delete's line says why no file could have had that name."""
+    down = req.direction is Direction.DOWN
+    if (down and not req.dry_run) or (not down and req.delete):
+        return replace(opts, volume=volume.learn())
+    return opts
 
 
 def _count(reporter: Reporter, action: Action) -> None:

@@ -14,7 +14,6 @@ from watchsync.cli.sync_command import SyncRequest
 from watchsync.core.errors import UsageError, WatchsyncError
 from watchsync.core.filters import Filters
 from watchsync.core.model import Direction
-from watchsync.s3.client import http_date
 from watchsync.s3.location import S3Settings, S3Url, parse_metadata
 
 # aws's --grants permissions and the request parameters they set.
@@ -138,6 +137,8 @@ def _pair(first: object, second: object, first_flag: str, second_flag: str) -> N
 def _expires(text: str | None) -> str | None:
     if text is None:
         return None
+    from watchsync.s3.client import http_date  # botocore reads every form aws takes
+
     try:
         return http_date(text)
     except ValueError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -18,15 +18,14 @@ from watchsync.core.errors import FailureKind, UsageError
 from watchsync.s3 import native
 from watchsync.s3.failures import classify
 from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.timestamps import mtime_ns as mtime_ns
+from watchsync.s3.timestamps import parse_timestamp as parse_timestamp
 
 if TYPE_CHECKING:
     from botocore.config import _S3Dict
     from mypy_boto3_s3 import S3Client as S3Client
 else:
     S3Client = Any
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def make_client(settings: S3Settings) -> S3Client:
@@ -88,20 +87,6 @@ def _s3_options(settings: S3Settings) -> _S3Dict:
     return options
 
 
-def parse_timestamp(value: str) -> datetime:
-    """A response's timestamp: ISO 8601 as listings send it (``2026-12-02T01:00:00.000Z``)
-    at C speed, anything else (HTTP dates of HEAD answers, epoch seconds) as botocore does.
-
-    >>> parse_timestamp("2026-12-02T01:00:00.000Z")
-    datetime.datetime(2026, 12, 2, 1, 0, tzinfo=datetime.timezone.utc)
-    """
-    try:
-        when = datetime.fromisoformat(value)
-    except (ValueError, TypeError):
-        return botocore_parse_timestamp(value)
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
 def http_date(text: str) -> str:
     """An ``--expires`` value as the HTTP date the Expires header carries, from any form
     botocore takes (ISO 8601, epoch seconds, an HTTP date); ValueError when it is none.
@@ -141,11 +126,6 @@ def aws_message(exc: BaseException) -> str:
             return f"An error occurred ({seen.code}) when calling the PutObject operation: {said}"
         seen = seen.__cause__
     return str(exc)
-
-
-def mtime_ns(when: datetime) -> int:
-    """LastModified as integer nanoseconds since the epoch (no float rounding)."""
-    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def probe_bucket(client: S3Client, where: S3Url) -> list[str]:

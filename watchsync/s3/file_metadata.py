@@ -62,9 +62,7 @@ def file_metadata(*, mtime_ns: int, mode: int | None) -> dict[str, str]:
     return meta
 
 
-def keep_file_metadata(
-    extra: MutableMapping[str, Any], *, mtime_ns: int, mode: int | None
-) -> None:
+def keep_file_metadata(extra: MutableMapping[str, Any], *, mtime_ns: int, mode: int | None) -> None:
     """Add a file's mtime (and mode) to an upload's boto3 ExtraArgs as user metadata;
     metadata the caller already put under the same keys wins.
 

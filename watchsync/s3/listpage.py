@@ -27,8 +27,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_plus
 
-from botocore.awsrequest import AWSResponse
-
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 else:
@@ -110,6 +108,8 @@ def _send(request: Any, **_: Any) -> Any:
     if page is None:
         return response
     _ours.page = page
+    from botocore.awsrequest import AWSResponse  # here: read_raw is read before any SDK loads
+
     return AWSResponse(response.url, 200, response.headers, _Canned(_EMPTY_PAGE))
 
 

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long to retry one S3 call, e.g. ``RetryPolicy(attempts=5)``."""

@@ -442,7 +442,6 @@ class Transfer:
             retry = UntilAnswered(retry.attempts, retry.initial, retry.max_wait, self.reachability)
         return retry
 
-
     def head(self, path: str) -> RemoteEntry | None:
         """The object at ``path`` as a listing would show it, with the mtime its metadata
         keeps (which a listing does not carry), or None when there is none."""

@@ -1,0 +1,77 @@
+"""The quick look of a ``sync``: is there nothing to do?  Answered without the SDK.
+
+Cron jobs and dev-folder mirrors run ``sync`` on small trees that are mostly in step.  Such
+a run costs the time to import boto3 and build its client (about 0.35 s) more than the
+listing itself, so before either the run walks the folder, lists the prefix through
+:class:`~watchsync.s3.quick_list.QuickLister` and plans as usual.  The first planned action
+ends the look (the run then goes the usual way, and lists again: a look reads at most
+:data:`QUICK_PAGES` pages, so what it can waste stays small); a plan with no action is the
+whole run, its skipped paths reported as the usual way would report them, in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from watchsync.core.model import Direction, Skipped, without_skipped
+from watchsync.core.plan import SyncOptions, plan_sync
+from watchsync.fs.walk import WalkOptions, walk
+from watchsync.s3.location import S3Settings, S3Url
+from watchsync.s3.quick_list import QuickLister, QuickUnavailable
+from watchsync.s3.quick_route import quick_route
+
+logger = logging.getLogger(__name__)
+
+# Pages a quick look reads at most (S3 pages hold 1,000 keys): a larger tree is listed once,
+# the usual way.
+QUICK_PAGES = 10
+
+
+def quick_look(
+    root: Path,
+    where: S3Url,
+    settings: S3Settings,
+    *,
+    opts: SyncOptions,
+    walk_options: WalkOptions,
+) -> list[tuple[Skipped, bool]] | None:
+    """The skipped paths of a run that has nothing else to do, each with whether it is
+    S3's, or None when it has work (or when only botocore can tell).
+
+    >>> quick_look(Path("/nonexistent"), S3Url.parse("s3://bucket/p"), S3Settings(),
+    ...            opts=SyncOptions(direction=Direction.DOWN), walk_options=WalkOptions())
+    """
+    if opts.direction is Direction.DOWN and not root.is_dir():
+        return None  # the usual way makes the folder
+    route = quick_route(settings, where.bucket)
+    if isinstance(route, str):
+        logger.debug("sync: no quick look: %s", route)
+        return None
+    skipped: list[tuple[Skipped, bool]] = []
+    with QuickLister(route, max_pages=QUICK_PAGES) as lister:
+        local = without_skipped(
+            walk(root, options=walk_options), lambda s: skipped.append((s, False))
+        )
+        remote = without_skipped(
+            lister.listing(
+                where,
+                for_download=opts.direction is Direction.DOWN,
+                page_size=settings.page_size,
+                request_extra=settings.payer_args(),
+            ),
+            lambda s: skipped.append((s, True)),
+        )
+        try:
+            for item in plan_sync(local, remote, opts=opts):
+                if isinstance(item, Skipped):
+                    skipped.append((item, True))
+                else:
+                    return None
+        except QuickUnavailable as exc:
+            logger.debug("sync: quick look gave up: %s", exc)
+            return None
+        except Exception:  # whatever it was, the usual way meets it again and words it
+            logger.debug("sync: quick look failed", exc_info=True)
+            return None
+    return skipped

@@ -1,0 +1,169 @@
+"""A listing without botocore, for the quick look of a ``sync`` that may have nothing to do.
+
+Pages come over one kept-alive ``http.client`` connection, signed by :mod:`sigv4`, read by
+the same raw-XML reader and row code as every listing (:mod:`listing_rows`).  It never
+explains or retries anything: an answer that is not a whole page, an error, a slow server or
+a listing longer than the look may read raises :class:`QuickUnavailable`, and the run then
+lists again through botocore, whose retries and words for errors are aws's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+from watchsync.core.model import RemoteEntry, Skipped
+from watchsync.s3.listing_rows import entries, listed_pages
+from watchsync.s3.listpage import Page, read_raw
+from watchsync.s3.location import S3Url
+from watchsync.s3.quick_route import QuickRoute
+from watchsync.s3.sigv4 import query_string, signed_headers
+
+# A quick look is worth it only while it is quick: past these, botocore's path is as fast.
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 10.0
+
+
+class QuickUnavailable(Exception):
+    """The quick look cannot tell; the run goes the usual way."""
+
+
+class QuickLister:
+    """Lists one bucket by ``route``, at most ``max_pages`` pages.
+
+    >>> from watchsync.s3.quick_route import QuickRoute
+    >>> lister = QuickLister(QuickRoute("http", "127.0.0.1:9", "", True, "us-east-1", None))
+    >>> lister.request_line({"Bucket": "b", "Prefix": "p/", "ContinuationToken": "t+1"})
+    '/b/?continuation-token=t%2B1&encoding-type=url&list-type=2&prefix=p%2F'
+    """
+
+    def __init__(self, route: QuickRoute, *, max_pages: int = 10) -> None:
+        self.route = route
+        self.max_pages = max_pages
+        self._pages = 0
+        self._conn: http.client.HTTPConnection | None = None
+
+    def __enter__(self) -> QuickLister:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def listing(
+        self,
+        where: S3Url,
+        *,
+        for_download: bool,
+        page_size: int | None = None,
+        request_extra: Mapping[str, str] | None = None,
+    ) -> Iterator[RemoteEntry | Skipped]:
+        """The objects under ``where`` as :meth:`Transfer.listing` gives them."""
+        pages, unsafe = listed_pages(
+            self.fetch,
+            where,
+            endpoint_url=self.route.endpoint_url,
+            page_size=page_size,
+            request_extra=request_extra,
+            classes=True,
+        )
+        return entries(pages, unsafe, for_download=for_download)
+
+    def request_line(self, request: Mapping[str, Any]) -> str:
+        """The path and query of one ListObjectsV2 request (boto3's parameter names)."""
+        known = {"Bucket", "Prefix", "MaxKeys", "ContinuationToken", "RequestPayer"}
+        if set(request) - known:
+            raise QuickUnavailable(f"a listing with {sorted(set(request) - known)}")
+        return f"{self._path(request['Bucket'])}?{query_string(self._params(request))}"
+
+    def fetch(self, request: dict[str, Any]) -> Page:
+        """One page, or :class:`QuickUnavailable`."""
+        self._pages += 1
+        if self._pages > self.max_pages:
+            raise QuickUnavailable(f"a listing longer than {self.max_pages} pages")
+        line = self.request_line(request)
+        route = self.route
+        headers: dict[str, str] = {}
+        if request.get("RequestPayer"):
+            headers["x-amz-request-payer"] = request["RequestPayer"]
+        if route.keys is not None:
+            path = self._path(request["Bucket"])
+            headers = signed_headers(
+                "GET", route.netloc, path, self._params(request), route.keys,
+                region=route.region, headers=headers,
+            )  # fmt: skip
+        headers["User-Agent"] = "watchsync"  # unsigned, as botocore leaves it: proxies rewrite it
+        try:
+            conn = self._connection()
+            conn.request("GET", line, headers=headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise QuickUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if answer.status != 200:
+            raise QuickUnavailable(f"HTTP {answer.status}")
+        page = read_raw(body)
+        if page is None:
+            raise QuickUnavailable("not a whole ListBucketResult")
+        return page
+
+    def _path(self, bucket: str) -> str:
+        return f"{self.route.base}/{bucket}/" if self.route.path_style else f"{self.route.base}/"
+
+    @staticmethod
+    def _params(request: Mapping[str, Any]) -> list[tuple[str, str]]:
+        # botocore asks for URL-encoded keys too: a key with a control character stays XML.
+        params = [("list-type", "2"), ("prefix", request.get("Prefix", ""))]
+        params.append(("encoding-type", "url"))
+        if request.get("MaxKeys"):
+            params.append(("max-keys", str(request["MaxKeys"])))
+        if request.get("ContinuationToken"):
+            params.append(("continuation-token", request["ContinuationToken"]))
+        return params
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is not None:
+            return self._conn
+        route = self.route
+        timeout = min(route.connect_timeout, CONNECT_TIMEOUT)
+        if route.scheme == "http":
+            self._conn = http.client.HTTPConnection(route.netloc, timeout=timeout)
+        else:
+            self._conn = http.client.HTTPSConnection(
+                route.netloc, timeout=timeout, context=_tls(route)
+            )
+        self._conn.connect()
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(min(route.read_timeout, READ_TIMEOUT))
+        return self._conn
+
+
+def _tls(route: QuickRoute) -> ssl.SSLContext:
+    """The trust botocore would use: the route's CA file, else certifi's bundle (botocore's
+    own default), no check at all under ``--no-verify-ssl``."""
+    if not route.verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    ca_file = route.ca_file
+    if ca_file is None:
+        try:
+            import certifi
+        except ImportError as exc:
+            raise QuickUnavailable("no CA bundle known") from exc
+        ca_file = certifi.where()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise QuickUnavailable(f"CA bundle {ca_file}: {exc}") from exc
