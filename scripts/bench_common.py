@@ -82,6 +82,9 @@ def tool_env(server: SeaweedServer, scratch: Path) -> dict[str, str]:
     leaks into a measurement.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+    # An installed Python tool runs from cached bytecode (pip compiles it); a checkout's
+    # editable install has it only once written, so let the first run write it.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(server.env())
     env["AWS_CONFIG_FILE"] = str(scratch / "aws-config")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(scratch / "aws-credentials")

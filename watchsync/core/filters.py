@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pathspec
-
 logger = logging.getLogger(__name__)
 
 
@@ -153,6 +151,8 @@ class IgnoreRules:
         self.ignore_file = ignore_file
         self._base = list(base)
         self._lines = list(patterns)
+        import pathspec  # here: a sync without ignore files starts without it
+
         self._spec = pathspec.GitIgnoreSpec.from_lines(self._lines)
         # Every pattern is tried in turn on each call, and the same names come back again
         # and again (each event of a file, each directory above it): remember recent ones.

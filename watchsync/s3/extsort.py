@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import pickle
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
@@ -98,6 +97,8 @@ def sorted_batches(
 
 def _spill(items: list[T], tmpdir: str | None) -> IO[bytes]:
     """Write one sorted run to an anonymous temporary file."""
+    import tempfile  # here: most listings never spill, and a small sync starts sooner
+
     f = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115 - closed by sorted_stream
     pickler = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL)
     for i in range(0, len(items), 1000):
