@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -145,6 +144,8 @@ def agent_socket(config: Path | None, state_dir: Path | None, pid: int | None) -
 
 def _pid_of(db: Path) -> int | None:
     """The pid of the agent serving the state database ``db``, if one runs."""
+    import sqlite3
+
     from watchsync.fs.platform import pid_alive
     from watchsync.state.store import StateStore
 
