@@ -36,6 +36,7 @@ from world import World, synced_file
 
 from watchsync.agent.config import FolderConfig, S3Settings
 from watchsync.agent.effects import SkipLog
+from watchsync.agent.folder import Folder
 from watchsync.agent.status import State
 from watchsync.cli import sync_command
 from watchsync.cli.main import main
@@ -459,9 +460,7 @@ class _WrittenBeforeTheLink(FolderVolume):
 def test_a_delete_without_hard_links_keeps_a_late_write_and_says_so_once(
     make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
 ) -> None:
-    w = make_world(
-        delete=True, volume=lambda root: _WrittenBeforeTheLink(root, fixed=NO_LINKS)
-    )
+    w = make_world(delete=True, volume=lambda root: _WrittenBeforeTheLink(root, fixed=NO_LINKS))
     synced_file(w, "keep.txt", b"kept")  # S3's listing is not empty: that holds every delete
     for name in ("a.txt", "b.txt", "c.txt"):
         synced_file(w, name, b"synced")
@@ -663,9 +662,10 @@ def test_agent_on_a_card_deletes_and_says_once_how_it_keeps_late_writes(
     for name in ("a.txt", "b.txt"):
         (card.root / name).write_bytes(name.encode())
     (card.root / "keep.txt").write_bytes(b"keep")
-    with caplog.at_level(logging.INFO), running_agent(
-        _cfg(card, bucket, endpoint), tmp_path / "state"
-    ) as agent:
+    with (
+        caplog.at_level(logging.INFO),
+        running_agent(_cfg(card, bucket, endpoint), tmp_path / "state") as agent,
+    ):
         wait_until(lambda: _body(s3, bucket, "b.txt") == b"b.txt", timeout=30)
         wait_idle(agent)
         for name in ("a.txt", "b.txt"):
@@ -755,8 +755,10 @@ def test_agent_on_a_card_makes_a_case_only_rename_one_rename_in_s3(
         wait_idle(agent)
         os.rename(card.root / "Report.txt", card.root / "report.txt")
         wait_until(
-            lambda: _body(s3, bucket, "report.txt") == b"the report"
-            and _body(s3, bucket, "Report.txt") is None,
+            lambda: (
+                _body(s3, bucket, "report.txt") == b"the report"
+                and _body(s3, bucket, "Report.txt") is None
+            ),
             timeout=30,
             message="the rename to reach S3",
         )
@@ -821,13 +823,68 @@ def _holds_for(seconds: float, what: Callable[[], bool], message: str) -> None:
 
 
 def _keys(s3: S3Client, bucket: str) -> dict[str, str]:
-    return {
-        k: v["ETag"] for k, v in bucket_listing(s3, bucket, "p").items() if not _reserved(k)
-    }
+    return {k: v["ETag"] for k, v in bucket_listing(s3, bucket, "p").items() if not _reserved(k)}
 
 
 def _reserved(rel: str) -> bool:
     return rel.startswith(f"{RESERVED_DIR}/")
+
+
+def _card_cfg(root: Path, bucket: str, endpoint: str, *, marker: bool) -> FolderConfig:
+    """Walks and listings an hour apart: a change that reaches S3 within seconds was heard
+    by the watcher."""
+    return folder_config(
+        root,
+        f"s3://{bucket}/p",
+        endpoint,
+        delete=True,
+        reconcile_interval=3600.0,
+        full_walk_interval=3600.0,
+        full_list_interval=3600.0,
+        folder_marker=marker,
+    )
+
+
+def _card_in_s3(s3: S3Client, bucket: str, root: Path, agent: Folder) -> dict[str, str]:
+    """Three files written on the card reach S3; the keys and ETags S3 then holds."""
+    for name in ("doc.txt", "keep.txt", "sub/deep.txt"):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(f"{name}, version 1".encode())
+    wait_until(lambda: len(_keys(s3, bucket)) == 3, timeout=30, message="3 uploads")
+    wait_idle(agent)
+    return _keys(s3, bucket)
+
+
+def _heard_once_back(
+    s3: S3Client, bucket: str, root: Path, agent: Folder, before: dict[str, str], passes: int
+) -> None:
+    """A file created and a file edited on the card put back reach S3 within seconds, with
+    no pass after the rescan it had by ``passes``; S3 lost nothing, the card neither."""
+    (root / "new.txt").write_bytes(b"created after the card came back")
+    (root / "doc.txt").write_bytes(b"doc.txt, edited after the card came back")
+    wait_until(
+        lambda: (
+            _body(s3, bucket, "new.txt") == b"created after the card came back"
+            and _body(s3, bucket, "doc.txt") == b"doc.txt, edited after the card came back"
+        ),
+        timeout=30,
+        message="the new and the edited file to reach S3 (the watcher's doing)",
+    )
+    wait_idle(agent)
+    assert agent.reconciles == passes  # no pass explains the uploads
+    after = _keys(s3, bucket)
+    unchanged = {k: v for k, v in before.items() if k != "doc.txt"}
+    assert sorted(after) == sorted([*before, "new.txt"])
+    assert {k: v for k, v in after.items() if k in unchanged} == unchanged
+    assert counters(agent).get("deleted_remote", 0) == 0
+    assert counters(agent).get("deleted_local", 0) == 0
+    assert {n for n in os.listdir(root) if n != RESERVED_DIR} == {
+        "doc.txt",
+        "keep.txt",
+        "new.txt",
+        "sub",
+    }
+    assert (root / "sub/deep.txt").read_bytes() == b"sub/deep.txt, version 1"
 
 
 @pytest.mark.parametrize(
@@ -859,24 +916,9 @@ def test_a_card_whose_fuse_daemon_dies_is_waited_for_then_watched_again_once_bac
         pytest.skip(f"real exfat: {why}")
     with card_mounted("exfat", tmp_path) as card:
         root = card.mnt
-        for name in ("doc.txt", "keep.txt", "sub/deep.txt"):
-            (root / name).parent.mkdir(exist_ok=True)
-            (root / name).write_bytes(f"{name}, version 1".encode())
-        cfg = folder_config(
-            root,
-            f"s3://{bucket}/p",
-            endpoint,
-            delete=True,
-            reconcile_interval=3600.0,
-            full_walk_interval=3600.0,
-            full_list_interval=3600.0,
-            folder_marker=new_device,
-        )
+        cfg = _card_cfg(root, bucket, endpoint, marker=new_device)
         with caplog.at_level(logging.INFO), running_agent(cfg, tmp_path / "state") as agent:
-            wait_until(lambda: len(_keys(s3, bucket)) == 3, timeout=30, message="3 uploads")
-            wait_idle(agent)
-            before = _keys(s3, bucket)
-
+            before = _card_in_s3(s3, bucket, root, agent)
             card.kill()
             wait_until(
                 lambda: agent.state is State.PAUSED,
@@ -901,35 +943,37 @@ def test_a_card_whose_fuse_daemon_dies_is_waited_for_then_watched_again_once_bac
 
             card.unmount_lazily()  # the mount point shows the empty directory under it
             card.mount(new_device=new_device)
-            assert card.daemon is not None
-            reconciles = agent.reconciles
+            passes = agent.reconciles
             wait_until(
-                lambda: agent.reconciles > reconciles and agent.state is State.WATCHING,
+                lambda: agent.reconciles > passes and agent.state is State.WATCHING,
                 timeout=30,
                 message="the rescan once the card is back",
             )
-            (root / "new.txt").write_bytes(b"created after the card came back")
-            (root / "doc.txt").write_bytes(b"doc.txt, edited after the card came back")
+            _heard_once_back(s3, bucket, root, agent, before, passes + 1)
+
+
+def test_a_card_put_back_at_once_after_its_daemon_died_is_watched_again(
+    s3: S3Client, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    """The dead mount unmounted and the card mounted again at once, within the agent's tick
+    (the same device and inode): the watches on the dead mount hear the unmount, so the
+    agent watches the new mount and rescans."""
+    why = why_no_fuse("exfat")
+    if why:
+        pytest.skip(f"real exfat: {why}")
+    with card_mounted("exfat", tmp_path) as card:
+        root = card.mnt
+        with running_agent(
+            _card_cfg(root, bucket, endpoint, marker=False), tmp_path / "state"
+        ) as agent:
+            before = _card_in_s3(s3, bucket, root, agent)
+            passes = agent.reconciles
+            card.kill()
+            card.unmount_lazily()
+            card.mount()
             wait_until(
-                lambda: _body(s3, bucket, "new.txt") == b"created after the card came back"
-                and _body(s3, bucket, "doc.txt") == b"doc.txt, edited after the card came back",
+                lambda: agent.reconciles > passes and agent.state is State.WATCHING,
                 timeout=30,
-                message="the new and the edited file to reach S3 (the watcher's doing)",
+                message="the rescan once the card is back",
             )
-            wait_idle(agent)
-            assert agent.reconciles == reconciles + 1  # no pass explains the uploads
-            after = _keys(s3, bucket)
-            assert sorted(after) == sorted([*before, "new.txt"])
-            assert {k: v for k, v in after.items() if k != "doc.txt"} == {
-                **{k: v for k, v in before.items() if k != "doc.txt"},
-                "new.txt": after["new.txt"],
-            }
-            assert counters(agent).get("deleted_remote", 0) == 0
-            assert counters(agent).get("deleted_local", 0) == 0
-        assert {n for n in os.listdir(root) if n != RESERVED_DIR} == {
-            "doc.txt",
-            "keep.txt",
-            "new.txt",
-            "sub",
-        }
-        assert (root / "sub/deep.txt").read_bytes() == b"sub/deep.txt, version 1"
+            _heard_once_back(s3, bucket, root, agent, before, passes + 1)
