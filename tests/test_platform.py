@@ -1,9 +1,9 @@
 """The platform seam (watchsync/fs/platform.py): what macOS and Windows run, run here.
 
 ``WATCHSYNC_PORTABLE=1`` forces the portable paths on Linux; the agent's end-to-end tests
-run under it too (tests/test_agent_e2e.py).  Here: the switch takes each path, the CLI starts
-without ``fcntl``, the portable mount scan finds a real mount, and a burst goes through
-watchdog's generic observer.
+that it changes run under it too (tests/test_agent_e2e.py).  Here: the switch takes each
+path, the CLI starts without ``fcntl``, the portable mount scan finds a real mount, and a
+burst goes through watchdog's generic observer.
 """
 
 from __future__ import annotations
