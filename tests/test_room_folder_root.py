@@ -163,7 +163,7 @@ def test_a_dead_mount_that_stays_mounted_is_waited_for_and_holds_every_delete(
     # Said as what it is (there, not answering), not as a disk not mounted yet.
     assert root.holding() == f"folder {w.root} is unavailable (Transport endpoint is not connected)"
     said = root.waiting_text("disappeared")
-    assert "is unavailable: Transport endpoint is not connected (a dead mount" in said
+    assert "is unavailable (Transport endpoint is not connected): a dead mount" in said
     assert "not mounted yet" not in said
     assert w.store.synced.count() == len(NAMES)
     answers = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -101,6 +102,20 @@ def folder_empty(root: Path, ignored: Callable[[str, bool], bool]) -> bool:
     """
     with os.scandir(root) as it:
         return not any(not ignored(e.name, e.is_dir()) for e in it)
+
+
+def root_gone(root: Path, exc: OSError | None) -> str:
+    """How a folder whose root cannot be looked at is said: missing, or there but not
+    answering (``exc``: the error its stat met; a FUSE daemon killed under its mount point).
+
+    >>> root_gone(Path("/media/card"), OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN)))
+    'folder /media/card is unavailable (Transport endpoint is not connected)'
+    >>> root_gone(Path("/media/card"), FileNotFoundError(errno.ENOENT, "No such file"))
+    'folder /media/card is missing'
+    """
+    if exc is None or exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"folder {root} is missing"
+    return f"folder {root} is unavailable ({exc.strerror or exc})"
 
 
 def ancestors(paths: Iterable[str]) -> list[str]:
@@ -295,8 +310,8 @@ class DeleteGuards:
             return "the state was lost (corrupt database); no deletes until a full pass rebuilt it"
         try:
             self.stat(self.root)
-        except OSError:
-            return f"folder {self.root} is missing"
+        except OSError as exc:
+            return root_gone(self.root, exc)
         held_by_root = self.folder_root.holding() if self.folder_root is not None else None
         if held_by_root is not None:
             return held_by_root  # released by accepting the root (its own batch), not per path

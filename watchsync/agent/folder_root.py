@@ -21,7 +21,6 @@ Must not touch: threads, S3.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import secrets
@@ -30,7 +29,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from watchsync.agent.delete_guards import folder_empty
+from watchsync.agent.delete_guards import folder_empty, root_gone
 from watchsync.agent.refused import ROOT, RefusedDeletes
 from watchsync.agent.status import Status
 from watchsync.core.filters import RESERVED_DIR
@@ -96,7 +95,7 @@ class FolderRoot:
         self.verdict: RootVerdict | None = None
         self._why: str | None = None  # why deletes are held by the root, while they are
         self._batch: str | None = None  # the refused batch a person approves to accept it
-        self._unavailable: str | None = None  # why the root could not be looked at last time
+        self._unseen: OSError | None = None  # why the root could not be looked at, last time
 
     # -- what callers ask ---------------------------------------------------------------------
 
@@ -115,15 +114,14 @@ class FolderRoot:
     def seen(self) -> RootSeen | None:
         """The root as it is now (None: missing, not a directory, unreadable; why it could
         not be looked at is kept for the line that says so)."""
-        self._unavailable = None
+        self._unseen = None
         try:
             st = self.stat_root(self.root)
             if not stat.S_ISDIR(st.st_mode):
                 return None
             empty = folder_empty(self.root, self.ignored)
         except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # there, but not answering
-                self._unavailable = exc.strerror or str(exc)
+            self._unseen = exc
             return None
         return RootSeen(st.st_dev, st.st_ino, read_marker(self.root), empty)
 
@@ -267,9 +265,7 @@ class FolderRoot:
             self._set_why(None)
             return
         if seen is None:  # missing or not answering: nothing to accept
-            why = self._unavailable
-            gone = f"is unavailable ({why})" if why else "is missing"
-            self._set_why(f"folder {self.root} {gone}", offer=False)
+            self._set_why(root_gone(self.root, self._unseen), offer=False)
             return
         was = recorded.key if recorded is not None else "?"
         if verdict is RootVerdict.WAIT and self.marker:
@@ -294,16 +290,13 @@ class FolderRoot:
         """The one line said while the runner waits for the root (``what``: ``does not
         exist``, ``disappeared``)."""
         with self._lock:
-            seen, why = self.seen(), self._unavailable
+            seen, gone = self.seen(), root_gone(self.root, self._unseen)
         if seen is None:
-            gone = (
-                f"is unavailable: {why} (a dead mount, a disk pulled out or failing?)"
-                if why
-                else f"{what} (a disk not mounted yet?)"
-            )
-            return (
-                f"folder {self.root} {gone}; waiting for it, nothing is synced or deleted meanwhile"
-            )
+            if gone.endswith("is missing"):
+                gone = f"folder {self.root} {what} (a disk not mounted yet?)"
+            else:  # there, but not answering
+                gone += ": a dead mount, or a disk pulled out or failing?"
+            return f"{gone}; waiting for it, nothing is synced or deleted meanwhile"
         return (
             f"{self.reason()}; waiting for the folder's own directory, nothing is synced or "
             f"deleted meanwhile (`watchsync ctl deletes approve {self.batch}` accepts this "
