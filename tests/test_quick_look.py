@@ -27,6 +27,7 @@ from watchsync.cli.quick_look import quick_look
 from watchsync.core.model import Direction
 from watchsync.core.plan import SyncOptions
 from watchsync.fs.walk import WalkOptions
+from watchsync.s3 import listing, listpage
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.quick_list import QuickLister
 from watchsync.s3.quick_route import QuickRoute, quick_route
@@ -220,13 +221,15 @@ def _tree(root: Path) -> None:
 
 
 def _look(root: Path, url: str, direction: Direction, **settings: Any) -> list[Any] | None:
-    return quick_look(
+    """The skipped paths of an idle run, None for a run with work."""
+    look = quick_look(
         root,
         S3Url.parse(url),
         S3Settings(**settings),
         opts=SyncOptions(direction=direction),
         walk_options=WalkOptions(check_readable=True),
     )
+    return look.skipped if look.idle else None
 
 
 def test_the_look_sees_every_change(
@@ -281,11 +284,36 @@ def test_a_no_op_run_says_what_the_usual_way_says(
 
     monkeypatch.setattr(sync_command, "quick_look", look)
     quick = sync_run(*args)
-    assert looks and looks[-1] is not None  # the run was the look's
+    assert looks and looks[-1].idle  # the run was the look's
     assert quick[0] == 2 and quick[1] == "" and "pipe" in quick[2]
     monkeypatch.setattr(quick_look_module, "quick_route", lambda *a, **k: "off")
     assert sync_run(*args) == quick
-    assert looks[-1] is None  # this one went the usual way
+    assert not looks[-1].idle  # this one went the usual way
+
+
+def test_a_run_with_work_does_not_list_again(
+    sync_run: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, url = tmp_path / "src", f"s3://{bucket}/p"
+    _tree(src)
+    assert sync_run(str(src), url, "--page-size", "5")[0] == 0  # 12 objects: three pages
+    asked: list[Any] = []
+    real = listpage.list_page
+
+    def counted(client: Any, request: Any) -> Any:
+        asked.append(dict(request))
+        return real(client, request)
+
+    monkeypatch.setattr(listing, "list_page", counted)
+    (src / "d0" / "f0.txt").write_bytes(b"new")
+    code, out, _ = sync_run(str(src), url, "--page-size", "5")
+    assert code == 0 and out.count("upload:") == 1
+    assert asked == []  # every page came from the look
+    monkeypatch.setattr(quick_look_module, "QUICK_PAGES", 1)
+    (src / "d0" / "f0.txt").write_bytes(b"newer")
+    code, out, _ = sync_run(str(src), url, "--page-size", "5")
+    assert code == 0 and out.count("upload:") == 1
+    assert len(asked) == 2 and all(r.get("ContinuationToken") for r in asked)
 
 
 def test_a_no_op_run_loads_no_sdk(

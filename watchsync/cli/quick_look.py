@@ -4,19 +4,21 @@ Cron jobs and dev-folder mirrors run ``sync`` on small trees that are mostly in 
 a run costs the time to import boto3 and build its client (about 0.35 s) more than the
 listing itself, so before either the run walks the folder, lists the prefix through
 :class:`~watchsync.s3.quick_list.QuickLister` and plans as usual.  The first planned action
-ends the look (the run then goes the usual way, and lists again: a look reads at most
-:data:`QUICK_PAGES` pages, so what it can waste stays small); a plan with no action is the
-whole run, its skipped paths reported as the usual way would report them, in the same order.
+ends the look, and the run goes the usual way, its listing starting from the pages the look
+read (at most :data:`QUICK_PAGES`); a plan with no action is the whole run, its skipped
+paths reported as the usual way would report them, in the same order.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchsync.core.model import Direction, Skipped, without_skipped
 from watchsync.core.plan import SyncOptions, plan_sync
 from watchsync.fs.walk import WalkOptions, walk
+from watchsync.s3.listpage import Page
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.quick_list import QuickLister, QuickUnavailable
 from watchsync.s3.quick_route import quick_route
@@ -28,6 +30,17 @@ logger = logging.getLogger(__name__)
 QUICK_PAGES = 10
 
 
+@dataclass
+class Look:
+    """What a quick look found: ``idle``, the run has nothing else to do but report the
+    ``skipped`` paths (each with whether it is S3's); else the listing's ``pages`` it read,
+    by the continuation token that asked for each (None: the first)."""
+
+    idle: bool = False
+    skipped: list[tuple[Skipped, bool]] = field(default_factory=list)
+    pages: dict[str | None, Page] = field(default_factory=dict)
+
+
 def quick_look(
     root: Path,
     where: S3Url,
@@ -35,19 +48,19 @@ def quick_look(
     *,
     opts: SyncOptions,
     walk_options: WalkOptions,
-) -> list[tuple[Skipped, bool]] | None:
-    """The skipped paths of a run that has nothing else to do, each with whether it is
-    S3's, or None when it has work (or when only botocore can tell).
+) -> Look:
+    """Whether the run has anything to do; not idle also when only botocore can tell.
 
     >>> quick_look(Path("/nonexistent"), S3Url.parse("s3://bucket/p"), S3Settings(),
     ...            opts=SyncOptions(direction=Direction.DOWN), walk_options=WalkOptions())
+    Look(idle=False, skipped=[], pages={})
     """
     if opts.direction is Direction.DOWN and not root.is_dir():
-        return None  # the usual way makes the folder
+        return Look()  # the usual way makes the folder
     route = quick_route(settings, where.bucket)
     if isinstance(route, str):
         logger.debug("sync: no quick look: %s", route)
-        return None
+        return Look()
     skipped: list[tuple[Skipped, bool]] = []
     with QuickLister(route, max_pages=QUICK_PAGES) as lister:
         local = without_skipped(
@@ -67,11 +80,11 @@ def quick_look(
                 if isinstance(item, Skipped):
                     skipped.append((item, True))
                 else:
-                    return None
+                    return Look(pages=lister.read)
         except QuickUnavailable as exc:
             logger.debug("sync: quick look gave up: %s", exc)
-            return None
+            return Look(pages=lister.read)
         except Exception:  # whatever it was, the usual way meets it again and words it
             logger.debug("sync: quick look failed", exc_info=True)
-            return None
-    return skipped
+            return Look()
+    return Look(idle=True, skipped=skipped)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from watchsync.cli.output import Reporter
-from watchsync.cli.quick_look import quick_look
+from watchsync.cli.quick_look import Look, quick_look
 from watchsync.core.errors import (
     AWS_FAILED,
     AWS_OK,
@@ -387,12 +387,13 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
     stop = stop or threading.Event()
     volume = FolderVolume(root)
     down = req.direction is Direction.DOWN
+    look = Look()
     if root.is_dir():
         opts = _learned(req, opts, volume)
-        nothing_else = quick_look(root, req.url, req.s3, opts=opts, walk_options=walk_options)
-        if nothing_else is not None:
+        look = quick_look(root, req.url, req.s3, opts=opts, walk_options=walk_options)
+        if look.idle:
             events = SyncEvents(reporter, display, stop)
-            for item, remote_side in nothing_else:
+            for item, remote_side in look.skipped:
                 events.skipped(item, remote=remote_side)
             reporter.planned_all()
             return
@@ -418,7 +419,7 @@ def run_sync(req: SyncRequest, reporter: Reporter, *, stop: threading.Event | No
         )
         remote = Counted(
             without_skipped(
-                transfer.listing(for_download=down),
+                transfer.listing(for_download=down, replay=look.pages),
                 lambda s: events.skipped(s, remote=True),
             )
         )

@@ -40,6 +40,7 @@ def list_entries(
     retry: RetryPolicy | None = None,
     request_extra: Mapping[str, str] | None = None,
     on_read: Callable[[int], None] | None = None,
+    replay: Mapping[str | None, Page] | None = None,
 ) -> Iterator[RemoteEntry | Skipped]:
     """Stream the objects under ``where`` in key order, as entries relative to its prefix;
     ``on_read`` hears how many objects each page brought as it is read.
@@ -47,10 +48,12 @@ def list_entries(
     Directory markers (keys ending in ``/``) are left out.  With ``for_download``, keys that
     cannot be written safely under a local root come out as :class:`Skipped`.  Each page is
     one request under the retry policy; one that fails raises a
-    :class:`~watchsync.core.errors.Failure` that says ``cannot list URL: ...``.
+    :class:`~watchsync.core.errors.Failure` that says ``cannot list URL: ...``.  ``replay``
+    holds pages read already (a ``sync``'s quick look), by the continuation token that
+    asked for them (None: the first): they are not asked for again.
     """
     pages, unsafe = listed_pages(
-        _fetch(client, where, retry),
+        _fetch(client, where, retry, replay),
         where,
         endpoint_url=client.meta.endpoint_url,
         page_size=page_size,
@@ -88,12 +91,21 @@ def list_pages(
     return checked_pages(pages, unsafe) if for_download else pages
 
 
-def _fetch(client: S3Client, where: S3Url, retry: RetryPolicy | None) -> Fetch:
-    """One page through the client under the retry policy; a page that cannot be had
-    raises a :class:`Failure` that says ``cannot list URL: ...``."""
+def _fetch(
+    client: S3Client,
+    where: S3Url,
+    retry: RetryPolicy | None,
+    replay: Mapping[str | None, Page] | None = None,
+) -> Fetch:
+    """One page through the client under the retry policy, unless ``replay`` has it; a
+    page that cannot be had raises a :class:`Failure` that says ``cannot list URL: ...``."""
     policy = retry or RetryPolicy()
+    kept = dict(replay or {})
 
     def fetch(request: dict[str, Any]) -> Page:
+        page = kept.pop(request.get("ContinuationToken"), None)
+        if page is not None:
+            return page
         try:
             return policy.call(lambda: list_page(client, request), what=f"list {where.url()}")
         except Exception as exc:

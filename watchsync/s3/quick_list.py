@@ -3,8 +3,9 @@
 Pages come over one kept-alive ``http.client`` connection, signed by :mod:`sigv4`, read by
 the same raw-XML reader and row code as every listing (:mod:`listing_rows`).  It never
 explains or retries anything: an answer that is not a whole page, an error, a slow server or
-a listing longer than the look may read raises :class:`QuickUnavailable`, and the run then
-lists again through botocore, whose retries and words for errors are aws's.
+a listing longer than the look may read raises :class:`QuickUnavailable`, and the run's
+listing goes on through botocore (from the pages already :attr:`~QuickLister.read`), whose
+retries and words for errors are aws's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class QuickLister:
         self.max_pages = max_pages
         self._pages = 0
         self._conn: http.client.HTTPConnection | None = None
+        # Every page read, by the continuation token that asked for it (None: the first),
+        # for a listing through botocore to take instead of asking again.
+        self.read: dict[str | None, Page] = {}
 
     def __enter__(self) -> QuickLister:
         return self
@@ -115,6 +119,7 @@ class QuickLister:
         page = read_raw(body)
         if page is None:
             raise QuickUnavailable("not a whole ListBucketResult")
+        self.read[request.get("ContinuationToken")] = page
         return page
 
     def _path(self, bucket: str) -> str:

@@ -35,6 +35,7 @@ from watchsync.s3.downloads import Downloaded, Downloads
 from watchsync.s3.failures import answer, classify
 from watchsync.s3.file_metadata import keep_file_metadata, stored_mtime
 from watchsync.s3.listing import ASKED_PAGE, list_entries, list_pages
+from watchsync.s3.listpage import Page
 from watchsync.s3.location import S3Settings, S3Url
 from watchsync.s3.multipart import Multipart, crc32c_file
 from watchsync.s3.native_route import NativeRoute, native_uploader
@@ -404,22 +405,21 @@ class Transfer:
     # -- metadata, copies and deletes ------------------------------------------------------
 
     def listing(
-        self, *, for_download: bool, on_read: Callable[[int], None] | None = None
+        self,
+        *,
+        for_download: bool,
+        on_read: Callable[[int], None] | None = None,
+        replay: Mapping[str | None, Page] | None = None,
     ) -> Iterator[RemoteEntry | Skipped]:
         """The objects under the prefix in key order (see :func:`remote.list_entries`);
-        ``on_read`` hears each page's count as it is read.
-
-        Under a give-up limit (``sync``), a first request that finds no connection at all
-        is not retried: nothing has ever answered there, so the run ends at once."""
+        ``on_read`` hears each page's count as it is read; ``replay`` holds pages already
+        read, by continuation token.  Under a give-up limit (``sync``), a first request that
+        finds no connection at all is not retried: nothing has ever answered there."""
         return list_entries(
-            self.client,
-            self.where,
-            for_download=for_download,
-            retry=self._list_retry(),
-            page_size=self.settings.page_size,
-            request_extra=self.settings.payer_args(),
-            on_read=on_read,
-        )
+            self.client, self.where, for_download=for_download, retry=self._list_retry(),
+            page_size=self.settings.page_size, request_extra=self.settings.payer_args(),
+            on_read=on_read, replay=replay,
+        )  # fmt: skip
 
     def listing_pages(
         self, on_read: Callable[[int], None] | None = None
