@@ -977,3 +977,37 @@ def test_a_card_put_back_at_once_after_its_daemon_died_is_watched_again(
                 message="the rescan once the card is back",
             )
             _heard_once_back(s3, bucket, root, agent, before, passes + 1)
+
+
+def test_an_agent_started_on_a_dead_card_waits_for_it_and_syncs_once_it_is_back(
+    s3: S3Client, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    """A restart (a reboot, the service manager) while the card's FUSE daemon is dead: the
+    first look at the folder fails with "Transport endpoint is not connected".  The agent
+    waits, saying why, and deletes nothing; the card mounted again, it syncs and watches."""
+    why = why_no_fuse("exfat")
+    if why:
+        pytest.skip(f"real exfat: {why}")
+    with card_mounted("exfat", tmp_path) as card:
+        root = card.mnt
+        cfg = _card_cfg(root, bucket, endpoint, marker=False)
+        with running_agent(cfg, tmp_path / "state") as agent:
+            before = _card_in_s3(s3, bucket, root, agent)
+        card.kill()
+        with running_agent(cfg, tmp_path / "state", wait_ready=False) as agent:
+            wait_until(
+                lambda: agent.state is State.PAUSED,
+                timeout=30,
+                message="the agent to wait for the dead card",
+            )
+            said = agent.status.reason or ""
+            assert "unavailable (Transport endpoint is not connected)" in said, said
+            assert agent.reconciles == 0 and _keys(s3, bucket) == before
+            card.unmount_lazily()
+            card.mount()
+            wait_until(
+                lambda: agent.reconciles == 1 and agent.state is State.WATCHING,
+                timeout=30,
+                message="the first pass once the card is back",
+            )
+            _heard_once_back(s3, bucket, root, agent, before, 1)
