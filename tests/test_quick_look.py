@@ -195,6 +195,9 @@ def test_routes(aws_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -
     assert (env_route.endpoint_url, env_route.region) == ("http://127.0.0.1:2/base", "us-east-1")
     flag = quick_route(S3Settings(endpoint_url="http://127.0.0.1:3"), "photos")
     assert isinstance(flag, QuickRoute) and flag.netloc == "127.0.0.1:3"
+    both = quick_route(S3Settings(verify_ssl=False, ca_bundle="/ca.pem"), "photos")
+    assert isinstance(both, QuickRoute) and both.verify  # botocore verifies with the bundle
+    assert isinstance(quick_route(S3Settings(region="eu west"), "photos"), str)
     for bucket in ("dir--x-s3", "arn:aws:s3:eu-west-1:1:accesspoint/a", "ap-abc-s3alias"):
         assert isinstance(quick_route(S3Settings(), bucket), str)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")

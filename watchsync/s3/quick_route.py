@@ -62,6 +62,8 @@ _ROUTED_BY_ENV = (
 _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SPECIAL_BUCKET = ("--x-s3", "-s3alias", "--op-s3", "--ol-s3")
 _REGION = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-[0-9]{1,2}")
+# A region botocore accepts at all (others are a usage error, which is botocore's to say).
+_VALID_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ def quick_route(
     if isinstance(keys, str):
         return keys
     region = settings.region or env.get("AWS_DEFAULT_REGION") or (config or {}).get("region")
+    if region and not _VALID_REGION.fullmatch(region):
+        return f"region {region!r} is not one botocore takes"
     endpoint = settings.endpoint_url
     if (
         endpoint is None
@@ -148,7 +152,7 @@ def quick_route(
             path_style,
             region,
             keys=keys,
-            verify=settings.verify_ssl,
+            verify=settings.verify_ssl or bool(settings.ca_bundle),  # as make_client's verify
             ca_file=ca_file or None,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
