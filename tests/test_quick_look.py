@@ -248,8 +248,7 @@ def test_the_look_sees_every_change(
     assert _look(src, url, Direction.UP) is None
     assert sync_run(str(src), url)[0] == 0
     assert _look(src, url, Direction.UP) == []
-    # Down, from objects another client wrote (an object watchsync wrote keeps its file's
-    # mtime, which only a HEAD reads: such a run is the usual way's).
+    # Down, from objects another client wrote: LastModified decides.
     others, down = f"s3://{bucket}/q", tmp_path / "down"
     for i in range(3):
         s3.put_object(Bucket=bucket, Key=f"q/o{i}", Body=b"o" * i)
@@ -259,6 +258,19 @@ def test_the_look_sees_every_change(
     assert _look(down, others, Direction.DOWN) == []
     os.utime(down / "o0", (1e9, 1e9))  # the object is now newer than the file, same size
     assert _look(down, others, Direction.DOWN) is None
+    # Down, from objects watchsync wrote: each is newer than its file, whose mtime it keeps;
+    # a HEAD reads that mtime, as the usual way would.
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    assert sync_run(url, str(mirror))[0] == 0
+    assert _look(mirror, url, Direction.DOWN) == []
+    os.utime(mirror / "d2" / "f2.txt", (9e8, 9e8))  # older than the mtime its object keeps
+    assert _look(mirror, url, Direction.DOWN) is None
+    os.utime(mirror / "d2" / "f2.txt", (1e9, 1e9))
+    assert _look(mirror, url, Direction.DOWN) == []
+    monkeypatch.setattr(quick_look_module, "QUICK_HEADS", 11)  # 12 objects to ask
+    assert _look(mirror, url, Direction.DOWN) is None
+    monkeypatch.setattr(quick_look_module, "QUICK_HEADS", 1_000)
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     assert _look(src, url, Direction.UP) is None  # refused: the usual way explains it
@@ -348,6 +360,8 @@ def test_a_no_op_run_loads_no_sdk(
     others = f"s3://{bucket}/q"
     assert run(others, "down") == "code 0 sdk ['boto3', 'botocore']"  # a new folder: work
     assert run(others, "down") == "code 0 sdk []"
+    assert run(url, "mirror") == "code 0 sdk ['boto3', 'botocore']"  # objects watchsync wrote
+    assert run(url, "mirror") == "code 0 sdk []"
     s3.delete_object(Bucket=bucket, Key="p/d0/f0.txt")
     assert run("src", url, "--dryrun") == "code 0 sdk ['boto3', 'botocore']"
 

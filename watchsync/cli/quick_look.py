@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchsync.core.model import Direction, Skipped, without_skipped
-from watchsync.core.plan import SyncOptions, plan_sync
+from watchsync.core.plan import SyncOptions, plan_sync, settle_by_stored_mtime
 from watchsync.fs.walk import WalkOptions, walk
 from watchsync.s3.listpage import Page
 from watchsync.s3.location import S3Settings, S3Url
@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 # Pages a quick look reads at most (S3 pages hold 1,000 keys): a larger tree is listed once,
 # the usual way.
 QUICK_PAGES = 10
+# Objects a quick look asks one by one for the mtime they keep (a same-size copy that
+# LastModified alone would make: an object watchsync wrote is newer than the file it came
+# from, or went to), as the usual way would ask them.
+QUICK_HEADS = 1_000
 
 
 @dataclass
@@ -75,11 +79,18 @@ def quick_look(
             ),
             lambda s: skipped.append((s, True)),
         )
+        heads = 0
         try:
             for item in plan_sync(local, remote, opts=opts):
                 if isinstance(item, Skipped):
                     skipped.append((item, True))
-                else:
+                    continue
+                heads += 1
+                if item.by_stored_mtime is None or heads > QUICK_HEADS or settings.sse_c:
+                    return Look(pages=lister.read)
+                key, payer = where.key(item.path), settings.request_payer
+                head = lister.head(where.bucket, key, item.path, payer=payer)
+                if settle_by_stored_mtime(item, head, step_ns=opts.volume.mtime_step_ns):
                     return Look(pages=lister.read)
         except QuickUnavailable as exc:
             logger.debug("sync: quick look gave up: %s", exc)

@@ -10,18 +10,22 @@ retries and words for errors are aws's.
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import ssl
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 from watchsync.core.model import RemoteEntry, Skipped
+from watchsync.s3.file_metadata import stored_mtime
 from watchsync.s3.listing_rows import entries, listed_pages
 from watchsync.s3.listpage import Page, read_raw
 from watchsync.s3.location import S3Url
 from watchsync.s3.quick_route import QuickRoute
 from watchsync.s3.sigv4 import query_string, signed_headers
+from watchsync.s3.timestamps import mtime_ns
 
 # A quick look is worth it only while it is quick: past these, botocore's path is as fast.
 CONNECT_TIMEOUT = 2.0
@@ -94,33 +98,62 @@ class QuickLister:
         self._pages += 1
         if self._pages > self.max_pages:
             raise QuickUnavailable(f"a listing longer than {self.max_pages} pages")
-        line = self.request_line(request)
-        route = self.route
-        headers: dict[str, str] = {}
-        if request.get("RequestPayer"):
-            headers["x-amz-request-payer"] = request["RequestPayer"]
-        if route.keys is not None:
-            path = self._path(request["Bucket"])
-            headers = signed_headers(
-                "GET", route.netloc, path, self._params(request), route.keys,
-                region=route.region, headers=headers,
-            )  # fmt: skip
-        headers["User-Agent"] = "watchsync"  # unsigned, as botocore leaves it: proxies rewrite it
-        try:
-            conn = self._connection()
-            conn.request("GET", line, headers=headers)
-            answer = conn.getresponse()
-            body = answer.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise QuickUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if answer.status != 200:
-            raise QuickUnavailable(f"HTTP {answer.status}")
+        self.request_line(request)  # refuses a parameter it does not know
+        status, body, _ = self._send(
+            "GET", self._path(request["Bucket"]), self._params(request), request.get("RequestPayer")
+        )
+        if status != 200:
+            raise QuickUnavailable(f"HTTP {status}")
         page = read_raw(body)
         if page is None:
             raise QuickUnavailable("not a whole ListBucketResult")
         self.read[request.get("ContinuationToken")] = page
         return page
+
+    def head(
+        self, bucket: str, key: str, path: str, *, payer: str | None = None
+    ) -> RemoteEntry | None:
+        """The object as :meth:`Transfer.head` finds it, the mtime it keeps included; None
+        when there is none."""
+        where = self._path(bucket) + urllib.parse.quote(key, safe="/")
+        status, _, headers = self._send("HEAD", where, [], payer)
+        if status == 404:
+            return None
+        if status != 200:
+            raise QuickUnavailable(f"HTTP {status} for a HEAD")
+        try:
+            when = email.utils.parsedate_to_datetime(headers["last-modified"])
+            size = int(headers["content-length"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QuickUnavailable(f"a HEAD without its size or time: {exc}") from exc
+        metadata = {k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
+        etag = headers.get("etag", "").strip('"')
+        return RemoteEntry(path, size, mtime_ns(when), etag, stored_mtime_ns=stored_mtime(metadata))
+
+    def _send(
+        self, method: str, path: str, params: list[tuple[str, str]], payer: str | None
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One signed request; its status, body and headers (names in lower case)."""
+        route = self.route
+        headers: dict[str, str] = {}
+        if payer:
+            headers["x-amz-request-payer"] = payer
+        if route.keys is not None:
+            headers = signed_headers(
+                method, route.netloc, path, params, route.keys,
+                region=route.region, headers=headers,
+            )  # fmt: skip
+        headers["User-Agent"] = "watchsync"  # unsigned, as botocore leaves it: proxies rewrite it
+        line = f"{path}?{query_string(params)}" if params else path
+        try:
+            conn = self._connection()
+            conn.request(method, line, headers=headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise QuickUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return answer.status, body, {k.lower(): v for k, v in answer.getheaders()}
 
     def _path(self, bucket: str) -> str:
         return f"{self.route.base}/{bucket}/" if self.route.path_style else f"{self.route.base}/"
