@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from watchsync.agent.delete_guards import DeleteBatcher, DeleteGuards
 from watchsync.agent.scope import Scope
 from watchsync.core.model import Action, Kind
 from watchsync.core.plan import DeleteCaps
+from watchsync.engine.policy import NOTHING_SEEN, Seen
 
 
 def _deletes(*paths: str, kind: Kind = Kind.DELETE_REMOTE) -> list[Action]:
@@ -341,3 +342,40 @@ def test_a_checkout_storm_does_not_add_up_but_rm_in_slices_does(
     w.rooms.guards.run(tree[30:60], w.rooms.executor)
     assert all(n in w.objects.objects for n in tree[30:60])
     assert "30 deletes after 30 in the last 60 min exceed --max-delete 50" in _held(w)[0]
+
+
+def test_a_rejection_landing_after_a_pass_planned_keeps_the_files(
+    make_world: Callable[..., World],
+) -> None:
+    """The emptied prefix's deletes rejected while the next pass is already under way
+    (soak seed 867326214): the pass planned "deleted in S3" from the records the rejection
+    gives up, and once they are gone no guard counts a synced file.  A local delete planned
+    from a record the state no longer holds does not run; the next pass sends the files."""
+    w = make_world(delete=True)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        synced_file(w, name, name.encode())
+    w.objects.objects.clear()
+    assert w.rooms.reconcile.run().passed.vetoed is not None
+    (batch,) = w.rooms.refused.batches()
+    guards = w.rooms.executor.guards
+
+    class RejectedMeanwhile:
+        """The person's `ctl deletes reject` lands between the pass's plan and its deletes."""
+
+        def refusal(self, deletes: Iterable[Action], *, seen: Seen = NOTHING_SEEN) -> str | None:
+            planned = list(deletes)
+            w.rooms.refused.reject(batch.id)
+            return guards.refusal(planned, seen=seen)
+
+    w.rooms.executor.guards = RejectedMeanwhile()
+    assert w.rooms.reconcile.dirty is not None
+    w.rooms.reconcile.dirty.invalidate("the watcher is not running in a room test")
+    w.rooms.reconcile.run()
+    assert sorted(p.name for p in w.root.iterdir()) == ["a.txt", "b.txt", "c.txt"]
+    w.rooms.executor.guards = guards
+    assert w.rooms.reconcile.run().passed.planned == {Kind.UPLOAD: 3}
+    while len(w.rooms.pending) and (item := w.rooms.pending.take()) is not None:
+        w.rooms.uploader.process(item)  # the pass hands new files to the uploader
+        w.rooms.pending.settle(item.path)
+    assert sorted(w.objects.objects) == ["a.txt", "b.txt", "c.txt"]
+    assert sorted(p.name for p in w.root.iterdir()) == ["a.txt", "b.txt", "c.txt"]

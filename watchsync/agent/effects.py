@@ -144,6 +144,9 @@ class StoreRecorder:
         entry = self.store.synced.get(path)
         return entry is not None and entry.etag == etag
 
+    def holds(self, path: str, etag: str) -> bool:
+        return self.recorded(path, etag)
+
 
 class SkipLog:
     """How a folder reports a path it cannot sync: one warning per path and reason, where

@@ -6,7 +6,8 @@ last synced, which is what lets it tell a delete from a file that is new on the 
 The agent's single-path decisions live here too: ``plan_path`` (a path the watcher
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
-object), ``same_content`` and ``CONFLICT_STEPS`` (how each mode keeps both versions).
+object), ``delete_stands`` (a delete whose record was given up meanwhile), ``same_content``
+and ``CONFLICT_STEPS`` (how each mode keeps both versions).
 ``unwritable`` marks the keys whose names the folder's file system refuses;
 ``case_clash`` is a download a volume ignoring case cannot hold apart (kept under a
 case-conflict name, :data:`CASE_CLASH_STEPS`).
@@ -829,6 +830,21 @@ def plan_delete_lost(
         remote=remote,
         synced=synced,
     )
+
+
+def delete_stands(action: Action, *, still_recorded: bool) -> bool:
+    """Whether a delete the agent planned from the record of the last sync ("deleted in S3
+    since synced", "deleted locally since synced") may still run: only while the state
+    still holds that record (``still_recorded``: the same path and ETag).  A record given
+    up meanwhile takes the delete's reason with it: a person rejected the held deletes
+    while the pass was planning (the file is kept and sent again by the next pass, which
+    meets it without a record).  Deletes planned without a record (``sync``) stand.
+
+    >>> a = Action(Kind.DELETE_LOCAL, "a", "deleted in S3", synced=SyncedEntry("a", 1, 5, "e", 5))
+    >>> delete_stands(a, still_recorded=False), delete_stands(a, still_recorded=True)
+    (False, True)
+    """
+    return action.synced is None or still_recorded
 
 
 def same_content(action: Action) -> Action:

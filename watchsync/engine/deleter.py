@@ -19,7 +19,7 @@ from pathlib import Path
 
 from watchsync.core.errors import Failure, FailureKind, FileError
 from watchsync.core.model import Action, Condition, Kind, RemoteEntry
-from watchsync.core.plan import plan_delete_lost, same_file
+from watchsync.core.plan import delete_stands, plan_delete_lost, same_file
 from watchsync.engine.local_files import LocalFiles
 from watchsync.engine.policy import ExecPolicy
 from watchsync.engine.reporting import Events, Recorder
@@ -69,6 +69,8 @@ class Deleter:
         after: list[Action] = []
         batch: list[Action] = []
         for action in actions:
+            if not self._stands(action):
+                continue
             if action.kind is Kind.DELETE_REMOTE:
                 if file_exists(self.root / action.path) and self.volume.spelled(action.path):
                     continue  # came back (not merely another spelling: a case-only rename)
@@ -81,6 +83,16 @@ class Deleter:
         if batch:
             after += self._delete_remote(batch)
         return after
+
+    def _stands(self, action: Action) -> bool:
+        """The state still holds the record the delete was planned from (see
+        :func:`~watchsync.core.plan.delete_stands`)."""
+        synced = action.synced
+        still = synced is not None and self.recorder.holds(action.path, synced.etag)
+        if delete_stands(action, still_recorded=still):
+            return True
+        logger.info("delete: %s is no longer recorded as synced; kept", action.path)
+        return False
 
     def _delete_remote(self, batch: list[Action]) -> list[Action]:
         """Delete objects; one with a condition only while it is still that version: each

@@ -580,17 +580,31 @@ def _pair(path: str, loc: LocalEntry, rem: RemoteEntry) -> SyncedEntry:
 
 def _spooled(action: Action) -> str:
     """A delete as one spool line: kind, path, the file as the plan saw it (its identity
-    too), the ETag the object must still have, and the reason (a line may say it)."""
-    loc = action.local
+    too), the ETag the object must still have, the record it was planned from (the
+    deleter asks that the state still holds it), and the reason (a line may say it)."""
+    loc, syn = action.local, action.synced
     stat = f"{loc.size}\0{loc.mtime_ns}\0{loc.ino}\0{loc.ctime_ns}" if loc else "\0\0\0"
+    record = (
+        f"{syn.size}\0{syn.mtime_ns}\0{syn.etag}\0{syn.remote_mtime_ns}\0{syn.ino}\0{syn.ctime_ns}"
+        if syn
+        else "\0\0\0\0\0"
+    )
     condition = delete_condition(action)
     etag = condition.etag if condition else ""
-    return f"{action.kind.value}\0{action.path}\0{stat}\0{etag}\0{action.reason}"
+    return f"{action.kind.value}\0{action.path}\0{stat}\0{etag}\0{record}\0{action.reason}"
 
 
 def _unspooled(spool: Spool) -> Iterator[Action]:
     for line in spool:
-        kind, path, size, mtime, ino, ctime, etag, reason = line.split("\0")
+        kind, path, size, mtime, ino, ctime, etag, *record, reason = line.split("\0")
         loc = LocalEntry(path, int(size), int(mtime), int(ino), int(ctime)) if size else None
+        s_size, s_mtime, s_etag, s_remote, s_ino, s_ctime = record
+        syn = (
+            SyncedEntry(
+                path, int(s_size), int(s_mtime), s_etag, int(s_remote), int(s_ino), int(s_ctime)
+            )
+            if s_size
+            else None
+        )
         condition = Condition(etag) if etag else None
-        yield Action(Kind(kind), path, reason, local=loc, condition=condition)
+        yield Action(Kind(kind), path, reason, local=loc, synced=syn, condition=condition)

@@ -44,6 +44,11 @@ class Recorder(Protocol):
         """Whether ``path`` is already recorded as synced with the object ``etag`` (then a
         send found stored is not counted again)."""
 
+    def holds(self, path: str, etag: str) -> bool:
+        """Whether a record of ``path`` with the object ``etag`` was not given up: a
+        recorder that keeps no state gives none up (a delete planned from a record the
+        state no longer holds does not run)."""
+
 
 class NullRecorder:
     """``watchsync sync`` keeps no state."""
@@ -82,6 +87,9 @@ class NullRecorder:
 
     def recorded(self, path: str, etag: str) -> bool:
         return False
+
+    def holds(self, path: str, etag: str) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
