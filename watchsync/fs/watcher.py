@@ -174,8 +174,10 @@ class ChangeHandler(FileSystemEventHandler):
             return
         if event.event_type in ("opened", "closed_no_write"):
             return
-        if event.is_synthetic and event.event_type in ("moved", "created"):
-            return  # children of a directory event we report as a whole
+        if event.is_synthetic and event.event_type in ("moved", "created", "deleted"):
+            # Children of a directory event we report as a whole (watchdog >= 7.1 also sends
+            # a deleted event for each watched subdirectory of a directory moved out).
+            return
         if event.is_directory and not isinstance(
             event, DirCreatedEvent | DirDeletedEvent | DirMovedEvent
         ):
