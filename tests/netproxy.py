@@ -226,15 +226,15 @@ class NetProxy:
         )
         link = _Link(client, upstream, thread)
         with self._lock:
-            # Checked again under the lock cut() holds, so no link slips past a cut.
+            # Checked again under the lock cut() holds, so no link slips past a cut; and
+            # started under it, so a cut never finds (and joins) a thread not yet started.
             refuse = self._cut or self._stop.is_set()
             if not refuse:
                 self._links[link_id] = link
+                thread.start()
         if refuse:
             upstream.close()
             _reset(client)
-            return
-        thread.start()
 
     def _pump(self, link_id: int) -> None:
         """Copy bytes both ways until both sides have closed or the link is shut down."""
