@@ -68,7 +68,7 @@ from watchsync.engine.policy import Counted, Seen
 from watchsync.engine.sender import Sending
 from watchsync.fs.tempfiles import is_temp_name
 from watchsync.fs.volume import FolderVolume
-from watchsync.fs.walk import WalkOptions, entry_of, walk
+from watchsync.fs.walk import GONE, WalkOptions, entry_of, walk
 from watchsync.s3.transfer import Objects
 from watchsync.state.store import StateStore
 
@@ -564,7 +564,7 @@ def _stat_one(root: Path, path: str, follow: bool) -> LocalEntry | Skipped | str
     full = os.path.join(root, path)
     try:
         st = os.stat(full) if follow else os.lstat(full)
-    except FileNotFoundError:
+    except GONE:
         return Skipped(path, "broken symlink") if os.path.islink(full) else None
     except OSError as exc:
         return Skipped(path, f"cannot stat: {exc.strerror or exc}")

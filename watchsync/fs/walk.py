@@ -31,6 +31,11 @@ class WalkOptions:
     check_readable: bool = False
 
 
+#: What a stat or listing raises for a path that is not there: deleted, or below what is
+#: now a file ("Not a directory": a directory replaced by a file is as gone as deleted).
+GONE = (FileNotFoundError, NotADirectoryError)
+
+
 def walk(
     root: Path,
     *,
@@ -55,7 +60,7 @@ def walk(
     top = os.path.join(base, start) if start else base
     try:
         st = os.stat(top) if options.follow_symlinks else os.lstat(top)
-    except FileNotFoundError:
+    except GONE:
         return
     ancestors: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
     yield from _walk_dir(top, start.strip("/"), ancestors, options, scandir)
@@ -77,7 +82,7 @@ def _walk_dir(
             close = getattr(it, "close", None)
             if close is not None:
                 close()
-    except FileNotFoundError:
+    except GONE:
         return
     except OSError as exc:
         yield Skipped(
@@ -98,7 +103,7 @@ def _walk_dir(
                 continue
             try:
                 st = entry.stat(follow_symlinks=options.follow_symlinks)
-            except FileNotFoundError:
+            except GONE:
                 continue
             except OSError as exc:
                 yield _stat_failed(relpath, exc)
@@ -141,7 +146,7 @@ def _file_entry(
     """Stat one non-directory entry; only regular files are synced."""
     try:
         st = entry.stat(follow_symlinks=follow)
-    except FileNotFoundError:
+    except GONE:
         if entry.is_symlink():
             return Skipped(relpath, "broken symlink", SkipKind.MISSING)
         return None  # deleted mid-walk
