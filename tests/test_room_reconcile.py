@@ -3,6 +3,7 @@ feed, and the state."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from world import (
 )
 
 from watchsync.agent.uploader import Settled
-from watchsync.core.model import Item, Kind, Mode, SyncedEntry
+from watchsync.core.model import Item, Kind, Mode, Skipped, SyncedEntry
 from watchsync.s3.capabilities import Feature
 
 
@@ -564,3 +565,69 @@ def test_by_default_every_periodic_pass_lists_the_prefix(
     assert (w.root / "a.txt").read_bytes() == b"v2 from the console"
     fields = w.store.status.fields()
     assert fields["list_every"] == 3.0 and fields["list_stretched"] is None
+
+
+def test_a_lost_delete_blocked_by_a_new_file_settles_as_a_collision(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Soak seed 548694647: directory ``a/`` became a file ``a`` while another writer
+    changed ``a/b`` in S3.  The delete of ``a/b`` lost to the change, whose download the
+    file ``a`` blocks: a collision.  The record of ``a/b`` named a version neither side
+    held any more; kept, every pass trusting the feed read it as ``a/b`` deleted locally,
+    planned a delete of S3's newer version and held it ("refused 1 deletes"), pass after
+    pass.  The record is given up: the collision is the folder's stable, reported state."""
+    w = _fed_world(make_world, delete=True, full_list_interval=3600.0)
+    synced_file(w, "a/b", b"v1")
+    assert w.rooms.reconcile.run().listed
+    w.objects.put("a/b", b"v2 from another writer")  # no feed entry: found by HEAD or listing
+    (w.root / "a" / "b").unlink()
+    (w.root / "a").rmdir()
+    (w.root / "a").write_bytes(b"a file now")
+    w.rooms.reconcile.dirty.note(["a/b", "a/", "a"])  # type: ignore[union-attr]
+    with caplog.at_level(logging.INFO):
+        first = w.rooms.reconcile.run()
+        assert not first.listed and first.passed.vetoed is None
+        _upload_queued(w)
+        later = []
+        for _ in range(3):
+            w.now[0] += 5.0
+            later.append(w.rooms.reconcile.run().passed)
+            _upload_queued(w)
+        w.now[0] += 3600.0
+        listed = w.rooms.reconcile.run()
+    assert listed.listed and listed.passed.vetoed is None
+    assert [p.planned for p in later] == [{}, {}, {}]
+    assert all(p.vetoed is None for p in later)
+    assert w.objects.objects["a/b"][0] == b"v2 from another writer"
+    assert w.objects.objects["a"][0] == b"a file now"
+    assert (w.root / "a").read_bytes() == b"a file now"
+    said = [r for r in caplog.records if "S3 has both a file and a directory" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert "S3 has both a file and a directory" in (w.status.last_error or "")
+
+
+def test_a_reported_path_under_what_is_now_a_file_is_deleted_not_skipped(
+    make_world: Callable[..., World],
+) -> None:
+    """Directory ``a/`` replaced by a file ``a``: the reported ``a/b`` cannot exist any
+    more (its stat says "Not a directory").  That is a file deleted, as a missing one is,
+    not a path the folder cannot read (whose delete would be held, and said, every pass)."""
+    skips: list[Skipped] = []
+    w = _fed_world(make_world, delete=True, on_skip=skips.append)
+    synced_file(w, "a/b", b"v1")
+    w.rooms.reconcile.run()
+    (w.root / "a" / "b").unlink()
+    (w.root / "a").rmdir()
+    (w.root / "a").write_bytes(b"a file now")
+    w.rooms.reconcile.dirty.note(["a/b"])  # type: ignore[union-attr]  # alone, as a re-look
+    stats = w.rooms.reconcile.run()
+    assert skips == [] and stats.passed.vetoed is None
+    assert stats.passed.planned == {Kind.DELETE_REMOTE: 1}
+    assert "a/b" not in w.objects.objects
+
+
+def _upload_queued(w: World) -> None:
+    """Run what a pass queued for the uploader, as its workers would."""
+    while len(w.rooms.pending) and (item := w.rooms.pending.take()) is not None:
+        w.rooms.uploader.process(item)
+        w.rooms.pending.settle(item.path)

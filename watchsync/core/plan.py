@@ -6,7 +6,8 @@ last synced, which is what lets it tell a delete from a file that is new on the 
 The agent's single-path decisions live here too: ``plan_path`` (a path the watcher
 reported), ``plan_rename`` (a new file that is a synced one renamed), ``plan_raced`` (a
 conditional write lost a race), ``plan_delete_lost`` (a conditional delete found a newer
-object), ``delete_stands`` (a delete whose record was given up meanwhile), ``same_content``
+object), ``delete_stands`` (a delete whose record was given up meanwhile), ``plan_blocked``
+(a download a file or directory in the way still blocks: a collision), ``same_content``
 and ``CONFLICT_STEPS`` (how each mode keeps both versions).
 ``unwritable`` marks the keys whose names the folder's file system refuses;
 ``case_clash`` is a download a volume ignoring case cannot hold apart (kept under a
@@ -829,6 +830,29 @@ def plan_delete_lost(
         "changed in S3 since synced: the change beats the delete",
         remote=remote,
         synced=synced,
+    )
+
+
+def plan_blocked(action: Action) -> Action | None:
+    """A download the folder cannot take, still after the pass's deletes: a file stands
+    where its directory would be, or a directory where it would be (S3 holds ``a`` and
+    ``a/b``).  The folder keeps what is there and the key is reported.  A record of the
+    path is given up: it names a version neither side holds (no file can be there, and S3
+    holds another, or the download would not be due), and kept it would read as the file
+    deleted since synced, a delete of S3's version planned by every pass that trusts the
+    record, and held.  Without it the key is downloaded, and blocked, only when S3 is read.
+
+    >>> a = Action(Kind.DOWNLOAD, "a/b", "remote changed", synced=SyncedEntry("a/b", 1, 5, "e", 5))
+    >>> plan_blocked(a).kind, plan_blocked(replace(a, synced=None))
+    (<Kind.FORGET: 'forget'>, None)
+    """
+    if action.kind is not Kind.DOWNLOAD or action.synced is None:
+        return None
+    return Action(
+        Kind.FORGET,
+        action.path,
+        "blocked: the version last synced is on neither side",
+        synced=action.synced,
     )
 
 

@@ -43,6 +43,7 @@ from watchsync.core.model import (
 from watchsync.core.plan import (
     CONFLICT_STEPS,
     ConflictStep,
+    plan_blocked,
     same_content,
     settle_by_stored_mtime,
 )
@@ -325,13 +326,20 @@ class Executor:
             try:
                 self.apply(action)
             except PathBlocked as exc:
-                # Not a failure holding the pass back: what is there stays, said (once).
-                why = f"{exc.reason}; left as it is (S3 has both a file and a directory there?)"
-                self.events.failed(action, PathBlocked(exc.path, why))
+                self._left_blocked(action, exc)
             except Exception as exc:
                 with self._lock:
                     stats.failed += 1
                 self.events.failed(action, exc)
+
+    def _left_blocked(self, action: Action, exc: PathBlocked) -> None:
+        """A download still blocked once the pass's deletes ran: not a failure holding the
+        pass back; what is there stays, said (once), and the planner's word on the path's
+        record (:func:`~watchsync.core.plan.plan_blocked`) is carried out."""
+        why = f"{exc.reason}; left as it is (S3 has both a file and a directory there?)"
+        self.events.failed(action, PathBlocked(exc.path, why))
+        if (then := plan_blocked(action)) is not None:
+            self.apply(then)
 
     def _releaser(
         self, slots: threading.BoundedSemaphore, action: Action
@@ -528,6 +536,8 @@ class Executor:
         for after in self.deleter.delete(actions):
             try:
                 self.apply(after)
+            except PathBlocked as exc:  # the change that beat the delete has no place here
+                self._left_blocked(after, exc)
             except Exception as exc:
                 self.events.failed(after, exc)
 
