@@ -701,16 +701,22 @@ class EdgeSteps:
                 if dst == src or (dst not in keys and not fm._free(dst)):
                     continue
                 try:
-                    body = fm.s3.get_object(Bucket=fm.bucket, Key=f"{PREFIX}/{src}")["Body"]
-                    data = body.read()
+                    got = fm.s3.get_object(Bucket=fm.bucket, Key=f"{PREFIX}/{src}")
+                    data = got["Body"].read()
                 except ClientError:  # deleted by an agent meanwhile
                     continue
                 fm._consume_object(dst)
-                fm.s3.copy_object(
-                    Bucket=fm.bucket,
-                    Key=f"{PREFIX}/{dst}",
-                    CopySource={"Bucket": fm.bucket, "Key": f"{PREFIX}/{src}"},
-                )
+                try:
+                    # Only the version read: an agent may send a newer one in between, and
+                    # the model must know what the copy holds (soak seed 814715794).
+                    fm.s3.copy_object(
+                        Bucket=fm.bucket,
+                        Key=f"{PREFIX}/{dst}",
+                        CopySource={"Bucket": fm.bucket, "Key": f"{PREFIX}/{src}"},
+                        CopySourceIfMatch=got["ETag"],
+                    )
+                except ClientError:  # changed or deleted by an agent since it was read
+                    continue
                 fm.model.wrote(dst, data)
                 fm._note(f"s3 (other client): copy {src} -> {dst}")
             elif what == "delete" and keys:
