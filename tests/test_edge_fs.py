@@ -32,7 +32,7 @@ from edgefs import (
 from fakes import InlinePool, RecordedEvents
 from helpers import wait_until
 from s3server import SeaweedServer
-from world import World, synced_file
+from world import World, synced_file, upload_queued
 
 from watchsync.agent.config import FolderConfig, S3Settings
 from watchsync.agent.effects import SkipLog
@@ -496,13 +496,6 @@ def _uploaded(w: World, path: str, body: bytes) -> None:
     synced_file(w, path, body, identity=True)
 
 
-def _settle(w: World) -> None:
-    """Run what a pass queued for the uploader."""
-    while len(w.rooms.pending) and (item := w.rooms.pending.take()) is not None:
-        w.rooms.uploader.process(item)
-        w.rooms.pending.settle(item.path)
-
-
 def _touch_back(path: Path, body: bytes) -> None:
     """``touch -r``: new bytes of the same size, the old mtime put back."""
     st = path.stat()
@@ -537,7 +530,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_uploaded_on_a_posix_disk(
         w.rooms.uploader.process(Item("a.txt", reported=True))
     else:
         w.rooms.reconcile.run()
-        _settle(w)
+        upload_queued(w)
     assert w.objects.objects["a.txt"][0] == b"version 2"
 
 
@@ -563,7 +556,7 @@ def test_a_rewrite_within_the_clock_tick_is_uploaded_on_exfat(
     _uploaded_again_as_is(w, "a.txt")
     _touch_back(w.root / "a.txt", b"version 2")  # the same second: the same mtime
     w.rooms.reconcile.run()  # a walk cannot tell (no ctime there)
-    _settle(w)
+    upload_queued(w)
     assert w.objects.objects["a.txt"][0] == b"version 1"
     w.rooms.uploader.process(Item("a.txt", reported=True))
     assert w.objects.objects["a.txt"][0] == b"version 2"

@@ -18,6 +18,7 @@ from world import (
     _listings,
     _silently_changed,
     synced_file,
+    upload_queued,
 )
 
 from watchsync.agent.uploader import Settled
@@ -587,12 +588,12 @@ def test_a_lost_delete_blocked_by_a_new_file_settles_as_a_collision(
     with caplog.at_level(logging.INFO):
         first = w.rooms.reconcile.run()
         assert not first.listed and first.passed.vetoed is None
-        _upload_queued(w)
+        upload_queued(w)
         later = []
         for _ in range(3):
             w.now[0] += 5.0
             later.append(w.rooms.reconcile.run().passed)
-            _upload_queued(w)
+            upload_queued(w)
         w.now[0] += 3600.0
         listed = w.rooms.reconcile.run()
     assert listed.listed and listed.passed.vetoed is None
@@ -624,10 +625,3 @@ def test_a_reported_path_under_what_is_now_a_file_is_deleted_not_skipped(
     assert skips == [] and stats.passed.vetoed is None
     assert stats.passed.planned == {Kind.DELETE_REMOTE: 1}
     assert "a/b" not in w.objects.objects
-
-
-def _upload_queued(w: World) -> None:
-    """Run what a pass queued for the uploader, as its workers would."""
-    while len(w.rooms.pending) and (item := w.rooms.pending.take()) is not None:
-        w.rooms.uploader.process(item)
-        w.rooms.pending.settle(item.path)

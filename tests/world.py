@@ -111,6 +111,13 @@ def _drain(world: World) -> list[str]:
     return paths
 
 
+def upload_queued(world: World) -> None:
+    """Run what a pass queued for the uploader, as its workers would."""
+    while len(world.rooms.pending) and (item := world.rooms.pending.take()) is not None:
+        world.rooms.uploader.process(item)
+        world.rooms.pending.settle(item.path)
+
+
 def _listings(w: World) -> int:
     return sum(1 for op, _ in w.objects.calls if op == "list")
 
