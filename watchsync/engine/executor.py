@@ -56,7 +56,6 @@ from watchsync.engine.sender import Sender, Sending, Sent
 from watchsync.engine.spool import Spool
 from watchsync.fs.volume import FolderVolume
 from watchsync.s3.capabilities import Capabilities
-from watchsync.s3.location import S3Url
 from watchsync.s3.transfer import Objects, Uploaded
 
 logger = logging.getLogger(__name__)
@@ -220,10 +219,6 @@ class Executor:
             volume=self.volume,
         )
 
-    @property
-    def where(self) -> S3Url:
-        return self.transfer.where
-
     # -- a pass -----------------------------------------------------------------------------
 
     def run(
@@ -313,33 +308,35 @@ class Executor:
         """Downloads a file or directory was in the way of, tried once more now that the
         pass's deletes may have cleared it (a type change on the other side: the old file,
         or the old directory's files, are deleted here).  A directory left empty in the way
-        of a file is removed: it holds nothing, and S3 cannot hold it.  Still blocked is a
-        file/directory collision (S3 has ``a`` and ``a/b``): the folder keeps what is
-        there and the key is reported, neither a failure holding the pass back nor a veto
-        of its deletes, which would otherwise never run while the collision lasts."""
+        of a file is removed: it holds nothing, and S3 cannot hold it."""
         blocked, stats.blocked = stats.blocked, []
         for action in blocked:
             if self.stop.is_set():
                 return
             if _remove_if_empty_dir(self.root / action.path):
                 logger.info("download: removed the empty directory %s/ in its way", action.path)
-            try:
-                self.apply(action)
-            except PathBlocked as exc:
-                self._left_blocked(action, exc)
-            except Exception as exc:
+            if self._last_try(action) is not None:
                 with self._lock:
                     stats.failed += 1
-                self.events.failed(action, exc)
 
-    def _left_blocked(self, action: Action, exc: PathBlocked) -> None:
-        """A download still blocked once the pass's deletes ran: not a failure holding the
-        pass back; what is there stays, said (once), and the planner's word on the path's
-        record (:func:`~watchsync.core.plan.plan_blocked`) is carried out."""
-        why = f"{exc.reason}; left as it is (S3 has both a file and a directory there?)"
-        self.events.failed(action, PathBlocked(exc.path, why))
-        if (then := plan_blocked(action)) is not None:
-            self.apply(then)
+    def _last_try(self, action: Action) -> Exception | None:
+        """Apply ``action``, a pass's last word on it; the error, reported, is returned.  A
+        download still blocked is a file/directory collision (S3 has ``a`` and ``a/b``):
+        the folder keeps what is there and the key is reported (once), neither a failure
+        holding the pass back nor a veto of its deletes, which would otherwise never run
+        while the collision lasts; the planner says what becomes of the path's record
+        (:func:`~watchsync.core.plan.plan_blocked`)."""
+        try:
+            self.apply(action)
+        except PathBlocked as exc:
+            why = f"{exc.reason}; left as it is (S3 has both a file and a directory there?)"
+            self.events.failed(action, PathBlocked(exc.path, why))
+            if (then := plan_blocked(action)) is not None:
+                self.apply(then)
+        except Exception as exc:
+            self.events.failed(action, exc)
+            return exc
+        return None
 
     def _releaser(
         self, slots: threading.BoundedSemaphore, action: Action
@@ -486,7 +483,7 @@ class Executor:
             return Outcome.MISMATCH
         etag = etag or old.etag
         entry = SyncedEntry(
-            loc.path, loc.size, loc.mtime_ns, etag, self._now_ns(), loc.ino, loc.ctime_ns
+            loc.path, loc.size, loc.mtime_ns, etag, int(self.wall() * 1e9), loc.ino, loc.ctime_ns
         )
         self.recorder.synced(entry, counters={"copied_files": 1})
         self.events.finished(action, 0)
@@ -534,12 +531,7 @@ class Executor:
                 self.events.would(action)
             return
         for after in self.deleter.delete(actions):
-            try:
-                self.apply(after)
-            except PathBlocked as exc:  # the change that beat the delete has no place here
-                self._left_blocked(after, exc)
-            except Exception as exc:
-                self.events.failed(after, exc)
+            self._last_try(after)  # the change that beat the delete may have no place here
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -556,9 +548,6 @@ class Executor:
         if loc is None or rem is None or loc.size != rem.size:
             return False
         return self.files.holds(loc.path, rem.etag)
-
-    def _now_ns(self) -> int:
-        return int(self.wall() * 1e9)
 
 
 def _remove_if_empty_dir(path: Path) -> bool:
