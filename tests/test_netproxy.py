@@ -164,7 +164,9 @@ def test_close_ends_links_and_threads(echo: EchoServer) -> None:
         assert is_dead(sock)
     finally:
         sock.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("netproxy-")]
+    # This proxy's threads (netproxy-accept-PORT, netproxy-link-PORT-N), not other tests'.
+    mine = (f"netproxy-accept-{proxy.port}", f"netproxy-link-{proxy.port}-")
+    assert not [t for t in threading.enumerate() if t.name.startswith(mine)]
 
 
 def test_unreachable_target_resets_client() -> None:
