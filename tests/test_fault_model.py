@@ -942,7 +942,7 @@ def test_fault_model(
 
 
 # Fixed seeds with the edges' steps, each chosen for the edge named (the test checks that
-# its sequence still takes that step).
+# its sequence takes that step, or one of the next EDGE_ATTEMPTS - 1 seeds' does).
 EDGE_SEEDS = [
     # The prefix emptied under one agent, its root remounted, a rewrite within one second.
     pytest.param(155508735, 1, 12, "every object under the prefix", id="one-agent-emptied"),
