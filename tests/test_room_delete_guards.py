@@ -11,6 +11,7 @@ import pytest
 from world import (
     World,
     synced_file,
+    upload_queued,
 )
 
 from watchsync.agent.config import FolderConfig
@@ -374,8 +375,6 @@ def test_a_rejection_landing_after_a_pass_planned_keeps_the_files(
     assert sorted(p.name for p in w.root.iterdir()) == ["a.txt", "b.txt", "c.txt"]
     w.rooms.executor.guards = guards
     assert w.rooms.reconcile.run().passed.planned == {Kind.UPLOAD: 3}
-    while len(w.rooms.pending) and (item := w.rooms.pending.take()) is not None:
-        w.rooms.uploader.process(item)  # the pass hands new files to the uploader
-        w.rooms.pending.settle(item.path)
+    upload_queued(w)  # the pass hands new files to the uploader
     assert sorted(w.objects.objects) == ["a.txt", "b.txt", "c.txt"]
     assert sorted(p.name for p in w.root.iterdir()) == ["a.txt", "b.txt", "c.txt"]
